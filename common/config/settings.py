@@ -1,0 +1,208 @@
+"""The settings object.
+
+Precedence: environment variables ``HAREFLOW_<KEY>`` over the TOML file named by ``HAREFLOW_CONFIG``
+(a flat table, or a ``[hareflow]`` table) over the defaults below. Nothing here reads the environment
+at import time: call :func:`load_settings` at the edge (the CLI, a test fixture) and pass the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ENV_PREFIX = "HAREFLOW_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the key and the source."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob hareflow has. Field docs are shown by ``hareflow config show``."""
+
+    home: Path = field(default_factory=lambda: Path.home() / "hareflow")
+    database_url: str = ""  # empty: sqlite:///<home>/hareflow.db (WAL)
+    broker_url: str = ""  # empty: the embedded local executor, no broker
+    executor: str = "auto"  # auto | local | rabbitmq
+    dags_folder: Path | None = None  # None: ./dags if it exists, else the bundled examples
+    # Broker topology
+    broker_prefix: str = "hareflow"  # names: <prefix>.tasks, <prefix>.q.<queue>, <prefix>.results ...
+    queue_type: str = "classic"  # classic | quorum
+    default_queue: str = "default"
+    max_deliveries: int = 5  # deliveries of one task message before it is dead-lettered
+    publish_confirm_timeout: float = 30.0
+    # Scheduler
+    scheduler_idle_wait: float = 1.0  # longest sleep when nothing wakes the scheduler
+    queued_timeout: float = 300.0  # re-publish a task queued this long with no worker reporting it
+    worker_timeout: float = 60.0  # a worker silent this long is lost; its tasks follow retry policy
+    dag_dir_list_interval: float = 2.0  # how often DAG files are checked for changes
+    dag_file_processor_timeout: float = 30.0
+    dag_file_processor_parallelism: int = 2
+    max_result_bytes: int = 1_048_576  # cap on one task's JSON return value
+    run_results_consumer: bool = True  # the scheduler runs the results consumer in-process
+    # Results consumer
+    results_batch_size: int = 500
+    results_prefetch: int = 2000
+    # Worker
+    worker_concurrency: int = 4
+    worker_queues: str = "default"
+    heartbeat_interval: float = 5.0
+    log_chunk_interval: float = 0.25  # seconds between live log chunks
+    long_task_ack_after: float = 1200.0  # ack a still-running task after this long (consumer_timeout)
+    # Web
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    secret_key: str = ""
+    log_level: str = "INFO"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'hareflow.db'}"
+
+    @property
+    def effective_executor(self) -> str:
+        if self.executor != "auto":
+            return self.executor
+        return "rabbitmq" if self.broker_url else "local"
+
+    def effective_dags_folder(self, cwd: Path | None = None) -> Path:
+        if self.dags_folder is not None:
+            return self.dags_folder
+        local = (cwd or Path.cwd()) / "dags"
+        if local.is_dir():
+            return local
+        return bundled_examples_folder()
+
+    def replace(self, **changes: typing.Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def as_display_dict(self) -> dict[str, str]:
+        """Effective values as strings, secrets masked, for ``hareflow config show``."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("database_url", "broker_url"):
+                value = mask_url(str(value)) if value else value
+            if f.name == "secret_key" and value:
+                value = "***"
+            out[f.name] = "" if value is None else str(value)
+        out["database_url (effective)"] = mask_url(self.effective_database_url)
+        out["executor (effective)"] = self.effective_executor
+        out["dags_folder (effective)"] = str(self.effective_dags_folder())
+        return out
+
+
+_VALID_CHOICES = {
+    "executor": ("auto", "local", "rabbitmq"),
+    "queue_type": ("classic", "quorum"),
+}
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def bundled_examples_folder() -> Path:
+    """The example DAGs: beside the source tree when run from a checkout, else inside the package."""
+    here = Path(__file__).resolve().parents[2]
+    for candidate in (here / "examples" / "dags", here / "hareflow" / "example_dags"):
+        if candidate.is_dir():
+            return candidate
+    return here / "examples" / "dags"
+
+
+def mask_url(url: str) -> str:
+    """Hide the password in a URL: ``amqp://guest:***@host/``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _convert(key: str, raw: object, annotation: str, source: str) -> object:
+    if raw is None:
+        return None
+    try:
+        if annotation in ("int",):
+            return int(raw)  # type: ignore[arg-type]
+        if annotation == "float":
+            return float(raw)  # type: ignore[arg-type]
+        if annotation == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected true/false, got {raw!r}")
+        if annotation.startswith("Path"):
+            text = str(raw)
+            return Path(text).expanduser() if text else None
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {key} = {raw!r} is not a valid {annotation}: {exc}") from None
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, overrides: Mapping[str, object] | None = None
+) -> Settings:
+    """Build the settings from ``env`` (default: ``os.environ``), its TOML file and ``overrides``."""
+    env = os.environ if env is None else env
+    known = {f.name: f for f in fields(Settings)}
+    values: dict[str, object] = {}
+
+    config_path = env.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        path = Path(config_path).expanduser()
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"HAREFLOW_CONFIG: file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        table = data.get("hareflow", data)
+        for key, raw in table.items():
+            if key not in known:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            values[key] = _convert(key, raw, str(known[key].type), str(path))
+
+    for key, f in known.items():
+        env_key = ENV_PREFIX + key.upper()
+        if env_key in env:
+            values[key] = _convert(key, env[env_key], str(f.type), env_key)
+
+    for key, raw in (overrides or {}).items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r}")
+        if raw is not None:
+            values[key] = _convert(key, raw, str(known[key].type), "option")
+
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    for key, choices in _VALID_CHOICES.items():
+        value = getattr(settings, key)
+        if value not in choices:
+            raise ConfigError(f"{key} = {value!r}: expected one of {', '.join(choices)}")
+    if not _NAME_RE.match(settings.broker_prefix):
+        raise ConfigError(f"broker_prefix = {settings.broker_prefix!r}: use letters, digits, _ . -")
+    if settings.effective_executor == "rabbitmq" and not settings.broker_url:
+        raise ConfigError("executor = 'rabbitmq' needs broker_url (HAREFLOW_BROKER_URL)")
+    for key in ("worker_concurrency", "max_deliveries", "results_batch_size", "max_result_bytes"):
+        if getattr(settings, key) < 1:
+            raise ConfigError(f"{key} = {getattr(settings, key)!r}: must be at least 1")

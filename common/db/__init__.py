@@ -1,0 +1,37 @@
+"""Metastore: typed SQLAlchemy models, engine/session creation, migrations."""
+
+from common.db.engine import DatabaseUnavailable, create_engine_for, make_session_factory
+from common.db.models import (
+    AuditLog,
+    Backfill,
+    Base,
+    Dag,
+    DagRun,
+    ImportError_,
+    Pool,
+    SchedulerHeartbeat,
+    TaskInstance,
+    TaskLog,
+    TaskResult,
+    User,
+    Worker,
+)
+
+__all__ = [
+    "AuditLog",
+    "Backfill",
+    "Base",
+    "Dag",
+    "DagRun",
+    "DatabaseUnavailable",
+    "ImportError_",
+    "Pool",
+    "SchedulerHeartbeat",
+    "TaskInstance",
+    "TaskLog",
+    "TaskResult",
+    "User",
+    "Worker",
+    "create_engine_for",
+    "make_session_factory",
+]

@@ -1,0 +1,260 @@
+"""The metastore schema (SQLAlchemy 2.0 typed models).
+
+Indexes follow the real queries: the scheduler reads *active* runs and the task instances that are
+scheduled, queued or running; workers are looked up by heartbeat age. Nothing the scheduler does on
+each loop scans finished history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from common.db.types import LongText, UtcDateTime
+
+ID_LEN = 250
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Dag(Base):
+    """One DAG as last parsed from its file; ``serialized`` is what the scheduler and web read."""
+
+    __tablename__ = "dag"
+
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    fileloc: Mapped[str] = mapped_column(String(1000))
+    is_paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    schedule: Mapped[str | None] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    owner: Mapped[str] = mapped_column(String(100), default="hareflow")
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    description: Mapped[str | None] = mapped_column(Text)
+    max_active_runs: Mapped[int] = mapped_column(Integer, default=16)
+    max_active_tasks: Mapped[int] = mapped_column(Integer, default=16)
+    serialized: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dag_hash: Mapped[str] = mapped_column(String(64))
+    # The next scheduled interval: created once next_run_after has passed.
+    next_logical_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_run_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_parsed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_dag_due", "is_active", "is_paused", "next_run_after"),)
+
+
+class Backfill(Base):
+    __tablename__ = "backfill"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN), index=True)
+    from_date: Mapped[datetime] = mapped_column(UtcDateTime)
+    to_date: Mapped[datetime] = mapped_column(UtcDateTime)
+    max_active_runs: Mapped[int] = mapped_column(Integer, default=1)
+    rerun_failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(20), default="running")  # running|success|failed|cancelled
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class DagRun(Base):
+    __tablename__ = "dag_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_type: Mapped[str] = mapped_column(String(20))  # scheduled | manual | backfill
+    state: Mapped[str] = mapped_column(String(20))
+    logical_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Set for scheduled and backfill runs only, so one interval is never run twice; NULL (allowed
+    # many times by every supported database) for manual runs.
+    interval_key: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    data_interval_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    conf: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    backfill_id: Mapped[int | None] = mapped_column(ForeignKey("backfill.id"))
+    triggered_by: Mapped[str | None] = mapped_column(String(100))
+    queued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Snapshot of the DAG's hash at creation: the run keeps the shape it was created with.
+    dag_hash: Mapped[str | None] = mapped_column(String(64))
+
+    task_instances: Mapped[list[TaskInstance]] = relationship(back_populates="dag_run")
+
+    __table_args__ = (
+        UniqueConstraint("dag_id", "run_id"),
+        UniqueConstraint("dag_id", "interval_key"),
+        Index("ix_dag_run_state_dag", "state", "dag_id"),
+        Index("ix_dag_run_dag_logical", "dag_id", "logical_date"),
+        Index("ix_dag_run_backfill", "backfill_id", "state"),
+    )
+
+
+class TaskInstance(Base):
+    __tablename__ = "task_instance"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_pk: Mapped[int] = mapped_column(ForeignKey("dag_run.id", ondelete="CASCADE"))
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(String(ID_LEN))
+    task_id: Mapped[str] = mapped_column(String(ID_LEN))
+    map_index: Mapped[int] = mapped_column(Integer, default=-1)
+    state: Mapped[str] = mapped_column(String(20))
+    try_number: Mapped[int] = mapped_column(Integer, default=0)
+    max_tries: Mapped[int] = mapped_column(Integer, default=1)
+    queue: Mapped[str] = mapped_column(String(100), default="default")
+    priority: Mapped[int] = mapped_column(Integer, default=1)
+    pool: Mapped[str | None] = mapped_column(String(100))
+    pool_slots: Mapped[int] = mapped_column(Integer, default=1)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    duration: Mapped[float | None] = mapped_column(Float)
+    next_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    error: Mapped[str | None] = mapped_column(LongText)
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    dag_run: Mapped[DagRun] = relationship(back_populates="task_instances")
+
+    __table_args__ = (
+        UniqueConstraint("run_pk", "task_id", "map_index"),
+        Index("ix_task_instance_state_queue", "state", "queue"),
+        Index("ix_task_instance_dag_state", "dag_id", "state"),
+        Index("ix_task_instance_worker_state", "worker", "state"),
+        Index("ix_task_instance_run_state", "run_pk", "state"),
+    )
+
+    def label(self) -> str:
+        return f"{self.dag_id}/{self.run_id}/{self.task_id}"
+
+
+class TaskResult(Base):
+    """The JSON value a task returned, one row per try."""
+
+    __tablename__ = "task_result"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ti_id: Mapped[int] = mapped_column(ForeignKey("task_instance.id", ondelete="CASCADE"))
+    try_number: Mapped[int] = mapped_column(Integer)
+    value_json: Mapped[str] = mapped_column(LongText)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (UniqueConstraint("ti_id", "try_number"),)
+
+
+class TaskLog(Base):
+    """One chunk of a try's captured output. ``seq`` makes a redelivered chunk land once."""
+
+    __tablename__ = "task_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ti_id: Mapped[int] = mapped_column(ForeignKey("task_instance.id", ondelete="CASCADE"))
+    try_number: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(LongText)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (UniqueConstraint("ti_id", "try_number", "seq"),)
+
+
+class Worker(Base):
+    __tablename__ = "worker"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[str]] = mapped_column(JSON, default=list)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(20), default="active")  # active|stopping|stopped|lost
+    first_seen: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_heartbeat: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_worker_state_heartbeat", "state", "last_heartbeat"),)
+
+
+class ImportError_(Base):
+    """A DAG file that failed to load: file, line and message, replaced on every parse."""
+
+    __tablename__ = "import_error"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    filename: Mapped[str] = mapped_column(String(1000))
+    line: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(LongText)
+    timestamp: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_import_error_filename", "filename", mysql_length=255),)
+
+
+class Pool(Base):
+    __tablename__ = "pool"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    slots: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class User(Base):
+    __tablename__ = "user"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(20))  # admin | op | viewer
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    username: Mapped[str | None] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(50))
+    dag_id: Mapped[str | None] = mapped_column(String(ID_LEN), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    task_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class SchedulerHeartbeat(Base):
+    """One row per running scheduler process, for health checks."""
+
+    __tablename__ = "scheduler_heartbeat"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # hostname:pid
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_heartbeat: Mapped[datetime] = mapped_column(UtcDateTime)

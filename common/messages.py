@@ -1,0 +1,186 @@
+"""The wire protocol: typed, immutable, versioned JSON messages.
+
+Every message is one JSON object with ``"type"`` (the discriminator) and ``"v"`` (the protocol
+version, currently 1). Bodies are UTF-8 JSON; there is no pickle anywhere on the wire.
+
+``task``      scheduler -> worker, on ``<prefix>.tasks`` routed by queue name. Everything a worker
+              needs to run one try: the DAG file, the try, the run's conf and params, and the return
+              values of the upstream tasks it consumes. Workers need no database access.
+``result``    worker -> results consumer: ``running``, then ``success`` (with the JSON return value)
+              or ``failed`` (with the error). Identified by task-instance id and try number.
+``log``       worker -> results consumer: one chunk of a try's captured output, numbered by ``seq``
+              so a redelivered chunk is stored once.
+``heartbeat`` worker -> results consumer: who it is, what it consumes, what it is running.
+``state``     results consumer / scheduler -> everyone (fanout, transient): a state changed.
+
+Decoding happens at the edge with :func:`decode`; anything malformed raises one error,
+:class:`MessageError`, and the consumer dead-letters the message instead of crashing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+
+
+class MessageError(ValueError):
+    """A message body that is not a valid hareflow message."""
+
+
+@dataclass(frozen=True)
+class TaskKey:
+    """Identifies one try of one task instance."""
+
+    ti_id: int
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int
+
+    def label(self) -> str:
+        return f"{self.dag_id}/{self.run_id}/{self.task_id}#{self.try_number}"
+
+
+@dataclass(frozen=True)
+class _Message:
+    type: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["type"] = self.type
+        body["v"] = PROTOCOL_VERSION
+        return body
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=str).encode()
+
+
+@dataclass(frozen=True)
+class TaskMessage(_Message):
+    type: ClassVar[str] = "task"
+    key: TaskKey
+    max_tries: int
+    dag_file: str
+    queue: str
+    execution_timeout: float | None
+    logical_date: str | None
+    data_interval_start: str | None
+    data_interval_end: str | None
+    conf: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    upstream_results: dict[str, Any] = field(default_factory=dict)
+    published_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ResultMessage(_Message):
+    type: ClassVar[str] = "result"
+    key: TaskKey
+    outcome: str  # running | success | failed
+    worker: str
+    hostname: str
+    pid: int
+    at: float
+    result_json: str | None = None  # the return value, already JSON-encoded and size-checked
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LogMessage(_Message):
+    type: ClassVar[str] = "log"
+    key: TaskKey
+    seq: int
+    text: str
+    at: float
+
+
+@dataclass(frozen=True)
+class HeartbeatMessage(_Message):
+    type: ClassVar[str] = "heartbeat"
+    worker: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    running: list[int]  # task-instance ids held right now
+    at: float
+    state: str = "active"  # active | stopping | stopped
+
+
+@dataclass(frozen=True)
+class StateEvent(_Message):
+    type: ClassVar[str] = "state"
+    kind: str  # "task" | "run" | "dag"
+    dag_id: str
+    run_id: str | None
+    state: str
+    at: float
+    task_id: str | None = None
+    map_index: int = -1
+    try_number: int = 0
+    ti_id: int | None = None
+
+
+Message = TaskMessage | ResultMessage | LogMessage | HeartbeatMessage | StateEvent
+
+_TYPES: dict[str, type[_Message]] = {
+    cls.type: cls for cls in (TaskMessage, ResultMessage, LogMessage, HeartbeatMessage, StateEvent)
+}
+
+
+def _build_key(raw: object) -> TaskKey:
+    if not isinstance(raw, Mapping):
+        raise MessageError("'key' must be an object")
+    try:
+        return TaskKey(
+            ti_id=int(raw["ti_id"]),
+            dag_id=str(raw["dag_id"]),
+            run_id=str(raw["run_id"]),
+            task_id=str(raw["task_id"]),
+            map_index=int(raw["map_index"]),
+            try_number=int(raw["try_number"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MessageError(f"bad task key: {exc!r}") from None
+
+
+def decode(body: bytes | str) -> Message:
+    """Parse and validate one message body; raise :class:`MessageError` if it is not one of ours."""
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise MessageError("not a JSON object")
+    kind = raw.pop("type", None)
+    version = raw.pop("v", None)
+    cls = _TYPES.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise MessageError(f"unknown message type {kind!r}")
+    if version != PROTOCOL_VERSION:
+        raise MessageError(f"unsupported protocol version {version!r} for {kind!r}")
+    if "key" in raw:
+        raw["key"] = _build_key(raw["key"])
+    try:
+        message = cls(**raw)
+    except TypeError as exc:
+        raise MessageError(f"bad {kind!r} message: {exc}") from None
+    _check_types(message)
+    return message  # type: ignore[return-value]
+
+
+def _check_types(message: _Message) -> None:
+    if isinstance(message, ResultMessage) and message.outcome not in ("running", "success", "failed"):
+        raise MessageError(f"bad outcome {message.outcome!r}")
+    if isinstance(message, TaskMessage):
+        if not isinstance(message.dag_file, str) or not isinstance(message.upstream_results, dict):
+            raise MessageError("bad task message fields")
+        if not isinstance(message.max_tries, int):
+            raise MessageError("max_tries must be an integer")
+    if isinstance(message, LogMessage) and not isinstance(message.text, str):
+        raise MessageError("log text must be a string")
