@@ -1,0 +1,1 @@
+"""The scheduler: DAG processing, run creation, dependency evaluation, dispatch, results."""

@@ -1,0 +1,1 @@
+"""The worker: consumes task messages, runs them in a pool of child processes, reports results."""

@@ -52,6 +52,7 @@ class Settings:
     results_batch_size: int = 500
     results_prefetch: int = 2000
     # Worker
+    hostname: str = ""  # empty: the machine's hostname (recorded on every task instance)
     worker_concurrency: int = 4
     worker_queues: str = "default"
     heartbeat_interval: float = 5.0

@@ -1,0 +1,112 @@
+"""The executor port: how the scheduler, results consumer, workers and web talk to each other.
+
+Two adapters implement it and pass one contract test suite: ``rabbitmq`` (durable queues, publisher
+confirms, manual acks) and ``local`` (in-process queues, for one node with no broker).
+
+Handlers given to ``consume_*`` and ``subscribe_events`` run on the adapter's own thread and must
+not block: they hand the delivery to a queue and return. ``Delivery.ack`` may be called from any
+thread.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from common.messages import HeartbeatMessage, LogMessage, ResultMessage, StateEvent, TaskMessage
+
+
+class BrokerError(RuntimeError):
+    """Base of broker errors."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker cannot be reached (recoverable: callers retry with backoff)."""
+
+
+class Delivery(abc.ABC):
+    """One message handed to a consumer, to be acked or handed back exactly once."""
+
+    body: bytes
+    #: How many times this message has been delivered, this time included (1 on first delivery).
+    delivery_count: int
+    redelivered: bool
+
+    @abc.abstractmethod
+    def ack(self) -> None:
+        """Settle the message as done. Thread-safe; a no-op if its channel is gone (the broker
+        redelivers it then, and the state machine makes the repeat harmless)."""
+
+    @abc.abstractmethod
+    def requeue(self) -> None:
+        """Hand the message back to its queue unprocessed."""
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    name: str
+    messages: int
+    consumers: int
+
+
+ResultLike = ResultMessage | LogMessage | HeartbeatMessage
+DeliveryHandler = Callable[[Delivery], None]
+
+
+class Executor(abc.ABC):
+    """The port. A dozen methods; everything else is policy in the services."""
+
+    name: str
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Connect and declare the shared topology. Raises BrokerUnavailable."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Disconnect. Unacked deliveries go back to their queues."""
+
+    @abc.abstractmethod
+    def declare_queues(self, queues: Sequence[str]) -> None:
+        """Make sure task queues exist before tasks are published to them."""
+
+    @abc.abstractmethod
+    def publish_tasks(self, messages: Sequence[TaskMessage]) -> None:
+        """Publish task messages; return once the broker has confirmed every one."""
+
+    @abc.abstractmethod
+    def consume_tasks(self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler) -> None:
+        """Start consuming task messages from ``queues``, at most ``prefetch`` unacked at once."""
+
+    @abc.abstractmethod
+    def stop_consuming_tasks(self) -> None:
+        """Stop receiving new task messages (graceful worker shutdown)."""
+
+    @abc.abstractmethod
+    def publish_results(self, messages: Sequence[ResultLike], *, confirm: bool = True) -> None:
+        """Publish worker results; with ``confirm``, return once the broker has them."""
+
+    @abc.abstractmethod
+    def consume_results(self, prefetch: int, handler: DeliveryHandler) -> None:
+        """Start consuming results (results consumer)."""
+
+    @abc.abstractmethod
+    def publish_events(self, events: Sequence[StateEvent]) -> None:
+        """Broadcast state events; best effort, never blocks for long, never raises."""
+
+    @abc.abstractmethod
+    def subscribe_events(self, handler: Callable[[StateEvent], None]) -> None:
+        """Receive every state event published from now on (a private queue per subscriber)."""
+
+    @abc.abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move a message to the dead-letter queue with ``reason``, then ack the original."""
+
+    @abc.abstractmethod
+    def queue_stats(self, queues: Sequence[str]) -> list[QueueStats]:
+        """Depth and consumer count of task queues (and the dead-letter queue)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": self.name}

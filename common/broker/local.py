@@ -1,0 +1,180 @@
+"""The local adapter: in-process queues for one node with no broker (``hareflow standalone``).
+
+It is not a broker imitation. Tasks wait in per-queue FIFO deques and a dispatcher thread hands them
+to consumers within their prefetch; results and events are handed straight to their consumers.
+Nothing survives a crash here, and nothing needs to: the metastore is the source of truth and the
+scheduler re-publishes any task left queued past ``queued_timeout``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from common.broker.base import Delivery, DeliveryHandler, Executor, QueueStats, ResultLike
+from common.messages import StateEvent, TaskMessage
+
+log = logging.getLogger(__name__)
+
+
+class LocalDelivery(Delivery):
+    def __init__(self, body: bytes, on_settle: Callable[[LocalDelivery, bool], None] | None) -> None:
+        self.body = body
+        self.delivery_count = 1
+        self.redelivered = False
+        self._on_settle = on_settle
+        self._settled = False
+        self.queue = ""
+
+    def ack(self) -> None:
+        self._settle(requeue=False)
+
+    def requeue(self) -> None:
+        self._settle(requeue=True)
+
+    def _settle(self, requeue: bool) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        if self._on_settle is not None:
+            self._on_settle(self, requeue)
+
+
+@dataclass
+class _Consumer:
+    queues: list[str]
+    prefetch: int
+    handler: DeliveryHandler
+    in_flight: int = 0
+    active: bool = True
+
+
+@dataclass
+class _State:
+    queues: dict[str, collections.deque[bytes]] = field(default_factory=dict)
+    consumers: list[_Consumer] = field(default_factory=list)
+    dead: list[tuple[bytes, str]] = field(default_factory=list)
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self) -> None:
+        self._state = _State()
+        self._cond = threading.Condition()
+        self._results_handler: DeliveryHandler | None = None
+        self._event_handlers: list[Callable[[StateEvent], None]] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def start(self, timeout: float = 0.0) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._dispatch_loop, name="hareflow-local", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def declare_queues(self, queues: Sequence[str]) -> None:
+        with self._cond:
+            for q in queues:
+                self._state.queues.setdefault(q, collections.deque())
+
+    def publish_tasks(self, messages: Sequence[TaskMessage]) -> None:
+        with self._cond:
+            for m in messages:
+                self._state.queues.setdefault(m.queue, collections.deque()).append(m.encode())
+            self._cond.notify_all()
+
+    def consume_tasks(self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler) -> None:
+        self.declare_queues(queues)
+        with self._cond:
+            self._state.consumers.append(_Consumer(list(queues), prefetch, handler))
+            self._cond.notify_all()
+
+    def stop_consuming_tasks(self) -> None:
+        with self._cond:
+            for c in self._state.consumers:
+                c.active = False
+
+    def _settled(self, consumer: _Consumer, delivery: LocalDelivery, requeue: bool) -> None:
+        with self._cond:
+            consumer.in_flight -= 1
+            if requeue:
+                self._state.queues[delivery.queue].appendleft(delivery.body)
+            self._cond.notify_all()
+
+    def _next_assignment(self) -> tuple[_Consumer, LocalDelivery] | None:
+        for consumer in self._state.consumers:
+            if not consumer.active or consumer.in_flight >= consumer.prefetch:
+                continue
+            for q in consumer.queues:
+                pending = self._state.queues.get(q)
+                if pending:
+                    body = pending.popleft()
+                    consumer.in_flight += 1
+                    delivery = LocalDelivery(body, lambda d, r, c=consumer: self._settled(c, d, r))
+                    delivery.queue = q
+                    return consumer, delivery
+        return None
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (assignment := self._next_assignment()) is None:
+                    self._cond.wait()
+                if self._closed:
+                    return
+            consumer, delivery = assignment  # handlers run outside the lock: they may ack at once
+            try:
+                consumer.handler(delivery)
+            except Exception:
+                log.exception("task handler failed")
+
+    def publish_results(self, messages: Sequence[ResultLike], *, confirm: bool = True) -> None:
+        handler = self._results_handler
+        if handler is None:
+            log.debug("no results consumer yet; dropping %d result(s)", len(messages))
+            return
+        for m in messages:
+            handler(LocalDelivery(m.encode(), None))
+
+    def consume_results(self, prefetch: int, handler: DeliveryHandler) -> None:
+        self._results_handler = handler
+
+    def publish_events(self, events: Sequence[StateEvent]) -> None:
+        for handler in list(self._event_handlers):
+            for event in events:
+                try:
+                    handler(event)
+                except Exception:
+                    log.exception("event handler failed")
+
+    def subscribe_events(self, handler: Callable[[StateEvent], None]) -> None:
+        self._event_handlers.append(handler)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        with self._cond:
+            self._state.dead.append((delivery.body, reason))
+        delivery.ack()
+
+    @property
+    def dead_letters(self) -> list[tuple[bytes, str]]:
+        with self._cond:
+            return list(self._state.dead)
+
+    def queue_stats(self, queues: Sequence[str]) -> list[QueueStats]:
+        with self._cond:
+            out = []
+            for q in queues:
+                consumers = sum(1 for c in self._state.consumers if c.active and q in c.queues)
+                out.append(QueueStats(q, len(self._state.queues.get(q, ())), consumers))
+            out.append(QueueStats("(dead letters)", len(self._state.dead), 0))
+            return out

@@ -1,0 +1,421 @@
+"""The RabbitMQ adapter: aio-pika on one event-loop thread that owns the connection.
+
+The rest of hareflow is plain threads; this class gives it a synchronous API. Each public method
+hands a coroutine to the loop thread and waits for it (publishing) or returns at once (acks).
+aio-pika's robust connection reconnects with backoff and restores channels, queues, bindings and
+consumers; messages that were unacked when a connection dropped are redelivered by the broker,
+which the state machine makes harmless.
+
+Publisher confirms are pipelined: a batch of messages is published as concurrent coroutines, each
+awaiting its own confirm, so a batch costs about one broker round trip, not one per message.
+
+Delivery counting: quorum queues count deliveries in ``x-delivery-count``. Classic queues only say
+``redelivered``; a redelivered task message is re-published with an incremented
+``x-hareflow-deliveries`` header (confirmed) and the original acked, so a message that keeps
+killing workers is still counted and dead-lettered past ``max_deliveries``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from common.broker.base import (
+    BrokerUnavailable,
+    Delivery,
+    DeliveryHandler,
+    Executor,
+    QueueStats,
+    ResultLike,
+)
+from common.broker.topology import Topology
+from common.config import Settings, mask_url
+from common.messages import MessageError, StateEvent, TaskMessage, decode
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DELIVERIES_HEADER = "x-hareflow-deliveries"
+_RECOVERABLE = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aio_pika.exceptions.ChannelClosed,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+    RuntimeError,
+)
+
+
+class RabbitDelivery(Delivery):
+    def __init__(
+        self, message: AbstractIncomingMessage, count: int, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._message = message
+        self._loop = loop
+        self._settled = False
+        self.body = message.body
+        self.delivery_count = count
+        self.redelivered = bool(message.redelivered)
+
+    def _settle(self, coro_factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if self._settled:
+            return
+        self._settled = True
+
+        async def run() -> None:
+            try:
+                await coro_factory()
+            except Exception as exc:  # the channel is gone: the broker will redeliver
+                log.debug("could not settle delivery (%s); the broker will redeliver it", exc)
+
+        if _on_loop(self._loop):
+            self._loop.create_task(run())
+        else:
+            asyncio.run_coroutine_threadsafe(run(), self._loop)
+
+    def ack(self) -> None:
+        self._settle(lambda: self._message.ack())
+
+    def requeue(self) -> None:
+        self._settle(lambda: self._message.nack(requeue=True))
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+class RabbitMQExecutor(Executor):
+    name = "rabbitmq"
+
+    def __init__(self, settings: Settings, *, connection_name: str = "hareflow") -> None:
+        self._url = settings.broker_url
+        self._settings = settings
+        self.topology = Topology(
+            prefix=settings.broker_prefix,
+            queue_type=settings.queue_type,
+            max_deliveries=settings.max_deliveries,
+        )
+        self._connection_name = connection_name
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="hareflow-amqp", daemon=True)
+        self._conn: AbstractRobustConnection | None = None
+        self._confirm_channel: AbstractChannel | None = None
+        self._event_channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._declared: set[str] = set()
+        self._task_consumers: list[tuple[AbstractQueue, str]] = []
+        self._task_channel: AbstractChannel | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if _on_loop(self._loop):
+            raise RuntimeError("blocking broker call from the broker's own thread")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise BrokerUnavailable(f"broker at {mask_url(self._url)} did not answer in time") from None
+
+    def start(self, timeout: float = 30.0) -> None:
+        if not self._thread.is_alive():
+            self._thread.start()
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            try:
+                self._call(self._connect(), timeout=max(1.0, deadline - time.monotonic()))
+                return
+            except (BrokerUnavailable, *_RECOVERABLE) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise BrokerUnavailable(
+                        f"cannot connect to the broker at {mask_url(self._url)}: {exc}"
+                    ) from None
+                log.warning("broker at %s unreachable (%s); retrying", mask_url(self._url), exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _connect(self) -> None:
+        props = {"connection_name": f"{self._connection_name}@{socket.gethostname()}:{os.getpid()}"}
+        self._conn = await aio_pika.connect_robust(
+            self._url, client_properties=props, reconnect_interval=1.0, timeout=10
+        )
+        self._confirm_channel = await self._conn.channel(publisher_confirms=True)
+        self._event_channel = await self._conn.channel(publisher_confirms=False)
+        topo = self.topology
+        ch = self._confirm_channel
+        self._exchanges["tasks"] = await ch.declare_exchange(
+            topo.tasks_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        self._exchanges["results"] = await ch.declare_exchange(
+            topo.results_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        self._exchanges["dead"] = await ch.declare_exchange(
+            topo.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        self._exchanges["events"] = await self._event_channel.declare_exchange(
+            topo.events_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        dead = await ch.declare_queue(
+            topo.dead_queue, durable=True, arguments={"x-queue-type": topo.queue_type}
+        )
+        await dead.bind(self._exchanges["dead"])
+        results = await ch.declare_queue(
+            topo.results_queue, durable=True, arguments=topo.durable_queue_arguments()
+        )
+        await results.bind(self._exchanges["results"], routing_key="result")
+
+    def close(self) -> None:
+        if self._conn is not None and self._thread.is_alive():
+            try:
+                self._call(self._conn.close(), timeout=10)
+            except Exception as exc:  # closing a dead connection is fine
+                log.debug("closing broker connection: %s", exc)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def _retrying(self, make: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
+        """Run a publish, retrying recoverable failures with backoff until the confirm timeout."""
+        deadline = time.monotonic() + self._settings.publish_confirm_timeout
+        delay = 0.1
+        while True:
+            try:
+                self._call(make(), timeout=max(0.5, deadline - time.monotonic()))
+                return
+            except (BrokerUnavailable, *_RECOVERABLE) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise BrokerUnavailable(f"{what}: broker at {mask_url(self._url)}: {exc}") from None
+                log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def declare_queues(self, queues: Sequence[str]) -> None:
+        missing = [q for q in queues if q not in self._declared]
+        if missing:
+            self._retrying(lambda: self._declare_task_queues(missing), "declare queues")
+
+    async def _declare_task_queues(self, queues: Sequence[str]) -> None:
+        assert self._confirm_channel is not None
+        for name in queues:
+            queue = await self._confirm_channel.declare_queue(
+                self.topology.task_queue(name), durable=True, arguments=self.topology.task_queue_arguments()
+            )
+            await queue.bind(self._exchanges["tasks"], routing_key=name)
+            self._declared.add(name)
+
+    def publish_tasks(self, messages: Sequence[TaskMessage]) -> None:
+        if not messages:
+            return
+        self.declare_queues(sorted({m.queue for m in messages}))
+        bodies = [(m.queue, m.encode(), m.key.label()) for m in messages]
+        self._retrying(lambda: self._publish_many("tasks", bodies, persistent=True), "publish tasks")
+
+    async def _publish_many(
+        self, exchange: str, items: Sequence[tuple[str, bytes, str]], *, persistent: bool
+    ) -> None:
+        ex = self._exchanges[exchange]
+        mode = aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
+        await asyncio.gather(
+            *(
+                ex.publish(
+                    aio_pika.Message(
+                        body, delivery_mode=mode, content_type="application/json", message_id=msg_id
+                    ),
+                    routing_key=key,
+                )
+                for key, body, msg_id in items
+            )
+        )
+
+    def publish_results(self, messages: Sequence[ResultLike], *, confirm: bool = True) -> None:
+        if not messages:
+            return
+        items = [("result", m.encode(), m.type) for m in messages]
+        if confirm:
+            self._retrying(lambda: self._publish_many("results", items, persistent=True), "publish results")
+        else:
+            asyncio.run_coroutine_threadsafe(self._best_effort("results", items), self._loop)
+
+    async def _best_effort(self, exchange: str, items: Sequence[tuple[str, bytes, str]]) -> None:
+        try:
+            await self._publish_many(exchange, items, persistent=exchange != "events")
+        except Exception as exc:
+            log.debug("best-effort publish to %s failed: %s", exchange, exc)
+
+    def publish_events(self, events: Sequence[StateEvent]) -> None:
+        if not events or not self._thread.is_alive():
+            return
+        items = [("", e.encode(), "state") for e in events]
+        asyncio.run_coroutine_threadsafe(self._best_effort("events", items), self._loop)
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    def consume_tasks(self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler) -> None:
+        self.declare_queues(queues)
+        self._call(self._consume_tasks(queues, prefetch, handler), timeout=30)
+
+    async def _consume_tasks(self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler) -> None:
+        assert self._conn is not None
+        # One channel for all task queues: prefetch = concurrency bounds what this worker holds.
+        channel = await self._conn.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        self._task_channel = channel
+        for name in queues:
+            queue = await channel.declare_queue(
+                self.topology.task_queue(name), durable=True, arguments=self.topology.task_queue_arguments()
+            )
+
+            async def on_message(message: AbstractIncomingMessage) -> None:
+                await self._on_task_message(message, handler)
+
+            tag = await queue.consume(on_message)
+            self._task_consumers.append((queue, tag))
+
+    def _delivery_count(self, message: AbstractIncomingMessage) -> int:
+        headers = message.headers or {}
+        if "x-delivery-count" in headers:  # quorum queues: deliveries before this one
+            return int(headers["x-delivery-count"]) + 1  # type: ignore[call-overload]
+        return int(headers.get(DELIVERIES_HEADER, 1))  # type: ignore[call-overload]
+
+    async def _on_task_message(self, message: AbstractIncomingMessage, handler: DeliveryHandler) -> None:
+        count = self._delivery_count(message)
+        if message.redelivered and self.topology.queue_type == "classic":
+            try:
+                headers = dict(message.headers or {})
+                headers[DELIVERIES_HEADER] = count + 1
+                await self._exchanges["tasks"].publish(
+                    aio_pika.Message(
+                        message.body,
+                        headers=headers,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        content_type="application/json",
+                        message_id=message.message_id,
+                    ),
+                    routing_key=message.routing_key or "",
+                )
+                await message.ack()
+                return
+            except Exception as exc:
+                log.warning("could not re-publish a redelivered task (%s); handling it as is", exc)
+        handler(RabbitDelivery(message, count, self._loop))
+
+    def stop_consuming_tasks(self) -> None:
+        if self._task_consumers:
+            self._call(self._cancel_task_consumers(), timeout=10)
+
+    async def _cancel_task_consumers(self) -> None:
+        for queue, tag in self._task_consumers:
+            try:
+                await queue.cancel(tag)
+            except Exception as exc:
+                log.debug("cancel consumer: %s", exc)
+        self._task_consumers.clear()
+
+    def consume_results(self, prefetch: int, handler: DeliveryHandler) -> None:
+        self._call(self._consume_results(prefetch, handler), timeout=30)
+
+    async def _consume_results(self, prefetch: int, handler: DeliveryHandler) -> None:
+        assert self._conn is not None
+        channel = await self._conn.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.declare_queue(
+            self.topology.results_queue, durable=True, arguments=self.topology.durable_queue_arguments()
+        )
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            handler(RabbitDelivery(message, self._delivery_count(message), self._loop))
+
+        await queue.consume(on_message)
+
+    def subscribe_events(self, handler: Callable[[StateEvent], None]) -> None:
+        self._call(self._subscribe_events(handler), timeout=30)
+
+    async def _subscribe_events(self, handler: Callable[[StateEvent], None]) -> None:
+        assert self._conn is not None
+        channel = await self._conn.channel()
+        name = f"{self.topology.events_exchange}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        queue = await channel.declare_queue(name, exclusive=True, auto_delete=True, durable=False)
+        await queue.bind(self.topology.events_exchange)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            try:
+                event = decode(message.body)
+            except MessageError as exc:
+                log.warning("ignoring a malformed event: %s", exc)
+                return
+            if isinstance(event, StateEvent):
+                try:
+                    handler(event)
+                except Exception:
+                    log.exception("event handler failed")
+
+        await queue.consume(on_message, no_ack=True)
+
+    # -- dead letters and inspection ------------------------------------------------------------
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        async def publish() -> None:
+            await self._exchanges["dead"].publish(
+                aio_pika.Message(
+                    delivery.body,
+                    headers={"x-hareflow-reason": reason[:1000], DELIVERIES_HEADER: delivery.delivery_count},
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key="",
+            )
+
+        self._retrying(publish, "dead-letter")
+        delivery.ack()
+
+    def queue_stats(self, queues: Sequence[str]) -> list[QueueStats]:
+        return self._call(self._queue_stats(queues), timeout=30)
+
+    async def _queue_stats(self, queues: Sequence[str]) -> list[QueueStats]:
+        assert self._conn is not None
+        out = []
+        names = [(q, self.topology.task_queue(q)) for q in queues]
+        names.append(("(dead letters)", self.topology.dead_queue))
+        for label, amqp_name in names:
+            channel = await self._conn.channel()
+            try:
+                queue = await channel.declare_queue(amqp_name, passive=True)
+                result = queue.declaration_result
+                out.append(QueueStats(label, result.message_count or 0, result.consumer_count or 0))
+            except aio_pika.exceptions.ChannelClosed:
+                out.append(QueueStats(label, 0, 0))
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": self.name, "broker_url": mask_url(self._url), "queue_type": self.topology.queue_type}

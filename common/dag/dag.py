@@ -1,0 +1,269 @@
+"""The DAG: a named, scheduled graph of tasks, and the "current DAG" used by ``with DAG(...)``.
+
+Dependencies are checked as they are declared, so a cycle is reported at the ``>>`` that closes it.
+DAGs created while a file is being loaded are recorded by a collector, because ``with DAG(...)`` is
+usually not assigned to a variable.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from datetime import datetime, timedelta, tzinfo
+from datetime import timezone as dt_timezone
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from common.dag.errors import DagDefinitionError, user_location
+from common.dag.schedule import validate_schedule
+from common.dag.settings import check_id, normalize_settings
+
+if TYPE_CHECKING:
+    from common.dag.task import BaseTask
+
+_current_dags: ContextVar[tuple[DAG, ...]] = ContextVar("hareflow_current_dags", default=())
+_collector: ContextVar[list[DAG] | None] = ContextVar("hareflow_dag_collector", default=None)
+
+
+def current_dag() -> DAG | None:
+    """Return the DAG of the innermost active ``with DAG(...)`` block, if any."""
+    stack = _current_dags.get()
+    return stack[-1] if stack else None
+
+
+@contextmanager
+def collect_dags() -> Iterator[list[DAG]]:
+    """Record every DAG created inside the block (used while importing a DAG file)."""
+    dags: list[DAG] = []
+    token = _collector.set(dags)
+    try:
+        yield dags
+    finally:
+        _collector.reset(token)
+
+
+def _timezone_name(tz: tzinfo, when: datetime) -> str:
+    key = getattr(tz, "key", None) or getattr(tz, "zone", None)
+    if isinstance(key, str):
+        return key
+    offset = tz.utcoffset(when)
+    if offset is None or offset == timedelta(0):
+        return "UTC"
+    hours, rest = divmod(offset, timedelta(hours=1))
+    if rest or not isinstance(tz, dt_timezone):
+        raise DagDefinitionError.here(
+            f"cannot tell the time zone of {when.isoformat()}; pass timezone='Area/City' to the DAG"
+        )
+    # POSIX-style Etc zones have inverted signs: UTC+2 is "Etc/GMT-2".
+    return f"Etc/GMT{-hours:+d}"
+
+
+def _check_json(value: Any, what: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise DagDefinitionError.here(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+class DAG:
+    """A workflow: tasks, their dependencies, a schedule and run-level limits.
+
+    Use it as a context manager so tasks created inside attach to it, or pass ``dag=`` to tasks.
+    """
+
+    def __init__(
+        self,
+        dag_id: str,
+        *,
+        schedule: str | None = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+        catchup: bool = False,
+        timezone: str | tzinfo | None = None,
+        default_args: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        max_active_runs: int = 16,
+        max_active_tasks: int = 16,
+        tags: Sequence[str] = (),
+        owner: str = "hareflow",
+        description: str | None = None,
+        doc_md: str | None = None,
+    ) -> None:
+        self.dag_id = check_id(dag_id, "dag_id")
+        self.fileloc, self.lineno = user_location()
+        try:
+            validate_schedule(schedule)
+        except ValueError as exc:
+            raise DagDefinitionError.here(f"DAG '{dag_id}': {exc}") from None
+        self.schedule = schedule
+        self.timezone = self._resolve_timezone(timezone, start_date)
+        self.timezone_name: str = self.timezone.key
+        self.start_date = self._aware(start_date)
+        self.end_date = self._aware(end_date)
+        if schedule is not None and self.start_date is None:
+            raise DagDefinitionError.here(f"DAG '{dag_id}' has schedule {schedule!r} but no start_date")
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise DagDefinitionError.here(f"DAG '{dag_id}': end_date is before start_date")
+        if not isinstance(catchup, bool):
+            raise DagDefinitionError.here(f"DAG '{dag_id}': catchup must be True or False")
+        self.catchup = catchup
+        self.default_args = normalize_settings(dict(default_args or {}), f"default_args of DAG '{dag_id}'")
+        if params is not None and not isinstance(params, Mapping):
+            raise DagDefinitionError.here(f"DAG '{dag_id}': params must be a dict")
+        self.params: dict[str, Any] = dict(params or {})
+        _check_json(self.params, f"params of DAG '{dag_id}'")
+        for name, value in (("max_active_runs", max_active_runs), ("max_active_tasks", max_active_tasks)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DagDefinitionError.here(f"DAG '{dag_id}': {name} must be an integer >= 1")
+        self.max_active_runs = max_active_runs
+        self.max_active_tasks = max_active_tasks
+        if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+            raise DagDefinitionError.here(f"DAG '{dag_id}': tags must be a list of strings")
+        self.tags: list[str] = list(tags)
+        self.owner = owner
+        self.description = description
+        self.doc_md = doc_md
+        self.task_dict: dict[str, BaseTask] = {}
+        self._order: dict[str, int] = {}
+        self._tokens: list[Token[tuple[DAG, ...]]] = []
+        collected = _collector.get()
+        if collected is not None:
+            if any(d.dag_id == dag_id for d in collected):
+                raise DagDefinitionError.here(f"duplicate dag_id '{dag_id}' in this file")
+            collected.append(self)
+
+    # -- construction helpers -------------------------------------------------------------------
+
+    def _resolve_timezone(self, timezone: str | tzinfo | None, start_date: datetime | None) -> ZoneInfo:
+        if timezone is None and start_date is not None and start_date.tzinfo is not None:
+            timezone = _timezone_name(start_date.tzinfo, start_date)
+        if timezone is None:
+            return ZoneInfo("UTC")
+        if isinstance(timezone, ZoneInfo):
+            return timezone
+        name = timezone if isinstance(timezone, str) else _timezone_name(timezone, datetime.now(dt_timezone.utc))
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise DagDefinitionError.here(f"DAG '{self.dag_id}': unknown time zone {name!r}") from None
+
+    def _aware(self, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise DagDefinitionError.here(f"DAG '{self.dag_id}': dates must be datetime objects")
+        if value.tzinfo is None:
+            return value.replace(tzinfo=self.timezone)
+        return value.astimezone(self.timezone)
+
+    # -- context manager ------------------------------------------------------------------------
+
+    def __enter__(self) -> DAG:
+        self._tokens.append(_current_dags.set(_current_dags.get() + (self,)))
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        _current_dags.reset(self._tokens.pop())
+
+    # -- tasks and edges ------------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> list[BaseTask]:
+        """Tasks in creation order."""
+        return list(self.task_dict.values())
+
+    @property
+    def task_ids(self) -> list[str]:
+        return list(self.task_dict)
+
+    def has_task(self, task_id: str) -> bool:
+        return task_id in self.task_dict
+
+    def get_task(self, task_id: str) -> BaseTask:
+        """Return the task called ``task_id``; raise KeyError if there is none."""
+        return self.task_dict[task_id]
+
+    def unique_task_id(self, base: str) -> str:
+        """Return ``base`` if free, else ``base__1``, ``base__2``, ... (for repeated ``@task`` calls)."""
+        if base not in self.task_dict:
+            return base
+        n = 1
+        while f"{base}__{n}" in self.task_dict:
+            n += 1
+        return f"{base}__{n}"
+
+    def add_task(self, task: BaseTask) -> None:
+        """Attach ``task``; its id must be unique within this DAG."""
+        if task.task_id in self.task_dict:
+            raise DagDefinitionError.here(f"duplicate task id '{task.task_id}' in DAG '{self.dag_id}'")
+        self._order[task.task_id] = len(self._order)
+        self.task_dict[task.task_id] = task
+
+    def add_dependency(self, upstream: BaseTask, downstream: BaseTask) -> None:
+        """Record ``upstream >> downstream``, refusing edges across DAGs and edges closing a cycle."""
+        if upstream.dag is not self or downstream.dag is not self:
+            raise DagDefinitionError.here(
+                f"cannot link task '{upstream.task_id}' (DAG '{upstream.dag.dag_id}') and task "
+                f"'{downstream.task_id}' (DAG '{downstream.dag.dag_id}'): tasks of different DAGs"
+            )
+        if downstream.task_id in upstream.downstream_task_ids:
+            return
+        path = self._path(downstream.task_id, upstream.task_id)
+        if path is not None:
+            cycle = " -> ".join([upstream.task_id, *path])
+            raise DagDefinitionError.here(
+                f"dependency '{upstream.task_id}' >> '{downstream.task_id}' creates a cycle in DAG "
+                f"'{self.dag_id}': {cycle}"
+            )
+        upstream.downstream_task_ids.add(downstream.task_id)
+        downstream.upstream_task_ids.add(upstream.task_id)
+
+    def _path(self, source: str, target: str) -> list[str] | None:
+        """Return a downstream path from ``source`` to ``target`` (both included), if one exists."""
+        parents: dict[str, str | None] = {source: None}
+        stack = [source]
+        while stack:
+            node = stack.pop()
+            if node == target:
+                path = [node]
+                while (parent := parents[path[-1]]) is not None:
+                    path.append(parent)
+                return path[::-1]
+            for child in sorted(self.task_dict[node].downstream_task_ids, key=self._order.__getitem__):
+                if child not in parents:
+                    parents[child] = node
+                    stack.append(child)
+        return None
+
+    def topological_order(self) -> list[BaseTask]:
+        """Tasks ordered so every task comes after its upstream tasks (ties keep creation order)."""
+        remaining = {tid: len(t.upstream_task_ids) for tid, t in self.task_dict.items()}
+        ready = [(self._order[tid], tid) for tid, n in remaining.items() if n == 0]
+        heapq.heapify(ready)
+        ordered: list[BaseTask] = []
+        while ready:
+            _, tid = heapq.heappop(ready)
+            task = self.task_dict[tid]
+            ordered.append(task)
+            for child in task.downstream_task_ids:
+                remaining[child] -= 1
+                if remaining[child] == 0:
+                    heapq.heappush(ready, (self._order[child], child))
+        return ordered
+
+    @property
+    def roots(self) -> list[BaseTask]:
+        return [t for t in self.task_dict.values() if not t.upstream_task_ids]
+
+    @property
+    def leaves(self) -> list[BaseTask]:
+        return [t for t in self.task_dict.values() if not t.downstream_task_ids]
+
+    def __repr__(self) -> str:
+        return f"<DAG {self.dag_id!r} tasks={len(self.task_dict)} schedule={self.schedule!r}>"

@@ -1,0 +1,62 @@
+"""Task types contributed by installed packages through the ``hareflow.plugins`` entry-point group.
+
+An entry point may load a ``BaseTask`` subclass, a module (its ``HAREFLOW_TASK_TYPES`` list, else
+every ``BaseTask`` subclass it defines) or a callable returning a list of subclasses.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+from types import ModuleType
+from typing import Any
+
+from common.dag.bash_task import BashTask
+from common.dag.python_task import PythonTask
+from common.dag.task import BaseTask
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "hareflow.plugins"
+_BUILTIN_TYPES = {cls.__name__ for cls in (BaseTask, PythonTask, BashTask)}
+
+
+def _is_task_type(obj: Any) -> bool:
+    return inspect.isclass(obj) and issubclass(obj, BaseTask) and obj is not BaseTask
+
+
+def _task_types(obj: Any) -> list[type[BaseTask]]:
+    if _is_task_type(obj):
+        return [obj]
+    if isinstance(obj, ModuleType):
+        declared = getattr(obj, "HAREFLOW_TASK_TYPES", None)
+        if declared is None:
+            return [v for v in vars(obj).values() if _is_task_type(v) and v.__module__ == obj.__name__]
+        items = list(declared)
+    elif callable(obj):
+        items = list(obj())
+    else:
+        raise TypeError(f"expected a BaseTask subclass, a module or a callable, got {type(obj).__name__}")
+    bad = [repr(item) for item in items if not _is_task_type(item)]
+    if bad:
+        raise TypeError(f"not BaseTask subclasses: {', '.join(bad)}")
+    return items
+
+
+def load_plugins() -> dict[str, type[BaseTask]]:
+    """Task types registered by plugins, by class name. A broken plugin is logged and skipped."""
+    found: dict[str, type[BaseTask]] = {}
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            types = _task_types(entry_point.load())
+        except Exception:  # noqa: BLE001 - one bad plugin must not break the others
+            logger.exception("cannot load hareflow plugin %r", getattr(entry_point, "name", entry_point))
+            continue
+        for cls in types:
+            name = cls.__name__
+            if name in _BUILTIN_TYPES or (name in found and found[name] is not cls):
+                logger.error("hareflow plugin %r: task type name %r is already taken", entry_point.name, name)
+                continue
+            found[name] = cls
+    return found

@@ -1,0 +1,72 @@
+"""Parse one DAG file in a child process and print the outcome as a single JSON line.
+
+Usage: ``python -m common.dag.processor_child FILE``. Output on stdout, exactly one line::
+
+    {"file": "/abs/path.py", "dags": [<serialized DAG>, ...], "errors": [{"file", "line", "message"}]}
+
+The exit status is 0 even for a broken DAG file (the errors say what is wrong); 2 means bad usage.
+Anything the DAG file prints while it is imported goes to stderr so it cannot corrupt the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from common.dag.loader import ImportErrorInfo, load_dag_file
+from common.dag.serialize import serialize_dag
+
+
+def process_file(path: str) -> dict[str, Any]:
+    """Load ``path`` and return the JSON-able report printed by ``main``."""
+    abs_path = os.path.abspath(path)
+    result = load_dag_file(abs_path)
+    dags: list[dict[str, Any]] = []
+    errors = [e.to_dict() for e in result.errors]
+    for dag in result.dags:
+        try:
+            serialized = serialize_dag(dag)
+            json.dumps(serialized)
+        except Exception as exc:  # noqa: BLE001 - report, keep the other DAGs of the file
+            error = ImportErrorInfo(abs_path, dag.lineno, f"cannot serialize DAG '{dag.dag_id}': {exc}")
+            errors.append(error.to_dict())
+        else:
+            dags.append(serialized)
+    return {"file": abs_path, "dags": dags, "errors": errors}
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[TextIO]:
+    """Send fd 1 and sys.stdout to stderr; yield a writable file for the real stdout."""
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    os.dup2(2, 1)
+    real_stdout = os.fdopen(saved_fd, "w", encoding="utf-8", closefd=True)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield real_stdout
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        real_stdout.flush()
+        os.dup2(saved_fd, 1)
+        real_stdout.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m common.dag.processor_child DAG_FILE", file=sys.stderr)
+        return 2
+    with _stdout_to_stderr() as real_stdout:
+        report = process_file(args[0])
+        real_stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

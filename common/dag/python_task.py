@@ -1,0 +1,227 @@
+"""``PythonTask`` and the ``@task`` decorator: plain functions as tasks, with return-value passing.
+
+Calling a decorated function inside a DAG creates a task instead of running the function. Arguments
+are JSON literals or other tasks; a task argument becomes an upstream dependency and is replaced at run
+time by that task's return value, taken from ``ctx.upstream_results``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Unpack, overload
+
+from common.dag.context import Context
+from common.dag.dag import DAG, current_dag
+from common.dag.errors import DagDefinitionError
+from common.dag.settings import TaskSettings, normalize_settings
+from common.dag.task import BaseTask
+
+CTX_PARAMETER = "ctx"
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+def _is_ctx(param: inspect.Parameter) -> bool:
+    return param.name == CTX_PARAMETER and param.kind not in _VARIADIC
+
+
+def _signature(function: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+
+
+def _scan_argument(value: Any, where: str, refs: dict[str, BaseTask]) -> None:
+    """Collect task references in ``value`` and reject anything that is not a JSON literal."""
+    if isinstance(value, BaseTask):
+        refs.setdefault(value.task_id, value)
+    elif value is None or isinstance(value, (bool, int, str)):
+        return
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise DagDefinitionError.here(f"{where} is {value}, which is not JSON-serialisable")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _scan_argument(item, f"{where}[{i}]", refs)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise DagDefinitionError.here(f"{where} has a non-string key {key!r}; JSON keys are strings")
+            _scan_argument(item, f"{where}[{key!r}]", refs)
+    else:
+        raise DagDefinitionError.here(
+            f"{where} is a {type(value).__name__}, which is not JSON-serialisable; pass JSON literals "
+            f"(dict, list, str, number, bool, None) or the output of another task"
+        )
+
+
+def _resolve(value: Any, results: Mapping[str, Any]) -> Any:
+    """Replace task references by their results (None when the upstream produced no result)."""
+    if isinstance(value, BaseTask):
+        return results.get(value.task_id)
+    if isinstance(value, list):
+        return [_resolve(v, results) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve(v, results) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, results) for k, v in value.items()}
+    return value
+
+
+class PythonTask(BaseTask):
+    """Runs a Python callable; a parameter named ``ctx`` receives the ``Context``."""
+
+    def __init__(
+        self,
+        task_id: str,
+        python_callable: Callable[..., Any],
+        *,
+        op_args: Iterable[Any] = (),
+        op_kwargs: Mapping[str, Any] | None = None,
+        dag: DAG | None = None,
+        **settings: Unpack[TaskSettings],
+    ) -> None:
+        if not callable(python_callable):
+            raise DagDefinitionError.here(f"python_callable of task '{task_id}' is not callable")
+        self.python_callable = python_callable
+        self.op_args: tuple[Any, ...] = tuple(op_args)
+        self.op_kwargs: dict[str, Any] = dict(op_kwargs or {})
+        full = _signature(python_callable)
+        self._full_signature = full
+        self._user_signature = (
+            full.replace(parameters=[p for p in full.parameters.values() if not _is_ctx(p)])
+            if full is not None
+            else None
+        )
+        refs = self._check_arguments(task_id)
+        super().__init__(task_id, dag=dag, **settings)
+        self._input_task_ids = frozenset(refs)
+        for ref in refs.values():
+            self.set_upstream(ref)
+
+    def _check_arguments(self, task_id: str) -> dict[str, BaseTask]:
+        refs: dict[str, BaseTask] = {}
+        name = getattr(self.python_callable, "__name__", task_id)
+        if self._user_signature is None:
+            for i, value in enumerate(self.op_args):
+                _scan_argument(value, f"argument {i} of task '{task_id}'", refs)
+            for key, value in self.op_kwargs.items():
+                _scan_argument(value, f"argument '{key}' of task '{task_id}'", refs)
+            return refs
+        try:
+            bound = self._user_signature.bind(*self.op_args, **self.op_kwargs)
+        except TypeError as exc:
+            raise DagDefinitionError.here(f"cannot call {name}() for task '{task_id}': {exc}") from None
+        for param_name, value in bound.arguments.items():
+            _scan_argument(value, f"argument '{param_name}' of task '{task_id}'", refs)
+        return refs
+
+    @property
+    def input_task_ids(self) -> frozenset[str]:
+        return self._input_task_ids
+
+    @property
+    def takes_ctx(self) -> bool:
+        full = self._full_signature
+        return full is not None and any(_is_ctx(p) for p in full.parameters.values())
+
+    def execute(self, ctx: Context) -> Any:
+        """Call the function with upstream results substituted and ``ctx`` injected if asked for."""
+        args = _resolve(self.op_args, ctx.upstream_results)
+        kwargs = _resolve(self.op_kwargs, ctx.upstream_results)
+        if self._full_signature is None or self._user_signature is None or not self.takes_ctx:
+            return self.python_callable(*args, **kwargs)
+        bound = self._user_signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        call_args: list[Any] = []
+        call_kwargs: dict[str, Any] = {}
+        for param in self._full_signature.parameters.values():
+            value = ctx if _is_ctx(param) else bound.arguments[param.name]
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                call_args.extend(value)
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                call_kwargs.update(value)
+            elif param.kind is inspect.Parameter.KEYWORD_ONLY:
+                call_kwargs[param.name] = value
+            else:
+                call_args.append(value)
+        return self.python_callable(*call_args, **call_kwargs)
+
+
+class TaskFactory:
+    """What ``@task`` returns: calling it inside a DAG creates a ``PythonTask`` and returns it."""
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        *,
+        task_id: str | None = None,
+        dag: DAG | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.function = function
+        self.task_id = task_id
+        self.dag = dag
+        self.settings: dict[str, Any] = dict(settings or {})
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> PythonTask:
+        dag = self.dag if self.dag is not None else current_dag()
+        name = getattr(self.function, "__name__", "task")
+        if dag is None:
+            raise DagDefinitionError.here(
+                f"task '{self.task_id or name}' was created outside a DAG: call {name}() inside "
+                f"'with DAG(...):' or use @task(dag=...)"
+            )
+        task_id = self.task_id if self.task_id is not None else dag.unique_task_id(name)
+        settings = dict(self.settings)
+        if settings.get("doc") is None and self.function.__doc__:
+            settings["doc"] = inspect.cleandoc(self.function.__doc__)
+        return PythonTask(task_id, self.function, op_args=args, op_kwargs=kwargs, dag=dag, **settings)
+
+    def override(self, *, task_id: str | None = None, **settings: Unpack[TaskSettings]) -> TaskFactory:
+        """A copy of this factory with some settings (or the task id) replaced."""
+        merged = {**self.settings, **normalize_settings(dict(settings), f"task '{task_id or self.task_id}'")}
+        return TaskFactory(self.function, task_id=task_id or self.task_id, dag=self.dag, settings=merged)
+
+    def __repr__(self) -> str:
+        return f"<task factory {getattr(self.function, '__qualname__', self.function)!r}>"
+
+
+@overload
+def task(python_callable: Callable[..., Any], /) -> TaskFactory: ...
+
+
+@overload
+def task(
+    python_callable: None = None,
+    /,
+    *,
+    task_id: str | None = None,
+    dag: DAG | None = None,
+    **settings: Unpack[TaskSettings],
+) -> Callable[[Callable[..., Any]], TaskFactory]: ...
+
+
+def task(
+    python_callable: Callable[..., Any] | None = None,
+    /,
+    *,
+    task_id: str | None = None,
+    dag: DAG | None = None,
+    **settings: Any,
+) -> TaskFactory | Callable[[Callable[..., Any]], TaskFactory]:
+    """Turn a function into a task factory; use bare (``@task``) or with settings (``@task(queue=...)``)."""
+    checked = normalize_settings(settings, f"@task({task_id or ''})")
+
+    def decorate(function: Callable[..., Any]) -> TaskFactory:
+        if not callable(function):
+            raise DagDefinitionError.here(f"@task decorates functions, not {type(function).__name__}")
+        return TaskFactory(function, task_id=task_id, dag=dag, settings=checked)
+
+    if python_callable is not None:
+        return decorate(python_callable)
+    return decorate

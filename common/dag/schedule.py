@@ -1,0 +1,311 @@
+"""Which runs a schedule asks for, and when: pure functions over datetimes.
+
+Data-interval semantics: a scheduled run covers ``[data_interval_start, data_interval_end)``, its
+logical date is the interval's start and it becomes due once the interval has ended. Cron
+expressions are evaluated on the wall clock of the DAG's time zone, so "0 2 * * *" fires at 02:00
+local time all year and the intervals around a DST change are 23 or 25 hours long. A wall time that
+does not exist (spring forward) fires at the first instant after the gap; a repeated wall time (fall
+back) fires once, except for crons that fire every hour, which fire in both repeated hours.
+All returned datetimes are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from zoneinfo import ZoneInfo
+
+from croniter import CroniterBadDateError, croniter
+
+UTC = dt_timezone.utc
+ONCE = "@once"
+PRESETS: dict[str, str] = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+}
+# Wider than any DST shift, so a search window around a transition sees every candidate.
+_MARGIN = timedelta(hours=3)
+_TINY = timedelta(microseconds=1)
+_MAX_STEPS = 100_000
+
+
+@dataclass(frozen=True)
+class DagRunInfo:
+    """One scheduled run: its logical date, data interval and the earliest time it may start."""
+
+    logical_date: datetime
+    data_interval_start: datetime
+    data_interval_end: datetime
+    run_after: datetime
+
+
+def validate_schedule(schedule: object) -> None:
+    """Accept None, "@once", a preset or a five-field cron expression; raise ValueError otherwise."""
+    if schedule is None or schedule == ONCE or schedule in PRESETS:
+        return
+    if not isinstance(schedule, str):
+        raise ValueError(f"schedule must be a cron string, a preset or None, not {type(schedule).__name__}")
+    presets = ", ".join([ONCE, *PRESETS])
+    if schedule.startswith("@"):
+        raise ValueError(f"unknown schedule preset {schedule!r}; valid presets: {presets}")
+    if len(schedule.split()) != 5:
+        raise ValueError(
+            f"invalid cron expression {schedule!r}: expected 5 fields (minute hour day month weekday) "
+            f"or one of {presets}"
+        )
+    if not croniter.is_valid(schedule):
+        raise ValueError(f"invalid cron expression {schedule!r}")
+    try:
+        croniter(schedule, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError(f"cron expression {schedule!r} never fires") from None
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; aware ones are converted."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _zone(timezone: str | ZoneInfo) -> ZoneInfo:
+    return timezone if isinstance(timezone, ZoneInfo) else ZoneInfo(timezone)
+
+
+class _Cron:
+    """A cron expression evaluated on the wall clock of one time zone."""
+
+    def __init__(self, expression: str, tz: ZoneInfo) -> None:
+        self.expression = PRESETS.get(expression, expression)
+        self.tz = tz
+        self.every_hour = self.expression.split()[1] == "*"
+        self._iter = croniter(self.expression, datetime(2000, 1, 1))
+
+    def _naive_next(self, naive: datetime) -> datetime:
+        self._iter.set_current(naive, force=True)
+        result: datetime = self._iter.get_next(datetime)
+        return result
+
+    def _naive_prev(self, naive: datetime) -> datetime:
+        self._iter.set_current(naive, force=True)
+        result: datetime = self._iter.get_prev(datetime)
+        return result
+
+    def _regular(self, naive: datetime) -> bool:
+        """True when the wall time exists exactly once (not in a DST gap or fold)."""
+        return naive.replace(tzinfo=self.tz, fold=0).utcoffset() == naive.replace(
+            tzinfo=self.tz, fold=1
+        ).utcoffset()
+
+    def _instants(self, naive: datetime) -> list[datetime]:
+        """The UTC instants at which a firing at wall time ``naive`` happens."""
+        first = naive.replace(tzinfo=self.tz, fold=0).astimezone(UTC)
+        if not self.every_hour or self._regular(naive):
+            return [first]
+        exists = first.astimezone(self.tz).replace(tzinfo=None) == naive
+        second = naive.replace(tzinfo=self.tz, fold=1).astimezone(UTC)
+        return [first, second] if exists else [first]
+
+    def _local(self, t: datetime) -> tuple[datetime, timedelta | None]:
+        local = t.astimezone(self.tz)
+        return local.replace(tzinfo=None, fold=0), local.utcoffset()
+
+    def next_after(self, t: datetime) -> datetime:
+        """The first firing strictly after instant ``t``."""
+        naive, offset = self._local(t)
+        candidate = self._naive_next(naive)
+        if (
+            self._regular(naive)
+            and self._regular(candidate)
+            and candidate.replace(tzinfo=self.tz).utcoffset() == offset
+        ):
+            return candidate.replace(tzinfo=self.tz).astimezone(UTC)
+        best: datetime | None = None
+        found_at: datetime | None = None
+        candidate = naive - _MARGIN
+        for _ in range(_MAX_STEPS):
+            candidate = self._naive_next(candidate)
+            if found_at is not None and candidate > found_at + _MARGIN:
+                break
+            for instant in self._instants(candidate):
+                if instant > t and (best is None or instant < best):
+                    best = instant
+                    if found_at is None:
+                        found_at = candidate
+        if best is None:
+            raise ValueError(f"cron expression {self.expression!r} does not fire after {t.isoformat()}")
+        return best
+
+    def prev_before(self, t: datetime) -> datetime:
+        """The last firing strictly before instant ``t``."""
+        naive, offset = self._local(t)
+        candidate = self._naive_prev(naive)
+        if (
+            self._regular(naive)
+            and self._regular(candidate)
+            and candidate.replace(tzinfo=self.tz).utcoffset() == offset
+        ):
+            return candidate.replace(tzinfo=self.tz).astimezone(UTC)
+        best: datetime | None = None
+        found_at: datetime | None = None
+        candidate = naive + _MARGIN
+        for _ in range(_MAX_STEPS):
+            candidate = self._naive_prev(candidate)
+            if found_at is not None and candidate < found_at - _MARGIN:
+                break
+            for instant in self._instants(candidate):
+                if instant < t and (best is None or instant > best):
+                    best = instant
+                    if found_at is None:
+                        found_at = candidate
+        if best is None:
+            raise ValueError(f"cron expression {self.expression!r} does not fire before {t.isoformat()}")
+        return best
+
+    def at_or_after(self, t: datetime) -> datetime:
+        return self.next_after(t - _TINY)
+
+    def at_or_before(self, t: datetime) -> datetime:
+        return self.prev_before(t + _TINY)
+
+    def latest_complete_start(self, now: datetime) -> datetime:
+        """Start of the most recent interval that has fully ended at ``now``."""
+        return self.prev_before(self.at_or_before(now))
+
+    def info(self, start: datetime) -> DagRunInfo:
+        end = self.next_after(start)
+        return DagRunInfo(logical_date=start, data_interval_start=start, data_interval_end=end, run_after=end)
+
+
+def _once(when: datetime) -> DagRunInfo:
+    return DagRunInfo(logical_date=when, data_interval_start=when, data_interval_end=when, run_after=when)
+
+
+def next_dagrun_info(
+    *,
+    schedule: str | None,
+    timezone: str | ZoneInfo,
+    start_date: datetime | None,
+    end_date: datetime | None,
+    catchup: bool,
+    last_logical_date: datetime | None,
+    now: datetime,
+) -> DagRunInfo | None:
+    """The run that follows ``last_logical_date`` (or the first run), or None when there is none.
+
+    The returned run may not be due yet: it is due when ``run_after <= now``. Without catch-up, a
+    next interval older than the latest complete one is skipped over to that latest one.
+    """
+    if schedule is None:
+        return None
+    now = _as_utc(now)
+    end_limit = _as_utc(end_date) if end_date is not None else None
+    if schedule == ONCE:
+        if last_logical_date is not None:
+            return None
+        when = _as_utc(start_date) if start_date is not None else now
+        return None if end_limit is not None and when > end_limit else _once(when)
+    cron = _Cron(schedule, _zone(timezone))
+    earliest = cron.at_or_after(_as_utc(start_date)) if start_date is not None else None
+    if last_logical_date is not None:
+        start = cron.next_after(_as_utc(last_logical_date))
+        if earliest is not None:
+            start = max(start, earliest)
+    elif earliest is not None and catchup:
+        start = earliest
+    else:
+        start = cron.latest_complete_start(now)
+        if earliest is not None:
+            start = max(start, earliest)
+    if not catchup:
+        start = max(start, cron.latest_complete_start(now))
+    if end_limit is not None and start > end_limit:
+        return None
+    return cron.info(start)
+
+
+def runs_between(
+    *,
+    schedule: str | None,
+    timezone: str | ZoneInfo,
+    start: datetime,
+    end: datetime,
+    start_date: datetime | None = None,
+    end_date: datetime | None = None,
+    max_runs: int = 100_000,
+) -> list[DagRunInfo]:
+    """Every run whose logical date lies in ``[start, end]`` (and within the DAG's dates), for backfills.
+
+    Raises ValueError when the range holds more than ``max_runs`` runs rather than returning a partial list.
+    """
+    if schedule is None:
+        return []
+    low = _as_utc(start)
+    high = _as_utc(end)
+    if start_date is not None:
+        low = max(low, _as_utc(start_date))
+    if end_date is not None:
+        high = min(high, _as_utc(end_date))
+    if schedule == ONCE:
+        when = _as_utc(start_date) if start_date is not None else low
+        return [_once(when)] if low <= when <= high else []
+    cron = _Cron(schedule, _zone(timezone))
+    runs: list[DagRunInfo] = []
+    current = cron.at_or_after(low)
+    while current <= high:
+        if len(runs) >= max_runs:
+            raise ValueError(f"more than {max_runs} runs between {start.isoformat()} and {end.isoformat()}")
+        info = cron.info(current)
+        runs.append(info)
+        current = info.data_interval_end
+    return runs
+
+
+def next_run_times(
+    *,
+    schedule: str | None,
+    timezone: str | ZoneInfo,
+    start_date: datetime | None,
+    end_date: datetime | None,
+    catchup: bool,
+    last_logical_date: datetime | None,
+    now: datetime,
+    n: int,
+) -> list[datetime]:
+    """Logical dates of the next ``n`` runs the scheduler would create (fewer if the schedule ends)."""
+    dates: list[datetime] = []
+    last = last_logical_date
+    while len(dates) < n:
+        info = next_dagrun_info(
+            schedule=schedule,
+            timezone=timezone,
+            start_date=start_date,
+            end_date=end_date,
+            catchup=catchup,
+            last_logical_date=last,
+            now=now,
+        )
+        if info is None:
+            break
+        dates.append(info.logical_date)
+        last = info.logical_date
+    return dates
+
+
+def manual_data_interval(
+    *, schedule: str | None, timezone: str | ZoneInfo, run_after: datetime
+) -> tuple[datetime, datetime]:
+    """Data interval of a manually triggered run: the latest complete interval at ``run_after``.
+
+    Unscheduled and @once DAGs get an empty interval at ``run_after``.
+    """
+    when = _as_utc(run_after)
+    if schedule is None or schedule == ONCE:
+        return when, when
+    cron = _Cron(schedule, _zone(timezone))
+    end = cron.at_or_before(when)
+    return cron.prev_before(end), end

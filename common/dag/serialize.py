@@ -1,0 +1,247 @@
+"""The serialized form of a DAG: what the scheduler and web server read instead of user code.
+
+Format, version 1 (a JSON object)::
+
+    {"version": 1, "dag_id", "fileloc" (absolute path), "lineno", "schedule" (str|null),
+     "timezone" (IANA name), "start_date"/"end_date" (ISO 8601 with offset|null), "catchup",
+     "max_active_runs", "max_active_tasks", "params" (object), "tags" (list), "owner",
+     "description", "doc_md",
+     "tasks": [{"task_id", "task_type", "upstream" (sorted ids), "trigger_rule", "retries",
+                "retry_delay" (s), "retry_exponential_backoff", "max_retry_delay" (s|null),
+                "execution_timeout" (s|null), "queue", "priority", "pool", "pool_slots",
+                "input_tasks" (sorted ids whose results are arguments), "lineno", "doc",
+                "bash_command" (BashTask only, else null)}]}
+
+Tasks are listed in topological order. ``SerializedDag.from_dict(d).to_dict() == d`` for any ``d``
+produced by ``serialize_dag``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from common.dag.schedule import DagRunInfo, next_dagrun_info
+
+if TYPE_CHECKING:
+    from common.dag.dag import DAG
+    from common.dag.task import BaseTask
+
+FORMAT_VERSION = 1
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _parse_date(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True)
+class SerializedTask:
+    """One task as the scheduler sees it: identity, dependencies and execution settings."""
+
+    task_id: str
+    task_type: str
+    upstream: tuple[str, ...]
+    trigger_rule: str
+    retries: int
+    retry_delay: float
+    retry_exponential_backoff: bool
+    max_retry_delay: float | None
+    execution_timeout: float | None
+    queue: str
+    priority: int
+    pool: str | None
+    pool_slots: int
+    input_tasks: tuple[str, ...]
+    lineno: int | None
+    doc: str | None
+    bash_command: str | None = None
+
+    @property
+    def max_tries(self) -> int:
+        return self.retries + 1
+
+    @classmethod
+    def from_task(cls, task: BaseTask) -> SerializedTask:
+        extra = task.serialize_extra()
+        return cls(
+            task_id=task.task_id,
+            task_type=task.task_type,
+            upstream=tuple(sorted(task.upstream_task_ids)),
+            trigger_rule=task.trigger_rule.value,
+            retries=task.retries,
+            retry_delay=task.retry_delay.total_seconds(),
+            retry_exponential_backoff=task.retry_exponential_backoff,
+            max_retry_delay=_seconds(task.max_retry_delay),
+            execution_timeout=_seconds(task.execution_timeout),
+            queue=task.queue,
+            priority=task.priority,
+            pool=task.pool,
+            pool_slots=task.pool_slots,
+            input_tasks=tuple(sorted(task.input_task_ids)),
+            lineno=task.lineno,
+            doc=task.doc,
+            bash_command=extra.get("bash_command"),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SerializedTask:
+        values = {f.name: data.get(f.name) for f in fields(cls)}
+        values["upstream"] = tuple(data.get("upstream") or ())
+        values["input_tasks"] = tuple(data.get("input_tasks") or ())
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["upstream"] = list(self.upstream)
+        out["input_tasks"] = list(self.input_tasks)
+        return out
+
+
+@dataclass(frozen=True)
+class SerializedDag:
+    """A DAG as stored in the metastore; the scheduler and web server work from this alone."""
+
+    dag_id: str
+    fileloc: str
+    lineno: int | None
+    schedule: str | None
+    timezone: str
+    start_date: datetime | None
+    end_date: datetime | None
+    catchup: bool
+    max_active_runs: int
+    max_active_tasks: int
+    params: dict[str, Any]
+    tags: tuple[str, ...]
+    owner: str
+    description: str | None
+    doc_md: str | None
+    tasks: tuple[SerializedTask, ...]
+    version: int = field(default=FORMAT_VERSION)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SerializedDag:
+        """Decode the stored form; raise ValueError for an unknown format version."""
+        version = data.get("version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"unsupported serialized DAG version {version!r} (expected {FORMAT_VERSION})")
+        return cls(
+            version=version,
+            dag_id=data["dag_id"],
+            fileloc=data["fileloc"],
+            lineno=data.get("lineno"),
+            schedule=data.get("schedule"),
+            timezone=data.get("timezone") or "UTC",
+            start_date=_parse_date(data.get("start_date")),
+            end_date=_parse_date(data.get("end_date")),
+            catchup=bool(data.get("catchup", False)),
+            max_active_runs=data["max_active_runs"],
+            max_active_tasks=data["max_active_tasks"],
+            params=dict(data.get("params") or {}),
+            tags=tuple(data.get("tags") or ()),
+            owner=data.get("owner", "hareflow"),
+            description=data.get("description"),
+            doc_md=data.get("doc_md"),
+            tasks=tuple(SerializedTask.from_dict(t) for t in data.get("tasks", ())),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "dag_id": self.dag_id,
+            "fileloc": self.fileloc,
+            "lineno": self.lineno,
+            "schedule": self.schedule,
+            "timezone": self.timezone,
+            "start_date": _iso(self.start_date),
+            "end_date": _iso(self.end_date),
+            "catchup": self.catchup,
+            "max_active_runs": self.max_active_runs,
+            "max_active_tasks": self.max_active_tasks,
+            "params": dict(self.params),
+            "tags": list(self.tags),
+            "owner": self.owner,
+            "description": self.description,
+            "doc_md": self.doc_md,
+            "tasks": [t.to_dict() for t in self.tasks],
+        }
+
+    @cached_property
+    def task_dict(self) -> dict[str, SerializedTask]:
+        return {t.task_id: t for t in self.tasks}
+
+    @property
+    def task_ids(self) -> list[str]:
+        return [t.task_id for t in self.tasks]
+
+    def get_task(self, task_id: str) -> SerializedTask:
+        """Return the task called ``task_id``; raise KeyError if there is none."""
+        return self.task_dict[task_id]
+
+    def upstream_map(self) -> dict[str, tuple[str, ...]]:
+        """Task id -> ids of its upstream tasks."""
+        return {t.task_id: t.upstream for t in self.tasks}
+
+    def downstream_map(self) -> dict[str, tuple[str, ...]]:
+        """Task id -> sorted ids of its downstream tasks (every task has an entry)."""
+        down: dict[str, list[str]] = {t.task_id: [] for t in self.tasks}
+        for t in self.tasks:
+            for up in t.upstream:
+                down[up].append(t.task_id)
+        return {tid: tuple(sorted(ids)) for tid, ids in down.items()}
+
+    @property
+    def roots(self) -> list[SerializedTask]:
+        return [t for t in self.tasks if not t.upstream]
+
+    def next_dagrun_info(self, last_logical_date: datetime | None, now: datetime) -> DagRunInfo | None:
+        """The run after ``last_logical_date`` under this DAG's schedule (see ``schedule.next_dagrun_info``)."""
+        return next_dagrun_info(
+            schedule=self.schedule,
+            timezone=self.timezone,
+            start_date=self.start_date,
+            end_date=self.end_date,
+            catchup=self.catchup,
+            last_logical_date=last_logical_date,
+            now=now,
+        )
+
+
+def serialize_dag(dag: DAG) -> dict[str, Any]:
+    """The JSON-able, version-1 form of ``dag`` (see the module docstring)."""
+    return SerializedDag(
+        dag_id=dag.dag_id,
+        fileloc=dag.fileloc or "",
+        lineno=dag.lineno,
+        schedule=dag.schedule,
+        timezone=dag.timezone_name,
+        start_date=dag.start_date,
+        end_date=dag.end_date,
+        catchup=dag.catchup,
+        max_active_runs=dag.max_active_runs,
+        max_active_tasks=dag.max_active_tasks,
+        params=dict(dag.params),
+        tags=tuple(dag.tags),
+        owner=dag.owner,
+        description=dag.description,
+        doc_md=dag.doc_md,
+        tasks=tuple(SerializedTask.from_task(t) for t in dag.topological_order()),
+    ).to_dict()
+
+
+def dag_hash(serialized: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a serialized DAG: equal hashes mean nothing changed."""
+    canonical = json.dumps(serialized, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

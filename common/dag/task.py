@@ -1,0 +1,162 @@
+"""``BaseTask``: the unit of work in a DAG, its settings, and the ``>>`` / ``<<`` dependency operators.
+
+Custom task types subclass ``BaseTask`` and implement ``execute(ctx)``; the return value is the task's
+result, which must be JSON-serialisable because it travels to the metastore and to downstream tasks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any, Literal, Unpack
+
+from common.dag.context import Context
+from common.dag.dag import DAG, current_dag
+from common.dag.errors import DagDefinitionError, user_location
+from common.dag.settings import DEFAULT_SETTINGS, Callback, TaskSettings, check_id, normalize_settings
+from common.dag.trigger_rules import TriggerRule
+
+logger = logging.getLogger(__name__)
+
+CallbackKind = Literal["success", "failure", "retry"]
+
+
+def _as_task_list(other: object, op: str) -> list[BaseTask]:
+    if isinstance(other, BaseTask):
+        return [other]
+    if isinstance(other, Iterable) and not isinstance(other, (str, bytes)):
+        items = list(other)
+        if all(isinstance(item, BaseTask) for item in items):
+            return items
+    raise DagDefinitionError.here(f"'{op}' needs tasks or lists of tasks, not {type(other).__name__}")
+
+
+class BaseTask:
+    """Base class of every task type; subclasses implement ``execute(ctx)``.
+
+    The constructor takes the task id and keyword-only settings (see ``TaskSettings``); settings not
+    given come from the DAG's ``default_args``, then from the defaults.
+    """
+
+    task_id: str
+    dag: DAG
+    retries: int
+    retry_delay: timedelta
+    retry_exponential_backoff: bool
+    max_retry_delay: timedelta | None
+    execution_timeout: timedelta | None
+    queue: str
+    priority: int
+    pool: str | None
+    pool_slots: int
+    trigger_rule: TriggerRule
+    on_success_callback: Callback | None
+    on_failure_callback: Callback | None
+    on_retry_callback: Callback | None
+    doc: str | None
+    lineno: int | None
+
+    def __init__(self, task_id: str, *, dag: DAG | None = None, **settings: Unpack[TaskSettings]) -> None:
+        check_id(task_id, "task_id")
+        dag = dag if dag is not None else current_dag()
+        if dag is None:
+            raise DagDefinitionError.here(
+                f"task '{task_id}' was created outside a DAG: create it inside 'with DAG(...):' or pass dag="
+            )
+        if not isinstance(dag, DAG):
+            raise DagDefinitionError.here(f"dag= of task '{task_id}' must be a DAG, not {type(dag).__name__}")
+        given = normalize_settings(dict(settings), f"task '{task_id}'")
+        for name, value in {**DEFAULT_SETTINGS, **dag.default_args, **given}.items():
+            setattr(self, name, value)
+        self.task_id = task_id
+        self.dag = dag
+        self.upstream_task_ids: set[str] = set()
+        self.downstream_task_ids: set[str] = set()
+        _, self.lineno = user_location()
+        dag.add_task(self)
+
+    # -- behaviour ------------------------------------------------------------------------------
+
+    def execute(self, ctx: Context) -> Any:
+        """Do the work of one try; the return value becomes the task's (JSON) result."""
+        raise NotImplementedError(f"{type(self).__name__} must implement execute(self, ctx)")
+
+    @property
+    def task_type(self) -> str:
+        return type(self).__name__
+
+    @property
+    def max_tries(self) -> int:
+        return self.retries + 1
+
+    @property
+    def input_task_ids(self) -> frozenset[str]:
+        """Upstream tasks whose return values this task consumes (none for most task types)."""
+        return frozenset()
+
+    def serialize_extra(self) -> dict[str, Any]:
+        """Type-specific fields for the serialized form (e.g. a BashTask's command)."""
+        return {}
+
+    def invoke_callback(self, kind: CallbackKind, ctx: Context, error: BaseException | None = None) -> None:
+        """Call the success/failure/retry callback, if set, with ``ctx`` (and ``error`` if it takes two).
+
+        A failing callback is logged and never changes the task's outcome.
+        """
+        callback = getattr(self, f"on_{kind}_callback")
+        if callback is None:
+            return
+        try:
+            try:
+                takes_error = len(inspect.signature(callback).parameters) >= 2
+            except (TypeError, ValueError):
+                takes_error = False
+            if takes_error:
+                callback(ctx, error)
+            else:
+                callback(ctx)
+        except Exception:
+            logger.exception("on_%s_callback of task %s.%s failed", kind, self.dag.dag_id, self.task_id)
+
+    # -- dependencies ---------------------------------------------------------------------------
+
+    @property
+    def upstream_list(self) -> list[BaseTask]:
+        return [self.dag.task_dict[t] for t in sorted(self.upstream_task_ids)]
+
+    @property
+    def downstream_list(self) -> list[BaseTask]:
+        return [self.dag.task_dict[t] for t in sorted(self.downstream_task_ids)]
+
+    def set_upstream(self, other: BaseTask | Iterable[BaseTask]) -> None:
+        """Make ``other`` (a task or tasks) run before this task."""
+        for task in _as_task_list(other, "set_upstream"):
+            self.dag.add_dependency(task, self)
+
+    def set_downstream(self, other: BaseTask | Iterable[BaseTask]) -> None:
+        """Make ``other`` (a task or tasks) run after this task."""
+        for task in _as_task_list(other, "set_downstream"):
+            self.dag.add_dependency(self, task)
+
+    def __rshift__(self, other: BaseTask | Iterable[BaseTask]) -> Any:
+        self.set_downstream(other)
+        return other
+
+    def __lshift__(self, other: BaseTask | Iterable[BaseTask]) -> Any:
+        self.set_upstream(other)
+        return other
+
+    def __rrshift__(self, other: BaseTask | Iterable[BaseTask]) -> BaseTask:
+        # [a, b] >> self
+        self.set_upstream(other)
+        return self
+
+    def __rlshift__(self, other: BaseTask | Iterable[BaseTask]) -> BaseTask:
+        # [a, b] << self
+        self.set_downstream(other)
+        return self
+
+    def __repr__(self) -> str:
+        return f"<{self.task_type} {self.dag.dag_id}.{self.task_id}>"

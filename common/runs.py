@@ -1,0 +1,136 @@
+"""Run operations shared by the scheduler, the CLI and the web: trigger, schedule bookkeeping.
+
+Each takes the caller's session; the caller owns the transaction (``with session.begin():``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from common.dag.schedule import DagRunInfo, next_dagrun_info
+from common.db import Dag, DagRun
+from common.states import RUN_ACTIVE, RunState
+
+
+class RunError(ValueError):
+    """A user mistake in a run operation: the message says what and how to fix it."""
+
+
+class DagNotFoundError(RunError):
+    pass
+
+
+class DagPausedError(RunError):
+    pass
+
+
+class RunExistsError(RunError):
+    pass
+
+
+def parse_date(value: str | datetime | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def schedule_args(dag: Dag) -> dict[str, Any]:
+    """The serialized DAG's schedule fields as ``next_dagrun_info`` takes them."""
+    s = dag.serialized
+    return {
+        "schedule": s.get("schedule"),
+        "timezone": s.get("timezone") or "UTC",
+        "start_date": parse_date(s.get("start_date")),
+        "end_date": parse_date(s.get("end_date")),
+        "catchup": bool(s.get("catchup")),
+    }
+
+
+def last_scheduled_logical_date(session: Session, dag_id: str) -> datetime | None:
+    return session.scalar(select(func.max(DagRun.interval_key)).where(DagRun.dag_id == dag_id))
+
+
+def refresh_next_run(session: Session, dag: Dag, now: datetime) -> DagRunInfo | None:
+    """Recompute when the DAG's next scheduled run is due (after a parse or a run creation)."""
+    info = next_dagrun_info(
+        **schedule_args(dag), last_logical_date=last_scheduled_logical_date(session, dag.dag_id), now=now
+    )
+    dag.next_logical_date = info.logical_date if info else None
+    dag.next_data_interval_end = info.data_interval_end if info else None
+    dag.next_run_after = info.run_after if info else None
+    return info
+
+
+def active_run_count(session: Session, dag_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count()).select_from(DagRun).where(DagRun.dag_id == dag_id, DagRun.state.in_(RUN_ACTIVE))
+        )
+        or 0
+    )
+
+
+def trigger_run(
+    session: Session,
+    dag_id: str,
+    *,
+    conf: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    logical_date: datetime | None = None,
+    triggered_by: str | None = None,
+    allow_paused: bool = False,
+    now: datetime | None = None,
+) -> DagRun:
+    """Create a manual run (state ``queued``); the scheduler starts it within max_active_runs."""
+    now = now or datetime.now(UTC)
+    dag = session.get(Dag, dag_id)
+    if dag is None or not dag.is_active:
+        raise DagNotFoundError(f"no DAG named {dag_id!r} (see `hareflow dags list`)")
+    if dag.is_paused and not allow_paused:
+        raise DagPausedError(f"DAG {dag_id!r} is paused; unpause it with `hareflow dags unpause {dag_id}`")
+    if conf is not None and not isinstance(conf, dict):
+        raise RunError("conf must be a JSON object")
+    logical = logical_date or now
+    run_id = run_id or f"manual__{logical.isoformat()}"
+    if session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)):
+        raise RunExistsError(f"DAG {dag_id!r} already has a run {run_id!r}")
+    run = DagRun(
+        dag_id=dag_id,
+        run_id=run_id,
+        run_type="manual",
+        state=RunState.QUEUED,
+        logical_date=logical,
+        data_interval_start=logical,
+        data_interval_end=logical,
+        conf=conf or {},
+        triggered_by=triggered_by,
+        queued_at=now,
+        dag_hash=dag.dag_hash,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def create_scheduled_run(session: Session, dag: Dag, info: DagRunInfo, now: datetime) -> DagRun:
+    run = DagRun(
+        dag_id=dag.dag_id,
+        run_id=f"scheduled__{info.logical_date.isoformat()}",
+        run_type="scheduled",
+        state=RunState.QUEUED,
+        logical_date=info.logical_date,
+        interval_key=info.logical_date,
+        data_interval_start=info.data_interval_start,
+        data_interval_end=info.data_interval_end,
+        conf={},
+        queued_at=now,
+        dag_hash=dag.dag_hash,
+    )
+    session.add(run)
+    session.flush()
+    return run

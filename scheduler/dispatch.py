@@ -1,0 +1,82 @@
+"""Turning queued task instances into task messages (everything a worker needs, no DB access)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from common.dag.context import resolve_params
+from common.db import DagRun, TaskInstance, TaskResult
+from common.messages import TaskKey, TaskMessage
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def upstream_results(session: Session, run_pk: int, task_ids: Sequence[str]) -> dict[str, Any]:
+    """Return values of ``task_ids`` in one run (their latest successful try)."""
+    if not task_ids:
+        return {}
+    rows = session.execute(
+        select(TaskInstance.task_id, TaskResult.value_json)
+        .join(
+            TaskResult,
+            and_(TaskResult.ti_id == TaskInstance.id, TaskResult.try_number == TaskInstance.try_number),
+        )
+        .where(TaskInstance.run_pk == run_pk, TaskInstance.task_id.in_(task_ids))
+    )
+    return {task_id: json.loads(value) for task_id, value in rows}
+
+
+def build_messages(
+    session: Session,
+    tis: Sequence[TaskInstance],
+    runs: Mapping[int, DagRun],
+    serialized: Mapping[str, Any],
+) -> list[TaskMessage]:
+    """One message per task instance; ``serialized`` maps dag_id -> SerializedDag."""
+    by_run: dict[int, list[TaskInstance]] = defaultdict(list)
+    for ti in tis:
+        by_run[ti.run_pk].append(ti)
+    messages = []
+    now = time.time()
+    for run_pk, run_tis in by_run.items():
+        run = runs[run_pk]
+        sdag = serialized[run.dag_id]
+        tasks = {t.task_id: t for t in sdag.tasks}
+        needed = sorted({u for ti in run_tis if ti.task_id in tasks for u in tasks[ti.task_id].input_tasks})
+        results = upstream_results(session, run_pk, needed)
+        params = resolve_params(sdag.params, run.conf)
+        for ti in run_tis:
+            task = tasks[ti.task_id]
+            messages.append(
+                TaskMessage(
+                    key=TaskKey(
+                        ti_id=ti.id,
+                        dag_id=ti.dag_id,
+                        run_id=ti.run_id,
+                        task_id=ti.task_id,
+                        map_index=ti.map_index,
+                        try_number=ti.try_number,
+                    ),
+                    max_tries=ti.max_tries,
+                    dag_file=sdag.fileloc,
+                    queue=ti.queue,
+                    execution_timeout=task.execution_timeout,
+                    logical_date=_iso(run.logical_date),
+                    data_interval_start=_iso(run.data_interval_start),
+                    data_interval_end=_iso(run.data_interval_end),
+                    conf=dict(run.conf or {}),
+                    params=params,
+                    upstream_results={u: results[u] for u in task.input_tasks if u in results},
+                    published_at=now,
+                )
+            )
+    return messages

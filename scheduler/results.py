@@ -1,0 +1,264 @@
+"""The results consumer: worker reports -> metastore, in batched transactions, acked after commit.
+
+Every report is checked against the state machine (``common.states.accepts_report``): a report
+for another try, or a second final report for the same try, changes nothing, so redelivered and
+duplicated messages are harmless. Log chunks are keyed by (task instance, try, seq) and stored once.
+After each commit the batch's deliveries are acked and one state event per change is published.
+If the database is unreachable the batch is retried with backoff and nothing is acked meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.broker import Delivery, Executor
+from common.config import Settings
+from common.db import TaskInstance, TaskLog, TaskResult, Worker
+from common.messages import (
+    HeartbeatMessage,
+    LogMessage,
+    Message,
+    MessageError,
+    ResultMessage,
+    StateEvent,
+    decode,
+)
+from common.states import TaskState, WorkerOutcome, accepts_report, outcome_state
+
+log = logging.getLogger(__name__)
+
+OnChange = Callable[[Sequence[StateEvent]], None]
+
+
+def _ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def apply_results(session: Session, messages: Sequence[Message], now: datetime) -> list[StateEvent]:
+    """Apply a batch of worker reports inside the caller's transaction; return the state events."""
+    events: list[StateEvent] = []
+    results = [m for m in messages if isinstance(m, ResultMessage)]
+    logs = [m for m in messages if isinstance(m, LogMessage)]
+    beats = [m for m in messages if isinstance(m, HeartbeatMessage)]
+    ti_ids = {m.key.ti_id for m in results} | {m.key.ti_id for m in logs}
+    tis: dict[int, TaskInstance] = {}
+    if ti_ids:
+        rows = session.scalars(select(TaskInstance).where(TaskInstance.id.in_(ti_ids)))
+        tis = {ti.id: ti for ti in rows}
+    for m in results:
+        ti = tis.get(m.key.ti_id)
+        if ti is None or ti.task_id != m.key.task_id or ti.run_id != m.key.run_id:
+            log.warning("ignoring a result for an unknown task instance: %s", m.key.label())
+            continue
+        event = _apply_result(session, ti, m, now)
+        if event is not None:
+            events.append(event)
+    events.extend(_store_logs(session, logs, tis, now))
+    _record_heartbeats(session, beats, now)
+    return events
+
+
+def _apply_result(session: Session, ti: TaskInstance, m: ResultMessage, now: datetime) -> StateEvent | None:
+    outcome = WorkerOutcome(m.outcome)
+    if not accepts_report(TaskState(ti.state), ti.try_number, outcome, m.key.try_number):
+        return None
+    at = _ts(m.at)
+    ti.worker, ti.hostname, ti.pid = m.worker, m.hostname, m.pid
+    ti.updated_at = now
+    if outcome is WorkerOutcome.RUNNING:
+        if ti.state == TaskState.RUNNING:  # a redelivered message started the same try elsewhere
+            log.info("%s restarted on %s", m.key.label(), m.worker)
+        ti.state = TaskState.RUNNING
+        ti.start_date = at
+    else:
+        ti.state = outcome_state(outcome, ti.try_number, ti.max_tries)
+        ti.start_date = ti.start_date or at
+        ti.end_date = at
+        ti.duration = max(0.0, (at - ti.start_date).total_seconds())
+        if outcome is WorkerOutcome.SUCCESS:
+            ti.error = None
+            if m.result_json is not None:
+                session.add(TaskResult(ti_id=ti.id, try_number=ti.try_number, value_json=m.result_json, created_at=now))
+        else:
+            ti.error = m.error or "failed"
+            ti.next_retry_at = None  # the scheduler computes it from the task's retry policy
+    return StateEvent(
+        kind="task",
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        task_id=ti.task_id,
+        map_index=ti.map_index,
+        try_number=ti.try_number,
+        ti_id=ti.id,
+        state=ti.state,
+        at=time.time(),
+    )
+
+
+def _store_logs(
+    session: Session, logs: Sequence[LogMessage], tis: dict[int, TaskInstance], now: datetime
+) -> list[StateEvent]:
+    if not logs:
+        return []
+    wanted = {(m.key.ti_id, m.key.try_number, m.seq) for m in logs if m.key.ti_id in tis}
+    if not wanted:
+        return []
+    existing = set(
+        session.execute(
+            select(TaskLog.ti_id, TaskLog.try_number, TaskLog.seq).where(
+                tuple_(TaskLog.ti_id, TaskLog.try_number, TaskLog.seq).in_(list(wanted))
+            )
+        ).tuples()
+    )
+    events = []
+    for m in logs:
+        ident = (m.key.ti_id, m.key.try_number, m.seq)
+        if ident not in wanted or ident in existing:
+            continue
+        existing.add(ident)
+        session.add(TaskLog(ti_id=m.key.ti_id, try_number=m.key.try_number, seq=m.seq, text=m.text, created_at=now))
+        ti = tis[m.key.ti_id]
+        events.append(
+            StateEvent(
+                kind="log",
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                task_id=ti.task_id,
+                map_index=ti.map_index,
+                try_number=m.key.try_number,
+                ti_id=ti.id,
+                state=ti.state,
+                at=time.time(),
+            )
+        )
+    return events
+
+
+def _record_heartbeats(session: Session, beats: Sequence[HeartbeatMessage], now: datetime) -> None:
+    latest: dict[str, HeartbeatMessage] = {}
+    for b in beats:
+        if b.worker not in latest or b.at >= latest[b.worker].at:
+            latest[b.worker] = b
+    if not latest:
+        return
+    rows = {w.name: w for w in session.scalars(select(Worker).where(Worker.name.in_(latest)))}
+    for name, b in latest.items():
+        w = rows.get(name)
+        if w is None:
+            w = Worker(name=name, first_seen=now)
+            session.add(w)
+        elif w.last_heartbeat is not None and w.last_heartbeat > _ts(b.at):
+            continue
+        w.hostname, w.pid, w.queues = b.hostname, b.pid, list(b.queues)
+        w.concurrency, w.running = b.concurrency, len(b.running)
+        w.state = b.state
+        w.last_heartbeat = _ts(b.at)
+
+
+class ResultsConsumer:
+    """Consumes ``<prefix>.results`` and records it; run it in a thread or as its own process."""
+
+    def __init__(
+        self,
+        *,
+        executor: Executor,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        on_change: OnChange | None = None,
+    ) -> None:
+        self._executor = executor
+        self._sessions = session_factory
+        self._settings = settings
+        self._on_change = on_change
+        self._buffer: queue.Queue[Delivery] = queue.Queue()
+        self.processed = 0
+
+    def start(self) -> None:
+        self._executor.consume_results(self._settings.results_prefetch, self._buffer.put)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once(timeout=0.5, stop=stop)
+            except Exception:
+                log.exception("results consumer iteration failed; continuing")
+                stop.wait(1.0)
+
+    def run_once(self, timeout: float = 0.5, stop: threading.Event | None = None) -> int:
+        """Take one batch (waiting up to ``timeout`` for the first message); return its size."""
+        batch = self._take_batch(timeout)
+        if not batch:
+            return 0
+        parsed: list[tuple[Delivery, Message]] = []
+        for delivery in batch:
+            try:
+                parsed.append((delivery, decode(delivery.body)))
+            except MessageError as exc:
+                log.error("dead-lettering a malformed result message: %s", exc)
+                self._executor.dead_letter(delivery, f"malformed result: {exc}")
+        events = self._commit_with_retry([m for _, m in parsed], stop)
+        if events is None:  # stopping while the database is down: leave them unacked
+            return 0
+        for delivery, _ in parsed:
+            delivery.ack()
+        self.processed += len(parsed)
+        if events:
+            self._executor.publish_events(events)
+            if self._on_change is not None:
+                self._on_change(events)
+        return len(parsed)
+
+    def _take_batch(self, timeout: float) -> list[Delivery]:
+        try:
+            first = self._buffer.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        batch = [first]
+        limit = self._settings.results_batch_size
+        while len(batch) < limit:
+            try:
+                batch.append(self._buffer.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _commit(self, messages: Sequence[Message]) -> list[StateEvent]:
+        now = datetime.now(UTC)
+        try:
+            with self._sessions() as session, session.begin():
+                return apply_results(session, messages, now)
+        except IntegrityError:
+            # Another results consumer stored the same result or chunk first: redo one by one,
+            # so only the duplicate is dropped.
+            events: list[StateEvent] = []
+            for m in messages:
+                try:
+                    with self._sessions() as session, session.begin():
+                        events.extend(apply_results(session, [m], now))
+                except IntegrityError:
+                    log.info("dropping a duplicate report")
+            return events
+
+    def _commit_with_retry(
+        self, messages: Sequence[Message], stop: threading.Event | None
+    ) -> list[StateEvent] | None:
+        delay = 0.2
+        while True:
+            try:
+                return self._commit(messages)
+            except (OperationalError, SQLAlchemyError) as exc:
+                log.warning("metastore unavailable (%s); retrying the batch in %.1fs", exc.__class__.__name__, delay)
+                if stop is not None and stop.wait(delay):
+                    return None
+                if stop is None:
+                    time.sleep(delay)
+                delay = min(delay * 2, 5.0)

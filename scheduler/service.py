@@ -1,0 +1,95 @@
+"""Wiring for the long-running scheduler and results-consumer processes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.broker import Executor, make_executor
+from common.config import Settings
+from common.db import create_engine_for, make_session_factory
+from common.db.migrate import status
+from common.messages import StateEvent
+from scheduler.dag_processor import DagProcessor
+from scheduler.loop import Scheduler
+from scheduler.results import ResultsConsumer
+
+log = logging.getLogger(__name__)
+
+
+class SchemaNotCurrent(RuntimeError):
+    pass
+
+
+def open_metastore(settings: Settings) -> sessionmaker[Session]:
+    """Connect and check the schema is at head (a clear error if not)."""
+    engine = create_engine_for(settings.effective_database_url)
+    st = status(engine)
+    if not st.is_current:
+        raise SchemaNotCurrent(
+            f"the metastore schema is at {st.current or 'nothing'}, not {st.head}: run `hareflow db migrate`"
+        )
+    return make_session_factory(engine)
+
+
+def _thread(target: object, name: str, *args: object) -> threading.Thread:
+    t = threading.Thread(target=target, args=args, name=name, daemon=True)  # type: ignore[arg-type]
+    t.start()
+    return t
+
+
+def run_scheduler(
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    executor: Executor | None = None,
+    sessions: sessionmaker[Session] | None = None,
+    ready: threading.Event | None = None,
+) -> None:
+    """Run DAG processing, the scheduler loop and (by default) the results consumer until ``stop``."""
+    sessions = sessions or open_metastore(settings)
+    own_executor = executor is None
+    executor = executor or make_executor(settings, connection_name="hareflow-scheduler")
+    if own_executor:
+        executor.start()
+    scheduler = Scheduler(settings=settings, session_factory=sessions, executor=executor)
+
+    def on_events(events: Sequence[StateEvent]) -> None:
+        scheduler.on_events(events)
+
+    executor.subscribe_events(lambda e: scheduler.on_events([e]))
+    threads = []
+    if settings.run_results_consumer:
+        consumer = ResultsConsumer(executor=executor, session_factory=sessions, settings=settings, on_change=on_events)
+        consumer.start()
+        threads.append(_thread(consumer.run, "hareflow-results", stop))
+    processor = DagProcessor(settings=settings, session_factory=sessions, on_change=on_events)
+    log.info("DAG folder: %s", processor.folder)
+    processor.run_once()
+    threads.append(_thread(processor.run, "hareflow-dag-processor", stop))
+    if ready is not None:
+        ready.set()
+    try:
+        scheduler.run(stop)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        if own_executor:
+            executor.close()
+
+
+def run_results(settings: Settings, stop: threading.Event) -> None:
+    """Run only the results consumer (scale it out beside schedulers started with it off)."""
+    sessions = open_metastore(settings)
+    executor = make_executor(settings, connection_name="hareflow-results")
+    executor.start()
+    consumer = ResultsConsumer(executor=executor, session_factory=sessions, settings=settings)
+    consumer.start()
+    try:
+        consumer.run(stop)
+    finally:
+        executor.close()

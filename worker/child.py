@@ -1,0 +1,144 @@
+"""What runs inside a pool child: load the task from its DAG file, run it, report over a pipe.
+
+Protocol (parent <-> child over a duplex ``multiprocessing`` pipe, Python objects, never the wire):
+  parent -> child: ``("run", task_message_dict, max_result_bytes)`` or ``None`` to exit
+  child -> parent: ``("log", text)`` any number of times, then ``("done", outcome, result_json, error)``
+
+Each child is its own process group leader, so a timeout kill also ends any processes the task
+started (a BashTask's shell, for instance).
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from multiprocessing.connection import Connection
+from typing import Any
+
+LOG_FORMAT = "[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+
+
+class _PipeWriter(io.TextIOBase):
+    """A text stream whose writes become ``("log", text)`` messages to the parent."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text:
+            self._conn.send(("log", text))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class _CurrentStderr(io.TextIOBase):
+    """Logging handlers write wherever sys.stderr points now, i.e. to the pipe while a task runs."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+
+def child_main(conn: Connection) -> None:
+    """Loop of one pool child: run tasks one at a time until told to stop."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        _, payload, max_result_bytes = request
+        outcome, result_json, error = run_task(payload, max_result_bytes, conn)
+        try:
+            conn.send(("done", outcome, result_json, error))
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _parse_date(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def run_task(payload: dict[str, Any], max_result_bytes: int, conn: Connection) -> tuple[str, str | None, str | None]:
+    """Run one try; return ``(outcome, result_json, error)``. Never raises."""
+    from common.dag import Context, encode_result
+    from common.dag.loader import get_task
+
+    key = payload["key"]
+    writer = _PipeWriter(conn)
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = writer  # type: ignore[assignment]
+    ctx = None
+    task = None
+    try:
+        task = get_task(payload["dag_file"], key["dag_id"], key["task_id"])
+        ctx = Context(
+            dag_id=key["dag_id"],
+            task_id=key["task_id"],
+            run_id=key["run_id"],
+            logical_date=_parse_date(payload.get("logical_date")),
+            data_interval_start=_parse_date(payload.get("data_interval_start")),
+            data_interval_end=_parse_date(payload.get("data_interval_end")),
+            params=payload.get("params") or {},
+            conf=payload.get("conf") or {},
+            try_number=key["try_number"],
+            max_tries=payload["max_tries"],
+            map_index=key["map_index"],
+            upstream_results=payload.get("upstream_results") or {},
+        )
+        value = task.execute(ctx)
+        result_json = encode_result(value, max_result_bytes, task_id=key["task_id"])
+    except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
+        error = _describe(exc)
+        print(traceback.format_exc(), end="", file=sys.stderr)
+        if task is not None and ctx is not None:
+            retrying = key["try_number"] < payload["max_tries"]
+            name = "on_retry_callback" if retrying else "on_failure_callback"
+            _callback(getattr(task, name, None), ctx, exc, name)
+        sys.stdout, sys.stderr = saved
+        return "failed", None, error
+    _callback(getattr(task, "on_success_callback", None), ctx, None, "on_success_callback")
+    sys.stdout, sys.stderr = saved
+    return "success", result_json, None
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) < 4000 else text[:4000] + "..."
+
+
+def _callback(fn: Callable[..., Any] | None, ctx: Any, exc: BaseException | None, name: str) -> None:
+    if fn is None:
+        return
+    try:
+        params = inspect.signature(fn).parameters
+        positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params.values()):
+            fn(ctx, exc)
+        else:
+            fn(ctx)
+    except Exception:
+        print(f"{name} raised:\n{traceback.format_exc()}", end="", file=sys.stderr)

@@ -1,0 +1,340 @@
+"""The worker process: consume, run in the pool, report, ack.
+
+Threads, and what each owns:
+- the executor's own thread owns the broker connection; it only hands deliveries to ``inbox``;
+- one slot thread per concurrency slot owns one pool child and runs one task at a time;
+- the calling thread runs :meth:`Worker.run`: heartbeats and the stop sequence.
+
+Ordering per task: ``running`` (unconfirmed) -> log chunks (unconfirmed) -> final result
+(confirmed) -> ack. The message is acked only once its final result is safely with the broker, so a
+worker that dies mid-task leaves it unacked and the broker hands it to another worker.
+
+Long tasks: RabbitMQ closes a channel whose delivery stays unacked past ``consumer_timeout``
+(30 minutes by default). A task still running after ``long_task_ack_after`` (20 minutes by
+default) is acked early; from then on the scheduler's lost-worker check (heartbeats) protects it
+instead of redelivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common.broker import Delivery, Executor
+from common.config import Settings
+from common.messages import (
+    HeartbeatMessage,
+    LogMessage,
+    MessageError,
+    ResultMessage,
+    TaskKey,
+    TaskMessage,
+    decode,
+)
+from worker.pool import ChildProcess, pool_context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    name: str
+    hostname: str
+    pid: int
+
+
+def default_identity(name: str | None = None, hostname: str | None = None) -> WorkerIdentity:
+    host = hostname or socket.gethostname()
+    pid = os.getpid()
+    return WorkerIdentity(name=name or f"{host}.{pid}", hostname=host, pid=pid)
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        executor: Executor,
+        settings: Settings,
+        queues: Sequence[str],
+        concurrency: int,
+        identity: WorkerIdentity | None = None,
+    ) -> None:
+        self._executor = executor
+        self._settings = settings
+        self.queues = list(queues)
+        self.concurrency = concurrency
+        self.identity = identity or default_identity(hostname=settings_hostname(settings))
+        self._inbox: queue.Queue[Delivery | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._immediate = threading.Event()
+        self._running: dict[int, int] = {}  # slot -> ti_id
+        self._lock = threading.Lock()
+        self._slots: list[threading.Thread] = []
+        self._children: list[ChildProcess | None] = []
+        self._ctx = pool_context()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start_pool(self) -> None:
+        """Start the pool children (before the broker connection exists, so they inherit none)."""
+        if not self._children:
+            self._children = [ChildProcess(self._ctx) for _ in range(self.concurrency)]
+
+    def start(self) -> None:
+        """Start the slot threads and begin consuming."""
+        self.start_pool()
+        for slot in range(self.concurrency):
+            t = threading.Thread(target=self._slot_loop, args=(slot,), name=f"hareflow-slot-{slot}", daemon=True)
+            t.start()
+            self._slots.append(t)
+        self._executor.consume_tasks(self.queues, self.concurrency, self._inbox.put)
+        self._heartbeat("active")
+        log.info(
+            "worker %s consuming %s with %d slots", self.identity.name, ",".join(self.queues), self.concurrency
+        )
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Heartbeat until ``stop`` (or :meth:`request_stop`), then stop gracefully."""
+        interval = self._settings.heartbeat_interval
+        next_beat = time.monotonic() + interval
+        while not (self._stop.is_set() or (stop is not None and stop.is_set())):
+            self._stop.wait(0.2)
+            if time.monotonic() >= next_beat:
+                self._heartbeat("active")
+                next_beat = time.monotonic() + interval
+        self.shutdown()
+
+    def request_stop(self, *, immediate: bool = False) -> None:
+        """First call: finish running tasks, hand back the rest. ``immediate``: hand back all now."""
+        if immediate:
+            self._immediate.set()
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        try:
+            self._executor.stop_consuming_tasks()
+        except Exception as exc:
+            log.warning("could not cancel consumers cleanly: %s", exc)
+        self._heartbeat("stopping")
+        if self._immediate.is_set():
+            for child in self._children:
+                if child is not None:
+                    child.kill()
+        for _ in self._slots:
+            self._inbox.put(None)
+        for t in self._slots:
+            while t.is_alive():
+                t.join(timeout=0.5)
+                if self._immediate.is_set():
+                    for child in self._children:
+                        if child is not None and child.alive():
+                            child.kill()
+        self._drain_inbox()
+        self._heartbeat("stopped")
+        for child in self._children:
+            if child is not None:
+                child.stop()
+        log.info("worker %s stopped", self.identity.name)
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                delivery = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if delivery is not None:
+                delivery.requeue()
+
+    def _heartbeat(self, state: str) -> None:
+        with self._lock:
+            running = sorted(self._running.values())
+        beat = HeartbeatMessage(
+            worker=self.identity.name,
+            hostname=self.identity.hostname,
+            pid=self.identity.pid,
+            queues=self.queues,
+            concurrency=self.concurrency,
+            running=running,
+            at=time.time(),
+            state=state,
+        )
+        try:
+            self._executor.publish_results([beat], confirm=state != "active")
+        except Exception as exc:
+            log.warning("heartbeat not sent: %s", exc)
+
+    # -- one slot ------------------------------------------------------------------------------
+
+    def _slot_loop(self, slot: int) -> None:
+        while True:
+            delivery = self._inbox.get()
+            if delivery is None:
+                return
+            if self._stop.is_set():
+                delivery.requeue()  # hand back what has not started
+                continue
+            try:
+                self._handle(slot, delivery)
+            except _HandedBack:
+                log.info("slot %d abandoned its task; the broker will redeliver it", slot)
+            except Exception:
+                log.exception("slot %d failed handling a delivery; it will be redelivered", slot)
+            finally:
+                with self._lock:
+                    self._running.pop(slot, None)
+
+    def _handle(self, slot: int, delivery: Delivery) -> None:
+        try:
+            message = decode(delivery.body)
+        except MessageError as exc:
+            log.error("dead-lettering a malformed task message: %s", exc)
+            self._executor.dead_letter(delivery, f"malformed message: {exc}")
+            return
+        if not isinstance(message, TaskMessage):
+            self._executor.dead_letter(delivery, f"not a task message: {message.type!r}")
+            return
+        if delivery.delivery_count > self._settings.max_deliveries:
+            reason = (
+                f"task message delivered {delivery.delivery_count} times "
+                f"(max_deliveries={self._settings.max_deliveries}); moved to the dead-letter queue"
+            )
+            log.error("%s: %s", message.key.label(), reason)
+            self._report(message.key, "failed", error=reason)
+            self._executor.dead_letter(delivery, reason)
+            return
+        with self._lock:
+            self._running[slot] = message.key.ti_id
+        self._report(message.key, "running", confirm=False)
+        outcome, result_json, error = self._run_in_child(slot, message, delivery)
+        self._report(message.key, outcome, result_json=result_json, error=error)
+        delivery.ack()
+
+    def _report(
+        self,
+        key: TaskKey,
+        outcome: str,
+        *,
+        result_json: str | None = None,
+        error: str | None = None,
+        confirm: bool = True,
+    ) -> None:
+        result = ResultMessage(
+            key=key,
+            outcome=outcome,
+            worker=self.identity.name,
+            hostname=self.identity.hostname,
+            pid=self.identity.pid,
+            at=time.time(),
+            result_json=result_json,
+            error=error,
+        )
+        self._executor.publish_results([result], confirm=confirm)
+
+    def _run_in_child(
+        self, slot: int, message: TaskMessage, delivery: Delivery
+    ) -> tuple[str, str | None, str | None]:
+        child = self._children[slot]
+        if child is None or not child.alive():
+            child = self._children[slot] = ChildProcess(self._ctx)
+        logs = _LogBuffer(self._executor, message.key, self._settings.log_chunk_interval)
+        started = time.monotonic()
+        timeout = message.execution_timeout
+        acked_early = False
+        try:
+            child.send(("run", message.to_dict(), self._settings.max_result_bytes))
+        except (BrokenPipeError, OSError):
+            child.kill()
+            self._children[slot] = ChildProcess(self._ctx)
+            return "failed", None, "worker process could not start the task"
+        while True:
+            now = time.monotonic()
+            if timeout is not None and now - started > timeout:
+                child.kill()
+                self._children[slot] = ChildProcess(self._ctx)
+                text = f"Task exceeded its execution_timeout of {timeout:g}s and was killed"
+                logs.add(f"\n{text}\n")
+                logs.flush()
+                return "failed", None, text
+            if self._immediate.is_set():
+                child.kill()
+                self._children[slot] = None
+                raise _HandedBack()
+            if not acked_early and now - started > self._settings.long_task_ack_after:
+                delivery.ack()  # see the module docstring: heartbeats protect it from here on
+                acked_early = True
+            wait = self._settings.log_chunk_interval
+            if timeout is not None:
+                wait = min(wait, max(0.0, timeout - (now - started)))
+            try:
+                ready = child.conn.poll(wait)
+                while ready:
+                    item = child.conn.recv()
+                    if item[0] == "log":
+                        logs.add(item[1])
+                    elif item[0] == "done":
+                        logs.flush()
+                        return item[1], item[2], item[3]
+                    ready = child.conn.poll(0)
+            except (EOFError, OSError):
+                code = child.process.exitcode
+                child.kill()
+                self._children[slot] = ChildProcess(self._ctx)
+                text = f"worker process died while running the task (exit code {code})"
+                logs.add(f"\n{text}\n")
+                logs.flush()
+                return "failed", None, text
+            logs.maybe_flush()
+
+
+class _HandedBack(Exception):
+    """Immediate stop: the task is abandoned unacked, so the broker redelivers it."""
+
+
+class _LogBuffer:
+    """Collects a try's output and publishes it in numbered chunks at most every ``interval``."""
+
+    MAX_CHUNK = 64 * 1024
+
+    def __init__(self, executor: Executor, key: TaskKey, interval: float) -> None:
+        self._executor = executor
+        self._key = key
+        self._interval = interval
+        self._parts: list[str] = []
+        self._size = 0
+        self._seq = 0
+        self._last = time.monotonic()
+
+    def add(self, text: str) -> None:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size >= self.MAX_CHUNK:
+            self.flush()
+
+    def maybe_flush(self) -> None:
+        if self._parts and time.monotonic() - self._last >= self._interval:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last = time.monotonic()
+        if not self._parts:
+            return
+        text = "".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        self._seq += 1
+        message = LogMessage(key=self._key, seq=self._seq, text=text, at=time.time())
+        try:
+            self._executor.publish_results([message], confirm=False)
+        except Exception as exc:
+            log.debug("log chunk not sent: %s", exc)
+
+
+def settings_hostname(settings: Settings) -> str | None:
+    return settings.hostname or None

@@ -1,0 +1,55 @@
+"""Wiring for the long-running worker process. Needs the broker URL and DAG files, no database."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from common.broker import Executor, make_executor
+from common.config import Settings
+from worker.runtime import Worker, default_identity
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    queues: Sequence[str] | None = None,
+    concurrency: int | None = None,
+    name: str | None = None,
+    executor: Executor | None = None,
+) -> tuple[Worker, Executor, bool]:
+    own = executor is None
+    executor = executor or make_executor(settings, connection_name="hareflow-worker")
+    queue_list = list(queues or [q.strip() for q in settings.worker_queues.split(",") if q.strip()])
+    worker = Worker(
+        executor=executor,
+        settings=settings,
+        queues=queue_list,
+        concurrency=concurrency or settings.worker_concurrency,
+        identity=default_identity(name, settings.hostname or None),
+    )
+    return worker, executor, own
+
+
+def run_worker(
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    queues: Sequence[str] | None = None,
+    concurrency: int | None = None,
+    name: str | None = None,
+    executor: Executor | None = None,
+    worker_ref: list[Worker] | None = None,
+) -> None:
+    worker, executor, own = build_worker(settings, queues=queues, concurrency=concurrency, name=name, executor=executor)
+    if worker_ref is not None:
+        worker_ref.append(worker)
+    worker.start_pool()
+    if own:
+        executor.start()
+    worker.start()
+    try:
+        worker.run(stop)
+    finally:
+        if own:
+            executor.close()
