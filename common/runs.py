@@ -69,7 +69,9 @@ def refresh_next_run(session: Session, dag: Dag, now: datetime) -> DagRunInfo | 
 def active_run_count(session: Session, dag_id: str) -> int:
     return int(
         session.scalar(
-            select(func.count()).select_from(DagRun).where(DagRun.dag_id == dag_id, DagRun.state.in_(RUN_ACTIVE))
+            select(func.count())
+            .select_from(DagRun)
+            .where(DagRun.dag_id == dag_id, DagRun.state.in_(RUN_ACTIVE))
         )
         or 0
     )

@@ -50,9 +50,7 @@ class WorkerOutcome(StrEnum):
     FAILED = "failed"
 
 
-def accepts_report(
-    current: TaskState, current_try: int, reported: WorkerOutcome, reported_try: int
-) -> bool:
+def accepts_report(current: TaskState, current_try: int, reported: WorkerOutcome, reported_try: int) -> bool:
     """Whether a worker's report for ``reported_try`` may change a task instance.
 
     Reports for another try are stale. A ``running`` report is accepted while the try is queued or

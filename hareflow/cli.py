@@ -108,44 +108,27 @@ def standalone(host: str | None, port: int | None, concurrency: int | None, log_
     """
     settings = _settings(web_host=host, web_port=port, log_level=log_level)
     _setup_logging(settings.log_level)
-    from common.broker import make_executor
-    from common.db import create_engine_for, make_session_factory
-    from common.db.migrate import migrate
-    from scheduler.service import run_scheduler
-    from worker.service import run_worker
+    from hareflow.cluster import Cluster, WorkerSpec
 
     settings.home.mkdir(parents=True, exist_ok=True)
-    engine = create_engine_for(settings.effective_database_url)
+    cluster = Cluster(settings, workers=[WorkerSpec(concurrency=concurrency or settings.worker_concurrency)])
     try:
-        migrate(engine)
+        cluster.migrate()
     except Exception as exc:
         _fail_unreachable(settings, exc)
-    sessions = make_session_factory(engine)
-    executor = make_executor(settings, connection_name="hareflow-standalone")
-    executor.start()
     stop, immediate = _stop_on_signals()
-    ready = threading.Event()
-    sched = threading.Thread(
-        target=run_scheduler,
-        args=(settings, stop),
-        kwargs={"executor": executor, "sessions": sessions, "ready": ready},
-        name="hareflow-scheduler",
-        daemon=True,
-    )
-    sched.start()
-    ready.wait(60)
+    cluster.start()
     click.echo(
         f"hareflow standalone: DAGs from {settings.effective_dags_folder()}, "
-        f"metastore {settings.effective_database_url}, executor {executor.name}. Ctrl-C stops."
+        f"metastore {settings.effective_database_url}, executor {cluster.executor_name}. Ctrl-C stops."
     )
-    workers: list[Any] = []
-    watcher = threading.Thread(
-        target=lambda: (immediate.wait(), [w.request_stop(immediate=True) for w in workers]), daemon=True
-    )
-    watcher.start()
-    run_worker(settings, stop, concurrency=concurrency, executor=executor, worker_ref=workers)
-    sched.join(timeout=30)
-    executor.close()
+    while not stop.wait(0.5):
+        pass
+    if immediate.is_set():
+        for w in cluster.workers:
+            for ref in w.ref:
+                ref.request_stop(immediate=True)
+    cluster.stop()
 
 
 @main.command()
@@ -198,7 +181,9 @@ def worker(queues: str | None, concurrency: int | None, name: str | None, log_le
     settings = _settings(log_level=log_level, worker_queues=queues)
     _setup_logging(settings.log_level)
     if settings.effective_executor != "rabbitmq":
-        raise UserError("a separate worker needs a broker: set HAREFLOW_BROKER_URL (or use `hareflow standalone`)")
+        raise UserError(
+            "a separate worker needs a broker: set HAREFLOW_BROKER_URL (or use `hareflow standalone`)"
+        )
     from common.broker import BrokerUnavailable
     from worker.service import run_worker
 
@@ -250,7 +235,9 @@ def db_check() -> None:
     if st.is_current:
         click.echo(f"metastore is current (revision {st.head})")
         return
-    click.echo(f"metastore is at {st.current or 'no revision'}, newest is {st.head}: run `hareflow db migrate`")
+    click.echo(
+        f"metastore is at {st.current or 'no revision'}, newest is {st.head}: run `hareflow db migrate`"
+    )
     sys.exit(1)
 
 
@@ -314,7 +301,8 @@ def dags_list(output: str) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     for d in data:
-        click.echo(f"{d['dag_id']:<30} {str(d['schedule']):<14} {'paused' if d['paused'] else 'active':<7} {d['file']}")
+        state = "paused" if d["paused"] else "active"
+        click.echo(f"{d['dag_id']:<30} {str(d['schedule']):<14} {state:<7} {d['file']}")
 
 
 @dags.command("trigger")
@@ -325,7 +313,12 @@ def dags_list(output: str) -> None:
 @click.option("--wait", is_flag=True, help="Follow the run; exit 0 on success, 1 on failure.")
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after this many seconds.")
 def dags_trigger(
-    dag_id: str, conf: str | None, run_id: str | None, logical_date: str | None, wait: bool, timeout: float | None
+    dag_id: str,
+    conf: str | None,
+    run_id: str | None,
+    logical_date: str | None,
+    wait: bool,
+    timeout: float | None,
 ) -> None:
     """Start a manual run of DAG_ID.
 
@@ -351,7 +344,9 @@ def dags_trigger(
     sessions = _sessions(settings)
     try:
         with sessions() as session, session.begin():
-            run = trigger_run(session, dag_id, conf=conf_obj, run_id=run_id, logical_date=when, triggered_by="cli")
+            run = trigger_run(
+                session, dag_id, conf=conf_obj, run_id=run_id, logical_date=when, triggered_by="cli"
+            )
             run_pk, created_id = run.id, run.run_id
     except RunError as exc:
         raise UserError(str(exc)) from None
@@ -373,7 +368,9 @@ def _notify_scheduler(settings: Any, dag_id: str, run_id: str) -> None:
 
         executor = make_executor(settings, connection_name="hareflow-cli")
         executor.start(timeout=5)
-        executor.publish_events([StateEvent(kind="run", dag_id=dag_id, run_id=run_id, state="queued", at=time.time())])
+        executor.publish_events(
+            [StateEvent(kind="run", dag_id=dag_id, run_id=run_id, state="queued", at=time.time())]
+        )
         time.sleep(0.05)
         executor.close()
     except Exception:
@@ -390,13 +387,19 @@ def _follow_run(sessions: Any, run_pk: int, timeout: float | None) -> int:
     while True:
         with sessions() as session:
             run = session.get(DagRun, run_pk)
-            tis = session.scalars(select(TaskInstance).where(TaskInstance.run_pk == run_pk).order_by(TaskInstance.id))
+            tis = session.scalars(
+                select(TaskInstance).where(TaskInstance.run_pk == run_pk).order_by(TaskInstance.id)
+            )
             for ti in tis:
                 state = (ti.state, ti.try_number)
                 if seen.get(ti.task_id) != state:
                     seen[ti.task_id] = state
                     extra = f" (try {ti.try_number})" if ti.try_number > 1 else ""
-                    err = f": {ti.error.splitlines()[0]}" if ti.error and ti.state in ("failed", "up_for_retry") else ""
+                    err = (
+                        f": {ti.error.splitlines()[0]}"
+                        if ti.error and ti.state in ("failed", "up_for_retry")
+                        else ""
+                    )
                     click.echo(f"  {ti.task_id:<30} {ti.state}{extra}{err}")
             if run is not None and run.state in ("success", "failed"):
                 click.echo(f"run {run.run_id}: {run.state}")

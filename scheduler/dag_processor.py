@@ -125,7 +125,10 @@ class DagProcessor:
         self._first = False
         if report.dags_changed and self._on_change is not None:
             self._on_change(
-                [StateEvent(kind="dag", dag_id=d, run_id=None, state="parsed", at=time.time()) for d in report.dags_changed]
+                [
+                    StateEvent(kind="dag", dag_id=d, run_id=None, state="parsed", at=time.time())
+                    for d in report.dags_changed
+                ]
             )
         return report
 
@@ -138,7 +141,12 @@ class DagProcessor:
             for data in file_report.dags:
                 dag_id = data["dag_id"]
                 other = session.get(Dag, dag_id)
-                if other is not None and other.fileloc != path and other.is_active and Path(other.fileloc).exists():
+                if (
+                    other is not None
+                    and other.fileloc != path
+                    and other.is_active
+                    and Path(other.fileloc).exists()
+                ):
                     errors.append(
                         {
                             "file": path,
@@ -157,9 +165,16 @@ class DagProcessor:
             session.execute(delete(ImportError_).where(ImportError_.filename == path))
             for err in errors:
                 session.add(
-                    ImportError_(filename=err.get("file") or path, line=err.get("line"), message=err["message"], timestamp=now)
+                    ImportError_(
+                        filename=err.get("file") or path,
+                        line=err.get("line"),
+                        message=err["message"],
+                        timestamp=now,
+                    )
                 )
-                log.warning("import error in %s:%s: %s", path, err.get("line"), err["message"].splitlines()[0])
+                log.warning(
+                    "import error in %s:%s: %s", path, err.get("line"), err["message"].splitlines()[0]
+                )
             report.errors += len(errors)
 
     def _upsert(self, session: Session, dag: Dag | None, data: dict[str, Any], now: datetime) -> bool:

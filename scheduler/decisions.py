@@ -73,7 +73,9 @@ def evaluate_run(tasks: Sequence[TaskSpec], states: Mapping[str, TIView], now: d
             continue
         if state != TaskState.NONE:
             continue
-        verdict = evaluate_trigger_rule(task.trigger_rule, [current[u] for u in task.upstream if u in current])
+        verdict = evaluate_trigger_rule(
+            task.trigger_rule, [current[u] for u in task.upstream if u in current]
+        )
         if verdict == "run":
             decision.schedule.append(task.task_id)
             current[task.task_id] = TaskState.SCHEDULED

@@ -126,7 +126,9 @@ class Scheduler:
                 self.run_once()
                 delay = 0.5
             except (OperationalError, BrokerUnavailable) as exc:
-                log.warning("scheduler iteration failed (%s); retrying in %.1fs", exc.__class__.__name__, delay)
+                log.warning(
+                    "scheduler iteration failed (%s); retrying in %.1fs", exc.__class__.__name__, delay
+                )
                 stop.wait(delay)
                 delay = min(delay * 2, 10.0)
                 continue
@@ -205,12 +207,17 @@ class Scheduler:
         active = list(session.scalars(query))
         if not active:
             return [], {}, {}
-        dags = {d.dag_id: d for d in session.scalars(select(Dag).where(Dag.dag_id.in_({r.dag_id for r in active})))}
+        dags = {
+            d.dag_id: d
+            for d in session.scalars(select(Dag).where(Dag.dag_id.in_({r.dag_id for r in active})))
+        }
         self._start_queued_runs(active, dags, now, report)
         running = [r for r in active if r.state == RunState.RUNNING and r.dag_id in dags]
         tis_by_run: dict[int, list[TaskInstance]] = defaultdict(list)
         if running:
-            for ti in session.scalars(select(TaskInstance).where(TaskInstance.run_pk.in_([r.id for r in running]))):
+            for ti in session.scalars(
+                select(TaskInstance).where(TaskInstance.run_pk.in_([r.id for r in running]))
+            ):
                 tis_by_run[ti.run_pk].append(ti)
         sdags: dict[str, SerializedDag] = {}
         schedulable: list[DagRun] = []
@@ -290,9 +297,7 @@ class Scheduler:
         self, run: DagRun, sdag: SerializedDag, tis: list[TaskInstance], now: datetime, report: LoopReport
     ) -> None:
         by_task = {ti.task_id: ti for ti in tis}
-        views = {
-            ti.task_id: TIView(ti.state, ti.try_number, ti.end_date, ti.next_retry_at) for ti in tis
-        }
+        views = {ti.task_id: TIView(ti.state, ti.try_number, ti.end_date, ti.next_retry_at) for ti in tis}
         decision = evaluate_run(sdag.tasks, views, now)
         for task_id in decision.schedule:
             ti = by_task[task_id]
@@ -360,7 +365,9 @@ class Scheduler:
             if c.pool is not None and c.pool not in pools:
                 ti = candidates[c.ti_id]
                 ti.state = outcome_state(WorkerOutcome.FAILED, ti.max_tries, ti.max_tries)
-                ti.error = f"pool {c.pool!r} does not exist; create it with `hareflow pools set {c.pool} SLOTS`"
+                ti.error = (
+                    f"pool {c.pool!r} does not exist; create it with `hareflow pools set {c.pool} SLOTS`"
+                )
                 ti.end_date = now
                 report.events.append(_task_event(ti))
         chosen = select_dispatch(
@@ -410,24 +417,34 @@ class Scheduler:
         with self._sessions() as session:
             with session.begin():
                 query = select(TaskInstance).where(TaskInstance.state == TaskState.QUEUED)
-                stale = [
-                    ti
-                    for ti in session.scalars(query.where(TaskInstance.queued_at < cutoff))
-                ]
+                stale = [ti for ti in session.scalars(query.where(TaskInstance.queued_at < cutoff))]
                 if pending:
                     stale += list(session.scalars(query.where(TaskInstance.id.in_(pending))))
                 stale = list({ti.id: ti for ti in stale}.values())
                 if not stale:
                     self._unpublished -= pending
                     return
-                runs = {r.id: r for r in session.scalars(select(DagRun).where(DagRun.id.in_({t.run_pk for t in stale})))}
-                dags = {d.dag_id: d for d in session.scalars(select(Dag).where(Dag.dag_id.in_({t.dag_id for t in stale})))}
+                runs = {
+                    r.id: r
+                    for r in session.scalars(select(DagRun).where(DagRun.id.in_({t.run_pk for t in stale})))
+                }
+                dags = {
+                    d.dag_id: d
+                    for d in session.scalars(select(Dag).where(Dag.dag_id.in_({t.dag_id for t in stale})))
+                }
                 sdags = {dag_id: self._serialized_dag(d) for dag_id, d in dags.items()}
-                stale = [ti for ti in stale if ti.dag_id in sdags and any(t.task_id == ti.task_id for t in sdags[ti.dag_id].tasks)]
+                stale = [
+                    ti
+                    for ti in stale
+                    if ti.dag_id in sdags and any(t.task_id == ti.task_id for t in sdags[ti.dag_id].tasks)
+                ]
                 for ti in stale:
                     if ti.id not in pending:
-                        log.warning("%s queued for over %ss with no worker reporting it; re-publishing",
-                                    ti.label(), self._settings.queued_timeout)
+                        log.warning(
+                            "%s queued for over %ss with no worker reporting it; re-publishing",
+                            ti.label(),
+                            self._settings.queued_timeout,
+                        )
                     ti.queued_at = now
                 messages = build_messages(session, stale, runs, sdags)
         try:
@@ -445,7 +462,9 @@ class Scheduler:
         with self._sessions() as session, session.begin():
             lost = list(
                 session.scalars(
-                    select(Worker).where(Worker.state.in_(("active", "stopping")), Worker.last_heartbeat < cutoff)
+                    select(Worker).where(
+                        Worker.state.in_(("active", "stopping")), Worker.last_heartbeat < cutoff
+                    )
                 )
             )
             for w in lost:
@@ -454,7 +473,9 @@ class Scheduler:
                 age = (now - w.last_heartbeat).total_seconds()
                 log.warning("worker %s on %s lost (no heartbeat for %.0fs)", w.name, w.hostname, age)
                 held = session.scalars(
-                    select(TaskInstance).where(TaskInstance.worker == w.name, TaskInstance.state == TaskState.RUNNING)
+                    select(TaskInstance).where(
+                        TaskInstance.worker == w.name, TaskInstance.state == TaskState.RUNNING
+                    )
                 )
                 for ti in held:
                     ti.state = outcome_state(WorkerOutcome.FAILED, ti.try_number, ti.max_tries)
@@ -473,6 +494,8 @@ class Scheduler:
             row = session.get(SchedulerHeartbeat, self.ident)
             if row is None:
                 host, _, pid = self.ident.rpartition(":")
-                row = SchedulerHeartbeat(id=self.ident, hostname=host, pid=int(pid), started_at=self._started_at)
+                row = SchedulerHeartbeat(
+                    id=self.ident, hostname=host, pid=int(pid), started_at=self._started_at
+                )
                 session.add(row)
             row.last_heartbeat = now

@@ -87,7 +87,11 @@ def _apply_result(session: Session, ti: TaskInstance, m: ResultMessage, now: dat
         if outcome is WorkerOutcome.SUCCESS:
             ti.error = None
             if m.result_json is not None:
-                session.add(TaskResult(ti_id=ti.id, try_number=ti.try_number, value_json=m.result_json, created_at=now))
+                session.add(
+                    TaskResult(
+                        ti_id=ti.id, try_number=ti.try_number, value_json=m.result_json, created_at=now
+                    )
+                )
         else:
             ti.error = m.error or "failed"
             ti.next_retry_at = None  # the scheduler computes it from the task's retry policy
@@ -125,7 +129,9 @@ def _store_logs(
         if ident not in wanted or ident in existing:
             continue
         existing.add(ident)
-        session.add(TaskLog(ti_id=m.key.ti_id, try_number=m.key.try_number, seq=m.seq, text=m.text, created_at=now))
+        session.add(
+            TaskLog(ti_id=m.key.ti_id, try_number=m.key.try_number, seq=m.seq, text=m.text, created_at=now)
+        )
         ti = tis[m.key.ti_id]
         events.append(
             StateEvent(
@@ -256,7 +262,9 @@ class ResultsConsumer:
             try:
                 return self._commit(messages)
             except (OperationalError, SQLAlchemyError) as exc:
-                log.warning("metastore unavailable (%s); retrying the batch in %.1fs", exc.__class__.__name__, delay)
+                log.warning(
+                    "metastore unavailable (%s); retrying the batch in %.1fs", exc.__class__.__name__, delay
+                )
                 if stop is not None and stop.wait(delay):
                     return None
                 if stop is None:

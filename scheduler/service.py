@@ -63,7 +63,9 @@ def run_scheduler(
     executor.subscribe_events(lambda e: scheduler.on_events([e]))
     threads = []
     if settings.run_results_consumer:
-        consumer = ResultsConsumer(executor=executor, session_factory=sessions, settings=settings, on_change=on_events)
+        consumer = ResultsConsumer(
+            executor=executor, session_factory=sessions, settings=settings, on_change=on_events
+        )
         consumer.start()
         threads.append(_thread(consumer.run, "hareflow-results", stop))
     processor = DagProcessor(settings=settings, session_factory=sessions, on_change=on_events)

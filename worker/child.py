@@ -82,7 +82,9 @@ def _parse_date(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def run_task(payload: dict[str, Any], max_result_bytes: int, conn: Connection) -> tuple[str, str | None, str | None]:
+def run_task(
+    payload: dict[str, Any], max_result_bytes: int, conn: Connection
+) -> tuple[str, str | None, str | None]:
     """Run one try; return ``(outcome, result_json, error)``. Never raises."""
     from common.dag import Context, encode_result
     from common.dag.loader import get_task

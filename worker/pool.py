@@ -11,7 +11,6 @@ import logging
 import multiprocessing
 import os
 import signal
-from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from typing import Any
 

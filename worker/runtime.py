@@ -90,13 +90,18 @@ class Worker:
         """Start the slot threads and begin consuming."""
         self.start_pool()
         for slot in range(self.concurrency):
-            t = threading.Thread(target=self._slot_loop, args=(slot,), name=f"hareflow-slot-{slot}", daemon=True)
+            t = threading.Thread(
+                target=self._slot_loop, args=(slot,), name=f"hareflow-slot-{slot}", daemon=True
+            )
             t.start()
             self._slots.append(t)
         self._executor.consume_tasks(self.queues, self.concurrency, self._inbox.put)
         self._heartbeat("active")
         log.info(
-            "worker %s consuming %s with %d slots", self.identity.name, ",".join(self.queues), self.concurrency
+            "worker %s consuming %s with %d slots",
+            self.identity.name,
+            ",".join(self.queues),
+            self.concurrency,
         )
 
     def run(self, stop: threading.Event | None = None) -> None:

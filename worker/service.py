@@ -41,7 +41,9 @@ def run_worker(
     executor: Executor | None = None,
     worker_ref: list[Worker] | None = None,
 ) -> None:
-    worker, executor, own = build_worker(settings, queues=queues, concurrency=concurrency, name=name, executor=executor)
+    worker, executor, own = build_worker(
+        settings, queues=queues, concurrency=concurrency, name=name, executor=executor
+    )
     if worker_ref is not None:
         worker_ref.append(worker)
     worker.start_pool()

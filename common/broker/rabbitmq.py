@@ -65,9 +65,7 @@ _RECOVERABLE = (
 
 
 class RabbitDelivery(Delivery):
-    def __init__(
-        self, message: AbstractIncomingMessage, count: int, loop: asyncio.AbstractEventLoop
-    ) -> None:
+    def __init__(self, message: AbstractIncomingMessage, count: int, loop: asyncio.AbstractEventLoop) -> None:
         self._message = message
         self._loop = loop
         self._settled = False
@@ -418,4 +416,8 @@ class RabbitMQExecutor(Executor):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"executor": self.name, "broker_url": mask_url(self._url), "queue_type": self.topology.queue_type}
+        return {
+            "executor": self.name,
+            "broker_url": mask_url(self._url),
+            "queue_type": self.topology.queue_type,
+        }

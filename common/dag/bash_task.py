@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -72,7 +72,8 @@ class BashTask(BaseTask):
                 if remember and line.strip():
                     last_line[:] = [line.rstrip("\r\n")]
 
-        # A new session lets us stop the whole command tree (bash and its children) if we are interrupted.
+        # bash stays in our process group: a worker runs each task in a child that leads its own
+        # group, so a timeout kill of that group ends bash and everything bash started.
         proc = subprocess.Popen(
             ["bash", "-c", self.bash_command],
             stdin=subprocess.DEVNULL,
@@ -83,7 +84,6 @@ class BashTask(BaseTask):
             text=True,
             errors="replace",
             bufsize=1,
-            start_new_session=True,
         )
         assert proc.stdout is not None and proc.stderr is not None
         pumps = [
@@ -98,10 +98,8 @@ class BashTask(BaseTask):
                 thread.join()
         finally:
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
                 proc.wait()
         if rc != 0:
             raise TaskFailed(f"bash exited with code {rc}")

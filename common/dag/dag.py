@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from datetime import timezone as dt_timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -74,6 +74,8 @@ class DAG:
 
     Use it as a context manager so tasks created inside attach to it, or pass ``dag=`` to tasks.
     """
+
+    _hareflow_authoring_object = True
 
     def __init__(
         self,
@@ -145,7 +147,7 @@ class DAG:
             return ZoneInfo("UTC")
         if isinstance(timezone, ZoneInfo):
             return timezone
-        name = timezone if isinstance(timezone, str) else _timezone_name(timezone, datetime.now(dt_timezone.utc))
+        name = timezone if isinstance(timezone, str) else _timezone_name(timezone, datetime.now(UTC))
         try:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
@@ -163,7 +165,7 @@ class DAG:
     # -- context manager ------------------------------------------------------------------------
 
     def __enter__(self) -> DAG:
-        self._tokens.append(_current_dags.set(_current_dags.get() + (self,)))
+        self._tokens.append(_current_dags.set((*_current_dags.get(), self)))
         return self
 
     def __exit__(

@@ -24,11 +24,23 @@ def _normalize_filename(filename: str) -> str:
     return os.path.abspath(filename)
 
 
+# Class attribute set on DAG and BaseTask: the constructor of a user-defined subclass is skipped too,
+# so errors point at the statement creating the task rather than at its class's ``super().__init__``.
+AUTHORING_MARKER = "_hareflow_authoring_object"
+
+
+def _is_authoring_constructor(frame: FrameType) -> bool:
+    if frame.f_code.co_name != "__init__" or "self" not in frame.f_code.co_varnames:
+        return False
+    return bool(getattr(frame.f_locals.get("self"), AUTHORING_MARKER, False))
+
+
 def user_frame(start: FrameType | None = None) -> FrameType | None:
     """Return the innermost stack frame that belongs to user code, or None if there is none."""
-    frame = start if start is not None else sys._getframe(1)
+    frame: FrameType | None = start if start is not None else sys._getframe(1)
     while frame is not None:
-        if not _is_internal_module(str(frame.f_globals.get("__name__", ""))):
+        internal = _is_internal_module(str(frame.f_globals.get("__name__", "")))
+        if not internal and not _is_authoring_constructor(frame):
             return frame
         frame = frame.f_back
     return None

@@ -7,6 +7,7 @@ recorded, whether or not it is bound to a variable. Loading never raises: failur
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import os
@@ -94,14 +95,12 @@ def load_dag_file(path: str | os.PathLike[str]) -> LoadResult:
         with collect_dags() as dags:
             spec.loader.exec_module(module)
         result.dags = dags
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken user file must not stop the caller
+    except (Exception, SystemExit) as exc:  # a broken user file must not stop the caller
         result.errors.append(_describe(exc, abs_path))
     finally:
         sys.modules.pop(module_name, None)
-        try:
+        with contextlib.suppress(ValueError):
             sys.path.remove(directory)
-        except ValueError:
-            pass
     return result
 
 
@@ -159,9 +158,7 @@ def get_dag(path: str | os.PathLike[str], dag_id: str) -> DAG:
     if result.errors:
         first = result.errors[0]
         where = f"{first.file}:{first.line}" if first.line else first.file
-        raise DagNotFound(
-            f"DAG '{dag_id}' could not be loaded: {where}: {first.message.splitlines()[0]}"
-        )
+        raise DagNotFound(f"DAG '{dag_id}' could not be loaded: {where}: {first.message.splitlines()[0]}")
     raise DagNotFound(f"DAG '{dag_id}' is not defined in {path} any more")
 
 

@@ -50,7 +50,7 @@ def load_plugins() -> dict[str, type[BaseTask]]:
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             types = _task_types(entry_point.load())
-        except Exception:  # noqa: BLE001 - one bad plugin must not break the others
+        except Exception:  # one bad plugin must not break the others
             logger.exception("cannot load hareflow plugin %r", getattr(entry_point, "name", entry_point))
             continue
         for cls in types:

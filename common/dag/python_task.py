@@ -139,7 +139,7 @@ class PythonTask(BaseTask):
         call_args: list[Any] = []
         call_kwargs: dict[str, Any] = {}
         for param in self._full_signature.parameters.values():
-            value = ctx if _is_ctx(param) else bound.arguments[param.name]
+            value: Any = ctx if _is_ctx(param) else bound.arguments[param.name]
             if param.kind is inspect.Parameter.VAR_POSITIONAL:
                 call_args.extend(value)
             elif param.kind is inspect.Parameter.VAR_KEYWORD:

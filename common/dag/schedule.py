@@ -12,13 +12,11 @@ All returned datetimes are timezone-aware UTC.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
 
-UTC = dt_timezone.utc
 ONCE = "@once"
 PRESETS: dict[str, str] = {
     "@hourly": "0 * * * *",
@@ -97,9 +95,10 @@ class _Cron:
 
     def _regular(self, naive: datetime) -> bool:
         """True when the wall time exists exactly once (not in a DST gap or fold)."""
-        return naive.replace(tzinfo=self.tz, fold=0).utcoffset() == naive.replace(
-            tzinfo=self.tz, fold=1
-        ).utcoffset()
+        return (
+            naive.replace(tzinfo=self.tz, fold=0).utcoffset()
+            == naive.replace(tzinfo=self.tz, fold=1).utcoffset()
+        )
 
     def _instants(self, naive: datetime) -> list[datetime]:
         """The UTC instants at which a firing at wall time ``naive`` happens."""

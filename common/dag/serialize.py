@@ -97,10 +97,25 @@ class SerializedTask:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SerializedTask:
-        values = {f.name: data.get(f.name) for f in fields(cls)}
-        values["upstream"] = tuple(data.get("upstream") or ())
-        values["input_tasks"] = tuple(data.get("input_tasks") or ())
-        return cls(**values)
+        return cls(
+            task_id=data["task_id"],
+            task_type=data["task_type"],
+            upstream=tuple(data.get("upstream") or ()),
+            trigger_rule=data["trigger_rule"],
+            retries=data["retries"],
+            retry_delay=data["retry_delay"],
+            retry_exponential_backoff=data["retry_exponential_backoff"],
+            max_retry_delay=data.get("max_retry_delay"),
+            execution_timeout=data.get("execution_timeout"),
+            queue=data["queue"],
+            priority=data["priority"],
+            pool=data.get("pool"),
+            pool_slots=data["pool_slots"],
+            input_tasks=tuple(data.get("input_tasks") or ()),
+            lineno=data.get("lineno"),
+            doc=data.get("doc"),
+            bash_command=data.get("bash_command"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -207,7 +222,7 @@ class SerializedDag:
         return [t for t in self.tasks if not t.upstream]
 
     def next_dagrun_info(self, last_logical_date: datetime | None, now: datetime) -> DagRunInfo | None:
-        """The run after ``last_logical_date`` under this DAG's schedule (see ``schedule.next_dagrun_info``)."""
+        """The run after ``last_logical_date`` under this DAG's schedule (``schedule.next_dagrun_info``)."""
         return next_dagrun_info(
             schedule=self.schedule,
             timezone=self.timezone,

@@ -40,6 +40,7 @@ class BaseTask:
     given come from the DAG's ``default_args``, then from the defaults.
     """
 
+    _hareflow_authoring_object = True
     task_id: str
     dag: DAG
     retries: int

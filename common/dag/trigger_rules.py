@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 TriggerDecision = Literal["run", "wait", "upstream_failed", "skip"]
@@ -20,7 +20,7 @@ SKIPPED = "skipped"
 REMOVED = "removed"
 
 
-class TriggerRule(str, Enum):
+class TriggerRule(StrEnum):
     """The condition on upstream states that lets a task run."""
 
     ALL_SUCCESS = "all_success"
@@ -29,9 +29,6 @@ class TriggerRule(str, Enum):
     ONE_FAILED = "one_failed"
     NONE_FAILED = "none_failed"
     ALL_FAILED = "all_failed"
-
-    def __str__(self) -> str:
-        return self.value
 
     @classmethod
     def parse(cls, value: TriggerRule | str) -> TriggerRule:

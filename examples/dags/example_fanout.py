@@ -1,12 +1,14 @@
-"""Fan-out / fan-in: one task splits the work, parallel tasks process parts, one task merges.
+"""Fan-out / fan-in: one task splits the work, three parallel tasks process it, one task merges.
 
-Params have defaults that a manual trigger's conf can override, e.g. {"parts": 4, "factor": 10}.
+Params have defaults that a manual trigger's conf can override, e.g. {"parts": 6, "factor": 10}.
 """
 
 import time
 from datetime import datetime
 
 from hareflow import DAG, task
+
+WORKERS = 3
 
 with DAG(
     "example_fanout",
@@ -27,11 +29,11 @@ with DAG(
         return [numbers[i::parts] for i in range(parts)]
 
     @task
-    def process(chunks, index, ctx):
-        """Multiply one part of the numbers by the factor."""
+    def process(chunks, worker, ctx):
+        """Multiply this worker's share of the parts by the factor and add them up."""
         time.sleep(0.5)
-        chunk = chunks[index] if index < len(chunks) else []
-        return sum(n * int(ctx.params["factor"]) for n in chunk)
+        mine = chunks[worker::WORKERS]
+        return sum(n * int(ctx.params["factor"]) for chunk in mine for n in chunk)
 
     @task
     def merge(*partials):
@@ -39,5 +41,5 @@ with DAG(
         return {"total": sum(partials), "parts": len(partials)}
 
     chunks = plan()
-    partials = [process(chunks, i) for i in range(3)]
+    partials = [process(chunks, worker) for worker in range(WORKERS)]
     merge(*partials)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -22,6 +24,8 @@ from common.dag import (
     resolve_params,
     task,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _ctx(task_id: str = "t", **kwargs: object) -> Context:
@@ -65,23 +69,15 @@ def test_the_design_example_builds_the_expected_graph() -> None:
 
 
 def test_hareflow_exports_the_authoring_api() -> None:
-    for name in ["DAG", "task", "BaseTask", "PythonTask", "BashTask", "TriggerRule", "Context"]:
-        assert hasattr(hareflow, name)
-    assert hareflow.DagDefinitionError and hareflow.TaskResultTooLarge and hareflow.TaskFailed
-    assert callable(hareflow.load_plugins)
+    names = ["DAG", "task", "BaseTask", "PythonTask", "BashTask", "TriggerRule", "Context"]
+    names += ["DagDefinitionError", "TaskResultTooLarge", "TaskFailed", "load_plugins"]
+    assert all(hasattr(hareflow, name) for name in names)
+    assert set(hareflow.__all__) == set(names)
 
 
 def test_importing_hareflow_does_not_import_database_or_broker_libraries() -> None:
-    import subprocess
-
     code = "import hareflow, sys; assert not {'sqlalchemy', 'pika', 'flask'} & set(sys.modules)"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(_repo_root()))
-
-
-def _repo_root():  # noqa: ANN202
-    from pathlib import Path
-
-    return Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(REPO))
 
 
 def test_shift_operators_accept_lists_on_either_side() -> None:
@@ -273,16 +269,18 @@ def test_python_task_can_be_built_directly() -> None:
 def test_timezone_is_taken_from_an_aware_start_date() -> None:
     dag = DAG("tz", schedule="@daily", start_date=datetime(2026, 1, 1, tzinfo=ZoneInfo("Europe/Amsterdam")))
     assert dag.timezone_name == "Europe/Amsterdam"
-    fixed = DAG("tz_fixed", schedule="@daily", start_date=datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2))))
+    fixed = DAG(
+        "tz_fixed", schedule="@daily", start_date=datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2)))
+    )
     assert fixed.timezone_name == "Etc/GMT-2"
-    utc = DAG("tz_utc", schedule="@daily", start_date=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    utc = DAG("tz_utc", schedule="@daily", start_date=datetime(2026, 1, 1, tzinfo=UTC))
     assert utc.timezone_name == "UTC"
 
 
 def test_naive_start_date_is_read_in_the_dag_timezone() -> None:
     dag = DAG("local", schedule="@daily", start_date=datetime(2026, 6, 1), timezone="Europe/Amsterdam")
     assert dag.start_date is not None
-    assert dag.start_date.astimezone(timezone.utc) == datetime(2026, 5, 31, 22, tzinfo=timezone.utc)
+    assert dag.start_date.astimezone(UTC) == datetime(2026, 5, 31, 22, tzinfo=UTC)
 
 
 def test_context_log_is_named_after_the_task() -> None:
@@ -297,14 +295,19 @@ def test_run_conf_overrides_param_defaults() -> None:
 def test_bash_task_streams_output_sets_env_and_returns_last_stdout_line(monkeypatch) -> None:  # noqa: ANN001
     with DAG("bash"):
         command = (
-            'echo "$HAREFLOW_DAG_ID $HAREFLOW_TASK_ID $HAREFLOW_RUN_ID $HAREFLOW_TRY_NUMBER $HAREFLOW_LOGICAL_DATE"; '
+            'echo "$HAREFLOW_DAG_ID $HAREFLOW_TASK_ID $HAREFLOW_RUN_ID" '
+            '"$HAREFLOW_TRY_NUMBER $HAREFLOW_LOGICAL_DATE"; '
             'echo "to stderr" >&2; echo "$GREETING"; echo; echo "   "'
         )
         bash = BashTask("shout", command, env={"GREETING": "last line"})
     captured = io.StringIO()
     monkeypatch.setattr(sys, "stdout", captured)
     ctx = Context(
-        dag_id="bash", task_id="shout", run_id="r1", try_number=2, logical_date=datetime(2026, 1, 1, tzinfo=timezone.utc)
+        dag_id="bash",
+        task_id="shout",
+        run_id="r1",
+        try_number=2,
+        logical_date=datetime(2026, 1, 1, tzinfo=UTC),
     )
     result = bash.execute(ctx)
     assert result == "last line"

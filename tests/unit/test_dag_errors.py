@@ -71,6 +71,30 @@ with DAG("d"):
     assert "duplicate task id 'x'" in error.message
 
 
+def test_errors_in_custom_task_types_point_at_the_statement_creating_the_task(tmp_path: Path) -> None:
+    error, line, _ = _single_error(
+        tmp_path,
+        HEADER
+        + """
+from hareflow import BaseTask
+
+class Greet(BaseTask):
+    def __init__(self, task_id, name, **settings):
+        self.name = name
+        super().__init__(task_id, **settings)
+
+    def execute(self, ctx):
+        return self.name
+
+with DAG("custom"):
+    Greet("hello", "world")
+    Greet("hello", "again", queue="q")  # <- here
+""",
+    )
+    assert error.line == line
+    assert "duplicate task id 'hello'" in error.message
+
+
 def test_cycle_is_reported_at_the_closing_dependency_with_its_path(tmp_path: Path) -> None:
     error, line, _ = _single_error(
         tmp_path,

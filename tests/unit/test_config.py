@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from common.config import ConfigError, load_settings, mask_url
+
+
+def test_defaults_give_the_embedded_setup(tmp_path: Path) -> None:
+    s = load_settings(env={"HAREFLOW_HOME": str(tmp_path)})
+    assert s.effective_executor == "local"
+    assert s.effective_database_url == f"sqlite:///{tmp_path / 'hareflow.db'}"
+
+
+def test_environment_overrides_the_toml_file_which_overrides_defaults(tmp_path: Path) -> None:
+    cfg = tmp_path / "hareflow.toml"
+    cfg.write_text('[hareflow]\nworker_concurrency = 3\nqueue_type = "quorum"\n')
+    s = load_settings(env={"HAREFLOW_CONFIG": str(cfg), "HAREFLOW_WORKER_CONCURRENCY": "7"})
+    assert s.worker_concurrency == 7
+    assert s.queue_type == "quorum"
+
+
+def test_a_broker_url_selects_the_rabbitmq_executor() -> None:
+    s = load_settings(env={"HAREFLOW_BROKER_URL": "amqp://guest:guest@127.0.0.1/"})
+    assert s.effective_executor == "rabbitmq"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"HAREFLOW_WORKER_CONCURRENCY": "many"}, "HAREFLOW_WORKER_CONCURRENCY"),
+        ({"HAREFLOW_QUEUE_TYPE": "stream"}, "queue_type"),
+        ({"HAREFLOW_EXECUTOR": "rabbitmq"}, "broker_url"),
+        ({"HAREFLOW_WORKER_CONCURRENCY": "0"}, "worker_concurrency"),
+        ({"HAREFLOW_BROKER_PREFIX": "has space"}, "broker_prefix"),
+    ],
+)
+def test_bad_values_are_reported_with_their_key(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load_settings(env=env)
+
+
+def test_an_unknown_key_in_the_file_names_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("no_such_setting = 1\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: unknown setting 'no_such_setting'"):
+        load_settings(env={"HAREFLOW_CONFIG": str(cfg)})
+
+
+def test_secrets_are_masked_when_shown() -> None:
+    s = load_settings(
+        env={
+            "HAREFLOW_BROKER_URL": "amqp://user:s3cret@127.0.0.1/",
+            "HAREFLOW_DATABASE_URL": "postgresql://u:pw@127.0.0.1/db",
+            "HAREFLOW_SECRET_KEY": "abc",
+        }
+    )
+    shown = s.as_display_dict()
+    assert "s3cret" not in str(shown) and "pw@" not in str(shown) and "abc" not in shown["secret_key"]
+    assert mask_url("amqp://user:s3cret@h/") == "amqp://user:***@h/"
+    assert mask_url("sqlite:///x.db") == "sqlite:///x.db"

@@ -1,0 +1,122 @@
+"""The results consumer's state application, on a real (file) SQLite metastore."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from common.db import (
+    Base,
+    DagRun,
+    TaskInstance,
+    TaskLog,
+    TaskResult,
+    Worker,
+    create_engine_for,
+    make_session_factory,
+)
+from common.messages import HeartbeatMessage, LogMessage, ResultMessage, TaskKey
+from scheduler.results import apply_results
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def session(tmp_path: Path):
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'm.db'}")
+    Base.metadata.create_all(engine)
+    with make_session_factory(engine)() as s:
+        with s.begin():
+            run = DagRun(dag_id="d", run_id="r", run_type="manual", state="running", queued_at=NOW, conf={})
+            s.add(run)
+            s.flush()
+            s.add(
+                TaskInstance(
+                    run_pk=run.id,
+                    dag_id="d",
+                    run_id="r",
+                    task_id="t",
+                    state="queued",
+                    try_number=1,
+                    max_tries=2,
+                )
+            )
+        yield s
+    engine.dispose()
+
+
+def key(try_number: int = 1) -> TaskKey:
+    return TaskKey(ti_id=1, dag_id="d", run_id="r", task_id="t", map_index=-1, try_number=try_number)
+
+
+def result(outcome: str, try_number: int = 1, at: float = 100.0, **kw: object) -> ResultMessage:
+    return ResultMessage(key=key(try_number), outcome=outcome, worker="w1", hostname="h1", pid=5, at=at, **kw)  # type: ignore[arg-type]
+
+
+def apply(session: Session, *messages: object) -> list:
+    if session.in_transaction():  # a read by the test helpers below auto-began one
+        session.commit()
+    with session.begin():
+        return apply_results(session, list(messages), NOW)  # type: ignore[arg-type]
+
+
+def ti(session: Session) -> TaskInstance:
+    session.expire_all()
+    return session.get(TaskInstance, 1)  # type: ignore[return-value]
+
+
+def test_running_then_success_records_the_result_and_timings(session: Session) -> None:
+    events = apply(session, result("running", at=100.0), result("success", at=102.5, result_json="[1, 2]"))
+    t = ti(session)
+    assert (t.state, t.worker, t.hostname, t.duration) == ("success", "w1", "h1", 2.5)
+    assert session.scalar(select(TaskResult.value_json)) == "[1, 2]"
+    assert [e.state for e in events] == ["running", "success"]
+
+
+def test_a_duplicate_final_result_changes_nothing(session: Session) -> None:
+    apply(session, result("success", result_json="1"))
+    before = ti(session).end_date
+    assert (
+        apply(session, result("failed", at=500.0, error="late"), result("success", at=600.0, result_json="2"))
+        == []
+    )
+    t = ti(session)
+    assert (t.state, t.end_date, t.error) == ("success", before, None)
+    assert session.scalar(select(func.count()).select_from(TaskResult)) == 1
+
+
+def test_a_result_for_another_try_is_ignored(session: Session) -> None:
+    assert apply(session, result("success", try_number=2)) == []
+    assert ti(session).state == "queued"
+
+
+def test_a_failure_with_tries_left_becomes_up_for_retry_with_its_error(session: Session) -> None:
+    apply(session, result("failed", error="ValueError: boom"))
+    t = ti(session)
+    assert (t.state, t.error) == ("up_for_retry", "ValueError: boom")
+
+
+def test_log_chunks_are_stored_once_even_when_redelivered(session: Session) -> None:
+    chunk = LogMessage(key=key(), seq=1, text="hello\n", at=1.0)
+    apply(session, chunk, chunk)
+    apply(session, chunk, LogMessage(key=key(), seq=2, text="world\n", at=2.0))
+    texts = session.scalars(select(TaskLog.text).order_by(TaskLog.seq)).all()
+    assert texts == ["hello\n", "world\n"]
+
+
+def test_heartbeats_upsert_the_worker_and_ignore_older_beats(session: Session) -> None:
+    beat = dict(worker="w1", hostname="h1", pid=5, queues=["default"], concurrency=4)
+    apply(session, HeartbeatMessage(**beat, running=[1, 2], at=200.0))  # type: ignore[arg-type]
+    apply(session, HeartbeatMessage(**beat, running=[], at=150.0))  # type: ignore[arg-type]
+    session.expire_all()
+    w = session.get(Worker, "w1")
+    assert w is not None and w.running == 2 and w.last_heartbeat == datetime.fromtimestamp(200.0, tz=UTC)
+
+
+def test_results_for_unknown_task_instances_are_dropped(session: Session) -> None:
+    stray = ResultMessage(
+        key=TaskKey(99, "d", "r", "t", -1, 1), outcome="success", worker="w", hostname="h", pid=1, at=1.0
+    )
+    assert apply(session, stray) == []
