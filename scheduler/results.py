@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import select, tuple_
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.broker import Delivery, Executor
@@ -211,7 +211,11 @@ class ResultsConsumer:
             except MessageError as exc:
                 log.error("dead-lettering a malformed result message: %s", exc)
                 self._executor.dead_letter(delivery, f"malformed result: {exc}")
-        events = self._commit_with_retry([m for _, m in parsed], stop)
+        try:
+            events = self._commit_with_retry([m for _, m in parsed], stop)
+        except Exception:
+            log.exception("a batch of %d results could not be applied; isolating the bad one", len(parsed))
+            parsed, events = self._apply_one_by_one(parsed, stop)
         if events is None:  # stopping while the database is down: leave them unacked
             return 0
         for delivery, _ in parsed:
@@ -222,6 +226,25 @@ class ResultsConsumer:
             if self._on_change is not None:
                 self._on_change(events)
         return len(parsed)
+
+    def _apply_one_by_one(
+        self, parsed: list[tuple[Delivery, Message]], stop: threading.Event | None
+    ) -> tuple[list[tuple[Delivery, Message]], list[StateEvent] | None]:
+        """Apply each message in its own transaction; dead-letter any that cannot be applied."""
+        kept: list[tuple[Delivery, Message]] = []
+        events: list[StateEvent] = []
+        for delivery, message in parsed:
+            try:
+                applied = self._commit_with_retry([message], stop)
+            except Exception as exc:
+                log.exception("dead-lettering a result that cannot be applied")
+                self._executor.dead_letter(delivery, f"result could not be applied: {exc!r}")
+                continue
+            if applied is None:
+                return kept, None
+            kept.append((delivery, message))
+            events.extend(applied)
+        return kept, events
 
     def _take_batch(self, timeout: float) -> list[Delivery]:
         try:
@@ -261,7 +284,7 @@ class ResultsConsumer:
         while True:
             try:
                 return self._commit(messages)
-            except (OperationalError, SQLAlchemyError) as exc:
+            except (OperationalError, InterfaceError, DisconnectionError) as exc:
                 log.warning(
                     "metastore unavailable (%s); retrying the batch in %.1fs", exc.__class__.__name__, delay
                 )

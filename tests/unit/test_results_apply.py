@@ -120,3 +120,30 @@ def test_results_for_unknown_task_instances_are_dropped(session: Session) -> Non
         key=TaskKey(99, "d", "r", "t", -1, 1), outcome="success", worker="w", hostname="h", pid=1, at=1.0
     )
     assert apply(session, stray) == []
+
+
+def test_a_result_that_cannot_be_applied_is_dead_lettered_and_the_rest_of_its_batch_is_kept(
+    tmp_path: Path,
+) -> None:
+    from common.broker.local import LocalExecutor
+    from common.config import load_settings
+    from scheduler.results import ResultsConsumer
+
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'r.db'}")
+    Base.metadata.create_all(engine)
+    sessions = make_session_factory(engine)
+    with sessions() as s, s.begin():
+        run = DagRun(dag_id="d", run_id="r", run_type="manual", state="running", queued_at=NOW, conf={})
+        s.add(run)
+        s.flush()
+        s.add(TaskInstance(run_pk=run.id, dag_id="d", run_id="r", task_id="t", state="queued", try_number=1))
+    executor = LocalExecutor()
+    consumer = ResultsConsumer(executor=executor, session_factory=sessions, settings=load_settings(env={}))
+    consumer.start()
+    poison = result("running", at=1e20)  # a timestamp no datetime can hold
+    executor.publish_results([poison, result("success", at=100.0, result_json="5")])
+    assert consumer.run_once(timeout=1) == 1
+    assert [reason for _, reason in executor.dead_letters][0].startswith("result could not be applied")
+    with sessions() as s:
+        assert s.get(TaskInstance, 1).state == "success"  # type: ignore[union-attr]
+    engine.dispose()

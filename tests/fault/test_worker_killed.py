@@ -1,0 +1,97 @@
+"""A worker SIGKILLed mid-task: the broker redelivers its unacked task to another worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from common.db import Worker
+from tests.fault.conftest import (
+    describe_tis,
+    fault_settings,
+    run_states,
+    running_cluster,
+    start_worker_process,
+    wait_for,
+    wait_for_run,
+)
+
+pytestmark = pytest.mark.fault
+
+DAG_SOURCE = """
+    import time
+    from datetime import datetime
+
+    from hareflow import DAG, task
+
+    with DAG("fault_worker_killed", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+
+        @task
+        def slow(ctx):
+            print(f"slow starts try {ctx.try_number}", flush=True)
+            time.sleep(3)
+            print("slow ends", flush=True)
+            return "slow-done"
+
+        @task
+        def after(value):
+            return value + "!"
+
+        after(slow())
+"""
+
+
+def test_a_task_whose_worker_is_killed_is_redelivered_and_finished_by_the_other_worker(
+    private_rabbitmq, postgres_url, broker_prefix, write_dag, dags_folder: Path, tmp_path: Path
+) -> None:
+    write_dag("killed.py", DAG_SOURCE)
+    settings = fault_settings(
+        tmp_path, database_url=postgres_url, broker_url=private_rabbitmq.url, prefix=broker_prefix, dags=dags_folder
+    )
+    workers = {}
+    with running_cluster(settings) as cluster:
+        try:
+            for name in ("w1", "w2"):
+                workers[name] = start_worker_process(
+                    name, broker_url=private_rabbitmq.url, prefix=broker_prefix, dags=dags_folder, log_dir=tmp_path
+                )
+
+            def both_active() -> bool:
+                with cluster.sessions() as session:
+                    rows = session.scalars(select(Worker).where(Worker.name.in_(workers))).all()
+                return {w.name for w in rows if w.state == "active"} == set(workers)
+
+            wait_for(both_active, timeout=90, what="both worker processes to heartbeat")
+            cluster.wait_for_dag("fault_worker_killed", timeout=60)
+            run_id = cluster.trigger("fault_worker_killed")
+
+            def running_on() -> str | None:
+                _, tis = run_states(cluster, "fault_worker_killed", run_id)
+                ti = tis.get("slow")
+                return ti.worker if ti is not None and ti.state == "running" and ti.worker else None
+
+            victim_name = wait_for(running_on, timeout=60, what="'slow' to be running on a worker", interval=0.05)
+            victim = workers[victim_name]
+            survivor_name = next(n for n in workers if n != victim_name)
+            assert victim.descendants(), "a worker runs its tasks in pool children"
+            killed = victim.kill()
+
+            assert victim.proc.returncode == -9
+            wait_for(
+                lambda: not any(Path(f"/proc/{pid}").exists() for pid in killed),
+                timeout=30,
+                what="the killed worker's pool children to be gone",
+            )
+            assert wait_for_run(cluster, "fault_worker_killed", run_id, timeout=120) == "success"
+            _, tis = run_states(cluster, "fault_worker_killed", run_id)
+            assert {t: ti.state for t, ti in tis.items()} == {"slow": "success", "after": "success"}, describe_tis(tis)
+            slow = tis["slow"]
+            assert slow.worker == survivor_name
+            assert slow.try_number == 1, "a redelivery runs the same try again, not a retry"
+            assert slow.error is None
+            assert workers[survivor_name].proc.poll() is None, "the surviving worker keeps running"
+        finally:
+            for w in workers.values():
+                w.stop()
