@@ -1,0 +1,259 @@
+"""One scheduler iteration at a time, with the clock passed in: no sleeps, no broker."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.broker.local import LocalExecutor
+from common.config import load_settings
+from common.db import Base, Dag, DagRun, TaskInstance, Worker, create_engine_for, make_session_factory
+from common.messages import TaskMessage
+from scheduler.dag_processor import DagProcessor
+from scheduler.loop import LoopReport, Scheduler
+
+NOW = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+
+
+class CapturingExecutor(LocalExecutor):
+    """The local executor, keeping what the scheduler publishes instead of queueing it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[TaskMessage] = []
+
+    def publish_tasks(self, messages: Sequence[TaskMessage]) -> None:
+        self.published.extend(messages)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, **overrides: object) -> None:
+        self.folder = tmp_path / "dags"
+        self.folder.mkdir()
+        self.settings = load_settings(env={}, overrides={"dags_folder": str(self.folder), **overrides})
+        self.engine = create_engine_for(f"sqlite:///{tmp_path / 'm.db'}")
+        Base.metadata.create_all(self.engine)
+        self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
+        self.executor = CapturingExecutor()
+        self.published = self.executor.published
+        self.scheduler = Scheduler(
+            settings=self.settings, session_factory=self.sessions, executor=self.executor
+        )
+
+    def dag_file(self, name: str, source: str) -> None:
+        (self.folder / name).write_text(textwrap.dedent(source))
+        DagProcessor(settings=self.settings, session_factory=self.sessions, folder=self.folder).run_once(NOW)
+
+    def runs(self, dag_id: str) -> list[DagRun]:
+        with self.sessions() as s:
+            return list(
+                s.scalars(select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.logical_date))
+            )
+
+    def tis(self) -> dict[str, TaskInstance]:
+        with self.sessions() as s:
+            return {ti.task_id: ti for ti in s.scalars(select(TaskInstance))}
+
+    def close(self) -> None:
+        self.executor.close()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def harness(tmp_path: Path):
+    h = Harness(tmp_path)
+    yield h
+    h.close()
+
+
+DAILY = """
+    from datetime import datetime
+    from hareflow import DAG, task
+    with DAG("daily", schedule="@daily", start_date=datetime(2026, 1, 1), catchup={catchup},
+             max_active_runs={max_runs}):
+        @task
+        def only():
+            return 1
+        only()
+"""
+
+
+def test_catch_up_creates_one_run_per_finished_interval_and_never_twice(harness: Harness) -> None:
+    harness.dag_file("daily.py", DAILY.format(catchup=True, max_runs=16))
+    for _ in range(3):
+        harness.scheduler.run_once(NOW)
+    runs = harness.runs("daily")
+    assert [r.logical_date.day for r in runs] == [1, 2, 3, 4]  # type: ignore[union-attr]
+    assert all(r.data_interval_end - r.data_interval_start == timedelta(days=1) for r in runs)  # type: ignore[operator]
+
+
+def test_without_catch_up_only_the_latest_interval_runs(harness: Harness) -> None:
+    harness.dag_file("daily.py", DAILY.format(catchup=False, max_runs=16))
+    harness.scheduler.run_once(NOW)
+    assert [r.logical_date.day for r in harness.runs("daily")] == [4]  # type: ignore[union-attr]
+
+
+def test_max_active_runs_holds_back_run_creation_and_starts(harness: Harness) -> None:
+    harness.dag_file("daily.py", DAILY.format(catchup=True, max_runs=1))
+    harness.scheduler.run_once(NOW)
+    harness.scheduler.run_once(NOW)
+    runs = harness.runs("daily")
+    assert [(r.logical_date.day, r.state) for r in runs] == [(1, "running")]  # type: ignore[union-attr]
+    assert len(harness.published) == 1
+
+
+def test_a_chain_dispatches_only_ready_tasks_with_their_upstream_results(harness: Harness) -> None:
+    harness.dag_file(
+        "chain.py",
+        """
+        from datetime import datetime
+        from hareflow import DAG, task
+        with DAG("chain", start_date=datetime(2026, 1, 1)):
+            @task
+            def a():
+                return [1, 2]
+            @task
+            def b(rows):
+                return sum(rows)
+            b(a())
+        """,
+    )
+    from common.runs import trigger_run
+
+    with harness.sessions() as s, s.begin():
+        trigger_run(s, "chain", now=NOW)
+    report = harness.scheduler.run_once(NOW)
+    assert (report.dispatched, [m.key.task_id for m in harness.published]) == (1, ["a"])
+    first = harness.published[0]
+    assert first.key.try_number == 1 and first.upstream_results == {}
+    # the worker's success for "a", recorded as the results consumer would
+    from common.messages import ResultMessage
+    from scheduler.results import apply_results
+
+    with harness.sessions() as s, s.begin():
+        apply_results(
+            s,
+            [
+                ResultMessage(
+                    key=first.key,
+                    outcome="success",
+                    worker="w",
+                    hostname="h",
+                    pid=1,
+                    at=NOW.timestamp(),
+                    result_json="[1, 2]",
+                )
+            ],
+            NOW,
+        )
+    harness.scheduler.run_once(NOW)
+    second = harness.published[1]
+    assert (second.key.task_id, second.upstream_results) == ("b", {"a": [1, 2]})
+
+
+def test_a_worker_that_stops_heartbeating_has_its_tasks_retried(harness: Harness) -> None:
+    harness.dag_file(
+        "one.py",
+        """
+        from datetime import datetime
+        from hareflow import DAG, task
+        with DAG("one", start_date=datetime(2026, 1, 1), default_args={"retries": 1}):
+            @task
+            def work():
+                return 1
+            work()
+        """,
+    )
+    from common.runs import trigger_run
+
+    with harness.sessions() as s, s.begin():
+        trigger_run(s, "one", now=NOW)
+    harness.scheduler.run_once(NOW)
+    with harness.sessions() as s, s.begin():
+        s.add(
+            Worker(
+                name="w9",
+                hostname="h9",
+                pid=9,
+                queues=["default"],
+                concurrency=1,
+                first_seen=NOW,
+                last_heartbeat=NOW,
+                state="active",
+            )
+        )
+        ti = s.scalars(select(TaskInstance)).one()
+        ti.state, ti.worker = "running", "w9"
+    quiet = NOW + timedelta(seconds=harness.settings.worker_timeout - 1)
+    assert harness.scheduler.run_once(quiet).lost_workers == 0
+    later = NOW + timedelta(seconds=harness.settings.worker_timeout + 1)
+    report: LoopReport = harness.scheduler.run_once(later)
+    assert report.lost_workers == 1
+    ti = harness.tis()["work"]
+    assert ti.state == "up_for_retry" and "w9 on h9 was lost" in (ti.error or "")
+    with harness.sessions() as s:
+        assert s.get(Worker, "w9").state == "lost"  # type: ignore[union-attr]
+
+
+def test_a_task_queued_too_long_is_republished_with_the_same_try(tmp_path: Path) -> None:
+    h = Harness(tmp_path, queued_timeout=30.0)
+    try:
+        h.dag_file(
+            "one.py",
+            """
+            from datetime import datetime
+            from hareflow import DAG, task
+            with DAG("one", start_date=datetime(2026, 1, 1)):
+                @task
+                def work():
+                    return 1
+                work()
+            """,
+        )
+        from common.runs import trigger_run
+
+        with h.sessions() as s, s.begin():
+            trigger_run(s, "one", now=NOW)
+        h.scheduler.run_once(NOW)
+        assert h.scheduler.run_once(NOW + timedelta(seconds=29)).republished == 0
+        assert h.scheduler.run_once(NOW + timedelta(seconds=31)).republished == 1
+        assert [m.key.try_number for m in h.published] == [1, 1]
+    finally:
+        h.close()
+
+
+def test_a_task_in_a_pool_that_does_not_exist_fails_with_a_clear_error(harness: Harness) -> None:
+    harness.dag_file(
+        "pooled.py",
+        """
+        from datetime import datetime
+        from hareflow import DAG, task
+        with DAG("pooled", start_date=datetime(2026, 1, 1)):
+            @task(pool="warehouse")
+            def work():
+                return 1
+            work()
+        """,
+    )
+    from common.runs import trigger_run
+
+    with harness.sessions() as s, s.begin():
+        trigger_run(s, "pooled", now=NOW)
+    harness.scheduler.run_once(NOW)
+    ti = harness.tis()["work"]
+    assert ti.state == "failed" and "pool 'warehouse' does not exist" in (ti.error or "")
+    assert harness.published == []
+
+
+def test_paused_dags_get_no_new_runs(harness: Harness) -> None:
+    harness.dag_file("daily.py", DAILY.format(catchup=True, max_runs=16))
+    with harness.sessions() as s, s.begin():
+        s.get(Dag, "daily").is_paused = True  # type: ignore[union-attr]
+    harness.scheduler.run_once(NOW)
+    assert harness.runs("daily") == []
