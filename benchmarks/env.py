@@ -233,12 +233,19 @@ def broker_pids(port: int = 5672) -> list[int]:
 @dataclass
 class CpuSnapshot:
     at: float
-    groups: dict[str, float]
+    per_pid: dict[int, tuple[str, float]]  # pid -> (group, cpu seconds so far)
+
+
+GROUPS = ("bench_process", "bench_children", "postgres_ours", "postgres_other", "rabbitmq", "other")
 
 
 class CpuMeter:
-    """CPU seconds used by: this process, its descendants, our PostgreSQL backends, all PostgreSQL,
-    the RabbitMQ node on 5672, and everything else on the machine (other users' tests, say)."""
+    """CPU seconds used by: this process, its descendants, our PostgreSQL backends, the other PostgreSQL
+    processes, the RabbitMQ node on 5672, and everything else on the machine (other users' tests, say).
+
+    Deltas are taken per process: a process that exits between two snapshots is left out, one that
+    starts in between counts from zero; children this process reaped are counted with its children.
+    """
 
     def __init__(self, db_name: str | None) -> None:
         self.db_name = db_name
@@ -264,31 +271,32 @@ class CpuMeter:
             if pid not in descendants:
                 descendants.add(pid)
                 todo.extend(children.get(pid, []))
-        groups = {"bench_process": 0.0, "bench_children": 0.0, "postgres_ours": 0.0, "postgres_all": 0.0,
-                  "rabbitmq": 0.0, "other": 0.0}
+        per_pid: dict[int, tuple[str, float]] = {}
         for pid, (name, _, own, reaped) in stats.items():
             if pid == self.me:
-                groups["bench_process"] += own
-                groups["bench_children"] += reaped
+                per_pid[pid] = ("bench_process", own)
+                per_pid[-pid] = ("bench_children", reaped)  # reaped children of this process
             elif pid in descendants:
-                groups["bench_children"] += own
+                per_pid[pid] = ("bench_children", own)
             elif pid in self.broker:
-                groups["rabbitmq"] += own
+                per_pid[pid] = ("rabbitmq", own)
             elif name == "postgres":
-                groups["postgres_all"] += own
-                if pid in self.backends:
-                    groups["postgres_ours"] += own
+                per_pid[pid] = ("postgres_ours" if pid in self.backends else "postgres_other", own)
             else:
-                groups["other"] += own
-        return CpuSnapshot(time.monotonic(), groups)
+                per_pid[pid] = ("other", own)
+        return CpuSnapshot(time.monotonic(), per_pid)
 
     @staticmethod
     def delta(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, Any]:
         wall = max(1e-9, b.at - a.at)
+        used = dict.fromkeys(GROUPS, 0.0)
+        for pid, (group, cpu) in b.per_pid.items():
+            before = a.per_pid.get(pid)
+            used[group] += max(0.0, cpu - (before[1] if before and before[0] == group else 0.0))
         out: dict[str, Any] = {"wall_s": round(wall, 3)}
-        for k in a.groups:
-            used = max(0.0, b.groups[k] - a.groups[k])
-            out[k] = {"cpu_s": round(used, 2), "cores": round(used / wall, 2)}
+        for k, v in used.items():
+            out[k] = {"cpu_s": round(v, 2), "cores": round(v / wall, 2)}
+        out["total_cores"] = round(sum(used.values()) / wall, 2)
         return out
 
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import aio_pika
 import aiormq
+import yarl
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -160,10 +161,10 @@ class RabbitMQExecutor(Executor):
                 delay = min(delay * 2, 5.0)
 
     async def _connect(self) -> None:
-        props = {"connection_name": f"{self._connection_name}@{socket.gethostname()}:{os.getpid()}"}
-        self._conn = await aio_pika.connect_robust(
-            self._url, client_properties=props, reconnect_interval=1.0, timeout=10
-        )
+        # aio-pika drops ``client_properties`` when given a URL: the name must travel as ``?name=``.
+        name = f"{self._connection_name}@{socket.gethostname()}:{os.getpid()}"
+        url = yarl.URL(self._url).update_query(name=name)
+        self._conn = await aio_pika.connect_robust(url, reconnect_interval=1.0, timeout=10)
         self._confirm_channel = await self._conn.channel(publisher_confirms=True)
         self._event_channel = await self._conn.channel(publisher_confirms=False)
         topo = self.topology
