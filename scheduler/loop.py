@@ -32,6 +32,7 @@ from common.broker import BrokerUnavailable, Executor
 from common.config import Settings
 from common.dag.serialize import SerializedDag
 from common.db import Dag, DagRun, Pool, SchedulerHeartbeat, TaskInstance, Worker
+from common.events import run_event, task_event
 from common.messages import StateEvent
 from common.runs import active_run_count, create_scheduled_run, refresh_next_run
 from common.states import (
@@ -63,24 +64,6 @@ class LoopReport:
     republished: int = 0
     lost_workers: int = 0
     events: list[StateEvent] = field(default_factory=list)
-
-
-def _task_event(ti: TaskInstance) -> StateEvent:
-    return StateEvent(
-        kind="task",
-        dag_id=ti.dag_id,
-        run_id=ti.run_id,
-        task_id=ti.task_id,
-        map_index=ti.map_index,
-        try_number=ti.try_number,
-        ti_id=ti.id,
-        state=ti.state,
-        at=time.time(),
-    )
-
-
-def _run_event(run: DagRun) -> StateEvent:
-    return StateEvent(kind="run", dag_id=run.dag_id, run_id=run.run_id, state=run.state, at=time.time())
 
 
 class Scheduler:
@@ -174,7 +157,7 @@ class Scheduler:
                         if info is None or info.run_after > now:
                             break
                         run = create_scheduled_run(session, dag, info, now)
-                        report.events.append(_run_event(run))
+                        report.events.append(run_event(run))
                         created += 1
                         refresh_next_run(session, dag, now)
                     report.runs_created += created
@@ -249,7 +232,7 @@ class Scheduler:
             run.state = RunState.RUNNING
             run.start_date = now
             running_count[run.dag_id] += 1
-            report.events.append(_run_event(run))
+            report.events.append(run_event(run))
 
     def _verify_integrity(
         self,
@@ -288,7 +271,7 @@ class Scheduler:
             if ti.task_id not in wanted and ti.state not in TASK_FINISHED:
                 ti.state = TaskState.REMOVED
                 ti.updated_at = now
-                report.events.append(_task_event(ti))
+                report.events.append(task_event(ti))
         if created:
             session.flush()
         return tis + created
@@ -304,7 +287,7 @@ class Scheduler:
             ti.state = TaskState.SCHEDULED
             ti.next_retry_at = None
             ti.updated_at = now
-            report.events.append(_task_event(ti))
+            report.events.append(task_event(ti))
         for task_id, state in [(t, TaskState.UPSTREAM_FAILED) for t in decision.upstream_failed] + [
             (t, TaskState.SKIPPED) for t in decision.skip
         ]:
@@ -312,7 +295,7 @@ class Scheduler:
             ti.state = state
             ti.end_date = now
             ti.updated_at = now
-            report.events.append(_task_event(ti))
+            report.events.append(task_event(ti))
         for task_id, when in decision.retry_at.items():
             if by_task[task_id].next_retry_at != when:
                 by_task[task_id].next_retry_at = when
@@ -320,7 +303,7 @@ class Scheduler:
             run.state = decision.run_state
             run.end_date = now
             report.runs_finished += 1
-            report.events.append(_run_event(run))
+            report.events.append(run_event(run))
 
     def _choose_dispatch(
         self,
@@ -369,7 +352,7 @@ class Scheduler:
                     f"pool {c.pool!r} does not exist; create it with `hareflow pools set {c.pool} SLOTS`"
                 )
                 ti.end_date = now
-                report.events.append(_task_event(ti))
+                report.events.append(task_event(ti))
         chosen = select_dispatch(
             cands,
             occupants,
@@ -386,7 +369,7 @@ class Scheduler:
             ti.worker = ti.hostname = ti.pid = None
             ti.error = None
             ti.updated_at = now
-            report.events.append(_task_event(ti))
+            report.events.append(task_event(ti))
             out.append(ti)
         return out
 
@@ -482,7 +465,7 @@ class Scheduler:
                     ti.error = f"worker {w.name} on {w.hostname} was lost (no heartbeat for {age:.0f}s)"
                     ti.end_date = now
                     ti.updated_at = now
-                    report.events.append(_task_event(ti))
+                    report.events.append(task_event(ti))
 
     # -- step: heartbeat -------------------------------------------------------------------------------------
 

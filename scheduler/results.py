@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.broker import Delivery, Executor
 from common.config import Settings
 from common.db import TaskInstance, TaskLog, TaskResult, Worker
+from common.events import task_event
 from common.messages import (
     HeartbeatMessage,
     LogMessage,
@@ -95,17 +96,7 @@ def _apply_result(session: Session, ti: TaskInstance, m: ResultMessage, now: dat
         else:
             ti.error = m.error or "failed"
             ti.next_retry_at = None  # the scheduler computes it from the task's retry policy
-    return StateEvent(
-        kind="task",
-        dag_id=ti.dag_id,
-        run_id=ti.run_id,
-        task_id=ti.task_id,
-        map_index=ti.map_index,
-        try_number=ti.try_number,
-        ti_id=ti.id,
-        state=ti.state,
-        at=time.time(),
-    )
+    return task_event(ti)
 
 
 def _store_logs(
@@ -133,19 +124,7 @@ def _store_logs(
             TaskLog(ti_id=m.key.ti_id, try_number=m.key.try_number, seq=m.seq, text=m.text, created_at=now)
         )
         ti = tis[m.key.ti_id]
-        events.append(
-            StateEvent(
-                kind="log",
-                dag_id=ti.dag_id,
-                run_id=ti.run_id,
-                task_id=ti.task_id,
-                map_index=ti.map_index,
-                try_number=m.key.try_number,
-                ti_id=ti.id,
-                state=ti.state,
-                at=time.time(),
-            )
-        )
+        events.append(task_event(ti, kind="log", try_number=m.key.try_number))
     return events
 
 
