@@ -90,6 +90,7 @@ def _consume(executor_factory: Any, n: int, prefetch: int, timeout: float) -> fl
     consumer.consume_tasks(["default"], prefetch, inbox.put)
     done.wait(timeout)
     elapsed = time.perf_counter() - t0
+    time.sleep(0.5)  # let the last acks reach the broker before the connection closes (not timed)
     consumer.stop_consuming_tasks()
     consumer.close()
     if got < n:

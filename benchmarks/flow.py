@@ -118,6 +118,7 @@ class SystemConfig:
     db_name: str
     workdir: Path
     idle_wait: float = 1.0
+    worker_mode: str = "thread"  # thread: workers inside the Cluster; process: `hareflow worker`-like processes
 
 
 class BenchSystem:
@@ -127,6 +128,8 @@ class BenchSystem:
         self.notifier: Any = None
         self.cpu: env.CpuMeter | None = None
         self._db_created = False
+        self.worker_procs: list[tuple[Any, Path]] = []  # (Popen, stats file)
+        self._settings: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -154,16 +157,22 @@ class BenchSystem:
         return load_settings(env={}, overrides=overrides)
 
     def start(self) -> None:
+        from benchmarks import instrument
         from hareflow.cluster import Cluster, WorkerSpec
 
-        settings = self.settings()
+        instrument.install()
+        settings = self._settings = self.settings()
         env.create_database(self.cfg.database, self.cfg.db_name)
         self._db_created = True
         specs = [WorkerSpec(concurrency=self.cfg.concurrency, name=f"bench-w{i}") for i in range(self.cfg.workers)]
-        self.cluster = Cluster(settings, workers=specs)
+        in_process = self.cfg.worker_mode == "thread"
+        self.cluster = Cluster(settings, workers=specs if in_process else ())
         self.cluster.migrate()
+        instrument.watch_engine(self.cluster.engine)
         t0 = time.monotonic()
         self.cluster.start()
+        if not in_process:
+            self._start_worker_processes()
         if self.cfg.executor == "rabbitmq":
             # ``hareflow dags trigger`` wakes the scheduler over the events exchange; Cluster.trigger
             # only does that for the local executor, so the benchmark publishes the event itself.
@@ -177,6 +186,51 @@ class BenchSystem:
         self._wait_for_workers(timeout=60)
         log.info("system up in %.1fs (%s, %s)", time.monotonic() - t0, self.cfg.executor, self.cfg.database)
         self.cpu = env.CpuMeter(self.cfg.db_name if self.cfg.database == "postgres" else None)
+
+    def _start_worker_processes(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        if self.cfg.executor != "rabbitmq":
+            raise ValueError("separate worker processes need the rabbitmq executor")
+        s = self._settings
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("HAREFLOW_")}
+        child_env.update({
+            "HAREFLOW_HOME": str(s.home), "HAREFLOW_BROKER_URL": s.broker_url, "HAREFLOW_EXECUTOR": "rabbitmq",
+            "HAREFLOW_BROKER_PREFIX": s.broker_prefix, "HAREFLOW_QUEUE_TYPE": s.queue_type,
+            "HAREFLOW_DAGS_FOLDER": str(s.dags_folder), "HAREFLOW_LOG_LEVEL": "WARNING",
+            "HAREFLOW_WORKER_CONCURRENCY": str(self.cfg.concurrency),
+        })
+        for i in range(self.cfg.workers):
+            stats = self.cfg.workdir / f"worker{i}.stats.json"
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.worker_proc", "--name", f"bench-w{i}",
+                 "--concurrency", str(self.cfg.concurrency), "--stats", str(stats)],
+                env=child_env, cwd=str(Path(__file__).resolve().parents[1]),
+            )
+            self.worker_procs.append((proc, stats))
+
+    def worker_stats(self) -> list[dict[str, Any]]:
+        """Counters of the separate worker processes (asked for with SIGUSR1)."""
+        import json
+        import os
+        import signal
+
+        out = []
+        for proc, stats in self.worker_procs:
+            before = stats.stat().st_mtime_ns if stats.exists() else 0
+            os.kill(proc.pid, signal.SIGUSR1)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if stats.exists() and stats.stat().st_mtime_ns != before:
+                    break
+                time.sleep(0.01)
+            try:
+                out.append(json.loads(stats.read_text()))
+            except (OSError, ValueError):
+                out.append({"timers": {}, "counts": {}})
+        return out
 
     def _name_threads(self) -> None:
         """Give the broker threads telling names (they are all 'hareflow-amqp'), for the profiles."""
@@ -210,6 +264,14 @@ class BenchSystem:
         try:
             if self.notifier is not None:
                 self.notifier.close()
+            for proc, _ in self.worker_procs:
+                proc.terminate()
+            for proc, _ in self.worker_procs:
+                try:
+                    proc.wait(timeout=30)
+                except Exception:
+                    proc.kill()
+                    proc.wait(timeout=10)
             if self.cluster is not None:
                 self.cluster.stop(timeout=20)
         finally:
@@ -262,13 +324,20 @@ class BenchSystem:
         return run, tis, int(results or 0)
 
     def measured_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
+        from benchmarks import instrument
+
         assert self.cpu is not None
         self.cpu.refresh_backends()
         load = env.load_average()
+        wbefore = self.worker_stats()
+        ibefore = instrument.snapshot()
         before = self.cpu.snapshot()
         t0 = self.trigger(dag_id, run_id)
         state, seen = self.wait(dag_id, run_id, timeout)
         after = self.cpu.snapshot()
+        internals = instrument.diff(ibefore, instrument.snapshot())
+        for i, (a, b) in enumerate(zip(wbefore, self.worker_stats(), strict=False)):
+            internals[f"worker_process_{i}"] = instrument.diff(a, b)
         run, tis, results = self.fetch(dag_id, run_id)
         return {
             "state": state,
@@ -279,6 +348,7 @@ class BenchSystem:
             "observed_s": seen - t0,
             "load_avg_before": load,
             "cpu": env.CpuMeter.delta(before, after),
+            "internals": internals,
         }
 
     def warm_up(self, timeout: float) -> float:
@@ -301,6 +371,7 @@ def base_record(cfg: SystemConfig, bench: str) -> dict[str, Any]:
         "database": cfg.database,
         "queue_type": cfg.queue_type if cfg.executor == "rabbitmq" else None,
         "workers": cfg.workers,
+        "worker_mode": cfg.worker_mode,
         "concurrency": cfg.concurrency,
         "scheduler_idle_wait_s": cfg.idle_wait,
     }
@@ -340,6 +411,7 @@ def chain40(system: BenchSystem, index: int, timeout: float) -> dict[str, Any]:
             "missed_wakeup_suspected": bool(slow),
             "load_avg_before": m["load_avg_before"],
             "cpu": m["cpu"],
+            "internals": m["internals"],
         }
     )
     return rec
@@ -392,6 +464,7 @@ def fanout(system: BenchSystem, index: int, timeout: float) -> dict[str, Any]:
             "queued_to_start_ms": dist_ms([_secs(t.queued_at, t.start_date) for t in middle]),
             "load_avg_before": m["load_avg_before"],
             "cpu": m["cpu"],
+            "internals": m["internals"],
         }
     )
     return rec

@@ -83,7 +83,7 @@ class Spy:
 
 
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
-_PROC = re.compile(r'^process (?P<pid>\d+):"(?P<cmd>.*)"$')
+_PROC_PREFIX = re.compile(r'^process (?P<pid>\d+):"(?P<cmd>.*?)"(?:;|$)(?=process \d+:"|thread \(|$)')
 _THREAD = re.compile(r"^thread \((?P<tid>[0-9a-fA-Fx]+)\)(?:: (?P<name>.*))?$")
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -91,6 +91,8 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 def _process_kind(cmd: str, root_pid: str, pid: str) -> str:
     if pid == root_pid:
         return "benchmark process (scheduler, results consumer, DAG processor thread, workers' threads)"
+    if "benchmarks.worker_proc" in cmd:
+        return "worker process (benchmarks.worker_proc = hareflow worker)"
     if "forkserver" in cmd or "multiprocessing" in cmd:
         return "pool children / forkserver"
     if "processor_child" in cmd or "dag" in cmd.lower():
@@ -131,13 +133,18 @@ def summarize(raw: Path, top: int = 15) -> dict[str, Any]:
         if not m:
             continue
         count = int(m["count"])
-        parts = m["stack"].split(";")
+        stack = m["stack"]
         pid, cmd = "?", ""
-        if parts and (pm := _PROC.match(parts[0])):
+        depth = 0
+        # with --subprocesses: process root;process child;...;thread;frames. A command line may
+        # itself hold ';' (the forkserver's does), so process frames are peeled off with a regex.
+        while pm := _PROC_PREFIX.match(stack):
             pid, cmd = pm["pid"], pm["cmd"]
-            parts = parts[1:]
-            if root_pid is None:
+            if depth == 0 and root_pid is None:
                 root_pid = pid
+            depth += 1
+            stack = stack[pm.end():]
+        parts = stack.split(";")
         tname = "?"
         if parts and (tm := _THREAD.match(parts[0])):
             tname = tm["name"] or tm["tid"]

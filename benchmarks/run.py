@@ -80,7 +80,7 @@ def child_main(cfg: dict[str, Any]) -> int:
     sc = flow.SystemConfig(
         executor=cfg["executor"], database=cfg["database"], queue_type=cfg["queue_type"],
         concurrency=cfg["concurrency"], workers=cfg["workers"], width=cfg["width"], prefix=cfg["prefix"],
-        db_name=cfg["db_name"], workdir=workdir, idle_wait=cfg["idle_wait"],
+        db_name=cfg["db_name"], workdir=workdir, idle_wait=cfg["idle_wait"], worker_mode=cfg["worker_mode"],
     )
     system = flow.BenchSystem(sc)
     spy = None
@@ -149,11 +149,16 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         c.update({
             "database": args.database, "width": args.width, "repeat": args.repeat, "concurrency": args.concurrency,
             "workers": args.workers, "timeout": args.timeout, "idle_wait": args.idle_wait,
+            "worker_mode": args.worker_mode if c["executor"] == "rabbitmq" else "thread",
             "prefix": env.new_prefix(), "db_name": env.new_db_name(),
             "profile_dir": str(args.profile) if args.profile else None, "profile_mode": args.profile_mode,
         })
         width = f"{args.width}" if c["scenario"] == "fanout" else ""
         c["label"] = f"{c['scenario']}{width}-{c['executor']}" + (f"-{c['queue_type']}" if c["executor"] == "rabbitmq" else "")
+        if c["worker_mode"] == "process" and c["scenario"] != "broker":
+            c["label"] += "-workerproc"
+        if c["database"] != "postgres" and c["scenario"] != "broker":
+            c["label"] += f"-{c['database']}"
     return configs
 
 
@@ -215,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
     ap.add_argument("--concurrency", type=int, default=8, help="slots per worker (default 8)")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--worker-mode", choices=["thread", "process"], default="thread",
+                    help="thread: workers run inside the Cluster process (default); process: each worker is its "
+                         "own process like `hareflow worker` (rabbitmq executor only)")
     ap.add_argument("--idle-wait", type=float, default=1.0, help="scheduler_idle_wait (default 1 s, the default)")
     ap.add_argument("--timeout", type=float, default=300.0, help="hard limit per measured run, seconds")
     ap.add_argument("--profile", type=Path, default=None, help="record py-spy profiles of the measured runs here")

@@ -383,8 +383,14 @@ class Scheduler:
     ) -> None:
         if not tis:
             return
-        with session.begin():
-            messages = build_messages(session, tis, runs, sdags)
+        ids = [ti.id for ti in tis]  # read now: a failed transaction expires the objects
+        try:
+            with session.begin():
+                messages = build_messages(session, tis, runs, sdags)
+        except Exception:
+            # They are committed as queued: without this they would wait for queued_timeout.
+            self._unpublished.update(ids)
+            raise
         try:
             self._executor.publish_tasks(messages)
             report.dispatched += len(messages)

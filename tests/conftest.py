@@ -66,19 +66,25 @@ def _delete_test_topology(url: str) -> None:
         return
     conn = pika.BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
+    mine = tuple(f"{p}." for p in _PREFIXES_USED)  # only this session's: others may be running
     for q in out:
-        if q.startswith(TEST_PREFIX + "-"):
+        if q.startswith(mine):
             ch.queue_delete(q)
     for ex in exchanges:
-        if ex.startswith(TEST_PREFIX + "-"):
+        if ex.startswith(mine):
             ch.exchange_delete(ex)
     conn.close()
+
+
+_PREFIXES_USED: set[str] = set()
 
 
 @pytest.fixture
 def broker_prefix() -> str:
     """A fresh name prefix: this test's exchanges and queues are its own."""
-    return f"{TEST_PREFIX}-{uuid.uuid4().hex[:10]}"
+    prefix = f"{TEST_PREFIX}-{uuid.uuid4().hex[:10]}"
+    _PREFIXES_USED.add(prefix)
+    return prefix
 
 
 # -- databases ------------------------------------------------------------------------------------------

@@ -14,8 +14,10 @@ import inspect
 import io
 import logging
 import os
+import select
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from datetime import datetime
@@ -63,6 +65,7 @@ def child_main(conn: Connection) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    threading.Thread(target=_die_with_worker, args=(conn,), name="hareflow-watchdog", daemon=True).start()
     while True:
         try:
             request = conn.recv()
@@ -76,6 +79,23 @@ def child_main(conn: Connection) -> None:
             conn.send(("done", outcome, result_json, error))
         except (BrokenPipeError, OSError):
             return
+
+
+def _die_with_worker(conn: Connection) -> None:
+    """End this child and its process group as soon as the worker's end of the pipe closes.
+
+    A worker killed with SIGKILL cannot stop its children, and this child is not in the worker's
+    process group: without this it would run its task to the end while the broker hands the same
+    message to another worker. The worker's death closes its end of the socket pair (POLLRDHUP).
+    """
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLRDHUP)
+    while True:
+        for _, events in poller.poll():
+            if events & (select.POLLRDHUP | select.POLLHUP):
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+            if events & (select.POLLERR | select.POLLNVAL):  # our own end is gone: we are exiting
+                return
 
 
 def _parse_date(value: str | None) -> datetime | None:

@@ -78,6 +78,7 @@ class Worker:
         self._slots: list[threading.Thread] = []
         self._children: list[ChildProcess | None] = []
         self._ctx = pool_context()
+        self._consumer: object | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -95,7 +96,7 @@ class Worker:
             )
             t.start()
             self._slots.append(t)
-        self._executor.consume_tasks(self.queues, self.concurrency, self._inbox.put)
+        self._consumer = self._executor.consume_tasks(self.queues, self.concurrency, self._inbox.put)
         self._heartbeat("active")
         log.info(
             "worker %s consuming %s with %d slots",
@@ -124,7 +125,7 @@ class Worker:
     def shutdown(self) -> None:
         self._stop.set()
         try:
-            self._executor.stop_consuming_tasks()
+            self._executor.stop_consuming_tasks(self._consumer)
         except Exception as exc:
             log.warning("could not cancel consumers cleanly: %s", exc)
         self._heartbeat("stopping")

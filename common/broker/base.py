@@ -52,6 +52,8 @@ class QueueStats:
 
 
 ResultLike = ResultMessage | LogMessage | HeartbeatMessage
+#: What ``consume_tasks`` returns, to stop exactly that consumer later.
+ConsumerHandle = object
 DeliveryHandler = Callable[[Delivery], None]
 
 
@@ -77,12 +79,13 @@ class Executor(abc.ABC):
         """Publish task messages; return once the broker has confirmed every one."""
 
     @abc.abstractmethod
-    def consume_tasks(self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler) -> None:
+    def consume_tasks(self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler) -> ConsumerHandle:
         """Start consuming task messages from ``queues``, at most ``prefetch`` unacked at once."""
 
     @abc.abstractmethod
-    def stop_consuming_tasks(self) -> None:
-        """Stop receiving new task messages (graceful worker shutdown)."""
+    def stop_consuming_tasks(self, handle: ConsumerHandle | None = None) -> None:
+        """Stop receiving new task messages on ``handle`` (default: every consumer of this
+        executor). Graceful worker shutdown; several workers may share one local executor."""
 
     @abc.abstractmethod
     def publish_results(self, messages: Sequence[ResultLike], *, confirm: bool = True) -> None:

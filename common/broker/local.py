@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from common.broker.base import Delivery, DeliveryHandler, Executor, QueueStats, ResultLike
+from common.broker.base import ConsumerHandle, Delivery, DeliveryHandler, Executor, QueueStats, ResultLike
 from common.messages import StateEvent, TaskMessage
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ class _Consumer:
 
 @dataclass
 class _State:
-    queues: dict[str, collections.deque[bytes]] = field(default_factory=dict)
+    # Each waiting message with how many times it has been delivered already (a requeue counts).
+    queues: dict[str, collections.deque[tuple[bytes, int]]] = field(default_factory=dict)
     consumers: list[_Consumer] = field(default_factory=list)
     dead: list[tuple[bytes, str]] = field(default_factory=list)
 
@@ -90,25 +91,28 @@ class LocalExecutor(Executor):
     def publish_tasks(self, messages: Sequence[TaskMessage]) -> None:
         with self._cond:
             for m in messages:
-                self._state.queues.setdefault(m.queue, collections.deque()).append(m.encode())
+                self._state.queues.setdefault(m.queue, collections.deque()).append((m.encode(), 0))
             self._cond.notify_all()
 
-    def consume_tasks(self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler) -> None:
+    def consume_tasks(self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler) -> ConsumerHandle:
         self.declare_queues(queues)
+        consumer = _Consumer(list(queues), prefetch, handler)
         with self._cond:
-            self._state.consumers.append(_Consumer(list(queues), prefetch, handler))
+            self._state.consumers.append(consumer)
             self._cond.notify_all()
+        return consumer
 
-    def stop_consuming_tasks(self) -> None:
+    def stop_consuming_tasks(self, handle: ConsumerHandle | None = None) -> None:
         with self._cond:
             for c in self._state.consumers:
-                c.active = False
+                if handle is None or c is handle:
+                    c.active = False
 
     def _settled(self, consumer: _Consumer, delivery: LocalDelivery, requeue: bool) -> None:
         with self._cond:
             consumer.in_flight -= 1
             if requeue:
-                self._state.queues[delivery.queue].appendleft(delivery.body)
+                self._state.queues[delivery.queue].appendleft((delivery.body, delivery.delivery_count))
             self._cond.notify_all()
 
     def _next_assignment(self) -> tuple[_Consumer, LocalDelivery] | None:
@@ -118,9 +122,11 @@ class LocalExecutor(Executor):
             for q in consumer.queues:
                 pending = self._state.queues.get(q)
                 if pending:
-                    body = pending.popleft()
+                    body, delivered = pending.popleft()
                     consumer.in_flight += 1
                     delivery = LocalDelivery(body, lambda d, r, c=consumer: self._settled(c, d, r))
+                    delivery.delivery_count = delivered + 1
+                    delivery.redelivered = delivered > 0
                     delivery.queue = q
                     return consumer, delivery
         return None

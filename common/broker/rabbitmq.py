@@ -40,6 +40,7 @@ from aio_pika.abc import (
 
 from common.broker.base import (
     BrokerUnavailable,
+    ConsumerHandle,
     Delivery,
     DeliveryHandler,
     Executor,
@@ -123,7 +124,7 @@ class RabbitMQExecutor(Executor):
         self._event_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._declared: set[str] = set()
-        self._task_consumers: list[tuple[AbstractQueue, str]] = []
+        self._task_consumers: list[list[tuple[AbstractQueue, str]]] = []
         self._task_channel: AbstractChannel | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -278,16 +279,19 @@ class RabbitMQExecutor(Executor):
 
     # -- consuming ---------------------------------------------------------------------------
 
-    def consume_tasks(self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler) -> None:
+    def consume_tasks(self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler) -> ConsumerHandle:
         self.declare_queues(queues)
-        self._call(self._consume_tasks(queues, prefetch, handler), timeout=30)
+        return self._call(self._consume_tasks(queues, prefetch, handler), timeout=30)
 
-    async def _consume_tasks(self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler) -> None:
+    async def _consume_tasks(
+        self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler
+    ) -> list[tuple[AbstractQueue, str]]:
         assert self._conn is not None
         # One channel for all task queues: prefetch = concurrency bounds what this worker holds.
         channel = await self._conn.channel()
         await channel.set_qos(prefetch_count=prefetch)
         self._task_channel = channel
+        handle: list[tuple[AbstractQueue, str]] = []
         for name in queues:
             queue = await channel.declare_queue(
                 self.topology.task_queue(name), durable=True, arguments=self.topology.task_queue_arguments()
@@ -297,7 +301,9 @@ class RabbitMQExecutor(Executor):
                 await self._on_task_message(message, handler)
 
             tag = await queue.consume(on_message)
-            self._task_consumers.append((queue, tag))
+            handle.append((queue, tag))
+        self._task_consumers.append(handle)
+        return handle
 
     def _delivery_count(self, message: AbstractIncomingMessage) -> int:
         headers = message.headers or {}
@@ -327,17 +333,19 @@ class RabbitMQExecutor(Executor):
                 log.warning("could not re-publish a redelivered task (%s); handling it as is", exc)
         handler(RabbitDelivery(message, count, self._loop))
 
-    def stop_consuming_tasks(self) -> None:
-        if self._task_consumers:
-            self._call(self._cancel_task_consumers(), timeout=10)
+    def stop_consuming_tasks(self, handle: ConsumerHandle | None = None) -> None:
+        handles = [h for h in self._task_consumers if handle is None or h is handle]
+        if handles:
+            self._call(self._cancel_task_consumers(handles), timeout=10)
 
-    async def _cancel_task_consumers(self) -> None:
-        for queue, tag in self._task_consumers:
-            try:
-                await queue.cancel(tag)
-            except Exception as exc:
-                log.debug("cancel consumer: %s", exc)
-        self._task_consumers.clear()
+    async def _cancel_task_consumers(self, handles: list[list[tuple[AbstractQueue, str]]]) -> None:
+        for handle in handles:
+            for queue, tag in handle:
+                try:
+                    await queue.cancel(tag)
+                except Exception as exc:
+                    log.debug("cancel consumer: %s", exc)
+            self._task_consumers.remove(handle)
 
     def consume_results(self, prefetch: int, handler: DeliveryHandler) -> None:
         self._call(self._consume_results(prefetch, handler), timeout=30)

@@ -50,6 +50,7 @@ def wait_for(
             value = condition()
             if value:
                 return value
+            last_error = None
         except ignore as exc:
             last_error = exc
         if time.monotonic() > deadline:
@@ -411,6 +412,24 @@ class WorkerProcess:
     def descendants(self) -> list[int]:
         return descendants(self.pid)
 
+    def kill_process_group(self) -> list[int]:
+        """SIGKILL the worker's process group (the worker, its forkserver and resource tracker) and
+        nothing else, as a crash or the OOM killer would; return the pids that were below it.
+
+        The pool children are not in that group (each calls ``setsid()``): they must notice on
+        their own. :meth:`reap` kills whatever of them is left, for cleanup.
+        """
+        self.killed = self.descendants()
+        os.killpg(self.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        return self.killed
+
+    def reap(self) -> None:
+        for pid in self.killed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if _alive(pid) and os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+
     def kill(self) -> list[int]:
         """SIGKILL the worker and every process below it; return the pids that were killed.
 
@@ -430,11 +449,12 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
-        self.killed = [self.pid, *pids]
-        return self.killed
+        self.killed = pids
+        return [self.pid, *pids]
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM), then SIGKILL of everything left after a deadline."""
+        self.reap()
         if self.proc.poll() is None:
             pids = self.descendants()
             with contextlib.suppress(ProcessLookupError):

@@ -1,4 +1,5 @@
-"""A worker SIGKILLed mid-task: the broker redelivers its unacked task to another worker."""
+"""A worker SIGKILLed mid-task: the broker redelivers its unacked task to another worker, and the
+killed worker's pool child does not go on running the task as an orphan."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import select
 
 from common.db import Worker
 from tests.fault.conftest import (
+    _alive,
     describe_tis,
     fault_settings,
     run_states,
@@ -21,17 +23,26 @@ from tests.fault.conftest import (
 pytestmark = pytest.mark.fault
 
 DAG_SOURCE = """
+    import os
     import time
     from datetime import datetime
 
     from hareflow import DAG, task
 
+    RUNS = {runs!r}
+
+    def note(what):
+        with open(RUNS, "a") as f:
+            f.write(f"{{what}} {{os.getpid()}}\\n")
+
     with DAG("fault_worker_killed", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
 
         @task
         def slow(ctx):
-            print(f"slow starts try {ctx.try_number}", flush=True)
-            time.sleep(3)
+            note("start")
+            print(f"slow starts try {{ctx.try_number}}", flush=True)
+            time.sleep(4)
+            note("end")
             print("slow ends", flush=True)
             return "slow-done"
 
@@ -46,7 +57,8 @@ DAG_SOURCE = """
 def test_a_task_whose_worker_is_killed_is_redelivered_and_finished_by_the_other_worker(
     private_rabbitmq, postgres_url, broker_prefix, write_dag, dags_folder: Path, tmp_path: Path
 ) -> None:
-    write_dag("killed.py", DAG_SOURCE)
+    runs = tmp_path / "runs.txt"
+    write_dag("killed.py", DAG_SOURCE.format(runs=str(runs)))
     settings = fault_settings(
         tmp_path, database_url=postgres_url, broker_url=private_rabbitmq.url, prefix=broker_prefix, dags=dags_folder
     )
@@ -75,15 +87,14 @@ def test_a_task_whose_worker_is_killed_is_redelivered_and_finished_by_the_other_
             victim_name = wait_for(running_on, timeout=60, what="'slow' to be running on a worker", interval=0.05)
             victim = workers[victim_name]
             survivor_name = next(n for n in workers if n != victim_name)
-            assert victim.descendants(), "a worker runs its tasks in pool children"
-            killed = victim.kill()
-
+            wait_for(lambda: runs.exists() and runs.read_text().count("start") == 1, timeout=30, what="the task to start")
+            (victim_child,) = [int(line.split()[1]) for line in runs.read_text().splitlines()]
+            below = victim.kill_process_group()
+            assert victim_child in below, "the task runs in a pool child of the worker"
             assert victim.proc.returncode == -9
-            wait_for(
-                lambda: not any(Path(f"/proc/{pid}").exists() for pid in killed),
-                timeout=30,
-                what="the killed worker's pool children to be gone",
-            )
+
+            # The orphaned pool child notices its worker is gone and ends itself and the task.
+            wait_for(lambda: not _alive(victim_child), timeout=30, what="the killed worker's pool child to end")
             assert wait_for_run(cluster, "fault_worker_killed", run_id, timeout=120) == "success"
             _, tis = run_states(cluster, "fault_worker_killed", run_id)
             assert {t: ti.state for t, ti in tis.items()} == {"slow": "success", "after": "success"}, describe_tis(tis)
@@ -91,6 +102,13 @@ def test_a_task_whose_worker_is_killed_is_redelivered_and_finished_by_the_other_
             assert slow.worker == survivor_name
             assert slow.try_number == 1, "a redelivery runs the same try again, not a retry"
             assert slow.error is None
+            # The survivor started the task after the kill and finished it; the victim's copy never
+            # finished (an orphan would have written its "end" before the survivor's).
+            lines = [line.split() for line in runs.read_text().splitlines()]
+            starts = [int(pid) for what, pid in lines if what == "start"]
+            ends = [int(pid) for what, pid in lines if what == "end"]
+            assert len(starts) == 2 and starts[0] == victim_child
+            assert ends == [starts[1]]
             assert workers[survivor_name].proc.poll() is None, "the surviving worker keeps running"
         finally:
             for w in workers.values():

@@ -83,7 +83,9 @@ class System:
 
     # -- runs ------------------------------------------------------------------------------------
 
-    def run_dag(self, dag_id: str, *, conf: dict[str, Any] | None = None, timeout: float = 60.0) -> tuple[str, str]:
+    def run_dag(
+        self, dag_id: str, *, conf: dict[str, Any] | None = None, timeout: float = 60.0
+    ) -> tuple[str, str]:
         """Trigger a manual run and wait for it to finish; return ``(run_id, final state)``."""
         self.c.wait_for_dag(dag_id)
         run_id = self.c.trigger(dag_id, conf=conf)
@@ -124,7 +126,9 @@ class System:
                 select(TaskLog.text)
                 .join(TaskInstance, TaskInstance.id == TaskLog.ti_id)
                 .where(
-                    TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id
+                    TaskInstance.dag_id == dag_id,
+                    TaskInstance.run_id == run_id,
+                    TaskInstance.task_id == task_id,
                 )
                 .order_by(TaskLog.try_number, TaskLog.seq)
             )
@@ -152,4 +156,3 @@ def system(
         yield sut
     finally:
         sut.stop()
-

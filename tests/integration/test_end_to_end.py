@@ -25,7 +25,7 @@ CORE_SYSTEMS = pytest.mark.parametrize(
 
 def assert_runs_in_order(tis: list, what: str) -> None:
     """Each task instance started after the previous one ended."""
-    for before, after in zip(tis, tis[1:]):
+    for before, after in zip(tis, tis[1:], strict=False):
         assert before.end_date is not None and after.start_date is not None
         assert after.start_date >= before.end_date, (
             f"{what}: {after.task_id} started at {after.start_date} before {before.task_id} "
@@ -89,7 +89,8 @@ def test_upstream_return_values_arrive_as_arguments_and_the_final_value_is_store
 
             @task
             def report(rows, total, label="sum"):
-                return {"text": f"{label}: {rows} -> {total}", "types": [type(rows).__name__, type(total).__name__]}
+                types = [type(rows).__name__, type(total).__name__]
+                return {"text": f"{label}: {rows} -> {total}", "types": types}
 
             rows = numbers()
             report(rows, total(rows), label="total")
@@ -101,7 +102,10 @@ def test_upstream_return_values_arrive_as_arguments_and_the_final_value_is_store
     assert state == "success"
     assert system.result("values", run_id, "numbers") == [1, 2, 3]
     assert system.result("values", run_id, "total") == 6
-    assert system.result("values", run_id, "report") == {"text": "total: [1, 2, 3] -> 6", "types": ["list", "int"]}
+    assert system.result("values", run_id, "report") == {
+        "text": "total: [1, 2, 3] -> 6",
+        "types": ["list", "int"],
+    }
 
 
 @CORE_SYSTEMS
@@ -271,7 +275,10 @@ def test_a_bash_task_stores_its_output_as_log_and_its_last_line_as_result(system
         from hareflow import DAG, BashTask
 
         with DAG("bash"):
-            BashTask("greet", "echo hello from bash; echo 'a warning' >&2; echo \\"run=$HAREFLOW_RUN_ID\\"; echo final-line")
+            BashTask(
+                "greet",
+                "echo hello from bash; echo 'a warning' >&2; echo run=$HAREFLOW_RUN_ID; echo final-line",
+            )
         """,
     )
     system.start()
@@ -307,7 +314,10 @@ def test_params_default_from_the_dag_and_are_overridden_by_the_run_conf(system: 
     conf_run, conf_state = system.run_dag("params", conf={"times": 3})
 
     assert (plain_state, conf_state) == ("success", "success")
-    assert system.result("params", plain_run, "show") == {"params": {"greeting": "hello", "times": 1}, "conf": {}}
+    assert system.result("params", plain_run, "show") == {
+        "params": {"greeting": "hello", "times": 1},
+        "conf": {},
+    }
     assert system.result("params", conf_run, "show") == {
         "params": {"greeting": "hello", "times": 3},
         "conf": {"times": 3},
@@ -430,7 +440,7 @@ def test_max_active_runs_of_one_never_lets_two_runs_of_a_dag_overlap(system: Sys
     wait_until(finished, timeout=60, message="the three runs to finish")
     runs = sorted(system.runs("serial"), key=lambda r: r.start_date)
     assert [r.run_id for r in runs] == run_ids
-    for before, after in zip(runs, runs[1:]):
+    for before, after in zip(runs, runs[1:], strict=False):
         assert after.start_date >= before.end_date
     task_instances = sorted(
         (ti for r in runs for ti in system.tis("serial", r.run_id).values()), key=lambda ti: ti.start_date
@@ -468,7 +478,7 @@ def test_workers_on_distinct_queues_run_only_the_tasks_of_their_queue(system: Sy
     assert len(tis) == 6
     expected_host = {"alpha": "host-a", "beta": "host-b"}
     for ti in tis.values():
-        assert ti.hostname == expected_host[ti.queue], f"{ti.task_id} on queue {ti.queue} ran on {ti.hostname}"
+        assert ti.hostname == expected_host[ti.queue], f"{ti.task_id} ({ti.queue}) ran on {ti.hostname}"
     assert {ti.queue for ti in tis.values()} == {"alpha", "beta"}
 
 
@@ -568,7 +578,7 @@ def test_a_changed_dag_file_is_picked_up_within_seconds(system: System, write_da
 
     write_dag("growing.py", source.format(extra="first.override(task_id='second')()"))
     wait_until(
-        lambda: _serialized_task_ids(system, "growing") == ["first", "second"],
+        lambda: sorted(_serialized_task_ids(system, "growing")) == ["first", "second"],
         timeout=10,
         message="the new task in the serialized DAG",
     )

@@ -262,11 +262,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_task_instance_dag_state")
 
     op.drop_table("task_instance")
-    with op.batch_alter_table("dag_run", schema=None) as batch_op:
-        batch_op.drop_index("ix_dag_run_state_dag")
-        batch_op.drop_index("ix_dag_run_dag_logical")
-        batch_op.drop_index("ix_dag_run_backfill")
-
+    # dag_run's indexes go with the table: MySQL/MariaDB refuse to drop ix_dag_run_backfill on its
+    # own while the backfill_id foreign key needs it.
     op.drop_table("dag_run")
     with op.batch_alter_table("worker", schema=None) as batch_op:
         batch_op.drop_index("ix_worker_state_heartbeat")

@@ -1,0 +1,158 @@
+"""The metastore goes down mid-run and comes back: nothing is acked before it is committed, so no
+result and no log chunk is lost, and the run finishes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from common.db import TaskLog, TaskResult
+from hareflow.cluster import WorkerSpec
+from tests.fault.conftest import (
+    describe_tis,
+    fault_settings,
+    run_states,
+    running_cluster,
+    wait_for,
+    wait_for_run,
+)
+
+pytestmark = pytest.mark.fault
+
+PARTS = 12
+DAG_SOURCE = f"""
+    import time
+    from datetime import datetime
+
+    from hareflow import DAG, task
+
+    with DAG("fault_db_outage", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
+             max_active_tasks=32):
+
+        @task
+        def start():
+            print("start working", flush=True)
+            return 100
+
+        @task
+        def part(base, index):
+            print(f"part {{index}} working", flush=True)
+            time.sleep(1.0)
+            return base + index
+
+        @task
+        def join(*values):
+            print(f"join of {{len(values)}} values", flush=True)
+            return sum(values)
+
+        base = start()
+        join(*[part(base, i) for i in range({PARTS})])
+"""
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_a_run_survives_the_metastore_going_down_and_loses_no_result(
+    mode: str, private_rabbitmq, private_postgres, broker_prefix, write_dag, dags_folder: Path, tmp_path: Path
+) -> None:
+    write_dag("outage.py", DAG_SOURCE)
+    settings = fault_settings(
+        tmp_path,
+        database_url=private_postgres.url,
+        broker_url=private_rabbitmq.url,
+        prefix=broker_prefix,
+        dags=dags_folder,
+    )
+    workers = [WorkerSpec(concurrency=3, name=f"db-{mode}-w{i}") for i in (1, 2)]
+    with running_cluster(settings, workers) as cluster:
+        cluster.wait_for_dag("fault_db_outage", timeout=60)
+        run_id = cluster.trigger("fault_db_outage")
+
+        def parts_in_flight() -> bool:
+            _, tis = run_states(cluster, "fault_db_outage", run_id)
+            states = [ti.state for t, ti in tis.items() if t.startswith("part")]
+            return states.count("success") >= 1 and states.count("running") >= 2
+
+        wait_for(parts_in_flight, timeout=90, what="some parts done and some running", interval=0.05)
+        private_postgres.stop(mode)
+        # Tasks finish and report while the metastore is down: their results wait in the queue.
+        results_queue = f"{broker_prefix}.results"
+        wait_for(
+            lambda: sum(private_rabbitmq.queue_depths().get(results_queue, (0, 0))) >= 2,
+            timeout=30,
+            what="results to pile up (unacked) while the metastore is down",
+        )
+        time.sleep(2)  # and the outage goes on a little longer: the consumer keeps retrying
+        private_postgres.start()
+
+        assert wait_for_run(cluster, "fault_db_outage", run_id, timeout=180) == "success"
+        _, tis = run_states(cluster, "fault_db_outage", run_id)
+        assert len(tis) == PARTS + 2
+        assert all(ti.state == "success" and ti.try_number == 1 for ti in tis.values()), describe_tis(tis)
+        ids = {ti.id: task_id for task_id, ti in tis.items()}
+
+        def logs_by_task() -> dict[str, str]:
+            with cluster.sessions() as session:
+                rows = session.execute(
+                    select(TaskLog.ti_id, TaskLog.text).where(TaskLog.ti_id.in_(ids)).order_by(TaskLog.seq)
+                ).all()
+            out: dict[str, str] = {}
+            for ti_id, text in rows:
+                out[ids[ti_id]] = out.get(ids[ti_id], "") + text
+            return out
+
+        wait_for(lambda: len(logs_by_task()) == len(tis), timeout=30, what="log chunks of every task")
+        logs = logs_by_task()
+        assert "start working" in logs["start"]
+        assert "join of 12 values" in logs["join"]
+        for t, ti in tis.items():
+            if t.startswith("part"):
+                assert " working" in logs[t], t
+        with cluster.sessions() as session:
+            results = dict(session.execute(select(TaskResult.ti_id, TaskResult.value_json).where(TaskResult.ti_id.in_(ids))).all())
+        assert len(results) == len(tis)
+        assert results[tis["join"].id] == str(sum(100 + i for i in range(PARTS)))
+
+
+def test_tasks_queued_just_before_the_metastore_dies_are_published_when_it_returns(
+    private_rabbitmq, private_postgres, broker_prefix, write_dag, dags_folder: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The narrowest window: task instances are committed as queued, then the metastore dies while
+    their messages are being built. They must go out once it is back, not after queued_timeout."""
+    import scheduler.loop
+
+    write_dag("outage.py", DAG_SOURCE.replace(f"range({PARTS})", "range(2)"))
+    settings = fault_settings(
+        tmp_path,
+        database_url=private_postgres.url,
+        broker_url=private_rabbitmq.url,
+        prefix=broker_prefix,
+        dags=dags_folder,
+        queued_timeout=3600.0,
+    )
+    original = scheduler.loop.build_messages
+    restarter: list[threading.Thread] = []
+
+    def dying_build_messages(session, tis, *args, **kwargs):
+        # The parts read their upstream result while their messages are built: die right there.
+        if not restarter and any(ti.task_id.startswith("part") for ti in tis):
+            private_postgres.stop("immediate")
+            restarter.append(threading.Thread(target=lambda: (time.sleep(3), private_postgres.start())))
+            restarter[0].start()
+        return original(session, tis, *args, **kwargs)
+
+    monkeypatch.setattr(scheduler.loop, "build_messages", dying_build_messages)
+    try:
+        with running_cluster(settings, [WorkerSpec(concurrency=2, name="db-window-w1")]) as cluster:
+            cluster.wait_for_dag("fault_db_outage", timeout=60)
+            run_id = cluster.trigger("fault_db_outage")
+            assert wait_for_run(cluster, "fault_db_outage", run_id, timeout=120) == "success"
+            _, tis = run_states(cluster, "fault_db_outage", run_id)
+            assert all(ti.state == "success" and ti.try_number == 1 for ti in tis.values()), describe_tis(tis)
+            assert restarter, "the metastore died in the window under test"
+    finally:
+        for t in restarter:
+            t.join(timeout=120)
