@@ -40,8 +40,14 @@ def _task_messages(n: int) -> list[Any]:
     now = time.time()
     return [
         TaskMessage(
-            key=TaskKey(ti_id=i + 1, dag_id="bench_fanout", run_id="broker-bench", task_id=f"m{i:05d}", map_index=-1,
-                        try_number=1),
+            key=TaskKey(
+                ti_id=i + 1,
+                dag_id="bench_fanout",
+                run_id="broker-bench",
+                task_id=f"m{i:05d}",
+                map_index=-1,
+                try_number=1,
+            ),
             max_tries=1,
             dag_file="/tmp/dags/bench_dags.py",
             queue="default",
@@ -59,9 +65,21 @@ def _result(i: int) -> Any:
     from common.messages import ResultMessage, TaskKey
 
     return ResultMessage(
-        key=TaskKey(ti_id=i + 1, dag_id="bench_fanout", run_id="broker-bench", task_id=f"m{i:05d}", map_index=-1,
-                    try_number=1),
-        outcome="success", worker="bench", hostname="bench", pid=1, at=time.time(), result_json="null", error=None,
+        key=TaskKey(
+            ti_id=i + 1,
+            dag_id="bench_fanout",
+            run_id="broker-bench",
+            task_id=f"m{i:05d}",
+            map_index=-1,
+            try_number=1,
+        ),
+        outcome="success",
+        worker="bench",
+        hostname="bench",
+        pid=1,
+        at=time.time(),
+        result_json="null",
+        error=None,
     )
 
 
@@ -107,8 +125,13 @@ def run_broker_bench(queue_type: str, workdir: Path, n: int = 2000, timeout: flo
     def factory(name: str) -> RabbitMQExecutor:
         return RabbitMQExecutor(settings, connection_name=name)
 
-    out: dict[str, Any] = {"bench": "broker", "executor": "rabbitmq", "queue_type": queue_type, "messages": n,
-                           "load_avg_before": env.load_average()}
+    out: dict[str, Any] = {
+        "bench": "broker",
+        "executor": "rabbitmq",
+        "queue_type": queue_type,
+        "messages": n,
+        "load_avg_before": env.load_average(),
+    }
     pub = factory("hareflow-bench-publisher")
     try:
         pub.start()
@@ -131,8 +154,11 @@ def run_broker_bench(queue_type: str, workdir: Path, n: int = 2000, timeout: flo
         for i in range(k):
             pub.publish_results([_result(i)], confirm=True)
         el = time.perf_counter() - t0
-        out["publish_result_confirmed_1_thread"] = {"seconds": round(el, 3), "msgs_per_s": round(k / el),
-                                                     "ms_per_msg": round(el / k * 1000, 3)}
+        out["publish_result_confirmed_1_thread"] = {
+            "seconds": round(el, 3),
+            "msgs_per_s": round(k / el),
+            "ms_per_msg": round(el / k * 1000, 3),
+        }
         threads = 8
         per = k // threads
 
@@ -147,7 +173,10 @@ def run_broker_bench(queue_type: str, workdir: Path, n: int = 2000, timeout: flo
         for t in ts:
             t.join(timeout)
         el = time.perf_counter() - t0
-        out["publish_result_confirmed_8_threads"] = {"seconds": round(el, 3), "msgs_per_s": round(per * threads / el)}
+        out["publish_result_confirmed_8_threads"] = {
+            "seconds": round(el, 3),
+            "msgs_per_s": round(per * threads / el),
+        }
     finally:
         pub.close()
         env.delete_topology(prefix)

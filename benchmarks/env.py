@@ -88,7 +88,12 @@ def backend_pids(db_name: str) -> list[int]:
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            return [r[0] for r in conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": db_name})]
+            return [
+                r[0]
+                for r in conn.execute(
+                    text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": db_name}
+                )
+            ]
     except Exception:
         return []
     finally:
@@ -166,7 +171,11 @@ def machine_info() -> dict[str, Any]:
 
         conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
         props = conn._impl.server_properties  # noqa: SLF001 - the only place pika exposes it
-        info["rabbitmq"] = props.get("version", b"?").decode() if isinstance(props.get("version"), bytes) else props.get("version")
+        info["rabbitmq"] = (
+            props.get("version", b"?").decode()
+            if isinstance(props.get("version"), bytes)
+            else props.get("version")
+        )
         conn.close()
     except Exception as exc:
         info["rabbitmq"] = f"unreachable: {exc}"
@@ -196,7 +205,12 @@ def _stat(pid: int) -> tuple[str, int, float, float] | None:
     name = raw[raw.index("(") + 1 : raw.rindex(")")]
     rest = raw[raw.rindex(")") + 2 :].split()
     # fields after the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
-    return name, int(rest[1]), (int(rest[11]) + int(rest[12])) / _TICK, (int(rest[13]) + int(rest[14])) / _TICK
+    return (
+        name,
+        int(rest[1]),
+        (int(rest[11]) + int(rest[12])) / _TICK,
+        (int(rest[13]) + int(rest[14])) / _TICK,
+    )
 
 
 def _all_pids() -> list[int]:
@@ -313,11 +327,30 @@ def quiet_logging(level: int = logging.WARNING) -> Iterator[None]:
 
 def git_revision(repo: Path) -> str:
     try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--",
-                                "common", "scheduler", "worker", "hareflow"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(repo),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "common",
+                "scheduler",
+                "worker",
+                "hareflow",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return out + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "?"

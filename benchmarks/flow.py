@@ -118,7 +118,9 @@ class SystemConfig:
     db_name: str
     workdir: Path
     idle_wait: float = 1.0
-    worker_mode: str = "thread"  # thread: workers inside the Cluster; process: `hareflow worker`-like processes
+    worker_mode: str = (
+        "thread"  # thread: workers inside the Cluster; process: `hareflow worker`-like processes
+    )
 
 
 class BenchSystem:
@@ -164,7 +166,9 @@ class BenchSystem:
         settings = self._settings = self.settings()
         env.create_database(self.cfg.database, self.cfg.db_name)
         self._db_created = True
-        specs = [WorkerSpec(concurrency=self.cfg.concurrency, name=f"bench-w{i}") for i in range(self.cfg.workers)]
+        specs = [
+            WorkerSpec(concurrency=self.cfg.concurrency, name=f"bench-w{i}") for i in range(self.cfg.workers)
+        ]
         in_process = self.cfg.worker_mode == "thread"
         self.cluster = Cluster(settings, workers=specs if in_process else ())
         self.cluster.migrate()
@@ -196,18 +200,34 @@ class BenchSystem:
             raise ValueError("separate worker processes need the rabbitmq executor")
         s = self._settings
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("HAREFLOW_")}
-        child_env.update({
-            "HAREFLOW_HOME": str(s.home), "HAREFLOW_BROKER_URL": s.broker_url, "HAREFLOW_EXECUTOR": "rabbitmq",
-            "HAREFLOW_BROKER_PREFIX": s.broker_prefix, "HAREFLOW_QUEUE_TYPE": s.queue_type,
-            "HAREFLOW_DAGS_FOLDER": str(s.dags_folder), "HAREFLOW_LOG_LEVEL": "WARNING",
-            "HAREFLOW_WORKER_CONCURRENCY": str(self.cfg.concurrency),
-        })
+        child_env.update(
+            {
+                "HAREFLOW_HOME": str(s.home),
+                "HAREFLOW_BROKER_URL": s.broker_url,
+                "HAREFLOW_EXECUTOR": "rabbitmq",
+                "HAREFLOW_BROKER_PREFIX": s.broker_prefix,
+                "HAREFLOW_QUEUE_TYPE": s.queue_type,
+                "HAREFLOW_DAGS_FOLDER": str(s.dags_folder),
+                "HAREFLOW_LOG_LEVEL": "WARNING",
+                "HAREFLOW_WORKER_CONCURRENCY": str(self.cfg.concurrency),
+            }
+        )
         for i in range(self.cfg.workers):
             stats = self.cfg.workdir / f"worker{i}.stats.json"
             proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.worker_proc", "--name", f"bench-w{i}",
-                 "--concurrency", str(self.cfg.concurrency), "--stats", str(stats)],
-                env=child_env, cwd=str(Path(__file__).resolve().parents[1]),
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.worker_proc",
+                    "--name",
+                    f"bench-w{i}",
+                    "--concurrency",
+                    str(self.cfg.concurrency),
+                    "--stats",
+                    str(stats),
+                ],
+                env=child_env,
+                cwd=str(Path(__file__).resolve().parents[1]),
             )
             self.worker_procs.append((proc, stats))
 
@@ -317,7 +337,9 @@ class BenchSystem:
             run = s.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
             tis = list(s.scalars(select(TaskInstance).where(TaskInstance.run_pk == run.id)))
             results = s.scalar(
-                select(func.count()).select_from(TaskResult).join(TaskInstance, TaskResult.ti_id == TaskInstance.id)
+                select(func.count())
+                .select_from(TaskResult)
+                .join(TaskInstance, TaskResult.ti_id == TaskInstance.id)
                 .where(TaskInstance.run_pk == run.id)
             )
             s.expunge_all()
@@ -427,7 +449,13 @@ def fanout(system: BenchSystem, index: int, timeout: float) -> dict[str, Any]:
     for t in tis:
         states[t.state] = states.get(t.state, 0) + 1
     complete = all(t.start_date and t.end_date and t.queued_at for t in tis)
-    ok = m["state"] == "success" and len(tis) == n and states.get("success") == n and complete and m["results"] == n
+    ok = (
+        m["state"] == "success"
+        and len(tis) == n
+        and states.get("success") == n
+        and complete
+        and m["results"] == n
+    )
     first, last = by_id["start"], by_id["end"]
     middle = [t for t in tis if t.task_id.startswith("m")]
     run_s = _secs(run.start_date, run.end_date)
@@ -449,16 +477,24 @@ def fanout(system: BenchSystem, index: int, timeout: float) -> dict[str, Any]:
             # phases, from the task-instance timestamps
             "phase_s": {
                 "trigger_to_start_task_end": round(_secs(run.queued_at, first.end_date), 3),
-                "start_end_to_middle_queued_first": round(_secs(first.end_date, min(t.queued_at for t in middle)), 3),
-                "middle_queued_spread": round(_secs(min(t.queued_at for t in middle), max(t.queued_at for t in middle)), 3),
+                "start_end_to_middle_queued_first": round(
+                    _secs(first.end_date, min(t.queued_at for t in middle)), 3
+                ),
+                "middle_queued_spread": round(
+                    _secs(min(t.queued_at for t in middle), max(t.queued_at for t in middle)), 3
+                ),
                 "middle_first_start_to_last_end": round(
                     _secs(min(t.start_date for t in middle), max(t.end_date for t in middle)), 3
                 ),
-                "middle_last_end_to_end_queued": round(_secs(max(t.end_date for t in middle), last.queued_at), 3),
+                "middle_last_end_to_end_queued": round(
+                    _secs(max(t.end_date for t in middle), last.queued_at), 3
+                ),
                 "end_task_queued_to_run_end": round(_secs(last.queued_at, run.end_date), 3),
             },
             "middle_exec_rate_per_s": round(
-                len(middle) / max(1e-9, _secs(min(t.start_date for t in middle), max(t.end_date for t in middle))), 1
+                len(middle)
+                / max(1e-9, _secs(min(t.start_date for t in middle), max(t.end_date for t in middle))),
+                1,
             ),
             "task_exec_ms": dist_ms([_secs(t.start_date, t.end_date) for t in middle]),
             "queued_to_start_ms": dist_ms([_secs(t.queued_at, t.start_date) for t in middle]),
@@ -483,6 +519,9 @@ def summarize(records: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
     for k in keys:
         vals = [v for r in records if isinstance(v := get(r, k), int | float)]
         if vals:
-            out[k] = {"median": round(statistics.median(vals), 4), "min": round(min(vals), 4),
-                      "max": round(max(vals), 4)}
+            out[k] = {
+                "median": round(statistics.median(vals), 4),
+                "min": round(min(vals), 4),
+                "max": round(max(vals), 4),
+            }
     return out

@@ -82,8 +82,9 @@ def install_scheduler() -> None:
         init._bench_wrapped = True  # type: ignore[attr-defined]
         sched.__init__ = init  # type: ignore[method-assign]
 
-    def count_loaded(result: Any, self: Any, session: Any, runs: Any, dags: Any, sdags: Any, tis_by_run: Any,
-                     *rest: Any) -> None:
+    def count_loaded(
+        result: Any, self: Any, session: Any, runs: Any, dags: Any, sdags: Any, tis_by_run: Any, *rest: Any
+    ) -> None:
         add("scheduler.tis_loaded", sum(len(v) for v in tis_by_run.values()))
         add("scheduler.tis_dispatched", len(result or ()))
 
@@ -160,7 +161,10 @@ def install_worker() -> None:
 
         report._bench_wrapped = True  # type: ignore[attr-defined]
         w._report = report  # type: ignore[method-assign]
-    for method, name in [("_handle", "worker._handle (whole task)"), ("_run_in_child", "worker._run_in_child")]:
+    for method, name in [
+        ("_handle", "worker._handle (whole task)"),
+        ("_run_in_child", "worker._run_in_child"),
+    ]:
         if hasattr(w, method):
             _timed(w, method, name)
 
@@ -186,8 +190,12 @@ def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         c0, t0, _ = a["timers"].get(name, [0.0, 0.0, 0.0])
         calls, total = calls - c0, total - t0
         if calls:
-            out[name] = {"calls": int(calls), "total_s": round(total, 3), "mean_ms": round(total / calls * 1000, 2),
-                         "max_ms_ever": round(mx * 1000, 1)}
+            out[name] = {
+                "calls": int(calls),
+                "total_s": round(total, 3),
+                "mean_ms": round(total / calls * 1000, 2),
+                "max_ms_ever": round(mx * 1000, 1),
+            }
     counts = {k: v - a["counts"].get(k, 0.0) for k, v in sorted(b["counts"].items())}
     out["counts"] = {k: int(v) if float(v).is_integer() else round(v, 3) for k, v in counts.items() if v}
     it = out.get("scheduler.run_once", {}).get("calls")
@@ -205,7 +213,9 @@ def watch_engine(engine: Any) -> None:
     """Count SQL statements, commits and pool checkouts (each checkout pings: pool_pre_ping)."""
     from sqlalchemy import event
 
-    def on_execute(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+    def on_execute(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
+    ) -> None:
         verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "?"
         add("sql.statements")
         add(f"sql.{verb}")
@@ -214,5 +224,4 @@ def watch_engine(engine: Any) -> None:
     event.listen(engine, "before_cursor_execute", on_execute)
     event.listen(engine, "commit", lambda conn: add("sql.commits"))
     event.listen(engine.pool, "checkout", lambda *a: add("sql.pool_checkouts"))
-    event.listen(engine.pool, "checkout",
-                 lambda *a: add(f"sql.pool_checkouts_by_thread.{_thread_group()}"))
+    event.listen(engine.pool, "checkout", lambda *a: add(f"sql.pool_checkouts_by_thread.{_thread_group()}"))

@@ -60,8 +60,22 @@ class Spy:
         return shutil.which("py-spy") is not None
 
     def start(self) -> None:
-        cmd = ["py-spy", "record", "--pid", str(os.getpid()), "--subprocesses", "--threads", "--function",
-               "--nonblocking", "--format", "raw", "--rate", str(self.rate), "-o", str(self.output)]
+        cmd = [
+            "py-spy",
+            "record",
+            "--pid",
+            str(os.getpid()),
+            "--subprocesses",
+            "--threads",
+            "--function",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--rate",
+            str(self.rate),
+            "-o",
+            str(self.output),
+        ]
         if self.gil:
             cmd.append("--gil")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -143,7 +157,7 @@ def summarize(raw: Path, top: int = 15) -> dict[str, Any]:
             if depth == 0 and root_pid is None:
                 root_pid = pid
             depth += 1
-            stack = stack[pm.end():]
+            stack = stack[pm.end() :]
         parts = stack.split(";")
         tname = "?"
         if parts and (tm := _THREAD.match(parts[0])):
@@ -151,8 +165,9 @@ def summarize(raw: Path, top: int = 15) -> dict[str, Any]:
             parts = parts[1:]
         kind = _process_kind(cmd, root_pid or pid, pid)
         key = (kind, _thread_group(tname))
-        g = per_group.setdefault(key, {"samples": 0, "self": Counter(), "incl": Counter(), "libs": Counter(),
-                                       "pids": set()})
+        g = per_group.setdefault(
+            key, {"samples": 0, "self": Counter(), "incl": Counter(), "libs": Counter(), "pids": set()}
+        )
         g["samples"] += count
         g["pids"].add(pid)
         total += count
@@ -172,7 +187,10 @@ def summarize(raw: Path, top: int = 15) -> dict[str, Any]:
     groups = []
     for (kind, thread), g in sorted(per_group.items(), key=lambda kv: -kv[1]["samples"]):
         n = g["samples"]
-        pct = lambda c: round(100.0 * c / n, 1)  # noqa: E731
+
+        def pct(c: int, n: int = n) -> float:
+            return round(100.0 * c / n, 1)
+
         groups.append(
             {
                 "process": kind,
@@ -194,9 +212,13 @@ def render(summary: dict[str, Any], min_share: float = 1.0, top: int = 12) -> st
         if g["share_of_all_pct"] < min_share:
             continue
         out.append("")
-        out.append(f"== {g['thread']}  [{g['process']}, {g['processes']} process(es)]  "
-                   f"{g['samples']} samples = {g['share_of_all_pct']}% of all")
-        out.append("  libraries (inclusive): " + ", ".join(f"{lib} {p}%" for lib, _, p in g["libraries_inclusive"]))
+        out.append(
+            f"== {g['thread']}  [{g['process']}, {g['processes']} process(es)]  "
+            f"{g['samples']} samples = {g['share_of_all_pct']}% of all"
+        )
+        out.append(
+            "  libraries (inclusive): " + ", ".join(f"{lib} {p}%" for lib, _, p in g["libraries_inclusive"])
+        )
         out.append("  hareflow functions (inclusive):")
         for f, c, p in g["top_inclusive_hareflow"][:top]:
             out.append(f"    {p:5.1f}%  {c:6d}  {f}")
@@ -212,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Summarise a py-spy raw profile written by benchmarks.run")
     ap.add_argument("raw", type=Path)
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
-    ap.add_argument("--min-share", type=float, default=1.0, help="hide thread groups under this %% of samples")
+    ap.add_argument(
+        "--min-share", type=float, default=1.0, help="hide thread groups under this %% of samples"
+    )
     ap.add_argument("--top", type=int, default=12)
     args = ap.parse_args(argv)
     summary = summarize(args.raw, top=max(args.top, 15))
@@ -225,4 +249,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -22,8 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, required=True)
     ap.add_argument("--stats", type=Path, required=True)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s worker-proc %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s worker-proc %(name)s: %(message)s",
+    )
 
     from benchmarks import instrument
     from common.config import load_settings

@@ -40,7 +40,12 @@ BOOT_TIMEOUT = 120.0
 
 
 def wait_for(
-    condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.1, ignore: tuple[type[BaseException], ...] = ()
+    condition: Callable[[], T],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    ignore: tuple[type[BaseException], ...] = (),
 ) -> T:
     """Poll ``condition`` until it returns something truthy; return it, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -144,19 +149,28 @@ class PrivateRabbitMQ:
             timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+            raise RuntimeError(
+                f"rabbitmqctl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
+            )
         return proc
 
     def boot(self, timeout: float = BOOT_TIMEOUT) -> None:
         """Start the node detached and wait until it accepts AMQP connections."""
         subprocess.run(
-            ["rabbitmq-server", "-detached"], env=self._env(), capture_output=True, text=True, timeout=60, check=True
+            ["rabbitmq-server", "-detached"],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         deadline = time.monotonic() + timeout
         while True:
             # The first await_startup can run before the node registers with epmd: retry it.
             remaining = max(5.0, deadline - time.monotonic())
-            proc = self.ctl("await_startup", "--timeout", str(int(remaining)), timeout=remaining + 30, check=False)
+            proc = self.ctl(
+                "await_startup", "--timeout", str(int(remaining)), timeout=remaining + 30, check=False
+            )
             if proc.returncode == 0 and self._amqp_answers():
                 return
             if time.monotonic() > deadline:
@@ -261,7 +275,9 @@ def amqp_channel(url: str) -> Iterator[Any]:
 
 def _pg_bin() -> Path | None:
     root = Path("/usr/lib/postgresql")
-    versions = sorted((p for p in root.glob("*/bin") if (p / "pg_ctl").exists()), key=lambda p: int(p.parent.name))
+    versions = sorted(
+        (p for p in root.glob("*/bin") if (p / "pg_ctl").exists()), key=lambda p: int(p.parent.name)
+    )
     return versions[-1] if versions else None
 
 
@@ -285,21 +301,37 @@ class PrivatePostgres:
             cwd=self.dir,
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"{Path(args[0]).name} failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
+            raise RuntimeError(
+                f"{Path(args[0]).name} failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}"
+            )
         return proc
 
     def init(self) -> None:
-        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self._as_postgres(
+            str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"
+        )
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._as_postgres(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "-t", "90", "start"
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-t",
+            "90",
+            "start",
         )
 
     def stop(self, mode: str = "fast") -> None:
         """``fast`` disconnects clients and shuts down cleanly; ``immediate`` is a crash."""
-        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "90", "stop")
+        self._as_postgres(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "90", "stop"
+        )
 
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
@@ -336,7 +368,9 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 # -- hareflow in tests ------------------------------------------------------------------------------------
 
 
-def fault_settings(tmp_path: Path, *, database_url: str, broker_url: str, prefix: str, dags: Path, **overrides: Any) -> Any:
+def fault_settings(
+    tmp_path: Path, *, database_url: str, broker_url: str, prefix: str, dags: Path, **overrides: Any
+) -> Any:
     return fast_settings(
         tmp_path,
         database_url=database_url,
@@ -387,7 +421,11 @@ def wait_for_run(cluster: Any, dag_id: str, run_id: str, *, timeout: float) -> s
         return state if state in ("success", "failed") else None
 
     return wait_for(
-        finished, timeout=timeout, what=f"run {dag_id}/{run_id} to finish", interval=0.2, ignore=(OperationalError,)
+        finished,
+        timeout=timeout,
+        what=f"run {dag_id}/{run_id} to finish",
+        interval=0.2,
+        ignore=(OperationalError,),
     )
 
 
@@ -427,7 +465,7 @@ class WorkerProcess:
     def reap(self) -> None:
         for pid in self.killed:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                if _alive(pid) and os.getpgid(pid) == pid:
+                if process_alive(pid) and os.getpgid(pid) == pid:
                     os.killpg(pid, signal.SIGKILL)
 
     def kill(self) -> list[int]:
@@ -466,7 +504,7 @@ class WorkerProcess:
                 return
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    if _alive(pid) and os.getpgid(pid) == pid:
+                    if process_alive(pid) and os.getpgid(pid) == pid:
                         os.killpg(pid, signal.SIGKILL)
 
 
@@ -479,7 +517,7 @@ def _ppid(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -500,7 +538,7 @@ def descendants(root: int) -> list[int]:
         for child in children.get(todo.pop(), []):
             out.append(child)
             todo.append(child)
-    return [pid for pid in out if _alive(pid)]
+    return [pid for pid in out if process_alive(pid)]
 
 
 def start_worker_process(

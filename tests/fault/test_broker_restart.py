@@ -52,13 +52,17 @@ def _connection_names(node) -> list[str]:
     return node.ctl("-q", "list_connections", "client_properties").stdout.split("\n")
 
 
-@pytest.mark.parametrize("outage", ["stop_app", "full_restart"])
+@pytest.mark.parametrize("outage", ["stop_app", "full_restart", "connections_closed"])
 def test_a_run_survives_the_broker_going_away_and_coming_back(
     outage: str, private_rabbitmq, postgres_url, broker_prefix, write_dag, dags_folder: Path, tmp_path: Path
 ) -> None:
     write_dag("restart.py", DAG_SOURCE)
     settings = fault_settings(
-        tmp_path, database_url=postgres_url, broker_url=private_rabbitmq.url, prefix=broker_prefix, dags=dags_folder
+        tmp_path,
+        database_url=postgres_url,
+        broker_url=private_rabbitmq.url,
+        prefix=broker_prefix,
+        dags=dags_folder,
     )
     workers = [WorkerSpec(concurrency=4, name=f"{outage}-w{i}") for i in (1, 2)]
     with running_cluster(settings, workers) as cluster:
@@ -75,10 +79,10 @@ def test_a_run_survives_the_broker_going_away_and_coming_back(
             private_rabbitmq.stop_app()
             time.sleep(3)  # the outage itself: tasks finish and try to report meanwhile
             private_rabbitmq.start_app()
+        elif outage == "full_restart":
+            private_rabbitmq.restart()  # the node's OS process ends; booting again takes seconds
         else:
-            private_rabbitmq.stop_node()
-            time.sleep(3)
-            private_rabbitmq.boot()
+            private_rabbitmq.close_all_connections("fault test: connections dropped")
         _, during = run_states(cluster, "fault_broker_restart", run_id)
         assert during["join"].state in ("none", "scheduled"), "the outage must come before the run's end"
 
@@ -92,7 +96,9 @@ def test_a_run_survives_the_broker_going_away_and_coming_back(
 
             from common.db import TaskResult
 
-            join_value = session.scalar(select(TaskResult.value_json).where(TaskResult.ti_id == tis["join"].id))
+            join_value = session.scalar(
+                select(TaskResult.value_json).where(TaskResult.ti_id == tis["join"].id)
+            )
         assert join_value == str(sum(7 + i for i in range(PARTS)))
         # The scheduler's connection and both workers' connections are back.
         names = " ".join(_connection_names(private_rabbitmq))

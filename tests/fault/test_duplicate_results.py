@@ -56,7 +56,16 @@ def _snapshot(cluster, run_id: str) -> dict:
         ids = [ti.id for ti in tis]
         return {
             "tis": {
-                ti.task_id: (ti.state, ti.try_number, ti.start_date, ti.end_date, ti.duration, ti.error, ti.worker, ti.pid)
+                ti.task_id: (
+                    ti.state,
+                    ti.try_number,
+                    ti.start_date,
+                    ti.end_date,
+                    ti.duration,
+                    ti.error,
+                    ti.worker,
+                    ti.pid,
+                )
                 for ti in tis
             },
             "results": sorted(
@@ -64,7 +73,8 @@ def _snapshot(cluster, run_id: str) -> dict:
                 for r in session.scalars(select(TaskResult).where(TaskResult.ti_id.in_(ids)))
             ),
             "logs": sorted(
-                (r.ti_id, r.try_number, r.seq, r.text) for r in session.scalars(select(TaskLog).where(TaskLog.ti_id.in_(ids)))
+                (r.ti_id, r.try_number, r.seq, r.text)
+                for r in session.scalars(select(TaskLog).where(TaskLog.ti_id.in_(ids)))
             ),
         }
 
@@ -74,7 +84,11 @@ def test_duplicate_and_stale_reports_change_nothing_after_a_run_succeeded(
 ) -> None:
     write_dag("duplicates.py", DAG_SOURCE)
     settings = fault_settings(
-        tmp_path, database_url=postgres_url, broker_url=private_rabbitmq.url, prefix=broker_prefix, dags=dags_folder
+        tmp_path,
+        database_url=postgres_url,
+        broker_url=private_rabbitmq.url,
+        prefix=broker_prefix,
+        dags=dags_folder,
     )
     topo = Topology(prefix=broker_prefix)
     with running_cluster(settings, [WorkerSpec(concurrency=2, name="dup-w1")]) as cluster:
@@ -86,8 +100,10 @@ def test_duplicate_and_stale_reports_change_nothing_after_a_run_succeeded(
         # Log chunks of both tries of flaky and of consumer are in: they are published unconfirmed
         # and may trail the final result a little.
         wait_for(
-            lambda: {(ti_id, t) for ti_id, t, _, _ in _snapshot(cluster, run_id)["logs"]}
-            >= {(tis["flaky"].id, 1), (tis["flaky"].id, 2), (tis["consumer"].id, 1)},
+            lambda: (
+                {(ti_id, t) for ti_id, t, _, _ in _snapshot(cluster, run_id)["logs"]}
+                >= {(tis["flaky"].id, 1), (tis["flaky"].id, 2), (tis["consumer"].id, 1)}
+            ),
             timeout=30,
             what="the log chunks of every try",
         )

@@ -95,14 +95,28 @@ def test_malformed_task_messages_are_dead_lettered_and_the_worker_keeps_working(
 ) -> None:
     write_dag("normal.py", NORMAL_DAG)
     settings = fault_settings(
-        tmp_path, database_url=postgres_url, broker_url=private_rabbitmq.url, prefix=broker_prefix, dags=dags_folder
+        tmp_path,
+        database_url=postgres_url,
+        broker_url=private_rabbitmq.url,
+        prefix=broker_prefix,
+        dags=dags_folder,
     )
     topo = Topology(prefix=broker_prefix)
     garbage = b"\x00\xff{not json at all"
     unknown_type = json.dumps({"type": "launch_missiles", "v": 1, "target": "moon"}).encode()
     not_a_task = json.dumps(
-        {"type": "heartbeat", "v": 1, "worker": "ghost", "hostname": "nowhere", "pid": 1, "queues": ["default"],
-         "concurrency": 1, "running": [], "at": 0.0, "state": "active"}
+        {
+            "type": "heartbeat",
+            "v": 1,
+            "worker": "ghost",
+            "hostname": "nowhere",
+            "pid": 1,
+            "queues": ["default"],
+            "concurrency": 1,
+            "running": [],
+            "at": 0.0,
+            "state": "active",
+        }
     ).encode()
     with running_cluster(settings, [WorkerSpec(concurrency=2, name="poison-w1")]) as cluster:
         wait_for(lambda: _worker_active(cluster, "poison-w1"), timeout=60, what="the worker to consume")
@@ -142,7 +156,11 @@ def test_a_task_message_delivered_too_often_is_dead_lettered_and_its_task_instan
     marker = tmp_path / "doomed-ran"
     write_dag("doomed.py", DOOMED_DAG.format(marker=str(marker)))
     settings = fault_settings(
-        tmp_path, database_url=postgres_url, broker_url=private_rabbitmq.url, prefix=broker_prefix, dags=dags_folder
+        tmp_path,
+        database_url=postgres_url,
+        broker_url=private_rabbitmq.url,
+        prefix=broker_prefix,
+        dags=dags_folder,
     )
     topo = Topology(prefix=broker_prefix)
     queue = topo.task_queue("default")
@@ -152,7 +170,9 @@ def test_a_task_message_delivered_too_often_is_dead_lettered_and_its_task_instan
         run_id = cluster.trigger("fault_over_delivered")
         # No worker yet: the real task message waits in its queue. Swap it for the same message as
         # it would look after `max_deliveries` deliveries that each killed their worker.
-        wait_for(lambda: private_rabbitmq.queue_depths().get(queue) == (1, 0), timeout=60, what="the task message")
+        wait_for(
+            lambda: private_rabbitmq.queue_depths().get(queue) == (1, 0), timeout=60, what="the task message"
+        )
         with amqp_channel(private_rabbitmq.url) as ch:
             method, props, body = ch.basic_get(queue)
             assert method is not None

@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from common.db import Worker
 from tests.fault.conftest import (
-    _alive,
     describe_tis,
     fault_settings,
+    process_alive,
     run_states,
     running_cluster,
     start_worker_process,
@@ -60,14 +60,22 @@ def test_a_task_whose_worker_is_killed_is_redelivered_and_finished_by_the_other_
     runs = tmp_path / "runs.txt"
     write_dag("killed.py", DAG_SOURCE.format(runs=str(runs)))
     settings = fault_settings(
-        tmp_path, database_url=postgres_url, broker_url=private_rabbitmq.url, prefix=broker_prefix, dags=dags_folder
+        tmp_path,
+        database_url=postgres_url,
+        broker_url=private_rabbitmq.url,
+        prefix=broker_prefix,
+        dags=dags_folder,
     )
     workers = {}
     with running_cluster(settings) as cluster:
         try:
             for name in ("w1", "w2"):
                 workers[name] = start_worker_process(
-                    name, broker_url=private_rabbitmq.url, prefix=broker_prefix, dags=dags_folder, log_dir=tmp_path
+                    name,
+                    broker_url=private_rabbitmq.url,
+                    prefix=broker_prefix,
+                    dags=dags_folder,
+                    log_dir=tmp_path,
                 )
 
             def both_active() -> bool:
@@ -84,20 +92,32 @@ def test_a_task_whose_worker_is_killed_is_redelivered_and_finished_by_the_other_
                 ti = tis.get("slow")
                 return ti.worker if ti is not None and ti.state == "running" and ti.worker else None
 
-            victim_name = wait_for(running_on, timeout=60, what="'slow' to be running on a worker", interval=0.05)
+            victim_name = wait_for(
+                running_on, timeout=60, what="'slow' to be running on a worker", interval=0.05
+            )
             victim = workers[victim_name]
             survivor_name = next(n for n in workers if n != victim_name)
-            wait_for(lambda: runs.exists() and runs.read_text().count("start") == 1, timeout=30, what="the task to start")
+            wait_for(
+                lambda: runs.exists() and runs.read_text().count("start") == 1,
+                timeout=30,
+                what="the task to start",
+            )
             (victim_child,) = [int(line.split()[1]) for line in runs.read_text().splitlines()]
             below = victim.kill_process_group()
             assert victim_child in below, "the task runs in a pool child of the worker"
             assert victim.proc.returncode == -9
 
             # The orphaned pool child notices its worker is gone and ends itself and the task.
-            wait_for(lambda: not _alive(victim_child), timeout=30, what="the killed worker's pool child to end")
+            wait_for(
+                lambda: not process_alive(victim_child),
+                timeout=30,
+                what="the killed worker's pool child to end",
+            )
             assert wait_for_run(cluster, "fault_worker_killed", run_id, timeout=120) == "success"
             _, tis = run_states(cluster, "fault_worker_killed", run_id)
-            assert {t: ti.state for t, ti in tis.items()} == {"slow": "success", "after": "success"}, describe_tis(tis)
+            assert {t: ti.state for t, ti in tis.items()} == {"slow": "success", "after": "success"}, (
+                describe_tis(tis)
+            )
             slow = tis["slow"]
             assert slow.worker == survivor_name
             assert slow.try_number == 1, "a redelivery runs the same try again, not a retry"
