@@ -11,7 +11,9 @@ version, currently 1). Bodies are UTF-8 JSON; there is no pickle anywhere on the
 ``log``       worker -> results consumer: one chunk of a try's captured output, numbered by ``seq``
               so a redelivered chunk is stored once.
 ``heartbeat`` worker -> results consumer: who it is, what it consumes, what it is running.
-``state``     results consumer / scheduler -> everyone (fanout, transient): a state changed.
+``state``     a state changed (one run, task instance, log or DAG).
+``events``    results consumer / scheduler -> everyone (fanout, transient): a batch of ``state``
+              events, one broker message for all the changes of one transaction.
 
 Decoding happens at the edge with :func:`decode`; anything malformed raises one error,
 :class:`MessageError`, and the consumer dead-letters the message instead of crashing.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 PROTOCOL_VERSION = 1
@@ -51,7 +53,11 @@ class _Message:
     type: ClassVar[str]
 
     def to_dict(self) -> dict[str, Any]:
-        body = asdict(self)
+        # Shallow on purpose: the payloads (conf, params, results) are already JSON-shaped, and
+        # dataclasses.asdict's deep copy of them showed up in profiles of the hot path.
+        body = {f.name: getattr(self, f.name) for f in fields(self)}
+        if "key" in body:
+            body["key"] = body["key"].__dict__.copy()
         body["type"] = self.type
         body["v"] = PROTOCOL_VERSION
         return body
@@ -126,10 +132,19 @@ class StateEvent(_Message):
     ti_id: int | None = None
 
 
-Message = TaskMessage | ResultMessage | LogMessage | HeartbeatMessage | StateEvent
+@dataclass(frozen=True)
+class EventBatch(_Message):
+    type: ClassVar[str] = "events"
+    events: list[StateEvent]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "v": PROTOCOL_VERSION, "events": [e.to_dict() for e in self.events]}
+
+
+Message = TaskMessage | ResultMessage | LogMessage | HeartbeatMessage | StateEvent | EventBatch
 
 _TYPES: dict[str, type[_Message]] = {
-    cls.type: cls for cls in (TaskMessage, ResultMessage, LogMessage, HeartbeatMessage, StateEvent)
+    cls.type: cls for cls in (TaskMessage, ResultMessage, LogMessage, HeartbeatMessage, StateEvent, EventBatch)
 }
 
 
@@ -166,6 +181,14 @@ def decode(body: bytes | str) -> Message:
         raise MessageError(f"unsupported protocol version {version!r} for {kind!r}")
     if "key" in raw:
         raw["key"] = _build_key(raw["key"])
+    if cls is EventBatch:
+        items = raw.get("events")
+        if not isinstance(items, list):
+            raise MessageError("'events' must be a list")
+        decoded = [decode(json.dumps(item)) for item in items]
+        if not all(isinstance(e, StateEvent) for e in decoded):
+            raise MessageError("an event batch holds only state events")
+        raw["events"] = decoded
     try:
         message = cls(**raw)
     except TypeError as exc:

@@ -19,7 +19,6 @@ import os
 import socket
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,20 +30,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.broker import BrokerUnavailable, Executor
 from common.config import Settings
 from common.dag.serialize import SerializedDag
-from common.db import Dag, DagRun, Pool, SchedulerHeartbeat, TaskInstance, Worker
+from common.db import Dag, DagRun, SchedulerHeartbeat, TaskInstance, Worker
 from common.events import run_event, task_event
 from common.messages import StateEvent
 from common.runs import active_run_count, create_scheduled_run, refresh_next_run
 from common.states import (
-    RUN_ACTIVE,
-    TASK_FINISHED,
-    RunState,
     TaskState,
     WorkerOutcome,
     outcome_state,
 )
-from scheduler.decisions import Candidate, Occupant, TIView, evaluate_run, select_dispatch
 from scheduler.dispatch import build_messages
+from scheduler.scheduling import schedule_pass
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +79,8 @@ class Scheduler:
         self._serialized: dict[tuple[str, str], SerializedDag] = {}
         self._unpublished: set[int] = set()
         self._last_heartbeat = 0.0
+        self._last_housekeeping: datetime | None = None
+        self._housekeeping_every = timedelta(seconds=min(1.0, settings.scheduler_idle_wait))
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
         self._started_at = clock()
 
@@ -125,11 +123,20 @@ class Scheduler:
     def run_once(self, now: datetime | None = None) -> LoopReport:
         now = now or self._clock()
         report = LoopReport()
-        self.create_due_runs(now, report)
+        # Timers (schedules, stale tasks, lost workers) are checked at most once per interval;
+        # a wake-up for finished tasks only needs the scheduling pass.
+        housekeeping = (
+            self._last_housekeeping is None or now - self._last_housekeeping >= self._housekeeping_every
+        )
+        if housekeeping:
+            self._last_housekeeping = now
+            self.create_due_runs(now, report)
         self.schedule_runs(now, report)
-        self.republish_stale(now, report)
-        self.handle_lost_workers(now, report)
-        self.heartbeat(now)
+        if housekeeping or self._unpublished:
+            self.republish_stale(now, report)
+        if housekeeping:
+            self.handle_lost_workers(now, report)
+            self.heartbeat(now)
         if report.events:
             self._executor.publish_events(report.events)
         return report
@@ -166,237 +173,32 @@ class Scheduler:
 
     # -- step: evaluate runs and dispatch ----------------------------------------------------------------
 
-    def _serialized_dag(self, dag: Dag) -> SerializedDag:
+    def _serialized_dag(self, session: Session, dag: Dag) -> SerializedDag:
+        """The parsed serialized DAG, reloaded only when its hash changes (it can be large)."""
         key = (dag.dag_id, dag.dag_hash)
         sdag = self._serialized.get(key)
         if sdag is None:
-            sdag = SerializedDag.from_dict(dag.serialized)
+            data = session.scalar(select(Dag.serialized).where(Dag.dag_id == dag.dag_id))
+            sdag = SerializedDag.from_dict(data)
             self._serialized = {k: v for k, v in self._serialized.items() if k[0] != dag.dag_id}
             self._serialized[key] = sdag
         return sdag
 
     def schedule_runs(self, now: datetime, report: LoopReport) -> None:
-        with self._sessions() as session:
-            with session.begin():
-                messages_for, runs, sdags = self._schedule_in_transaction(session, now, report)
-            self._publish(session, messages_for, runs, sdags, report)
-
-    def _schedule_in_transaction(
-        self, session: Session, now: datetime, report: LoopReport
-    ) -> tuple[list[TaskInstance], dict[int, DagRun], dict[str, SerializedDag]]:
-        query = select(DagRun).where(DagRun.state.in_(RUN_ACTIVE)).order_by(DagRun.logical_date, DagRun.id)
-        if session.get_bind().dialect.name != "sqlite":
-            query = query.with_for_update(skip_locked=True)
-        active = list(session.scalars(query))
-        if not active:
-            return [], {}, {}
-        dags = {
-            d.dag_id: d
-            for d in session.scalars(select(Dag).where(Dag.dag_id.in_({r.dag_id for r in active})))
-        }
-        self._start_queued_runs(active, dags, now, report)
-        running = [r for r in active if r.state == RunState.RUNNING and r.dag_id in dags]
-        tis_by_run: dict[int, list[TaskInstance]] = defaultdict(list)
-        if running:
-            for ti in session.scalars(
-                select(TaskInstance).where(TaskInstance.run_pk.in_([r.id for r in running]))
-            ):
-                tis_by_run[ti.run_pk].append(ti)
-        sdags: dict[str, SerializedDag] = {}
-        schedulable: list[DagRun] = []
-        for run in running:
-            dag = dags[run.dag_id]
-            sdag = sdags[run.dag_id] = self._serialized_dag(dag)
-            tis_by_run[run.id] = self._verify_integrity(session, run, sdag, tis_by_run[run.id], now, report)
-            if dag.is_paused:
-                continue
-            schedulable.append(run)
-            self._evaluate(run, sdag, tis_by_run[run.id], now, report)
-        chosen = self._choose_dispatch(session, schedulable, dags, sdags, tis_by_run, now, report)
-        runs = {r.id: r for r in running}
-        return chosen, runs, sdags
-
-    def _start_queued_runs(
-        self, active: list[DagRun], dags: dict[str, Dag], now: datetime, report: LoopReport
-    ) -> None:
-        running_count: dict[str, int] = defaultdict(int)
-        for run in active:
-            if run.state == RunState.RUNNING:
-                running_count[run.dag_id] += 1
-        for run in active:
-            dag = dags.get(run.dag_id)
-            if run.state != RunState.QUEUED or dag is None or dag.is_paused:
-                continue
-            if running_count[run.dag_id] >= dag.max_active_runs:
-                continue
-            run.state = RunState.RUNNING
-            run.start_date = now
-            running_count[run.dag_id] += 1
-            report.events.append(run_event(run))
-
-    def _verify_integrity(
-        self,
-        session: Session,
-        run: DagRun,
-        sdag: SerializedDag,
-        tis: list[TaskInstance],
-        now: datetime,
-        report: LoopReport,
-    ) -> list[TaskInstance]:
-        """Create task instances for new tasks; mark those whose task left the DAG as removed."""
-        have = {ti.task_id for ti in tis}
-        wanted = {t.task_id for t in sdag.tasks}
-        created = []
-        for task in sdag.tasks:
-            if task.task_id in have:
-                continue
-            ti = TaskInstance(
-                run_pk=run.id,
-                dag_id=run.dag_id,
-                run_id=run.run_id,
-                task_id=task.task_id,
-                map_index=-1,
-                state=TaskState.NONE,
-                try_number=0,
-                max_tries=task.retries + 1,
-                queue=task.queue,
-                priority=task.priority,
-                pool=task.pool,
-                pool_slots=task.pool_slots,
-                updated_at=now,
-            )
-            session.add(ti)
-            created.append(ti)
-        for ti in tis:
-            if ti.task_id not in wanted and ti.state not in TASK_FINISHED:
-                ti.state = TaskState.REMOVED
-                ti.updated_at = now
-                report.events.append(task_event(ti))
-        if created:
-            session.flush()
-        return tis + created
-
-    def _evaluate(
-        self, run: DagRun, sdag: SerializedDag, tis: list[TaskInstance], now: datetime, report: LoopReport
-    ) -> None:
-        by_task = {ti.task_id: ti for ti in tis}
-        views = {ti.task_id: TIView(ti.state, ti.try_number, ti.end_date, ti.next_retry_at) for ti in tis}
-        decision = evaluate_run(sdag.tasks, views, now)
-        for task_id in decision.schedule:
-            ti = by_task[task_id]
-            ti.state = TaskState.SCHEDULED
-            ti.next_retry_at = None
-            ti.updated_at = now
-            report.events.append(task_event(ti))
-        for task_id, state in [(t, TaskState.UPSTREAM_FAILED) for t in decision.upstream_failed] + [
-            (t, TaskState.SKIPPED) for t in decision.skip
-        ]:
-            ti = by_task[task_id]
-            ti.state = state
-            ti.end_date = now
-            ti.updated_at = now
-            report.events.append(task_event(ti))
-        for task_id, when in decision.retry_at.items():
-            if by_task[task_id].next_retry_at != when:
-                by_task[task_id].next_retry_at = when
-        if decision.run_state is not None:
-            run.state = decision.run_state
-            run.end_date = now
-            report.runs_finished += 1
-            report.events.append(run_event(run))
-
-    def _choose_dispatch(
-        self,
-        session: Session,
-        runs: list[DagRun],
-        dags: dict[str, Dag],
-        sdags: dict[str, SerializedDag],
-        tis_by_run: dict[int, list[TaskInstance]],
-        now: datetime,
-        report: LoopReport,
-    ) -> list[TaskInstance]:
-        candidates: dict[int, TaskInstance] = {}
-        cands: list[Candidate] = []
-        occupants: list[Occupant] = []
-        position: dict[str, dict[str, int]] = {
-            dag_id: {t.task_id: i for i, t in enumerate(s.tasks)} for dag_id, s in sdags.items()
-        }
-        for tis in tis_by_run.values():
-            for ti in tis:
-                if ti.state in (TaskState.QUEUED, TaskState.RUNNING):
-                    occupants.append(Occupant(ti.dag_id, ti.pool, ti.pool_slots, ti.state))
-        order_of_run = {r.id: i for i, r in enumerate(runs)}
-        for run in runs:
-            for ti in tis_by_run[run.id]:
-                if ti.state != TaskState.SCHEDULED:
-                    continue
-                candidates[ti.id] = ti
-                cands.append(
-                    Candidate(
-                        ti_id=ti.id,
-                        dag_id=ti.dag_id,
-                        priority=ti.priority,
-                        order=(order_of_run[run.id], position[run.dag_id].get(ti.task_id, 0)),
-                        pool=ti.pool,
-                        pool_slots=ti.pool_slots,
-                    )
-                )
-        if not cands:
-            return []
-        pools = {p.name: p.slots for p in session.scalars(select(Pool))}
-        for c in cands:
-            if c.pool is not None and c.pool not in pools:
-                ti = candidates[c.ti_id]
-                ti.state = outcome_state(WorkerOutcome.FAILED, ti.max_tries, ti.max_tries)
-                ti.error = (
-                    f"pool {c.pool!r} does not exist; create it with `hareflow pools set {c.pool} SLOTS`"
-                )
-                ti.end_date = now
-                report.events.append(task_event(ti))
-        chosen = select_dispatch(
-            cands,
-            occupants,
-            max_active_tasks={d: dags[d].max_active_tasks for d in dags},
-            pool_slots=pools,
-        )
-        out = []
-        for c in chosen:
-            ti = candidates[c.ti_id]
-            ti.state = TaskState.QUEUED
-            ti.try_number += 1
-            ti.queued_at = now
-            ti.start_date = ti.end_date = ti.duration = None
-            ti.worker = ti.hostname = ti.pid = None
-            ti.error = None
-            ti.updated_at = now
-            report.events.append(task_event(ti))
-            out.append(ti)
-        return out
-
-    def _publish(
-        self,
-        session: Session,
-        tis: list[TaskInstance],
-        runs: dict[int, DagRun],
-        sdags: dict[str, SerializedDag],
-        report: LoopReport,
-    ) -> None:
-        if not tis:
+        """One transaction: evaluate the active runs and mark what to dispatch; then publish."""
+        with self._sessions() as session, session.begin():
+            result = schedule_pass(session, now, self._serialized_dag)
+        report.runs_finished += result.runs_finished
+        report.events.extend(result.events)
+        if not result.messages:
             return
-        ids = [ti.id for ti in tis]  # read now: a failed transaction expires the objects
         try:
-            with session.begin():
-                messages = build_messages(session, tis, runs, sdags)
-        except Exception:
-            # They are committed as queued: without this they would wait for queued_timeout.
-            self._unpublished.update(ids)
-            raise
-        try:
-            self._executor.publish_tasks(messages)
-            report.dispatched += len(messages)
+            self._executor.publish_tasks(result.messages)
+            report.dispatched += len(result.messages)
         except BrokerUnavailable as exc:
-            log.warning("could not publish %d task(s), will retry: %s", len(messages), exc)
-            self._unpublished.update(ti.id for ti in tis)
+            # Committed as queued: re-published by the next iteration, not left to queued_timeout.
+            log.warning("could not publish %d task(s), will retry: %s", len(result.messages), exc)
+            self._unpublished.update(result.dispatched_ids)
 
     # -- step: re-publish stale queued tasks ---------------------------------------------------------------
 
@@ -421,7 +223,7 @@ class Scheduler:
                     d.dag_id: d
                     for d in session.scalars(select(Dag).where(Dag.dag_id.in_({t.dag_id for t in stale})))
                 }
-                sdags = {dag_id: self._serialized_dag(d) for dag_id, d in dags.items()}
+                sdags = {dag_id: self._serialized_dag(session, d) for dag_id, d in dags.items()}
                 stale = [
                     ti
                     for ti in stale

@@ -87,7 +87,7 @@ def _apply_result(session: Session, ti: TaskInstance, m: ResultMessage, now: dat
         ti.duration = max(0.0, (at - ti.start_date).total_seconds())
         if outcome is WorkerOutcome.SUCCESS:
             ti.error = None
-            if m.result_json is not None:
+            if m.result_json is not None and m.result_json != "null":  # None needs no row
                 session.add(
                     TaskResult(
                         ti_id=ti.id, try_number=ti.try_number, value_json=m.result_json, created_at=now

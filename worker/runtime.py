@@ -5,8 +5,8 @@ Threads, and what each owns:
 - one slot thread per concurrency slot owns one pool child and runs one task at a time;
 - the calling thread runs :meth:`Worker.run`: heartbeats and the stop sequence.
 
-Ordering per task: ``running`` (unconfirmed) -> log chunks (unconfirmed) -> final result
-(confirmed) -> ack. The message is acked only once its final result is safely with the broker, so a
+Ordering per task: ``running`` (unconfirmed, and only once the task has run for
+``running_report_delay``) -> log chunks (unconfirmed) -> final result (confirmed) -> ack. The message is acked only once its final result is safely with the broker, so a
 worker that dies mid-task leaves it unacked and the broker hands it to another worker.
 
 Long tasks: RabbitMQ closes a channel whose delivery stays unacked past ``consumer_timeout``
@@ -217,7 +217,6 @@ class Worker:
             return
         with self._lock:
             self._running[slot] = message.key.ti_id
-        self._report(message.key, "running", confirm=False)
         outcome, result_json, error = self._run_in_child(slot, message, delivery)
         self._report(message.key, outcome, result_json=result_json, error=error)
         delivery.ack()
@@ -253,6 +252,9 @@ class Worker:
         started = time.monotonic()
         timeout = message.execution_timeout
         acked_early = False
+        # A task done within running_report_delay goes straight from queued to its outcome: one
+        # report instead of two on the hot path; anything longer is shown running at once after.
+        running_due: float | None = started + self._settings.running_report_delay
         try:
             child.send(("run", message.to_dict(), self._settings.max_result_bytes))
         except (BrokenPipeError, OSError):
@@ -275,7 +277,12 @@ class Worker:
             if not acked_early and now - started > self._settings.long_task_ack_after:
                 delivery.ack()  # see the module docstring: heartbeats protect it from here on
                 acked_early = True
+            if running_due is not None and now >= running_due:
+                self._report(message.key, "running", confirm=False)
+                running_due = None
             wait = self._settings.log_chunk_interval
+            if running_due is not None:
+                wait = min(wait, max(0.0, running_due - now))
             if timeout is not None:
                 wait = min(wait, max(0.0, timeout - (now - started)))
             try:

@@ -49,7 +49,7 @@ from common.broker.base import (
 )
 from common.broker.topology import Topology
 from common.config import Settings, mask_url
-from common.messages import MessageError, StateEvent, TaskMessage, decode
+from common.messages import EventBatch, MessageError, StateEvent, TaskMessage, decode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -274,7 +274,8 @@ class RabbitMQExecutor(Executor):
     def publish_events(self, events: Sequence[StateEvent]) -> None:
         if not events or not self._thread.is_alive():
             return
-        items = [("", e.encode(), "state") for e in events]
+        # One message per batch: a transaction's changes travel together (and cost one publish).
+        items = [("", EventBatch(events=list(events)).encode(), "events")]
         asyncio.run_coroutine_threadsafe(self._best_effort("events", items), self._loop)
 
     # -- consuming ---------------------------------------------------------------------------
@@ -375,11 +376,14 @@ class RabbitMQExecutor(Executor):
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             try:
-                event = decode(message.body)
+                decoded = decode(message.body)
             except MessageError as exc:
                 log.warning("ignoring a malformed event: %s", exc)
                 return
-            if isinstance(event, StateEvent):
+            events = decoded.events if isinstance(decoded, EventBatch) else [decoded]
+            for event in events:
+                if not isinstance(event, StateEvent):
+                    continue
                 try:
                     handler(event)
                 except Exception:

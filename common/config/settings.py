@@ -57,6 +57,7 @@ class Settings:
     worker_queues: str = "default"
     heartbeat_interval: float = 5.0
     log_chunk_interval: float = 0.25  # seconds between live log chunks
+    running_report_delay: float = 0.1  # report "running" once a task has run this long
     long_task_ack_after: float = 1200.0  # ack a still-running task after this long (consumer_timeout)
     # Web
     web_host: str = "127.0.0.1"

@@ -3,6 +3,8 @@ result and no log chunk is lost, and the run finishes."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ from sqlalchemy import select
 
 from common.db import TaskLog, TaskResult
 from hareflow.cluster import WorkerSpec
+from scheduler.dispatch import build_messages
 from tests.fault.conftest import (
     describe_tis,
     fault_settings,
@@ -130,9 +133,8 @@ def test_tasks_queued_just_before_the_metastore_dies_are_published_when_it_retur
     tmp_path: Path,
     monkeypatch,
 ) -> None:
-    """The narrowest window: task instances are committed as queued, then the metastore dies while
-    their messages are being built. They must go out once it is back, not after queued_timeout."""
-    import scheduler.loop
+    """The narrowest window: the metastore dies while the scheduler marks task instances queued and
+    builds their messages. They must go out once it is back, not after queued_timeout."""
 
     write_dag("outage.py", DAG_SOURCE.replace(f"range({PARTS})", "range(2)"))
     settings = fault_settings(
@@ -143,7 +145,7 @@ def test_tasks_queued_just_before_the_metastore_dies_are_published_when_it_retur
         dags=dags_folder,
         queued_timeout=3600.0,
     )
-    original = scheduler.loop.build_messages
+    original = build_messages
     restarter: list[threading.Thread] = []
 
     def dying_build_messages(session, tis, *args, **kwargs):
@@ -154,7 +156,11 @@ def test_tasks_queued_just_before_the_metastore_dies_are_published_when_it_retur
             restarter[0].start()
         return original(session, tis, *args, **kwargs)
 
-    monkeypatch.setattr(scheduler.loop, "build_messages", dying_build_messages)
+    # Wherever the scheduler builds its messages (the pass, the re-publishing step).
+    for name in ("scheduler.loop", "scheduler.scheduling"):
+        module = importlib.import_module(name) if importlib.util.find_spec(name) else None
+        if module is not None and getattr(module, "build_messages", None) is build_messages:
+            monkeypatch.setattr(module, "build_messages", dying_build_messages)
     try:
         with running_cluster(settings, [WorkerSpec(concurrency=2, name="db-window-w1")]) as cluster:
             cluster.wait_for_dag("fault_db_outage", timeout=60)

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from common.messages import (
+    EventBatch,
     HeartbeatMessage,
     LogMessage,
     MessageError,
@@ -38,6 +39,12 @@ KEY = TaskKey(ti_id=7, dag_id="d", run_id="r", task_id="t", map_index=-1, try_nu
             worker="w", hostname="h", pid=1, queues=["default"], concurrency=4, running=[7], at=3.0
         ),
         StateEvent(kind="task", dag_id="d", run_id="r", state="success", at=4.0, task_id="t", ti_id=7),
+        EventBatch(
+            events=[
+                StateEvent(kind="run", dag_id="d", run_id="r", state="running", at=5.0),
+                StateEvent(kind="task", dag_id="d", run_id="r", state="queued", at=5.0, task_id="t", ti_id=7),
+            ]
+        ),
     ],
 )
 def test_every_message_type_round_trips_through_json(message: object) -> None:
@@ -55,6 +62,12 @@ def test_every_message_type_round_trips_through_json(message: object) -> None:
         (b'{"type": "log", "v": 99}', "unsupported protocol version"),
         (b'{"type": "log", "v": 1, "key": 3, "seq": 1, "text": "", "at": 0}', "'key' must be an object"),
         (b'{"type": "log", "v": 1, "seq": 1}', "bad 'log' message"),
+        (b'{"type": "events", "v": 1, "events": {}}', "'events' must be a list"),
+        (
+            b'{"type": "events", "v": 1, "events": [{"type": "log", "v": 1, "key": {"ti_id": 1, "dag_id": "d",'
+            b' "run_id": "r", "task_id": "t", "map_index": -1, "try_number": 1}, "seq": 1, "text": "", "at": 0}]}',
+            "only state events",
+        ),
         (
             b'{"type": "result", "v": 1, "key": {"ti_id": 1, "dag_id": "d", "run_id": "r", "task_id": "t",'
             b' "map_index": -1, "try_number": 1}, "outcome": "exploded", "worker": "w", "hostname": "h",'

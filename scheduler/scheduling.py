@@ -1,0 +1,308 @@
+"""One scheduling pass over the active runs, in the caller's transaction.
+
+The pass is the scheduler's hot path: it runs after every batch of results. It reads task
+instances as plain column rows (not ORM objects) and writes its decisions as a handful of bulk
+``UPDATE ... WHERE id IN (...)`` statements, so its cost is a few queries per pass whatever the
+number of task instances that changed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, defer
+
+from common.dag.serialize import SerializedDag
+from common.db import Dag, DagRun, Pool, TaskInstance
+from common.events import run_event, task_event
+from common.messages import StateEvent, TaskMessage
+from common.states import RUN_ACTIVE, TASK_FINISHED, RunState, TaskState, WorkerOutcome, outcome_state
+from scheduler.decisions import Candidate, Occupant, TIView, evaluate_run, select_dispatch
+from scheduler.dispatch import build_messages
+
+
+@dataclass
+class TIRow:
+    """The columns of a task instance the pass needs (duck-typed like a TaskInstance)."""
+
+    id: int
+    run_pk: int
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    state: str
+    try_number: int
+    max_tries: int
+    queue: str
+    priority: int
+    pool: str | None
+    pool_slots: int
+    end_date: datetime | None
+    next_retry_at: datetime | None
+
+
+_COLUMNS = [getattr(TaskInstance, f) for f in TIRow.__dataclass_fields__]
+
+
+def _row_of(ti: TaskInstance) -> TIRow:
+    return TIRow(*(getattr(ti, f) for f in TIRow.__dataclass_fields__))
+
+
+@dataclass
+class PassResult:
+    messages: list[TaskMessage] = field(default_factory=list)
+    events: list[StateEvent] = field(default_factory=list)
+    dispatched_ids: list[int] = field(default_factory=list)
+    runs_finished: int = 0
+
+
+class _Writes:
+    """Decisions collected during the pass, flushed as bulk updates."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.by_state: dict[str, list[TIRow]] = defaultdict(list)
+        self.retry_at: list[tuple[TIRow, datetime]] = []
+        self.failed: list[tuple[TIRow, str]] = []
+        self.queued: list[TIRow] = []
+        self.events: list[StateEvent] = []
+
+    def set_state(self, row: TIRow, state: str) -> None:
+        row.state = state
+        self.by_state[state].append(row)
+        self.events.append(task_event(row))  # type: ignore[arg-type]
+
+    def flush(self, session: Session) -> None:
+        now = self.now
+        for state, rows in self.by_state.items():
+            values: dict[str, Any] = {"state": state, "updated_at": now}
+            if state == TaskState.SCHEDULED:
+                values["next_retry_at"] = None
+            elif state in (TaskState.UPSTREAM_FAILED, TaskState.SKIPPED):
+                values["end_date"] = now
+            _bulk(session, [r.id for r in rows], values)
+        for row, when in self.retry_at:
+            _bulk(session, [row.id], {"next_retry_at": when})
+        for row, error in self.failed:
+            _bulk(session, [row.id], {"state": row.state, "error": error, "end_date": now, "updated_at": now})
+        if self.queued:
+            _bulk(
+                session,
+                [r.id for r in self.queued],
+                {
+                    "state": TaskState.QUEUED,
+                    "try_number": TaskInstance.try_number + 1,
+                    "queued_at": now,
+                    "start_date": None,
+                    "end_date": None,
+                    "duration": None,
+                    "worker": None,
+                    "hostname": None,
+                    "pid": None,
+                    "error": None,
+                    "updated_at": now,
+                },
+            )
+
+
+def _bulk(session: Session, ids: list[int], values: dict[str, Any]) -> None:
+    for start in range(0, len(ids), 1000):
+        session.execute(
+            update(TaskInstance)
+            .where(TaskInstance.id.in_(ids[start : start + 1000]))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def schedule_pass(
+    session: Session,
+    now: datetime,
+    serialized: Callable[[Session, Dag], SerializedDag],
+) -> PassResult:
+    """Start queued runs, evaluate the running ones, pick and mark what to dispatch, build the
+    messages. The caller commits, then publishes ``messages``."""
+    result = PassResult()
+    query = select(DagRun).where(DagRun.state.in_(RUN_ACTIVE)).order_by(DagRun.logical_date, DagRun.id)
+    if session.get_bind().dialect.name != "sqlite":
+        query = query.with_for_update(skip_locked=True)  # several schedulers share the runs
+    active = list(session.scalars(query))
+    if not active:
+        return result
+    dag_ids = {r.dag_id for r in active}
+    dags = {
+        d.dag_id: d
+        for d in session.scalars(select(Dag).options(defer(Dag.serialized)).where(Dag.dag_id.in_(dag_ids)))
+    }
+    result.events.extend(_start_queued_runs(active, dags, now))
+    running = [r for r in active if r.state == RunState.RUNNING and r.dag_id in dags]
+    if not running:
+        return result
+    rows_by_run: dict[int, list[TIRow]] = defaultdict(list)
+    for values in session.execute(select(*_COLUMNS).where(TaskInstance.run_pk.in_([r.id for r in running]))):
+        row = TIRow(*values)
+        rows_by_run[row.run_pk].append(row)
+    sdags = {dag_id: serialized(session, dags[dag_id]) for dag_id in {r.dag_id for r in running}}
+    writes = _Writes(now)
+    schedulable: list[DagRun] = []
+    for run in running:
+        sdag = sdags[run.dag_id]
+        rows_by_run[run.id] = _verify_integrity(session, run, sdag, rows_by_run[run.id], writes)
+        if dags[run.dag_id].is_paused:
+            continue
+        schedulable.append(run)
+        if _evaluate(run, sdag, rows_by_run[run.id], writes):
+            result.runs_finished += 1
+            result.events.append(run_event(run))
+    chosen = _choose_dispatch(session, schedulable, dags, sdags, rows_by_run, writes)
+    writes.flush(session)
+    result.events.extend(writes.events)
+    if chosen:
+        runs = {r.id: r for r in running}
+        result.messages = build_messages(session, chosen, runs, sdags)  # type: ignore[arg-type]
+        result.dispatched_ids = [r.id for r in chosen]
+    return result
+
+
+def _start_queued_runs(active: list[DagRun], dags: dict[str, Dag], now: datetime) -> list[StateEvent]:
+    running_count: dict[str, int] = defaultdict(int)
+    for run in active:
+        if run.state == RunState.RUNNING:
+            running_count[run.dag_id] += 1
+    events = []
+    for run in active:
+        dag = dags.get(run.dag_id)
+        if run.state != RunState.QUEUED or dag is None or dag.is_paused:
+            continue
+        if running_count[run.dag_id] >= dag.max_active_runs:
+            continue
+        run.state = RunState.RUNNING
+        run.start_date = now
+        running_count[run.dag_id] += 1
+        events.append(run_event(run))
+    return events
+
+
+def _verify_integrity(
+    session: Session, run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes
+) -> list[TIRow]:
+    """Create task instances for new tasks; mark those whose task left the DAG as removed."""
+    have = {r.task_id for r in rows}
+    wanted = {t.task_id for t in sdag.tasks}
+    created = [
+        TaskInstance(
+            run_pk=run.id,
+            dag_id=run.dag_id,
+            run_id=run.run_id,
+            task_id=task.task_id,
+            map_index=-1,
+            state=TaskState.NONE,
+            try_number=0,
+            max_tries=task.retries + 1,
+            queue=task.queue,
+            priority=task.priority,
+            pool=task.pool,
+            pool_slots=task.pool_slots,
+            updated_at=writes.now,
+        )
+        for task in sdag.tasks
+        if task.task_id not in have
+    ]
+    for row in rows:
+        if row.task_id not in wanted and row.state not in TASK_FINISHED:
+            writes.set_state(row, TaskState.REMOVED)
+    if not created:
+        return rows
+    session.add_all(created)
+    session.flush()
+    return rows + [_row_of(ti) for ti in created]
+
+
+def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes) -> bool:
+    """Apply trigger rules and retry delays; return True when the run just finished."""
+    by_task = {r.task_id: r for r in rows}
+    views = {r.task_id: TIView(r.state, r.try_number, r.end_date, r.next_retry_at) for r in rows}
+    decision = evaluate_run(sdag.tasks, views, writes.now)
+    for task_id in decision.schedule:
+        writes.set_state(by_task[task_id], TaskState.SCHEDULED)
+    for task_id in decision.upstream_failed:
+        writes.set_state(by_task[task_id], TaskState.UPSTREAM_FAILED)
+    for task_id in decision.skip:
+        writes.set_state(by_task[task_id], TaskState.SKIPPED)
+    for task_id, when in decision.retry_at.items():
+        row = by_task[task_id]
+        if row.next_retry_at != when:
+            row.next_retry_at = when
+            writes.retry_at.append((row, when))
+    if decision.run_state is None:
+        return False
+    run.state = decision.run_state
+    run.end_date = writes.now
+    return True
+
+
+def _choose_dispatch(
+    session: Session,
+    runs: list[DagRun],
+    dags: dict[str, Dag],
+    sdags: dict[str, SerializedDag],
+    rows_by_run: dict[int, list[TIRow]],
+    writes: _Writes,
+) -> list[TIRow]:
+    occupants = [
+        Occupant(r.dag_id, r.pool, r.pool_slots, r.state)
+        for rows in rows_by_run.values()
+        for r in rows
+        if r.state in (TaskState.QUEUED, TaskState.RUNNING)
+    ]
+    position = {dag_id: {t.task_id: i for i, t in enumerate(s.tasks)} for dag_id, s in sdags.items()}
+    candidates: dict[int, TIRow] = {}
+    cands: list[Candidate] = []
+    for order, run in enumerate(runs):
+        for r in rows_by_run[run.id]:
+            if r.state != TaskState.SCHEDULED:
+                continue
+            candidates[r.id] = r
+            cands.append(
+                Candidate(
+                    r.id,
+                    r.dag_id,
+                    r.priority,
+                    (order, position[run.dag_id].get(r.task_id, 0)),
+                    r.pool,
+                    r.pool_slots,
+                )
+            )
+    if not cands:
+        return []
+    pools = {p.name: p.slots for p in session.scalars(select(Pool))} if _any_pool(cands) else {}
+    for c in cands:
+        if c.pool is not None and c.pool not in pools:
+            row = candidates[c.ti_id]
+            row.state = outcome_state(WorkerOutcome.FAILED, row.max_tries, row.max_tries)
+            writes.failed.append(
+                (row, f"pool {c.pool!r} does not exist; create it with `hareflow pools set {c.pool} SLOTS`")
+            )
+            writes.events.append(task_event(row))  # type: ignore[arg-type]
+    chosen = select_dispatch(
+        cands, occupants, max_active_tasks={d: dags[d].max_active_tasks for d in dags}, pool_slots=pools
+    )
+    out = []
+    for c in chosen:
+        row = candidates[c.ti_id]
+        row.state = TaskState.QUEUED
+        row.try_number += 1
+        writes.queued.append(row)
+        writes.events.append(task_event(row))  # type: ignore[arg-type]
+        out.append(row)
+    return out
+
+
+def _any_pool(cands: Iterable[Candidate]) -> bool:
+    return any(c.pool is not None for c in cands)
