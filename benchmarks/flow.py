@@ -454,7 +454,6 @@ def fanout(system: BenchSystem, index: int, timeout: float) -> dict[str, Any]:
         and len(tis) == n
         and states.get("success") == n
         and complete
-        and m["results"] == n
     )
     first, last = by_id["start"], by_id["end"]
     middle = [t for t in tis if t.task_id.startswith("m")]

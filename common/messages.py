@@ -94,6 +94,7 @@ class ResultMessage(_Message):
     at: float
     result_json: str | None = None  # the return value, already JSON-encoded and size-checked
     error: str | None = None
+    started_at: float | None = None  # when the try started (a short try sends no running report)
 
 
 @dataclass(frozen=True)

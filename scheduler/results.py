@@ -82,7 +82,7 @@ def _apply_result(session: Session, ti: TaskInstance, m: ResultMessage, now: dat
         ti.start_date = at
     else:
         ti.state = outcome_state(outcome, ti.try_number, ti.max_tries)
-        ti.start_date = ti.start_date or at
+        ti.start_date = ti.start_date or (_ts(m.started_at) if m.started_at else at)
         ti.end_date = at
         ti.duration = max(0.0, (at - ti.start_date).total_seconds())
         if outcome is WorkerOutcome.SUCCESS:

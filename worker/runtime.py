@@ -217,8 +217,9 @@ class Worker:
             return
         with self._lock:
             self._running[slot] = message.key.ti_id
+        started_at = time.time()
         outcome, result_json, error = self._run_in_child(slot, message, delivery)
-        self._report(message.key, outcome, result_json=result_json, error=error)
+        self._report(message.key, outcome, result_json=result_json, error=error, started_at=started_at)
         delivery.ack()
 
     def _report(
@@ -229,6 +230,7 @@ class Worker:
         result_json: str | None = None,
         error: str | None = None,
         confirm: bool = True,
+        started_at: float | None = None,
     ) -> None:
         result = ResultMessage(
             key=key,
@@ -239,6 +241,7 @@ class Worker:
             at=time.time(),
             result_json=result_json,
             error=error,
+            started_at=started_at,
         )
         self._executor.publish_results([result], confirm=confirm)
 

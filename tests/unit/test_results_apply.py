@@ -75,6 +75,12 @@ def test_running_then_success_records_the_result_and_timings(session: Session) -
     assert [e.state for e in events] == ["running", "success"]
 
 
+def test_a_short_try_without_a_running_report_keeps_its_real_start_time(session: Session) -> None:
+    apply(session, result("success", at=103.0, started_at=101.0))
+    t = ti(session)
+    assert (t.state, t.start_date, t.duration) == ("success", datetime.fromtimestamp(101.0, tz=UTC), 2.0)
+
+
 def test_a_duplicate_final_result_changes_nothing(session: Session) -> None:
     apply(session, result("success", result_json="1"))
     before = ti(session).end_date
