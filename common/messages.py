@@ -186,9 +186,15 @@ def decode(body: bytes | str) -> Message:
         items = raw.get("events")
         if not isinstance(items, list):
             raise MessageError("'events' must be a list")
-        decoded = [decode(json.dumps(item)) for item in items]
-        if not all(isinstance(e, StateEvent) for e in decoded):
-            raise MessageError("an event batch holds only state events")
+        decoded = []
+        for item in items:
+            if not isinstance(item, dict) or item.get("type") != StateEvent.type:
+                raise MessageError("an event batch holds only state events")
+            fields_ = {k: v for k, v in item.items() if k not in ("type", "v")}
+            try:
+                decoded.append(StateEvent(**fields_))
+            except TypeError as exc:
+                raise MessageError(f"bad event in batch: {exc}") from None
         raw["events"] = decoded
     try:
         message = cls(**raw)

@@ -13,10 +13,13 @@ import logging
 import queue
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,63 +47,106 @@ def _ts(value: float) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)
 
 
+@dataclass
+class _TI:
+    """The columns of a task instance a report can change, plus the changes (``dirty``)."""
+
+    id: int
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    state: str
+    try_number: int
+    max_tries: int
+    start_date: datetime | None
+    dirty: dict[str, Any] = field(default_factory=dict)
+
+    def set(self, **values: Any) -> None:
+        for name, value in values.items():
+            if name in ("state", "start_date"):
+                setattr(self, name, value)
+            self.dirty[name] = value
+
+
+_TI_COLUMNS = [getattr(TaskInstance, f.name) for f in fields(_TI) if f.name != "dirty"]
+
+
 def apply_results(session: Session, messages: Sequence[Message], now: datetime) -> list[StateEvent]:
-    """Apply a batch of worker reports inside the caller's transaction; return the state events."""
+    """Apply a batch of worker reports inside the caller's transaction; return the state events.
+
+    Column rows in, bulk statements out: one SELECT, one executemany UPDATE and one INSERT per
+    table for the whole batch, whatever its size.
+    """
     events: list[StateEvent] = []
     results = [m for m in messages if isinstance(m, ResultMessage)]
     logs = [m for m in messages if isinstance(m, LogMessage)]
     beats = [m for m in messages if isinstance(m, HeartbeatMessage)]
     ti_ids = {m.key.ti_id for m in results} | {m.key.ti_id for m in logs}
-    tis: dict[int, TaskInstance] = {}
+    tis: dict[int, _TI] = {}
     if ti_ids:
-        rows = session.scalars(select(TaskInstance).where(TaskInstance.id.in_(ti_ids)))
-        tis = {ti.id: ti for ti in rows}
+        tis = {
+            row[0]: _TI(*row)
+            for row in session.execute(select(*_TI_COLUMNS).where(TaskInstance.id.in_(ti_ids)))
+        }
+    stored: list[dict[str, Any]] = []
     for m in results:
         ti = tis.get(m.key.ti_id)
         if ti is None or ti.task_id != m.key.task_id or ti.run_id != m.key.run_id:
             log.warning("ignoring a result for an unknown task instance: %s", m.key.label())
             continue
-        event = _apply_result(session, ti, m, now)
-        if event is not None:
-            events.append(event)
+        if _apply_result(ti, m, now, stored):
+            events.append(task_event(ti))  # type: ignore[arg-type]
+    changed = [{"id": ti.id, **ti.dirty} for ti in tis.values() if ti.dirty]
+    for group in _group_by_keys(changed).values():
+        session.execute(update(TaskInstance), group)
+    if stored:
+        session.execute(insert(TaskResult), stored)
     events.extend(_store_logs(session, logs, tis, now))
     _record_heartbeats(session, beats, now)
     return events
 
 
-def _apply_result(session: Session, ti: TaskInstance, m: ResultMessage, now: datetime) -> StateEvent | None:
+def _group_by_keys(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """executemany needs the same columns in every row of one statement."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(sorted(row))].append(row)
+    return groups
+
+
+def _apply_result(ti: _TI, m: ResultMessage, now: datetime, stored: list[dict[str, Any]]) -> bool:
     outcome = WorkerOutcome(m.outcome)
     if not accepts_report(TaskState(ti.state), ti.try_number, outcome, m.key.try_number):
-        return None
+        return False
     at = _ts(m.at)
-    ti.worker, ti.hostname, ti.pid = m.worker, m.hostname, m.pid
-    ti.updated_at = now
+    ti.set(worker=m.worker, hostname=m.hostname, pid=m.pid, updated_at=now)
     if outcome is WorkerOutcome.RUNNING:
         if ti.state == TaskState.RUNNING:  # a redelivered message started the same try elsewhere
             log.info("%s restarted on %s", m.key.label(), m.worker)
-        ti.state = TaskState.RUNNING
-        ti.start_date = at
+        ti.set(state=TaskState.RUNNING, start_date=at)
+        return True
+    start = ti.start_date or (_ts(m.started_at) if m.started_at else at)
+    ti.set(
+        state=outcome_state(outcome, ti.try_number, ti.max_tries),
+        start_date=start,
+        end_date=at,
+        duration=max(0.0, (at - start).total_seconds()),
+    )
+    if outcome is WorkerOutcome.SUCCESS:
+        ti.set(error=None)
+        if m.result_json is not None and m.result_json != "null":  # None needs no row
+            stored.append(
+                {"ti_id": ti.id, "try_number": ti.try_number, "value_json": m.result_json, "created_at": now}
+            )
     else:
-        ti.state = outcome_state(outcome, ti.try_number, ti.max_tries)
-        ti.start_date = ti.start_date or (_ts(m.started_at) if m.started_at else at)
-        ti.end_date = at
-        ti.duration = max(0.0, (at - ti.start_date).total_seconds())
-        if outcome is WorkerOutcome.SUCCESS:
-            ti.error = None
-            if m.result_json is not None and m.result_json != "null":  # None needs no row
-                session.add(
-                    TaskResult(
-                        ti_id=ti.id, try_number=ti.try_number, value_json=m.result_json, created_at=now
-                    )
-                )
-        else:
-            ti.error = m.error or "failed"
-            ti.next_retry_at = None  # the scheduler computes it from the task's retry policy
-    return task_event(ti)
+        # next_retry_at is left to the scheduler, which knows the task's retry policy
+        ti.set(error=m.error or "failed", next_retry_at=None)
+    return True
 
 
 def _store_logs(
-    session: Session, logs: Sequence[LogMessage], tis: dict[int, TaskInstance], now: datetime
+    session: Session, logs: Sequence[LogMessage], tis: dict[int, _TI], now: datetime
 ) -> list[StateEvent]:
     if not logs:
         return []
@@ -115,16 +161,25 @@ def _store_logs(
         ).tuples()
     )
     events = []
+    rows: list[dict[str, Any]] = []
     for m in logs:
         ident = (m.key.ti_id, m.key.try_number, m.seq)
         if ident not in wanted or ident in existing:
             continue
         existing.add(ident)
-        session.add(
-            TaskLog(ti_id=m.key.ti_id, try_number=m.key.try_number, seq=m.seq, text=m.text, created_at=now)
+        rows.append(
+            {
+                "ti_id": m.key.ti_id,
+                "try_number": m.key.try_number,
+                "seq": m.seq,
+                "text": m.text,
+                "created_at": now,
+            }
         )
         ti = tis[m.key.ti_id]
-        events.append(task_event(ti, kind="log", try_number=m.key.try_number))
+        events.append(task_event(ti, kind="log", try_number=m.key.try_number))  # type: ignore[arg-type]
+    if rows:
+        session.execute(insert(TaskLog), rows)
     return events
 
 
