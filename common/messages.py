@@ -145,7 +145,8 @@ class EventBatch(_Message):
 Message = TaskMessage | ResultMessage | LogMessage | HeartbeatMessage | StateEvent | EventBatch
 
 _TYPES: dict[str, type[_Message]] = {
-    cls.type: cls for cls in (TaskMessage, ResultMessage, LogMessage, HeartbeatMessage, StateEvent, EventBatch)
+    cls.type: cls
+    for cls in (TaskMessage, ResultMessage, LogMessage, HeartbeatMessage, StateEvent, EventBatch)
 }
 
 

@@ -27,6 +27,15 @@ class TaskSpec(Protocol):
     max_retry_delay: float | None
 
 
+class TIState(Protocol):
+    """What the decisions read of a task instance (a TIRow, a TIView, an ORM row)."""
+
+    state: str
+    try_number: int
+    end_date: datetime | None
+    next_retry_at: datetime | None
+
+
 @dataclass(frozen=True)
 class TIView:
     state: str
@@ -44,7 +53,7 @@ class RunDecision:
     run_state: RunState | None = None  # set when every task instance has finished
 
 
-def retry_time(task: TaskSpec, ti: TIView, now: datetime) -> datetime:
+def retry_time(task: TaskSpec, ti: TIState, now: datetime) -> datetime:
     """When an ``up_for_retry`` try may be scheduled again."""
     if ti.next_retry_at is not None:
         return ti.next_retry_at
@@ -54,7 +63,7 @@ def retry_time(task: TaskSpec, ti: TIView, now: datetime) -> datetime:
     return (ti.end_date or now) + timedelta(seconds=delay)
 
 
-def evaluate_run(tasks: Sequence[TaskSpec], states: Mapping[str, TIView], now: datetime) -> RunDecision:
+def evaluate_run(tasks: Sequence[TaskSpec], states: Mapping[str, TIState], now: datetime) -> RunDecision:
     """Decide what happens next in one run. ``tasks`` must be in topological order."""
     decision = RunDecision()
     current = {task_id: ti.state for task_id, ti in states.items()}

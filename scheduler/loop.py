@@ -103,6 +103,7 @@ class Scheduler:
         delay = 0.5
         while not stop.is_set():
             self._wake.clear()
+            started = time.monotonic()
             try:
                 self.run_once()
                 delay = 0.5
@@ -117,7 +118,14 @@ class Scheduler:
                 log.exception("scheduler iteration failed")
                 stop.wait(1.0)
                 continue
+            took = time.monotonic() - started
             self._wake.wait(self._settings.scheduler_idle_wait)
+            # Duty cycle at most one half: a pass over a large run takes tens of milliseconds of
+            # CPU, and back-to-back passes would starve the results consumer that feeds them.
+            # Small passes (a chain's few milliseconds) are not slowed noticeably.
+            rest = took - (time.monotonic() - started - took)
+            if rest > 0.002:
+                stop.wait(rest)
         log.info("scheduler %s stopped", self.ident)
 
     def run_once(self, now: datetime | None = None) -> LoopReport:

@@ -22,7 +22,7 @@ from common.db import Dag, DagRun, Pool, TaskInstance
 from common.events import run_event, task_event
 from common.messages import StateEvent, TaskMessage
 from common.states import RUN_ACTIVE, TASK_FINISHED, RunState, TaskState, WorkerOutcome, outcome_state
-from scheduler.decisions import Candidate, Occupant, TIView, evaluate_run, select_dispatch
+from scheduler.decisions import Candidate, Occupant, evaluate_run, select_dispatch
 from scheduler.dispatch import build_messages
 
 
@@ -47,7 +47,7 @@ class TIRow:
     next_retry_at: datetime | None
 
 
-_COLUMNS = [getattr(TaskInstance, f) for f in TIRow.__dataclass_fields__]
+_COLUMNS = [TaskInstance.__table__.c[f] for f in TIRow.__dataclass_fields__]
 
 
 def _row_of(ti: TaskInstance) -> TIRow:
@@ -145,7 +145,9 @@ def schedule_pass(
     if not running:
         return result
     rows_by_run: dict[int, list[TIRow]] = defaultdict(list)
-    for values in session.execute(select(*_COLUMNS).where(TaskInstance.run_pk.in_([r.id for r in running]))):
+    # Core, not ORM loading: thousands of rows per pass on a wide run.
+    query_tis = select(*_COLUMNS).where(TaskInstance.__table__.c.run_pk.in_([r.id for r in running]))
+    for values in session.connection().execute(query_tis).all():
         row = TIRow(*values)
         rows_by_run[row.run_pk].append(row)
     sdags = {dag_id: serialized(session, dags[dag_id]) for dag_id in {r.dag_id for r in running}}
@@ -227,8 +229,7 @@ def _verify_integrity(
 def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes) -> bool:
     """Apply trigger rules and retry delays; return True when the run just finished."""
     by_task = {r.task_id: r for r in rows}
-    views = {r.task_id: TIView(r.state, r.try_number, r.end_date, r.next_retry_at) for r in rows}
-    decision = evaluate_run(sdag.tasks, views, writes.now)
+    decision = evaluate_run(sdag.tasks, by_task, writes.now)  # rows have TIView's attributes
     for task_id in decision.schedule:
         writes.set_state(by_task[task_id], TaskState.SCHEDULED)
     for task_id in decision.upstream_failed:
@@ -261,7 +262,6 @@ def _choose_dispatch(
         for r in rows
         if r.state in (TaskState.QUEUED, TaskState.RUNNING)
     ]
-    position = {dag_id: {t.task_id: i for i, t in enumerate(s.tasks)} for dag_id, s in sdags.items()}
     candidates: dict[int, TIRow] = {}
     cands: list[Candidate] = []
     for order, run in enumerate(runs):
@@ -274,7 +274,7 @@ def _choose_dispatch(
                     r.id,
                     r.dag_id,
                     r.priority,
-                    (order, position[run.dag_id].get(r.task_id, 0)),
+                    (order, sdags[run.dag_id].task_position.get(r.task_id, 0)),
                     r.pool,
                     r.pool_slots,
                 )

@@ -3,11 +3,13 @@
 Threads, and what each owns:
 - the executor's own thread owns the broker connection; it only hands deliveries to ``inbox``;
 - one slot thread per concurrency slot owns one pool child and runs one task at a time;
+- the reporter thread publishes final results in batches and acks their task messages;
 - the calling thread runs :meth:`Worker.run`: heartbeats and the stop sequence.
 
 Ordering per task: ``running`` (unconfirmed, and only once the task has run for
-``running_report_delay``) -> log chunks (unconfirmed) -> final result (confirmed) -> ack. The message is acked only once its final result is safely with the broker, so a
-worker that dies mid-task leaves it unacked and the broker hands it to another worker.
+``running_report_delay``) -> log chunks (unconfirmed) -> final result (confirmed) -> ack. The
+message is acked only once its final result is safely with the broker, so a worker that dies
+mid-task leaves it unacked and the broker hands it to another worker.
 
 Long tasks: RabbitMQ closes a channel whose delivery stays unacked past ``consumer_timeout``
 (30 minutes by default). A task still running after ``long_task_ack_after`` (20 minutes by
@@ -79,6 +81,7 @@ class Worker:
         self._children: list[ChildProcess | None] = []
         self._ctx = pool_context()
         self._consumer: object | None = None
+        self._reporter = _Reporter(executor)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -96,7 +99,9 @@ class Worker:
             )
             t.start()
             self._slots.append(t)
-        self._consumer = self._executor.consume_tasks(self.queues, self.concurrency, self._inbox.put)
+        self._reporter.start()
+        prefetch = self.concurrency * self._settings.worker_prefetch_multiplier
+        self._consumer = self._executor.consume_tasks(self.queues, prefetch, self._inbox.put)
         self._heartbeat("active")
         log.info(
             "worker %s consuming %s with %d slots",
@@ -143,6 +148,7 @@ class Worker:
                         if child is not None and child.alive():
                             child.kill()
         self._drain_inbox()
+        self._reporter.close(abandon=self._immediate.is_set())
         self._heartbeat("stopped")
         for child in self._children:
             if child is not None:
@@ -219,20 +225,24 @@ class Worker:
             self._running[slot] = message.key.ti_id
         started_at = time.time()
         outcome, result_json, error = self._run_in_child(slot, message, delivery)
-        self._report(message.key, outcome, result_json=result_json, error=error, started_at=started_at)
-        delivery.ack()
+        final = self._result(
+            message.key, outcome, result_json=result_json, error=error, started_at=started_at
+        )
+        self._reporter.submit(final, delivery)  # acked once the broker confirms the result
 
-    def _report(
+    def _report(self, key: TaskKey, outcome: str, *, error: str | None = None, confirm: bool = True) -> None:
+        self._executor.publish_results([self._result(key, outcome, error=error)], confirm=confirm)
+
+    def _result(
         self,
         key: TaskKey,
         outcome: str,
         *,
         result_json: str | None = None,
         error: str | None = None,
-        confirm: bool = True,
         started_at: float | None = None,
-    ) -> None:
-        result = ResultMessage(
+    ) -> ResultMessage:
+        return ResultMessage(
             key=key,
             outcome=outcome,
             worker=self.identity.name,
@@ -243,7 +253,6 @@ class Worker:
             error=error,
             started_at=started_at,
         )
-        self._executor.publish_results([result], confirm=confirm)
 
     def _run_in_child(
         self, slot: int, message: TaskMessage, delivery: Delivery
@@ -307,6 +316,69 @@ class Worker:
                 logs.flush()
                 return "failed", None, text
             logs.maybe_flush()
+
+
+class _Reporter:
+    """Publishes final results in pipelined batches and acks each task message once the broker has
+    confirmed its result.
+
+    A persistent message is confirmed only once the broker has synced it to disk or its consumer
+    has acked it, which can take tens of milliseconds. Slots hand their final result here and take
+    their next task at once instead of idling through that wait; the prefetch (concurrency x
+    ``worker_prefetch_multiplier``) keeps the next task ready for them.
+    """
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._queue: queue.Queue[tuple[ResultMessage, Delivery] | None] = queue.Queue()
+        self._abandon = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="hareflow-reporter", daemon=True)
+
+    def start(self) -> None:
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    def submit(self, result: ResultMessage, delivery: Delivery) -> None:
+        self._queue.put((result, delivery))
+
+    def close(self, *, abandon: bool = False) -> None:
+        """Flush what is pending (or, with ``abandon``, leave it unacked for redelivery)."""
+        if abandon:
+            self._abandon.set()
+        self._queue.put(None)
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        done = False
+        while not done:
+            item = self._queue.get()
+            batch = []
+            while item is not None:
+                batch.append(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            else:
+                done = True
+            if batch:
+                self._publish(batch)
+
+    def _publish(self, batch: list[tuple[ResultMessage, Delivery]]) -> None:
+        delay = 0.5
+        while not self._abandon.is_set():
+            try:
+                self._executor.publish_results([r for r, _ in batch], confirm=True)
+                break
+            except Exception as exc:  # keep the results: the task must not be acked without them
+                log.warning("final results not confirmed yet (%s); retrying in %.1fs", exc, delay)
+                self._abandon.wait(delay)
+                delay = min(delay * 2, 10.0)
+        else:
+            return
+        for _, delivery in batch:
+            delivery.ack()
 
 
 class _HandedBack(Exception):

@@ -55,6 +55,7 @@ class Settings:
     hostname: str = ""  # empty: the machine's hostname (recorded on every task instance)
     worker_concurrency: int = 4
     worker_queues: str = "default"
+    worker_prefetch_multiplier: int = 2  # messages held per slot: the next task waits ready
     heartbeat_interval: float = 5.0
     log_chunk_interval: float = 0.25  # seconds between live log chunks
     running_report_delay: float = 0.1  # report "running" once a task has run this long
@@ -205,6 +206,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"broker_prefix = {settings.broker_prefix!r}: use letters, digits, _ . -")
     if settings.effective_executor == "rabbitmq" and not settings.broker_url:
         raise ConfigError("executor = 'rabbitmq' needs broker_url (HAREFLOW_BROKER_URL)")
-    for key in ("worker_concurrency", "max_deliveries", "results_batch_size", "max_result_bytes"):
+    for key in (
+        "worker_concurrency",
+        "worker_prefetch_multiplier",
+        "max_deliveries",
+        "results_batch_size",
+        "max_result_bytes",
+    ):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key} = {getattr(settings, key)!r}: must be at least 1")

@@ -197,6 +197,11 @@ class SerializedDag:
     def task_dict(self) -> dict[str, SerializedTask]:
         return {t.task_id: t for t in self.tasks}
 
+    @cached_property
+    def task_position(self) -> dict[str, int]:
+        """Task id -> its index in topological order (the scheduler's tie-breaker)."""
+        return {t.task_id: i for i, t in enumerate(self.tasks)}
+
     @property
     def task_ids(self) -> list[str]:
         return [t.task_id for t in self.tasks]
