@@ -67,11 +67,12 @@ def refresh_next_run(session: Session, dag: Dag, now: datetime) -> DagRunInfo | 
 
 
 def active_run_count(session: Session, dag_id: str) -> int:
+    """Active scheduled and manual runs (backfill runs have their own limit)."""
     return int(
         session.scalar(
             select(func.count())
             .select_from(DagRun)
-            .where(DagRun.dag_id == dag_id, DagRun.state.in_(RUN_ACTIVE))
+            .where(DagRun.dag_id == dag_id, DagRun.state.in_(RUN_ACTIVE), DagRun.backfill_id.is_(None))
         )
         or 0
     )

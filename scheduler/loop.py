@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.backfill import finish_backfills
 from common.broker import BrokerUnavailable, Executor
 from common.config import Settings
 from common.dag.serialize import SerializedDag
@@ -144,6 +145,7 @@ class Scheduler:
             self.republish_stale(now, report)
         if housekeeping:
             self.handle_lost_workers(now, report)
+            self.finish_backfills(now)
             self.heartbeat(now)
         if report.events:
             self._executor.publish_events(report.events)
@@ -282,6 +284,13 @@ class Scheduler:
                     ti.end_date = now
                     ti.updated_at = now
                     report.events.append(task_event(ti))
+
+    # -- step: backfills ------------------------------------------------------------------------------------
+
+    def finish_backfills(self, now: datetime) -> None:
+        with self._sessions() as session, session.begin():
+            for backfill in finish_backfills(session, now):
+                log.info("backfill %d of %s finished: %s", backfill.id, backfill.dag_id, backfill.state)
 
     # -- step: heartbeat -------------------------------------------------------------------------------------
 

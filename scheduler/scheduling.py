@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
 from common.dag.serialize import SerializedDag
-from common.db import Dag, DagRun, Pool, TaskInstance
+from common.db import Backfill, Dag, DagRun, Pool, TaskInstance
 from common.events import run_event, task_event
 from common.messages import StateEvent, TaskMessage
 from common.states import RUN_ACTIVE, TASK_FINISHED, RunState, TaskState, WorkerOutcome, outcome_state
@@ -140,7 +140,19 @@ def schedule_pass(
         d.dag_id: d
         for d in session.scalars(select(Dag).options(defer(Dag.serialized)).where(Dag.dag_id.in_(dag_ids)))
     }
-    result.events.extend(_start_queued_runs(active, dags, now))
+    backfill_ids = {r.backfill_id for r in active if r.backfill_id is not None}
+    backfill_limits = (
+        dict(
+            session.execute(
+                select(Backfill.id, Backfill.max_active_runs).where(Backfill.id.in_(backfill_ids))
+            )
+            .tuples()
+            .all()
+        )
+        if backfill_ids
+        else {}
+    )
+    result.events.extend(_start_queued_runs(active, dags, backfill_limits, now))
     running = [r for r in active if r.state == RunState.RUNNING and r.dag_id in dags]
     if not running:
         return result
@@ -156,8 +168,8 @@ def schedule_pass(
     for run in running:
         sdag = sdags[run.dag_id]
         rows_by_run[run.id] = _verify_integrity(session, run, sdag, rows_by_run[run.id], writes)
-        if dags[run.dag_id].is_paused:
-            continue
+        if dags[run.dag_id].is_paused and run.backfill_id is None:
+            continue  # pausing holds scheduled and manual runs; an explicit backfill goes on
         schedulable.append(run)
         if _evaluate(run, sdag, rows_by_run[run.id], writes):
             result.runs_finished += 1
@@ -172,21 +184,35 @@ def schedule_pass(
     return result
 
 
-def _start_queued_runs(active: list[DagRun], dags: dict[str, Dag], now: datetime) -> list[StateEvent]:
-    running_count: dict[str, int] = defaultdict(int)
+def _start_queued_runs(
+    active: list[DagRun], dags: dict[str, Dag], backfill_limits: dict[int, int], now: datetime
+) -> list[StateEvent]:
+    """Start queued runs, oldest first, within their limit: the DAG's max_active_runs for
+    scheduled and manual runs, the backfill's own for backfill runs."""
+
+    def pool_of(run: DagRun) -> tuple[str, object]:
+        return ("backfill", run.backfill_id) if run.backfill_id is not None else ("dag", run.dag_id)
+
+    running_count: dict[tuple[str, object], int] = defaultdict(int)
     for run in active:
         if run.state == RunState.RUNNING:
-            running_count[run.dag_id] += 1
+            running_count[pool_of(run)] += 1
     events = []
     for run in active:
         dag = dags.get(run.dag_id)
-        if run.state != RunState.QUEUED or dag is None or dag.is_paused:
+        if run.state != RunState.QUEUED or dag is None:
             continue
-        if running_count[run.dag_id] >= dag.max_active_runs:
+        if run.backfill_id is None:
+            if dag.is_paused:
+                continue
+            limit = dag.max_active_runs
+        else:
+            limit = backfill_limits.get(run.backfill_id, 1)
+        if running_count[pool_of(run)] >= limit:
             continue
         run.state = RunState.RUNNING
         run.start_date = now
-        running_count[run.dag_id] += 1
+        running_count[pool_of(run)] += 1
         events.append(run_event(run))
     return events
 

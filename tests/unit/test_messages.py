@@ -64,8 +64,9 @@ def test_every_message_type_round_trips_through_json(message: object) -> None:
         (b'{"type": "log", "v": 1, "seq": 1}', "bad 'log' message"),
         (b'{"type": "events", "v": 1, "events": {}}', "'events' must be a list"),
         (
-            b'{"type": "events", "v": 1, "events": [{"type": "log", "v": 1, "key": {"ti_id": 1, "dag_id": "d",'
-            b' "run_id": "r", "task_id": "t", "map_index": -1, "try_number": 1}, "seq": 1, "text": "", "at": 0}]}',
+            b'{"type": "events", "v": 1, "events": [{"type": "log", "v": 1, "key": {"ti_id": 1,'
+            b' "dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1, "try_number": 1},'
+            b' "seq": 1, "text": "", "at": 0}]}',
             "only state events",
         ),
         (
