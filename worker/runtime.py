@@ -19,6 +19,7 @@ instead of redelivery.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
@@ -72,7 +73,7 @@ class Worker:
         self.queues = list(queues)
         self.concurrency = concurrency
         self.identity = identity or default_identity(hostname=settings_hostname(settings))
-        self._inbox: queue.Queue[Delivery | None] = queue.Queue()
+        self._inbox = _Inbox()
         self._stop = threading.Event()
         self._immediate = threading.Event()
         self._running: dict[int, int] = {}  # slot -> ti_id
@@ -119,7 +120,18 @@ class Worker:
             if time.monotonic() >= next_beat:
                 self._heartbeat("active")
                 next_beat = time.monotonic() + interval
+            self._hand_back_stale()
         self.shutdown()
+
+    def _hand_back_stale(self) -> None:
+        """A task held but not started (all slots busy) must not wait past the broker's
+        consumer_timeout either: after ``long_task_ack_after`` it goes back to the queue, where
+        another worker, or this one later, takes it."""
+        for delivery in self._inbox.take_older_than(self._settings.long_task_ack_after):
+            log.info(
+                "handing back a task that waited %.0fs for a free slot", self._settings.long_task_ack_after
+            )
+            delivery.hand_back()
 
     def request_stop(self, *, immediate: bool = False) -> None:
         """First call: finish running tasks, hand back the rest. ``immediate``: hand back all now."""
@@ -156,13 +168,8 @@ class Worker:
         log.info("worker %s stopped", self.identity.name)
 
     def _drain_inbox(self) -> None:
-        while True:
-            try:
-                delivery = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if delivery is not None:
-                delivery.requeue()
+        for delivery in self._inbox.take_older_than(-1.0):
+            delivery.hand_back()
 
     def _heartbeat(self, state: str) -> None:
         with self._lock:
@@ -190,7 +197,7 @@ class Worker:
             if delivery is None:
                 return
             if self._stop.is_set():
-                delivery.requeue()  # hand back what has not started
+                delivery.hand_back()  # not started: goes back without counting as an attempt
                 continue
             try:
                 self._handle(slot, delivery)
@@ -316,6 +323,34 @@ class Worker:
                 logs.flush()
                 return "failed", None, text
             logs.maybe_flush()
+
+
+class _Inbox:
+    """Deliveries waiting for a free slot, oldest first, each with the time it arrived."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[tuple[float, Delivery | None]] = collections.deque()
+        self._cond = threading.Condition()
+
+    def put(self, delivery: Delivery | None) -> None:
+        with self._cond:
+            self._items.append((time.monotonic(), delivery))
+            self._cond.notify()
+
+    def get(self) -> Delivery | None:
+        with self._cond:
+            while not self._items:
+                self._cond.wait()
+            return self._items.popleft()[1]
+
+    def take_older_than(self, seconds: float) -> list[Delivery]:
+        """Remove and return the deliveries (not stop markers) that arrived over ``seconds`` ago."""
+        cutoff = time.monotonic() - seconds
+        with self._cond:
+            taken = [d for t, d in self._items if d is not None and t < cutoff]
+            if taken:
+                self._items = collections.deque((t, d) for t, d in self._items if d is None or t >= cutoff)
+            return taken
 
 
 class _Reporter:

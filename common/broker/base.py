@@ -41,7 +41,12 @@ class Delivery(abc.ABC):
 
     @abc.abstractmethod
     def requeue(self) -> None:
-        """Hand the message back to its queue unprocessed."""
+        """Return the message to its queue; its next delivery counts as another attempt."""
+
+    @abc.abstractmethod
+    def hand_back(self) -> None:
+        """Return a message that was never started (graceful stop, or waiting too long behind busy
+        slots). Its next delivery keeps this delivery's count: handing back is not an attempt."""
 
 
 @dataclass(frozen=True)

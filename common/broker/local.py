@@ -28,11 +28,17 @@ class LocalDelivery(Delivery):
         self._on_settle = on_settle
         self._settled = False
         self.queue = ""
+        #: deliveries that count once this one is settled: it, unless handed back unstarted
+        self.counted_deliveries = 1
 
     def ack(self) -> None:
         self._settle(requeue=False)
 
     def requeue(self) -> None:
+        self._settle(requeue=True)
+
+    def hand_back(self) -> None:
+        self.counted_deliveries = self.delivery_count - 1  # the next delivery keeps this count
         self._settle(requeue=True)
 
     def _settle(self, requeue: bool) -> None:
@@ -112,7 +118,7 @@ class LocalExecutor(Executor):
         with self._cond:
             consumer.in_flight -= 1
             if requeue:
-                self._state.queues[delivery.queue].appendleft((delivery.body, delivery.delivery_count))
+                self._state.queues[delivery.queue].appendleft((delivery.body, delivery.counted_deliveries))
             self._cond.notify_all()
 
     def _next_assignment(self) -> tuple[_Consumer, LocalDelivery] | None:
@@ -125,7 +131,7 @@ class LocalExecutor(Executor):
                     body, delivered = pending.popleft()
                     consumer.in_flight += 1
                     delivery = LocalDelivery(body, lambda d, r, c=consumer: self._settled(c, d, r))
-                    delivery.delivery_count = delivered + 1
+                    delivery.delivery_count = delivery.counted_deliveries = delivered + 1
                     delivery.redelivered = delivered > 0
                     delivery.queue = q
                     return consumer, delivery

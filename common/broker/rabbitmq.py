@@ -67,9 +67,16 @@ _RECOVERABLE = (
 
 
 class RabbitDelivery(Delivery):
-    def __init__(self, message: AbstractIncomingMessage, count: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        message: AbstractIncomingMessage,
+        count: int,
+        loop: asyncio.AbstractEventLoop,
+        republish: Callable[[AbstractIncomingMessage, int], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
         self._message = message
         self._loop = loop
+        self._republish = republish
         self._settled = False
         self.body = message.body
         self.delivery_count = count
@@ -96,6 +103,25 @@ class RabbitDelivery(Delivery):
 
     def requeue(self) -> None:
         self._settle(lambda: self._message.nack(requeue=True))
+
+    def hand_back(self) -> None:
+        republish = self._republish
+        if republish is None:
+            self.requeue()
+            return
+
+        async def copy_then_ack() -> None:
+            # A fresh copy carrying the same count, then the original acked: a nack would mark it
+            # redelivered and count the hand-back as an attempt toward max_deliveries.
+            try:
+                await republish(self._message, self.delivery_count)
+            except Exception as exc:
+                log.warning("could not hand a task back (%s); requeueing it instead", exc)
+                await self._message.nack(requeue=True)
+                return
+            await self._message.ack()
+
+        self._settle(copy_then_ack)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -307,32 +333,35 @@ class RabbitMQExecutor(Executor):
         return handle
 
     def _delivery_count(self, message: AbstractIncomingMessage) -> int:
+        """Our own count (carried across re-publishes) plus the quorum queue's redeliveries."""
         headers = message.headers or {}
-        if "x-delivery-count" in headers:  # quorum queues: deliveries before this one
-            return int(headers["x-delivery-count"]) + 1  # type: ignore[call-overload]
-        return int(headers.get(DELIVERIES_HEADER, 1))  # type: ignore[call-overload]
+        own = int(headers.get(DELIVERIES_HEADER, 1))  # type: ignore[call-overload]
+        return own + int(headers.get("x-delivery-count", 0))  # type: ignore[call-overload]
+
+    async def _republish_task(self, message: AbstractIncomingMessage, count: int) -> None:
+        headers = {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"}
+        headers[DELIVERIES_HEADER] = count
+        await self._exchanges["tasks"].publish(
+            aio_pika.Message(
+                message.body,
+                headers=headers,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                content_type="application/json",
+                message_id=message.message_id,
+            ),
+            routing_key=message.routing_key or "",
+        )
 
     async def _on_task_message(self, message: AbstractIncomingMessage, handler: DeliveryHandler) -> None:
         count = self._delivery_count(message)
         if message.redelivered and self.topology.queue_type == "classic":
             try:
-                headers = dict(message.headers or {})
-                headers[DELIVERIES_HEADER] = count + 1
-                await self._exchanges["tasks"].publish(
-                    aio_pika.Message(
-                        message.body,
-                        headers=headers,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        content_type="application/json",
-                        message_id=message.message_id,
-                    ),
-                    routing_key=message.routing_key or "",
-                )
+                await self._republish_task(message, count + 1)
                 await message.ack()
                 return
             except Exception as exc:
                 log.warning("could not re-publish a redelivered task (%s); handling it as is", exc)
-        handler(RabbitDelivery(message, count, self._loop))
+        handler(RabbitDelivery(message, count, self._loop, self._republish_task))
 
     def stop_consuming_tasks(self, handle: ConsumerHandle | None = None) -> None:
         handles = [h for h in self._task_consumers if handle is None or h is handle]

@@ -142,15 +142,6 @@ SHORT_DAG = """
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "engine bug, not fixed here: the early ack frees the worker's prefetch credit while its slot "
-        "is still busy, so the broker hands it the next task, which waits unacked in the worker's "
-        "inbox past consumer_timeout; the broker closes the channel and the task runs twice"
-    ),
-)
 def test_a_task_queued_behind_an_early_acked_long_task_is_not_timed_out_by_the_broker(
     short_timeout_rabbitmq, postgres_url, broker_prefix, write_dag, dags_folder: Path, tmp_path: Path
 ) -> None:

@@ -274,6 +274,20 @@ class TestExecutorContract:
         )
         assert_nothing_more(inbox)
 
+    def test_a_handed_back_message_comes_again_without_counting_as_an_attempt(self, adapter: Adapter) -> None:
+        executor = adapter.client()
+        inbox: queue.Queue[Delivery] = queue.Queue()
+        executor.consume_tasks([QUEUE], 5, inbox.put)
+        executor.publish_tasks([task_message(1)])
+        (first,) = take(inbox, 1)
+        first.hand_back()
+        (again,) = take(inbox, 1)
+        again.requeue()  # a real second attempt, for contrast
+        (third,) = take(inbox, 1)
+        assert [ti_id(d) for d in (first, again, third)] == [1, 1, 1]
+        assert (first.delivery_count, again.delivery_count, third.delivery_count) == (1, 1, 2)
+        third.ack()
+
     def test_stopping_one_consumer_leaves_the_others_consuming(self, adapter: Adapter) -> None:
         executor = adapter.client()  # on the local adapter, several workers share one executor
         stopping: queue.Queue[Delivery] = queue.Queue()
