@@ -44,3 +44,13 @@ def test_importing_hareflow_loads_only_the_authoring_api() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_importing_the_cli_loads_no_database_broker_or_web_library() -> None:
+    code = (
+        "import sys, hareflow.cli; "
+        "heavy = [m for m in ('sqlalchemy', 'pika', 'aio_pika', 'flask', 'werkzeug') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
