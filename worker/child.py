@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable
 from datetime import datetime
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 LOG_FORMAT = "[%(asctime)s] %(levelname)s %(name)s: %(message)s"
@@ -135,7 +136,7 @@ def run_task(
         result_json = encode_result(value, max_result_bytes, task_id=key["task_id"])
     except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
         error = _describe(exc)
-        print(traceback.format_exc(), end="", file=sys.stderr)
+        print(user_traceback(exc), end="", file=sys.stderr)
         if task is not None and ctx is not None:
             retrying = key["try_number"] < payload["max_tries"]
             name = "on_retry_callback" if retrying else "on_failure_callback"
@@ -145,6 +146,20 @@ def run_task(
     _callback(getattr(task, "on_success_callback", None), ctx, None, "on_success_callback")
     sys.stdout, sys.stderr = saved
     return "success", result_json, None
+
+
+_INTERNAL_DIRS = tuple(
+    str(Path(p).resolve()) + os.sep
+    for p in (Path(__file__).parent, Path(__file__).parent.parent / "common" / "dag")
+)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback a task's author needs: their frames, without hareflow's own plumbing."""
+    te = traceback.TracebackException.from_exception(exc)
+    frames = [f for f in te.stack if not str(Path(f.filename).resolve()).startswith(_INTERNAL_DIRS)]
+    te.stack = traceback.StackSummary.from_list(frames)
+    return "".join(te.format())
 
 
 def _describe(exc: BaseException) -> str:
