@@ -52,6 +52,11 @@ class Cluster:
         self._make_executor = make_executor
 
     @property
+    def executor(self) -> Any:
+        """The in-process executor shared by every component (local executor only; else None)."""
+        return self._shared
+
+    @property
     def executor_name(self) -> str:
         return self.settings.effective_executor
 

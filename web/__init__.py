@@ -1,0 +1,79 @@
+"""The web UI: a Flask application factory, server-rendered pages, a JSON API under ``/api/v1``
+and a Socket.IO relay of state events.
+
+The web server never imports user DAG code: it reads the serialized DAGs the scheduler stores.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+from flask_socketio import SocketIO
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.broker import Executor
+from common.config import Settings
+
+#: Flask-SocketIO's mode, pinned: plain threads (with simple-websocket for WebSocket), like the rest
+#: of hareflow. Auto-detection would pick eventlet or gevent if either happened to be installed.
+ASYNC_MODE = "threading"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    sessions: sessionmaker[Session] | None = None,
+    executor: Executor | None = None,
+) -> Flask:
+    """Build the web application.
+
+    ``settings`` default to the environment's (read now, not at import). ``sessions`` default to a
+    new engine on ``settings``' metastore; ``executor`` to one opened on first need when a broker
+    is configured (``hareflow standalone`` passes its in-process executor instead).
+    """
+    from common.config import load_settings
+    from web import api, auth, errors, live, pages, security
+    from web.filters import init_filters
+    from web.runtime import EXTENSION, WebRuntime
+
+    settings = settings if settings is not None else load_settings()
+    if sessions is None:
+        from common.db import create_engine_for, make_session_factory
+
+        sessions = make_session_factory(create_engine_for(settings.effective_database_url))
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=security.ensure_secret_key(settings),
+        SESSION_COOKIE_NAME="hareflow_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+        TEMPLATES_AUTO_RELOAD=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    web_runtime = WebRuntime(settings, sessions, executor)
+    app.extensions[EXTENSION] = web_runtime
+
+    # One Socket.IO object per application: Flask-SocketIO keeps a single server per object, and
+    # tests and benchmarks build several applications in one process.
+    socketio = SocketIO()
+    socketio.init_app(app, async_mode=ASYNC_MODE, manage_session=True)
+    live.init_socketio(socketio, web_runtime)
+
+    security.init_app(app)
+    errors.init_app(app)
+    init_filters(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp, url_prefix="/api/v1")
+    return app
+
+
+def socketio_of(app: Flask) -> Any:
+    """The application's Flask-SocketIO object (tests use its test client)."""
+    return app.extensions["socketio"]

@@ -2,6 +2,7 @@
 
 from common.db.engine import DatabaseUnavailable, create_engine_for, make_session_factory
 from common.db.models import (
+    ApiToken,
     AuditLog,
     Backfill,
     Base,
@@ -18,6 +19,7 @@ from common.db.models import (
 )
 
 __all__ = [
+    "ApiToken",
     "AuditLog",
     "Backfill",
     "Base",

@@ -235,6 +235,19 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class ApiToken(Base):
+    """A bearer token for scripts calling the web API. Only its SHA-256 is stored: the token itself
+    is shown once, when it is issued."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 class AuditLog(Base):
     __tablename__ = "audit_log"
 

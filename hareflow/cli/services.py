@@ -1,4 +1,4 @@
-"""The long-running processes: standalone, scheduler, results, worker, and (later) web."""
+"""The long-running processes: standalone, scheduler, results, worker and web."""
 
 from __future__ import annotations
 
@@ -44,17 +44,33 @@ def standalone(host: str | None, port: int | None, concurrency: int | None, log_
         cluster.migrate()
     except Exception as exc:
         fail_unreachable(settings, exc)
+    from web.security import ensure_secret_key
+
+    settings = settings.replace(secret_key=ensure_secret_key(settings))
     stop, immediate = stop_on_signals()
     cluster.start()
+    _first_admin(cluster.sessions)
     from common.config import mask_url
+    from web.server import make_web_server, serve_until
 
+    try:
+        server = make_web_server(settings, sessions=cluster.sessions, executor=cluster.executor)
+    except OSError as exc:
+        cluster.stop()
+        raise UserError(
+            f"cannot serve the web UI on {settings.web_host}:{settings.web_port}: {exc.strerror}"
+        ) from None
+    web_thread = threading.Thread(target=serve_until, args=(server, stop), name="hareflow-web", daemon=True)
+    web_thread.start()
     click.echo(
-        f"hareflow standalone: DAGs from {settings.effective_dags_folder()}, "
+        f"hareflow standalone: web UI on http://{settings.web_host}:{server.server_port}/, "
+        f"DAGs from {settings.effective_dags_folder()}, "
         f"metastore {mask_url(settings.effective_database_url)}, executor {cluster.executor_name}. "
-        "Ctrl-C stops."
+        "Ctrl-C stops.",
     )
     while not stop.wait(0.5):
         pass
+    web_thread.join(timeout=10)
     if immediate.is_set():
         for w in cluster.workers:
             for ref in w.ref:
@@ -144,14 +160,56 @@ def worker(queues: str | None, concurrency: int | None, name: str | None, log_le
 @click.option("--port", default=None, type=int, help="Port to listen on (default 8080).")
 @log_level_option
 def web(host: str | None, port: int | None, log_level: str | None) -> None:
-    """Run the web UI (not available yet: it arrives in a later release; exits 2).
+    """Run the web UI and REST API (login required; see docs/web.md). Needs a migrated metastore.
 
     \b
     Example:
       hareflow web --host 0.0.0.0 --port 8080
     """
-    get_settings(web_host=host, web_port=port, log_level=log_level)
-    raise UserError(
-        "the web UI is not available yet (it comes in a later release); "
-        "use the CLI meanwhile: `hareflow --help`"
+    settings = get_settings(web_host=host, web_port=port, log_level=log_level)
+    setup_logging(settings.log_level)
+    from common.db import create_engine_for, make_session_factory
+    from common.db.migrate import status
+    from web.security import ensure_secret_key
+    from web.server import make_web_server, serve_until
+
+    engine = create_engine_for(settings.effective_database_url)
+    try:
+        schema = status(engine)
+    except Exception as exc:
+        fail_unreachable(settings, exc)
+    if not schema.is_current:
+        raise UserError(
+            f"the metastore schema is at {schema.current or 'nothing'}, not {schema.head}: "
+            "run `hareflow db migrate`"
+        )
+    settings = settings.replace(secret_key=ensure_secret_key(settings))
+    try:
+        server = make_web_server(settings, sessions=make_session_factory(engine))
+    except OSError as exc:
+        raise UserError(
+            f"cannot serve the web UI on {settings.web_host}:{settings.web_port}: {exc.strerror}"
+        ) from None
+    click.echo(f"hareflow web on http://{settings.web_host}:{server.server_port}/ (Ctrl-C stops)")
+    stop, _ = stop_on_signals()
+    serve_until(server, stop)
+
+
+def _first_admin(sessions: Any) -> None:
+    """On the first start of a metastore with no users, create `admin` and print its password once."""
+    import secrets
+
+    from sqlalchemy import func, select
+
+    from common.db import User
+    from common.users import create_user
+
+    with sessions() as session, session.begin():
+        if session.scalar(select(func.count()).select_from(User)):
+            return
+        password = secrets.token_urlsafe(12)
+        create_user(session, "admin", password, "admin", created_by="standalone")
+    click.echo(
+        f"Created the first user: admin / {password}  (shown once; change it with "
+        "`hareflow users create` and `hareflow users delete`)"
     )

@@ -122,3 +122,21 @@ def users_set_role(username: str, role: str) -> None:
     with metastore(settings) as sessions, user_mistakes(), sessions() as session, session.begin():
         set_role(session, username, role, changed_by="cli")
     click.echo(f"user {username} now has role {role}")
+
+
+@users.command("token")
+@click.argument("username")
+def users_token(username: str) -> None:
+    """Issue an API token for USERNAME (same role as the user); it is printed once, stored hashed.
+
+    \b
+    Example:
+      TOKEN=$(hareflow users token alice)
+      curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/api/v1/dags
+    """
+    settings = get_settings()
+    from web.security import issue_token
+
+    with metastore(settings) as sessions, user_mistakes(), sessions() as session, session.begin():
+        token = issue_token(session, username)
+    click.echo(token)

@@ -166,10 +166,12 @@ def test_a_bad_setting_is_a_clear_error() -> None:
     )
 
 
-def test_web_exists_and_says_it_is_not_available_yet() -> None:
-    result = hareflow("web", "--host", "0.0.0.0", "--port", "9000")
+def test_web_refuses_an_unreachable_metastore_with_one_line() -> None:
+    result = hareflow(
+        "web", "--port", "9000", env={"HAREFLOW_DATABASE_URL": "postgresql+psycopg2://u:pw@127.0.0.1:1/x"}
+    )
 
-    one_line_error(result, "web UI is not available yet")
+    one_line_error(result, "postgresql+psycopg2://u:***@127.0.0.1:1/x")
 
 
 def test_a_worker_without_a_broker_exits_two_saying_it_needs_one() -> None:

@@ -1,0 +1,174 @@
+"""The UI as a person uses it, in headless Chromium: log in, trigger from the form, watch the grid
+and a running task's log change live without a reload, pause a DAG; a viewer cannot trigger."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from common.backfill import create_backfill
+from common.db import Dag, DagRun
+from tests.browser.conftest import LiveSystem
+
+pytestmark = pytest.mark.browser
+
+#: Where the screenshots go: docs/screenshots/ when HAREFLOW_SCREENSHOTS names it, else a temp dir.
+SCREENSHOTS_ENV = "HAREFLOW_SCREENSHOTS"
+
+
+def mark_no_reload(page: Any) -> None:
+    """Put a marker on the window: it survives only as long as the page is not reloaded."""
+    page.evaluate("window.__hareflowNoReload = true")
+
+
+def assert_not_reloaded(page: Any) -> None:
+    assert page.evaluate("window.__hareflowNoReload === true"), "the page was reloaded"
+
+
+def latest_run(live: LiveSystem, dag_id: str) -> str:
+    with live.cluster.sessions() as s:
+        run_id = s.scalar(select(DagRun.run_id).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()))
+    assert run_id is not None
+    return run_id
+
+
+def test_an_op_triggers_a_run_from_the_form_and_watches_the_grid_change_colour_live(
+    open_as: Any, live_system: LiveSystem
+) -> None:
+    page = open_as("op")
+    page.click("a.dag-link:text-is('live_dag')")
+    page.wait_for_url("**/dags/live_dag/grid")
+    page.click("#trigger-button")
+    page.fill("#conf", '{"lines": 8, "delay": 0.3}')
+    page.click("#trigger-submit")
+    page.wait_for_url("**/dags/live_dag/grid")
+    assert "triggered run" in page.inner_text(".flash")
+    mark_no_reload(page)
+
+    cell = 'span.cell[data-task="slow_logger"]'
+    page.wait_for_selector(f'{cell}[data-state="running"]')
+    running_colour = page.eval_on_selector(cell, "el => getComputedStyle(el).backgroundColor")
+    page.wait_for_selector('span.cell[data-task="done"][data-state="success"]', timeout=30_000)
+    success_colour = page.eval_on_selector(cell, "el => getComputedStyle(el).backgroundColor")
+
+    assert running_colour != success_colour
+    assert page.get_attribute("span.run-head:last-of-type", "data-state") in ("running", "success")
+    assert_not_reloaded(page)
+    assert live_system.wait_run("live_dag", latest_run(live_system, "live_dag")) == "success"
+
+
+def test_a_running_tasks_log_shows_lines_as_they_arrive(open_as: Any, live_system: LiveSystem) -> None:
+    run_id = live_system.cluster.trigger("live_dag", conf={"lines": 12, "delay": 0.35})
+    page = open_as("viewer")
+    page.goto(f"{live_system.url}/dags/live_dag/grid")
+    page.wait_for_selector('span.cell[data-task="slow_logger"][data-state="running"]')
+    page.click('span.cell[data-task="slow_logger"][data-state="running"]')
+    page.click("#grid-detail a:text('Log and details')")
+    page.wait_for_url(re.compile(r".*/tasks/slow_logger$"))
+    mark_no_reload(page)
+    first = page.inner_text("#log")
+
+    page.wait_for_function(
+        "n => document.getElementById('log').textContent.split('line ').length - 1 > n",
+        arg=first.count("line "),
+    )
+    page.wait_for_function(
+        "() => document.getElementById('log').textContent.includes('line 12 of 12')", timeout=30_000
+    )
+    page.wait_for_selector('#ti-state[data-state="success"]')
+
+    assert first.count("line ") < 12
+    assert page.inner_text("#log").count("line ") == 12
+    assert '"lines": 12' in page.inner_text("#ti-result")
+    assert_not_reloaded(page)
+    assert live_system.wait_run("live_dag", run_id) == "success"
+
+
+def test_pausing_and_unpausing_a_dag_from_the_list(open_as: Any, live_system: LiveSystem) -> None:
+    page = open_as("op")
+    toggle = 'tr[data-dag="daily_report"] button.toggle'
+    assert "on" in (page.get_attribute(toggle, "class") or "")
+
+    page.click(toggle)
+    page.wait_for_selector(f"{toggle}.off")
+    assert "daily_report paused" in page.inner_text(".flash")
+    with live_system.cluster.sessions() as s:
+        assert s.get(Dag, "daily_report").is_paused is True  # type: ignore[union-attr]
+
+    page.click(toggle)
+    page.wait_for_selector(f"{toggle}.on")
+    with live_system.cluster.sessions() as s:
+        assert s.get(Dag, "daily_report").is_paused is False  # type: ignore[union-attr]
+
+
+def test_a_viewer_cannot_trigger(open_as: Any, live_system: LiveSystem) -> None:
+    page = open_as("viewer")
+    page.goto(f"{live_system.url}/dags/live_dag/grid")
+
+    assert page.query_selector("#trigger-button") is None
+    assert page.query_selector('tr[data-dag="live_dag"] button.toggle') is None
+    response = page.goto(f"{live_system.url}/dags/live_dag/trigger")
+    assert response is not None and response.status == 403
+    assert "needs the op role" in page.inner_text("main")
+    status = page.evaluate(
+        """async () => (await fetch('/api/v1/dags/live_dag/runs', {method: 'POST',
+             headers: {'Content-Type': 'application/json',
+                       'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content},
+             body: '{}'})).status"""
+    )
+    assert status == 403
+
+
+def test_screenshots_of_the_main_pages(open_as: Any, live_system: LiveSystem, tmp_path: Path) -> None:
+    target = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    cluster = live_system.cluster
+    flaky = cluster.trigger("flaky_dag")
+    run_id = cluster.trigger("live_dag", conf={"lines": 5, "delay": 0.05})
+    cluster.wait_for_run("flaky_dag", flaky)
+    cluster.wait_for_run("live_dag", run_id)
+    with cluster.sessions() as s, s.begin():
+        create_backfill(
+            s,
+            "daily_report",
+            datetime(2026, 1, 1, tzinfo=UTC),
+            datetime(2026, 1, 4, tzinfo=UTC),
+            created_by="op",
+        )
+    page = open_as("admin")
+    url = live_system.url
+    shots = {
+        "dags": "/dags",
+        "grid": "/dags/live_dag/grid",
+        "graph": "/dags/flaky_dag/graph",
+        "runs": "/dags/live_dag/runs",
+        "run": f"/dags/flaky_dag/runs/{flaky}",
+        "task_instance": f"/dags/live_dag/runs/{run_id}/tasks/slow_logger",
+        "task_failed": f"/dags/flaky_dag/runs/{flaky}/tasks/bad_branch",
+        "trigger": "/dags/live_dag/trigger",
+        "source": "/dags/live_dag/source",
+        "details": "/dags/flaky_dag/details",
+        "workers": "/workers",
+        "queues": "/queues",
+        "backfills": "/backfills",
+        "users": "/users",
+        "audit": "/audit",
+    }
+    for name, path in shots.items():
+        page.goto(url + path)
+        page.wait_for_load_state("networkidle")
+        if name == "grid":
+            page.click('span.cell[data-task="slow_logger"]')
+            page.wait_for_selector("#grid-detail h4")
+        page.screenshot(path=str(target / f"{name}.png"), full_page=True)
+    login = page.context.browser.new_page(viewport={"width": 1360, "height": 820})
+    login.goto(url + "/login")
+    login.screenshot(path=str(target / "login.png"))
+    login.close()
+    assert len(list(target.glob("*.png"))) == len(shots) + 1

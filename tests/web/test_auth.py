@@ -1,0 +1,229 @@
+"""Logging in, sessions, API tokens, the socket's login check, the secret key and the headers."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.config import load_settings
+from common.db import ApiToken
+from common.users import create_user, delete_user, set_password
+from tests.web.conftest import PASSWORD, Client, login, unique
+from web import socketio_of
+from web.security import ensure_secret_key, hash_token, issue_token
+
+PAGES = [
+    "/dags",
+    "/workers",
+    "/queues",
+    "/backfills",
+    "/audit",
+    "/users",
+    "/dags/x/grid",
+    "/dags/x/runs/r/tasks/t",
+]
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_every_page_sends_an_anonymous_visitor_to_the_login_form(anon: FlaskClient, url: str) -> None:
+    response = anon.get(url)
+
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=")
+
+
+@pytest.mark.parametrize("url", ["/api/v1/dags", "/api/v1/health", "/api/v1/openapi.json", "/api/v1/workers"])
+def test_the_api_answers_401_json_without_a_login_or_token(anon: FlaskClient, url: str) -> None:
+    response = anon.get(url)
+
+    assert response.status_code == 401
+    assert response.json["status"] == 401
+    assert "log in" in response.json["error"]
+
+
+def test_a_wrong_password_is_refused_and_the_name_is_kept_in_the_form(anon: FlaskClient) -> None:
+    page = anon.get("/login")
+    token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+
+    response = anon.post("/login", data={"username": "op", "password": "nope-nope", "csrf_token": token})
+
+    assert response.status_code == 401
+    assert "wrong user name or password" in response.text
+    assert 'value="op"' in response.text
+    assert anon.get("/dags").status_code == 302
+
+
+def test_logging_in_goes_to_the_page_asked_for_but_never_off_site(anon: FlaskClient) -> None:
+    page = anon.get("/login")
+    token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+
+    response = anon.post(
+        "/login",
+        data={"username": "viewer", "password": PASSWORD, "csrf_token": token, "next": "//evil.example/x"},
+    )
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/dags"
+
+
+def test_logging_in_then_out_ends_the_session(viewer: Client) -> None:
+    assert viewer.get("/dags").status_code == 200
+
+    out = viewer.form("/logout")
+
+    assert out.status_code == 302
+    assert viewer.get("/dags").status_code == 302
+
+
+def test_a_password_change_or_deletion_ends_the_users_sessions(
+    app: Flask, web_sessions: sessionmaker[Session]
+) -> None:
+    name = unique("user")
+    with web_sessions() as s, s.begin():
+        create_user(s, name, PASSWORD, "viewer")
+    client = login(app.test_client(), name)
+    assert client.get("/dags").status_code == 200
+
+    with web_sessions() as s, s.begin():
+        set_password(s, name, "another password")
+    assert client.get("/dags").status_code == 302
+
+    client = login(app.test_client(), name, "another password")
+    with web_sessions() as s, s.begin():
+        delete_user(s, name)
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_a_role_change_applies_to_the_next_request(app: Flask, web_sessions: sessionmaker[Session]) -> None:
+    from common.users import set_role
+
+    name = unique("user")
+    with web_sessions() as s, s.begin():
+        create_user(s, name, PASSWORD, "op")
+    client = login(app.test_client(), name)
+    assert client.api("GET", "/me").json["role"] == "op"
+
+    with web_sessions() as s, s.begin():
+        set_role(s, name, "viewer")
+
+    assert client.api("PATCH", "/dags/anything", {"is_paused": True}).status_code == 403
+
+
+def test_an_api_token_authenticates_without_cookie_or_csrf_and_is_stored_hashed(
+    app: Flask, web_sessions: sessionmaker[Session], dag_factory: object
+) -> None:
+    dag_id = dag_factory()  # type: ignore[operator]
+    with web_sessions() as s, s.begin():
+        token = issue_token(s, "op")
+    http = app.test_client()
+
+    me = http.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    paused = http.patch(
+        f"/api/v1/dags/{dag_id}", json={"is_paused": True}, headers={"Authorization": f"Bearer {token}"}
+    )
+
+    assert me.status_code == 200
+    assert me.json == {"username": "op", "role": "op", "auth": "token"}
+    assert paused.status_code == 200 and paused.json["is_paused"] is True
+    with web_sessions() as s:
+        row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+        assert row is not None and row.last_used_at is not None
+        assert not s.scalar(select(ApiToken).where(ApiToken.token_hash == token))
+
+
+@pytest.mark.parametrize("header", ["Bearer hft_not-a-real-token", "Basic dXNlcjpwYXNz", "Bearer "])
+def test_a_bad_authorization_header_is_refused_even_with_a_valid_session(viewer: Client, header: str) -> None:
+    response = viewer.get("/api/v1/me", headers={"Authorization": header})
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_deleting_a_user_deletes_their_tokens(app: Flask, web_sessions: sessionmaker[Session]) -> None:
+    name = unique("bot")
+    with web_sessions() as s, s.begin():
+        create_user(s, name, PASSWORD, "viewer")
+        token = issue_token(s, name)
+    with web_sessions() as s, s.begin():
+        delete_user(s, name)
+
+    response = app.test_client().get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+
+    assert response.status_code == 401
+    with web_sessions() as s:
+        assert s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token))) is None
+
+
+def test_the_socket_refuses_a_visitor_who_is_not_logged_in(app: Flask, anon: FlaskClient) -> None:
+    socket = socketio_of(app).test_client(app, flask_test_client=anon)
+
+    assert not socket.is_connected()
+
+
+def test_the_socket_accepts_a_logged_in_user_and_says_whether_events_are_live(
+    app: Flask, viewer: Client
+) -> None:
+    socket = socketio_of(app).test_client(app, flask_test_client=viewer.http)
+    try:
+        assert socket.is_connected()
+        hello = [m for m in socket.get_received() if m["name"] == "hello"]
+        assert hello and hello[0]["args"][0] == {"live": True}
+        joined = socket.emit("join", {"rooms": ["dags", "dag:x"]}, callback=True)
+        refused = socket.emit("join", {"rooms": ["admin-secrets"]}, callback=True)
+        assert joined["ok"] is True
+        assert refused["ok"] is False
+    finally:
+        socket.disconnect()
+
+
+def test_the_socket_accepts_an_api_token(
+    app: Flask, web_sessions: sessionmaker[Session], anon: FlaskClient
+) -> None:
+    with web_sessions() as s, s.begin():
+        token = issue_token(s, "viewer")
+    socket = socketio_of(app).test_client(app, flask_test_client=anon, auth={"token": token})
+    try:
+        assert socket.is_connected()
+    finally:
+        socket.disconnect()
+
+
+def test_the_secret_key_is_created_once_with_owner_only_permissions(tmp_path: Path) -> None:
+    settings = load_settings(env={}, overrides={"home": str(tmp_path / "home")})
+
+    first = ensure_secret_key(settings)
+    second = ensure_secret_key(settings)
+
+    key_file = tmp_path / "home" / "secret_key"
+    assert first == second and len(first) >= 32
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert ensure_secret_key(settings.replace(secret_key="given")) == "given"
+
+
+def test_responses_carry_the_security_headers(anon: FlaskClient, viewer: Client) -> None:
+    for response in (anon.get("/login"), viewer.get("/dags"), viewer.get("/api/v1/dags")):
+        csp = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert "frame-ancestors 'none'" in csp
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "same-origin"
+    cookie = viewer.http.get_cookie("hareflow_session")
+    assert cookie is not None and cookie.http_only and cookie.same_site == "Lax"
+
+
+def test_pages_hold_no_inline_script(viewer: Client, dag_factory: object) -> None:
+    dag_id = dag_factory()  # type: ignore[operator]
+    for url in ("/dags", f"/dags/{dag_id}/grid", f"/dags/{dag_id}/graph", "/workers"):
+        html = viewer.get(url).text
+        for tag in html.split("<script")[1:]:
+            head = tag.split(">", 1)[0]
+            assert "src=" in head or 'type="application/json"' in head, f"inline script on {url}: {head}"
+        assert " style=" not in html and "onclick=" not in html

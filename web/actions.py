@@ -1,0 +1,219 @@
+"""State-changing actions, shared by the pages (forms) and the API (JSON).
+
+Each opens its own transaction, calls the operation in ``common`` (which writes the audit row),
+commits, then wakes the schedulers and the other web servers with a state event. Mistakes raise
+:class:`ActionError` carrying the HTTP status and, for a bad field, its name.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from common.backfill import BackfillError, cancel_backfill
+from common.db import Backfill, Dag
+from common.operations import OperationError, audit, clear_task_instances, mark_task_instance, set_paused
+from common.runs import DagPausedError, RunError, RunExistsError, parse_date, trigger_run
+from web import queries
+from web.runtime import event, open_session, runtime
+
+JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "boolean"),
+    ((int, float), "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
+RUN_ID = re.compile(r"^[^/\\\s][^/\\]{0,249}$")
+
+
+class ActionError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    for types, name in JSON_TYPES:
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def check_conf(params: dict[str, Any], conf: object) -> dict[str, Any]:
+    """Validate a trigger's conf against the DAG's params: an object whose keys that name a param
+    have that param's JSON type (a param whose default is null takes anything). Keys that are not
+    params are allowed: the run's tasks see them in ``ctx.conf``."""
+    if conf is None:
+        return {}
+    if not isinstance(conf, dict):
+        raise ActionError(400, f"conf must be a JSON object, not {json_type(conf)}", "conf")
+    for key, value in conf.items():
+        if key not in params or params[key] is None:
+            continue
+        expected, got = json_type(params[key]), json_type(value)
+        if expected != got:
+            raise ActionError(
+                400, f"conf.{key} must be a {expected} (like the param's default), not {got}", f"conf.{key}"
+            )
+    return conf
+
+
+def _dag_or_404(s: Any, dag_id: str) -> Dag:
+    dag = queries.get_dag(s, dag_id)
+    if dag is None:
+        raise ActionError(404, f"no DAG named {dag_id!r}")
+    return dag
+
+
+def trigger(
+    dag_id: str,
+    *,
+    conf: object = None,
+    run_id: str | None = None,
+    logical_date: str | None = None,
+    username: str,
+) -> dict[str, Any]:
+    if run_id is not None and (not isinstance(run_id, str) or not RUN_ID.match(run_id)):
+        raise ActionError(400, "run_id: use 1-250 characters, no slashes and no leading space", "run_id")
+    try:
+        when: datetime | None = parse_date(logical_date) if logical_date else None
+    except (TypeError, ValueError):
+        raise ActionError(
+            400, f"logical_date {logical_date!r} is not an ISO 8601 date", "logical_date"
+        ) from None
+    with open_session() as s, s.begin():
+        dag = _dag_or_404(s, dag_id)
+        checked = check_conf((dag.serialized or {}).get("params") or {}, conf)
+        try:
+            run = trigger_run(
+                s, dag_id, conf=checked, run_id=run_id, logical_date=when, triggered_by=username
+            )
+        except (DagPausedError, RunExistsError) as exc:
+            raise ActionError(409, str(exc)) from None
+        except RunError as exc:
+            raise ActionError(400, str(exc)) from None
+        audit(s, "trigger", username=username, dag_id=dag_id, run_id=run.run_id, details={"conf": checked})
+        result = queries.run_dict(run)
+    runtime().notify([event("run", dag_id, "queued", result["run_id"])])
+    return result
+
+
+def pause(dag_id: str, paused: bool, *, username: str) -> bool:
+    """Pause or unpause; False if it already was so."""
+    with open_session() as s, s.begin():
+        _dag_or_404(s, dag_id)
+        changed = set_paused(s, dag_id, paused, username=username)
+    if changed:
+        runtime().notify([event("dag", dag_id, "paused" if paused else "unpaused")])
+    return changed
+
+
+def clear(
+    dag_id: str,
+    *,
+    run_id: str | None = None,
+    task_ids: list[str] | None = None,
+    upstream: bool = False,
+    downstream: bool = False,
+    only_failed: bool = False,
+    dry_run: bool = False,
+    username: str,
+) -> dict[str, Any]:
+    regex = None
+    if task_ids:
+        if not all(isinstance(t, str) for t in task_ids):
+            raise ActionError(400, "task_ids must be a list of task ids", "task_ids")
+        regex = "^(" + "|".join(re.escape(t) for t in task_ids) + ")$"
+    with open_session() as s, s.begin():
+        dag = _dag_or_404(s, dag_id)
+        known = {t["task_id"] for t in (dag.serialized or {}).get("tasks") or []}
+        unknown = sorted(set(task_ids or ()) - known)
+        if unknown:
+            raise ActionError(404, f"DAG {dag_id!r} has no task {unknown[0]!r}", "task_ids")
+        if run_id is not None and queries.get_run(s, dag_id, run_id) is None:
+            raise ActionError(404, f"DAG {dag_id!r} has no run {run_id!r}")
+        try:
+            result = clear_task_instances(
+                s,
+                dag_id,
+                run_id=run_id,
+                task_regex=regex,
+                upstream=upstream,
+                downstream=downstream,
+                only_failed=only_failed,
+                dry_run=dry_run,
+                username=username,
+            )
+        except OperationError as exc:
+            raise ActionError(400, str(exc)) from None
+    if result.runs_touched and not dry_run:
+        requeued = set(result.runs_requeued)
+        runtime().notify(
+            [event("run", dag_id, "queued" if r in requeued else "running", r) for r in result.runs_touched]
+        )
+    return {
+        "cleared": [r.to_dict() for r in result.cleared],
+        "skipped": [r.to_dict() for r in result.skipped],
+        "runs_requeued": result.runs_requeued,
+        "dry_run": dry_run,
+    }
+
+
+def mark(dag_id: str, run_id: str, task_id: str, state: str, *, username: str) -> dict[str, Any]:
+    if state not in ("success", "failed"):
+        raise ActionError(400, f"state must be 'success' or 'failed', not {state!r}", "state")
+    with open_session() as s, s.begin():
+        _dag_or_404(s, dag_id)
+        run = queries.get_run(s, dag_id, run_id)
+        if run is None:
+            raise ActionError(404, f"DAG {dag_id!r} has no run {run_id!r}")
+        if queries.get_ti(s, run, task_id) is None:
+            raise ActionError(404, f"run {run_id!r} has no task {task_id!r}")
+        try:
+            ti = mark_task_instance(s, dag_id, run_id, task_id, state, username=username)
+        except OperationError as exc:
+            raise ActionError(400, str(exc)) from None
+        result = queries.ti_dict(ti)
+        run_state = run.state
+    runtime().notify(
+        [
+            event(
+                "task",
+                dag_id,
+                state,
+                run_id,
+                task_id=task_id,
+                ti_id=result["id"],
+                try_number=result["try_number"],
+            ),
+            event("run", dag_id, run_state, run_id),
+        ]
+    )
+    return result
+
+
+def cancel(backfill_id: int, *, username: str) -> dict[str, Any]:
+    with open_session() as s, s.begin():
+        backfill = s.get(Backfill, backfill_id)
+        if backfill is None:
+            raise ActionError(404, f"no backfill with id {backfill_id}")
+        try:
+            dropped = cancel_backfill(s, backfill_id)
+        except BackfillError as exc:
+            raise ActionError(409, str(exc)) from None
+        audit(
+            s,
+            "backfill_cancel",
+            username=username,
+            dag_id=backfill.dag_id,
+            details={"backfill_id": backfill_id, "runs_dropped": dropped},
+        )
+        dag_id = backfill.dag_id
+    runtime().notify([event("dag", dag_id, "backfill_cancelled")])
+    return {"backfill_id": backfill_id, "state": "cancelled", "runs_dropped": dropped}

@@ -1,0 +1,227 @@
+"""API: DAGs, runs, task instances and logs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import abort, g, jsonify, request
+
+from web import actions, queries
+from web.api import body_bool, bool_arg, bp, int_arg, json_body
+from web.runtime import open_session
+from web.security import require_role
+
+
+def _dag_or_404(s: Any, dag_id: str) -> Any:
+    dag = queries.get_dag(s, dag_id)
+    if dag is None:
+        abort(404, f"no DAG named {dag_id!r}")
+    return dag
+
+
+def _run_or_404(s: Any, dag_id: str, run_id: str) -> Any:
+    run = queries.get_run(s, dag_id, run_id)
+    if run is None:
+        abort(404, f"DAG {dag_id!r} has no run {run_id!r}")
+    return run
+
+
+def _ti_or_404(s: Any, run: Any, task_id: str) -> Any:
+    ti = queries.get_ti(s, run, task_id)
+    if ti is None:
+        abort(404, f"run {run.run_id!r} has no task {task_id!r}")
+    return ti
+
+
+# -- DAGs -------------------------------------------------------------------------------------------
+
+
+@bp.get("/dags")
+@require_role("viewer")
+def list_dags() -> Any:
+    limit = int_arg("limit", 100, lo=1, hi=1000)
+    offset = int_arg("offset", 0, hi=10**9)
+    dag_ids = request.args.getlist("dag_id") or None
+    with open_session() as s:
+        page = queries.list_dags(
+            s,
+            search=request.args.get("q"),
+            tag=request.args.get("tag"),
+            paused=bool_arg("paused"),
+            dag_ids=dag_ids,
+            limit=limit,
+            offset=offset,
+        )
+    return jsonify(
+        {"dags": page.dags, "total": page.total, "limit": limit, "offset": offset, "tags": page.tags}
+    )
+
+
+@bp.get("/dags/<dag_id>")
+@require_role("viewer")
+def get_dag(dag_id: str) -> Any:
+    with open_session() as s:
+        return jsonify(queries.dag_detail(_dag_or_404(s, dag_id)))
+
+
+@bp.patch("/dags/<dag_id>")
+@require_role("op")
+def patch_dag(dag_id: str) -> Any:
+    body = json_body()
+    if set(body) - {"is_paused"} or "is_paused" not in body:
+        abort(400, 'only {"is_paused": true|false} can be changed')
+    changed = actions.pause(dag_id, body_bool(body, "is_paused"), username=g.user.username)
+    with open_session() as s:
+        detail = queries.dag_detail(_dag_or_404(s, dag_id))
+    detail["changed"] = changed
+    return jsonify(detail)
+
+
+@bp.get("/dags/<dag_id>/grid")
+@require_role("viewer")
+def dag_grid(dag_id: str) -> Any:
+    limit = int_arg("limit", 25, lo=1, hi=365)
+    with open_session() as s:
+        return jsonify(queries.grid(s, _dag_or_404(s, dag_id), limit))
+
+
+@bp.post("/dags/<dag_id>/clear")
+@require_role("op")
+def clear_dag(dag_id: str) -> Any:
+    return jsonify(_clear(dag_id, None, json_body()))
+
+
+def _clear(
+    dag_id: str, run_id: str | None, body: dict[str, Any], task_ids: list[str] | None = None
+) -> dict[str, Any]:
+    if task_ids is None:
+        task_ids = body.get("task_ids")
+        if task_ids is not None and not isinstance(task_ids, list):
+            abort(400, "task_ids must be a list of task ids")
+    return actions.clear(
+        dag_id,
+        run_id=run_id,
+        task_ids=task_ids,
+        upstream=body_bool(body, "upstream"),
+        downstream=body_bool(body, "downstream"),
+        only_failed=body_bool(body, "only_failed"),
+        dry_run=body_bool(body, "dry_run"),
+        username=g.user.username,
+    )
+
+
+@bp.get("/import-errors")
+@require_role("viewer")
+def import_errors() -> Any:
+    with open_session() as s:
+        return jsonify({"import_errors": queries.import_errors(s)})
+
+
+# -- runs -------------------------------------------------------------------------------------------
+
+
+@bp.get("/dags/<dag_id>/runs")
+@require_role("viewer")
+def list_runs(dag_id: str) -> Any:
+    limit = int_arg("limit", 50, lo=1, hi=1000)
+    offset = int_arg("offset", 0, hi=10**9)
+    with open_session() as s:
+        _dag_or_404(s, dag_id)
+        runs, total = queries.list_runs(
+            s,
+            dag_id,
+            state=request.args.get("state"),
+            run_type=request.args.get("run_type"),
+            limit=limit,
+            offset=offset,
+        )
+        items = [queries.run_dict(r) for r in runs]
+    return jsonify({"runs": items, "total": total, "limit": limit, "offset": offset})
+
+
+@bp.post("/dags/<dag_id>/runs")
+@require_role("op")
+def trigger(dag_id: str) -> Any:
+    body = json_body()
+    unknown = set(body) - {"conf", "run_id", "logical_date"}
+    if unknown:
+        abort(400, f"unknown field {sorted(unknown)[0]!r} (expected conf, run_id, logical_date)")
+    run = actions.trigger(
+        dag_id,
+        conf=body.get("conf"),
+        run_id=body.get("run_id"),
+        logical_date=body.get("logical_date"),
+        username=g.user.username,
+    )
+    return jsonify(run), 201
+
+
+@bp.get("/dags/<dag_id>/runs/<run_id>")
+@require_role("viewer")
+def get_run(dag_id: str, run_id: str) -> Any:
+    with open_session() as s:
+        dag = _dag_or_404(s, dag_id)
+        run = _run_or_404(s, dag_id, run_id)
+        out = queries.run_dict(run)
+        out["task_states"] = {
+            ti.task_id: ti.state for ti in queries.run_task_instances(s, run, dag.serialized)
+        }
+    return jsonify(out)
+
+
+@bp.post("/dags/<dag_id>/runs/<run_id>/clear")
+@require_role("op")
+def clear_run(dag_id: str, run_id: str) -> Any:
+    return jsonify(_clear(dag_id, run_id, json_body()))
+
+
+# -- task instances ---------------------------------------------------------------------------------
+
+
+@bp.get("/dags/<dag_id>/runs/<run_id>/tasks")
+@require_role("viewer")
+def list_task_instances(dag_id: str, run_id: str) -> Any:
+    with open_session() as s:
+        dag = _dag_or_404(s, dag_id)
+        run = _run_or_404(s, dag_id, run_id)
+        items = [queries.ti_dict(ti) for ti in queries.run_task_instances(s, run, dag.serialized)]
+    return jsonify({"task_instances": items, "run_state": run.state})
+
+
+@bp.get("/dags/<dag_id>/runs/<run_id>/tasks/<task_id>")
+@require_role("viewer")
+def get_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
+    with open_session() as s:
+        _dag_or_404(s, dag_id)
+        ti = _ti_or_404(s, _run_or_404(s, dag_id, run_id), task_id)
+        out = queries.ti_dict(ti)
+        out["tries"] = queries.tries_of(s, ti)
+        value = queries.result_of(s, ti, ti.try_number)
+    out["result"] = None if value is None else json.loads(value)
+    return jsonify(out)
+
+
+@bp.patch("/dags/<dag_id>/runs/<run_id>/tasks/<task_id>")
+@require_role("op")
+def patch_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
+    body = json_body()
+    if set(body) != {"state"}:
+        abort(400, 'send {"state": "success"} or {"state": "failed"}')
+    return jsonify(actions.mark(dag_id, run_id, task_id, str(body["state"]), username=g.user.username))
+
+
+@bp.post("/dags/<dag_id>/runs/<run_id>/tasks/<task_id>/clear")
+@require_role("op")
+def clear_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
+    return jsonify(_clear(dag_id, run_id, json_body(), [task_id]))
+
+
+@bp.get("/dags/<dag_id>/runs/<run_id>/tasks/<task_id>/logs/<int:try_number>")
+@require_role("viewer")
+def task_log(dag_id: str, run_id: str, task_id: str, try_number: int) -> Any:
+    offset = int_arg("offset", 0, hi=10**9)
+    with open_session() as s:
+        _dag_or_404(s, dag_id)
+        ti = _ti_or_404(s, _run_or_404(s, dag_id, run_id), task_id)
+        return jsonify(queries.log_chunks(s, ti, try_number, offset))

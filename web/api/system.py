@@ -1,0 +1,116 @@
+"""API: workers, queues, health, backfills, the current user and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g, jsonify, request
+from sqlalchemy import text
+
+from web import actions, queries
+from web.api import bp, int_arg
+from web.openapi import openapi_document
+from web.runtime import open_session, runtime
+from web.security import require_role
+
+
+@bp.get("/me")
+@require_role("viewer")
+def me() -> Any:
+    return jsonify({"username": g.user.username, "role": g.user.role, "auth": g.auth})
+
+
+@bp.get("/workers")
+@require_role("viewer")
+def workers() -> Any:
+    with open_session() as s:
+        return jsonify({"workers": queries.workers(s)})
+
+
+def queue_report() -> dict[str, Any]:
+    """Depth and consumers per queue from the executor, with the metastore's view beside them."""
+    rt = runtime()
+    with open_session() as s:
+        names = queries.known_queues(s, rt.settings.default_queue)
+        counts = queries.queue_task_counts(s)
+    executor = rt.executor()
+    error = None
+    stats = []
+    if executor is not None:
+        try:
+            stats = executor.queue_stats(names)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, the page still renders
+            error = f"cannot read queue statistics from the broker: {exc}"
+    elif rt.has_broker:
+        error = f"cannot reach the broker: {rt.last_broker_error or 'not connected'}"
+    by_name = {q.name: q for q in stats}
+    items = []
+    for name in names + [q.name for q in stats if q.name not in names]:
+        q = by_name.get(name)
+        items.append(
+            {
+                "name": name,
+                "messages": None if q is None else q.messages,
+                "consumers": None if q is None else q.consumers,
+                "queued_tasks": counts.get(name, {}).get("queued", 0),
+                "running_tasks": counts.get(name, {}).get("running", 0),
+            }
+        )
+    executor_name = executor.name if executor is not None else rt.settings.effective_executor
+    return {"executor": executor_name, "queues": items, "error": error}
+
+
+@bp.get("/queues")
+@require_role("viewer")
+def queues() -> Any:
+    return jsonify(queue_report())
+
+
+@bp.get("/health")
+@require_role("viewer")
+def health() -> Any:
+    rt = runtime()
+    report: dict[str, Any] = {}
+    try:
+        with open_session() as s:
+            s.execute(text("SELECT 1"))
+            report["database"] = {"ok": True}
+            report["scheduler"] = queries.scheduler_status(s)
+    except Exception as exc:  # noqa: BLE001 - the point of a health check
+        report["database"] = {"ok": False, "error": str(exc).splitlines()[0]}
+        report["scheduler"] = {"ok": False, "last_heartbeat": None, "heartbeat_age": None}
+    executor = rt.executor()
+    if executor is not None:
+        report["broker"] = {"ok": True, "executor": executor.name}
+    elif rt.has_broker:
+        report["broker"] = {"ok": False, "executor": "rabbitmq", "error": rt.last_broker_error}
+    else:
+        report["broker"] = {"ok": True, "executor": "local", "note": "no broker configured"}
+    relay = rt.relay
+    report["live_updates"] = bool(relay and relay.live)
+    ok = all(report[k]["ok"] for k in ("database", "broker", "scheduler"))
+    report["ok"] = ok
+    return jsonify(report), 200 if ok else 503
+
+
+@bp.get("/backfills")
+@require_role("viewer")
+def backfills() -> Any:
+    limit = int_arg("limit", 50, lo=1, hi=500)
+    with open_session() as s:
+        items = queries.list_backfills(
+            s, dag_id=request.args.get("dag_id"), state=request.args.get("state"), limit=limit
+        )
+    return jsonify({"backfills": items})
+
+
+@bp.post("/backfills/<int:backfill_id>/cancel")
+@require_role("op")
+def cancel_backfill(backfill_id: int) -> Any:
+    return jsonify(actions.cancel(backfill_id, username=g.user.username))
+
+
+@bp.get("/openapi.json")
+@require_role("viewer")
+def openapi() -> Any:
+    return jsonify(openapi_document())

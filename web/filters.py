@@ -1,0 +1,104 @@
+"""Jinja filters for dates, durations and states (times are shown in UTC, as stored)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask
+
+STATE_CLASSES = frozenset(
+    {
+        "none",
+        "scheduled",
+        "queued",
+        "running",
+        "success",
+        "failed",
+        "up_for_retry",
+        "upstream_failed",
+        "skipped",
+        "removed",
+        "cancelled",
+        "lost",
+        "active",
+        "stopping",
+        "stopped",
+    }
+)
+
+
+def _parse(value: datetime | str | None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def fmt_datetime(value: datetime | str | None) -> str:
+    parsed = _parse(value)
+    return "" if parsed is None else parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def fmt_ago(value: datetime | str | None) -> str:
+    parsed = _parse(value)
+    if parsed is None:
+        return ""
+    seconds = (datetime.now(UTC) - parsed).total_seconds()
+    if seconds < 0:
+        return "in " + fmt_duration(-seconds)
+    return fmt_duration(seconds) + " ago"
+
+
+def pretty_json(value: Any) -> str:
+    """Indented JSON as text (autoescaped like any other text when rendered)."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _json_type(value: Any) -> str:
+    from web.actions import json_type
+
+    return json_type(value)
+
+
+def state_class(state: Any) -> str:
+    """A CSS class for a state; unknown values get a neutral class (never raw text in a class)."""
+    return "s-" + (state if state in STATE_CLASSES else "none")
+
+
+def init_filters(app: Flask) -> None:
+    app.jinja_env.filters.update(
+        dt=fmt_datetime,
+        duration=fmt_duration,
+        ago=fmt_ago,
+        state=state_class,
+        pretty=pretty_json,
+        json_type=_json_type,
+    )
+    app.jinja_env.globals.update(page_url=page_url)
+
+
+def page_url(offset: int) -> str:
+    """This page's URL with its query string, at another ``offset`` (for pagers)."""
+    from flask import request, url_for
+
+    args = request.args.to_dict()
+    args["offset"] = str(offset)
+    return url_for(request.endpoint or "pages.dag_list", **(request.view_args or {}), **args)

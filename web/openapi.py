@@ -1,0 +1,349 @@
+"""The OpenAPI 3 description of ``/api/v1``, written by hand (a test checks it covers every route)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+VERSION = "1.0.0"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _param(
+    name: str, where: str = "path", schema: dict[str, Any] | None = None, description: str = ""
+) -> dict[str, Any]:
+    p: dict[str, Any] = {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "schema": schema or {"type": "string"},
+    }
+    if description:
+        p["description"] = description
+    return p
+
+
+ERRORS = {
+    "400": {"$ref": "#/components/responses/BadRequest"},
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "403": {"$ref": "#/components/responses/Forbidden"},
+    "404": {"$ref": "#/components/responses/NotFound"},
+}
+DAG = _param("dag_id")
+RUN = _param("run_id", description="the run's id, URL-encoded (e.g. manual__2026-11-24T03:45:51+00:00)")
+TASK = _param("task_id")
+INT = {"type": "integer"}
+LIMIT = _param("limit", "query", INT, "page size")
+OFFSET = _param("offset", "query", INT, "rows to skip")
+
+
+def _op(
+    summary: str,
+    response: dict[str, Any],
+    *,
+    params: list[Any] | None = None,
+    body: dict[str, Any] | None = None,
+    role: str = "viewer",
+    status: str = "200",
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": f"Needs the {role} role.",
+        "parameters": params or [],
+        "responses": {status: response, **ERRORS},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def _obj(**props: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": props}
+
+
+CLEAR_BODY = _obj(
+    task_ids={"type": "array", "items": {"type": "string"}},
+    upstream={"type": "boolean"},
+    downstream={"type": "boolean"},
+    only_failed={"type": "boolean"},
+    dry_run={"type": "boolean"},
+)
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "status"],
+        "properties": {"error": {"type": "string"}, "status": INT, "field": {"type": "string"}},
+    },
+    "RunSummary": _obj(
+        run_id={"type": "string"},
+        state={"type": "string"},
+        run_type={"type": "string"},
+        logical_date={"type": "string", "format": "date-time", "nullable": True},
+        start_date={"type": "string", "nullable": True},
+        end_date={"type": "string", "nullable": True},
+    ),
+    "Dag": _obj(
+        dag_id={"type": "string"},
+        owner={"type": "string"},
+        tags={"type": "array", "items": {"type": "string"}},
+        schedule={"type": "string", "nullable": True},
+        is_paused={"type": "boolean"},
+        description={"type": "string", "nullable": True},
+        fileloc={"type": "string"},
+        next_logical_date={"type": "string", "nullable": True},
+        recent_states={"type": "object", "additionalProperties": INT},
+        last_run={"allOf": [_ref("RunSummary")], "nullable": True},
+    ),
+    "DagDetail": _obj(
+        dag_id={"type": "string"},
+        params={"type": "object"},
+        is_paused={"type": "boolean"},
+        tasks={
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "serialized tasks, topological order",
+        },
+    ),
+    "Run": _obj(
+        dag_id={"type": "string"},
+        run_id={"type": "string"},
+        run_type={"type": "string"},
+        state={"type": "string"},
+        logical_date={"type": "string", "nullable": True},
+        conf={"type": "object"},
+        triggered_by={"type": "string", "nullable": True},
+        queued_at={"type": "string"},
+        start_date={"type": "string", "nullable": True},
+        end_date={"type": "string", "nullable": True},
+        duration={"type": "number", "nullable": True},
+    ),
+    "TaskInstance": _obj(
+        id=INT,
+        dag_id={"type": "string"},
+        run_id={"type": "string"},
+        task_id={"type": "string"},
+        state={"type": "string"},
+        try_number=INT,
+        max_tries=INT,
+        queue={"type": "string"},
+        hostname={"type": "string", "nullable": True},
+        worker={"type": "string", "nullable": True},
+        start_date={"type": "string", "nullable": True},
+        end_date={"type": "string", "nullable": True},
+        duration={"type": "number", "nullable": True},
+        error={"type": "string", "nullable": True},
+    ),
+    "LogChunks": _obj(
+        try_number=INT,
+        chunks={"type": "array", "items": _obj(seq=INT, text={"type": "string"})},
+        offset={**INT, "description": "last seq returned: pass it back as ?offset= to get what follows"},
+        more={"type": "boolean"},
+        finished={"type": "boolean"},
+        state={"type": "string"},
+    ),
+    "ClearResult": _obj(
+        cleared={"type": "array", "items": {"type": "object"}},
+        skipped={"type": "array", "items": {"type": "object"}},
+        runs_requeued={"type": "array", "items": {"type": "string"}},
+        dry_run={"type": "boolean"},
+    ),
+    "Backfill": _obj(
+        id=INT,
+        dag_id={"type": "string"},
+        state={"type": "string"},
+        from_date={"type": "string"},
+        to_date={"type": "string"},
+        progress={"type": "object"},
+    ),
+}
+
+
+def _paths() -> dict[str, Any]:
+    run_path = "/dags/{dag_id}/runs/{run_id}"
+    ti_path = run_path + "/tasks/{task_id}"
+    return {
+        "/me": {
+            "get": _op(
+                "The calling user and role", _json(_obj(username={"type": "string"}, role={"type": "string"}))
+            )
+        },
+        "/dags": {
+            "get": _op(
+                "List active DAGs with their recent runs",
+                _json(_obj(dags={"type": "array", "items": _ref("Dag")}, total=INT, tags={"type": "array"})),
+                params=[
+                    _param("q", "query", description="search in id, owner, description"),
+                    _param("tag", "query"),
+                    _param("paused", "query", {"type": "boolean"}),
+                    _param("dag_id", "query", description="repeatable: only these DAGs"),
+                    LIMIT,
+                    OFFSET,
+                ],
+            )
+        },
+        "/dags/{dag_id}": {
+            "get": _op(
+                "One DAG, with its serialized tasks and params", _json(_ref("DagDetail")), params=[DAG]
+            ),
+            "patch": _op(
+                "Pause or unpause",
+                _json(_ref("DagDetail")),
+                params=[DAG],
+                body=_obj(is_paused={"type": "boolean"}),
+                role="op",
+            ),
+        },
+        "/dags/{dag_id}/grid": {
+            "get": _op(
+                "Latest runs x tasks states (the grid view)",
+                _json({"type": "object"}),
+                params=[DAG, _param("limit", "query", INT)],
+            )
+        },
+        "/dags/{dag_id}/clear": {
+            "post": _op(
+                "Clear task instances in every run of the DAG",
+                _json(_ref("ClearResult")),
+                params=[DAG],
+                body=CLEAR_BODY,
+                role="op",
+            )
+        },
+        "/dags/{dag_id}/runs": {
+            "get": _op(
+                "Runs of a DAG, newest first",
+                _json(_obj(runs={"type": "array", "items": _ref("Run")}, total=INT)),
+                params=[DAG, _param("state", "query"), _param("run_type", "query"), LIMIT, OFFSET],
+            ),
+            "post": _op(
+                "Trigger a run; conf keys naming a param keep its JSON type (else 400 names the field)",
+                _json(_ref("Run"), "Created"),
+                params=[DAG],
+                role="op",
+                status="201",
+                body=_obj(
+                    conf={"type": "object"},
+                    run_id={"type": "string"},
+                    logical_date={"type": "string", "format": "date-time"},
+                ),
+            ),
+        },
+        run_path: {"get": _op("One run, with its task states", _json(_ref("Run")), params=[DAG, RUN])},
+        run_path + "/clear": {
+            "post": _op(
+                "Clear task instances of one run",
+                _json(_ref("ClearResult")),
+                params=[DAG, RUN],
+                body=CLEAR_BODY,
+                role="op",
+            )
+        },
+        run_path + "/tasks": {
+            "get": _op(
+                "Task instances of a run (topological order)",
+                _json(_obj(task_instances={"type": "array", "items": _ref("TaskInstance")})),
+                params=[DAG, RUN],
+            )
+        },
+        ti_path: {
+            "get": _op(
+                "One task instance, with its tries and return value",
+                _json(_ref("TaskInstance")),
+                params=[DAG, RUN, TASK],
+            ),
+            "patch": _op(
+                "Mark success or failed",
+                _json(_ref("TaskInstance")),
+                params=[DAG, RUN, TASK],
+                body=_obj(state={"type": "string", "enum": ["success", "failed"]}),
+                role="op",
+            ),
+        },
+        ti_path + "/clear": {
+            "post": _op(
+                "Clear one task instance (and its upstream/downstream if asked)",
+                _json(_ref("ClearResult")),
+                params=[DAG, RUN, TASK],
+                body=CLEAR_BODY,
+                role="op",
+            )
+        },
+        ti_path + "/logs/{try_number}": {
+            "get": _op(
+                "Log chunks of one try; tail with ?offset=<last seq seen>",
+                _json(_ref("LogChunks")),
+                params=[DAG, RUN, TASK, _param("try_number", schema=INT), _param("offset", "query", INT)],
+            )
+        },
+        "/import-errors": {"get": _op("DAG files that failed to load", _json({"type": "object"}))},
+        "/workers": {"get": _op("Workers and their heartbeats", _json({"type": "object"}))},
+        "/queues": {"get": _op("Queue depths and consumers (from the executor)", _json({"type": "object"}))},
+        "/health": {
+            "get": _op(
+                "Database, broker and scheduler health (503 when one is not ok)",
+                _json(
+                    _obj(
+                        ok={"type": "boolean"},
+                        database={"type": "object"},
+                        broker={"type": "object"},
+                        scheduler={"type": "object"},
+                    )
+                ),
+            )
+        },
+        "/backfills": {
+            "get": _op(
+                "Backfills with their progress",
+                _json(_obj(backfills={"type": "array", "items": _ref("Backfill")})),
+                params=[_param("dag_id", "query"), _param("state", "query"), LIMIT],
+            )
+        },
+        "/backfills/{backfill_id}/cancel": {
+            "post": _op(
+                "Cancel a backfill: drop its runs not started",
+                _json({"type": "object"}),
+                params=[_param("backfill_id", schema=INT)],
+                role="op",
+            )
+        },
+        "/openapi.json": {"get": _op("This document", _json({"type": "object"}))},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    def error(description: str) -> dict[str, Any]:
+        return _json(_ref("Error"), description)
+
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "hareflow API",
+            "version": VERSION,
+            "description": "Read and operate hareflow. Authenticate with a session cookie (plus the "
+            "X-CSRF-Token header on writes) or 'Authorization: Bearer <token>' "
+            "(`hareflow users token NAME`).",
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}, {"cookie": []}],
+        "paths": _paths(),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "hareflow_session"},
+            },
+            "responses": {
+                "BadRequest": error("A wrong input (the message says which and why)"),
+                "Unauthorized": error("Not logged in and no valid token"),
+                "Forbidden": error("The user's role does not allow this"),
+                "NotFound": error("No such DAG, run, task or backfill"),
+            },
+        },
+    }

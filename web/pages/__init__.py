@@ -1,0 +1,35 @@
+"""Server-rendered pages. Forms post to the routes here (CSRF-checked); the pages' JavaScript
+reads the API and listens to Socket.IO for live updates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, request, url_for
+
+from web.security import safe_next
+
+bp = Blueprint("pages", __name__)
+
+
+def form_bool(name: str) -> bool:
+    return request.form.get(name, "").lower() in ("1", "true", "on", "yes")
+
+
+def back(default: str | None = None) -> Any:
+    """Redirect to the form's ``next`` field when it is a local path, else to ``default``."""
+    return redirect(safe_next(request.form.get("next"), default or url_for("pages.dag_list")))
+
+
+def flash_error(message: str) -> None:
+    flash(message, "error")
+
+
+def arg_int(name: str, default: int, lo: int = 0, hi: int = 10**9) -> int:
+    try:
+        return max(lo, min(hi, int(request.args.get(name, default))))
+    except ValueError:
+        return default
+
+
+from web.pages import dags, runs, system  # noqa: E402,F401 - the routes register themselves on bp

@@ -1,0 +1,175 @@
+"""Pages: the DAG list and one DAG (grid, graph, runs, source, details), pause and trigger."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import abort, flash, g, redirect, render_template, request, url_for
+
+from web import actions, queries
+from web.pages import arg_int, back, bp, flash_error
+from web.runtime import open_session
+from web.security import require_role
+
+DAG_PAGE_SIZE = 100
+GRID_RUNS = 25
+
+
+@bp.get("/")
+def index() -> Any:
+    return redirect(url_for("pages.dag_list"))
+
+
+@bp.get("/dags")
+@require_role("viewer")
+def dag_list() -> Any:
+    offset = arg_int("offset", 0)
+    paused_arg = request.args.get("paused", "")
+    paused = {"true": True, "false": False}.get(paused_arg)
+    search, tag = request.args.get("q", ""), request.args.get("tag", "")
+    with open_session() as s:
+        page = queries.list_dags(
+            s, search=search, tag=tag or None, paused=paused, limit=DAG_PAGE_SIZE, offset=offset
+        )
+        errors = queries.import_errors(s)
+    return render_template(
+        "dags.html",
+        page=page,
+        errors=errors,
+        search=search,
+        tag=tag,
+        paused=paused_arg,
+        offset=offset,
+        limit=DAG_PAGE_SIZE,
+        active_nav="pages.dag_list",
+    )
+
+
+def _load_dag(s: Any, dag_id: str) -> Any:
+    dag = queries.get_dag(s, dag_id)
+    if dag is None:
+        abort(
+            404, f"no DAG named {dag_id!r}: it may have left its file, or failed to load (see the DAG list)"
+        )
+    return dag
+
+
+@bp.get("/dags/<dag_id>")
+@require_role("viewer")
+def dag(dag_id: str) -> Any:
+    return redirect(url_for("pages.dag_grid", dag_id=dag_id))
+
+
+@bp.get("/dags/<dag_id>/grid")
+@require_role("viewer")
+def dag_grid(dag_id: str) -> Any:
+    limit = arg_int("runs", GRID_RUNS, lo=1, hi=365)
+    with open_session() as s:
+        dag = _load_dag(s, dag_id)
+        data = queries.grid(s, dag, limit)
+        detail = queries.dag_detail(dag)
+    return render_template("dag_grid.html", dag=detail, grid=data, runs_shown=limit, tab="grid")
+
+
+@bp.get("/dags/<dag_id>/graph")
+@require_role("viewer")
+def dag_graph(dag_id: str) -> Any:
+    with open_session() as s:
+        dag = _load_dag(s, dag_id)
+        detail = queries.dag_detail(dag)
+        data = queries.grid(s, dag, GRID_RUNS)
+        graph = queries.graph(dag)
+    selected = request.args.get("run_id") or (data["runs"][-1]["run_id"] if data["runs"] else None)
+    return render_template(
+        "dag_graph.html", dag=detail, graph=graph, grid=data, selected=selected, tab="graph"
+    )
+
+
+@bp.get("/dags/<dag_id>/runs")
+@require_role("viewer")
+def dag_runs(dag_id: str) -> Any:
+    offset = arg_int("offset", 0)
+    state = request.args.get("state") or None
+    with open_session() as s:
+        dag = _load_dag(s, dag_id)
+        detail = queries.dag_detail(dag)
+        runs, total = queries.list_runs(s, dag_id, state=state, limit=50, offset=offset)
+        items = [queries.run_dict(r) for r in runs]
+    return render_template(
+        "dag_runs.html",
+        dag=detail,
+        runs=items,
+        total=total,
+        offset=offset,
+        limit=50,
+        state=state or "",
+        tab="runs",
+    )
+
+
+@bp.get("/dags/<dag_id>/source")
+@require_role("viewer")
+def dag_source(dag_id: str) -> Any:
+    with open_session() as s:
+        detail = queries.dag_detail(_load_dag(s, dag_id))
+    text, problem = queries.read_source(detail["fileloc"])
+    lines = text.splitlines() if text is not None else []
+    return render_template("dag_source.html", dag=detail, lines=lines, problem=problem, tab="source")
+
+
+@bp.get("/dags/<dag_id>/details")
+@require_role("viewer")
+def dag_details(dag_id: str) -> Any:
+    with open_session() as s:
+        detail = queries.dag_detail(_load_dag(s, dag_id))
+    return render_template("dag_details.html", dag=detail, tab="details")
+
+
+@bp.post("/dags/<dag_id>/pause")
+@require_role("op")
+def pause(dag_id: str) -> Any:
+    paused = request.form.get("paused", "").lower() == "true"
+    try:
+        actions.pause(dag_id, paused, username=g.user.username)
+    except actions.ActionError as exc:
+        flash_error(exc.message)
+    else:
+        flash(f"{dag_id} {'paused' if paused else 'unpaused'}")
+    return back(url_for("pages.dag_grid", dag_id=dag_id))
+
+
+@bp.route("/dags/<dag_id>/trigger", methods=["GET", "POST"])
+@require_role("op")
+def trigger(dag_id: str) -> Any:
+    with open_session() as s:
+        detail = queries.dag_detail(_load_dag(s, dag_id))
+    params = detail["params"]
+    form = {
+        "conf": json.dumps(params, indent=2, ensure_ascii=False) if params else "{}",
+        "run_id": "",
+        "logical_date": "",
+    }
+    error: dict[str, Any] | None = None
+    if request.method == "POST":
+        form = {key: request.form.get(key, "") for key in form}
+        try:
+            conf = json.loads(form["conf"] or "{}")
+        except ValueError as exc:
+            error = {"field": "conf", "message": f"conf is not valid JSON: {exc}", "status": 400}
+        else:
+            try:
+                run = actions.trigger(
+                    dag_id,
+                    conf=conf,
+                    run_id=form["run_id"].strip() or None,
+                    logical_date=form["logical_date"].strip() or None,
+                    username=g.user.username,
+                )
+            except actions.ActionError as exc:
+                error = {"field": exc.field, "message": exc.message, "status": exc.status}
+            else:
+                flash(f"triggered run {run['run_id']}")
+                return redirect(url_for("pages.dag_grid", dag_id=dag_id))
+    status = error["status"] if error else 200
+    return render_template("trigger.html", dag=detail, form=form, error=error, tab="trigger"), status

@@ -1,0 +1,107 @@
+"""Pages: one run, one task instance (tries, result, live log), clear and mark."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, flash, g, render_template, request, url_for
+
+from web import actions, queries
+from web.pages import back, bp, flash_error, form_bool
+from web.runtime import open_session
+from web.security import require_role
+
+
+def _load(s: Any, dag_id: str, run_id: str) -> tuple[Any, Any]:
+    dag = queries.get_dag(s, dag_id)
+    if dag is None:
+        abort(404, f"no DAG named {dag_id!r}")
+    run = queries.get_run(s, dag_id, run_id)
+    if run is None:
+        abort(404, f"DAG {dag_id!r} has no run {run_id!r}")
+    return dag, run
+
+
+@bp.get("/dags/<dag_id>/runs/<run_id>")
+@require_role("viewer")
+def run(dag_id: str, run_id: str) -> Any:
+    with open_session() as s:
+        dag, run = _load(s, dag_id, run_id)
+        detail = queries.dag_detail(dag)
+        tis = [queries.ti_dict(ti) for ti in queries.run_task_instances(s, run, dag.serialized)]
+        run_data = queries.run_dict(run)
+    missing = [t for t in queries.task_order(dag.serialized) if t not in {ti["task_id"] for ti in tis}]
+    return render_template("run.html", dag=detail, run=run_data, tis=tis, missing=missing, tab="runs")
+
+
+@bp.get("/dags/<dag_id>/runs/<run_id>/tasks/<task_id>")
+@require_role("viewer")
+def task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
+    with open_session() as s:
+        dag, run = _load(s, dag_id, run_id)
+        ti = queries.get_ti(s, run, task_id)
+        if ti is None:
+            abort(404, f"run {run_id!r} has no task {task_id!r} (yet)")
+        tries = queries.tries_of(s, ti)
+        try:
+            selected = int(request.args.get("try", ti.try_number))
+        except ValueError:
+            selected = ti.try_number
+        log = queries.log_chunks(s, ti, selected, 0, limit=100_000)
+        result = queries.pretty_json(queries.result_of(s, ti, selected))
+        ti_data = queries.ti_dict(ti)
+        detail = queries.dag_detail(dag)
+        run_data = queries.run_dict(run)
+    task = next((t for t in detail["tasks"] if t["task_id"] == task_id), None)
+    return render_template(
+        "task_instance.html",
+        dag=detail,
+        run=run_data,
+        ti=ti_data,
+        task=task,
+        tries=tries,
+        selected_try=selected,
+        log=log,
+        log_text="".join(c["text"] for c in log["chunks"]),
+        result=result,
+        text_limit=queries.PAGE_TEXT_LIMIT,
+        tab="runs",
+    )
+
+
+@bp.post("/dags/<dag_id>/runs/<run_id>/clear")
+@require_role("op")
+def clear_run(dag_id: str, run_id: str) -> Any:
+    task_id = request.form.get("task_id") or None
+    try:
+        result = actions.clear(
+            dag_id,
+            run_id=run_id,
+            task_ids=[task_id] if task_id else None,
+            upstream=form_bool("upstream"),
+            downstream=form_bool("downstream"),
+            only_failed=form_bool("only_failed"),
+            username=g.user.username,
+        )
+    except actions.ActionError as exc:
+        flash_error(exc.message)
+    else:
+        cleared = ", ".join(r["task_id"] for r in result["cleared"]) or "nothing"
+        message = f"cleared {cleared}"
+        if result["skipped"]:
+            message += f" (left {len(result['skipped'])} queued or running task(s) alone)"
+        flash(message)
+    return back(url_for("pages.run", dag_id=dag_id, run_id=run_id))
+
+
+@bp.post("/dags/<dag_id>/runs/<run_id>/tasks/<task_id>/mark")
+@require_role("op")
+def mark(dag_id: str, run_id: str, task_id: str) -> Any:
+    state = request.form.get("state", "")
+    try:
+        actions.mark(dag_id, run_id, task_id, state, username=g.user.username)
+    except actions.ActionError as exc:
+        flash_error(exc.message)
+    else:
+        flash(f"marked {task_id} {state}")
+    return back(url_for("pages.task_instance", dag_id=dag_id, run_id=run_id, task_id=task_id))

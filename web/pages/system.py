@@ -1,0 +1,148 @@
+"""Pages: workers, queues, backfills, the audit log, and users (admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import flash, g, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from common.db import AuditLog
+from common.users import ROLES, UserAccountError, create_user, delete_user, list_users, set_role
+from web import actions, queries
+from web.api.system import queue_report
+from web.pages import arg_int, back, bp, flash_error
+from web.runtime import open_session
+from web.security import issue_token, require_role
+
+
+@bp.get("/workers")
+@require_role("viewer")
+def workers() -> Any:
+    with open_session() as s:
+        items = queries.workers(s)
+    return render_template("workers.html", workers=items, active_nav="pages.workers")
+
+
+@bp.get("/queues")
+@require_role("viewer")
+def queues() -> Any:
+    return render_template("queues.html", report=queue_report(), active_nav="pages.queues")
+
+
+@bp.get("/backfills")
+@require_role("viewer")
+def backfills() -> Any:
+    dag_id = request.args.get("dag_id") or None
+    with open_session() as s:
+        items = queries.list_backfills(s, dag_id=dag_id, limit=100)
+    return render_template(
+        "backfills.html", backfills=items, dag_id=dag_id or "", active_nav="pages.backfills"
+    )
+
+
+@bp.post("/backfills/<int:backfill_id>/cancel")
+@require_role("op")
+def cancel_backfill(backfill_id: int) -> Any:
+    try:
+        result = actions.cancel(backfill_id, username=g.user.username)
+    except actions.ActionError as exc:
+        flash_error(exc.message)
+    else:
+        flash(f"backfill {backfill_id} cancelled: {result['runs_dropped']} run(s) not started were dropped")
+    return back(url_for("pages.backfills"))
+
+
+@bp.get("/audit")
+@require_role("viewer")
+def audit() -> Any:
+    dag_id = request.args.get("dag_id") or None
+    offset = arg_int("offset", 0)
+    query = select(AuditLog).order_by(AuditLog.at.desc(), AuditLog.id.desc()).limit(101).offset(offset)
+    if dag_id:
+        query = query.where(AuditLog.dag_id == dag_id)
+    with open_session() as s:
+        rows = list(s.scalars(query))
+    return render_template(
+        "audit.html",
+        rows=rows[:100],
+        more=len(rows) > 100,
+        offset=offset,
+        dag_id=dag_id or "",
+        active_nav="pages.audit",
+    )
+
+
+# -- users (admin) ----------------------------------------------------------------------------------
+
+
+@bp.get("/users")
+@require_role("admin")
+def users() -> Any:
+    with open_session() as s:
+        items = [{"username": u.username, "role": u.role, "created_at": u.created_at} for u in list_users(s)]
+    return render_template("users.html", users=items, roles=ROLES, token=None, active_nav="pages.users")
+
+
+def _user_action(action: Any, done: str) -> Any:
+    try:
+        with open_session() as s, s.begin():
+            action(s)
+    except UserAccountError as exc:
+        flash_error(str(exc))
+    else:
+        flash(done)
+    return redirect(url_for("pages.users"))
+
+
+@bp.post("/users")
+@require_role("admin")
+def create_user_page() -> Any:
+    name, role, password = (request.form.get(k, "") for k in ("username", "role", "password"))
+    return _user_action(
+        lambda s: create_user(s, name.strip(), password, role, created_by=g.user.username),
+        f"user {name} created",
+    )
+
+
+@bp.post("/users/<username>/role")
+@require_role("admin")
+def set_user_role(username: str) -> Any:
+    role = request.form.get("role", "")
+    if username == g.user.username and role != "admin":
+        flash_error("you cannot take the admin role from yourself (ask another admin)")
+        return redirect(url_for("pages.users"))
+    return _user_action(
+        lambda s: set_role(s, username, role, changed_by=g.user.username), f"{username} is now {role}"
+    )
+
+
+@bp.post("/users/<username>/delete")
+@require_role("admin")
+def delete_user_page(username: str) -> Any:
+    if username == g.user.username:
+        flash_error("you cannot delete yourself")
+        return redirect(url_for("pages.users"))
+    return _user_action(
+        lambda s: delete_user(s, username, deleted_by=g.user.username), f"user {username} deleted"
+    )
+
+
+@bp.post("/users/<username>/token")
+@require_role("admin")
+def issue_user_token(username: str) -> Any:
+    try:
+        with open_session() as s, s.begin():
+            token = issue_token(s, username)
+    except UserAccountError as exc:
+        flash_error(str(exc))
+        return redirect(url_for("pages.users"))
+    with open_session() as s:
+        items = [{"username": u.username, "role": u.role, "created_at": u.created_at} for u in list_users(s)]
+    return render_template(
+        "users.html",
+        users=items,
+        roles=ROLES,
+        token={"username": username, "value": token},
+        active_nav="pages.users",
+    )

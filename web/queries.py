@@ -1,0 +1,519 @@
+"""The reads behind the pages and the API, returning plain JSON-able dicts.
+
+Pages and API share these so that what a page shows and what its JavaScript refetches are the
+same data. Every query is bounded: recent runs per DAG, a page of DAGs, one run's task instances;
+nothing scans the whole history.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from common.db import (
+    Backfill,
+    Dag,
+    DagRun,
+    ImportError_,
+    SchedulerHeartbeat,
+    TaskInstance,
+    TaskLog,
+    TaskResult,
+    Worker,
+)
+from common.states import TASK_DISPATCHED
+
+#: How many of a DAG's latest runs the DAG list counts by state.
+RECENT_RUNS = 25
+#: Longest return value or error shown in full on a page (the API returns them whole).
+PAGE_TEXT_LIMIT = 64 * 1024
+#: A scheduler whose last heartbeat is older than this is reported unhealthy (it beats every 5 s).
+SCHEDULER_STALE_AFTER = 30.0
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- DAGs -------------------------------------------------------------------------------------------
+
+_DAG_COLUMNS = (
+    Dag.dag_id,
+    Dag.owner,
+    Dag.tags,
+    Dag.schedule,
+    Dag.timezone,
+    Dag.is_paused,
+    Dag.description,
+    Dag.fileloc,
+    Dag.next_logical_date,
+    Dag.next_run_after,
+    Dag.last_parsed_at,
+)
+
+
+@dataclass(frozen=True)
+class DagPage:
+    dags: list[dict[str, Any]]
+    total: int
+    tags: list[str]
+
+
+def _dag_row_dict(row: Any) -> dict[str, Any]:
+    return {
+        "dag_id": row.dag_id,
+        "owner": row.owner,
+        "tags": list(row.tags or []),
+        "schedule": row.schedule,
+        "timezone": row.timezone,
+        "is_paused": bool(row.is_paused),
+        "description": row.description,
+        "fileloc": row.fileloc,
+        "next_logical_date": iso(row.next_logical_date),
+        "next_run_after": iso(row.next_run_after),
+        "last_parsed_at": iso(row.last_parsed_at),
+    }
+
+
+def list_dags(
+    s: Session,
+    *,
+    search: str | None = None,
+    tag: str | None = None,
+    paused: bool | None = None,
+    dag_ids: Sequence[str] | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> DagPage:
+    """A page of active DAGs (by id) with their recent runs, filtered by a search string (id,
+    owner or description, case-insensitive), a tag and the paused flag."""
+    query = select(*_DAG_COLUMNS).where(Dag.is_active.is_(True)).order_by(Dag.dag_id)
+    if dag_ids is not None:
+        query = query.where(Dag.dag_id.in_(list(dag_ids)))
+    if paused is not None:
+        query = query.where(Dag.is_paused.is_(paused))
+    rows = s.execute(query).all()
+    # Tags live in a JSON column, which the three databases query differently: the active DAGs'
+    # small columns are filtered here instead (thousands of rows at most).
+    tags = sorted({t for r in rows for t in (r.tags or [])})
+    needle = (search or "").strip().lower()
+    if needle:
+        rows = [
+            r
+            for r in rows
+            if needle in r.dag_id.lower()
+            or needle in (r.owner or "").lower()
+            or needle in (r.description or "").lower()
+        ]
+    if tag:
+        rows = [r for r in rows if tag in (r.tags or [])]
+    total = len(rows)
+    page = [_dag_row_dict(r) for r in rows[offset : offset + limit]]
+    recent = recent_runs(s, [d["dag_id"] for d in page])
+    for d in page:
+        runs = recent.get(d["dag_id"], [])
+        d["recent_states"] = dict(Counter(r["state"] for r in runs))
+        d["last_run"] = runs[0] if runs else None
+    return DagPage(dags=page, total=total, tags=tags)
+
+
+def recent_runs(
+    s: Session, dag_ids: Sequence[str], per_dag: int = RECENT_RUNS
+) -> dict[str, list[dict[str, Any]]]:
+    """The latest ``per_dag`` runs of each DAG, newest first (one query, a window function)."""
+    if not dag_ids:
+        return {}
+    numbered = (
+        select(
+            DagRun.dag_id,
+            DagRun.run_id,
+            DagRun.state,
+            DagRun.run_type,
+            DagRun.logical_date,
+            DagRun.start_date,
+            DagRun.end_date,
+            func.row_number()
+            .over(partition_by=DagRun.dag_id, order_by=(DagRun.logical_date.desc(), DagRun.id.desc()))
+            .label("rn"),
+        )
+        .where(DagRun.dag_id.in_(list(dag_ids)))
+        .subquery()
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    rows = s.execute(
+        select(numbered).where(numbered.c.rn <= per_dag).order_by(numbered.c.dag_id, numbered.c.rn)
+    )
+    for r in rows:
+        out.setdefault(r.dag_id, []).append(
+            {
+                "run_id": r.run_id,
+                "state": r.state,
+                "run_type": r.run_type,
+                "logical_date": iso(r.logical_date),
+                "start_date": iso(r.start_date),
+                "end_date": iso(r.end_date),
+            }
+        )
+    return out
+
+
+def get_dag(s: Session, dag_id: str) -> Dag | None:
+    dag = s.get(Dag, dag_id)
+    return dag if dag is not None and dag.is_active else None
+
+
+def dag_detail(dag: Dag) -> dict[str, Any]:
+    serialized = dag.serialized or {}
+    return {
+        "dag_id": dag.dag_id,
+        "owner": dag.owner,
+        "tags": list(dag.tags or []),
+        "schedule": dag.schedule,
+        "timezone": dag.timezone,
+        "is_paused": dag.is_paused,
+        "description": dag.description,
+        "doc_md": serialized.get("doc_md"),
+        "fileloc": dag.fileloc,
+        "max_active_runs": dag.max_active_runs,
+        "max_active_tasks": dag.max_active_tasks,
+        "params": serialized.get("params") or {},
+        "start_date": serialized.get("start_date"),
+        "end_date": serialized.get("end_date"),
+        "catchup": serialized.get("catchup"),
+        "next_logical_date": iso(dag.next_logical_date),
+        "next_run_after": iso(dag.next_run_after),
+        "last_parsed_at": iso(dag.last_parsed_at),
+        "tasks": list(serialized.get("tasks") or []),
+    }
+
+
+def import_errors(s: Session) -> list[dict[str, Any]]:
+    rows = s.scalars(select(ImportError_).order_by(ImportError_.filename, ImportError_.line))
+    return [
+        {"filename": e.filename, "line": e.line, "message": e.message, "timestamp": iso(e.timestamp)}
+        for e in rows
+    ]
+
+
+# -- runs and task instances ------------------------------------------------------------------------
+
+
+def run_dict(run: DagRun) -> dict[str, Any]:
+    return {
+        "dag_id": run.dag_id,
+        "run_id": run.run_id,
+        "run_type": run.run_type,
+        "state": run.state,
+        "logical_date": iso(run.logical_date),
+        "data_interval_start": iso(run.data_interval_start),
+        "data_interval_end": iso(run.data_interval_end),
+        "conf": run.conf or {},
+        "triggered_by": run.triggered_by,
+        "backfill_id": run.backfill_id,
+        "queued_at": iso(run.queued_at),
+        "start_date": iso(run.start_date),
+        "end_date": iso(run.end_date),
+        "duration": _seconds_between(run.start_date, run.end_date),
+    }
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else round((end - start).total_seconds(), 3)
+
+
+def list_runs(
+    s: Session,
+    dag_id: str,
+    *,
+    state: str | None = None,
+    run_type: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[DagRun], int]:
+    query = select(DagRun).where(DagRun.dag_id == dag_id)
+    count = select(func.count()).select_from(DagRun).where(DagRun.dag_id == dag_id)
+    if state:
+        query, count = query.where(DagRun.state == state), count.where(DagRun.state == state)
+    if run_type:
+        query, count = query.where(DagRun.run_type == run_type), count.where(DagRun.run_type == run_type)
+    runs = list(
+        s.scalars(query.order_by(DagRun.logical_date.desc(), DagRun.id.desc()).limit(limit).offset(offset))
+    )
+    return runs, int(s.scalar(count) or 0)
+
+
+def get_run(s: Session, dag_id: str, run_id: str) -> DagRun | None:
+    return s.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+
+
+def ti_dict(ti: TaskInstance) -> dict[str, Any]:
+    return {
+        "id": ti.id,
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "task_id": ti.task_id,
+        "map_index": ti.map_index,
+        "state": ti.state,
+        "try_number": ti.try_number,
+        "max_tries": ti.max_tries,
+        "queue": ti.queue,
+        "priority": ti.priority,
+        "pool": ti.pool,
+        "worker": ti.worker,
+        "hostname": ti.hostname,
+        "pid": ti.pid,
+        "queued_at": iso(ti.queued_at),
+        "start_date": iso(ti.start_date),
+        "end_date": iso(ti.end_date),
+        "duration": ti.duration,
+        "next_retry_at": iso(ti.next_retry_at),
+        "error": ti.error,
+        "updated_at": iso(ti.updated_at),
+    }
+
+
+def task_order(serialized: dict[str, Any], extra: Iterable[str] = ()) -> list[str]:
+    """Task ids in the DAG's topological order, then any others the run has (removed tasks)."""
+    order = [t["task_id"] for t in serialized.get("tasks") or []]
+    known = set(order)
+    return order + sorted({t for t in extra if t not in known})
+
+
+def run_task_instances(s: Session, run: DagRun, serialized: dict[str, Any]) -> list[TaskInstance]:
+    tis = list(s.scalars(select(TaskInstance).where(TaskInstance.run_pk == run.id)))
+    position = {t: i for i, t in enumerate(task_order(serialized, (ti.task_id for ti in tis)))}
+    return sorted(tis, key=lambda ti: (position.get(ti.task_id, 1 << 30), ti.map_index))
+
+
+def get_ti(s: Session, run: DagRun, task_id: str) -> TaskInstance | None:
+    return s.scalar(
+        select(TaskInstance)
+        .where(TaskInstance.run_pk == run.id, TaskInstance.task_id == task_id)
+        .order_by(TaskInstance.map_index)
+        .limit(1)
+    )
+
+
+def tries_of(s: Session, ti: TaskInstance) -> list[int]:
+    """Every try that left a trace (a log or a result), plus the current one."""
+    logged = s.scalars(select(TaskLog.try_number).where(TaskLog.ti_id == ti.id).distinct())
+    returned = s.scalars(select(TaskResult.try_number).where(TaskResult.ti_id == ti.id))
+    tries = set(logged) | set(returned)
+    if ti.try_number > 0:
+        tries.add(ti.try_number)
+    return sorted(tries)
+
+
+def result_of(s: Session, ti: TaskInstance, try_number: int) -> str | None:
+    """The try's JSON return value, as stored (None if it returned nothing)."""
+    return s.scalar(
+        select(TaskResult.value_json).where(TaskResult.ti_id == ti.id, TaskResult.try_number == try_number)
+    )
+
+
+def log_chunks(
+    s: Session, ti: TaskInstance, try_number: int, after: int = 0, limit: int = 1000
+) -> dict[str, Any]:
+    """Log chunks of one try with ``seq > after`` (chunks are numbered from 1). ``offset`` in the
+    answer is the last seq returned: pass it back to get only what came next. ``finished`` says
+    the try is over, so once a read returns no chunks there is nothing more to wait for."""
+    rows = s.execute(
+        select(TaskLog.seq, TaskLog.text)
+        .where(TaskLog.ti_id == ti.id, TaskLog.try_number == try_number, TaskLog.seq > after)
+        .order_by(TaskLog.seq)
+        .limit(limit)
+    ).all()
+    chunks = [{"seq": seq, "text": text} for seq, text in rows]
+    return {
+        "try_number": try_number,
+        "chunks": chunks,
+        "offset": chunks[-1]["seq"] if chunks else after,
+        "more": len(chunks) == limit,
+        "finished": not (ti.try_number == try_number and ti.state in TASK_DISPATCHED),
+        "state": ti.state,
+    }
+
+
+def grid(s: Session, dag: Dag, limit: int = 25) -> dict[str, Any]:
+    """Runs as columns (oldest first), tasks as rows (topological), each cell a state."""
+    runs = s.execute(
+        select(
+            DagRun.id,
+            DagRun.run_id,
+            DagRun.state,
+            DagRun.run_type,
+            DagRun.logical_date,
+            DagRun.start_date,
+            DagRun.end_date,
+        )
+        .where(DagRun.dag_id == dag.dag_id)
+        .order_by(DagRun.logical_date.desc(), DagRun.id.desc())
+        .limit(limit)
+    ).all()
+    runs = list(reversed(runs))
+    by_pk = {r.id: r.run_id for r in runs}
+    states: dict[str, dict[str, str]] = {r.run_id: {} for r in runs}
+    seen: set[str] = set()
+    if by_pk:
+        rows = s.execute(
+            select(TaskInstance.run_pk, TaskInstance.task_id, TaskInstance.state)
+            .where(TaskInstance.run_pk.in_(list(by_pk)))
+            .order_by(TaskInstance.map_index.desc())
+        )
+        for run_pk, task_id, state in rows:
+            states[by_pk[run_pk]][task_id] = state
+            seen.add(task_id)
+    serialized = dag.serialized or {}
+    return {
+        "dag_id": dag.dag_id,
+        "tasks": task_order(serialized, seen),
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "state": r.state,
+                "run_type": r.run_type,
+                "logical_date": iso(r.logical_date),
+                "start_date": iso(r.start_date),
+                "end_date": iso(r.end_date),
+            }
+            for r in runs
+        ],
+        "states": states,
+    }
+
+
+def graph(dag: Dag) -> dict[str, Any]:
+    tasks = (dag.serialized or {}).get("tasks") or []
+    return {
+        "dag_id": dag.dag_id,
+        "nodes": [{"id": t["task_id"], "type": t.get("task_type")} for t in tasks],
+        "edges": [[up, t["task_id"]] for t in tasks for up in t.get("upstream") or []],
+    }
+
+
+def read_source(fileloc: str, limit: int = 2_000_000) -> tuple[str | None, str | None]:
+    """The DAG file's text, or None and the reason it cannot be shown."""
+    try:
+        with open(fileloc, encoding="utf-8", errors="replace") as f:
+            text = f.read(limit + 1)
+    except OSError as exc:
+        return None, f"the file {fileloc} cannot be read by the web server ({exc.strerror or exc})"
+    if len(text) > limit:
+        return text[:limit], None
+    return text, None
+
+
+def pretty_json(value_json: str | None) -> str | None:
+    if value_json is None:
+        return None
+    try:
+        return json.dumps(json.loads(value_json), indent=2, ensure_ascii=False)
+    except ValueError:
+        return value_json
+
+
+# -- workers, health, backfills ---------------------------------------------------------------------
+
+
+def workers(s: Session, now: datetime | None = None) -> list[dict[str, Any]]:
+    now = now or now_utc()
+    rows = s.scalars(select(Worker).order_by(Worker.state, Worker.hostname, Worker.name))
+    return [
+        {
+            "name": w.name,
+            "hostname": w.hostname,
+            "pid": w.pid,
+            "queues": list(w.queues or []),
+            "concurrency": w.concurrency,
+            "running": w.running,
+            "state": w.state,
+            "first_seen": iso(w.first_seen),
+            "last_heartbeat": iso(w.last_heartbeat),
+            "heartbeat_age": round((now - w.last_heartbeat).total_seconds(), 1),
+        }
+        for w in rows
+    ]
+
+
+def known_queues(s: Session, default_queue: str) -> list[str]:
+    """Queues worth showing: the default, those workers consume and those tasks name."""
+    names = {default_queue}
+    for queues in s.scalars(select(Worker.queues).where(Worker.state != "stopped")):
+        names.update(queues or [])
+    for serialized in s.scalars(select(Dag.serialized).where(Dag.is_active.is_(True))):
+        names.update(t.get("queue") or default_queue for t in (serialized or {}).get("tasks") or [])
+    return sorted(names)
+
+
+def queue_task_counts(s: Session) -> dict[str, dict[str, int]]:
+    """Queued and running task instances per queue, from the metastore."""
+    out: dict[str, dict[str, int]] = {}
+    rows = s.execute(
+        select(TaskInstance.queue, TaskInstance.state, func.count())
+        .where(TaskInstance.state.in_(TASK_DISPATCHED))
+        .group_by(TaskInstance.queue, TaskInstance.state)
+    )
+    for queue, state, count in rows:
+        out.setdefault(queue, {})[state] = int(count)
+    return out
+
+
+def scheduler_status(s: Session, now: datetime | None = None) -> dict[str, Any]:
+    now = now or now_utc()
+    last = s.scalar(select(func.max(SchedulerHeartbeat.last_heartbeat)))
+    age = None if last is None else round((now - last).total_seconds(), 1)
+    return {
+        "ok": age is not None and age < SCHEDULER_STALE_AFTER,
+        "last_heartbeat": iso(last),
+        "heartbeat_age": age,
+    }
+
+
+def backfill_dict(b: Backfill, progress: Any | None = None) -> dict[str, Any]:
+    out = {
+        "id": b.id,
+        "dag_id": b.dag_id,
+        "from_date": iso(b.from_date),
+        "to_date": iso(b.to_date),
+        "max_active_runs": b.max_active_runs,
+        "rerun_failed": b.rerun_failed,
+        "state": b.state,
+        "created_by": b.created_by,
+        "created_at": iso(b.created_at),
+        "completed_at": iso(b.completed_at),
+    }
+    if progress is not None:
+        out["progress"] = {
+            "total": progress.total,
+            "queued": progress.queued,
+            "running": progress.running,
+            "success": progress.success,
+            "failed": progress.failed,
+            "tasks_running": progress.tasks_running,
+            "tasks_failed": progress.tasks_failed,
+        }
+    return out
+
+
+def list_backfills(
+    s: Session, *, dag_id: str | None = None, state: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    from common.backfill import backfill_progress
+
+    query = select(Backfill).order_by(Backfill.id.desc()).limit(limit)
+    if dag_id:
+        query = query.where(Backfill.dag_id == dag_id)
+    if state:
+        query = query.where(Backfill.state == state)
+    return [backfill_dict(b, backfill_progress(s, b.id)) for b in s.scalars(query)]

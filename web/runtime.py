@@ -1,0 +1,113 @@
+"""What one web application holds besides Flask: settings, the metastore, the executor, the relay.
+
+The executor is either handed in (``hareflow standalone`` shares its in-process one) or, when a
+broker is configured, opened here on first need: the first Socket.IO connection, a queue listing,
+a health check or an action that wakes the scheduler. Creating the app connects to nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from flask import current_app
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.broker import Executor
+from common.config import Settings
+from common.messages import StateEvent
+
+if TYPE_CHECKING:
+    from web.live import EventRelay
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "hareflow"
+#: After a failed broker connection, wait this long before trying again (requests must not each
+#: pay a connection timeout while the broker is down).
+RECONNECT_AFTER = 10.0
+
+
+class WebRuntime:
+    def __init__(
+        self, settings: Settings, sessions: sessionmaker[Session], executor: Executor | None = None
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self._executor = executor
+        self._own_executor = False
+        self._lock = threading.Lock()
+        self._failed_at = 0.0
+        self.last_broker_error: str | None = None
+        self.relay: EventRelay | None = None
+
+    @property
+    def has_broker(self) -> bool:
+        return self.settings.effective_executor == "rabbitmq"
+
+    def executor(self) -> Executor | None:
+        """The executor to read queues from and publish events to, or None when there is none
+        (a web process of its own with the local executor has no one to talk to)."""
+        if self._executor is not None:
+            return self._executor
+        if not self.has_broker:
+            return None
+        with self._lock:
+            if self._executor is not None:
+                return self._executor
+            if time.monotonic() - self._failed_at < RECONNECT_AFTER:
+                return None
+            from common.broker import make_executor
+
+            executor = make_executor(self.settings, connection_name="hareflow-web")
+            try:
+                executor.start(timeout=5)  # type: ignore[call-arg]
+            except Exception as exc:  # noqa: BLE001 - reported by the health check and the pages
+                self._failed_at = time.monotonic()
+                self.last_broker_error = str(exc) or type(exc).__name__
+                log.warning("cannot reach the broker: %s", self.last_broker_error)
+                try:
+                    executor.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                return None
+            self.last_broker_error = None
+            self._executor, self._own_executor = executor, True
+            return executor
+
+    def notify(self, events: Iterable[StateEvent]) -> None:
+        """Tell the schedulers (so they act at once) and the other web servers about a change.
+        Best effort: schedulers notice within ``scheduler_idle_wait`` anyway."""
+        events = list(events)
+        executor = self.executor()
+        if executor is None or not events:
+            return
+        try:
+            executor.publish_events(events)
+        except Exception:  # noqa: BLE001
+            log.debug("could not publish %d event(s)", len(events), exc_info=True)
+
+    def close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+        with self._lock:
+            if self._own_executor and self._executor is not None:
+                self._executor.close()
+                self._executor = None
+                self._own_executor = False
+
+
+def runtime() -> WebRuntime:
+    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+
+
+def open_session() -> Session:
+    """A new metastore session; use it in a ``with`` block (and ``with s.begin():`` to write)."""
+    return runtime().sessions()
+
+
+def event(kind: str, dag_id: str, state: str, run_id: str | None = None, **extra: object) -> StateEvent:
+    return StateEvent(kind=kind, dag_id=dag_id, run_id=run_id, state=state, at=time.time(), **extra)  # type: ignore[arg-type]

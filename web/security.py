@@ -1,0 +1,276 @@
+"""Who is asking and what they may do: sessions, API tokens, roles, CSRF and response headers.
+
+Every request except the login page and static files needs a user: a signed session cookie (set
+by the login form) or an ``Authorization: Bearer <token>`` header (scripts). Roles are ranked:
+``viewer`` reads, ``op`` also triggers, clears, pauses and marks, ``admin`` also manages users.
+Each view states the role it needs with :func:`require_role`; nothing relies on hiding buttons.
+
+CSRF: a random token per session, sent back in a form field (``csrf_token``) or the
+``X-CSRF-Token`` header, is required on every POST/PUT/PATCH/DELETE authenticated by the cookie.
+Token-authenticated API calls are exempt: a browser never adds that header by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from flask import Flask, Response, abort, g, redirect, request, session, url_for
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common.config import Settings
+from common.db import ApiToken, User
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ROLE_RANK = {"viewer": 0, "op": 1, "admin": 2}
+TOKEN_PREFIX = "hft_"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Endpoints reachable without a user.
+PUBLIC_ENDPOINTS = frozenset({"static", "auth.login"})
+#: A token's ``last_used_at`` is written at most this often (a script polling the API would
+#: otherwise turn every read into a write).
+TOKEN_TOUCH_EVERY = timedelta(minutes=1)
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+class CsrfError(Exception):
+    """A state-changing request without the session's CSRF token."""
+
+
+# -- secret key and tokens --------------------------------------------------------------------------
+
+
+def ensure_secret_key(settings: Settings) -> str:
+    """The key that signs session cookies: ``settings.secret_key``, or else the one kept in
+    ``$HAREFLOW_HOME/secret_key`` (created with mode 0600 on first use, so restarts keep sessions)."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = Path(settings.home) / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text().strip()
+        if key:
+            return key
+        raise RuntimeError(
+            f"{path} is empty: delete it (a new key is made) or set HAREFLOW_SECRET_KEY"
+        ) from None
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    log.info("created a session signing key in %s", path)
+    return key
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256 random bits, so one SHA-256 is enough (no salt or stretching needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(session: Session, username: str) -> str:
+    """Create an API token for ``username`` and return it; only its hash is stored, so this is the
+    one time it can be seen. Raises ``common.users.UserAccountError`` for an unknown user."""
+    from common.operations import audit
+    from common.users import get_user
+
+    user = get_user(session, username)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), created_at=datetime.now(UTC)))
+    audit(session, "token_issue", username=username, details={"user": username})
+    session.flush()
+    return token
+
+
+def revoke_tokens(session: Session, username: str) -> int:
+    """Delete every API token of ``username``; return how many there were."""
+    from common.operations import audit
+    from common.users import get_user
+
+    user = get_user(session, username)
+    tokens = list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)))
+    for token in tokens:
+        session.delete(token)
+    audit(session, "token_revoke", username=username, details={"user": username, "count": len(tokens)})
+    return len(tokens)
+
+
+def user_for_token(session: Session, token: str, now: datetime | None = None) -> User | None:
+    row = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(token))
+    ).one_or_none()
+    if row is None:
+        return None
+    api_token, user = row
+    now = now or datetime.now(UTC)
+    if api_token.last_used_at is None or now - api_token.last_used_at > TOKEN_TOUCH_EVERY:
+        api_token.last_used_at = now
+    return cast(User, user)
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+
+
+def password_fingerprint(user: User) -> str:
+    """Changes when the password does: a session made before a password change stops working."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+
+
+def log_in(user: User) -> None:
+    session.clear()  # no session fixation: a fresh session (and CSRF token) per login
+    session["uid"] = user.id
+    session["fp"] = password_fingerprint(user)
+    session["csrf"] = secrets.token_urlsafe(32)
+    session.permanent = True
+
+
+def user_from_session(db: Session) -> User | None:
+    uid = session.get("uid")
+    if uid is None:
+        return None
+    user = db.get(User, uid)
+    if user is None or session.get("fp") != password_fingerprint(user):
+        return None
+    return user
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return str(token)
+
+
+def check_csrf() -> None:
+    expected = session.get("csrf")
+    sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
+    if not expected or not sent or not hmac.compare_digest(str(expected), str(sent)):
+        raise CsrfError("the form's security token is missing or out of date: reload the page and retry")
+
+
+# -- roles ------------------------------------------------------------------------------------------
+
+
+def has_role(user: User | None, role: str) -> bool:
+    return user is not None and ROLE_RANK.get(user.role, -1) >= ROLE_RANK[role]
+
+
+def can(role: str) -> bool:
+    """For templates: whether the current user has at least ``role`` (buttons are shown to those
+    who may use them; the view checks again)."""
+    return has_role(g.get("user"), role)
+
+
+def require_role(role: str) -> Callable[[F], F]:
+    """The view needs at least ``role``; anyone else gets 403."""
+    if role not in ROLE_RANK:
+        raise ValueError(f"unknown role {role!r}")
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not has_role(g.get("user"), role):
+                abort(403, f"this needs the {role} role")
+            return view(*args, **kwargs)
+
+        wrapper.required_role = role  # type: ignore[attr-defined]
+        return cast(F, wrapper)
+
+    return decorate
+
+
+def is_api_request() -> bool:
+    return request.path.startswith("/api/")
+
+
+def safe_next(target: str | None, default: str) -> str:
+    """A redirect target from the request, only if it stays on this site."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return default
+
+
+# -- request hooks ----------------------------------------------------------------------------------
+
+
+def _authenticate() -> Response | None:
+    from web.runtime import runtime
+
+    g.user = None
+    g.auth = None
+    header = request.headers.get("Authorization", "")
+    sessions = runtime().sessions
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            abort(401, "use 'Authorization: Bearer <token>' (tokens: `hareflow users token NAME`)")
+        with sessions() as db, db.begin():
+            user = user_for_token(db, token.strip())
+            if user is not None:
+                db.expunge(user)
+        if user is None:
+            abort(401, "unknown API token")
+        g.user, g.auth = user, "token"
+        return None
+    if "uid" in session:
+        with sessions() as db:
+            user = user_from_session(db)
+            if user is not None:
+                db.expunge(user)  # a detached copy: views open their own sessions
+        if user is not None:
+            g.user, g.auth = user, "session"
+            return None
+    if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+        return None
+    if is_api_request():
+        abort(401, "log in first, or send an API token")
+    return cast(Response, redirect(url_for("auth.login", next=request.full_path.rstrip("?"))))
+
+
+def _check_csrf() -> None:
+    if request.method in UNSAFE_METHODS and g.get("auth") != "token":
+        check_csrf()
+
+
+def _add_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if g.get("user") is not None and not request.path.startswith("/static/"):
+        # Pages show live state and personal data: never from a shared cache or the back button.
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_authenticate)
+    app.before_request(_check_csrf)
+    app.after_request(_add_headers)
+    app.jinja_env.globals.update(csrf_token=csrf_token, can=can, CSRF_FIELD=CSRF_FIELD)

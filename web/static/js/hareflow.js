@@ -1,0 +1,143 @@
+/* hareflow: helpers every page shares (API calls with the CSRF header, safe DOM building,
+   formatting) and the live connection (Socket.IO rooms, resync after every (re)connect, polling
+   when the server has no event source). */
+(function () {
+  "use strict";
+
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  const csrf = meta ? meta.getAttribute("content") : "";
+  const STATES = new Set(["none", "scheduled", "queued", "running", "success", "failed", "up_for_retry",
+    "upstream_failed", "skipped", "removed", "cancelled", "active", "stopping", "stopped", "lost"]);
+
+  const hf = (window.hf = {});
+
+  hf.enc = encodeURIComponent;
+
+  /* Call /api/v1<path>; JSON bodies; the CSRF header on writes; throws Error(message) on failure. */
+  hf.api = async function (path, opts) {
+    opts = opts || {};
+    const init = { method: opts.method || "GET", credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (opts.body !== undefined) {
+      init.body = JSON.stringify(opts.body);
+      init.headers["Content-Type"] = "application/json";
+    }
+    if (init.method !== "GET") init.headers["X-CSRF-Token"] = csrf;
+    const response = await fetch("/api/v1" + path, init);
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (!response.ok) {
+      const error = new Error((data && data.error) || response.status + " " + response.statusText);
+      error.status = response.status;
+      throw error;
+    }
+    return data;
+  };
+
+  /* el("a", {href: "/x", class: "y"}, "text", child...) — text is always set as text, never HTML. */
+  hf.el = function (tag, attrs) {
+    const node = document.createElement(tag);
+    if (attrs) {
+      for (const [key, value] of Object.entries(attrs)) {
+        if (value === null || value === undefined || value === false) continue;
+        if (key === "dataset") Object.assign(node.dataset, value);
+        else if (key === "onclick") node.addEventListener("click", value);
+        else node.setAttribute(key, value === true ? "" : String(value));
+      }
+    }
+    for (let i = 2; i < arguments.length; i++) {
+      const child = arguments[i];
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  };
+
+  hf.stateClass = function (state) { return "s-" + (STATES.has(state) ? state : "none"); };
+
+  hf.setState = function (node, state) {
+    for (const cls of Array.from(node.classList)) if (cls.startsWith("s-")) node.classList.remove(cls);
+    node.classList.add(hf.stateClass(state));
+    node.dataset.state = state || "none";
+  };
+
+  hf.badge = function (state) {
+    const b = hf.el("span", { class: "badge " + hf.stateClass(state) }, state || "none");
+    b.dataset.state = state || "none";
+    return b;
+  };
+
+  hf.fmtDate = function (iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    if (isNaN(d)) return "";
+    return d.toISOString().replace("T", " ").slice(0, 19);
+  };
+
+  hf.fmtDuration = function (seconds) {
+    if (seconds === null || seconds === undefined) return "";
+    if (seconds < 1) return Math.round(seconds * 1000) + " ms";
+    if (seconds < 60) return seconds.toFixed(1) + " s";
+    const m = Math.floor(seconds / 60), s = Math.floor(seconds % 60);
+    if (m < 60) return m + "m " + String(s).padStart(2, "0") + "s";
+    return Math.floor(m / 60) + "h " + String(m % 60).padStart(2, "0") + "m " + String(s).padStart(2, "0") + "s";
+  };
+
+  hf.debounce = function (fn, ms) {
+    let timer = null;
+    return function () {
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(function () { timer = null; fn(); }, ms);
+    };
+  };
+
+  function setStatus(mode, title) {
+    const dot = document.getElementById("live-status");
+    if (!dot) return;
+    dot.hidden = false;
+    dot.classList.remove("on", "off", "poll");
+    dot.classList.add(mode);
+    dot.title = title;
+  }
+
+  /* Join rooms and call onEvents(list) for each batch of state events; call onResync() after
+     every (re)connect (events may have been missed meanwhile), every 30 s as a safety net, and
+     every 3 s when the server has no live event source. */
+  hf.live = function (rooms, onEvents, onResync) {
+    let pollTimer = null;
+    const poll = function (ms) {
+      if (pollTimer) clearInterval(pollTimer);
+      pollTimer = setInterval(function () { onResync(); }, ms);
+    };
+    if (typeof window.io !== "function") {
+      setStatus("poll", "live updates unavailable: refreshing every 3 s");
+      poll(3000);
+      return null;
+    }
+    const socket = window.io({ transports: ["websocket", "polling"], tryAllTransports: true, reconnectionDelayMax: 5000 });
+    socket.on("connect", function () {
+      socket.emit("join", { rooms: rooms }, function () { onResync(); });
+    });
+    socket.on("hello", function (info) {
+      if (info && info.live) {
+        setStatus("on", "live updates: connected");
+        poll(30000);
+      } else {
+        setStatus("poll", "the server has no event source: refreshing every 3 s");
+        poll(3000);
+      }
+    });
+    socket.on("events", function (events) { if (Array.isArray(events)) onEvents(events); });
+    socket.on("disconnect", function () { setStatus("off", "live updates: disconnected, reconnecting"); });
+    socket.on("connect_error", function () { setStatus("off", "live updates: cannot connect, retrying"); });
+    hf.socket = socket;
+    return socket;
+  };
+
+  /* Forms with data-confirm ask first. */
+  document.addEventListener("submit", function (event) {
+    const form = event.target;
+    if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      event.preventDefault();
+    }
+  });
+})();

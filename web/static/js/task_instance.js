@@ -1,0 +1,108 @@
+/* The task-instance page: the selected try's log is tailed from the API (?offset=<last seq>)
+   whenever a log or state event for this task instance arrives, and after every reconnect. */
+(function () {
+  "use strict";
+  const hf = window.hf;
+  const root = document.getElementById("ti-view");
+  if (!root) return;
+  const dagId = root.dataset.dag;
+  const runId = root.dataset.run;
+  const taskId = root.dataset.task;
+  const tiId = Number(root.dataset.ti);
+  const selectedTry = Number(root.dataset.try);
+  let currentTry = Number(root.dataset.currentTry);
+  let offset = Number(root.dataset.offset) || 0;
+  let finished = root.dataset.finished === "true";
+  const base = "/dags/" + hf.enc(dagId) + "/runs/" + hf.enc(runId) + "/tasks/" + hf.enc(taskId);
+  const logBox = document.getElementById("log");
+  const status = document.getElementById("log-status");
+  let busy = false;
+  let again = false;
+
+  function atBottom() { return logBox.scrollHeight - logBox.scrollTop - logBox.clientHeight < 30; }
+
+  async function pull() {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      let more = true;
+      while (more || again) {
+        again = false;
+        const stick = atBottom();
+        const r = await hf.api(base + "/logs/" + selectedTry + "?offset=" + offset);
+        if (r.chunks.length) {
+          logBox.append(document.createTextNode(r.chunks.map(function (c) { return c.text; }).join("")));
+          if (stick) logBox.scrollTop = logBox.scrollHeight;
+        }
+        offset = r.offset;
+        finished = r.finished;
+        more = r.more;
+      }
+      status.textContent = finished ? "" : "following\u2026";
+    } catch (e) {
+      status.textContent = "log: " + e.message;
+    } finally {
+      busy = false;
+    }
+  }
+
+  function setState(state, tryNumber) {
+    const badge = document.getElementById("ti-state");
+    if (badge) { hf.setState(badge, state); badge.textContent = state; }
+    if (tryNumber && tryNumber !== currentTry) {
+      currentTry = tryNumber;
+      document.getElementById("ti-try").textContent = String(tryNumber);
+      if (tryNumber > selectedTry && !document.getElementById("new-try")) {
+        const link = hf.el("a", { id: "new-try", href: "?try=" + tryNumber }, " try " + tryNumber + " started: show it");
+        status.after(link);
+      }
+    }
+  }
+
+  function field(name, value) {
+    const cell = document.querySelector('#ti-meta [data-field="' + name + '"]');
+    if (cell) cell.replaceChildren(value);
+  }
+
+  /* Timings, host, error and return value, from the API (after a state change or a reconnect). */
+  async function refreshDetails() {
+    let ti;
+    try { ti = await hf.api(base); } catch (e) { return; }
+    setState(ti.state, ti.try_number);
+    field("state", hf.badge(ti.state));
+    field("queued_at", hf.fmtDate(ti.queued_at));
+    field("start_date", hf.fmtDate(ti.start_date));
+    field("end_date", hf.fmtDate(ti.end_date));
+    field("duration", hf.fmtDuration(ti.duration));
+    field("hostname", (ti.hostname || "") + (ti.pid ? " (pid " + ti.pid + ")" : ""));
+    field("worker", ti.worker || "");
+    if (ti.try_number !== selectedTry) return;
+    document.getElementById("ti-error-box").hidden = !ti.error;
+    document.getElementById("ti-error").textContent = (ti.error || "").slice(0, 65536);
+    const result = document.getElementById("ti-result");
+    const none = ti.result === null || ti.result === undefined;
+    result.hidden = none;
+    document.getElementById("ti-no-result").hidden = !none;
+    result.textContent = none ? "" : JSON.stringify(ti.result, null, 2).slice(0, 65536);
+  }
+  const refreshSoon = hf.debounce(refreshDetails, 200);
+
+  function resync() {
+    refreshDetails();
+    pull();
+  }
+
+  function onEvents(events) {
+    let wanted = false;
+    for (const e of events) {
+      const mine = e.ti_id === tiId || (e.run_id === runId && e.task_id === taskId);
+      if (!mine) continue;
+      if (e.kind === "task") { setState(e.state, e.try_number); refreshSoon(); wanted = true; }
+      if (e.kind === "log" && e.try_number === selectedTry) wanted = true;
+    }
+    if (wanted) pull();
+  }
+
+  logBox.scrollTop = logBox.scrollHeight;
+  hf.live(["dag:" + dagId], onEvents, resync);
+})();

@@ -1,0 +1,52 @@
+/* Workers and queues pages: refreshed from the API every 5 s (heartbeats are not events). */
+(function () {
+  "use strict";
+  const hf = window.hf;
+  const workers = document.getElementById("workers-table");
+  const queues = document.getElementById("queues-table");
+
+  function fill(table, rows, empty) {
+    const body = table.tBodies[0];
+    if (!rows.length) {
+      body.replaceChildren(hf.el("tr", null, hf.el("td", { colspan: String(table.tHead.rows[0].cells.length), class: "empty" }, empty)));
+    } else {
+      body.replaceChildren.apply(body, rows);
+    }
+  }
+
+  async function refreshWorkers() {
+    const data = await hf.api("/workers");
+    document.getElementById("worker-count").textContent = String(data.workers.length);
+    fill(workers, data.workers.map(function (w) {
+      const load = w.concurrency ? Math.round(w.running / w.concurrency * 10) : 0;
+      const stale = w.heartbeat_age > 30 && w.state === "active";
+      return hf.el("tr", null,
+        hf.el("td", null, hf.badge(w.state)),
+        hf.el("td", null, w.name),
+        hf.el("td", null, w.hostname + " ", hf.el("span", { class: "muted small" }, "pid " + w.pid)),
+        hf.el("td", null, ...w.queues.map(function (q) { return hf.el("span", { class: "tag" }, q); })),
+        hf.el("td", null, String(w.running)),
+        hf.el("td", null, String(w.concurrency)),
+        hf.el("td", null, hf.el("span", { class: "bar" }, hf.el("span", { class: "fill load-" + load }))),
+        hf.el("td", { class: stale ? "stale" : null }, hf.fmtDuration(w.heartbeat_age) + " ago"),
+        hf.el("td", null, hf.fmtDate(w.first_seen)));
+    }), "No worker has reported yet.");
+  }
+
+  async function refreshQueues() {
+    const data = await hf.api("/queues");
+    const show = function (v) { return v === null || v === undefined ? "?" : String(v); };
+    fill(queues, data.queues.map(function (q) {
+      return hf.el("tr", null, hf.el("td", null, q.name), hf.el("td", null, show(q.messages)),
+        hf.el("td", null, show(q.consumers)), hf.el("td", null, String(q.queued_tasks)), hf.el("td", null, String(q.running_tasks)));
+    }), "No queues.");
+  }
+
+  function tick() {
+    const jobs = [];
+    if (workers) jobs.push(refreshWorkers());
+    if (queues) jobs.push(refreshQueues());
+    Promise.all(jobs).catch(function () { /* keep the last table */ });
+  }
+  setInterval(tick, 5000);
+})();
