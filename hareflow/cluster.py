@@ -50,6 +50,7 @@ class Cluster:
         self._sched_thread: threading.Thread | None = None
         self.workers: list[_RunningWorker] = []
         self._make_executor = make_executor
+        self._notify: Any = None
 
     @property
     def executor(self) -> Any:
@@ -122,6 +123,8 @@ class Cluster:
             self._sched_thread.join(timeout)
         if self._shared is not None:
             self._shared.close()
+        if self._notify is not None:
+            self._notify.close()
         self.engine.dispose()
 
     def __enter__(self) -> Cluster:
@@ -151,12 +154,19 @@ class Cluster:
         with self.sessions() as session, session.begin():
             run = trigger_run(session, dag_id, conf=conf, run_id=run_id, triggered_by="cluster")
             created = run.run_id
-        executor = self._shared
-        if executor is not None:
-            executor.publish_events(
-                [StateEvent(kind="run", dag_id=dag_id, run_id=created, state="queued", at=time.time())]
-            )
+        self._notifier().publish_events(
+            [StateEvent(kind="run", dag_id=dag_id, run_id=created, state="queued", at=time.time())]
+        )
         return created
+
+    def _notifier(self) -> Any:
+        """Where wake-up events go: the shared executor, or a connection of our own to the broker."""
+        if self._shared is not None:
+            return self._shared
+        if self._notify is None:
+            self._notify = self._make_executor(self.settings, connection_name="hareflow-cluster")
+            self._notify.start()
+        return self._notify
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 60.0) -> str:
         """Wait until the run finishes; return its state."""

@@ -120,7 +120,7 @@ class Scheduler:
                 stop.wait(1.0)
                 continue
             took = time.monotonic() - started
-            self._wake.wait(self._settings.scheduler_idle_wait)
+            self._wait_for_work(stop)
             # Duty cycle at most one half: a pass over a large run takes tens of milliseconds of
             # CPU, and back-to-back passes would starve the results consumer that feeds them.
             # Small passes (a chain's few milliseconds) are not slowed noticeably.
@@ -128,6 +128,15 @@ class Scheduler:
             if rest > 0.002:
                 stop.wait(rest)
         log.info("scheduler %s stopped", self.ident)
+
+    def _wait_for_work(self, stop: threading.Event) -> None:
+        """Until an event wakes us, the idle wait passes, or ``stop`` is set (checked twice a
+        second, so a long idle wait never delays shutdown)."""
+        deadline = time.monotonic() + self._settings.scheduler_idle_wait
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._wake.wait(min(remaining, 0.5)):
+                return
 
     def run_once(self, now: datetime | None = None) -> LoopReport:
         now = now or self._clock()

@@ -65,18 +65,30 @@ def _delete_test_topology(url: str) -> None:
     except (OSError, subprocess.SubprocessError):
         return
     conn = pika.BlockingConnection(pika.URLParameters(url))
-    ch = conn.channel()
     mine = tuple(f"{p}." for p in _PREFIXES_USED)  # only this session's: others may be running
-    for q in out:
-        if q.startswith(mine):
-            ch.queue_delete(q)
-    for ex in exchanges:
-        if ex.startswith(mine):
-            ch.exchange_delete(ex)
+    for name in out:
+        if name.startswith(mine):
+            _quietly(conn, lambda ch, n=name: ch.queue_delete(n))
+    for name in exchanges:
+        if name.startswith(mine):
+            _quietly(conn, lambda ch, n=name: ch.exchange_delete(n))
     conn.close()
 
 
 _PREFIXES_USED: set[str] = set()
+
+
+def _quietly(conn: object, action: Callable[[object], object]) -> None:
+    """One deletion on its own channel: a queue still held exclusively (its connection is closing)
+    closes that channel, not the whole clean-up."""
+    import pika.exceptions
+
+    try:
+        ch = conn.channel()  # type: ignore[attr-defined]
+        action(ch)
+        ch.close()
+    except pika.exceptions.AMQPChannelError:
+        pass
 
 
 @pytest.fixture

@@ -627,3 +627,34 @@ def test_a_deleted_dag_file_deactivates_its_dag(system: System, write_dag) -> No
 
     wait_until(lambda: is_active("doomed") is False, timeout=10, message="DAG 'doomed' to be deactivated")
     assert is_active("kept") is True
+
+
+def test_the_scheduler_is_woken_by_events_not_by_its_idle_timer(system: System, write_dag) -> None:
+    """With a 60 s idle wait, a four-task chain only finishes in time if every trigger and every
+    finished task wakes the scheduler at once."""
+    write_dag(
+        "woken.py",
+        """
+        from datetime import datetime
+        from hareflow import DAG, task
+        with DAG("woken", start_date=datetime(2026, 1, 1)):
+            @task
+            def a():
+                return 1
+            @task
+            def b(x):
+                return x + 1
+            @task
+            def c(x):
+                return x + 1
+            @task
+            def d(x):
+                return x + 1
+            d(c(b(a())))
+        """,
+    )
+    cluster = system.start(scheduler_idle_wait=60.0)
+    cluster.wait_for_dag("woken")
+    run_id = cluster.trigger("woken")
+    assert cluster.wait_for_run("woken", run_id, timeout=30) == "success"
+    assert system.result("woken", run_id, "d") == 4
