@@ -72,7 +72,7 @@ class Worker:
         self._settings = settings
         self.queues = list(queues)
         self.concurrency = concurrency
-        self.identity = identity or default_identity(hostname=settings_hostname(settings))
+        self.identity = identity or default_identity(hostname=settings.hostname or None)
         self._inbox = _Inbox()
         self._stop = threading.Event()
         self._immediate = threading.Event()
@@ -457,7 +457,3 @@ class _LogBuffer:
             self._executor.publish_results([message], confirm=False)
         except Exception as exc:
             log.debug("log chunk not sent: %s", exc)
-
-
-def settings_hostname(settings: Settings) -> str | None:
-    return settings.hostname or None

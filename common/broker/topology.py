@@ -44,9 +44,6 @@ class Topology:
     def task_queue(self, name: str) -> str:
         return f"{self.prefix}.q.{name}"
 
-    def queue_name_of(self, amqp_queue: str) -> str:
-        return amqp_queue.removeprefix(f"{self.prefix}.q.")
-
     def durable_queue_arguments(self, *, dead_letter: bool = True) -> dict[str, Any]:
         args: dict[str, Any] = {"x-queue-type": self.queue_type}
         if dead_letter:

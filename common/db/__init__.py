@@ -1,6 +1,6 @@
 """Metastore: typed SQLAlchemy models, engine/session creation, migrations."""
 
-from common.db.engine import DatabaseUnavailable, create_engine_for, make_session_factory
+from common.db.engine import create_engine_for, make_session_factory
 from common.db.models import (
     ApiToken,
     AuditLog,
@@ -25,7 +25,6 @@ __all__ = [
     "Base",
     "Dag",
     "DagRun",
-    "DatabaseUnavailable",
     "ImportError_",
     "Pool",
     "SchedulerHeartbeat",

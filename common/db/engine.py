@@ -15,12 +15,6 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.config import mask_url
-
-
-class DatabaseUnavailable(RuntimeError):
-    """The metastore cannot be reached; the message names it (password masked)."""
-
 
 def create_engine_for(url: str, **kwargs: Any) -> Engine:
     """Create an engine with the settings each backend needs."""
@@ -63,8 +57,3 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
-
-
-def describe(url: str) -> str:
-    """A URL fit for an error message."""
-    return mask_url(url)
