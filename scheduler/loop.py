@@ -84,6 +84,8 @@ class Scheduler:
         self._housekeeping_every = timedelta(seconds=min(1.0, settings.scheduler_idle_wait))
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
         self._started_at = clock()
+        #: monotonic time of the last pass that completed (read by the health probe)
+        self.last_pass = time.monotonic()
 
     # -- waking --------------------------------------------------------------------------------
 
@@ -107,6 +109,7 @@ class Scheduler:
             started = time.monotonic()
             try:
                 self.run_once()
+                self.last_pass = time.monotonic()
                 delay = 0.5
             except (OperationalError, BrokerUnavailable) as exc:
                 log.warning(

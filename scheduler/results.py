@@ -221,6 +221,8 @@ class ResultsConsumer:
         self._on_change = on_change
         self._buffer: queue.Queue[Delivery] = queue.Queue()
         self.processed = 0
+        #: monotonic time of the last cycle that completed (read by the health probe)
+        self.last_cycle = time.monotonic()
 
     def start(self) -> None:
         self._executor.consume_results(self._settings.results_prefetch, self._buffer.put)
@@ -229,6 +231,7 @@ class ResultsConsumer:
         while not stop.is_set():
             try:
                 self.run_once(timeout=0.5, stop=stop)
+                self.last_cycle = time.monotonic()
             except Exception:
                 log.exception("results consumer iteration failed; continuing")
                 stop.wait(1.0)

@@ -12,6 +12,7 @@ from common.broker import Executor, make_executor
 from common.config import Settings
 from common.db import create_engine_for, make_session_factory
 from common.db.migrate import status
+from common.health import HealthReporter, progress_probe
 from common.messages import StateEvent
 from scheduler.dag_processor import DagProcessor
 from scheduler.loop import Scheduler
@@ -62,22 +63,37 @@ def run_scheduler(
 
     executor.subscribe_events(lambda e: scheduler.on_events([e]))
     threads = []
+    # A pass normally ends within the idle wait; a minute without one means it is stuck (or the
+    # metastore has been down that long).
+    pass_limit = max(60.0, 3 * settings.scheduler_idle_wait)
+    reporters = [
+        HealthReporter(
+            settings.home,
+            "scheduler",
+            progress_probe(lambda: scheduler.last_pass, pass_limit, "scheduler pass"),
+        )
+    ]
     if settings.run_results_consumer:
         consumer = ResultsConsumer(
             executor=executor, session_factory=sessions, settings=settings, on_change=on_events
         )
         consumer.start()
         threads.append(_thread(consumer.run, "hareflow-results", stop))
+        reporters.append(_results_health(settings, consumer))
     processor = DagProcessor(settings=settings, session_factory=sessions, on_change=on_events)
     log.info("DAG folder: %s", processor.folder)
     processor.run_once()
     threads.append(_thread(processor.run, "hareflow-dag-processor", stop))
+    for reporter in reporters:
+        reporter.start()
     if ready is not None:
         ready.set()
     try:
         scheduler.run(stop)
     finally:
         stop.set()
+        for reporter in reporters:
+            reporter.stop()
         for t in threads:
             t.join(timeout=10)
         if own_executor:
@@ -91,7 +107,16 @@ def run_results(settings: Settings, stop: threading.Event) -> None:
     executor.start()
     consumer = ResultsConsumer(executor=executor, session_factory=sessions, settings=settings)
     consumer.start()
+    reporter = _results_health(settings, consumer).start()
     try:
         consumer.run(stop)
     finally:
+        reporter.stop()
         executor.close()
+
+
+def _results_health(settings: Settings, consumer: ResultsConsumer) -> HealthReporter:
+    # A cycle ends every half second when idle; a minute without one: stuck or the metastore is down.
+    return HealthReporter(
+        settings.home, "results", progress_probe(lambda: consumer.last_cycle, 60.0, "results cycle")
+    )

@@ -71,6 +71,9 @@ def create_app(
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp, url_prefix="/api/v1")
+    from web.api.system import public_health
+
+    app.add_url_rule("/health", "health", public_health)
     return app
 
 

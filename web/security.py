@@ -40,7 +40,7 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: Endpoints reachable without a user.
-PUBLIC_ENDPOINTS = frozenset({"static", "auth.login"})
+PUBLIC_ENDPOINTS = frozenset({"static", "auth.login", "health"})
 #: A token's ``last_used_at`` is written at most this often (a script polling the API would
 #: otherwise turn every read into a write).
 TOKEN_TOUCH_EVERY = timedelta(minutes=1)

@@ -83,6 +83,8 @@ class Worker:
         self._ctx = pool_context()
         self._consumer: object | None = None
         self._reporter = _Reporter(executor)
+        #: monotonic time a heartbeat last reached the broker (read by the health probe)
+        self.last_heartbeat_sent = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -186,6 +188,7 @@ class Worker:
         )
         try:
             self._executor.publish_results([beat], confirm=state != "active")
+            self.last_heartbeat_sent = time.monotonic()
         except Exception as exc:
             log.warning("heartbeat not sent: %s", exc)
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from common.broker import Executor, make_executor
 from common.config import Settings
+from common.health import HealthReporter, progress_probe
 from worker.runtime import Worker, default_identity
 
 
@@ -50,8 +51,16 @@ def run_worker(
     if own:
         executor.start()
     worker.start()
+    # Heartbeats go out every heartbeat_interval; three missed in a row: the broker is out of reach.
+    limit = max(30.0, 3 * settings.heartbeat_interval)
+    reporter = HealthReporter(
+        settings.home,
+        "worker",
+        progress_probe(lambda: worker.last_heartbeat_sent, limit, "heartbeat reached the broker"),
+    ).start()
     try:
         worker.run(stop)
     finally:
+        reporter.stop()
         if own:
             executor.close()

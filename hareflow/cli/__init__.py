@@ -18,7 +18,7 @@ from hareflow.cli.dags import dags
 from hareflow.cli.db import db
 from hareflow.cli.pools import pools
 from hareflow.cli.runs import runs
-from hareflow.cli.services import results, scheduler, standalone, web, worker
+from hareflow.cli.services import health, results, scheduler, standalone, web, worker
 from hareflow.cli.tasks import tasks
 from hareflow.cli.users import users
 from hareflow.cli.workers import queues, workers
@@ -62,5 +62,6 @@ for command in (
     queues,
     config,
     version,
+    health,
 ):
     main.add_command(command)

@@ -213,3 +213,69 @@ def _first_admin(sessions: Any) -> None:
         f"Created the first user: admin / {password}  (shown once; change it with "
         "`hareflow users create` and `hareflow users delete`)"
     )
+
+
+@click.command()
+@click.argument("role", type=click.Choice(["scheduler", "results", "worker", "web"]))
+@click.option(
+    "--max-age",
+    default=30.0,
+    show_default=True,
+    type=float,
+    help="Oldest acceptable report, in seconds (processes report every 5 s).",
+)
+@click.option("--url", default=None, help="For web: the /health address (default the configured web port).")
+@click.option("--json", "as_json", is_flag=True, help="Print the details as JSON.")
+def health(role: str, max_age: float, url: str | None, as_json: bool) -> None:
+    """Check that a long-running process on this machine is healthy: exit 0 if so, 1 if not.
+
+    The scheduler, results consumer and worker keep a report fresh under $HAREFLOW_HOME/health
+    (the scheduler finished a pass, the results consumer a cycle, the worker's heartbeat reached the
+    broker), so the check needs neither the database nor the broker. For web it asks the server's
+    /health and passes when the server answers and its database is reachable. Container
+    healthchecks use it.
+
+    \b
+    Example:
+      hareflow health worker && echo ok
+    """
+    import json
+    import sys
+
+    settings = get_settings()
+    if role == "web":
+        ok, message, details = _web_health(url or f"http://127.0.0.1:{settings.web_port}/health")
+    else:
+        from common.health import check
+
+        verdict = check(settings.home, role, max_age=max_age)
+        ok, message, details = verdict.ok, verdict.message, {"processes": verdict.processes}
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "message": message, **details}, default=str))
+    else:
+        click.echo(message)
+    sys.exit(0 if ok else 1)
+
+
+def _web_health(url: str) -> tuple[bool, str, dict[str, Any]]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - an operator's URL
+            body = response.read()
+    except urllib.error.HTTPError as exc:  # 503: the server answers but something it needs is down
+        body = exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, f"web unhealthy: no answer from {url}: {reason}", {}
+    try:
+        report = json.loads(body)
+    except ValueError:
+        return False, f"web unhealthy: {url} did not answer with JSON", {}
+    if not report.get("database", {}).get("ok"):
+        return False, "web unhealthy: its metastore is unreachable", report
+    notes = [k for k in ("broker", "scheduler") if not report.get(k, {}).get("ok")]
+    suffix = f" (not ok: {', '.join(notes)})" if notes else ""
+    return True, f"web healthy{suffix}", report

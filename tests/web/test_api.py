@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.config import Settings
 from common.db import Backfill, DagRun, ImportError_, SchedulerHeartbeat, TaskInstance
 from tests.web.conftest import T0, Client, path_of, unique
 from web.openapi import openapi_document
@@ -392,3 +394,20 @@ def test_the_openapi_document_names_no_route_that_does_not_exist(app: Flask) -> 
 
     assert documented - routes == set()
     assert openapi_document()["openapi"].startswith("3.")
+
+
+def test_public_health_needs_no_login_and_hides_error_texts(
+    anon: FlaskClient, web_settings: Settings
+) -> None:
+    from web import create_app
+
+    served = anon.get("/health")
+    assert served.status_code in (200, 503) and set(served.json) >= {"ok", "database", "broker", "scheduler"}
+
+    broken = create_app(
+        web_settings.replace(database_url="postgresql+psycopg2://nobody:s3cret@127.0.0.1:1/nothing")
+    ).test_client()
+    down = broken.get("/health")
+    assert down.status_code == 503
+    assert down.json["database"] == {"ok": False}
+    assert "s3cret" not in down.get_data(as_text=True) and "nobody" not in down.get_data(as_text=True)

@@ -69,6 +69,22 @@ def queues() -> Any:
 @bp.get("/health")
 @require_role("viewer")
 def health() -> Any:
+    report = health_report()
+    return jsonify(report), 200 if report["ok"] else 503
+
+
+def public_health() -> Any:
+    """``/health`` for load balancers and container healthchecks: no login, and no error texts
+    (they can name hosts and users); the API's ``/api/v1/health`` has the details."""
+    report = health_report()
+    for part in report.values():
+        if isinstance(part, dict):
+            part.pop("error", None)
+    return jsonify(report), 200 if report["ok"] else 503
+
+
+def health_report() -> dict[str, Any]:
+    """Database, broker and scheduler heartbeat age; ``ok`` when all three are."""
     rt = runtime()
     report: dict[str, Any] = {}
     try:
@@ -88,9 +104,8 @@ def health() -> Any:
         report["broker"] = {"ok": True, "executor": "local", "note": "no broker configured"}
     relay = rt.relay
     report["live_updates"] = bool(relay and relay.live)
-    ok = all(report[k]["ok"] for k in ("database", "broker", "scheduler"))
-    report["ok"] = ok
-    return jsonify(report), 200 if ok else 503
+    report["ok"] = all(report[k]["ok"] for k in ("database", "broker", "scheduler"))
+    return report
 
 
 @bp.get("/backfills")
