@@ -64,6 +64,8 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     secret_key: str = ""
+    admin_username: str = "admin"  # `hareflow db init` creates this admin user once ...
+    admin_password: str = ""  # ... with this password (empty: no user is created)
     log_level: str = "INFO"
 
     @property
@@ -96,7 +98,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in ("database_url", "broker_url"):
                 value = mask_url(str(value)) if value else value
-            if f.name == "secret_key" and value:
+            if f.name in ("secret_key", "admin_password") and value:
                 value = "***"
             out[f.name] = "" if value is None else str(value)
         out["database_url (effective)"] = mask_url(self.effective_database_url)

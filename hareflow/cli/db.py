@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from hareflow.cli.common import CONTEXT_SETTINGS, fail_unreachable, get_settings
+from hareflow.cli.common import CONTEXT_SETTINGS, UserError, fail_unreachable, get_settings
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -37,6 +37,69 @@ def db_migrate() -> None:
         click.echo(f"metastore at revision {status(engine).current}")
     except Exception as exc:
         fail_unreachable(settings, exc)
+
+
+@db.command("init")
+@click.option(
+    "--wait",
+    default=0.0,
+    type=float,
+    metavar="SECONDS",
+    help="Keep trying this long while the database is not reachable yet (it may still be starting).",
+)
+def db_init(wait: float) -> None:
+    """Migrate the metastore and create the first admin user from the configuration (safe to run
+    again: an existing user is left alone). The one-shot step before a deployment starts.
+
+    The user is HAREFLOW_ADMIN_USERNAME (default admin) with the password HAREFLOW_ADMIN_PASSWORD;
+    with no password set, no user is created.
+
+    \b
+    Example:
+      HAREFLOW_ADMIN_PASSWORD=change-me hareflow db init --wait 60
+    """
+    import time
+
+    settings = get_settings()
+    from common.db import create_engine_for
+    from common.db.migrate import migrate, status
+
+    engine = create_engine_for(settings.effective_database_url)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            migrate(engine)
+            break
+        except Exception as exc:
+            if time.monotonic() >= deadline or not _unreachable(exc):
+                fail_unreachable(settings, exc)
+            time.sleep(1.0)
+    click.echo(f"metastore at revision {status(engine).current}")
+    username, password = settings.admin_username, settings.admin_password
+    if not password:
+        click.echo("no admin user created (set HAREFLOW_ADMIN_PASSWORD to create one)")
+        return
+    from sqlalchemy import select
+
+    from common.db import User, make_session_factory
+    from common.users import UserAccountError, create_user
+
+    sessions = make_session_factory(engine)
+    try:
+        with sessions() as session, session.begin():
+            if session.scalar(select(User).where(User.username == username)) is not None:
+                click.echo(f"user {username} exists; left alone")
+                return
+            create_user(session, username, password, "admin", created_by="db init")
+    except UserAccountError as exc:
+        raise UserError(f"HAREFLOW_ADMIN_USERNAME / HAREFLOW_ADMIN_PASSWORD: {exc}") from None
+    click.echo(f"admin user {username} created")
+
+
+def _unreachable(exc: Exception) -> bool:
+    from sqlalchemy.exc import OperationalError
+
+    return isinstance(exc, OperationalError)
 
 
 @db.command("check")

@@ -239,3 +239,39 @@ def test_db_check_against_an_unreachable_database_exits_two_naming_the_masked_ur
     assert "database at postgresql://u:***@127.0.0.1:1/x" in done.stderr
     assert "s3cret-pw" not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+# -- db init (the deployment's one-shot step) --------------------------------------------------------
+
+
+def test_db_init_migrates_and_creates_the_admin_once(tmp_path: Path, postgres_url: str) -> None:
+    from common.db import create_engine_for, make_session_factory
+    from common.users import verify_password
+
+    env = {"HAREFLOW_HOME": str(tmp_path), "HAREFLOW_DATABASE_URL": postgres_url}
+    nobody = invoke_hareflow(env, "db", "init")
+    assert nobody.exit_code == 0, nobody.output
+    assert "metastore at revision" in nobody.output and "no admin user created" in nobody.output
+
+    short = invoke_hareflow({**env, "HAREFLOW_ADMIN_PASSWORD": "short"}, "db", "init")
+    assert_user_error(short, "HAREFLOW_ADMIN_PASSWORD", "at least 8 characters")
+
+    env |= {"HAREFLOW_ADMIN_USERNAME": "ops-admin", "HAREFLOW_ADMIN_PASSWORD": "first-password"}
+    created = invoke_hareflow(env, "db", "init")
+    assert created.exit_code == 0 and "admin user ops-admin created" in created.output
+    again = invoke_hareflow({**env, "HAREFLOW_ADMIN_PASSWORD": "second-password"}, "db", "init")
+    assert again.exit_code == 0 and "user ops-admin exists; left alone" in again.output
+
+    sessions = make_session_factory(create_engine_for(postgres_url))
+    with sessions() as s, s.begin():
+        users = s.scalars(select(User)).all()
+        assert [(u.username, u.role) for u in users] == [("ops-admin", "admin")]
+        assert verify_password(s, "ops-admin", "first-password") is not None  # not reset by the rerun
+        assert verify_password(s, "ops-admin", "second-password") is None
+
+
+def test_db_init_waits_for_the_database_then_gives_up_with_a_clear_error(tmp_path: Path) -> None:
+    env = {"HAREFLOW_HOME": str(tmp_path), "HAREFLOW_DATABASE_URL": "postgresql+psycopg2://x@127.0.0.1:1/y"}
+    result = run_hareflow(env, "db", "init", "--wait", "1.5")
+    assert result.returncode == 2
+    assert "cannot reach the database" in result.stderr and "Traceback" not in result.stderr
