@@ -199,6 +199,30 @@ def load_settings(
     return settings
 
 
+#: HAREFLOW_* variables that are not settings but are read on purpose: the file name, and the test
+#: suite's service addresses and switches.
+_NOT_SETTINGS = ("HAREFLOW_CONFIG", "HAREFLOW_TEST_", "HAREFLOW_REQUIRE_SERVICES", "HAREFLOW_SCREENSHOTS")
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """``HAREFLOW_*`` variables in ``env`` that no setting reads (a typo would otherwise be ignored
+    without a word), each with the closest real name when one is close."""
+    import difflib
+
+    env = os.environ if env is None else env
+    keys = [f.name.upper() for f in fields(Settings)]
+    found: list[tuple[str, str | None]] = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name.startswith(_NOT_SETTINGS):
+            continue
+        key = name[len(ENV_PREFIX) :]
+        if key in keys:
+            continue
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+        found.append((name, ENV_PREFIX + close[0] if close else None))
+    return found
+
+
 def _validate(settings: Settings) -> None:
     for key, choices in _VALID_CHOICES.items():
         value = getattr(settings, key)

@@ -42,11 +42,16 @@ INTERRUPTED = 130
 def get_settings(**overrides: Any) -> Any:
     """The effective settings (env over file over defaults), with command-line ``overrides``."""
     from common.config import ConfigError, load_settings
+    from common.config.settings import unknown_variables
 
     try:
-        return load_settings(overrides={k: v for k, v in overrides.items() if v is not None})
+        settings = load_settings(overrides={k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    for name, close in unknown_variables():
+        hint = f" (did you mean {close}?)" if close else ""
+        click.echo(f"warning: {name} is not a hareflow setting and is ignored{hint}", err=True)
+    return settings
 
 
 def setup_logging(level: str) -> None:

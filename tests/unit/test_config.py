@@ -58,3 +58,36 @@ def test_secrets_are_masked_when_shown() -> None:
     assert "s3cret" not in str(shown) and "pw@" not in str(shown) and "abc" not in shown["secret_key"]
     assert mask_url("amqp://user:s3cret@h/") == "amqp://user:***@h/"
     assert mask_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_unknown_hareflow_variables_are_found_with_the_closest_real_name() -> None:
+    from common.config.settings import unknown_variables
+
+    env = {
+        "HAREFLOW_BROKR_URL": "amqp://x/",
+        "HAREFLOW_NOTHING_LIKE_IT": "1",
+        "HAREFLOW_BROKER_URL": "amqp://y/",
+        "HAREFLOW_CONFIG": "/etc/hareflow.toml",
+        "HAREFLOW_TEST_AMQP_URL": "amqp://z/",
+        "PATH": "/bin",
+    }
+    assert unknown_variables(env) == [
+        ("HAREFLOW_BROKR_URL", "HAREFLOW_BROKER_URL"),
+        ("HAREFLOW_NOTHING_LIKE_IT", None),
+    ]
+
+
+def test_the_cli_warns_about_a_misspelt_variable_on_stderr_and_still_runs() -> None:
+    from click.testing import CliRunner
+
+    from hareflow.cli import main
+
+    result = CliRunner().invoke(
+        main, ["config", "show", "-o", "json"], env={"HAREFLOW_WORKER_CONCURENCY": "8"}
+    )
+    assert result.exit_code == 0
+    assert (
+        "warning: HAREFLOW_WORKER_CONCURENCY is not a hareflow setting and is ignored "
+        "(did you mean HAREFLOW_WORKER_CONCURRENCY?)" in result.stderr
+    )
+    assert '"worker_concurrency": "4"' in result.stdout
