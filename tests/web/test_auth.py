@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -227,3 +228,48 @@ def test_pages_hold_no_inline_script(viewer: Client, dag_factory: object) -> Non
             head = tag.split(">", 1)[0]
             assert "src=" in head or 'type="application/json"' in head, f"inline script on {url}: {head}"
         assert " style=" not in html and "onclick=" not in html
+
+
+def _post_login(http: FlaskClient, username: str, password: str, addr: str = "10.0.0.1") -> Any:
+    page = http.get("/login")
+    token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+    return http.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": token},
+        environ_base={"REMOTE_ADDR": addr},
+    )
+
+
+def test_repeated_failed_logins_are_slowed_per_user_name_and_address(
+    app: Flask, web_sessions: sessionmaker[Session]
+) -> None:
+    from web.auth import login_throttle
+
+    name = unique("victim")
+    with web_sessions() as s, s.begin():
+        create_user(s, name, PASSWORD, "viewer")
+    with app.app_context():
+        throttle = login_throttle()
+    now = [1000.0]
+    saved_clock, throttle.clock = throttle.clock, lambda: now[0]
+    try:
+        attacker, other = app.test_client(), app.test_client()
+        for _ in range(throttle.limit):
+            assert _post_login(attacker, name, "wrong-guess").status_code == 401
+        refused = _post_login(attacker, name, PASSWORD)  # even the right password waits
+        assert refused.status_code == 429
+        assert "too many failed logins" in refused.text and int(refused.headers["Retry-After"]) > 0
+        # Another address, or another name from this address, is not affected.
+        assert _post_login(other, name, PASSWORD, addr="10.0.0.2").status_code == 302
+        assert _post_login(attacker, "op", "wrong-guess").status_code == 401
+        now[0] += throttle.window + 1
+        for _ in range(throttle.limit - 1):
+            assert _post_login(attacker, name, "wrong-again").status_code == 401
+        assert _post_login(attacker, name, PASSWORD).status_code == 302
+        # That success cleared the count: a whole new allowance of failures before a refusal.
+        fresh = app.test_client()
+        for _ in range(throttle.limit - 1):
+            assert _post_login(fresh, name, "wrong-guess").status_code == 401
+        assert _post_login(fresh, name, PASSWORD).status_code == 302
+    finally:
+        throttle.clock = saved_clock
