@@ -14,6 +14,7 @@ from typing import Any
 from common.backfill import BackfillError, cancel_backfill
 from common.db import Backfill, Dag
 from common.operations import OperationError, audit, clear_task_instances, mark_task_instance, set_paused
+from common.records import run_dict, ti_dict
 from common.runs import DagPausedError, RunError, RunExistsError, parse_date, trigger_run
 from web import queries
 from web.runtime import event, open_session, runtime
@@ -99,7 +100,7 @@ def trigger(
         except RunError as exc:
             raise ActionError(400, str(exc)) from None
         audit(s, "trigger", username=username, dag_id=dag_id, run_id=run.run_id, details={"conf": checked})
-        result = queries.run_dict(run)
+        result = run_dict(run)
     runtime().notify([event("run", dag_id, "queued", result["run_id"])])
     return result
 
@@ -179,7 +180,7 @@ def mark(dag_id: str, run_id: str, task_id: str, state: str, *, username: str) -
             ti = mark_task_instance(s, dag_id, run_id, task_id, state, username=username)
         except OperationError as exc:
             raise ActionError(400, str(exc)) from None
-        result = queries.ti_dict(ti)
+        result = ti_dict(ti)
         run_state = run.state
     runtime().notify(
         [

@@ -28,6 +28,7 @@ from common.db import (
     TaskResult,
     Worker,
 )
+from common.records import iso
 from common.states import TASK_DISPATCHED
 
 #: How many of a DAG's latest runs the DAG list counts by state.
@@ -36,10 +37,6 @@ RECENT_RUNS = 25
 PAGE_TEXT_LIMIT = 64 * 1024
 #: A scheduler whose last heartbeat is older than this is reported unhealthy (it beats every 5 s).
 SCHEDULER_STALE_AFTER = 30.0
-
-
-def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 def now_utc() -> datetime:
@@ -209,29 +206,6 @@ def import_errors(s: Session) -> list[dict[str, Any]]:
 # -- runs and task instances ------------------------------------------------------------------------
 
 
-def run_dict(run: DagRun) -> dict[str, Any]:
-    return {
-        "dag_id": run.dag_id,
-        "run_id": run.run_id,
-        "run_type": run.run_type,
-        "state": run.state,
-        "logical_date": iso(run.logical_date),
-        "data_interval_start": iso(run.data_interval_start),
-        "data_interval_end": iso(run.data_interval_end),
-        "conf": run.conf or {},
-        "triggered_by": run.triggered_by,
-        "backfill_id": run.backfill_id,
-        "queued_at": iso(run.queued_at),
-        "start_date": iso(run.start_date),
-        "end_date": iso(run.end_date),
-        "duration": _seconds_between(run.start_date, run.end_date),
-    }
-
-
-def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
-    return None if start is None or end is None else round((end - start).total_seconds(), 3)
-
-
 def list_runs(
     s: Session,
     dag_id: str,
@@ -255,32 +229,6 @@ def list_runs(
 
 def get_run(s: Session, dag_id: str, run_id: str) -> DagRun | None:
     return s.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
-
-
-def ti_dict(ti: TaskInstance) -> dict[str, Any]:
-    return {
-        "id": ti.id,
-        "dag_id": ti.dag_id,
-        "run_id": ti.run_id,
-        "task_id": ti.task_id,
-        "map_index": ti.map_index,
-        "state": ti.state,
-        "try_number": ti.try_number,
-        "max_tries": ti.max_tries,
-        "queue": ti.queue,
-        "priority": ti.priority,
-        "pool": ti.pool,
-        "worker": ti.worker,
-        "hostname": ti.hostname,
-        "pid": ti.pid,
-        "queued_at": iso(ti.queued_at),
-        "start_date": iso(ti.start_date),
-        "end_date": iso(ti.end_date),
-        "duration": ti.duration,
-        "next_retry_at": iso(ti.next_retry_at),
-        "error": ti.error,
-        "updated_at": iso(ti.updated_at),
-    }
 
 
 def task_order(serialized: dict[str, Any], extra: Iterable[str] = ()) -> list[str]:

@@ -21,6 +21,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from common.records import iso
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -255,15 +257,6 @@ def _json_default(value: object) -> object:
 
 def print_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, default=_json_default))
-
-
-def iso(value: datetime | None) -> str | None:
-    """A datetime for JSON output: ISO 8601 in UTC."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat()
 
 
 def when(value: datetime | None) -> str:

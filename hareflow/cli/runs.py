@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
+from common.records import run_dict, ti_dict
 from hareflow.cli.common import (
     CONTEXT_SETTINGS,
     complete_dag_id,
     duration,
     get_settings,
-    iso,
     metastore,
     output_option,
     print_json,
@@ -31,49 +29,6 @@ def runs() -> None:
     Example:
       hareflow runs list daily_sales --state failed
     """
-
-
-def run_dict(run: Any) -> dict[str, Any]:
-    """A run's stable JSON form (documented in docs/cli.md)."""
-    took = (run.end_date - run.start_date).total_seconds() if run.start_date and run.end_date else None
-    return {
-        "dag_id": run.dag_id,
-        "run_id": run.run_id,
-        "run_type": run.run_type,
-        "state": run.state,
-        "logical_date": iso(run.logical_date),
-        "data_interval_start": iso(run.data_interval_start),
-        "data_interval_end": iso(run.data_interval_end),
-        "conf": run.conf or {},
-        "triggered_by": run.triggered_by,
-        "backfill_id": run.backfill_id,
-        "queued_at": iso(run.queued_at),
-        "start_date": iso(run.start_date),
-        "end_date": iso(run.end_date),
-        "duration": took,
-    }
-
-
-def ti_dict(ti: Any) -> dict[str, Any]:
-    """A task instance's stable JSON form (documented in docs/cli.md)."""
-    return {
-        "dag_id": ti.dag_id,
-        "run_id": ti.run_id,
-        "task_id": ti.task_id,
-        "state": ti.state,
-        "try_number": ti.try_number,
-        "max_tries": ti.max_tries,
-        "queue": ti.queue,
-        "pool": ti.pool,
-        "worker": ti.worker,
-        "hostname": ti.hostname,
-        "queued_at": iso(ti.queued_at),
-        "start_date": iso(ti.start_date),
-        "end_date": iso(ti.end_date),
-        "duration": ti.duration,
-        "next_retry_at": iso(ti.next_retry_at),
-        "error": ti.error,
-    }
 
 
 @runs.command("list")

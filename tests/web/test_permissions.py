@@ -15,7 +15,7 @@ from common.db import Backfill
 from tests.web.conftest import PASSWORD, Client, add_user, unique
 
 RANK = {"viewer": 0, "op": 1, "admin": 2}
-PUBLIC = {"static", "auth.login", "auth.logout", "pages.index"}
+PUBLIC = {"static", "auth.login", "auth.logout", "pages.index", "health", "metrics"}
 
 
 def test_every_route_declares_the_role_it_needs(app: Flask) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import abort, g, jsonify, request
 
+from common.records import run_dict, ti_dict
 from web import actions, queries
 from web.api import body_bool, bool_arg, bp, int_arg, json_body
 from web.runtime import open_session
@@ -136,7 +137,7 @@ def list_runs(dag_id: str) -> Any:
             limit=limit,
             offset=offset,
         )
-        items = [queries.run_dict(r) for r in runs]
+        items = [run_dict(r) for r in runs]
     return jsonify({"runs": items, "total": total, "limit": limit, "offset": offset})
 
 
@@ -163,7 +164,7 @@ def get_run(dag_id: str, run_id: str) -> Any:
     with open_session() as s:
         dag = _dag_or_404(s, dag_id)
         run = _run_or_404(s, dag_id, run_id)
-        out = queries.run_dict(run)
+        out = run_dict(run)
         out["task_states"] = {
             ti.task_id: ti.state for ti in queries.run_task_instances(s, run, dag.serialized)
         }
@@ -185,7 +186,7 @@ def list_task_instances(dag_id: str, run_id: str) -> Any:
     with open_session() as s:
         dag = _dag_or_404(s, dag_id)
         run = _run_or_404(s, dag_id, run_id)
-        items = [queries.ti_dict(ti) for ti in queries.run_task_instances(s, run, dag.serialized)]
+        items = [ti_dict(ti) for ti in queries.run_task_instances(s, run, dag.serialized)]
     return jsonify({"task_instances": items, "run_state": run.state})
 
 
@@ -195,7 +196,7 @@ def get_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
     with open_session() as s:
         _dag_or_404(s, dag_id)
         ti = _ti_or_404(s, _run_or_404(s, dag_id, run_id), task_id)
-        out = queries.ti_dict(ti)
+        out = ti_dict(ti)
         out["tries"] = queries.tries_of(s, ti)
         value = queries.result_of(s, ti, ti.try_number)
     out["result"] = None if value is None else json.loads(value)

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
+from common.records import run_dict
 from web import actions, queries
 from web.pages import arg_int, back, bp, flash_error
 from web.runtime import open_session
@@ -95,7 +96,7 @@ def dag_runs(dag_id: str) -> Any:
         dag = _load_dag(s, dag_id)
         detail = queries.dag_detail(dag)
         runs, total = queries.list_runs(s, dag_id, state=state, limit=50, offset=offset)
-        items = [queries.run_dict(r) for r in runs]
+        items = [run_dict(r) for r in runs]
     return render_template(
         "dag_runs.html",
         dag=detail,

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import abort, flash, g, render_template, request, url_for
 
+from common.records import run_dict, ti_dict
 from web import actions, queries
 from web.pages import back, bp, flash_error, form_bool
 from web.runtime import open_session
@@ -28,8 +29,8 @@ def run(dag_id: str, run_id: str) -> Any:
     with open_session() as s:
         dag, run = _load(s, dag_id, run_id)
         detail = queries.dag_detail(dag)
-        tis = [queries.ti_dict(ti) for ti in queries.run_task_instances(s, run, dag.serialized)]
-        run_data = queries.run_dict(run)
+        tis = [ti_dict(ti) for ti in queries.run_task_instances(s, run, dag.serialized)]
+        run_data = run_dict(run)
     missing = [t for t in queries.task_order(dag.serialized) if t not in {ti["task_id"] for ti in tis}]
     return render_template("run.html", dag=detail, run=run_data, tis=tis, missing=missing, tab="runs")
 
@@ -49,9 +50,9 @@ def task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
             selected = ti.try_number
         log = queries.log_chunks(s, ti, selected, 0, limit=100_000)
         result = queries.pretty_json(queries.result_of(s, ti, selected))
-        ti_data = queries.ti_dict(ti)
+        ti_data = ti_dict(ti)
         detail = queries.dag_detail(dag)
-        run_data = queries.run_dict(run)
+        run_data = run_dict(run)
     task = next((t for t in detail["tasks"] if t["task_id"] == task_id), None)
     return render_template(
         "task_instance.html",

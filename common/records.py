@@ -1,0 +1,75 @@
+"""The JSON form of runs and task instances: one definition for the CLI's ``-o json``, the REST API
+and the pages' embedded data, so a script reading either sees the same keys and formats."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from common.db import DagRun, TaskInstance
+
+
+def iso(value: datetime | None) -> str | None:
+    """A datetime as ISO 8601 in UTC with its offset (stored datetimes without one are UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
+
+
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    """Seconds from ``start`` to ``end``, to the millisecond; None unless both are known."""
+    if start is None or end is None:
+        return None
+    if (start.tzinfo is None) != (end.tzinfo is None):
+        start, end = start.replace(tzinfo=None), end.replace(tzinfo=None)
+    return round((end - start).total_seconds(), 3)
+
+
+def run_dict(run: DagRun) -> dict[str, Any]:
+    """A run's stable JSON form (documented in docs/cli.md and the OpenAPI document)."""
+    return {
+        "dag_id": run.dag_id,
+        "run_id": run.run_id,
+        "run_type": run.run_type,
+        "state": run.state,
+        "logical_date": iso(run.logical_date),
+        "data_interval_start": iso(run.data_interval_start),
+        "data_interval_end": iso(run.data_interval_end),
+        "conf": run.conf or {},
+        "triggered_by": run.triggered_by,
+        "backfill_id": run.backfill_id,
+        "queued_at": iso(run.queued_at),
+        "start_date": iso(run.start_date),
+        "end_date": iso(run.end_date),
+        "duration": seconds_between(run.start_date, run.end_date),
+    }
+
+
+def ti_dict(ti: TaskInstance) -> dict[str, Any]:
+    """A task instance's stable JSON form (documented in docs/cli.md and the OpenAPI document)."""
+    return {
+        "id": ti.id,
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "task_id": ti.task_id,
+        "map_index": ti.map_index,
+        "state": ti.state,
+        "try_number": ti.try_number,
+        "max_tries": ti.max_tries,
+        "queue": ti.queue,
+        "priority": ti.priority,
+        "pool": ti.pool,
+        "worker": ti.worker,
+        "hostname": ti.hostname,
+        "pid": ti.pid,
+        "queued_at": iso(ti.queued_at),
+        "start_date": iso(ti.start_date),
+        "end_date": iso(ti.end_date),
+        "duration": ti.duration,
+        "next_retry_at": iso(ti.next_retry_at),
+        "error": ti.error,
+        "updated_at": iso(ti.updated_at),
+    }
