@@ -1,7 +1,7 @@
 """The scheduler loop: a list of named steps, each with its own transaction.
 
     create_due_runs -> schedule_runs (start runs, evaluate trigger rules, dispatch) ->
-    republish_stale -> handle_lost_workers -> heartbeat -> wait
+    republish_stale -> handle_lost_workers -> heartbeat -> refresh_gauges -> wait
 
 ``run_once(now)`` is one iteration and takes the clock as a parameter, so tests drive it without
 sleeping. The wait ends early whenever a state event says a task finished or a run was triggered:
@@ -23,10 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common import metrics
 from common.backfill import finish_backfills
 from common.broker import BrokerUnavailable, Executor
 from common.config import Settings
@@ -36,6 +37,7 @@ from common.events import run_event, task_event
 from common.messages import StateEvent
 from common.runs import active_run_count, create_scheduled_run, refresh_next_run
 from common.states import (
+    RUN_ACTIVE,
     TaskState,
     WorkerOutcome,
     outcome_state,
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: Events that mean there may be new work for the scheduler.
 WAKING_TASK_STATES = frozenset({"success", "failed", "up_for_retry", "skipped", "upstream_failed", "removed"})
+#: The name ``Executor.queue_stats`` gives the dead-letter queue (part of the executor contract).
+DEAD_LETTERS = "(dead letters)"
 
 
 def utcnow() -> datetime:
@@ -82,6 +86,8 @@ class Scheduler:
         self._last_heartbeat = 0.0
         self._last_housekeeping: datetime | None = None
         self._housekeeping_every = timedelta(seconds=min(1.0, settings.scheduler_idle_wait))
+        self._last_gauges: datetime | None = None
+        self._queues_seen: set[str] = {settings.default_queue}
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
         self._started_at = clock()
         #: monotonic time of the last pass that completed (read by the health probe)
@@ -112,6 +118,7 @@ class Scheduler:
                 self.last_pass = time.monotonic()
                 delay = 0.5
             except (OperationalError, BrokerUnavailable) as exc:
+                metrics.SCHEDULER_LOOP_ERRORS.inc()
                 log.warning(
                     "scheduler iteration failed (%s); retrying in %.1fs", exc.__class__.__name__, delay
                 )
@@ -119,6 +126,7 @@ class Scheduler:
                 delay = min(delay * 2, 10.0)
                 continue
             except Exception:
+                metrics.SCHEDULER_LOOP_ERRORS.inc()
                 log.exception("scheduler iteration failed")
                 stop.wait(1.0)
                 continue
@@ -142,6 +150,7 @@ class Scheduler:
                 return
 
     def run_once(self, now: datetime | None = None) -> LoopReport:
+        started = time.monotonic()
         now = now or self._clock()
         report = LoopReport()
         # Timers (schedules, stale tasks, lost workers) are checked at most once per interval;
@@ -159,8 +168,10 @@ class Scheduler:
             self.handle_lost_workers(now, report)
             self.finish_backfills(now)
             self.heartbeat(now)
+            self.refresh_gauges(now)
         if report.events:
             self._executor.publish_events(report.events)
+        _record_pass(report, time.monotonic() - started)
         return report
 
     # -- step: scheduled runs ------------------------------------------------------------------------
@@ -319,3 +330,52 @@ class Scheduler:
                 )
                 session.add(row)
             row.last_heartbeat = now
+
+    # -- step: gauges ----------------------------------------------------------------------------------------
+
+    def refresh_gauges(self, now: datetime) -> None:
+        """Recount task instances of active runs by state, and read the task queues' depths, at
+        most every ``metrics_refresh_interval``: one GROUP BY and one broker round trip per queue,
+        never on the path between a task's end and the next one's start."""
+        every = timedelta(seconds=self._settings.metrics_refresh_interval)
+        if self._last_gauges is not None and now - self._last_gauges < every:
+            return
+        self._last_gauges = now
+        counts: dict[str, int] = {}
+        with self._sessions() as session:
+            rows = session.execute(
+                select(TaskInstance.queue, TaskInstance.state, func.count())
+                .join(DagRun, DagRun.id == TaskInstance.run_pk)
+                .where(DagRun.state.in_(RUN_ACTIVE))
+                .group_by(TaskInstance.queue, TaskInstance.state)
+            ).all()
+            consumed = session.scalars(select(Worker.queues).where(Worker.state.in_(("active", "stopping"))))
+            for queues in consumed:
+                self._queues_seen.update(queues or ())
+        for queue, state, n in rows:
+            counts[state] = counts.get(state, 0) + int(n)
+            self._queues_seen.add(queue)
+        metrics.set_task_instance_counts(counts, [s.value for s in TaskState])
+        try:
+            stats = self._executor.queue_stats(sorted(self._queues_seen))
+        except Exception as exc:  # noqa: BLE001 - the gauges keep their last values
+            log.warning("queue depths not refreshed: %s", exc)
+            return
+        for q in stats:
+            if q.name == DEAD_LETTERS:
+                metrics.DEAD_LETTER_MESSAGES.set(q.messages)
+            else:
+                metrics.QUEUE_MESSAGES.labels(q.name).set(q.messages)
+                metrics.QUEUE_CONSUMERS.labels(q.name).set(q.consumers)
+
+
+def _record_pass(report: LoopReport, seconds: float) -> None:
+    """Metrics of one finished pass, from what the pass already counted."""
+    metrics.SCHEDULER_LOOP.observe(seconds)
+    metrics.count_state_changes(report.events)
+    if report.dispatched:
+        metrics.TASKS_DISPATCHED.inc(report.dispatched)
+    if report.republished:
+        metrics.TASKS_REPUBLISHED.inc(report.republished)
+    if report.lost_workers:
+        metrics.LOST_WORKERS.inc(report.lost_workers)

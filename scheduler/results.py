@@ -23,6 +23,7 @@ from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common import metrics
 from common.broker import Delivery, Executor
 from common.config import Settings
 from common.db import TaskInstance, TaskLog, TaskResult, Worker
@@ -248,6 +249,7 @@ class ResultsConsumer:
             except MessageError as exc:
                 log.error("dead-lettering a malformed result message: %s", exc)
                 self._executor.dead_letter(delivery, f"malformed result: {exc}")
+                metrics.DEAD_LETTERED.labels("malformed_result").inc()
         try:
             events = self._commit_with_retry([m for _, m in parsed], stop)
         except Exception:
@@ -258,6 +260,8 @@ class ResultsConsumer:
         for delivery, _ in parsed:
             delivery.ack()
         self.processed += len(parsed)
+        metrics.RESULTS_BATCH_SIZE.observe(len(parsed))
+        metrics.count_state_changes(events)
         if events:
             self._executor.publish_events(events)
             if self._on_change is not None:
@@ -276,6 +280,7 @@ class ResultsConsumer:
             except Exception as exc:
                 log.exception("dead-lettering a result that cannot be applied")
                 self._executor.dead_letter(delivery, f"result could not be applied: {exc!r}")
+                metrics.DEAD_LETTERED.labels("unappliable_result").inc()
                 continue
             if applied is None:
                 return kept, None
@@ -319,9 +324,13 @@ class ResultsConsumer:
     ) -> list[StateEvent] | None:
         delay = 0.2
         while True:
+            started = time.monotonic()
             try:
-                return self._commit(messages)
+                events = self._commit(messages)
+                metrics.RESULTS_COMMIT.observe(time.monotonic() - started)
+                return events
             except (OperationalError, InterfaceError, DisconnectionError) as exc:
+                metrics.RESULTS_COMMIT_ERRORS.inc()
                 log.warning(
                     "metastore unavailable (%s); retrying the batch in %.1fs", exc.__class__.__name__, delay
                 )

@@ -14,6 +14,7 @@ from common.db import create_engine_for, make_session_factory
 from common.db.migrate import status
 from common.health import HealthReporter, progress_probe
 from common.messages import StateEvent
+from common.metrics import start_exporter
 from scheduler.dag_processor import DagProcessor
 from scheduler.loop import Scheduler
 from scheduler.results import ResultsConsumer
@@ -86,12 +87,14 @@ def run_scheduler(
     threads.append(_thread(processor.run, "hareflow-dag-processor", stop))
     for reporter in reporters:
         reporter.start()
+    exporter = start_exporter(settings)
     if ready is not None:
         ready.set()
     try:
         scheduler.run(stop)
     finally:
         stop.set()
+        exporter.close()
         for reporter in reporters:
             reporter.stop()
         for t in threads:
@@ -108,9 +111,11 @@ def run_results(settings: Settings, stop: threading.Event) -> None:
     consumer = ResultsConsumer(executor=executor, session_factory=sessions, settings=settings)
     consumer.start()
     reporter = _results_health(settings, consumer).start()
+    exporter = start_exporter(settings)
     try:
         consumer.run(stop)
     finally:
+        exporter.close()
         reporter.stop()
         executor.close()
 

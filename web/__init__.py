@@ -34,7 +34,7 @@ def create_app(
     is configured (``hareflow standalone`` passes its in-process executor instead).
     """
     from common.config import load_settings
-    from web import api, auth, errors, live, pages, security
+    from web import api, auth, errors, live, metrics, pages, security
     from web.filters import init_filters
     from web.runtime import EXTENSION, WebRuntime
 
@@ -65,6 +65,7 @@ def create_app(
     socketio.init_app(app, async_mode=ASYNC_MODE, manage_session=True)
     live.init_socketio(socketio, web_runtime)
 
+    metrics.init_app(app)
     security.init_app(app)
     errors.init_app(app)
     init_filters(app)

@@ -21,8 +21,10 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from flask import request
 from flask_socketio import SocketIO, emit, join_room, leave_room
 
+from common import metrics
 from common.messages import StateEvent
 from web.runtime import WebRuntime, runtime
 
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 ROOM = re.compile(r"^(dags|dag:[A-Za-z0-9_.\-]{1,250})$")
 BATCH_WINDOW = 0.05
 MAX_BATCH = 2000
+#: Socket.IO sessions of this process that were accepted and are still connected. A set rather than
+#: a counter, so a disconnect of a connection that was never accepted cannot make it drift.
+_connected: set[str] = set()
 
 
 class EventRelay:
@@ -111,6 +116,7 @@ class EventRelay:
         for room, items in rooms.items():
             self._socketio.emit("events", items, to=room)
         self.relayed += len(batch)
+        metrics.WEB_EVENTS_RELAYED.inc(len(batch))
 
 
 # -- Socket.IO handlers -----------------------------------------------------------------------------
@@ -134,6 +140,11 @@ def on_connect(auth: object = None) -> None:
     assert relay is not None
     relay.ensure_started()
     emit("hello", {"live": relay.live})
+    _connected.add(request.sid)  # type: ignore[attr-defined]
+
+
+def on_disconnect(*_reason: object) -> None:
+    _connected.discard(request.sid)  # type: ignore[attr-defined]
 
 
 def on_join(data: object) -> dict[str, Any]:
@@ -158,5 +169,7 @@ def on_leave(data: object) -> dict[str, Any]:
 def init_socketio(socketio: SocketIO, web_runtime: WebRuntime) -> None:
     web_runtime.relay = EventRelay(web_runtime, socketio)
     socketio.on_event("connect", on_connect)
+    socketio.on_event("disconnect", on_disconnect)
+    metrics.WEB_SOCKETIO_CLIENTS.set_function(lambda: len(_connected))
     socketio.on_event("join", on_join)
     socketio.on_event("leave", on_leave)

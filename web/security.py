@@ -1,9 +1,10 @@
 """Who is asking and what they may do: sessions, API tokens, roles, CSRF and response headers.
 
-Every request except the login page and static files needs a user: a signed session cookie (set
-by the login form) or an ``Authorization: Bearer <token>`` header (scripts). Roles are ranked:
-``viewer`` reads, ``op`` also triggers, clears, pauses and marks, ``admin`` also manages users.
-Each view states the role it needs with :func:`require_role`; nothing relies on hiding buttons.
+Every request except the login page, static files, ``/health`` and ``/metrics`` needs a user: a
+signed session cookie (set by the login form) or an ``Authorization: Bearer <token>`` header
+(scripts). Roles are ranked: ``viewer`` reads, ``op`` also triggers, clears, pauses and marks,
+``admin`` also manages users. Each view states the role it needs with :func:`require_role`;
+nothing relies on hiding buttons.
 
 CSRF: a random token per session, sent back in a form field (``csrf_token``) or the
 ``X-CSRF-Token`` header, is required on every POST/PUT/PATCH/DELETE authenticated by the cookie.
@@ -40,7 +41,7 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: Endpoints reachable without a user.
-PUBLIC_ENDPOINTS = frozenset({"static", "auth.login", "health"})
+PUBLIC_ENDPOINTS = frozenset({"static", "auth.login", "health", "metrics"})
 #: A token's ``last_used_at`` is written at most this often (a script polling the API would
 #: otherwise turn every read into a write).
 TOKEN_TOUCH_EVERY = timedelta(minutes=1)

@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from common import metrics
 from common.broker import Delivery, Executor
 from common.config import Settings
 from common.messages import (
@@ -103,6 +104,9 @@ class Worker:
             t.start()
             self._slots.append(t)
         self._reporter.start()
+        metrics.WORKER_SLOTS.labels(self.identity.name).set(self.concurrency)
+        # Read when scraped: nothing to keep up to date on the task path.
+        metrics.WORKER_SLOTS_USED.labels(self.identity.name).set_function(lambda: len(self._running))
         prefetch = self.concurrency * self._settings.worker_prefetch_multiplier
         self._consumer = self._executor.consume_tasks(self.queues, prefetch, self._inbox.put)
         self._heartbeat("active")
@@ -167,6 +171,11 @@ class Worker:
         for child in self._children:
             if child is not None:
                 child.stop()
+        for gauge in (metrics.WORKER_SLOTS, metrics.WORKER_SLOTS_USED):
+            try:
+                gauge.remove(self.identity.name)
+            except KeyError:  # never started
+                pass
         log.info("worker %s stopped", self.identity.name)
 
     def _drain_inbox(self) -> None:
@@ -218,9 +227,11 @@ class Worker:
         except MessageError as exc:
             log.error("dead-lettering a malformed task message: %s", exc)
             self._executor.dead_letter(delivery, f"malformed message: {exc}")
+            metrics.DEAD_LETTERED.labels("malformed_task").inc()
             return
         if not isinstance(message, TaskMessage):
             self._executor.dead_letter(delivery, f"not a task message: {message.type!r}")
+            metrics.DEAD_LETTERED.labels("not_a_task").inc()
             return
         if delivery.delivery_count > self._settings.max_deliveries:
             reason = (
@@ -230,11 +241,14 @@ class Worker:
             log.error("%s: %s", message.key.label(), reason)
             self._report(message.key, "failed", error=reason)
             self._executor.dead_letter(delivery, reason)
+            metrics.DEAD_LETTERED.labels("too_many_deliveries").inc()
             return
         with self._lock:
             self._running[slot] = message.key.ti_id
         started_at = time.time()
+        metrics.task_started(message.queue, message.published_at, started_at)
         outcome, result_json, error = self._run_in_child(slot, message, delivery)
+        metrics.task_finished(message.queue, outcome, time.time() - started_at)
         final = self._result(
             message.key, outcome, result_json=result_json, error=error, started_at=started_at
         )

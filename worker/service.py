@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from common.broker import Executor, make_executor
 from common.config import Settings
 from common.health import HealthReporter, progress_probe
+from common.metrics import start_exporter
 from worker.runtime import Worker, default_identity
 
 
@@ -58,9 +59,11 @@ def run_worker(
         "worker",
         progress_probe(lambda: worker.last_heartbeat_sent, limit, "heartbeat reached the broker"),
     ).start()
+    exporter = start_exporter(settings)
     try:
         worker.run(stop)
     finally:
+        exporter.close()
         reporter.stop()
         if own:
             executor.close()

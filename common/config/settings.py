@@ -67,6 +67,10 @@ class Settings:
     admin_username: str = "admin"  # `hareflow db init` creates this admin user once ...
     admin_password: str = ""  # ... with this password (empty: no user is created)
     log_level: str = "INFO"
+    # Metrics (Prometheus; docs/metrics.md)
+    metrics_port: int = 0  # scheduler, results and worker export /metrics here; 0: no exporter
+    metrics_host: str = "127.0.0.1"  # the exporter's address; 0.0.0.0 to be scraped from other hosts
+    metrics_refresh_interval: float = 15.0  # how often the scheduler recounts task states and queues
 
     @property
     def effective_database_url(self) -> str:
@@ -241,3 +245,5 @@ def _validate(settings: Settings) -> None:
     ):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key} = {getattr(settings, key)!r}: must be at least 1")
+    if not 0 <= settings.metrics_port <= 65535:
+        raise ConfigError(f"metrics_port = {settings.metrics_port!r}: a TCP port, or 0 for no exporter")

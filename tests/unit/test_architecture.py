@@ -39,8 +39,8 @@ def test_packages_import_only_downward(package: str) -> None:
 
 def test_importing_hareflow_loads_only_the_authoring_api() -> None:
     code = (
-        "import sys, hareflow; heavy = [m for m in ('sqlalchemy', 'pika', 'aio_pika', 'flask', 'click') "
-        "if m in sys.modules]; print(heavy)"
+        "import sys, hareflow; heavy = [m for m in ('sqlalchemy', 'pika', 'aio_pika', 'flask', 'click', "
+        "'prometheus_client') if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
@@ -49,7 +49,8 @@ def test_importing_hareflow_loads_only_the_authoring_api() -> None:
 def test_importing_the_cli_loads_no_database_broker_or_web_library() -> None:
     code = (
         "import sys, hareflow.cli; "
-        "heavy = [m for m in ('sqlalchemy', 'pika', 'aio_pika', 'flask', 'werkzeug') if m in sys.modules]; "
+        "heavy = [m for m in ('sqlalchemy', 'pika', 'aio_pika', 'flask', 'werkzeug', 'prometheus_client') "
+        "if m in sys.modules]; "
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
