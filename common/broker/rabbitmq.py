@@ -18,6 +18,7 @@ killing workers is still counted and dead-lettered past ``max_deliveries``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import socket
@@ -168,6 +169,9 @@ class RabbitMQExecutor(Executor):
         except TimeoutError:
             future.cancel()
             raise BrokerUnavailable(f"broker at {mask_url(self._url)} did not answer in time") from None
+        except concurrent.futures.CancelledError:
+            # A connection found dead (missed heartbeats) cancels what waits on it, e.g. a confirm.
+            raise BrokerUnavailable(f"connection to the broker at {mask_url(self._url)} was lost") from None
 
     def start(self, timeout: float = 30.0) -> None:
         if not self._thread.is_alive():

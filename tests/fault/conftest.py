@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,14 +98,24 @@ def _chown_tree(path: Path, user: str) -> None:
 class PrivateRabbitMQ:
     """One RabbitMQ node beside the shared one: own name, ports, data and log directories."""
 
-    def __init__(self, *, consumer_timeout_ms: int | None = None, channel_tick_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        consumer_timeout_ms: int | None = None,
+        channel_tick_ms: int | None = None,
+        listen_addresses: Sequence[str] = (),
+    ) -> None:
+        """``listen_addresses``: addresses to accept AMQP on besides 127.0.0.1, on the same port
+        (each must already be assigned to an interface, e.g. the host side of a veth link)."""
         # Not under pytest's tmp_path: the broker runs as the rabbitmq user, which must reach it.
         self.dir = Path(tempfile.mkdtemp(prefix="hft-rmq-"))
         self.node = f"hft{uuid.uuid4().hex[:10]}@localhost"
         self.port, self.dist_port = free_ports(2)
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        self.url = self.url_at("127.0.0.1")
         self.pid_file = self.dir / "node.pid"
         conf = [f"listeners.tcp.local = 127.0.0.1:{self.port}", "loopback_users = none"]
+        # Named listeners, never 0.0.0.0: guest/guest must not be reachable from outside the machine.
+        conf += [f"listeners.tcp.extra{i} = {addr}:{self.port}" for i, addr in enumerate(listen_addresses)]
         if consumer_timeout_ms is not None:
             conf.append(f"consumer_timeout = {consumer_timeout_ms}")
         rabbit_env = []
@@ -119,6 +129,11 @@ class PrivateRabbitMQ:
         (self.dir / "enabled_plugins").write_text("[].\n")
         self.dir.chmod(0o755)
         _chown_tree(self.dir, "rabbitmq")
+
+    def url_at(self, address: str, **query: str) -> str:
+        """The AMQP URL of this node at one of its listening addresses (query: e.g. heartbeat)."""
+        params = "&".join(f"{k}={v}" for k, v in query.items())
+        return f"amqp://guest:guest@{address}:{self.port}/" + (f"?{params}" if params else "")
 
     @property
     def log_file(self) -> Path:
@@ -542,9 +557,21 @@ def descendants(root: int) -> list[int]:
 
 
 def start_worker_process(
-    name: str, *, broker_url: str, prefix: str, dags: Path, log_dir: Path, concurrency: int = 1, **env: str
+    name: str,
+    *,
+    broker_url: str,
+    prefix: str,
+    dags: Path,
+    log_dir: Path,
+    concurrency: int = 1,
+    wrapper: Sequence[str] = (),
+    **env: str,
 ) -> WorkerProcess:
-    """``hareflow worker`` as a real process (its own session: its own process group)."""
+    """``hareflow worker`` as a real process (its own session: its own process group).
+
+    ``wrapper``: a command that execs the worker command given after it (e.g. ``ip netns exec NS``),
+    so that the process started is still the worker itself.
+    """
     environment = dict(os.environ)
     for key in [k for k in environment if k.startswith("HAREFLOW_")]:
         del environment[key]
@@ -561,6 +588,7 @@ def start_worker_process(
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
             [
+                *wrapper,
                 sys.executable,
                 "-c",
                 "from hareflow.cli import main; main()",
