@@ -197,7 +197,8 @@ class Worker:
         )
         try:
             self._executor.publish_results([beat], confirm=state != "active")
-            self.last_heartbeat_sent = time.monotonic()
+            if self._executor.is_connected():  # an unconfirmed publish "succeeds" on a dead link
+                self.last_heartbeat_sent = time.monotonic()
         except Exception as exc:
             log.warning("heartbeat not sent: %s", exc)
 

@@ -118,3 +118,8 @@ class Executor(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name}
+
+    def is_connected(self) -> bool:
+        """Whether the broker connection is up right now (False while it is being re-established).
+        Publishing without confirms can appear to succeed on a connection that is already dead."""
+        return True

@@ -221,6 +221,10 @@ class RabbitMQExecutor(Executor):
         )
         await results.bind(self._exchanges["results"], routing_key="result")
 
+    def is_connected(self) -> bool:
+        conn = self._conn
+        return conn is not None and not conn.is_closed and conn.connected.is_set()
+
     def close(self) -> None:
         if self._conn is not None and self._thread.is_alive():
             try:

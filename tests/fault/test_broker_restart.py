@@ -104,3 +104,28 @@ def test_a_run_survives_the_broker_going_away_and_coming_back(
         names = " ".join(_connection_names(private_rabbitmq))
         assert names.count("hareflow-scheduler@") == 1, names
         assert names.count("hareflow-worker@") == 2, names
+
+
+def test_the_executor_says_when_its_connection_is_down_and_up_again(private_rabbitmq) -> None:
+    """What the worker's health check relies on: a publish without confirms raises nothing on a dead
+    connection, so the executor must say itself whether the link is up."""
+    from common.broker.rabbitmq import RabbitMQExecutor
+    from common.config import load_settings
+
+    settings = load_settings(
+        env={}, overrides={"broker_url": private_rabbitmq.url, "broker_prefix": "hf-conn"}
+    )
+    executor = RabbitMQExecutor(settings, connection_name="hareflow-connection-test")
+    executor.start(timeout=30)
+    try:
+        assert executor.is_connected()
+        private_rabbitmq.stop_app()
+        try:
+            wait_for(
+                lambda: not executor.is_connected(), timeout=30, what="the executor to notice the broker left"
+            )
+        finally:
+            private_rabbitmq.start_app()
+        wait_for(executor.is_connected, timeout=60, what="the executor to reconnect")
+    finally:
+        executor.close()

@@ -98,3 +98,35 @@ def test_progress_probe_turns_unhealthy_when_progress_stops() -> None:
 def test_an_unknown_role_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown role"):
         HealthReporter(tmp_path, "webserver", lambda: {"ok": True})
+
+
+class _Executor:
+    """Enough of an executor for a worker's heartbeat: publishing works, the link may be down."""
+
+    name = "stub"
+
+    def __init__(self) -> None:
+        self.connected = True
+        self.published: list[object] = []
+
+    def publish_results(self, messages: list[object], *, confirm: bool = True) -> None:
+        self.published.extend(messages)
+
+    def is_connected(self) -> bool:
+        return self.connected
+
+
+def test_a_worker_cut_off_from_the_broker_stops_counting_its_heartbeats_as_delivered(tmp_path: Path) -> None:
+    from tests.conftest import fast_settings
+    from worker.runtime import Worker
+
+    executor = _Executor()
+    worker = Worker(executor=executor, settings=fast_settings(tmp_path), queues=["default"], concurrency=1)
+    worker.last_heartbeat_sent = 0.0
+    worker._heartbeat("active")
+    delivered = worker.last_heartbeat_sent
+    assert delivered > 0 and len(executor.published) == 1
+
+    executor.connected = False  # the publish below goes nowhere, though it raises nothing
+    worker._heartbeat("active")
+    assert len(executor.published) == 2 and worker.last_heartbeat_sent == delivered
