@@ -19,6 +19,9 @@ from common.config import Settings
 #: Flask-SocketIO's mode, pinned: plain threads (with simple-websocket for WebSocket), like the rest
 #: of hareflow. Auto-detection would pick eventlet or gevent if either happened to be installed.
 ASYNC_MODE = "threading"
+#: Seconds between the server's pings, and how long it waits for the answer (Socket.IO: 25 and 20).
+PING_INTERVAL = 10
+PING_TIMEOUT = 10
 
 
 def create_app(
@@ -62,7 +65,15 @@ def create_app(
     # One Socket.IO object per application: Flask-SocketIO keeps a single server per object, and
     # tests and benchmarks build several applications in one process.
     socketio = SocketIO()
-    socketio.init_app(app, async_mode=ASYNC_MODE, manage_session=True)
+    # A connection that dies without being closed (a cable pulled, a laptop asleep) is noticed
+    # within ping_interval + ping_timeout; the page then reconnects and refetches its state.
+    socketio.init_app(
+        app,
+        async_mode=ASYNC_MODE,
+        manage_session=True,
+        ping_interval=PING_INTERVAL,
+        ping_timeout=PING_TIMEOUT,
+    )
     live.init_socketio(socketio, web_runtime)
 
     metrics.init_app(app)

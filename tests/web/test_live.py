@@ -185,3 +185,10 @@ def test_several_web_processes_each_relay_every_event_from_the_broker(
         publisher.close()
         for app in apps:
             app.extensions["hareflow"].close()
+
+
+def test_a_silently_dead_socket_is_dropped_within_twenty_seconds(app: Flask) -> None:
+    """Socket.IO's defaults (25 s pings, 20 s to answer) would leave a page whose connection died
+    without a close showing stale state for 45 s before it reconnects and refetches."""
+    engine = socketio_of(app).server.eio
+    assert engine.ping_interval + engine.ping_timeout <= 20
