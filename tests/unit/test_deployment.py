@@ -195,3 +195,22 @@ def test_the_image_installs_every_package_and_runs_unprivileged() -> None:
     assert re.search(r'^ENTRYPOINT \["hareflow"\]', dockerfile, re.MULTILINE)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert not tops & set(ignored)
+
+
+def test_the_package_carries_every_template_static_file_and_migration() -> None:
+    """What `pip install .` (and so the image) installs beside the code: every file the web serves
+    or renders, the migration template and the example DAGs."""
+    from fnmatch import fnmatch
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    package_data = pyproject["tool"]["setuptools"]["package-data"]
+    packages = set(pyproject["tool"]["setuptools"]["packages"])
+    for package, folder in (("web", "web"), ("common", "common")):
+        patterns = package_data[package]
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_dir() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+                continue
+            relative = path.relative_to(ROOT / folder).as_posix()
+            assert any(fnmatch(relative, p) for p in patterns), f"{folder}/{relative} is not installed"
+            dotted = ".".join((folder, *path.relative_to(ROOT / folder).parent.parts))
+            assert dotted == folder or dotted in packages, f"{dotted} is not listed in packages"
