@@ -5,6 +5,7 @@ Each takes the caller's session; the caller owns the transaction (``with session
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,10 @@ from sqlalchemy.orm import Session
 from common.dag.schedule import DagRunInfo, next_dagrun_info
 from common.db import Dag, DagRun
 from common.states import RUN_ACTIVE, RunState
+
+#: What a run id may hold: it appears in URLs and in shell commands.
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.~:+-]{1,250}$")
+RUN_ID_RULE = "use 1-250 letters, digits and _ . ~ : + - (no spaces or slashes)"
 
 
 class RunError(ValueError):
@@ -100,6 +105,8 @@ def trigger_run(
         raise RunError("conf must be a JSON object")
     logical = logical_date or now
     run_id = run_id or f"manual__{logical.isoformat()}"
+    if not RUN_ID_PATTERN.match(run_id):
+        raise RunError(f"run id {run_id!r}: {RUN_ID_RULE}")
     if session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)):
         raise RunExistsError(f"DAG {dag_id!r} already has a run {run_id!r}")
     run = DagRun(

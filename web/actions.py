@@ -15,7 +15,15 @@ from common.backfill import BackfillError, cancel_backfill
 from common.db import Backfill, Dag
 from common.operations import OperationError, audit, clear_task_instances, mark_task_instance, set_paused
 from common.records import run_dict, ti_dict
-from common.runs import DagPausedError, RunError, RunExistsError, parse_date, trigger_run
+from common.runs import (
+    RUN_ID_PATTERN,
+    RUN_ID_RULE,
+    DagPausedError,
+    RunError,
+    RunExistsError,
+    parse_date,
+    trigger_run,
+)
 from web import queries
 from web.runtime import event, open_session, runtime
 
@@ -26,7 +34,6 @@ JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
     (list, "array"),
     (dict, "object"),
 )
-RUN_ID = re.compile(r"^[^/\\\s][^/\\]{0,249}$")
 
 
 class ActionError(Exception):
@@ -80,8 +87,8 @@ def trigger(
     logical_date: str | None = None,
     username: str,
 ) -> dict[str, Any]:
-    if run_id is not None and (not isinstance(run_id, str) or not RUN_ID.match(run_id)):
-        raise ActionError(400, "run_id: use 1-250 characters, no slashes and no leading space", "run_id")
+    if run_id is not None and (not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id)):
+        raise ActionError(400, f"run_id {run_id!r}: {RUN_ID_RULE}", "run_id")
     try:
         when: datetime | None = parse_date(logical_date) if logical_date else None
     except (TypeError, ValueError):

@@ -410,6 +410,13 @@ def test_trigger_takes_a_run_id_and_a_logical_date_and_refuses_a_duplicate_run_i
     assert_user_error(duplicate, "already has a run 'nightly-42'")
 
 
+@pytest.mark.parametrize("run_id", ["nightly/42", "has space", "x" * 251])
+def test_trigger_refuses_a_run_id_that_cannot_appear_in_a_url(hf: CliSystem, run_id: str) -> None:
+    assert_user_error(
+        hf.invoke("dags", "trigger", "succeeds", "--run-id", run_id), "use 1-250 letters, digits"
+    )
+
+
 def test_trigger_with_bad_conf_or_a_date_that_does_not_parse_exits_two(hf: CliSystem) -> None:
     assert_user_error(
         hf.invoke("dags", "trigger", "succeeds", "--conf", "{not json"), "--conf is not valid JSON"

@@ -126,6 +126,16 @@ def test_triggering_a_run_with_conf(client: Client, dag_factory: Any) -> None:
     assert [r["run_id"] for r in listed["runs"]] == ["r1"] and listed["total"] == 1
 
 
+def test_a_run_id_with_a_slash_is_refused_with_a_clear_error(client: Client, dag_factory: Any) -> None:
+    dag_id = dag_factory()
+
+    refused = client.api("POST", f"/dags/{dag_id}/runs", {"run_id": "a/b"})
+
+    assert refused.status_code == 400
+    assert "run_id 'a/b'" in refused.json["error"] and "no spaces or slashes" in refused.json["error"]
+    assert client.api("GET", f"/dags/{dag_id}/runs").json["total"] == 0
+
+
 @pytest.mark.parametrize(
     ("conf", "field"),
     [
