@@ -53,6 +53,11 @@ from common.config import Settings, mask_url
 from common.messages import EventBatch, MessageError, StateEvent, TaskMessage, decode
 
 log = logging.getLogger(__name__)
+#: AMQP heartbeat (seconds) unless the URL sets ``?heartbeat=``. The broker drops a silent peer after
+#: about two of them and then hands its unacked tasks to other workers; at 15 s that happens well
+#: within ``worker_timeout`` (60 s), so a host cut off from the network has its tasks redelivered
+#: before the scheduler gives them up as lost. (The broker's own default, 60 s, races with it.)
+DEFAULT_HEARTBEAT = 15
 T = TypeVar("T")
 
 DELIVERIES_HEADER = "x-hareflow-deliveries"
@@ -195,6 +200,8 @@ class RabbitMQExecutor(Executor):
         # aio-pika drops ``client_properties`` when given a URL: the name must travel as ``?name=``.
         name = f"{self._connection_name}@{socket.gethostname()}:{os.getpid()}"
         url = yarl.URL(self._url).update_query(name=name)
+        if "heartbeat" not in url.query:
+            url = url.update_query(heartbeat=str(DEFAULT_HEARTBEAT))
         self._conn = await aio_pika.connect_robust(url, reconnect_interval=1.0, timeout=10)
         self._confirm_channel = await self._conn.channel(publisher_confirms=True)
         self._event_channel = await self._conn.channel(publisher_confirms=False)

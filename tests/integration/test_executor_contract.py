@@ -359,3 +359,43 @@ def test_publishing_two_thousand_tasks_returns_once_the_broker_holds_them_all(
     executor.publish_tasks([task_message(n) for n in range(2000)])
     # No waiting: publisher confirms mean every message is in the queue when publish_tasks returns.
     assert messages_in(executor) == 2000
+
+
+def _broker_side_timeout(connection_name: str) -> int:
+    """The heartbeat timeout the broker agreed with our connection, as the broker reports it."""
+    import json
+    import subprocess
+
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "--formatter", "json", "client_properties", "timeout"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for conn in json.loads(listed.stdout):
+        props = {p[0]: p[2] for p in conn["client_properties"]}
+        if str(props.get("connection_name", "")).startswith(connection_name + "@"):
+            return int(conn["timeout"])
+    raise AssertionError(f"no connection named {connection_name} on the broker")
+
+
+@pytest.mark.parametrize(("query", "expected"), [("", 15), ("?heartbeat=7", 7)])
+def test_connections_use_a_15_second_heartbeat_unless_the_url_sets_one(
+    rabbitmq_url: str, broker_prefix: str, query: str, expected: int
+) -> None:
+    """The broker must notice a silent host before the scheduler's worker_timeout (60 s) gives its
+    tasks up as lost; its own default heartbeat (60 s) would race with that."""
+    import uuid
+
+    name = f"hareflow-heartbeat-{uuid.uuid4().hex[:8]}"
+    settings = load_settings(
+        env={},
+        overrides={"broker_url": rabbitmq_url.rstrip("/") + "/" + query, "broker_prefix": broker_prefix},
+    )
+    executor = RabbitMQExecutor(settings, connection_name=name)
+    executor.start(timeout=15)
+    try:
+        assert _broker_side_timeout(name) == expected
+    finally:
+        executor.close()
