@@ -105,10 +105,19 @@ def install_scheduler() -> None:
     ]:
         if hasattr(sched, method):
             _timed(sched, method, name, after)
+
+    def report_age(_result: Any, _self: Any, messages: Any) -> None:
+        # How long after the worker finished a task its final result was committed.
+        now = time.time()
+        ages = [now - m.at for m in messages if getattr(m, "outcome", "running") != "running"]
+        if ages:
+            add("results.final_reports_committed", len(ages))
+            add("results.final_report_age_at_commit_s", sum(ages))
+
     rc = results.ResultsConsumer
     for method, name, after in [
         ("run_once", "results.run_once", count_batch),
-        ("_commit", "results._commit (apply_results + commit)", None),
+        ("_commit", "results._commit (apply_results + commit)", report_age),
     ]:
         if hasattr(rc, method):
             _timed(rc, method, name, after)
@@ -167,6 +176,14 @@ def install_worker() -> None:
     ]:
         if hasattr(w, method):
             _timed(w, method, name)
+    reporter = getattr(runtime, "_Reporter", None)
+    if reporter is not None and hasattr(reporter, "_publish"):
+        _timed(
+            reporter,
+            "_publish",
+            "worker._Reporter._publish (publish, confirm, ack)",
+            lambda _r, _self, batch: add("worker.reporter_results", len(batch)),
+        )
 
 
 def install() -> None:
