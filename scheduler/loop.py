@@ -127,7 +127,7 @@ class Scheduler:
             self._wake.clear()
             started = time.monotonic()
             try:
-                self.run_once(incremental=True)
+                report = self.run_once(incremental=True)
                 self.last_pass = time.monotonic()
                 delay = 0.5
             except (OperationalError, BrokerUnavailable) as exc:
@@ -147,9 +147,12 @@ class Scheduler:
             self._wait_for_work(stop)
             # Duty cycle at most one half: a pass over a large run takes tens of milliseconds of
             # CPU, and back-to-back passes would starve the results consumer that feeds them.
-            # Small passes (a chain's few milliseconds) are not slowed noticeably.
+            # Small passes (a chain's few milliseconds) are not slowed noticeably. A pass that
+            # changed something is exempt: what it dispatched or decided is what the next wake-up
+            # reacts to (a fan-out's first task ending after the pass that created the run's task
+            # instances), and a pass that decides nothing follows it before long, then rests.
             rest = took - (time.monotonic() - started - took)
-            if rest > 0.002:
+            if rest > 0.002 and not report.events:
                 stop.wait(rest)
         log.info("scheduler %s stopped", self.ident)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, defer
 
 from common.dag.serialize import SerializedDag
@@ -55,10 +55,6 @@ class TIRow:
 
 
 _COLUMNS = [TaskInstance.__table__.c[f] for f in TIRow.__dataclass_fields__]
-
-
-def _row_of(ti: TaskInstance) -> TIRow:
-    return TIRow(*(getattr(ti, f) for f in TIRow.__dataclass_fields__))
 
 
 @dataclass
@@ -276,21 +272,21 @@ def _verify_integrity(
     have = {r.task_id for r in rows}
     wanted = {t.task_id for t in sdag.tasks}
     created = [
-        TaskInstance(
-            run_pk=run.id,
-            dag_id=run.dag_id,
-            run_id=run.run_id,
-            task_id=task.task_id,
-            map_index=-1,
-            state=TaskState.NONE,
-            try_number=0,
-            max_tries=task.retries + 1,
-            queue=task.queue,
-            priority=task.priority,
-            pool=task.pool,
-            pool_slots=task.pool_slots,
-            updated_at=writes.now,
-        )
+        {
+            "run_pk": run.id,
+            "dag_id": run.dag_id,
+            "run_id": run.run_id,
+            "task_id": task.task_id,
+            "map_index": -1,
+            "state": TaskState.NONE,
+            "try_number": 0,
+            "max_tries": task.retries + 1,
+            "queue": task.queue,
+            "priority": task.priority,
+            "pool": task.pool,
+            "pool_slots": task.pool_slots,
+            "updated_at": writes.now,
+        }
         for task in sdag.tasks
         if task.task_id not in have
     ]
@@ -300,9 +296,16 @@ def _verify_integrity(
     if not created:
         return rows
     writes.created += len(created)
-    session.add_all(created)
-    session.flush()
-    return rows + [_row_of(ti) for ti in created]
+    # Core rows, not ORM objects: a wide run's first pass creates thousands of them.
+    table = TaskInstance.__table__
+    session.execute(insert(table), created)
+    new_ids = [c["task_id"] for c in created]
+    for start in range(0, len(new_ids), 1000):
+        query = select(*_COLUMNS).where(
+            table.c.run_pk == run.id, table.c.task_id.in_(new_ids[start : start + 1000])
+        )
+        rows = rows + [TIRow(*values) for values in session.connection().execute(query).all()]
+    return rows
 
 
 def _nothing_to_decide(
