@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: Events that mean there may be new work for the scheduler.
 WAKING_TASK_STATES = frozenset({"success", "failed", "up_for_retry", "skipped", "upstream_failed", "removed"})
+#: How many in-process events to remember until their broadcast copy arrives (oldest dropped).
+HEARD_LIMIT = 50_000
 #: The name ``Executor.queue_stats`` gives the dead-letter queue (part of the executor contract).
 DEAD_LETTERS = "(dead letters)"
 
@@ -86,6 +88,7 @@ class Scheduler:
         self._rows = RowCache()
         self._changed: set[int] = set()  # task instances named in state events since the last pass
         self._changed_lock = threading.Lock()
+        self._heard: dict[StateEvent, None] = {}  # handed over in-process, not yet seen broadcast
         self._last_heartbeat = 0.0
         self._last_housekeeping: datetime | None = None
         self._housekeeping_every = timedelta(seconds=min(1.0, settings.scheduler_idle_wait))
@@ -105,13 +108,26 @@ class Scheduler:
         """Note which task instances changed (for the incremental pass); wake on events that may
         make work: a task finished, a run or DAG changed."""
         ids = [e.ti_id for e in events if e.kind == "task" and e.ti_id is not None]
-        if ids:
-            with self._changed_lock:
-                self._changed.update(ids)
+        with self._changed_lock:
+            self._changed.update(ids)
+            for e in events:
+                self._heard[e] = None
+            while len(self._heard) > HEARD_LIMIT:
+                del self._heard[next(iter(self._heard))]
         for e in events:
             if e.kind == "task" and e.state in WAKING_TASK_STATES or e.kind in ("run", "dag"):
                 self._wake.set()
                 return
+
+    def on_broadcast(self, events: Sequence[StateEvent]) -> None:
+        """Events from the events exchange. The ones this process's results consumer or DAG
+        processor already handed to :meth:`on_events` come back this way too; they are dropped,
+        so one finished task does not wake the scheduler twice (a second pass that would only
+        delay the reaction to the next result)."""
+        with self._changed_lock:
+            fresh = [e for e in events if self._heard.pop(e, False) is False]
+        if fresh:
+            self.on_events(fresh)
 
     def _take_changed(self) -> set[int]:
         with self._changed_lock:
