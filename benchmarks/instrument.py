@@ -88,6 +88,20 @@ def install_scheduler() -> None:
         add("scheduler.tis_loaded", sum(len(v) for v in tis_by_run.values()))
         add("scheduler.tis_dispatched", len(result or ()))
 
+    original_pass = getattr(loop, "schedule_pass", None)
+    if original_pass is not None and not getattr(original_pass, "_bench_wrapped", False):
+
+        @functools.wraps(original_pass)
+        def schedule_pass(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            result = original_pass(*args, **kwargs)
+            kind = "incremental, nothing to decide" if getattr(result, "incremental", False) else "full"
+            _record(f"scheduler.schedule_pass ({kind})", time.perf_counter() - t0)
+            return result
+
+        schedule_pass._bench_wrapped = True  # type: ignore[attr-defined]
+        loop.schedule_pass = schedule_pass
+
     def count_batch(result: Any, *args: Any, **kwargs: Any) -> None:
         if result:
             add("results.batches")
