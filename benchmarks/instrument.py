@@ -88,6 +88,20 @@ def install_scheduler() -> None:
         add("scheduler.tis_loaded", sum(len(v) for v in tis_by_run.values()))
         add("scheduler.tis_dispatched", len(result or ()))
 
+    original_pass = getattr(loop, "schedule_pass", None)
+    if original_pass is not None and not getattr(original_pass, "_bench_wrapped", False):
+
+        @functools.wraps(original_pass)
+        def schedule_pass(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            result = original_pass(*args, **kwargs)
+            kind = "incremental, nothing to decide" if getattr(result, "incremental", False) else "full"
+            _record(f"scheduler.schedule_pass ({kind})", time.perf_counter() - t0)
+            return result
+
+        schedule_pass._bench_wrapped = True  # type: ignore[attr-defined]
+        loop.schedule_pass = schedule_pass
+
     def count_batch(result: Any, *args: Any, **kwargs: Any) -> None:
         if result:
             add("results.batches")
@@ -105,10 +119,19 @@ def install_scheduler() -> None:
     ]:
         if hasattr(sched, method):
             _timed(sched, method, name, after)
+
+    def report_age(_result: Any, _self: Any, messages: Any) -> None:
+        # How long after the worker finished a task its final result was committed.
+        now = time.time()
+        ages = [now - m.at for m in messages if getattr(m, "outcome", "running") != "running"]
+        if ages:
+            add("results.final_reports_committed", len(ages))
+            add("results.final_report_age_at_commit_s", sum(ages))
+
     rc = results.ResultsConsumer
     for method, name, after in [
         ("run_once", "results.run_once", count_batch),
-        ("_commit", "results._commit (apply_results + commit)", None),
+        ("_commit", "results._commit (apply_results + commit)", report_age),
     ]:
         if hasattr(rc, method):
             _timed(rc, method, name, after)
@@ -167,6 +190,14 @@ def install_worker() -> None:
     ]:
         if hasattr(w, method):
             _timed(w, method, name)
+    reporter = getattr(runtime, "_Reporter", None)
+    if reporter is not None and hasattr(reporter, "_publish"):
+        _timed(
+            reporter,
+            "_publish",
+            "worker._Reporter._publish (publish, confirm, ack)",
+            lambda _r, _self, batch: add("worker.reporter_results", len(batch)),
+        )
 
 
 def install() -> None:

@@ -43,12 +43,14 @@ from common.states import (
     outcome_state,
 )
 from scheduler.dispatch import build_messages
-from scheduler.scheduling import schedule_pass
+from scheduler.scheduling import RowCache, schedule_pass
 
 log = logging.getLogger(__name__)
 
 #: Events that mean there may be new work for the scheduler.
 WAKING_TASK_STATES = frozenset({"success", "failed", "up_for_retry", "skipped", "upstream_failed", "removed"})
+#: How many in-process events to remember until their broadcast copy arrives (oldest dropped).
+HEARD_LIMIT = 50_000
 #: The name ``Executor.queue_stats`` gives the dead-letter queue (part of the executor contract).
 DEAD_LETTERS = "(dead letters)"
 
@@ -83,6 +85,10 @@ class Scheduler:
         self._wake = threading.Event()
         self._serialized: dict[tuple[str, str], SerializedDag] = {}
         self._unpublished: set[int] = set()
+        self._rows = RowCache()
+        self._changed: set[int] = set()  # task instances named in state events since the last pass
+        self._changed_lock = threading.Lock()
+        self._heard: dict[StateEvent, None] = {}  # handed over in-process, not yet seen broadcast
         self._last_heartbeat = 0.0
         self._last_housekeeping: datetime | None = None
         self._housekeeping_every = timedelta(seconds=min(1.0, settings.scheduler_idle_wait))
@@ -99,11 +105,34 @@ class Scheduler:
         self._wake.set()
 
     def on_events(self, events: Sequence[StateEvent]) -> None:
-        """Wake on events that may make work: a task finished, a run or DAG changed."""
+        """Note which task instances changed (for the incremental pass); wake on events that may
+        make work: a task finished, a run or DAG changed."""
+        ids = [e.ti_id for e in events if e.kind == "task" and e.ti_id is not None]
+        with self._changed_lock:
+            self._changed.update(ids)
+            for e in events:
+                self._heard[e] = None
+            while len(self._heard) > HEARD_LIMIT:
+                del self._heard[next(iter(self._heard))]
         for e in events:
             if e.kind == "task" and e.state in WAKING_TASK_STATES or e.kind in ("run", "dag"):
                 self._wake.set()
                 return
+
+    def on_broadcast(self, events: Sequence[StateEvent]) -> None:
+        """Events from the events exchange. The ones this process's results consumer or DAG
+        processor already handed to :meth:`on_events` come back this way too; they are dropped,
+        so one finished task does not wake the scheduler twice (a second pass that would only
+        delay the reaction to the next result)."""
+        with self._changed_lock:
+            fresh = [e for e in events if self._heard.pop(e, False) is False]
+        if fresh:
+            self.on_events(fresh)
+
+    def _take_changed(self) -> set[int]:
+        with self._changed_lock:
+            changed, self._changed = self._changed, set()
+        return changed
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -114,7 +143,7 @@ class Scheduler:
             self._wake.clear()
             started = time.monotonic()
             try:
-                self.run_once()
+                report = self.run_once(incremental=True)
                 self.last_pass = time.monotonic()
                 delay = 0.5
             except (OperationalError, BrokerUnavailable) as exc:
@@ -134,9 +163,12 @@ class Scheduler:
             self._wait_for_work(stop)
             # Duty cycle at most one half: a pass over a large run takes tens of milliseconds of
             # CPU, and back-to-back passes would starve the results consumer that feeds them.
-            # Small passes (a chain's few milliseconds) are not slowed noticeably.
+            # Small passes (a chain's few milliseconds) are not slowed noticeably. A pass that
+            # changed something is exempt: what it dispatched or decided is what the next wake-up
+            # reacts to (a fan-out's first task ending after the pass that created the run's task
+            # instances), and a pass that decides nothing follows it before long, then rests.
             rest = took - (time.monotonic() - started - took)
-            if rest > 0.002:
+            if rest > 0.002 and not report.events:
                 stop.wait(rest)
         log.info("scheduler %s stopped", self.ident)
 
@@ -149,7 +181,11 @@ class Scheduler:
             if remaining <= 0 or self._wake.wait(min(remaining, 0.5)):
                 return
 
-    def run_once(self, now: datetime | None = None) -> LoopReport:
+    def run_once(self, now: datetime | None = None, *, incremental: bool = False) -> LoopReport:
+        """One iteration. ``incremental`` (the loop's own passes): between timer passes, a pass
+        may rely on state events to learn which task instances changed (see ``schedule_pass``);
+        a change that no event announced is then seen by the next timer pass, at most
+        ``min(1 s, scheduler_idle_wait)`` later. Without it every pass reads every row."""
         started = time.monotonic()
         now = now or self._clock()
         report = LoopReport()
@@ -161,7 +197,7 @@ class Scheduler:
         if housekeeping:
             self._last_housekeeping = now
             self.create_due_runs(now, report)
-        self.schedule_runs(now, report)
+        self.schedule_runs(now, report, incremental=incremental and not housekeeping)
         if housekeeping or self._unpublished:
             self.republish_stale(now, report)
         if housekeeping:
@@ -217,10 +253,18 @@ class Scheduler:
             self._serialized[key] = sdag
         return sdag
 
-    def schedule_runs(self, now: datetime, report: LoopReport) -> None:
+    def schedule_runs(self, now: datetime, report: LoopReport, *, incremental: bool = False) -> None:
         """One transaction: evaluate the active runs and mark what to dispatch; then publish."""
+        # Taken before the transaction begins: a change announced later is read by the next pass.
+        changed = self._take_changed()
         with self._sessions() as session, session.begin():
-            result = schedule_pass(session, now, self._serialized_dag)
+            result = schedule_pass(
+                session,
+                now,
+                self._serialized_dag,
+                cache=self._rows,
+                changed=changed if incremental else None,
+            )
         report.runs_finished += result.runs_finished
         report.events.extend(result.events)
         if not result.messages:

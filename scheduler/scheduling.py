@@ -4,17 +4,24 @@ The pass is the scheduler's hot path: it runs after every batch of results. It r
 instances as plain column rows (not ORM objects) and writes its decisions as a handful of bulk
 ``UPDATE ... WHERE id IN (...)`` statements, so its cost is a few queries per pass whatever the
 number of task instances that changed.
+
+Between the passes that change something, a wide run wakes the scheduler after every batch of
+results without anything to decide (the fan-in waits for all its upstream tasks). For those wake-ups
+an incremental pass (``RowCache`` plus the ids named in state events) re-reads only the rows that
+changed and evaluates the runs on the cached rows; only if nothing at all is to be decided does it
+stop there. Anything to decide, and anything the cache cannot vouch for, takes the full path, so
+every write is still decided on rows read in the same transaction.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, defer
 
 from common.dag.serialize import SerializedDag
@@ -50,16 +57,32 @@ class TIRow:
 _COLUMNS = [TaskInstance.__table__.c[f] for f in TIRow.__dataclass_fields__]
 
 
-def _row_of(ti: TaskInstance) -> TIRow:
-    return TIRow(*(getattr(ti, f) for f in TIRow.__dataclass_fields__))
-
-
 @dataclass
 class PassResult:
     messages: list[TaskMessage] = field(default_factory=list)
     events: list[StateEvent] = field(default_factory=list)
     dispatched_ids: list[int] = field(default_factory=list)
     runs_finished: int = 0
+    #: the incremental check found nothing to decide, so no task instance was loaded in full
+    incremental: bool = False
+
+
+class RowCache:
+    """The task-instance rows of the running runs, as read by the last full pass that decided
+    nothing (so they are still what the metastore holds, but for the changes named since)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[int, tuple[str | None, dict[int, TIRow]]] = {}  # run_pk -> (dag_hash, rows)
+
+    def clear(self) -> None:
+        self.runs = {}
+
+    def store(
+        self, runs: Iterable[DagRun], dags: dict[str, Dag], rows_by_run: dict[int, list[TIRow]]
+    ) -> None:
+        self.runs = {
+            run.id: (dags[run.dag_id].dag_hash, {r.id: r for r in rows_by_run[run.id]}) for run in runs
+        }
 
 
 class _Writes:
@@ -72,6 +95,7 @@ class _Writes:
         self.failed: list[tuple[TIRow, str]] = []
         self.queued: list[TIRow] = []
         self.events: list[StateEvent] = []
+        self.created = 0
 
     def set_state(self, row: TIRow, state: str) -> None:
         row.state = state
@@ -125,9 +149,18 @@ def schedule_pass(
     session: Session,
     now: datetime,
     serialized: Callable[[Session, Dag], SerializedDag],
+    *,
+    cache: RowCache | None = None,
+    changed: Collection[int] | None = None,
 ) -> PassResult:
     """Start queued runs, evaluate the running ones, pick and mark what to dispatch, build the
-    messages. The caller commits, then publishes ``messages``."""
+    messages. The caller commits, then publishes ``messages``.
+
+    With ``cache``, a pass that reads every row and decides nothing keeps the rows there. With
+    ``changed`` as well (the ids of every task instance changed since the caller's previous pass,
+    taken before this transaction began), the pass first refreshes only those rows and returns
+    early if, on the cached rows, a full pass would decide nothing.
+    """
     result = PassResult()
     query = select(DagRun).where(DagRun.state.in_(RUN_ACTIVE)).order_by(DagRun.logical_date, DagRun.id)
     if session.get_bind().dialect.name != "sqlite":
@@ -155,6 +188,17 @@ def schedule_pass(
     result.events.extend(_start_queued_runs(active, dags, backfill_limits, now))
     running = [r for r in active if r.state == RunState.RUNNING and r.dag_id in dags]
     if not running:
+        if cache is not None:
+            cache.clear()
+        return result
+    sdags = {dag_id: serialized(session, dags[dag_id]) for dag_id in {r.dag_id for r in running}}
+    if (
+        cache is not None
+        and changed is not None
+        and not result.events
+        and _nothing_to_decide(session, running, dags, sdags, cache, changed, now)
+    ):
+        result.incremental = True
         return result
     rows_by_run: dict[int, list[TIRow]] = defaultdict(list)
     # Core, not ORM loading: thousands of rows per pass on a wide run.
@@ -162,7 +206,6 @@ def schedule_pass(
     for values in session.connection().execute(query_tis).all():
         row = TIRow(*values)
         rows_by_run[row.run_pk].append(row)
-    sdags = {dag_id: serialized(session, dags[dag_id]) for dag_id in {r.dag_id for r in running}}
     writes = _Writes(now)
     schedulable: list[DagRun] = []
     for run in running:
@@ -177,6 +220,11 @@ def schedule_pass(
     chosen = _choose_dispatch(session, schedulable, dags, sdags, rows_by_run, writes)
     writes.flush(session)
     result.events.extend(writes.events)
+    if cache is not None:
+        if writes.events or writes.retry_at or writes.created or result.events:
+            cache.clear()  # the rows changed in this pass: the next pass reads them in full
+        else:
+            cache.store(running, dags, rows_by_run)
     if chosen:
         runs = {r.id: r for r in running}
         result.messages = build_messages(session, chosen, runs, sdags)  # type: ignore[arg-type]
@@ -224,21 +272,21 @@ def _verify_integrity(
     have = {r.task_id for r in rows}
     wanted = {t.task_id for t in sdag.tasks}
     created = [
-        TaskInstance(
-            run_pk=run.id,
-            dag_id=run.dag_id,
-            run_id=run.run_id,
-            task_id=task.task_id,
-            map_index=-1,
-            state=TaskState.NONE,
-            try_number=0,
-            max_tries=task.retries + 1,
-            queue=task.queue,
-            priority=task.priority,
-            pool=task.pool,
-            pool_slots=task.pool_slots,
-            updated_at=writes.now,
-        )
+        {
+            "run_pk": run.id,
+            "dag_id": run.dag_id,
+            "run_id": run.run_id,
+            "task_id": task.task_id,
+            "map_index": -1,
+            "state": TaskState.NONE,
+            "try_number": 0,
+            "max_tries": task.retries + 1,
+            "queue": task.queue,
+            "priority": task.priority,
+            "pool": task.pool,
+            "pool_slots": task.pool_slots,
+            "updated_at": writes.now,
+        }
         for task in sdag.tasks
         if task.task_id not in have
     ]
@@ -247,9 +295,65 @@ def _verify_integrity(
             writes.set_state(row, TaskState.REMOVED)
     if not created:
         return rows
-    session.add_all(created)
-    session.flush()
-    return rows + [_row_of(ti) for ti in created]
+    writes.created += len(created)
+    # Core rows, not ORM objects: a wide run's first pass creates thousands of them.
+    table = TaskInstance.__table__
+    session.execute(insert(table), created)
+    new_ids = [c["task_id"] for c in created]
+    for start in range(0, len(new_ids), 1000):
+        query = select(*_COLUMNS).where(
+            table.c.run_pk == run.id, table.c.task_id.in_(new_ids[start : start + 1000])
+        )
+        rows = rows + [TIRow(*values) for values in session.connection().execute(query).all()]
+    return rows
+
+
+def _nothing_to_decide(
+    session: Session,
+    running: list[DagRun],
+    dags: dict[str, Dag],
+    sdags: dict[str, SerializedDag],
+    cache: RowCache,
+    changed: Collection[int],
+    now: datetime,
+) -> bool:
+    """True when a full pass over the cached rows, refreshed with the ``changed`` ones, would
+    create, change and dispatch nothing. False whenever the cache does not cover a running run
+    (new run, new DAG version, a task instance it has never seen)."""
+    for run in running:
+        cached = cache.runs.get(run.id)
+        if cached is None or cached[0] != dags[run.dag_id].dag_hash:
+            return False
+    ids = sorted(changed)
+    table = TaskInstance.__table__
+    for start in range(0, len(ids), 1000):
+        query = select(*_COLUMNS).where(table.c.id.in_(ids[start : start + 1000]))
+        for values in session.connection().execute(query).all():
+            row = TIRow(*values)
+            cached = cache.runs.get(row.run_pk)
+            if cached is None:
+                continue  # a run that is not running (or not ours): not evaluated in this pass
+            if row.id not in cached[1]:
+                return False
+            cached[1][row.id] = row
+    for run in running:
+        rows = cache.runs[run.id][1].values()
+        sdag = sdags[run.dag_id]
+        wanted = {t.task_id for t in sdag.tasks}
+        have = {r.task_id for r in rows}
+        if wanted - have or any(r.task_id not in wanted and r.state not in TASK_FINISHED for r in rows):
+            return False  # _verify_integrity would create or remove task instances
+        if dags[run.dag_id].is_paused and run.backfill_id is None:
+            continue
+        if any(r.state == TaskState.SCHEDULED for r in rows):
+            return False  # a dispatch candidate: occupancy must be read fresh
+        by_task = {r.task_id: r for r in rows}
+        decision = evaluate_run(sdag.tasks, by_task, now)
+        if decision.schedule or decision.upstream_failed or decision.skip or decision.run_state is not None:
+            return False
+        if any(by_task[t].next_retry_at != when for t, when in decision.retry_at.items()):
+            return False
+    return True
 
 
 def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes) -> bool:

@@ -62,7 +62,7 @@ def run_scheduler(
     def on_events(events: Sequence[StateEvent]) -> None:
         scheduler.on_events(events)
 
-    executor.subscribe_events(lambda e: scheduler.on_events([e]))
+    executor.subscribe_events(lambda e: scheduler.on_broadcast([e]))
     threads = []
     # A pass normally ends within the idle wait; a minute without one means it is stuck (or the
     # metastore has been down that long).

@@ -36,6 +36,10 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
             isolation_level="READ COMMITTED",
             **kwargs,
         )
+    if parsed.get_driver_name() == "psycopg2":
+        # The results consumer updates a batch of task instances with one executemany; psycopg2's
+        # own executemany is one round trip per row, execute_batch sends them in pages of 100.
+        kwargs.setdefault("executemany_mode", "values_plus_batch")
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
 
 

@@ -257,3 +257,21 @@ def test_paused_dags_get_no_new_runs(harness: Harness) -> None:
         s.get(Dag, "daily").is_paused = True  # type: ignore[union-attr]
     harness.scheduler.run_once(NOW)
     assert harness.runs("daily") == []
+
+
+def test_an_event_heard_in_process_does_not_wake_the_scheduler_again_when_broadcast(harness: Harness) -> None:
+    from common.messages import StateEvent
+
+    def event(ti_id: int) -> StateEvent:
+        return StateEvent(
+            kind="task", dag_id="d", run_id="r", task_id=f"t{ti_id}", state="success", at=1.5, ti_id=ti_id
+        )
+
+    scheduler = harness.scheduler
+    scheduler.on_events([event(1)])  # from the results consumer in this process
+    assert scheduler._wake.is_set() and scheduler._take_changed() == {1}
+    scheduler._wake.clear()
+    scheduler.on_broadcast([event(1)])  # the same event, back from the events exchange
+    assert not scheduler._wake.is_set() and scheduler._take_changed() == set()
+    scheduler.on_broadcast([event(1), event(2)])  # another process's result, and a repeat
+    assert scheduler._wake.is_set() and scheduler._take_changed() == {1, 2}
