@@ -55,7 +55,7 @@ class Settings:
     hostname: str = ""  # empty: the machine's hostname (recorded on every task instance)
     worker_concurrency: int = 4
     worker_queues: str = "default"
-    worker_prefetch_multiplier: int = 4  # messages held per slot, finished ones awaiting confirm included
+    worker_prefetch_multiplier: int = 2  # messages held per slot: the next task waits ready
     heartbeat_interval: float = 5.0
     log_chunk_interval: float = 0.25  # seconds between live log chunks
     running_report_delay: float = 0.1  # report "running" once a task has run this long
