@@ -104,16 +104,18 @@ class Scheduler:
     def wake(self) -> None:
         self._wake.set()
 
-    def on_events(self, events: Sequence[StateEvent]) -> None:
+    def on_events(self, events: Sequence[StateEvent], *, echoed: bool = True) -> None:
         """Note which task instances changed (for the incremental pass); wake on events that may
-        make work: a task finished, a run or DAG changed."""
+        make work: a task finished, a run or DAG changed. ``echoed``: the events were also
+        published to the events exchange, so their copies will come back to :meth:`on_broadcast`."""
         ids = [e.ti_id for e in events if e.kind == "task" and e.ti_id is not None]
         with self._changed_lock:
             self._changed.update(ids)
-            for e in events:
-                self._heard[e] = None
-            while len(self._heard) > HEARD_LIMIT:
-                del self._heard[next(iter(self._heard))]
+            if echoed:
+                for e in events:
+                    self._heard[e] = None
+                while len(self._heard) > HEARD_LIMIT:
+                    del self._heard[next(iter(self._heard))]
         for e in events:
             if e.kind == "task" and e.state in WAKING_TASK_STATES or e.kind in ("run", "dag"):
                 self._wake.set()
@@ -127,7 +129,7 @@ class Scheduler:
         with self._changed_lock:
             fresh = [e for e in events if self._heard.pop(e, False) is False]
         if fresh:
-            self.on_events(fresh)
+            self.on_events(fresh, echoed=False)
 
     def _take_changed(self) -> set[int]:
         with self._changed_lock:

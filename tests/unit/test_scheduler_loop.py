@@ -275,3 +275,5 @@ def test_an_event_heard_in_process_does_not_wake_the_scheduler_again_when_broadc
     assert not scheduler._wake.is_set() and scheduler._take_changed() == set()
     scheduler.on_broadcast([event(1), event(2)])  # another process's result, and a repeat
     assert scheduler._wake.is_set() and scheduler._take_changed() == {1, 2}
+    # Events that arrived only by broadcast are not remembered: no copy of them will come back.
+    assert scheduler._heard == {}
