@@ -158,9 +158,9 @@ def install_events() -> None:
     original_on = loop.Scheduler.on_events
     if not getattr(original_on, "_bench_wrapped", False):
 
-        def on_events(self: Any, events: Any, _original: Any = original_on) -> Any:
+        def on_events(self: Any, events: Any, _original: Any = original_on, **kwargs: Any) -> Any:
             add("events.delivered_to_scheduler", len(events))
-            return _original(self, events)
+            return _original(self, events, **kwargs)
 
         on_events._bench_wrapped = True  # type: ignore[attr-defined]
         loop.Scheduler.on_events = on_events  # type: ignore[method-assign]
