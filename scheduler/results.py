@@ -263,9 +263,11 @@ class ResultsConsumer:
         metrics.RESULTS_BATCH_SIZE.observe(len(parsed))
         metrics.count_state_changes(events)
         if events:
-            self._executor.publish_events(events)
+            # In-process first: the scheduler then knows these events before their broadcast copies
+            # arrive, and ignores the copies.
             if self._on_change is not None:
                 self._on_change(events)
+            self._executor.publish_events(events)
         return len(parsed)
 
     def _apply_one_by_one(

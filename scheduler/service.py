@@ -59,8 +59,11 @@ def run_scheduler(
         executor.start()
     scheduler = Scheduler(settings=settings, session_factory=sessions, executor=executor)
 
-    def on_events(events: Sequence[StateEvent]) -> None:
+    def on_results(events: Sequence[StateEvent]) -> None:  # also published: their copies come back
         scheduler.on_events(events)
+
+    def on_dags(events: Sequence[StateEvent]) -> None:  # only handed over here
+        scheduler.on_events(events, echoed=False)
 
     executor.subscribe_events(lambda e: scheduler.on_broadcast([e]))
     threads = []
@@ -76,12 +79,12 @@ def run_scheduler(
     ]
     if settings.run_results_consumer:
         consumer = ResultsConsumer(
-            executor=executor, session_factory=sessions, settings=settings, on_change=on_events
+            executor=executor, session_factory=sessions, settings=settings, on_change=on_results
         )
         consumer.start()
         threads.append(_thread(consumer.run, "hareflow-results", stop))
         reporters.append(_results_health(settings, consumer))
-    processor = DagProcessor(settings=settings, session_factory=sessions, on_change=on_events)
+    processor = DagProcessor(settings=settings, session_factory=sessions, on_change=on_dags)
     log.info("DAG folder: %s", processor.folder)
     processor.run_once()
     threads.append(_thread(processor.run, "hareflow-dag-processor", stop))
