@@ -449,12 +449,7 @@ def fanout(system: BenchSystem, index: int, timeout: float) -> dict[str, Any]:
     for t in tis:
         states[t.state] = states.get(t.state, 0) + 1
     complete = all(t.start_date and t.end_date and t.queued_at for t in tis)
-    ok = (
-        m["state"] == "success"
-        and len(tis) == n
-        and states.get("success") == n
-        and complete
-    )
+    ok = m["state"] == "success" and len(tis) == n and states.get("success") == n and complete
     first, last = by_id["start"], by_id["end"]
     middle = [t for t in tis if t.task_id.startswith("m")]
     run_s = _secs(run.start_date, run.end_date)
