@@ -428,6 +428,23 @@ def scheduler_status(s: Session, now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+def scheduler_alert(status: dict[str, Any]) -> str | None:
+    """What to tell a user when the scheduler is not running (None when it is)."""
+    from web.filters import fmt_duration
+
+    if status["ok"]:
+        return None
+    if status["heartbeat_age"] is None:
+        return (
+            "No scheduler has run against this metastore yet: nothing is scheduled until "
+            "`hareflow scheduler` (or `hareflow standalone`) runs."
+        )
+    return (
+        f"The scheduler was last heard from {fmt_duration(status['heartbeat_age'])} ago: runs and "
+        "tasks are not being scheduled. Check `hareflow health scheduler` and the scheduler's log."
+    )
+
+
 def backfill_dict(b: Backfill, progress: Any | None = None) -> dict[str, Any]:
     out = {
         "id": b.id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +172,38 @@ def test_screenshots_of_the_main_pages(open_as: Any, live_system: LiveSystem, tm
     login.screenshot(path=str(target / "login.png"))
     login.close()
     assert len(list(target.glob("*.png"))) == len(shots) + 1
+
+
+def test_the_scheduler_banner_appears_when_it_stops_and_goes_when_it_is_back(
+    open_as: Any, live_system: LiveSystem, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without a reload: the page rechecks /health (every 15 s; sped up here) and shows or hides
+    the banner. The scheduler 'stops' by no longer writing its heartbeat."""
+    from playwright.sync_api import expect
+
+    from common.db import SchedulerHeartbeat
+    from scheduler.loop import Scheduler
+
+    page = open_as("viewer")
+    page.context.add_init_script(
+        "(() => { const set = window.setInterval; window.setInterval = (fn, ms, ...rest) =>"
+        " set(fn, ms === 15000 ? 200 : ms, ...rest); })();"
+    )
+    page.reload()
+    banner = page.locator("#scheduler-alert")
+    expect(banner).to_be_hidden()
+    mark_no_reload(page)
+
+    monkeypatch.setattr(Scheduler, "heartbeat", lambda self, now: None)
+    with live_system.cluster.sessions() as s, s.begin():
+        for row in s.query(SchedulerHeartbeat):
+            row.last_heartbeat = datetime.now(UTC) - timedelta(seconds=150)
+    expect(banner).to_be_visible(timeout=10_000)
+    expect(banner).to_contain_text("The scheduler was last heard from 2m")
+    expect(banner).to_contain_text("hareflow health scheduler")
+    if os.environ.get(SCREENSHOTS_ENV):
+        page.screenshot(path=str(Path(os.environ[SCREENSHOTS_ENV]) / "scheduler_down.png"))
+
+    monkeypatch.undo()  # the scheduler beats again within its 5 s interval
+    expect(banner).to_be_hidden(timeout=15_000)
+    assert_not_reloaded(page)

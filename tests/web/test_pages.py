@@ -12,7 +12,17 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db import AuditLog, Backfill, Dag, DagRun, ImportError_, TaskInstance, User, Worker
+from common.db import (
+    AuditLog,
+    Backfill,
+    Dag,
+    DagRun,
+    ImportError_,
+    SchedulerHeartbeat,
+    TaskInstance,
+    User,
+    Worker,
+)
 from tests.web.conftest import T0, Client, path_of, unique
 
 XSS = "<script>alert(1)</script>"
@@ -477,3 +487,34 @@ def test_an_admin_cannot_delete_or_demote_themself(as_role: Any) -> None:
 
     assert "cannot take the admin role from yourself" in admin.get(demoted.headers["Location"]).text
     assert admin.api("GET", "/me").json["role"] == "admin"
+
+
+def test_every_page_says_when_no_scheduler_is_running(
+    viewer: Client, web_sessions: sessionmaker[Session]
+) -> None:
+    def banner() -> str | None:
+        page = viewer.http.get("/dags").text
+        start = page.index('id="scheduler-alert"')
+        tag_end = page.index(">", start)
+        if " hidden" in page[start:tag_end]:
+            return None
+        return page[tag_end + 1 : page.index("</div>", tag_end)]
+
+    now = datetime.now(UTC)
+    with web_sessions() as s, s.begin():
+        s.query(SchedulerHeartbeat).delete()
+    try:
+        never = banner()
+        with web_sessions() as s, s.begin():
+            s.add(SchedulerHeartbeat(id="h:1", hostname="h", pid=1, started_at=now, last_heartbeat=now))
+        running = banner()
+        with web_sessions() as s, s.begin():
+            s.get(SchedulerHeartbeat, "h:1").last_heartbeat = now - timedelta(seconds=125)
+        stale = banner()
+    finally:
+        with web_sessions() as s, s.begin():
+            s.query(SchedulerHeartbeat).delete()
+
+    assert never is not None and "No scheduler has run against this metastore yet" in never
+    assert running is None
+    assert stale is not None and "last heard from 2m 0" in stale and "hareflow health scheduler" in stale

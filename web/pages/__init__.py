@@ -5,11 +5,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, redirect, request, url_for
+from flask import Blueprint, flash, g, redirect, request, url_for
 
 from web.security import safe_next
 
 bp = Blueprint("pages", __name__)
+
+
+@bp.app_context_processor
+def scheduler_alert() -> dict[str, Any]:
+    """Every page a user sees says so when no scheduler is running: runs would sit queued with no
+    other sign of why. One small query per page; the page's script keeps it current after that."""
+    if g.get("user") is None:
+        return {"scheduler_alert": None}
+    from web import queries
+    from web.runtime import open_session
+
+    try:
+        with open_session() as s:
+            status = queries.scheduler_status(s)
+    except Exception:  # noqa: BLE001 - the page reports database trouble itself
+        return {"scheduler_alert": None}
+    return {"scheduler_alert": queries.scheduler_alert(status)}
 
 
 def form_bool(name: str) -> bool:

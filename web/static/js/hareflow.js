@@ -133,6 +133,33 @@
     return socket;
   };
 
+  /* The banner that says no scheduler is running: checked against /health every 15 s, so it
+     appears when the scheduler stops and goes away when it is back, without a reload. */
+  const schedulerAlert = document.getElementById("scheduler-alert");
+  if (schedulerAlert) {
+    const checkScheduler = async function () {
+      let report;
+      try {
+        const response = await fetch("/health", { credentials: "same-origin", headers: { Accept: "application/json" } });
+        report = await response.json();
+      } catch (e) {
+        return;  /* the server is out of reach: the live dot says so */
+      }
+      const status = report && report.scheduler;
+      if (!status || !report.database || !report.database.ok) return;
+      if (status.ok) {
+        schedulerAlert.hidden = true;
+        return;
+      }
+      schedulerAlert.textContent = status.heartbeat_age === null || status.heartbeat_age === undefined
+        ? "No scheduler has run against this metastore yet: nothing is scheduled until `hareflow scheduler` (or `hareflow standalone`) runs."
+        : "The scheduler was last heard from " + hf.fmtDuration(status.heartbeat_age) +
+          " ago: runs and tasks are not being scheduled. Check `hareflow health scheduler` and the scheduler's log.";
+      schedulerAlert.hidden = false;
+    };
+    setInterval(checkScheduler, 15000);
+  }
+
   /* Forms with data-confirm ask first. */
   document.addEventListener("submit", function (event) {
     const form = event.target;
