@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_cli import clean_env, hareflow_command
 from tests.integration.test_cli_web import free_port
 from tests.unit.test_deployment import REQUIRED, ROOT, load_compose
 
@@ -34,7 +34,7 @@ WORKERS = 2
 
 
 def hareflow(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "hareflow.cli", *args]
+    return [*hareflow_command(), *args]
 
 
 class Stack:
@@ -68,8 +68,7 @@ class Stack:
         env["HAREFLOW_HOME"] = str(self.tmp_path / f"{service}-{replica}")  # each container's own
         if service == "web":
             env["HAREFLOW_WEB_PORT"] = str(self.web_port)
-        base = {k: v for k, v in os.environ.items() if not k.startswith("HAREFLOW_")}
-        return {**base, **env}
+        return clean_env(env)
 
     def command(self, service: str) -> list[str]:
         args = [str(a) for a in self.compose["services"][service]["command"]]

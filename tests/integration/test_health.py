@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,19 +16,14 @@ import pytest
 
 from common.db import create_engine_for
 from common.db.migrate import migrate
+from tests.integration.test_cli import clean_env, run_hareflow, start_hareflow
 from tests.integration.test_cli_web import free_port, get
 
 pytestmark = pytest.mark.integration
 
 
 def health(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hareflow.cli", "health", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_hareflow(env, "health", *args, timeout=60)
 
 
 def wait_for_health(env: dict[str, str], *args: str, ok: bool, timeout: float = 60.0) -> str:
@@ -47,28 +41,29 @@ def wait_for_health(env: dict[str, str], *args: str, ok: bool, timeout: float = 
 @pytest.fixture
 def processes(
     tmp_path: Path, postgres_url: str, rabbitmq_url: str, broker_prefix: str, dags_folder: Path
-) -> Iterator[tuple[dict[str, str], dict[str, subprocess.Popen[bytes]], int]]:
+) -> Iterator[tuple[dict[str, str], dict[str, subprocess.Popen[str]], int]]:
     migrate(create_engine_for(postgres_url))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HAREFLOW_")}
-    env.update(
-        HAREFLOW_HOME=str(tmp_path / "home"),
-        HAREFLOW_DATABASE_URL=postgres_url,
-        HAREFLOW_BROKER_URL=rabbitmq_url,
-        HAREFLOW_BROKER_PREFIX=broker_prefix,
-        HAREFLOW_DAGS_FOLDER=str(dags_folder),
+    env = clean_env(
+        {
+            "HAREFLOW_HOME": str(tmp_path / "home"),
+            "HAREFLOW_DATABASE_URL": postgres_url,
+            "HAREFLOW_BROKER_URL": rabbitmq_url,
+            "HAREFLOW_BROKER_PREFIX": broker_prefix,
+            "HAREFLOW_DAGS_FOLDER": str(dags_folder),
+        }
     )
     port = free_port()
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    procs: dict[str, subprocess.Popen[str]] = {}
     try:
         for role, args in (
             ("scheduler", ["scheduler"]),
             ("worker", ["worker", "--concurrency", "1"]),
             ("web", ["web", "--port", str(port)]),
         ):
-            procs[role] = subprocess.Popen(
-                [sys.executable, "-m", "hareflow.cli", *args],
-                env=env,
-                stdout=open(tmp_path / f"{role}.log", "wb"),  # noqa: SIM115 - closed with the process
+            procs[role] = start_hareflow(
+                env,
+                *args,
+                stdout=open(tmp_path / f"{role}.log", "w"),  # noqa: SIM115 - closed with the process
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )

@@ -7,7 +7,6 @@ the counters it shares with other tests are compared before and after.
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -17,14 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hareflow.cluster import WorkerSpec
 from tests.integration.conftest import System, wait_until
+from tests.integration.test_cli_web import free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> Samples:
