@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -27,16 +28,30 @@ def db_migrate() -> None:
     Example:
       hareflow db migrate
     """
-    settings = get_settings()
+    _migrate(get_settings())
+
+
+def _migrate(settings: Any, wait: float = 0.0) -> Any:
+    """Migrate to head and say the revision; while the database is unreachable, keep trying for
+    ``wait`` seconds. Returns the engine."""
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
     from common.db import create_engine_for
     from common.db.migrate import migrate, status
 
-    try:
-        engine = create_engine_for(settings.effective_database_url)
-        migrate(engine)
-        click.echo(f"metastore at revision {status(engine).current}")
-    except Exception as exc:
-        fail_unreachable(settings, exc)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            engine = create_engine_for(settings.effective_database_url)
+            migrate(engine)
+            click.echo(f"metastore at revision {status(engine).current}")
+            return engine
+        except Exception as exc:
+            if time.monotonic() >= deadline or not isinstance(exc, OperationalError):
+                fail_unreachable(settings, exc)
+            time.sleep(1.0)
 
 
 @db.command("init")
@@ -58,23 +73,8 @@ def db_init(wait: float) -> None:
     Example:
       HAREFLOW_ADMIN_PASSWORD=change-me hareflow db init --wait 60
     """
-    import time
-
     settings = get_settings()
-    from common.db import create_engine_for
-    from common.db.migrate import migrate, status
-
-    engine = create_engine_for(settings.effective_database_url)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            migrate(engine)
-            break
-        except Exception as exc:
-            if time.monotonic() >= deadline or not _unreachable(exc):
-                fail_unreachable(settings, exc)
-            time.sleep(1.0)
-    click.echo(f"metastore at revision {status(engine).current}")
+    engine = _migrate(settings, wait)
     username, password = settings.admin_username, settings.admin_password
     if not password:
         click.echo("no admin user created (set HAREFLOW_ADMIN_PASSWORD to create one)")
@@ -94,12 +94,6 @@ def db_init(wait: float) -> None:
     except UserAccountError as exc:
         raise UserError(f"HAREFLOW_ADMIN_USERNAME / HAREFLOW_ADMIN_PASSWORD: {exc}") from None
     click.echo(f"admin user {username} created")
-
-
-def _unreachable(exc: Exception) -> bool:
-    from sqlalchemy.exc import OperationalError
-
-    return isinstance(exc, OperationalError)
 
 
 @db.command("check")
