@@ -20,7 +20,7 @@ from benchmarks import env
 
 
 def _settings(prefix: str, queue_type: str, workdir: Path) -> Any:
-    from common.config import load_settings
+    from hareflow.common.config import load_settings
 
     return load_settings(
         env={},
@@ -35,7 +35,7 @@ def _settings(prefix: str, queue_type: str, workdir: Path) -> Any:
 
 
 def _task_messages(n: int) -> list[Any]:
-    from common.messages import TaskKey, TaskMessage
+    from hareflow.common.messages import TaskKey, TaskMessage
 
     now = time.time()
     return [
@@ -62,7 +62,7 @@ def _task_messages(n: int) -> list[Any]:
 
 
 def _result(i: int) -> Any:
-    from common.messages import ResultMessage, TaskKey
+    from hareflow.common.messages import ResultMessage, TaskKey
 
     return ResultMessage(
         key=TaskKey(
@@ -117,7 +117,7 @@ def _consume(executor_factory: Any, n: int, prefetch: int, timeout: float) -> fl
 
 
 def run_broker_bench(queue_type: str, workdir: Path, n: int = 2000, timeout: float = 120.0) -> dict[str, Any]:
-    from common.broker.rabbitmq import RabbitMQExecutor
+    from hareflow.common.broker.rabbitmq import RabbitMQExecutor
 
     prefix = env.new_prefix()
     settings = _settings(prefix, queue_type, workdir)

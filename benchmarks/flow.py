@@ -136,7 +136,7 @@ class BenchSystem:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def settings(self) -> Any:
-        from common.config import load_settings
+        from hareflow.common.config import load_settings
 
         cfg = self.cfg
         dags = cfg.workdir / "dags"
@@ -180,7 +180,7 @@ class BenchSystem:
         if self.cfg.executor == "rabbitmq":
             # ``hareflow dags trigger`` wakes the scheduler over the events exchange; Cluster.trigger
             # only does that for the local executor, so the benchmark publishes the event itself.
-            from common.broker import make_executor
+            from hareflow.common.broker import make_executor
 
             self.notifier = make_executor(settings, connection_name="hareflow-bench")
             self.notifier.start()
@@ -267,9 +267,8 @@ class BenchSystem:
                 t.name = "scheduler-amqp"
 
     def _wait_for_workers(self, timeout: float) -> None:
+        from hareflow.common.db import Worker
         from sqlalchemy import func, select
-
-        from common.db import Worker
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -303,7 +302,7 @@ class BenchSystem:
     # -- triggering and waiting ------------------------------------------------------------------
 
     def trigger(self, dag_id: str, run_id: str) -> float:
-        from common.messages import StateEvent
+        from hareflow.common.messages import StateEvent
 
         t0 = time.time()
         self.cluster.trigger(dag_id, run_id=run_id)
@@ -314,9 +313,8 @@ class BenchSystem:
         return t0
 
     def wait(self, dag_id: str, run_id: str, timeout: float) -> tuple[str, float]:
+        from hareflow.common.db import DagRun
         from sqlalchemy import select
-
-        from common.db import DagRun
 
         deadline = time.monotonic() + timeout
         state = None
@@ -329,9 +327,8 @@ class BenchSystem:
         raise TimeoutError(f"run {dag_id}/{run_id} did not finish within {timeout}s (last state {state})")
 
     def fetch(self, dag_id: str, run_id: str) -> tuple[Any, list[Any], int]:
+        from hareflow.common.db import DagRun, TaskInstance, TaskResult
         from sqlalchemy import func, select
-
-        from common.db import DagRun, TaskInstance, TaskResult
 
         with self.cluster.sessions() as s:
             run = s.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))

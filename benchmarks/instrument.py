@@ -67,7 +67,7 @@ class CountingEvent(threading.Event):
 
 
 def install_scheduler() -> None:
-    from scheduler import loop, results
+    from hareflow.scheduler import loop, results
 
     sched = loop.Scheduler
     if not getattr(sched.__init__, "_bench_wrapped", False):
@@ -139,9 +139,9 @@ def install_scheduler() -> None:
 
 def install_events() -> None:
     """Count state events published (one broker message each on rabbitmq) and delivered to the scheduler."""
-    from common.broker.local import LocalExecutor
-    from common.broker.rabbitmq import RabbitMQExecutor
-    from scheduler import loop
+    from hareflow.common.broker.local import LocalExecutor
+    from hareflow.common.broker.rabbitmq import RabbitMQExecutor
+    from hareflow.scheduler import loop
 
     for cls in (LocalExecutor, RabbitMQExecutor):
         original = cls.publish_events
@@ -167,7 +167,7 @@ def install_events() -> None:
 
 
 def install_worker() -> None:
-    from worker import runtime
+    from hareflow.worker import runtime
 
     w = runtime.Worker
     original_report = w._report

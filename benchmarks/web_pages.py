@@ -27,14 +27,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hareflow.common.config import load_settings
+from hareflow.common.dag.serialize import SerializedDag, SerializedTask, dag_hash
+from hareflow.common.db import Dag, DagRun, TaskInstance, User, create_engine_for, make_session_factory
+from hareflow.common.db.migrate import migrate
 from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 from werkzeug.security import generate_password_hash
-
-from common.config import load_settings
-from common.dag.serialize import SerializedDag, SerializedTask, dag_hash
-from common.db import Dag, DagRun, TaskInstance, User, create_engine_for, make_session_factory
-from common.db.migrate import migrate
 
 ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -253,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": round(time.perf_counter() - started, 2),
             }
         )
-        from web.server import make_web_server, serve_until
+        from hareflow.web.server import make_web_server, serve_until
 
         with tempfile.TemporaryDirectory() as home:
             settings = load_settings(env={}, overrides={"database_url": url, "home": str(Path(home))})

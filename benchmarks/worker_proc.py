@@ -28,9 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s worker-proc %(name)s: %(message)s",
     )
 
+    from hareflow.common.config import load_settings
+    from hareflow.worker.service import run_worker
+
     from benchmarks import instrument
-    from common.config import load_settings
-    from worker.service import run_worker
 
     instrument.install_worker()
     settings = load_settings()

@@ -12,13 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from hareflow.common.dag.schedule import DagRunInfo, runs_between
+from hareflow.common.db import Backfill, Dag, DagRun, TaskInstance
+from hareflow.common.runs import RunError, schedule_args
+from hareflow.common.states import RUN_ACTIVE, RunState, TaskState
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
-
-from common.dag.schedule import DagRunInfo, runs_between
-from common.db import Backfill, Dag, DagRun, TaskInstance
-from common.runs import RunError, schedule_args
-from common.states import RUN_ACTIVE, RunState, TaskState
 
 
 class BackfillError(RunError):

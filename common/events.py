@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from common.db import DagRun, TaskInstance
-from common.messages import StateEvent
+from hareflow.common.db import DagRun, TaskInstance
+from hareflow.common.messages import StateEvent
 
 
 def task_event(ti: TaskInstance, *, kind: str = "task", try_number: int | None = None) -> StateEvent:

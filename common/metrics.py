@@ -24,11 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from hareflow.common.config import Settings
+from hareflow.common.messages import StateEvent
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import start_http_server as _start_http_server
-
-from common.config import Settings
-from common.messages import StateEvent
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hareflow.common.dag.schedule import DagRunInfo, next_dagrun_info
+from hareflow.common.dag.serialize import SerializedDag
+from hareflow.common.db import AuditLog, Dag, DagRun, Pool, TaskInstance
+from hareflow.common.runs import last_scheduled_logical_date, schedule_args
+from hareflow.common.states import TASK_DISPATCHED, TASK_FINISHED, RunState, TaskState
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
-
-from common.dag.schedule import DagRunInfo, next_dagrun_info
-from common.dag.serialize import SerializedDag
-from common.db import AuditLog, Dag, DagRun, Pool, TaskInstance
-from common.runs import last_scheduled_logical_date, schedule_args
-from common.states import TASK_DISPATCHED, TASK_FINISHED, RunState, TaskState
 
 
 class OperationError(ValueError):

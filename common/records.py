@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from common.db import DagRun, TaskInstance
+    from hareflow.common.db import DagRun, TaskInstance
 
 
 def iso(value: datetime | None) -> str | None:

@@ -9,12 +9,11 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from hareflow.common.dag.schedule import DagRunInfo, next_dagrun_info
+from hareflow.common.db import Dag, DagRun
+from hareflow.common.states import RUN_ACTIVE, RunState
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-
-from common.dag.schedule import DagRunInfo, next_dagrun_info
-from common.db import Dag, DagRun
-from common.states import RUN_ACTIVE, RunState
 
 #: What a run id may hold: it appears in URLs and in shell commands.
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.~:+-]{1,250}$")

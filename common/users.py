@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from hareflow.common.db import User
+from hareflow.common.operations import OperationError, audit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
-
-from common.db import User
-from common.operations import OperationError, audit
 
 ROLES = ("admin", "op", "viewer")
 MIN_PASSWORD_LENGTH = 8

@@ -4,7 +4,7 @@ This package is what DAG files import, so it holds the authoring API only; the c
 imports each service lazily when its command runs.
 """
 
-from common.dag import (
+from hareflow.common.dag import (
     DAG,
     BaseTask,
     BashTask,

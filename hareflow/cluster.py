@@ -36,8 +36,8 @@ class _RunningWorker:
 
 class Cluster:
     def __init__(self, settings: Any, *, workers: Sequence[WorkerSpec] = (WorkerSpec(),)) -> None:
-        from common.broker import make_executor
-        from common.db import create_engine_for, make_session_factory
+        from hareflow.common.broker import make_executor
+        from hareflow.common.db import create_engine_for, make_session_factory
 
         self.settings = settings
         self.engine = create_engine_for(settings.effective_database_url)
@@ -62,12 +62,12 @@ class Cluster:
         return self.settings.effective_executor
 
     def migrate(self) -> None:
-        from common.db.migrate import migrate
+        from hareflow.common.db.migrate import migrate
 
         migrate(self.engine)
 
     def start(self, timeout: float = 60.0) -> Cluster:
-        from scheduler.service import run_scheduler
+        from hareflow.scheduler.service import run_scheduler
 
         if self._shared is not None:
             self._shared.start()
@@ -87,7 +87,7 @@ class Cluster:
         return self
 
     def add_worker(self, spec: WorkerSpec, timeout: float = 30.0) -> _RunningWorker:
-        from worker.service import run_worker
+        from hareflow.worker.service import run_worker
 
         stop = threading.Event()
         settings = self.settings.replace(hostname=spec.hostname) if spec.hostname else self.settings
@@ -136,7 +136,7 @@ class Cluster:
     # -- conveniences for scripts and tests ---------------------------------------------------------
 
     def wait_for_dag(self, dag_id: str, timeout: float = 30.0) -> None:
-        from common.db import Dag
+        from hareflow.common.db import Dag
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -148,8 +148,8 @@ class Cluster:
         raise TimeoutError(f"DAG {dag_id!r} was not loaded within {timeout}s")
 
     def trigger(self, dag_id: str, *, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:
-        from common.messages import StateEvent
-        from common.runs import trigger_run
+        from hareflow.common.messages import StateEvent
+        from hareflow.common.runs import trigger_run
 
         with self.sessions() as session, session.begin():
             run = trigger_run(session, dag_id, conf=conf, run_id=run_id, triggered_by="cluster")
@@ -172,7 +172,7 @@ class Cluster:
         """Wait until the run finishes; return its state."""
         from sqlalchemy import select
 
-        from common.db import DagRun
+        from hareflow.common.db import DagRun
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

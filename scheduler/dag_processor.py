@@ -1,7 +1,7 @@
 """DAG processing: parse each DAG file in a child process, store what it defines.
 
 The scheduler never imports user code itself: each changed file is parsed by
-``python -m common.dag.processor_child FILE`` under a timeout. A file's DAGs are upserted, DAGs
+``python -m hareflow.common.dag.processor_child FILE`` under a timeout. A file's DAGs are upserted, DAGs
 that left the file (or whose file is gone) are deactivated, and its import errors (file, line,
 message) replace the previous ones. One broken file never touches the DAGs of another.
 """
@@ -21,15 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hareflow.common.config import Settings
+from hareflow.common.dag.loader import find_dag_files
+from hareflow.common.dag.serialize import dag_hash
+from hareflow.common.db import Dag, ImportError_
+from hareflow.common.messages import StateEvent
+from hareflow.common.runs import refresh_next_run
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
-
-from common.config import Settings
-from common.dag.loader import find_dag_files
-from common.dag.serialize import dag_hash
-from common.db import Dag, ImportError_
-from common.messages import StateEvent
-from common.runs import refresh_next_run
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def parse_file(path: str, timeout: float) -> FileReport:
     """Parse one file in a fresh child interpreter; a hang or crash becomes an import error."""
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "common.dag.processor_child", path],
+            [sys.executable, "-m", "hareflow.common.dag.processor_child", path],
             capture_output=True,
             text=True,
             timeout=timeout,

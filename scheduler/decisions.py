@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from common.dag.retries import retry_delay_seconds
-from common.dag.trigger_rules import evaluate_trigger_rule
-from common.states import TASK_FINISHED, TASK_OCCUPYING, RunState, TaskState
+from hareflow.common.dag.retries import retry_delay_seconds
+from hareflow.common.dag.trigger_rules import evaluate_trigger_rule
+from hareflow.common.states import TASK_FINISHED, TASK_OCCUPYING, RunState, TaskState
 
 
 class TaskSpec(Protocol):

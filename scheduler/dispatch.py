@@ -8,12 +8,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hareflow.common.dag.context import resolve_params
+from hareflow.common.db import DagRun, TaskInstance, TaskResult
+from hareflow.common.messages import TaskKey, TaskMessage
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
-
-from common.dag.context import resolve_params
-from common.db import DagRun, TaskInstance, TaskResult
-from common.messages import TaskKey, TaskMessage
 
 
 def _iso(value: Any) -> str | None:

@@ -23,27 +23,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
-
-from common import metrics
-from common.backfill import finish_backfills
-from common.broker import BrokerUnavailable, Executor
-from common.config import Settings
-from common.dag.serialize import SerializedDag
-from common.db import Dag, DagRun, SchedulerHeartbeat, TaskInstance, Worker
-from common.events import run_event, task_event
-from common.messages import StateEvent
-from common.runs import active_run_count, create_scheduled_run, refresh_next_run
-from common.states import (
+from hareflow.common import metrics
+from hareflow.common.backfill import finish_backfills
+from hareflow.common.broker import BrokerUnavailable, Executor
+from hareflow.common.config import Settings
+from hareflow.common.dag.serialize import SerializedDag
+from hareflow.common.db import Dag, DagRun, SchedulerHeartbeat, TaskInstance, Worker
+from hareflow.common.events import run_event, task_event
+from hareflow.common.messages import StateEvent
+from hareflow.common.runs import active_run_count, create_scheduled_run, refresh_next_run
+from hareflow.common.states import (
     RUN_ACTIVE,
     TaskState,
     WorkerOutcome,
     outcome_state,
 )
-from scheduler.dispatch import build_messages
-from scheduler.scheduling import RowCache, schedule_pass
+from hareflow.scheduler.dispatch import build_messages
+from hareflow.scheduler.scheduling import RowCache, schedule_pass
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 

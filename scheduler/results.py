@@ -19,16 +19,12 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
-from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
-
-from common import metrics
-from common.broker import Delivery, Executor
-from common.config import Settings
-from common.db import TaskInstance, TaskLog, TaskResult, Worker
-from common.events import task_event
-from common.messages import (
+from hareflow.common import metrics
+from hareflow.common.broker import Delivery, Executor
+from hareflow.common.config import Settings
+from hareflow.common.db import TaskInstance, TaskLog, TaskResult, Worker
+from hareflow.common.events import task_event
+from hareflow.common.messages import (
     HeartbeatMessage,
     LogMessage,
     Message,
@@ -37,7 +33,10 @@ from common.messages import (
     StateEvent,
     decode,
 )
-from common.states import TaskState, WorkerOutcome, accepts_report, outcome_state
+from hareflow.common.states import TaskState, WorkerOutcome, accepts_report, outcome_state
+from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 

@@ -21,16 +21,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hareflow.common.dag.serialize import SerializedDag
+from hareflow.common.db import Backfill, Dag, DagRun, Pool, TaskInstance
+from hareflow.common.events import run_event, task_event
+from hareflow.common.messages import StateEvent, TaskMessage
+from hareflow.common.states import (
+    RUN_ACTIVE,
+    TASK_FINISHED,
+    RunState,
+    TaskState,
+    WorkerOutcome,
+    outcome_state,
+)
+from hareflow.scheduler.decisions import Candidate, Occupant, evaluate_run, select_dispatch
+from hareflow.scheduler.dispatch import build_messages
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, defer
-
-from common.dag.serialize import SerializedDag
-from common.db import Backfill, Dag, DagRun, Pool, TaskInstance
-from common.events import run_event, task_event
-from common.messages import StateEvent, TaskMessage
-from common.states import RUN_ACTIVE, TASK_FINISHED, RunState, TaskState, WorkerOutcome, outcome_state
-from scheduler.decisions import Candidate, Occupant, evaluate_run, select_dispatch
-from scheduler.dispatch import build_messages
 
 
 @dataclass

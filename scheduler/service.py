@@ -6,18 +6,17 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from hareflow.common.broker import Executor, make_executor
+from hareflow.common.config import Settings
+from hareflow.common.db import create_engine_for, make_session_factory
+from hareflow.common.db.migrate import status
+from hareflow.common.health import HealthReporter, progress_probe
+from hareflow.common.messages import StateEvent
+from hareflow.common.metrics import start_exporter
+from hareflow.scheduler.dag_processor import DagProcessor
+from hareflow.scheduler.loop import Scheduler
+from hareflow.scheduler.results import ResultsConsumer
 from sqlalchemy.orm import Session, sessionmaker
-
-from common.broker import Executor, make_executor
-from common.config import Settings
-from common.db import create_engine_for, make_session_factory
-from common.db.migrate import status
-from common.health import HealthReporter, progress_probe
-from common.messages import StateEvent
-from common.metrics import start_exporter
-from scheduler.dag_processor import DagProcessor
-from scheduler.loop import Scheduler
-from scheduler.results import ResultsConsumer
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hareflow.common.config import Settings, load_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-
-from common.config import Settings, load_settings
 
 REQUIRE_SERVICES = os.environ.get("HAREFLOW_REQUIRE_SERVICES") == "1"
 AMQP_URL = os.environ.get("HAREFLOW_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

@@ -11,10 +11,9 @@ from typing import Any
 
 from flask import Flask
 from flask_socketio import SocketIO
+from hareflow.common.broker import Executor
+from hareflow.common.config import Settings
 from sqlalchemy.orm import Session, sessionmaker
-
-from common.broker import Executor
-from common.config import Settings
 
 #: Flask-SocketIO's mode, pinned: plain threads (with simple-websocket for WebSocket), like the rest
 #: of hareflow. Auto-detection would pick eventlet or gevent if either happened to be installed.
@@ -36,14 +35,14 @@ def create_app(
     new engine on ``settings``' metastore; ``executor`` to one opened on first need when a broker
     is configured (``hareflow standalone`` passes its in-process executor instead).
     """
-    from common.config import load_settings
-    from web import api, auth, errors, live, metrics, pages, security
-    from web.filters import init_filters
-    from web.runtime import EXTENSION, WebRuntime
+    from hareflow.common.config import load_settings
+    from hareflow.web import api, auth, errors, live, metrics, pages, security
+    from hareflow.web.filters import init_filters
+    from hareflow.web.runtime import EXTENSION, WebRuntime
 
     settings = settings if settings is not None else load_settings()
     if sessions is None:
-        from common.db import create_engine_for, make_session_factory
+        from hareflow.common.db import create_engine_for, make_session_factory
 
         sessions = make_session_factory(create_engine_for(settings.effective_database_url))
 
@@ -83,7 +82,7 @@ def create_app(
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp, url_prefix="/api/v1")
-    from web.api.system import public_health
+    from hareflow.web.api.system import public_health
 
     app.add_url_rule("/health", "health", public_health)
     return app

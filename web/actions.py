@@ -11,11 +11,17 @@ import re
 from datetime import datetime
 from typing import Any
 
-from common.backfill import BackfillError, cancel_backfill
-from common.db import Backfill, Dag
-from common.operations import OperationError, audit, clear_task_instances, mark_task_instance, set_paused
-from common.records import run_dict, ti_dict
-from common.runs import (
+from hareflow.common.backfill import BackfillError, cancel_backfill
+from hareflow.common.db import Backfill, Dag
+from hareflow.common.operations import (
+    OperationError,
+    audit,
+    clear_task_instances,
+    mark_task_instance,
+    set_paused,
+)
+from hareflow.common.records import run_dict, ti_dict
+from hareflow.common.runs import (
     RUN_ID_PATTERN,
     RUN_ID_RULE,
     DagPausedError,
@@ -24,8 +30,8 @@ from common.runs import (
     parse_date,
     trigger_run,
 )
-from web import queries
-from web.runtime import event, open_session, runtime
+from hareflow.web import queries
+from hareflow.web.runtime import event, open_session, runtime
 
 JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
     (bool, "boolean"),

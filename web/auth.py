@@ -10,10 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
-
-from common.users import verify_password
-from web.runtime import open_session
-from web.security import log_in, safe_next
+from hareflow.common.users import verify_password
+from hareflow.web.runtime import open_session
+from hareflow.web.security import log_in, safe_next
 
 bp = Blueprint("auth", __name__)
 

@@ -6,10 +6,9 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify, render_template, request
+from hareflow.web.actions import ActionError
+from hareflow.web.security import CsrfError, is_api_request
 from werkzeug.exceptions import HTTPException, InternalServerError
-
-from web.actions import ActionError
-from web.security import CsrfError, is_api_request
 
 log = logging.getLogger(__name__)
 

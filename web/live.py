@@ -23,10 +23,9 @@ from typing import Any
 
 from flask import request
 from flask_socketio import SocketIO, emit, join_room, leave_room
-
-from common import metrics
-from common.messages import StateEvent
-from web.runtime import WebRuntime, runtime
+from hareflow.common import metrics
+from hareflow.common.messages import StateEvent
+from hareflow.web.runtime import WebRuntime, runtime
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ class EventRelay:
 
 def _socket_user(auth: object) -> Any:
     """The user behind a socket: the session cookie, or ``{"token": ...}`` from a script."""
-    from web.security import user_for_token, user_from_session
+    from hareflow.web.security import user_for_token, user_from_session
 
     with runtime().sessions() as db, db.begin():
         if isinstance(auth, dict) and isinstance(auth.get("token"), str):

@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 
 from flask import Flask, Response, g, request
-
-from common import metrics
+from hareflow.common import metrics
 
 #: The endpoint label of a request no route matched (a 404), so every label value stays bounded.
 UNMATCHED = "(unmatched)"

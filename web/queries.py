@@ -14,10 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
-from common.db import (
+from hareflow.common.db import (
     Backfill,
     Dag,
     DagRun,
@@ -28,8 +25,10 @@ from common.db import (
     TaskResult,
     Worker,
 )
-from common.records import iso
-from common.states import TASK_DISPATCHED
+from hareflow.common.records import iso
+from hareflow.common.states import TASK_DISPATCHED
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 #: How many of a DAG's latest runs the DAG list counts by state.
 RECENT_RUNS = 25
@@ -430,7 +429,7 @@ def scheduler_status(s: Session, now: datetime | None = None) -> dict[str, Any]:
 
 def scheduler_alert(status: dict[str, Any]) -> str | None:
     """What to tell a user when the scheduler is not running (None when it is)."""
-    from web.filters import fmt_duration
+    from hareflow.web.filters import fmt_duration
 
     if status["ok"]:
         return None
@@ -474,7 +473,7 @@ def backfill_dict(b: Backfill, progress: Any | None = None) -> dict[str, Any]:
 def list_backfills(
     s: Session, *, dag_id: str | None = None, state: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
-    from common.backfill import backfill_progress
+    from hareflow.common.backfill import backfill_progress
 
     query = select(Backfill).order_by(Backfill.id.desc()).limit(limit)
     if dag_id:

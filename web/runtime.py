@@ -14,14 +14,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from flask import current_app
+from hareflow.common.broker import Executor
+from hareflow.common.config import Settings
+from hareflow.common.messages import StateEvent
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.broker import Executor
-from common.config import Settings
-from common.messages import StateEvent
-
 if TYPE_CHECKING:
-    from web.live import EventRelay
+    from hareflow.web.live import EventRelay
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class WebRuntime:
                 return self._executor
             if time.monotonic() - self._failed_at < RECONNECT_AFTER:
                 return None
-            from common.broker import make_executor
+            from hareflow.common.broker import make_executor
 
             executor = make_executor(self.settings, connection_name="hareflow-web")
             try:

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, abort, g, redirect, request, session, url_for
+from hareflow.common.config import Settings
+from hareflow.common.db import ApiToken, User
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-
-from common.config import Settings
-from common.db import ApiToken, User
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +96,9 @@ def hash_token(token: str) -> str:
 
 def issue_token(session: Session, username: str) -> str:
     """Create an API token for ``username`` and return it; only its hash is stored, so this is the
-    one time it can be seen. Raises ``common.users.UserAccountError`` for an unknown user."""
-    from common.operations import audit
-    from common.users import get_user
+    one time it can be seen. Raises ``hareflow.common.users.UserAccountError`` for an unknown user."""
+    from hareflow.common.operations import audit
+    from hareflow.common.users import get_user
 
     user = get_user(session, username)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -111,8 +110,8 @@ def issue_token(session: Session, username: str) -> str:
 
 def revoke_tokens(session: Session, username: str) -> int:
     """Delete every API token of ``username``; return how many there were."""
-    from common.operations import audit
-    from common.users import get_user
+    from hareflow.common.operations import audit
+    from hareflow.common.users import get_user
 
     user = get_user(session, username)
     tokens = list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)))
@@ -223,7 +222,7 @@ def safe_next(target: str | None, default: str) -> str:
 
 
 def _authenticate() -> Response | None:
-    from web.runtime import runtime
+    from hareflow.web.runtime import runtime
 
     g.user = None
     g.auth = None

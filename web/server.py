@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 
+from hareflow.common.broker import Executor
+from hareflow.common.config import Settings
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import BaseWSGIServer, make_server
-
-from common.broker import Executor
-from common.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ def make_web_server(
 ) -> BaseWSGIServer:
     """Build the application and a server bound to ``host:port`` (default: the settings'); port 0
     picks a free port (``server.server_port`` tells which)."""
-    from web import create_app
+    from hareflow.web import create_app
 
     app = create_app(settings, sessions=sessions, executor=executor)
     server = make_server(
@@ -74,7 +73,7 @@ def serve_until(server: BaseWSGIServer, stop: threading.Event) -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-        from web.runtime import EXTENSION
+        from hareflow.web.runtime import EXTENSION
 
         app = getattr(server, "app", None)
         if app is not None:

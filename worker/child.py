@@ -107,8 +107,8 @@ def run_task(
     payload: dict[str, Any], max_result_bytes: int, conn: Connection
 ) -> tuple[str, str | None, str | None]:
     """Run one try; return ``(outcome, result_json, error)``. Never raises."""
-    from common.dag import Context, encode_result
-    from common.dag.loader import get_task
+    from hareflow.common.dag import Context, encode_result
+    from hareflow.common.dag.loader import get_task
 
     key = payload["key"]
     writer = _PipeWriter(conn)

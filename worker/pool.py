@@ -14,14 +14,14 @@ import signal
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from worker.child import child_main
+from hareflow.worker.child import child_main
 
 log = logging.getLogger(__name__)
 
 
 def pool_context() -> BaseContext:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["worker.child", "common.dag", "common.dag.loader"])
+    ctx.set_forkserver_preload(["hareflow.worker.child", "hareflow.common.dag", "hareflow.common.dag.loader"])
     return ctx
 
 

@@ -29,10 +29,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common import metrics
-from common.broker import Delivery, Executor
-from common.config import Settings
-from common.messages import (
+from hareflow.common import metrics
+from hareflow.common.broker import Delivery, Executor
+from hareflow.common.config import Settings
+from hareflow.common.messages import (
     HeartbeatMessage,
     LogMessage,
     MessageError,
@@ -41,7 +41,7 @@ from common.messages import (
     TaskMessage,
     decode,
 )
-from worker.pool import ChildProcess, pool_context
+from hareflow.worker.pool import ChildProcess, pool_context
 
 log = logging.getLogger(__name__)
 

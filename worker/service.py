@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from common.broker import Executor, make_executor
-from common.config import Settings
-from common.health import HealthReporter, progress_probe
-from common.metrics import start_exporter
-from worker.runtime import Worker, default_identity
+from hareflow.common.broker import Executor, make_executor
+from hareflow.common.config import Settings
+from hareflow.common.health import HealthReporter, progress_probe
+from hareflow.common.metrics import start_exporter
+from hareflow.worker.runtime import Worker, default_identity
 
 
 def build_worker(

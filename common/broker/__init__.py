@@ -1,12 +1,12 @@
 """The executor port and its two adapters: RabbitMQ (distributed) and local (one process)."""
 
-from common.broker.base import (
+from hareflow.common.broker.base import (
     BrokerError,
     BrokerUnavailable,
     Delivery,
     Executor,
     QueueStats,
 )
-from common.broker.factory import make_executor
+from hareflow.common.broker.factory import make_executor
 
 __all__ = ["BrokerError", "BrokerUnavailable", "Delivery", "Executor", "QueueStats", "make_executor"]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.messages import HeartbeatMessage, LogMessage, ResultMessage, StateEvent, TaskMessage
+from hareflow.common.messages import HeartbeatMessage, LogMessage, ResultMessage, StateEvent, TaskMessage
 
 
 class BrokerError(RuntimeError):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from common.broker.base import Executor
-from common.config import Settings
+from hareflow.common.broker.base import Executor
+from hareflow.common.config import Settings
 
 
 def make_executor(settings: Settings, *, connection_name: str = "hareflow") -> Executor:
     if settings.effective_executor == "rabbitmq":
-        from common.broker.rabbitmq import RabbitMQExecutor
+        from hareflow.common.broker.rabbitmq import RabbitMQExecutor
 
         return RabbitMQExecutor(settings, connection_name=connection_name)
-    from common.broker.local import LocalExecutor
+    from hareflow.common.broker.local import LocalExecutor
 
     return LocalExecutor()

@@ -14,8 +14,15 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from common.broker.base import ConsumerHandle, Delivery, DeliveryHandler, Executor, QueueStats, ResultLike
-from common.messages import StateEvent, TaskMessage
+from hareflow.common.broker.base import (
+    ConsumerHandle,
+    Delivery,
+    DeliveryHandler,
+    Executor,
+    QueueStats,
+    ResultLike,
+)
+from hareflow.common.messages import StateEvent, TaskMessage
 
 log = logging.getLogger(__name__)
 

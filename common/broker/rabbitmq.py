@@ -38,8 +38,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-
-from common.broker.base import (
+from hareflow.common.broker.base import (
     BrokerUnavailable,
     ConsumerHandle,
     Delivery,
@@ -48,9 +47,9 @@ from common.broker.base import (
     QueueStats,
     ResultLike,
 )
-from common.broker.topology import Topology
-from common.config import Settings, mask_url
-from common.messages import EventBatch, MessageError, StateEvent, TaskMessage, decode
+from hareflow.common.broker.topology import Topology
+from hareflow.common.config import Settings, mask_url
+from hareflow.common.messages import EventBatch, MessageError, StateEvent, TaskMessage, decode
 
 log = logging.getLogger(__name__)
 #: AMQP heartbeat (seconds) unless the URL sets ``?heartbeat=``. The broker drops a silent peer after

@@ -1,5 +1,5 @@
 """Settings: one typed object, read once at the edge from env over a TOML file over defaults."""
 
-from common.config.settings import ConfigError, Settings, load_settings, mask_url
+from hareflow.common.config.settings import ConfigError, Settings, load_settings, mask_url
 
 __all__ = ["ConfigError", "Settings", "load_settings", "mask_url"]

@@ -3,10 +3,10 @@
 Pure Python plus croniter: importing this package never touches a database or a broker.
 """
 
-from common.dag.bash_task import BashTask
-from common.dag.context import Context, resolve_params
-from common.dag.dag import DAG, current_dag
-from common.dag.errors import (
+from hareflow.common.dag.bash_task import BashTask
+from hareflow.common.dag.context import Context, resolve_params
+from hareflow.common.dag.dag import DAG, current_dag
+from hareflow.common.dag.errors import (
     DagDefinitionError,
     DagNotFound,
     TaskFailed,
@@ -14,15 +14,28 @@ from common.dag.errors import (
     TaskResultNotSerializable,
     TaskResultTooLarge,
 )
-from common.dag.loader import ImportErrorInfo, LoadResult, find_dag_files, get_dag, get_task, load_dag_file
-from common.dag.plugins import load_plugins
-from common.dag.python_task import PythonTask, TaskFactory, task
-from common.dag.results import decode_result, encode_result
-from common.dag.retries import retry_delay_seconds
-from common.dag.schedule import DagRunInfo, next_dagrun_info, next_run_times, runs_between, validate_schedule
-from common.dag.serialize import SerializedDag, SerializedTask, dag_hash, serialize_dag
-from common.dag.task import BaseTask
-from common.dag.trigger_rules import TriggerRule, evaluate_trigger_rule
+from hareflow.common.dag.loader import (
+    ImportErrorInfo,
+    LoadResult,
+    find_dag_files,
+    get_dag,
+    get_task,
+    load_dag_file,
+)
+from hareflow.common.dag.plugins import load_plugins
+from hareflow.common.dag.python_task import PythonTask, TaskFactory, task
+from hareflow.common.dag.results import decode_result, encode_result
+from hareflow.common.dag.retries import retry_delay_seconds
+from hareflow.common.dag.schedule import (
+    DagRunInfo,
+    next_dagrun_info,
+    next_run_times,
+    runs_between,
+    validate_schedule,
+)
+from hareflow.common.dag.serialize import SerializedDag, SerializedTask, dag_hash, serialize_dag
+from hareflow.common.dag.task import BaseTask
+from hareflow.common.dag.trigger_rules import TriggerRule, evaluate_trigger_rule
 
 __all__ = [
     "DAG",

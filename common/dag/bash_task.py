@@ -10,11 +10,11 @@ import threading
 from collections.abc import Mapping
 from typing import IO, Any, Unpack
 
-from common.dag.context import Context
-from common.dag.dag import DAG
-from common.dag.errors import DagDefinitionError, TaskFailed
-from common.dag.settings import TaskSettings
-from common.dag.task import BaseTask
+from hareflow.common.dag.context import Context
+from hareflow.common.dag.dag import DAG
+from hareflow.common.dag.errors import DagDefinitionError, TaskFailed
+from hareflow.common.dag.settings import TaskSettings
+from hareflow.common.dag.task import BaseTask
 
 
 class BashTask(BaseTask):

@@ -18,12 +18,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from common.dag.errors import DagDefinitionError, user_location
-from common.dag.schedule import validate_schedule
-from common.dag.settings import check_id, normalize_settings
+from hareflow.common.dag.errors import DagDefinitionError, user_location
+from hareflow.common.dag.schedule import validate_schedule
+from hareflow.common.dag.settings import check_id, normalize_settings
 
 if TYPE_CHECKING:
-    from common.dag.task import BaseTask
+    from hareflow.common.dag.task import BaseTask
 
 _current_dags: ContextVar[tuple[DAG, ...]] = ContextVar("hareflow_current_dags", default=())
 _collector: ContextVar[list[DAG] | None] = ContextVar("hareflow_dag_collector", default=None)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from common.dag.dag import DAG, collect_dags
-from common.dag.errors import DagDefinitionError, DagNotFound, TaskNotFound
-from common.dag.task import BaseTask
+from hareflow.common.dag.dag import DAG, collect_dags
+from hareflow.common.dag.errors import DagDefinitionError, DagNotFound, TaskNotFound
+from hareflow.common.dag.task import BaseTask
 
 _module_counter = itertools.count(1)
 _HINTS = (b"DAG", b"hareflow")

@@ -12,9 +12,9 @@ import logging
 from types import ModuleType
 from typing import Any
 
-from common.dag.bash_task import BashTask
-from common.dag.python_task import PythonTask
-from common.dag.task import BaseTask
+from hareflow.common.dag.bash_task import BashTask
+from hareflow.common.dag.python_task import PythonTask
+from hareflow.common.dag.task import BaseTask
 
 logger = logging.getLogger(__name__)
 

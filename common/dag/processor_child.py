@@ -1,6 +1,6 @@
 """Parse one DAG file in a child process and print the outcome as a single JSON line.
 
-Usage: ``python -m common.dag.processor_child FILE``. Output on stdout, exactly one line::
+Usage: ``python -m hareflow.common.dag.processor_child FILE``. Output on stdout, exactly one line::
 
     {"file": "/abs/path.py", "dags": [<serialized DAG>, ...], "errors": [{"file", "line", "message"}]}
 
@@ -17,8 +17,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from common.dag.loader import ImportErrorInfo, load_dag_file
-from common.dag.serialize import serialize_dag
+from hareflow.common.dag.loader import ImportErrorInfo, load_dag_file
+from hareflow.common.dag.serialize import serialize_dag
 
 
 def process_file(path: str) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def _stdout_to_stderr() -> Iterator[TextIO]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m common.dag.processor_child DAG_FILE", file=sys.stderr)
+        print("usage: python -m hareflow.common.dag.processor_child DAG_FILE", file=sys.stderr)
         return 2
     with _stdout_to_stderr() as real_stdout:
         report = process_file(args[0])

@@ -13,11 +13,11 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Unpack, overload
 
-from common.dag.context import Context
-from common.dag.dag import DAG, current_dag
-from common.dag.errors import DagDefinitionError
-from common.dag.settings import TaskSettings, normalize_settings
-from common.dag.task import BaseTask
+from hareflow.common.dag.context import Context
+from hareflow.common.dag.dag import DAG, current_dag
+from hareflow.common.dag.errors import DagDefinitionError
+from hareflow.common.dag.settings import TaskSettings, normalize_settings
+from hareflow.common.dag.task import BaseTask
 
 CTX_PARAMETER = "ctx"
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from common.dag.errors import TaskResultNotSerializable, TaskResultTooLarge
+from hareflow.common.dag.errors import TaskResultNotSerializable, TaskResultTooLarge
 
 
 def encode_result(value: Any, limit_bytes: int, *, task_id: str = "<unknown>") -> str:

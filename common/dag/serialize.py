@@ -25,11 +25,11 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from common.dag.schedule import DagRunInfo, next_dagrun_info
+from hareflow.common.dag.schedule import DagRunInfo, next_dagrun_info
 
 if TYPE_CHECKING:
-    from common.dag.dag import DAG
-    from common.dag.task import BaseTask
+    from hareflow.common.dag.dag import DAG
+    from hareflow.common.dag.task import BaseTask
 
 FORMAT_VERSION = 1
 

@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypedDict
 
-from common.dag.errors import DagDefinitionError
-from common.dag.trigger_rules import TriggerRule
+from hareflow.common.dag.errors import DagDefinitionError
+from hareflow.common.dag.trigger_rules import TriggerRule
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")

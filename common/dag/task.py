@@ -12,11 +12,17 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, Literal, Unpack
 
-from common.dag.context import Context
-from common.dag.dag import DAG, current_dag
-from common.dag.errors import DagDefinitionError, user_location
-from common.dag.settings import DEFAULT_SETTINGS, Callback, TaskSettings, check_id, normalize_settings
-from common.dag.trigger_rules import TriggerRule
+from hareflow.common.dag.context import Context
+from hareflow.common.dag.dag import DAG, current_dag
+from hareflow.common.dag.errors import DagDefinitionError, user_location
+from hareflow.common.dag.settings import (
+    DEFAULT_SETTINGS,
+    Callback,
+    TaskSettings,
+    check_id,
+    normalize_settings,
+)
+from hareflow.common.dag.trigger_rules import TriggerRule
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Metastore: typed SQLAlchemy models, engine/session creation, migrations."""
 
-from common.db.engine import create_engine_for, make_session_factory
-from common.db.models import (
+from hareflow.common.db.engine import create_engine_for, make_session_factory
+from hareflow.common.db.models import (
     ApiToken,
     AuditLog,
     Backfill,

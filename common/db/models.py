@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from hareflow.common.db.types import LongText, UtcDateTime
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -23,8 +24,6 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-
-from common.db.types import LongText, UtcDateTime
 
 ID_LEN = 250
 

@@ -1,10 +1,9 @@
-"""Alembic environment: the connection is handed in by common.db.migrate, never read from a file."""
+"""Alembic environment: the connection is handed in by hareflow.common.db.migrate, never read from a file."""
 
 from __future__ import annotations
 
 from alembic import context
-
-from common.db.models import Base
+from hareflow.common.db.models import Base
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -27,10 +27,10 @@ from hareflow.cli.dags import dag_id_argument, dags
 
 def _backfill_api() -> Any:
     try:
-        import common.backfill as api
+        import hareflow.common.backfill as api
     except ImportError:
         raise UserError(
-            "backfills are not available in this installation (common.backfill is missing)"
+            "backfills are not available in this installation (hareflow.common.backfill is missing)"
         ) from None
     return api
 

@@ -21,7 +21,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from common.records import iso
+from hareflow.common.records import iso
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,8 +43,8 @@ INTERRUPTED = 130
 
 def get_settings(**overrides: Any) -> Any:
     """The effective settings (env over file over defaults), with command-line ``overrides``."""
-    from common.config import ConfigError, load_settings
-    from common.config.settings import unknown_variables
+    from hareflow.common.config import ConfigError, load_settings
+    from hareflow.common.config.settings import unknown_variables
 
     try:
         settings = load_settings(overrides={k: v for k, v in overrides.items() if v is not None})
@@ -105,7 +105,7 @@ def _masked(text: str, url: str) -> str:
 
 def fail_unreachable(settings: Any, exc: BaseException, what: str = "database") -> NoReturn:
     """Raise the one-line error for a database or broker that cannot be reached (password masked)."""
-    from common.config import mask_url
+    from hareflow.common.config import mask_url
 
     url = settings.effective_database_url if what == "database" else settings.broker_url
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -118,8 +118,8 @@ def metastore(settings: Any, *, check_schema: bool = True) -> Iterator[Any]:
     unmigrated schema into one clear line (exit 2). The engine is disposed afterwards."""
     from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
 
-    from common.config import mask_url
-    from common.db import create_engine_for, make_session_factory
+    from hareflow.common.config import mask_url
+    from hareflow.common.db import create_engine_for, make_session_factory
 
     url = settings.effective_database_url
     try:
@@ -140,8 +140,8 @@ def metastore(settings: Any, *, check_schema: bool = True) -> Iterator[Any]:
 
 
 def _require_current_schema(engine: Any, url: str) -> None:
-    from common.config import mask_url
-    from common.db.migrate import status
+    from hareflow.common.config import mask_url
+    from hareflow.common.db.migrate import status
 
     st = status(engine)
     if not st.is_current:
@@ -154,12 +154,12 @@ def _require_current_schema(engine: Any, url: str) -> None:
 @contextmanager
 def user_mistakes() -> Iterator[None]:
     """Turn the shared layer's user-mistake exceptions into one clear line and exit code 2."""
-    from common.operations import OperationError
-    from common.runs import RunError
+    from hareflow.common.operations import OperationError
+    from hareflow.common.runs import RunError
 
     mistakes: tuple[type[Exception], ...] = (OperationError, RunError)
     try:
-        from common.backfill import BackfillError
+        from hareflow.common.backfill import BackfillError
 
         mistakes += (BackfillError,)
     except ImportError:
@@ -180,8 +180,8 @@ def notify_scheduler(settings: Any, events: Sequence[Mapping[str, Any]]) -> None
     if settings.effective_executor != "rabbitmq" or not events:
         return
     try:
-        from common.broker import make_executor
-        from common.messages import StateEvent
+        from hareflow.common.broker import make_executor
+        from hareflow.common.messages import StateEvent
 
         executor = make_executor(settings, connection_name="hareflow-cli")
         executor.start(timeout=5)  # type: ignore[call-arg]
@@ -225,7 +225,7 @@ def parse_date(value: str | None, option: str) -> datetime | None:
     """An ISO 8601 date or date-time (UTC unless it has an offset), or a UserError naming the option."""
     if value is None:
         return None
-    from common.runs import parse_date as parse
+    from hareflow.common.runs import parse_date as parse
 
     try:
         return parse(value.strip())
@@ -307,8 +307,8 @@ def complete_dag_id(ctx: click.Context, param: click.Parameter, incomplete: str)
     try:
         from sqlalchemy import select
 
-        from common.config import load_settings
-        from common.db import Dag, create_engine_for
+        from hareflow.common.config import load_settings
+        from hareflow.common.db import Dag, create_engine_for
 
         engine = create_engine_for(load_settings().effective_database_url)
         try:

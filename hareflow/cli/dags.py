@@ -50,7 +50,7 @@ def dags_list(output: str) -> None:
     settings = get_settings()
     from sqlalchemy import select
 
-    from common.db import Dag
+    from hareflow.common.db import Dag
 
     with metastore(settings) as sessions, sessions() as session:
         rows = list(session.scalars(select(Dag).where(Dag.is_active.is_(True)).order_by(Dag.dag_id)))
@@ -91,7 +91,7 @@ def dags_list(output: str) -> None:
 
 
 def _load_serialized(settings: Any, dag_id: str) -> Any:
-    from common.operations import get_dag, serialized_dag
+    from hareflow.common.operations import get_dag, serialized_dag
 
     with metastore(settings) as sessions, sessions() as session, user_mistakes():
         return serialized_dag(get_dag(session, dag_id))
@@ -206,7 +206,7 @@ def dags_show(dag_id: str, dot: bool, output: str) -> None:
 
 def _set_paused(dag_id: str, paused: bool) -> None:
     settings = get_settings()
-    from common.operations import set_paused
+    from hareflow.common.operations import set_paused
 
     with metastore(settings) as sessions, user_mistakes():
         with sessions() as session, session.begin():
@@ -259,7 +259,7 @@ def dags_errors(full: bool, output: str) -> None:
     settings = get_settings()
     from sqlalchemy import select
 
-    from common.db import ImportError_
+    from hareflow.common.db import ImportError_
 
     with metastore(settings) as sessions, sessions() as session:
         rows = list(session.scalars(select(ImportError_).order_by(ImportError_.filename, ImportError_.line)))
@@ -297,7 +297,7 @@ def dags_next_runs(dag_id: str, count: int, output: str) -> None:
       hareflow dags next-runs daily_sales -n 3
     """
     settings = get_settings()
-    from common.operations import get_dag, next_runs
+    from hareflow.common.operations import get_dag, next_runs
 
     with metastore(settings) as sessions, sessions() as session, user_mistakes():
         dag = get_dag(session, dag_id)
@@ -360,7 +360,7 @@ def dags_trigger(
     settings = get_settings()
     conf_obj = parse_conf(conf)
     when_ = parse_date(logical_date, "--logical-date")
-    from common.runs import trigger_run
+    from hareflow.common.runs import trigger_run
 
     with metastore(settings) as sessions:
         with user_mistakes(), sessions() as session, session.begin():
@@ -380,7 +380,7 @@ def follow_run(sessions: Any, run_pk: int, timeout: float | None) -> int:
     """Print each task's state as it changes until the run finishes; 0 on success, 1 otherwise."""
     from sqlalchemy import select
 
-    from common.db import DagRun, TaskInstance
+    from hareflow.common.db import DagRun, TaskInstance
 
     seen: dict[str, tuple[str, int]] = {}
     deadline = time.monotonic() + timeout if timeout else None

@@ -38,8 +38,8 @@ def _migrate(settings: Any, wait: float = 0.0) -> Any:
 
     from sqlalchemy.exc import OperationalError
 
-    from common.db import create_engine_for
-    from common.db.migrate import migrate, status
+    from hareflow.common.db import create_engine_for
+    from hareflow.common.db.migrate import migrate, status
 
     deadline = time.monotonic() + wait
     while True:
@@ -81,8 +81,8 @@ def db_init(wait: float) -> None:
         return
     from sqlalchemy import select
 
-    from common.db import User, make_session_factory
-    from common.users import UserAccountError, create_user
+    from hareflow.common.db import User, make_session_factory
+    from hareflow.common.users import UserAccountError, create_user
 
     sessions = make_session_factory(engine)
     try:
@@ -105,8 +105,8 @@ def db_check() -> None:
       hareflow db check || hareflow db migrate
     """
     settings = get_settings()
-    from common.db import create_engine_for
-    from common.db.migrate import status
+    from hareflow.common.db import create_engine_for
+    from hareflow.common.db.migrate import status
 
     try:
         st = status(create_engine_for(settings.effective_database_url))
@@ -131,12 +131,12 @@ def db_reset(yes: bool) -> None:
       hareflow db reset --yes
     """
     settings = get_settings()
-    from common.config import mask_url
+    from hareflow.common.config import mask_url
 
     if not yes:
         click.confirm(f"Erase everything in {mask_url(settings.effective_database_url)}?", abort=True)
-    from common.db import create_engine_for
-    from common.db.migrate import downgrade, migrate
+    from hareflow.common.db import create_engine_for
+    from hareflow.common.db.migrate import downgrade, migrate
 
     try:
         engine = create_engine_for(settings.effective_database_url)

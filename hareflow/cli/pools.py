@@ -35,7 +35,7 @@ def pools_list(output: str) -> None:
       hareflow pools list
     """
     settings = get_settings()
-    from common.operations import list_pools
+    from hareflow.common.operations import list_pools
 
     with metastore(settings) as sessions, sessions() as session:
         rows = list_pools(session)
@@ -61,7 +61,7 @@ def pools_set(name: str, slots: int, description: str | None) -> None:
       hareflow pools set warehouse 4 --description "connections to the warehouse"
     """
     settings = get_settings()
-    from common.operations import set_pool
+    from hareflow.common.operations import set_pool
 
     with metastore(settings) as sessions, user_mistakes(), sessions() as session, session.begin():
         _, created = set_pool(session, name, slots, description=description, username="cli")
@@ -78,7 +78,7 @@ def pools_delete(name: str) -> None:
       hareflow pools delete warehouse
     """
     settings = get_settings()
-    from common.operations import delete_pool
+    from hareflow.common.operations import delete_pool
 
     with metastore(settings) as sessions, user_mistakes(), sessions() as session, session.begin():
         delete_pool(session, name, username="cli")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from common.records import run_dict, ti_dict
 from hareflow.cli.common import (
     CONTEXT_SETTINGS,
     complete_dag_id,
@@ -17,6 +16,7 @@ from hareflow.cli.common import (
     user_mistakes,
     when,
 )
+from hareflow.common.records import run_dict, ti_dict
 
 RUN_STATES = ["queued", "running", "success", "failed"]
 
@@ -46,8 +46,8 @@ def runs_list(dag_id: str | None, state: str | None, limit: int, output: str) ->
     settings = get_settings()
     from sqlalchemy import select
 
-    from common.db import Dag, DagRun
-    from common.operations import OperationError
+    from hareflow.common.db import Dag, DagRun
+    from hareflow.common.operations import OperationError
 
     with metastore(settings) as sessions, sessions() as session, user_mistakes():
         if dag_id is not None and session.get(Dag, dag_id) is None:
@@ -101,8 +101,8 @@ def runs_show(run_id: str, dag_id: str | None, output: str) -> None:
     settings = get_settings()
     from sqlalchemy import select
 
-    from common.db import TaskInstance
-    from common.operations import find_run
+    from hareflow.common.db import TaskInstance
+    from hareflow.common.operations import find_run
 
     with metastore(settings) as sessions, sessions() as session, user_mistakes():
         run = find_run(session, run_id, dag_id)

@@ -44,14 +44,14 @@ def standalone(host: str | None, port: int | None, concurrency: int | None, log_
         cluster.migrate()
     except Exception as exc:
         fail_unreachable(settings, exc)
-    from web.security import ensure_secret_key
+    from hareflow.web.security import ensure_secret_key
 
     settings = settings.replace(secret_key=ensure_secret_key(settings))
     stop, immediate = stop_on_signals()
     cluster.start()
     _first_admin(cluster.sessions)
-    from common.config import mask_url
-    from web.server import make_web_server, serve_until
+    from hareflow.common.config import mask_url
+    from hareflow.web.server import make_web_server, serve_until
 
     try:
         server = make_web_server(settings, sessions=cluster.sessions, executor=cluster.executor)
@@ -90,8 +90,8 @@ def scheduler(log_level: str | None) -> None:
     """
     settings = get_settings(log_level=log_level)
     setup_logging(settings.log_level)
-    from common.broker import BrokerUnavailable
-    from scheduler.service import SchemaNotCurrent, run_scheduler
+    from hareflow.common.broker import BrokerUnavailable
+    from hareflow.scheduler.service import SchemaNotCurrent, run_scheduler
 
     stop, _ = stop_on_signals()
     try:
@@ -112,8 +112,8 @@ def results(log_level: str | None) -> None:
     """
     settings = get_settings(log_level=log_level)
     setup_logging(settings.log_level)
-    from common.broker import BrokerUnavailable
-    from scheduler.service import SchemaNotCurrent, run_results
+    from hareflow.common.broker import BrokerUnavailable
+    from hareflow.scheduler.service import SchemaNotCurrent, run_results
 
     stop, _ = stop_on_signals()
     try:
@@ -141,8 +141,8 @@ def worker(queues: str | None, concurrency: int | None, name: str | None, log_le
         raise UserError(
             "a separate worker needs a broker: set HAREFLOW_BROKER_URL (or use `hareflow standalone`)"
         )
-    from common.broker import BrokerUnavailable
-    from worker.service import run_worker
+    from hareflow.common.broker import BrokerUnavailable
+    from hareflow.worker.service import run_worker
 
     stop, immediate = stop_on_signals()
     workers: list[Any] = []
@@ -168,10 +168,10 @@ def web(host: str | None, port: int | None, log_level: str | None) -> None:
     """
     settings = get_settings(web_host=host, web_port=port, log_level=log_level)
     setup_logging(settings.log_level)
-    from common.db import create_engine_for, make_session_factory
-    from common.db.migrate import status
-    from web.security import ensure_secret_key
-    from web.server import make_web_server, serve_until
+    from hareflow.common.db import create_engine_for, make_session_factory
+    from hareflow.common.db.migrate import status
+    from hareflow.web.security import ensure_secret_key
+    from hareflow.web.server import make_web_server, serve_until
 
     engine = create_engine_for(settings.effective_database_url)
     try:
@@ -201,8 +201,8 @@ def _first_admin(sessions: Any) -> None:
 
     from sqlalchemy import func, select
 
-    from common.db import User
-    from common.users import create_user
+    from hareflow.common.db import User
+    from hareflow.common.users import create_user
 
     with sessions() as session, session.begin():
         if session.scalar(select(func.count()).select_from(User)):
@@ -246,7 +246,7 @@ def health(role: str, max_age: float, url: str | None, as_json: bool) -> None:
     if role == "web":
         ok, message, details = _web_health(url or f"http://127.0.0.1:{settings.web_port}/health")
     else:
-        from common.health import check
+        from hareflow.common.health import check
 
         verdict = check(settings.home, role, max_age=max_age)
         ok, message, details = verdict.ok, verdict.message, {"processes": verdict.processes}

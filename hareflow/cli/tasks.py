@@ -55,7 +55,7 @@ def tasks_list(dag_id: str, output: str) -> None:
       hareflow tasks list example_etl
     """
     settings = get_settings()
-    from common.operations import get_dag, serialized_dag
+    from hareflow.common.operations import get_dag, serialized_dag
 
     with metastore(settings) as sessions, sessions() as session, user_mistakes():
         sdag = serialized_dag(get_dag(session, dag_id))
@@ -97,7 +97,7 @@ def tasks_list(dag_id: str, output: str) -> None:
 
 def find_dag_in_folder(folder: Path, dag_id: str) -> Any:
     """Load DAG ``dag_id`` by parsing the DAG folder in this process (files naming it first)."""
-    from common.dag.loader import find_dag_files, load_dag_file
+    from hareflow.common.dag.loader import find_dag_files, load_dag_file
 
     if not folder.exists():
         raise UserError(f"the DAG folder {folder} does not exist (set HAREFLOW_DAGS_FOLDER)")
@@ -149,7 +149,7 @@ def tasks_test(dag_id: str, task_id: str, conf: str | None, logical_date: str | 
     import traceback
     from datetime import UTC, datetime
 
-    from common.dag import Context, encode_result, resolve_params
+    from hareflow.common.dag import Context, encode_result, resolve_params
 
     dag = find_dag_in_folder(settings.effective_dags_folder(), dag_id)
     if not dag.has_task(task_id):
@@ -222,7 +222,7 @@ def tasks_clear(
       hareflow tasks clear example_etl --run-id manual__2026-01-05T10:00:00+00:00 --task '^load' --downstream
     """
     settings = get_settings()
-    from common.operations import clear_task_instances
+    from hareflow.common.operations import clear_task_instances
 
     options = {
         "run_id": run_id,
@@ -303,7 +303,7 @@ def tasks_logs(run_id: str, task_id: str, dag_id: str | None, try_number: int | 
       hareflow tasks logs manual__2026-01-05T10:00:00+00:00 load --dag example_etl --follow
     """
     settings = get_settings()
-    from common.operations import find_run, find_task_instance
+    from hareflow.common.operations import find_run, find_task_instance
 
     with metastore(settings) as sessions:
         with user_mistakes(), sessions() as session:
@@ -333,7 +333,7 @@ def tasks_logs(run_id: str, task_id: str, dag_id: str | None, try_number: int | 
 def _chunks(sessions: Any, ti_id: int, try_number: int, after_seq: int) -> list[tuple[int, str]]:
     from sqlalchemy import select
 
-    from common.db import TaskLog
+    from hareflow.common.db import TaskLog
 
     with sessions() as session:
         rows = session.execute(
@@ -347,8 +347,8 @@ def _chunks(sessions: Any, ti_id: int, try_number: int, after_seq: int) -> list[
 def _follow_logs(sessions: Any, ti_id: int, fixed_try: int | None) -> None:
     """Print new chunks as they arrive; move on to later tries unless one was asked for; stop
     when the try (or, following every try, the task instance) has finished."""
-    from common.db import TaskInstance
-    from common.states import TASK_FINISHED
+    from hareflow.common.db import TaskInstance
+    from hareflow.common.states import TASK_FINISHED
 
     current = fixed_try
     last_seq = -1
@@ -392,8 +392,8 @@ def tasks_state(run_id: str, task_id: str, dag_id: str | None, output: str) -> N
       hareflow tasks state manual__2026-01-05T10:00:00+00:00 load --dag example_etl
     """
     settings = get_settings()
-    from common.operations import find_run, find_task_instance
     from hareflow.cli.runs import ti_dict
+    from hareflow.common.operations import find_run, find_task_instance
 
     with metastore(settings) as sessions, sessions() as session, user_mistakes():
         ti = find_task_instance(session, find_run(session, run_id, dag_id), task_id)

@@ -19,7 +19,7 @@ from hareflow.cli.common import (
     when,
 )
 
-ROLES = ["admin", "op", "viewer"]  # common.users.ROLES, repeated so --help needs no database import
+ROLES = ["admin", "op", "viewer"]  # hareflow.common.users.ROLES, repeated so --help needs no database import
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -54,7 +54,7 @@ def users_create(username: str, role: str, password_stdin: bool) -> None:
       printf '%s\\n' "$PASSWORD" | hareflow users create ci-bot --role op --password-stdin
     """
     settings = get_settings()
-    from common.users import create_user
+    from hareflow.common.users import create_user
 
     with metastore(settings) as sessions:
         password = _read_password(password_stdin)
@@ -73,7 +73,7 @@ def users_list(output: str) -> None:
       hareflow users list -o json
     """
     settings = get_settings()
-    from common.users import list_users
+    from hareflow.common.users import list_users
 
     with metastore(settings) as sessions, sessions() as session:
         rows = [(u.username, u.role, u.created_at) for u in list_users(session)]
@@ -94,7 +94,7 @@ def users_delete(username: str, yes: bool) -> None:
       hareflow users delete alice --yes
     """
     settings = get_settings()
-    from common.users import delete_user, get_user
+    from hareflow.common.users import delete_user, get_user
 
     with metastore(settings) as sessions:
         with user_mistakes(), sessions() as session:
@@ -117,7 +117,7 @@ def users_set_role(username: str, role: str) -> None:
       hareflow users set-role alice viewer
     """
     settings = get_settings()
-    from common.users import set_role
+    from hareflow.common.users import set_role
 
     with metastore(settings) as sessions, user_mistakes(), sessions() as session, session.begin():
         set_role(session, username, role, changed_by="cli")
@@ -135,7 +135,7 @@ def users_token(username: str) -> None:
       curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/api/v1/dags
     """
     settings = get_settings()
-    from web.security import issue_token
+    from hareflow.web.security import issue_token
 
     with metastore(settings) as sessions, user_mistakes(), sessions() as session, session.begin():
         token = issue_token(session, username)

@@ -41,7 +41,7 @@ def workers_list(output: str) -> None:
     settings = get_settings()
     from sqlalchemy import select
 
-    from common.db import Worker
+    from hareflow.common.db import Worker
 
     with metastore(settings) as sessions, sessions() as session:
         rows = list(session.scalars(select(Worker).order_by(Worker.state, Worker.name)))
@@ -116,8 +116,8 @@ def queues_list(output: str) -> None:
         return
     from sqlalchemy import select
 
-    from common.broker import BrokerUnavailable, make_executor
-    from common.db import Dag, Worker
+    from hareflow.common.broker import BrokerUnavailable, make_executor
+    from hareflow.common.db import Dag, Worker
 
     names: set[str] = {settings.default_queue}
     with metastore(settings) as sessions, sessions() as session:

@@ -133,7 +133,7 @@ class LiveSystem:
 @pytest.fixture(scope="module")
 def live_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSystem]:
     browser_available()
-    from web.server import make_web_server, serve_until
+    from hareflow.web.server import make_web_server, serve_until
 
     tmp = tmp_path_factory.mktemp("browser")
     dags = tmp / "dags"

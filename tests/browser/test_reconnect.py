@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 import pytest
+from hareflow.common.db import DagRun
 from sqlalchemy import select
 
-from common.db import DagRun
 from tests.browser.conftest import LiveSystem
 
 pytestmark = pytest.mark.browser

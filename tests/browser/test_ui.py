@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hareflow.common.backfill import create_backfill
+from hareflow.common.db import Dag, DagRun
 from sqlalchemy import select
 
-from common.backfill import create_backfill
-from common.db import Dag, DagRun
 from tests.browser.conftest import LiveSystem
 
 pytestmark = pytest.mark.browser
@@ -179,10 +179,9 @@ def test_the_scheduler_banner_appears_when_it_stops_and_goes_when_it_is_back(
 ) -> None:
     """Without a reload: the page rechecks /health (every 15 s; sped up here) and shows or hides
     the banner. The scheduler 'stops' by no longer writing its heartbeat."""
+    from hareflow.common.db import SchedulerHeartbeat
+    from hareflow.scheduler.loop import Scheduler
     from playwright.sync_api import expect
-
-    from common.db import SchedulerHeartbeat
-    from scheduler.loop import Scheduler
 
     page = open_as("viewer")
     page.context.add_init_script(

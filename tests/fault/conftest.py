@@ -412,9 +412,8 @@ def running_cluster(settings: Any, workers: Any = ()) -> Iterator[Any]:
 
 def run_states(cluster: Any, dag_id: str, run_id: str) -> tuple[str | None, dict[str, Any]]:
     """The run's state and its task instances by task id."""
+    from hareflow.common.db import DagRun, TaskInstance
     from sqlalchemy import select
-
-    from common.db import DagRun, TaskInstance
 
     with cluster.sessions() as session:
         state = session.scalar(select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))

@@ -92,9 +92,8 @@ def test_a_run_survives_the_broker_going_away_and_coming_back(
         assert all(ti.state == "success" for ti in tis.values()), describe_tis(tis)
         assert all(ti.try_number == 1 for ti in tis.values()), describe_tis(tis)
         with cluster.sessions() as session:
+            from hareflow.common.db import TaskResult
             from sqlalchemy import select
-
-            from common.db import TaskResult
 
             join_value = session.scalar(
                 select(TaskResult.value_json).where(TaskResult.ti_id == tis["join"].id)
@@ -109,8 +108,8 @@ def test_a_run_survives_the_broker_going_away_and_coming_back(
 def test_the_executor_says_when_its_connection_is_down_and_up_again(private_rabbitmq) -> None:
     """What the worker's health check relies on: a publish without confirms raises nothing on a dead
     connection, so the executor must say itself whether the link is up."""
-    from common.broker.rabbitmq import RabbitMQExecutor
-    from common.config import load_settings
+    from hareflow.common.broker.rabbitmq import RabbitMQExecutor
+    from hareflow.common.config import load_settings
 
     settings = load_settings(
         env={}, overrides={"broker_url": private_rabbitmq.url, "broker_prefix": "hf-conn"}

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hareflow.common.db import TaskLog, TaskResult
+from hareflow.scheduler.dispatch import build_messages
 from sqlalchemy import select
 
-from common.db import TaskLog, TaskResult
 from hareflow.cluster import WorkerSpec
-from scheduler.dispatch import build_messages
 from tests.fault.conftest import (
     describe_tis,
     fault_settings,
@@ -157,7 +157,7 @@ def test_tasks_queued_just_before_the_metastore_dies_are_published_when_it_retur
         return original(session, tis, *args, **kwargs)
 
     # Wherever the scheduler builds its messages (the pass, the re-publishing step).
-    for name in ("scheduler.loop", "scheduler.scheduling"):
+    for name in ("hareflow.scheduler.loop", "hareflow.scheduler.scheduling"):
         module = importlib.import_module(name) if importlib.util.find_spec(name) else None
         if module is not None and getattr(module, "build_messages", None) is build_messages:
             monkeypatch.setattr(module, "build_messages", dying_build_messages)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pika
 import pytest
+from hareflow.common.broker.topology import Topology
+from hareflow.common.db import TaskInstance, TaskLog, TaskResult, Worker
+from hareflow.common.messages import HeartbeatMessage, LogMessage, ResultMessage, TaskKey
 from sqlalchemy import select
 
-from common.broker.topology import Topology
-from common.db import TaskInstance, TaskLog, TaskResult, Worker
-from common.messages import HeartbeatMessage, LogMessage, ResultMessage, TaskKey
 from hareflow.cluster import WorkerSpec
 from tests.fault.conftest import (
     amqp_channel,

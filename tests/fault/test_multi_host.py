@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hareflow.common.db import DagRun, TaskInstance, TaskResult, Worker
+from hareflow.common.messages import ResultMessage, decode
 from sqlalchemy import select
 
-from common.db import DagRun, TaskInstance, TaskResult, Worker
-from common.messages import ResultMessage, decode
 from tests.conftest import service_missing
 from tests.fault.conftest import (
     PrivateRabbitMQ,

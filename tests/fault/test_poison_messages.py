@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pika
 import pytest
+from hareflow.common.broker.topology import Topology
+from hareflow.common.db import Worker
 from sqlalchemy import select
 
-from common.broker.topology import Topology
-from common.db import Worker
 from hareflow.cluster import WorkerSpec
 from tests.fault.conftest import (
     amqp_channel,

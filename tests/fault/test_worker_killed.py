@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hareflow.common.db import Worker
 from sqlalchemy import select
 
-from common.db import Worker
 from tests.fault.conftest import (
     describe_tis,
     fault_settings,

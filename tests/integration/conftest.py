@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hareflow.common.config import Settings
+from hareflow.common.db import DagRun, TaskInstance, TaskLog, TaskResult
 from sqlalchemy import select
 
-from common.config import Settings
-from common.db import DagRun, TaskInstance, TaskLog, TaskResult
 from hareflow.cluster import Cluster, WorkerSpec
 from tests.conftest import fast_settings
 

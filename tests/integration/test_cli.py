@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from hareflow.common.db import AuditLog, DagRun, TaskInstance
 from sqlalchemy import select
 
-from common.db import AuditLog, DagRun, TaskInstance
 from hareflow.cli import main
 from hareflow.cluster import Cluster, WorkerSpec
 from tests.conftest import PG_URL, _temporary_database, fast_settings
@@ -653,7 +653,7 @@ def test_a_task_naming_a_missing_pool_fails_saying_to_run_pools_set_and_runs_onc
 
 
 def test_marking_a_failed_task_success_requeues_its_run_and_the_scheduler_finishes_it(hf: CliSystem) -> None:
-    from common.operations import mark_task_instance
+    from hareflow.common.operations import mark_task_instance
 
     run_id = hf.run_to_end("fails")
     with hf.cluster.sessions() as session, session.begin():

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
+from hareflow.common.db import User
 from sqlalchemy import select
 
-from common.db import User
 from hareflow.cluster import WorkerSpec
 from tests import conftest as root_conftest
 from tests.integration.conftest import wait_until
@@ -79,7 +79,7 @@ def test_users_can_be_created_listed_given_another_role_and_deleted(hf: CliSyste
 
 
 def test_passwords_are_stored_hashed_and_verify(hf: CliSystem) -> None:
-    from common.users import verify_password
+    from hareflow.common.users import verify_password
 
     hf.ok("users", "create", "carol", "--role", "viewer", "--password-stdin", input="s3cret-enough\n")
 
@@ -245,8 +245,8 @@ def test_db_check_against_an_unreachable_database_exits_two_naming_the_masked_ur
 
 
 def test_db_init_migrates_and_creates_the_admin_once(tmp_path: Path, postgres_url: str) -> None:
-    from common.db import create_engine_for, make_session_factory
-    from common.users import verify_password
+    from hareflow.common.db import create_engine_for, make_session_factory
+    from hareflow.common.users import verify_password
 
     env = {"HAREFLOW_HOME": str(tmp_path), "HAREFLOW_DATABASE_URL": postgres_url}
     nobody = invoke_hareflow(env, "db", "init")

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
+from hareflow.common.db import Backfill, DagRun
 from sqlalchemy import select
 
-from common.db import Backfill, DagRun
 from tests.integration.conftest import wait_until
 from tests.integration.test_cli import CliSystem, assert_user_error, cli_system, run_hareflow, start_hareflow
 

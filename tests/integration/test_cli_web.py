@@ -15,9 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from common.db import create_engine_for
-from common.db.migrate import migrate
+from hareflow.common.db import create_engine_for
+from hareflow.common.db.migrate import migrate
 
 pytestmark = pytest.mark.integration
 

@@ -10,12 +10,12 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hareflow.common.broker.local import LocalExecutor
+from hareflow.common.db import Dag, ImportError_, Pool, TaskResult
+from hareflow.scheduler.loop import LoopReport, Scheduler
 from sqlalchemy import select
 
-from common.broker.local import LocalExecutor
-from common.db import Dag, ImportError_, Pool, TaskResult
 from hareflow.cluster import WorkerSpec
-from scheduler.loop import LoopReport, Scheduler
 from tests.integration.conftest import System, wait_until
 
 CORE_SYSTEMS = pytest.mark.parametrize(

@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-
-from common.broker import Delivery, Executor
-from common.broker.local import LocalExecutor
-from common.broker.rabbitmq import RabbitMQExecutor
-from common.config import load_settings
-from common.messages import (
+from hareflow.common.broker import Delivery, Executor
+from hareflow.common.broker.local import LocalExecutor
+from hareflow.common.broker.rabbitmq import RabbitMQExecutor
+from hareflow.common.config import load_settings
+from hareflow.common.messages import (
     HeartbeatMessage,
     LogMessage,
     ResultMessage,
@@ -27,6 +26,7 @@ from common.messages import (
     TaskMessage,
     decode,
 )
+
 from tests.integration.conftest import wait_until
 
 QUEUE = "work"

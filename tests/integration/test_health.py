@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hareflow.common.db import create_engine_for
+from hareflow.common.db.migrate import migrate
 
-from common.db import create_engine_for
-from common.db.migrate import migrate
 from tests.integration.test_cli import clean_env, run_hareflow, start_hareflow
 from tests.integration.test_cli_web import free_port, get
 

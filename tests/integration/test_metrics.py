@@ -130,7 +130,7 @@ def test_a_run_shows_up_in_every_metric_of_the_scheduler_results_consumer_and_wo
     assert sample(after, "hareflow_worker_slots_used", worker=worker) == 0
 
     # Standalone: the web server of the same process shows the same registry on its own /metrics.
-    from web import create_app
+    from hareflow.web import create_app
 
     app = create_app(system.settings, sessions=cluster.sessions, executor=cluster.executor)
     page = app.test_client().get("/metrics")

@@ -9,11 +9,11 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner, Result
+from hareflow.common.db import Base, Pool, create_engine_for, make_session_factory
+from hareflow.common.db.migrate import downgrade, migrate, status
 from sqlalchemy import inspect, select
 from sqlalchemy.engine import Engine
 
-from common.db import Base, Pool, create_engine_for, make_session_factory
-from common.db.migrate import downgrade, migrate, status
 from hareflow.cli import main
 
 DATABASES = {"postgresql": "postgres_url", "mariadb": "mysql_url", "sqlite": "sqlite_url"}

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hareflow.common.db import TaskInstance, TaskLog, Worker
 from sqlalchemy import select
 
-from common.db import TaskInstance, TaskLog, Worker
 from hareflow.cluster import Cluster
 from tests.conftest import fast_settings
 

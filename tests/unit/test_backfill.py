@@ -6,10 +6,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hareflow.common.backfill import (
+    BackfillError,
+    backfill_progress,
+    cancel_backfill,
+    create_backfill,
+    plan_backfill,
+)
+from hareflow.common.db import Backfill, Dag, DagRun, TaskInstance
 from sqlalchemy import select, update
 
-from common.backfill import BackfillError, backfill_progress, cancel_backfill, create_backfill, plan_backfill
-from common.db import Backfill, Dag, DagRun, TaskInstance
 from tests.unit.test_scheduler_loop import NOW, Harness
 
 DAILY = """

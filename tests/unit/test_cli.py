@@ -15,10 +15,10 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
+from hareflow.common.dag import DAG, BashTask, serialize_dag
+from hareflow.common.dag.serialize import SerializedDag
+from hareflow.common.operations import OperationError, select_task_ids
 
-from common.dag import DAG, BashTask, serialize_dag
-from common.dag.serialize import SerializedDag
-from common.operations import OperationError, select_task_ids
 from hareflow.cli import main
 from hareflow.cli.backfill import _eta
 from hareflow.cli.dags import render_dot, render_tree

@@ -1,8 +1,7 @@
 from pathlib import Path
 
 import pytest
-
-from common.config import ConfigError, load_settings, mask_url
+from hareflow.common.config import ConfigError, load_settings, mask_url
 
 
 def test_defaults_give_the_embedded_setup(tmp_path: Path) -> None:
@@ -61,7 +60,7 @@ def test_secrets_are_masked_when_shown() -> None:
 
 
 def test_unknown_hareflow_variables_are_found_with_the_closest_real_name() -> None:
-    from common.config.settings import unknown_variables
+    from hareflow.common.config.settings import unknown_variables
 
     env = {
         "HAREFLOW_BROKR_URL": "amqp://x/",

@@ -10,9 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-
-import hareflow
-from common.dag import (
+from hareflow.common.dag import (
     DAG,
     BaseTask,
     BashTask,
@@ -24,6 +22,8 @@ from common.dag import (
     resolve_params,
     task,
 )
+
+import hareflow
 
 REPO = Path(__file__).resolve().parents[2]
 

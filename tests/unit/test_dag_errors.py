@@ -7,9 +7,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from common.dag import DAG, BashTask, DagDefinitionError, load_dag_file, task
-from common.dag.loader import ImportErrorInfo
+from hareflow.common.dag import DAG, BashTask, DagDefinitionError, load_dag_file, task
+from hareflow.common.dag.loader import ImportErrorInfo
 
 MARK = "# <- here"
 

@@ -13,8 +13,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
-from common.dag import (
+from hareflow.common.dag import (
     BaseTask,
     Context,
     DagNotFound,
@@ -24,7 +23,7 @@ from common.dag import (
     load_dag_file,
     load_plugins,
 )
-from common.dag import plugins as plugins_module
+from hareflow.common.dag import plugins as plugins_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,7 +142,7 @@ def test_get_task_explains_missing_dags_and_tasks(tmp_path: Path) -> None:
 def _run_child(path: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "common.dag.processor_child", str(path)],
+        [sys.executable, "-m", "hareflow.common.dag.processor_child", str(path)],
         capture_output=True,
         text=True,
         cwd=str(REPO),
@@ -182,7 +181,7 @@ def test_processor_child_prints_one_json_line_per_file_and_survives_broken_files
 
 def test_processor_child_rejects_bad_usage() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "common.dag.processor_child"],
+        [sys.executable, "-m", "hareflow.common.dag.processor_child"],
         capture_output=True,
         text=True,
         cwd=str(REPO),
@@ -232,7 +231,7 @@ def test_load_plugins_reads_the_entry_point_group_and_logs_broken_plugins(
         return entry_points
 
     monkeypatch.setattr(plugins_module.importlib.metadata, "entry_points", fake_entry_points)
-    with caplog.at_level(logging.ERROR, logger="common.dag.plugins"):
+    with caplog.at_level(logging.ERROR, logger="hareflow.common.dag.plugins"):
         found = load_plugins()
     assert groups == ["hareflow.plugins"]
     assert found == {"SqlTask": SqlTask, "CopyTask": CopyTask}

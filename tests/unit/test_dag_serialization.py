@@ -7,8 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from common.dag import (
+from hareflow.common.dag import (
     DAG,
     BashTask,
     SerializedDag,

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from common.dag import TriggerRule, evaluate_trigger_rule, retry_delay_seconds
+from hareflow.common.dag import TriggerRule, evaluate_trigger_rule, retry_delay_seconds
 
 S, F, U, K, R = "success", "failed", "upstream_failed", "skipped", "removed"
 RUNNING, QUEUED, NONE, RETRY = "running", "queued", "none", "up_for_retry"

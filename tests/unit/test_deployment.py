@@ -12,8 +12,8 @@ from typing import Any
 import click
 import pytest
 import yaml
+from hareflow.common.config import ConfigError, Settings, load_settings
 
-from common.config import ConfigError, Settings, load_settings
 from hareflow.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,12 +205,13 @@ def test_the_package_carries_every_template_static_file_and_migration() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     package_data = pyproject["tool"]["setuptools"]["package-data"]
     packages = set(pyproject["tool"]["setuptools"]["packages"])
-    for package, folder in (("web", "web"), ("common", "common")):
+    for package, folder in (("hareflow.web", "web"), ("hareflow.common", "common")):
+        assert pyproject["tool"]["setuptools"]["package-dir"][package] == folder
         patterns = package_data[package]
         for path in (ROOT / folder).rglob("*"):
             if path.is_dir() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
                 continue
             relative = path.relative_to(ROOT / folder).as_posix()
             assert any(fnmatch(relative, p) for p in patterns), f"{folder}/{relative} is not installed"
-            dotted = ".".join((folder, *path.relative_to(ROOT / folder).parent.parts))
-            assert dotted == folder or dotted in packages, f"{dotted} is not listed in packages"
+            dotted = ".".join((package, *path.relative_to(ROOT / folder).parent.parts))
+            assert dotted == package or dotted in packages, f"{dotted} is not listed in packages"

@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from common.health import HealthReporter, check, health_dir, progress_probe
+from hareflow.common.health import HealthReporter, check, health_dir, progress_probe
 
 
 def test_a_running_reporter_makes_its_role_healthy_and_removes_its_file_on_stop(tmp_path: Path) -> None:
@@ -117,8 +116,9 @@ class _Executor:
 
 
 def test_a_worker_cut_off_from_the_broker_stops_counting_its_heartbeats_as_delivered(tmp_path: Path) -> None:
+    from hareflow.worker.runtime import Worker
+
     from tests.conftest import fast_settings
-    from worker.runtime import Worker
 
     executor = _Executor()
     worker = Worker(executor=executor, settings=fast_settings(tmp_path), queues=["default"], concurrency=1)

@@ -1,8 +1,7 @@
 import json
 
 import pytest
-
-from common.messages import (
+from hareflow.common.messages import (
     EventBatch,
     HeartbeatMessage,
     LogMessage,

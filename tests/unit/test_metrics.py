@@ -13,17 +13,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hareflow.common import metrics
+from hareflow.common.broker.local import LocalExecutor
+from hareflow.common.config import load_settings
+from hareflow.common.db import Base, DagRun, TaskInstance, create_engine_for, make_session_factory
+from hareflow.common.messages import ResultMessage, StateEvent, TaskKey
+from hareflow.common.runs import trigger_run
+from hareflow.scheduler.results import ResultsConsumer
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, update
 
-from common import metrics
-from common.broker.local import LocalExecutor
-from common.config import load_settings
-from common.db import Base, DagRun, TaskInstance, create_engine_for, make_session_factory
-from common.messages import ResultMessage, StateEvent, TaskKey
-from common.runs import trigger_run
-from scheduler.results import ResultsConsumer
 from tests.unit.test_scheduler_loop import Harness
 
 NOW = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)

@@ -14,11 +14,10 @@ import time
 from collections.abc import Iterator, Sequence
 
 import pytest
-
-from common.broker import BrokerUnavailable
-from common.broker.rabbitmq import RabbitMQExecutor
-from common.config import load_settings
-from common.messages import HeartbeatMessage
+from hareflow.common.broker import BrokerUnavailable
+from hareflow.common.broker.rabbitmq import RabbitMQExecutor
+from hareflow.common.config import load_settings
+from hareflow.common.messages import HeartbeatMessage
 
 
 @pytest.fixture

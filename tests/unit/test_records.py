@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from common.records import iso, seconds_between
+from hareflow.common.records import iso, seconds_between
 
 
 def test_naive_datetimes_from_sqlite_or_mysql_are_marked_utc() -> None:

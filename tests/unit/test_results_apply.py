@@ -4,10 +4,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
-from common.db import (
+from hareflow.common.db import (
     Base,
     DagRun,
     TaskInstance,
@@ -17,8 +14,10 @@ from common.db import (
     create_engine_for,
     make_session_factory,
 )
-from common.messages import HeartbeatMessage, LogMessage, ResultMessage, TaskKey
-from scheduler.results import apply_results
+from hareflow.common.messages import HeartbeatMessage, LogMessage, ResultMessage, TaskKey
+from hareflow.scheduler.results import apply_results
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -131,9 +130,9 @@ def test_results_for_unknown_task_instances_are_dropped(session: Session) -> Non
 def test_a_result_that_cannot_be_applied_is_dead_lettered_and_the_rest_of_its_batch_is_kept(
     tmp_path: Path,
 ) -> None:
-    from common.broker.local import LocalExecutor
-    from common.config import load_settings
-    from scheduler.results import ResultsConsumer
+    from hareflow.common.broker.local import LocalExecutor
+    from hareflow.common.config import load_settings
+    from hareflow.scheduler.results import ResultsConsumer
 
     engine = create_engine_for(f"sqlite:///{tmp_path / 'r.db'}")
     Base.metadata.create_all(engine)

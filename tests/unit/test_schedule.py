@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from common.dag.schedule import (
+from hareflow.common.dag.schedule import (
     DagRunInfo,
     manual_data_interval,
     next_dagrun_info,

@@ -2,9 +2,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from common.states import RunState
-from scheduler.decisions import (
+from hareflow.common.states import RunState
+from hareflow.scheduler.decisions import (
     Candidate,
     Occupant,
     TIView,

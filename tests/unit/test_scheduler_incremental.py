@@ -7,11 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hareflow.common.db import TaskInstance
+from hareflow.common.runs import trigger_run
+from hareflow.scheduler.scheduling import PassResult, RowCache, schedule_pass
 from sqlalchemy import select, update
 
-from common.db import TaskInstance
-from common.runs import trigger_run
-from scheduler.scheduling import PassResult, RowCache, schedule_pass
 from tests.unit.test_scheduler_loop import NOW, Harness
 
 # A fan-out with a fan-in for every trigger rule, a retried task and a chain behind the fan-in.

@@ -8,15 +8,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hareflow.common.broker.local import LocalExecutor
+from hareflow.common.config import load_settings
+from hareflow.common.db import (
+    Base,
+    Dag,
+    DagRun,
+    TaskInstance,
+    Worker,
+    create_engine_for,
+    make_session_factory,
+)
+from hareflow.common.messages import TaskMessage
+from hareflow.scheduler.dag_processor import DagProcessor
+from hareflow.scheduler.loop import LoopReport, Scheduler
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-
-from common.broker.local import LocalExecutor
-from common.config import load_settings
-from common.db import Base, Dag, DagRun, TaskInstance, Worker, create_engine_for, make_session_factory
-from common.messages import TaskMessage
-from scheduler.dag_processor import DagProcessor
-from scheduler.loop import LoopReport, Scheduler
 
 NOW = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
@@ -124,7 +131,7 @@ def test_a_chain_dispatches_only_ready_tasks_with_their_upstream_results(harness
             b(a())
         """,
     )
-    from common.runs import trigger_run
+    from hareflow.common.runs import trigger_run
 
     with harness.sessions() as s, s.begin():
         trigger_run(s, "chain", now=NOW)
@@ -133,8 +140,8 @@ def test_a_chain_dispatches_only_ready_tasks_with_their_upstream_results(harness
     first = harness.published[0]
     assert first.key.try_number == 1 and first.upstream_results == {}
     # the worker's success for "a", recorded as the results consumer would
-    from common.messages import ResultMessage
-    from scheduler.results import apply_results
+    from hareflow.common.messages import ResultMessage
+    from hareflow.scheduler.results import apply_results
 
     with harness.sessions() as s, s.begin():
         apply_results(
@@ -170,7 +177,7 @@ def test_a_worker_that_stops_heartbeating_has_its_tasks_retried(harness: Harness
             work()
         """,
     )
-    from common.runs import trigger_run
+    from hareflow.common.runs import trigger_run
 
     with harness.sessions() as s, s.begin():
         trigger_run(s, "one", now=NOW)
@@ -216,7 +223,7 @@ def test_a_task_queued_too_long_is_republished_with_the_same_try(tmp_path: Path)
                 work()
             """,
         )
-        from common.runs import trigger_run
+        from hareflow.common.runs import trigger_run
 
         with h.sessions() as s, s.begin():
             trigger_run(s, "one", now=NOW)
@@ -241,7 +248,7 @@ def test_a_task_in_a_pool_that_does_not_exist_fails_with_a_clear_error(harness: 
             work()
         """,
     )
-    from common.runs import trigger_run
+    from hareflow.common.runs import trigger_run
 
     with harness.sessions() as s, s.begin():
         trigger_run(s, "pooled", now=NOW)
@@ -260,7 +267,7 @@ def test_paused_dags_get_no_new_runs(harness: Harness) -> None:
 
 
 def test_an_event_heard_in_process_does_not_wake_the_scheduler_again_when_broadcast(harness: Harness) -> None:
-    from common.messages import StateEvent
+    from hareflow.common.messages import StateEvent
 
     def event(ti_id: int) -> StateEvent:
         return StateEvent(

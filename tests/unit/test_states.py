@@ -1,6 +1,5 @@
 import pytest
-
-from common.states import TaskState, WorkerOutcome, accepts_report, outcome_state
+from hareflow.common.states import TaskState, WorkerOutcome, accepts_report, outcome_state
 
 S, R, F = WorkerOutcome.SUCCESS, WorkerOutcome.RUNNING, WorkerOutcome.FAILED
 

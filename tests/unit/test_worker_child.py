@@ -6,7 +6,7 @@ import multiprocessing
 import textwrap
 from pathlib import Path
 
-from worker.child import run_task
+from hareflow.worker.child import run_task
 
 
 def payload(dag_file: Path, task_id: str, **extra: object) -> dict:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 
-from common.broker import BrokerUnavailable
-from common.broker.local import LocalDelivery
-from common.messages import ResultMessage, TaskKey
-from worker.runtime import _Reporter
+from hareflow.common.broker import BrokerUnavailable
+from hareflow.common.broker.local import LocalDelivery
+from hareflow.common.messages import ResultMessage, TaskKey
+from hareflow.worker.runtime import _Reporter
 
 
 class FlakyBroker:

@@ -19,14 +19,22 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hareflow.common.broker.local import LocalExecutor
+from hareflow.common.config import Settings
+from hareflow.common.dag.serialize import SerializedDag, SerializedTask, dag_hash
+from hareflow.common.db import (
+    Dag,
+    DagRun,
+    TaskInstance,
+    TaskLog,
+    TaskResult,
+    create_engine_for,
+    make_session_factory,
+)
+from hareflow.common.db.migrate import migrate
+from hareflow.common.users import create_user
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.broker.local import LocalExecutor
-from common.config import Settings
-from common.dag.serialize import SerializedDag, SerializedTask, dag_hash
-from common.db import Dag, DagRun, TaskInstance, TaskLog, TaskResult, create_engine_for, make_session_factory
-from common.db.migrate import migrate
-from common.users import create_user
 from tests.conftest import PG_URL, _temporary_database, fast_settings
 
 PASSWORD = "correct horse battery"
@@ -69,7 +77,7 @@ def web_executor() -> Iterator[LocalExecutor]:
 
 @pytest.fixture(scope="session")
 def app(web_settings: Settings, web_sessions: sessionmaker[Session], web_executor: LocalExecutor) -> Flask:
-    from web import create_app
+    from hareflow.web import create_app
 
     application = create_app(web_settings, sessions=web_sessions, executor=web_executor)
     application.testing = True
@@ -334,9 +342,8 @@ _HASHES: dict[str, str] = {}
 
 def add_user(sessions: sessionmaker[Session], username: str, role: str = "viewer") -> None:
     """A user with the usual test password, hashed once per test session."""
+    from hareflow.common.db import User
     from werkzeug.security import generate_password_hash
-
-    from common.db import User
 
     if PASSWORD not in _HASHES:
         _HASHES[PASSWORD] = generate_password_hash(PASSWORD)

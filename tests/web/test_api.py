@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hareflow.common.config import Settings
+from hareflow.common.db import Backfill, DagRun, ImportError_, SchedulerHeartbeat, TaskInstance
+from hareflow.web.openapi import openapi_document
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.config import Settings
-from common.db import Backfill, DagRun, ImportError_, SchedulerHeartbeat, TaskInstance
 from tests.web.conftest import T0, Client, path_of, unique
-from web.openapi import openapi_document
 
 
 @pytest.fixture
@@ -409,7 +409,7 @@ def test_the_openapi_document_names_no_route_that_does_not_exist(app: Flask) -> 
 def test_public_health_needs_no_login_and_hides_error_texts(
     anon: FlaskClient, web_settings: Settings
 ) -> None:
-    from web import create_app
+    from hareflow.web import create_app
 
     served = anon.get("/health")
     assert served.status_code in (200, 503) and set(served.json) >= {"ok", "database", "broker", "scheduler"}

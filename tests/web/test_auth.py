@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hareflow.common.config import load_settings
+from hareflow.common.db import ApiToken
+from hareflow.common.users import create_user, delete_user, set_password
+from hareflow.web import socketio_of
+from hareflow.web.security import ensure_secret_key, hash_token, issue_token
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.config import load_settings
-from common.db import ApiToken
-from common.users import create_user, delete_user, set_password
 from tests.web.conftest import PASSWORD, Client, login, unique
-from web import socketio_of
-from web.security import ensure_secret_key, hash_token, issue_token
 
 PAGES = [
     "/dags",
@@ -103,7 +103,7 @@ def test_a_password_change_or_deletion_ends_the_users_sessions(
 
 
 def test_a_role_change_applies_to_the_next_request(app: Flask, web_sessions: sessionmaker[Session]) -> None:
-    from common.users import set_role
+    from hareflow.common.users import set_role
 
     name = unique("user")
     with web_sessions() as s, s.begin():
@@ -243,7 +243,7 @@ def _post_login(http: FlaskClient, username: str, password: str, addr: str = "10
 def test_repeated_failed_logins_are_slowed_per_user_name_and_address(
     app: Flask, web_sessions: sessionmaker[Session]
 ) -> None:
-    from web.auth import login_throttle
+    from hareflow.web.auth import login_throttle
 
     name = unique("victim")
     with web_sessions() as s, s.begin():

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from hareflow.common.db import Dag
+from hareflow.web.security import issue_token
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db import Dag
 from tests.web.conftest import Client
-from web.security import issue_token
 
 
 def paused(sessions: sessionmaker[Session], dag_id: str) -> bool:

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from hareflow.common.broker import make_executor
+from hareflow.common.broker.local import LocalExecutor
+from hareflow.common.config import Settings
+from hareflow.common.messages import StateEvent
+from hareflow.web import create_app, socketio_of
 
-from common.broker import make_executor
-from common.broker.local import LocalExecutor
-from common.config import Settings
-from common.messages import StateEvent
 from hareflow.cluster import Cluster, WorkerSpec
 from tests.conftest import fast_settings
 from tests.web.conftest import Client, add_user, login, path_of
-from web import create_app, socketio_of
 
 LOGGING_DAG = """
 import time

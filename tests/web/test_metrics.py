@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from flask import Flask
 from flask.testing import FlaskClient
+from hareflow.web import socketio_of
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.web.conftest import Client
-from web import socketio_of
 
 
 def scrape(client: FlaskClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

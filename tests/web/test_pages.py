@@ -9,10 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-
-from common.db import (
+from hareflow.common.db import (
     AuditLog,
     Backfill,
     Dag,
@@ -23,6 +20,9 @@ from common.db import (
     User,
     Worker,
 )
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
 from tests.web.conftest import T0, Client, path_of, unique
 
 XSS = "<script>alert(1)</script>"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from hareflow.common.db import Backfill
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db import Backfill
 from tests.web.conftest import PASSWORD, Client, add_user, unique
 
 RANK = {"viewer": 0, "op": 1, "admin": 2}

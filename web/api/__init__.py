@@ -55,4 +55,4 @@ def body_bool(body: dict[str, Any], name: str, default: bool = False) -> bool:
     return value
 
 
-from web.api import dags, system  # noqa: E402,F401 - the routes register themselves on bp
+from hareflow.web.api import dags, system  # noqa: E402,F401 - the routes register themselves on bp

@@ -6,12 +6,11 @@ import json
 from typing import Any
 
 from flask import abort, g, jsonify, request
-
-from common.records import run_dict, ti_dict
-from web import actions, queries
-from web.api import body_bool, bool_arg, bp, int_arg, json_body
-from web.runtime import open_session
-from web.security import require_role
+from hareflow.common.records import run_dict, ti_dict
+from hareflow.web import actions, queries
+from hareflow.web.api import body_bool, bool_arg, bp, int_arg, json_body
+from hareflow.web.runtime import open_session
+from hareflow.web.security import require_role
 
 
 def _dag_or_404(s: Any, dag_id: str) -> Any:

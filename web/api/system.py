@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import g, jsonify, request
+from hareflow.web import actions, queries
+from hareflow.web.api import bp, int_arg
+from hareflow.web.openapi import openapi_document
+from hareflow.web.runtime import open_session, runtime
+from hareflow.web.security import require_role
 from sqlalchemy import text
-
-from web import actions, queries
-from web.api import bp, int_arg
-from web.openapi import openapi_document
-from web.runtime import open_session, runtime
-from web.security import require_role
 
 
 @bp.get("/me")

@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, request, url_for
-
-from web.security import safe_next
+from hareflow.web.security import safe_next
 
 bp = Blueprint("pages", __name__)
 
@@ -18,8 +17,8 @@ def scheduler_alert() -> dict[str, Any]:
     other sign of why. One small query per page; the page's script keeps it current after that."""
     if g.get("user") is None:
         return {"scheduler_alert": None}
-    from web import queries
-    from web.runtime import open_session
+    from hareflow.web import queries
+    from hareflow.web.runtime import open_session
 
     try:
         with open_session() as s:
@@ -49,4 +48,4 @@ def arg_int(name: str, default: int, lo: int = 0, hi: int = 10**9) -> int:
         return default
 
 
-from web.pages import dags, runs, system  # noqa: E402,F401 - the routes register themselves on bp
+from hareflow.web.pages import dags, runs, system  # noqa: E402,F401 - the routes register themselves on bp

@@ -6,12 +6,11 @@ import json
 from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
-
-from common.records import run_dict
-from web import actions, queries
-from web.pages import arg_int, back, bp, flash_error
-from web.runtime import open_session
-from web.security import require_role
+from hareflow.common.records import run_dict
+from hareflow.web import actions, queries
+from hareflow.web.pages import arg_int, back, bp, flash_error
+from hareflow.web.runtime import open_session
+from hareflow.web.security import require_role
 
 DAG_PAGE_SIZE = 100
 GRID_RUNS = 25

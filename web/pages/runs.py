@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, flash, g, render_template, request, url_for
-
-from common.records import run_dict, ti_dict
-from web import actions, queries
-from web.pages import back, bp, flash_error, form_bool
-from web.runtime import open_session
-from web.security import require_role
+from hareflow.common.records import run_dict, ti_dict
+from hareflow.web import actions, queries
+from hareflow.web.pages import back, bp, flash_error, form_bool
+from hareflow.web.runtime import open_session
+from hareflow.web.security import require_role
 
 
 def _load(s: Any, dag_id: str, run_id: str) -> tuple[Any, Any]:

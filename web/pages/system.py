@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from flask import flash, g, redirect, render_template, request, url_for
+from hareflow.common.db import AuditLog
+from hareflow.common.users import ROLES, UserAccountError, create_user, delete_user, list_users, set_role
+from hareflow.web import actions, queries
+from hareflow.web.api.system import queue_report
+from hareflow.web.pages import arg_int, back, bp, flash_error
+from hareflow.web.runtime import open_session
+from hareflow.web.security import issue_token, require_role
 from sqlalchemy import select
-
-from common.db import AuditLog
-from common.users import ROLES, UserAccountError, create_user, delete_user, list_users, set_role
-from web import actions, queries
-from web.api.system import queue_report
-from web.pages import arg_int, back, bp, flash_error
-from web.runtime import open_session
-from web.security import issue_token, require_role
 
 
 @bp.get("/workers")

@@ -7,11 +7,10 @@ Create Date: 2026-11-24 02:27:00.188504
 
 from __future__ import annotations
 
+import hareflow.common.db.types
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
-
-import common.db.types
 
 revision = "0001"
 down_revision = None
@@ -24,7 +23,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("at", common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("at", hareflow.common.db.types.UtcDateTime(), nullable=False),
         sa.Column("username", sa.String(length=100), nullable=True),
         sa.Column("action", sa.String(length=50), nullable=False),
         sa.Column("dag_id", sa.String(length=250), nullable=True),
@@ -41,14 +40,14 @@ def upgrade() -> None:
         "backfill",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("dag_id", sa.String(length=250), nullable=False),
-        sa.Column("from_date", common.db.types.UtcDateTime(), nullable=False),
-        sa.Column("to_date", common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("from_date", hareflow.common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("to_date", hareflow.common.db.types.UtcDateTime(), nullable=False),
         sa.Column("max_active_runs", sa.Integer(), nullable=False),
         sa.Column("rerun_failed", sa.Boolean(), nullable=False),
         sa.Column("state", sa.String(length=20), nullable=False),
         sa.Column("created_by", sa.String(length=100), nullable=True),
-        sa.Column("created_at", common.db.types.UtcDateTime(), nullable=False),
-        sa.Column("completed_at", common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("created_at", hareflow.common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("completed_at", hareflow.common.db.types.UtcDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_backfill")),
     )
     with op.batch_alter_table("backfill", schema=None) as batch_op:
@@ -69,11 +68,11 @@ def upgrade() -> None:
         sa.Column("max_active_tasks", sa.Integer(), nullable=False),
         sa.Column("serialized", sa.JSON(), nullable=False),
         sa.Column("dag_hash", sa.String(length=64), nullable=False),
-        sa.Column("next_logical_date", common.db.types.UtcDateTime(), nullable=True),
-        sa.Column("next_data_interval_end", common.db.types.UtcDateTime(), nullable=True),
-        sa.Column("next_run_after", common.db.types.UtcDateTime(), nullable=True),
-        sa.Column("last_parsed_at", common.db.types.UtcDateTime(), nullable=True),
-        sa.Column("created_at", common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("next_logical_date", hareflow.common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("next_data_interval_end", hareflow.common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("next_run_after", hareflow.common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("last_parsed_at", hareflow.common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("created_at", hareflow.common.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("dag_id", name=op.f("pk_dag")),
     )
     with op.batch_alter_table("dag", schema=None) as batch_op:
@@ -89,7 +88,7 @@ def upgrade() -> None:
             sa.Text().with_variant(mysql.LONGTEXT(), "mariadb").with_variant(mysql.LONGTEXT(), "mysql"),
             nullable=False,
         ),
-        sa.Column("timestamp", common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("timestamp", hareflow.common.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_import_error")),
     )
     with op.batch_alter_table("import_error", schema=None) as batch_op:
@@ -107,8 +106,8 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=200), nullable=False),
         sa.Column("hostname", sa.String(length=255), nullable=False),
         sa.Column("pid", sa.Integer(), nullable=False),
-        sa.Column("started_at", common.db.types.UtcDateTime(), nullable=False),
-        sa.Column("last_heartbeat", common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("started_at", hareflow.common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("last_heartbeat", hareflow.common.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_scheduler_heartbeat")),
     )
     op.create_table(
@@ -117,7 +116,7 @@ def upgrade() -> None:
         sa.Column("username", sa.String(length=100), nullable=False),
         sa.Column("password_hash", sa.String(length=300), nullable=False),
         sa.Column("role", sa.String(length=20), nullable=False),
-        sa.Column("created_at", common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("created_at", hareflow.common.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_user")),
         sa.UniqueConstraint("username", name=op.f("uq_user_username")),
     )
@@ -130,8 +129,8 @@ def upgrade() -> None:
         sa.Column("concurrency", sa.Integer(), nullable=False),
         sa.Column("running", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(length=20), nullable=False),
-        sa.Column("first_seen", common.db.types.UtcDateTime(), nullable=False),
-        sa.Column("last_heartbeat", common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("first_seen", hareflow.common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("last_heartbeat", hareflow.common.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_worker")),
     )
     with op.batch_alter_table("worker", schema=None) as batch_op:
@@ -144,16 +143,16 @@ def upgrade() -> None:
         sa.Column("run_id", sa.String(length=250), nullable=False),
         sa.Column("run_type", sa.String(length=20), nullable=False),
         sa.Column("state", sa.String(length=20), nullable=False),
-        sa.Column("logical_date", common.db.types.UtcDateTime(), nullable=True),
-        sa.Column("interval_key", common.db.types.UtcDateTime(), nullable=True),
-        sa.Column("data_interval_start", common.db.types.UtcDateTime(), nullable=True),
-        sa.Column("data_interval_end", common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("logical_date", hareflow.common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("interval_key", hareflow.common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("data_interval_start", hareflow.common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("data_interval_end", hareflow.common.db.types.UtcDateTime(), nullable=True),
         sa.Column("conf", sa.JSON(), nullable=False),
         sa.Column("backfill_id", sa.Integer(), nullable=True),
         sa.Column("triggered_by", sa.String(length=100), nullable=True),
-        sa.Column("queued_at", common.db.types.UtcDateTime(), nullable=False),
-        sa.Column("start_date", common.db.types.UtcDateTime(), nullable=True),
-        sa.Column("end_date", common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("queued_at", hareflow.common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("start_date", hareflow.common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("end_date", hareflow.common.db.types.UtcDateTime(), nullable=True),
         sa.Column("dag_hash", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(
             ["backfill_id"], ["backfill.id"], name=op.f("fk_dag_run_backfill_id_backfill")
@@ -185,17 +184,17 @@ def upgrade() -> None:
         sa.Column("worker", sa.String(length=200), nullable=True),
         sa.Column("hostname", sa.String(length=255), nullable=True),
         sa.Column("pid", sa.Integer(), nullable=True),
-        sa.Column("queued_at", common.db.types.UtcDateTime(), nullable=True),
-        sa.Column("start_date", common.db.types.UtcDateTime(), nullable=True),
-        sa.Column("end_date", common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("queued_at", hareflow.common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("start_date", hareflow.common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("end_date", hareflow.common.db.types.UtcDateTime(), nullable=True),
         sa.Column("duration", sa.Float(), nullable=True),
-        sa.Column("next_retry_at", common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("next_retry_at", hareflow.common.db.types.UtcDateTime(), nullable=True),
         sa.Column(
             "error",
             sa.Text().with_variant(mysql.LONGTEXT(), "mariadb").with_variant(mysql.LONGTEXT(), "mysql"),
             nullable=True,
         ),
-        sa.Column("updated_at", common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("updated_at", hareflow.common.db.types.UtcDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["run_pk"], ["dag_run.id"], name=op.f("fk_task_instance_run_pk_dag_run"), ondelete="CASCADE"
         ),
@@ -221,7 +220,7 @@ def upgrade() -> None:
             sa.Text().with_variant(mysql.LONGTEXT(), "mariadb").with_variant(mysql.LONGTEXT(), "mysql"),
             nullable=False,
         ),
-        sa.Column("created_at", common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("created_at", hareflow.common.db.types.UtcDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["ti_id"], ["task_instance.id"], name=op.f("fk_task_log_ti_id_task_instance"), ondelete="CASCADE"
         ),
@@ -238,7 +237,7 @@ def upgrade() -> None:
             sa.Text().with_variant(mysql.LONGTEXT(), "mariadb").with_variant(mysql.LONGTEXT(), "mysql"),
             nullable=False,
         ),
-        sa.Column("created_at", common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("created_at", hareflow.common.db.types.UtcDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["ti_id"],
             ["task_instance.id"],

@@ -7,10 +7,9 @@ Create Date: 2026-11-24 04:00:00.000000
 
 from __future__ import annotations
 
+import hareflow.common.db.types
 import sqlalchemy as sa
 from alembic import op
-
-import common.db.types
 
 revision = "0002"
 down_revision = "0001"
@@ -24,8 +23,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
-        sa.Column("created_at", common.db.types.UtcDateTime(), nullable=False),
-        sa.Column("last_used_at", common.db.types.UtcDateTime(), nullable=True),
+        sa.Column("created_at", hareflow.common.db.types.UtcDateTime(), nullable=False),
+        sa.Column("last_used_at", hareflow.common.db.types.UtcDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["user_id"], ["user.id"], name=op.f("fk_api_token_user_id_user"), ondelete="CASCADE"
         ),
