@@ -1,9 +1,9 @@
 """DAG processing: parse each DAG file in a child process, store what it defines.
 
 The scheduler never imports user code itself: each changed file is parsed by
-``python -m hareflow.common.dag.processor_child FILE`` under a timeout. A file's DAGs are upserted, DAGs
-that left the file (or whose file is gone) are deactivated, and its import errors (file, line,
-message) replace the previous ones. One broken file never touches the DAGs of another.
+``python -P -m hareflow.common.dag.processor_child FILE DAGS_FOLDER`` under a timeout. A file's DAGs
+are upserted, DAGs that left the file (or whose file is gone) are deactivated, and its import errors
+(file, line, message) replace the previous ones. One broken file never touches the DAGs of another.
 """
 
 from __future__ import annotations
@@ -48,11 +48,18 @@ class ProcessReport:
     errors: int = 0
 
 
-def parse_file(path: str, timeout: float) -> FileReport:
-    """Parse one file in a fresh child interpreter; a hang or crash becomes an import error."""
+def parse_file(path: str, timeout: float, dags_folder: str | None = None) -> FileReport:
+    """Parse one file in a fresh child interpreter; a hang or crash becomes an import error.
+
+    ``-P``: the scheduler's working directory is not put on the child's ``sys.path`` (a folder there
+    named like one of the user's or hareflow's modules must not change what the DAG file imports);
+    the DAG folder is, so helper modules beside the DAGs import."""
+    command = [sys.executable, "-P", "-m", "hareflow.common.dag.processor_child", path]
+    if dags_folder is not None:
+        command.append(dags_folder)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "hareflow.common.dag.processor_child", path],
+            command,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -111,7 +118,10 @@ class DagProcessor:
             started = time.monotonic()
             with ThreadPoolExecutor(max_workers=self._settings.dag_file_processor_parallelism) as pool:
                 reports = list(
-                    pool.map(lambda p: parse_file(p, self._settings.dag_file_processor_timeout), changed)
+                    pool.map(
+                        lambda p: parse_file(p, self._settings.dag_file_processor_timeout, str(self.folder)),
+                        changed,
+                    )
                 )
             for file_report in reports:
                 self._store(file_report, now, report)

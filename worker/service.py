@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from hareflow.common.broker import Executor, make_executor
 from hareflow.common.config import Settings
+from hareflow.common.dag.loader import add_dags_folder_to_path
 from hareflow.common.health import HealthReporter, progress_probe
 from hareflow.common.metrics import start_exporter
 from hareflow.worker.runtime import Worker, default_identity
@@ -48,6 +49,8 @@ def run_worker(
     )
     if worker_ref is not None:
         worker_ref.append(worker)
+    # Before the pool starts: its children inherit sys.path, so helper modules beside the DAGs import.
+    add_dags_folder_to_path(settings.effective_dags_folder())
     worker.start_pool()
     if own:
         executor.start()

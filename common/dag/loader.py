@@ -1,8 +1,12 @@
 """Loading DAG files: import a user's file safely and report any failure with its file and line.
 
-Each file is imported as a fresh, uniquely named module with its own directory temporarily on
-``sys.path`` (so it can import helper modules next to it). Every DAG created during the import is
-recorded, whether or not it is bound to a variable. Loading never raises: failures are returned.
+Each file is imported as a fresh, uniquely named module. The DAG folder is on ``sys.path`` (appended,
+as Airflow does, so a helper module in it can never shadow the standard library or an installed
+package), and the file's own directory is on it while the file runs, so helper modules beside DAGs
+import: ``from common.helpers import greet`` finds ``<dags>/common/helpers.py``. hareflow itself lives
+only under the ``hareflow`` package, so a user's ``common``, ``utils``, ``web`` or ``worker`` never
+collides with it. Every DAG created during the import is recorded, whether or not it is bound to a
+variable. Loading never raises: failures are returned.
 """
 
 from __future__ import annotations
@@ -78,8 +82,27 @@ def _describe(exc: BaseException, path: str) -> ImportErrorInfo:
     return ImportErrorInfo(file=path, line=line, message=message.rstrip())
 
 
-def load_dag_file(path: str | os.PathLike[str]) -> LoadResult:
-    """Import the DAG file at ``path`` and return its DAGs, or the errors that stopped it. Never raises."""
+def add_dags_folder_to_path(folder: str | os.PathLike[str] | None) -> None:
+    """Put the DAG folder on ``sys.path`` (at the end, once) so modules beside the DAGs import.
+
+    Called by every process that imports DAG files: the DAG processor's child, a worker before its
+    pool starts (its children inherit the path), and the CLI commands that load DAGs in-process."""
+    if folder is None:
+        return
+    entry = os.path.abspath(os.fspath(folder))
+    if os.path.isfile(entry):  # a DAG "folder" may be a single file
+        entry = os.path.dirname(entry)
+    if entry not in sys.path:
+        sys.path.append(entry)
+
+
+def load_dag_file(
+    path: str | os.PathLike[str], *, dags_folder: str | os.PathLike[str] | None = None
+) -> LoadResult:
+    """Import the DAG file at ``path`` and return its DAGs, or the errors that stopped it. Never raises.
+
+    ``dags_folder``: the DAG folder ``path`` belongs to; it is added to ``sys.path`` first."""
+    add_dags_folder_to_path(dags_folder)
     abs_path = os.path.abspath(os.fspath(path))
     module_name = f"_hareflow_dagfile_{next(_module_counter)}"
     directory = os.path.dirname(abs_path)

@@ -1,6 +1,8 @@
 """Parse one DAG file in a child process and print the outcome as a single JSON line.
 
-Usage: ``python -m hareflow.common.dag.processor_child FILE``. Output on stdout, exactly one line::
+Usage: ``python -P -m hareflow.common.dag.processor_child FILE [DAGS_FOLDER]``. ``-P`` keeps the
+current directory off ``sys.path`` (a ``hareflow/`` folder where the scheduler was started must not
+shadow the installed package); ``DAGS_FOLDER`` goes on it instead. Output on stdout, exactly one line::
 
     {"file": "/abs/path.py", "dags": [<serialized DAG>, ...], "errors": [{"file", "line", "message"}]}
 
@@ -21,10 +23,10 @@ from hareflow.common.dag.loader import ImportErrorInfo, load_dag_file
 from hareflow.common.dag.serialize import serialize_dag
 
 
-def process_file(path: str) -> dict[str, Any]:
+def process_file(path: str, dags_folder: str | None = None) -> dict[str, Any]:
     """Load ``path`` and return the JSON-able report printed by ``main``."""
     abs_path = os.path.abspath(path)
-    result = load_dag_file(abs_path)
+    result = load_dag_file(abs_path, dags_folder=dags_folder)
     dags: list[dict[str, Any]] = []
     errors = [e.to_dict() for e in result.errors]
     for dag in result.dags:
@@ -59,11 +61,11 @@ def _stdout_to_stderr() -> Iterator[TextIO]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m hareflow.common.dag.processor_child DAG_FILE", file=sys.stderr)
+    if len(args) not in (1, 2):
+        print("usage: python -P -m hareflow.common.dag.processor_child DAG_FILE [DAGS_FOLDER]", file=sys.stderr)
         return 2
     with _stdout_to_stderr() as real_stdout:
-        report = process_file(args[0])
+        report = process_file(args[0], args[1] if len(args) == 2 else None)
         real_stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
     return 0
 

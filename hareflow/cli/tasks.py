@@ -106,7 +106,7 @@ def find_dag_in_folder(folder: Path, dag_id: str) -> Any:
     files.sort(key=lambda p: needle not in _read(p))
     errors = []
     for path in files:
-        result = load_dag_file(path)
+        result = load_dag_file(path, dags_folder=folder)
         for dag in result.dags:
             if dag.dag_id == dag_id:
                 return dag

@@ -236,3 +236,39 @@ def test_load_plugins_reads_the_entry_point_group_and_logs_broken_plugins(
     assert groups == ["hareflow.plugins"]
     assert found == {"SqlTask": SqlTask, "CopyTask": CopyTask}
     assert "broken" in caplog.text and "wrong" in caplog.text
+
+
+def test_the_dag_processor_child_puts_the_dag_folder_on_the_path_and_never_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hareflow.scheduler.dag_processor import parse_file
+
+    dags = tmp_path / "dags"
+    (dags / "common").mkdir(parents=True)
+    (dags / "common" / "__init__.py").write_text("")
+    (dags / "common" / "helpers.py").write_text("ID = 'from_helpers'\n")
+    nested = _write(
+        dags / "team" / "etl.py",
+        "from common.helpers import ID\nfrom hareflow import DAG, task\n\n"
+        "with DAG(ID):\n    @task\n    def t():\n        return 1\n\n    t()\n",
+    )
+    cwd = tmp_path / "cwd"
+    (cwd / "hareflow").mkdir(parents=True)
+    (cwd / "hareflow" / "__init__.py").write_text("raise ImportError('the wrong hareflow')\n")
+    monkeypatch.chdir(cwd)
+    report = parse_file(str(nested), 60, str(dags))
+    assert report.errors == []
+    assert [d["dag_id"] for d in report.dags] == ["from_helpers"]
+
+
+def test_the_dag_folder_is_appended_to_the_path_once_so_it_never_shadows_an_installed_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hareflow.common.dag.loader import add_dags_folder_to_path
+
+    monkeypatch.setattr(sys, "path", ["/first", "/second"])
+    add_dags_folder_to_path(tmp_path)
+    add_dags_folder_to_path(tmp_path)
+    dag_file = _write(tmp_path / "one.py", GOOD)
+    add_dags_folder_to_path(dag_file)  # a DAG "folder" that is one file: its directory
+    assert sys.path == ["/first", "/second", str(tmp_path)]
