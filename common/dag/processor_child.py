@@ -62,7 +62,8 @@ def _stdout_to_stderr() -> Iterator[TextIO]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) not in (1, 2):
-        print("usage: python -P -m hareflow.common.dag.processor_child DAG_FILE [DAGS_FOLDER]", file=sys.stderr)
+        usage = "usage: python -P -m hareflow.common.dag.processor_child DAG_FILE [DAGS_FOLDER]"
+        print(usage, file=sys.stderr)
         return 2
     with _stdout_to_stderr() as real_stdout:
         report = process_file(args[0], args[1] if len(args) == 2 else None)
