@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from hareflow.common.db.types import LongText, UtcDateTime
+from hareflow.common.db.types import LongText, SafeString, SafeText, UtcDateTime
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -19,8 +19,6 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    String,
-    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -44,19 +42,19 @@ class Dag(Base):
 
     __tablename__ = "dag"
 
-    dag_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
-    fileloc: Mapped[str] = mapped_column(String(1000))
+    dag_id: Mapped[str] = mapped_column(SafeString(ID_LEN), primary_key=True)
+    fileloc: Mapped[str] = mapped_column(SafeString(1000))
     is_paused: Mapped[bool] = mapped_column(Boolean, default=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    schedule: Mapped[str | None] = mapped_column(String(100))
-    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    owner: Mapped[str] = mapped_column(String(100), default="hareflow")
+    schedule: Mapped[str | None] = mapped_column(SafeString(100))
+    timezone: Mapped[str] = mapped_column(SafeString(64), default="UTC")
+    owner: Mapped[str] = mapped_column(SafeString(100), default="hareflow")
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
-    description: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(SafeText)
     max_active_runs: Mapped[int] = mapped_column(Integer, default=16)
     max_active_tasks: Mapped[int] = mapped_column(Integer, default=16)
     serialized: Mapped[dict[str, Any]] = mapped_column(JSON)
-    dag_hash: Mapped[str] = mapped_column(String(64))
+    dag_hash: Mapped[str] = mapped_column(SafeString(64))
     # The next scheduled interval: created once next_run_after has passed.
     next_logical_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     next_data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -71,13 +69,13 @@ class Backfill(Base):
     __tablename__ = "backfill"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    dag_id: Mapped[str] = mapped_column(String(ID_LEN), index=True)
+    dag_id: Mapped[str] = mapped_column(SafeString(ID_LEN), index=True)
     from_date: Mapped[datetime] = mapped_column(UtcDateTime)
     to_date: Mapped[datetime] = mapped_column(UtcDateTime)
     max_active_runs: Mapped[int] = mapped_column(Integer, default=1)
     rerun_failed: Mapped[bool] = mapped_column(Boolean, default=False)
-    state: Mapped[str] = mapped_column(String(20), default="running")  # running|success|failed|cancelled
-    created_by: Mapped[str | None] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(SafeString(20), default="running")  # running|success|failed|cancelled
+    created_by: Mapped[str | None] = mapped_column(SafeString(100))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
@@ -86,10 +84,10 @@ class DagRun(Base):
     __tablename__ = "dag_run"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
-    run_id: Mapped[str] = mapped_column(String(ID_LEN))
-    run_type: Mapped[str] = mapped_column(String(20))  # scheduled | manual | backfill
-    state: Mapped[str] = mapped_column(String(20))
+    dag_id: Mapped[str] = mapped_column(SafeString(ID_LEN))
+    run_id: Mapped[str] = mapped_column(SafeString(ID_LEN))
+    run_type: Mapped[str] = mapped_column(SafeString(20))  # scheduled | manual | backfill
+    state: Mapped[str] = mapped_column(SafeString(20))
     logical_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Set for scheduled and backfill runs only, so one interval is never run twice; NULL (allowed
     # many times by every supported database) for manual runs.
@@ -98,12 +96,12 @@ class DagRun(Base):
     data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
     conf: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     backfill_id: Mapped[int | None] = mapped_column(ForeignKey("backfill.id"))
-    triggered_by: Mapped[str | None] = mapped_column(String(100))
+    triggered_by: Mapped[str | None] = mapped_column(SafeString(100))
     queued_at: Mapped[datetime] = mapped_column(UtcDateTime)
     start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Snapshot of the DAG's hash at creation: the run keeps the shape it was created with.
-    dag_hash: Mapped[str | None] = mapped_column(String(64))
+    dag_hash: Mapped[str | None] = mapped_column(SafeString(64))
 
     task_instances: Mapped[list[TaskInstance]] = relationship(back_populates="dag_run")
 
@@ -121,19 +119,19 @@ class TaskInstance(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_pk: Mapped[int] = mapped_column(ForeignKey("dag_run.id", ondelete="CASCADE"))
-    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
-    run_id: Mapped[str] = mapped_column(String(ID_LEN))
-    task_id: Mapped[str] = mapped_column(String(ID_LEN))
+    dag_id: Mapped[str] = mapped_column(SafeString(ID_LEN))
+    run_id: Mapped[str] = mapped_column(SafeString(ID_LEN))
+    task_id: Mapped[str] = mapped_column(SafeString(ID_LEN))
     map_index: Mapped[int] = mapped_column(Integer, default=-1)
-    state: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(SafeString(20))
     try_number: Mapped[int] = mapped_column(Integer, default=0)
     max_tries: Mapped[int] = mapped_column(Integer, default=1)
-    queue: Mapped[str] = mapped_column(String(100), default="default")
+    queue: Mapped[str] = mapped_column(SafeString(100), default="default")
     priority: Mapped[int] = mapped_column(Integer, default=1)
-    pool: Mapped[str | None] = mapped_column(String(100))
+    pool: Mapped[str | None] = mapped_column(SafeString(100))
     pool_slots: Mapped[int] = mapped_column(Integer, default=1)
-    worker: Mapped[str | None] = mapped_column(String(200))
-    hostname: Mapped[str | None] = mapped_column(String(255))
+    worker: Mapped[str | None] = mapped_column(SafeString(200))
+    hostname: Mapped[str | None] = mapped_column(SafeString(255))
     pid: Mapped[int | None] = mapped_column(Integer)
     queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -189,13 +187,13 @@ class TaskLog(Base):
 class Worker(Base):
     __tablename__ = "worker"
 
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    hostname: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(SafeString(200), primary_key=True)
+    hostname: Mapped[str] = mapped_column(SafeString(255))
     pid: Mapped[int] = mapped_column(Integer)
     queues: Mapped[list[str]] = mapped_column(JSON, default=list)
     concurrency: Mapped[int] = mapped_column(Integer)
     running: Mapped[int] = mapped_column(Integer, default=0)
-    state: Mapped[str] = mapped_column(String(20), default="active")  # active|stopping|stopped|lost
+    state: Mapped[str] = mapped_column(SafeString(20), default="active")  # active|stopping|stopped|lost
     first_seen: Mapped[datetime] = mapped_column(UtcDateTime)
     last_heartbeat: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -208,7 +206,7 @@ class ImportError_(Base):
     __tablename__ = "import_error"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    filename: Mapped[str] = mapped_column(String(1000))
+    filename: Mapped[str] = mapped_column(SafeString(1000))
     line: Mapped[int | None] = mapped_column(Integer)
     message: Mapped[str] = mapped_column(LongText)
     timestamp: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -219,18 +217,18 @@ class ImportError_(Base):
 class Pool(Base):
     __tablename__ = "pool"
 
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(SafeString(100), primary_key=True)
     slots: Mapped[int] = mapped_column(Integer)
-    description: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(SafeText)
 
 
 class User(Base):
     __tablename__ = "user"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    username: Mapped[str] = mapped_column(String(100), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(300))
-    role: Mapped[str] = mapped_column(String(20))  # admin | op | viewer
+    username: Mapped[str] = mapped_column(SafeString(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(SafeString(300))
+    role: Mapped[str] = mapped_column(SafeString(20))  # admin | op | viewer
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -242,7 +240,7 @@ class ApiToken(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(SafeString(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
@@ -252,11 +250,11 @@ class AuditLog(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
-    username: Mapped[str | None] = mapped_column(String(100))
-    action: Mapped[str] = mapped_column(String(50))
-    dag_id: Mapped[str | None] = mapped_column(String(ID_LEN), index=True)
-    run_id: Mapped[str | None] = mapped_column(String(ID_LEN))
-    task_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    username: Mapped[str | None] = mapped_column(SafeString(100))
+    action: Mapped[str] = mapped_column(SafeString(50))
+    dag_id: Mapped[str | None] = mapped_column(SafeString(ID_LEN), index=True)
+    run_id: Mapped[str | None] = mapped_column(SafeString(ID_LEN))
+    task_id: Mapped[str | None] = mapped_column(SafeString(ID_LEN))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
@@ -265,8 +263,8 @@ class SchedulerHeartbeat(Base):
 
     __tablename__ = "scheduler_heartbeat"
 
-    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # hostname:pid
-    hostname: Mapped[str] = mapped_column(String(255))
+    id: Mapped[str] = mapped_column(SafeString(200), primary_key=True)  # hostname:pid
+    hostname: Mapped[str] = mapped_column(SafeString(255))
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_heartbeat: Mapped[datetime] = mapped_column(UtcDateTime)

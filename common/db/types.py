@@ -1,11 +1,18 @@
-"""Column types that behave the same on PostgreSQL, MySQL/MariaDB and SQLite."""
+"""Column types that behave the same on PostgreSQL, MySQL/MariaDB and SQLite.
+
+Every text column stores whatever a task, a DAG file or a client sends: PostgreSQL refuses a NUL
+character (``\x00``) in text, MySQL and SQLite keep it. So that nothing a task prints or raises can
+make a write fail (and leave a task instance wedged), every text column replaces NUL with the visible
+``␀`` (U+2400) on the way in, on all three databases. JSON columns need nothing: JSON escapes NUL as
+``\u0000``, which the ``json`` types of all three accept.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Text
+from sqlalchemy import DateTime, String, Text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -39,5 +46,37 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
-#: Large text: MySQL's TEXT stops at 64 KiB.
-LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+NUL_REPLACEMENT = "\u2400"
+
+
+def storable(text: str) -> str:
+    """``text`` with every NUL character replaced by a visible ``␀``."""
+    return text.replace("\x00", NUL_REPLACEMENT) if "\x00" in text else text
+
+
+class SafeString(TypeDecorator[str]):
+    """``String(length)`` whose NUL characters are stored as ``␀``."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return storable(value) if isinstance(value, str) else value
+
+
+class SafeText(SafeString):
+    """``Text`` whose NUL characters are stored as ``␀``."""
+
+    impl = Text
+    cache_ok = True
+
+
+class LongText(SafeText):
+    """Large text (MySQL's TEXT stops at 64 KiB: LONGTEXT there), NUL stored as ``␀``."""
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.LONGTEXT())
+        return dialect.type_descriptor(Text())

@@ -109,6 +109,43 @@ def test_upstream_return_values_arrive_as_arguments_and_the_final_value_is_store
 
 
 @CORE_SYSTEMS
+def test_nul_characters_in_logs_errors_results_conf_and_dag_files_are_stored_visibly_and_wedge_nothing(
+    system: System, write_dag
+) -> None:
+    write_dag(
+        "nul.py",
+        """
+        from hareflow import DAG, task
+
+        with DAG("nul", description="a description with a NUL: \\x00", params={"word": "p\\x00q"}):
+            @task
+            def prints(ctx):
+                print("before\\x00after")
+                return {"value": "x\\x00y", "word": ctx.params["word"]}
+
+            @task
+            def raises():
+                raise ValueError("bad\\x00value")
+
+            prints() >> raises()
+        """,
+    )
+    system.start()
+    run_id, state = system.run_dag("nul", conf={"word": "c\x00d"})
+
+    assert state == "failed"
+    tis = system.tis("nul", run_id)
+    assert {t: ti.state for t, ti in tis.items()} == {"prints": "success", "raises": "failed"}
+    assert "before\u2400after" in system.log_text("nul", run_id, "prints")
+    # Return values and conf are JSON: NUL travels and is stored escaped, and comes back intact.
+    assert system.result("nul", run_id, "prints") == {"value": "x\x00y", "word": "c\x00d"}
+    assert "bad\u2400value" in (tis["raises"].error or "")
+    assert "bad\u2400value" in system.log_text("nul", run_id, "raises")
+    with system.c.sessions() as session:
+        assert session.get(Dag, "nul").description == "a description with a NUL: \u2400"
+
+
+@CORE_SYSTEMS
 def test_a_task_that_fails_once_is_retried_and_the_run_succeeds(system: System, write_dag) -> None:
     write_dag(
         "flaky.py",
