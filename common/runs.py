@@ -5,6 +5,7 @@ Each takes the caller's session; the caller owns the transaction (``with session
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,60 @@ RUN_ID_RULE = "use 1-250 letters, digits and _ . ~ : + - (no spaces or slashes)"
 
 class RunError(ValueError):
     """A user mistake in a run operation: the message says what and how to fix it."""
+
+
+#: A run's conf travels in every task message of the run and is stored with it: bounded, so a typo
+#: or a hostile client cannot make every message huge or every decoder recurse without end.
+MAX_CONF_BYTES = 256 * 1024
+MAX_CONF_DEPTH = 32
+
+
+def conf_depth(value: Any) -> int:
+    """How deeply ``value``'s lists and objects nest (a scalar is 0), without recursing."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > MAX_CONF_DEPTH:
+            break
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def check_conf_limits(conf: Any) -> dict[str, Any]:
+    """``conf`` if it is a JSON object within the size and depth limits, else a RunError saying why."""
+    if not isinstance(conf, dict):
+        raise RunError("conf must be a JSON object")
+    if conf_depth(conf) > MAX_CONF_DEPTH:
+        raise RunError(f"conf nests more than {MAX_CONF_DEPTH} levels deep")
+    try:
+        size = len(json.dumps(conf, ensure_ascii=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"conf is not JSON: {exc}") from None
+    if size > MAX_CONF_BYTES:
+        raise RunError(f"conf is {size} bytes; at most {MAX_CONF_BYTES} are allowed")
+    return conf
+
+
+def load_conf(text: str) -> dict[str, Any]:
+    """Parse a conf given as JSON text (CLI option, trigger form) and check it, or raise RunError."""
+    if len(text.encode()) > MAX_CONF_BYTES:
+        raise RunError(f"conf is over {MAX_CONF_BYTES} bytes")
+    try:
+        value = json.loads(text or "{}")
+    except ValueError as exc:
+        raise RunError(f"conf is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RunError(f"conf nests more than {MAX_CONF_DEPTH} levels deep") from None
+    return check_conf_limits(value)
 
 
 class DagNotFoundError(RunError):
@@ -100,8 +155,8 @@ def trigger_run(
         raise DagNotFoundError(f"no DAG named {dag_id!r} (see `hareflow dags list`)")
     if dag.is_paused and not allow_paused:
         raise DagPausedError(f"DAG {dag_id!r} is paused; unpause it with `hareflow dags unpause {dag_id}`")
-    if conf is not None and not isinstance(conf, dict):
-        raise RunError("conf must be a JSON object")
+    if conf is not None:
+        check_conf_limits(conf)
     logical = logical_date or now
     run_id = run_id or f"manual__{logical.isoformat()}"
     if not RUN_ID_PATTERN.match(run_id):

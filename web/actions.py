@@ -27,6 +27,7 @@ from hareflow.common.runs import (
     DagPausedError,
     RunError,
     RunExistsError,
+    check_conf_limits,
     parse_date,
     trigger_run,
 )
@@ -67,6 +68,10 @@ def check_conf(params: dict[str, Any], conf: object) -> dict[str, Any]:
         return {}
     if not isinstance(conf, dict):
         raise ActionError(400, f"conf must be a JSON object, not {json_type(conf)}", "conf")
+    try:
+        check_conf_limits(conf)
+    except RunError as exc:
+        raise ActionError(400, str(exc), "conf") from None
     for key, value in conf.items():
         if key not in params or params[key] is None:
             continue

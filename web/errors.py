@@ -50,7 +50,20 @@ def _unexpected(exc: Exception) -> Any:
     return error_response(500, InternalServerError.description)
 
 
+def refuse_nul_characters() -> Any:
+    """A NUL in the path or a query parameter is a client's mistake (or probe): 400 before any route
+    runs, so no handler has to think about it."""
+    if "\x00" in request.path:
+        return error_response(400, "the request path contains a NUL character")
+    for key, value in request.args.items(multi=True):
+        if "\x00" in key or "\x00" in value:
+            name = key.replace("\x00", "␀")
+            return error_response(400, f"query parameter {name!r} contains a NUL character")
+    return None
+
+
 def init_app(app: Flask) -> None:
+    app.before_request(refuse_nul_characters)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CsrfError, _csrf_error)
     app.register_error_handler(ActionError, _action_error)

@@ -15,6 +15,10 @@ from hareflow.common import metrics
 
 #: The endpoint label of a request no route matched (a 404), so every label value stays bounded.
 UNMATCHED = "(unmatched)"
+#: The method label: HTTP's own methods, and ``other`` for anything a client invents (each invented
+#: method would otherwise add series to /metrics for as long as the process lives).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
 
 
 def serve_metrics() -> Response:
@@ -29,9 +33,11 @@ def _start_timer() -> None:
 def _record(response: Response) -> Response:
     started = g.pop("metrics_started", None)
     endpoint = request.endpoint or UNMATCHED
-    metrics.WEB_REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+    method = request.method if request.method in METHODS else OTHER
+    status = response.status_code if 100 <= response.status_code <= 599 else 0
+    metrics.WEB_REQUESTS.labels(method, endpoint, str(status)).inc()
     if started is not None:
-        metrics.WEB_REQUEST_SECONDS.labels(request.method, endpoint).observe(time.perf_counter() - started)
+        metrics.WEB_REQUEST_SECONDS.labels(method, endpoint).observe(time.perf_counter() - started)
     return response
 
 

@@ -212,13 +212,14 @@ def parse_conf(conf: str | None, option: str = "--conf") -> dict[str, Any] | Non
     """A JSON object from the command line, or a UserError saying what is wrong with it."""
     if conf is None:
         return None
+    from hareflow.common.runs import RunError, load_conf
+
     try:
-        value = json.loads(conf)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{option} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{option} must be a JSON object, like '{{\"key\": 1}}'")
-    return value
+        return load_conf(conf)
+    except RunError as exc:  # "conf is not valid JSON: ..." -> "--conf is not valid JSON: ..."
+        message = str(exc).removeprefix("conf ")
+        hint = ", like '{\"key\": 1}'" if "JSON object" in message else ""
+        raise UserError(f"{option} {message}{hint}") from None
 
 
 def parse_date(value: str | None, option: str) -> datetime | None:

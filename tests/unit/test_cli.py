@@ -136,6 +136,10 @@ def test_bad_conf_and_dates_exit_two_before_touching_the_metastore() -> None:
         hareflow("dags", "backfill", "x", "--start", "soon", "--end", "2026-01-01"), "--start 'soon'"
     )
     one_line_error(hareflow("tasks", "test", "x", "y", "--conf", "3"), "--conf must be a JSON object")
+    deep = '{"a": ' * 5000 + "1" + "}" * 5000
+    one_line_error(hareflow("dags", "trigger", "x", "--conf", deep), "--conf nests more than 32 levels deep")
+    big = '{"a": "' + "x" * 300_000 + '"}'
+    one_line_error(hareflow("dags", "trigger", "x", "--conf", big), "--conf is over 262144 bytes")
 
 
 def test_an_unreachable_metastore_is_named_with_its_password_masked_for_every_command() -> None:

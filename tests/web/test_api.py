@@ -421,3 +421,64 @@ def test_public_health_needs_no_login_and_hides_error_texts(
     assert down.status_code == 503
     assert down.json["database"] == {"ok": False}
     assert "s3cret" not in down.get_data(as_text=True) and "nobody" not in down.get_data(as_text=True)
+
+
+def _nested(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize(
+    ("conf_text", "message"),
+    [
+        (_nested(5000), "nests too deeply"),  # deeper than the JSON decoder goes
+        (_nested(40), "more than 32 levels deep"),
+        ('{"big": "' + "x" * (300 * 1024) + '"}', "at most 262144 are allowed"),
+    ],
+)
+def test_a_conf_nested_too_deep_or_too_large_is_a_400_and_creates_no_run(
+    client: Client, dag_factory: Any, conf_text: str, message: str
+) -> None:
+    dag_id = dag_factory()
+
+    response = client.http.post(
+        f"/api/v1/dags/{dag_id}/runs",
+        data='{"conf": ' + conf_text + "}",
+        headers={"X-CSRF-Token": client.csrf, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 400, response.text
+    assert message in response.json["error"]
+    assert client.api("GET", f"/dags/{dag_id}/runs").json["total"] == 0
+
+
+def test_the_trigger_form_refuses_a_conf_nested_too_deep_with_the_error_beside_the_field(
+    client: Client, dag_factory: Any
+) -> None:
+    dag_id = dag_factory()
+
+    response = client.form(
+        f"/dags/{dag_id}/trigger", {"conf": _nested(5000), "run_id": "", "logical_date": ""}
+    )
+
+    assert response.status_code == 400
+    assert "more than 32 levels deep" in response.text
+    assert client.api("GET", f"/dags/{dag_id}/runs").json["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/dags/a%00b",
+        "/api/v1/dags/a%00b/runs",
+        "/api/v1/runs?dag_id=x%00",
+        "/api/v1/dags?tag=%00",
+        "/api/v1/dags/x/runs?state=success%00",
+        "/dags/a%00b/grid",
+        "/dags?q%00=1",
+    ],
+)
+def test_a_nul_character_in_a_path_or_query_parameter_is_a_400(client: Client, url: str) -> None:
+    response = client.get(url)
+
+    assert response.status_code == 400, (response.status_code, response.text[:200])
+    assert "NUL character" in response.text

@@ -76,3 +76,24 @@ def test_socket_connections_are_counted_while_open_and_refused_ones_never(
     finally:
         socket.disconnect()
     assert sample(scrape(anon), "hareflow_web_socketio_clients") == baseline
+
+
+def test_invented_methods_and_paths_add_no_series_to_the_metrics(anon: FlaskClient) -> None:
+    import random
+    import string
+
+    def series() -> int:
+        return sum(1 for name, _ in scrape(anon) if name.startswith("hareflow_web_request"))
+
+    rng = random.Random(7)
+    # One request of each kind first, so the bounded label values exist before counting.
+    anon.open("/no/such/page", method="BREW")
+    anon.get("/metrics")
+    before = series()
+    for _ in range(300):
+        method = "".join(rng.choices(string.ascii_uppercase, k=rng.randint(3, 12)))
+        path = "/" + "/".join(
+            "".join(rng.choices(string.ascii_lowercase, k=6)) for _ in range(rng.randint(1, 3))
+        )
+        anon.open(path, method=method)
+    assert series() == before

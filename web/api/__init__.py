@@ -18,7 +18,10 @@ def json_body() -> dict[str, Any]:
     """The request's JSON object (an empty body counts as ``{}``)."""
     if not request.get_data(cache=True):
         return {}
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        abort(400, "the body nests too deeply")
     if not isinstance(data, dict):
         abort(400, "the body must be a JSON object (Content-Type: application/json)")
     return data

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 from hareflow.common.records import run_dict
+from hareflow.common.runs import RunError, load_conf
 from hareflow.web import actions, queries
 from hareflow.web.pages import arg_int, back, bp, flash_error
 from hareflow.web.runtime import open_session
@@ -154,9 +155,9 @@ def trigger(dag_id: str) -> Any:
     if request.method == "POST":
         form = {key: request.form.get(key, "") for key in form}
         try:
-            conf = json.loads(form["conf"] or "{}")
-        except ValueError as exc:
-            error = {"field": "conf", "message": f"conf is not valid JSON: {exc}", "status": 400}
+            conf = load_conf(form["conf"])
+        except RunError as exc:
+            error = {"field": "conf", "message": str(exc), "status": 400}
         else:
             try:
                 run = actions.trigger(
