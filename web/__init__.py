@@ -58,6 +58,11 @@ def create_app(
         TEMPLATES_AUTO_RELOAD=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.web_proxy_count > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        count = settings.web_proxy_count
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
     web_runtime = WebRuntime(settings, sessions, executor)
     app.extensions[EXTENSION] = web_runtime
 

@@ -3,6 +3,7 @@ request, so a deleted user or a changed role or password takes effect at once.""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import deque
@@ -13,45 +14,82 @@ from flask import Blueprint, current_app, flash, g, redirect, render_template, r
 from hareflow.common.users import verify_password
 from hareflow.web.runtime import open_session
 from hareflow.web.security import log_in, safe_next
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 bp = Blueprint("auth", __name__)
 
 
+Key = tuple[str, ...]
+
+
 class LoginThrottle:
-    """Refuses a user name from one client address after ``limit`` failed logins within ``window``
-    seconds, until the oldest of them leaves the window. Keyed by name and address together, so
-    guessing one user's password is slowed without letting anyone lock that user out everywhere.
-    Kept in memory per web process."""
+    """Slows password guessing without letting anyone lock a real user out.
+
+    Three budgets of failed logins, each within ``window`` seconds:
+
+    - per user name and client address (``limit``): one client guessing one user's password;
+    - per user name across every client that has no device cookie for it (``user_limit``): many
+      addresses guessing one user's password;
+    - per device cookie (``limit``): a browser that once logged in as that user (it never counts
+      towards the two budgets above, so a flood of wrong guesses from elsewhere, even from behind
+      the same proxy address, never stops the real user's browser).
+
+    Past a budget the next attempt waits, and each further failure doubles the wait, up to
+    ``max_delay`` seconds: a guesser gets about one try per ``max_delay``, a user on a new device at
+    worst waits that long; nobody is ever locked out. Kept in memory per web process.
+    """
 
     def __init__(
-        self, limit: int = 5, window: float = 300.0, clock: Callable[[], float] = time.monotonic
+        self,
+        limit: int = 5,
+        window: float = 900.0,
+        *,
+        user_limit: int = 20,
+        max_delay: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
+        self.user_limit = user_limit
         self.window = window
+        self.max_delay = max_delay
         self.clock = clock
-        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._failures: dict[Key, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def retry_after(self, key: tuple[str, str]) -> float:
-        """Seconds until ``key`` may try again (0: now)."""
-        with self._lock:
-            recent = self._recent(key)
-            if recent is None or len(recent) < self.limit:
-                return 0.0
-            return max(0.0, recent[0] + self.window - self.clock())
+    def _budgets(self, username: str, address: str, device: str | None) -> list[tuple[Key, int]]:
+        name = username.lower()
+        if device is not None:
+            return [(("device", device), self.limit)]
+        return [(("address", name, address), self.limit), (("user", name), self.user_limit)]
 
-    def failed(self, key: tuple[str, str]) -> None:
+    def retry_after(self, username: str, address: str, device: str | None = None) -> float:
+        """Seconds until this client may try this user name again (0: now)."""
+        with self._lock:
+            return max(self._wait(key, limit) for key, limit in self._budgets(username, address, device))
+
+    def failed(self, username: str, address: str, device: str | None = None) -> None:
         with self._lock:
             if len(self._failures) > 10_000:  # bounded: forget keys whose failures have all expired
                 for stale in [k for k in self._failures if not self._recent(k)]:
                     del self._failures[stale]
-            self._failures.setdefault(key, deque(maxlen=self.limit)).append(self.clock())
+            now = self.clock()
+            for key, limit in self._budgets(username, address, device):
+                self._failures.setdefault(key, deque(maxlen=limit + 16)).append(now)
 
-    def succeeded(self, key: tuple[str, str]) -> None:
+    def succeeded(self, username: str, address: str, device: str | None = None) -> None:
+        """Clear this client's own budget (the per-user one keeps counting others' failures)."""
         with self._lock:
+            key = self._budgets(username, address, device)[0][0]
             self._failures.pop(key, None)
 
-    def _recent(self, key: tuple[str, str]) -> deque[float] | None:
+    def _wait(self, key: Key, limit: int) -> float:
+        recent = self._recent(key)
+        if recent is None or len(recent) < limit:
+            return 0.0
+        delay = min(self.max_delay, 2.0 ** (len(recent) - limit))
+        return max(0.0, recent[-1] + delay - self.clock())
+
+    def _recent(self, key: Key) -> deque[float] | None:
         recent = self._failures.get(key)
         if recent is not None:
             while recent and recent[0] <= self.clock() - self.window:
@@ -63,6 +101,41 @@ def login_throttle() -> LoginThrottle:
     return current_app.extensions.setdefault("hareflow_login_throttle", LoginThrottle())
 
 
+DEVICE_COOKIE = "hareflow_device"
+DEVICE_MAX_AGE = 90 * 24 * 3600
+
+
+def _device_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key or "", salt="hareflow-login-device")
+
+
+def device_of(username: str) -> str | None:
+    """The nonce of this browser's device cookie if it was issued for ``username``, else None."""
+    raw = request.cookies.get(DEVICE_COOKIE)
+    if not raw:
+        return None
+    try:
+        data = _device_serializer().loads(raw, max_age=DEVICE_MAX_AGE)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("u") != username.lower() or not isinstance(data.get("n"), str):
+        return None
+    return str(data["n"])
+
+
+def _issue_device_cookie(response: Any, username: str, device: str | None) -> None:
+    value = _device_serializer().dumps({"u": username.lower(), "n": device or secrets.token_urlsafe(16)})
+    response.set_cookie(
+        DEVICE_COOKIE,
+        value,
+        max_age=DEVICE_MAX_AGE,
+        httponly=True,
+        samesite="Lax",
+        secure=current_app.config.get("SESSION_COOKIE_SECURE", False),
+        path=url_for("auth.login"),
+    )
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     target = safe_next(request.values.get("next"), url_for("pages.dag_list"))
@@ -72,8 +145,8 @@ def login() -> Any:
         return render_template("login.html", next=target, username="")
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
-    throttle, key = login_throttle(), (username.lower(), request.remote_addr or "")
-    wait = throttle.retry_after(key)
+    throttle, address, device = login_throttle(), request.remote_addr or "", device_of(username)
+    wait = throttle.retry_after(username, address, device)
     if wait > 0:
         error = f"too many failed logins for this user name; try again in {int(wait) + 1} s"
         page = render_template("login.html", next=target, username=username, error=error)
@@ -81,13 +154,15 @@ def login() -> Any:
     with open_session() as s:
         user = verify_password(s, username, password) if username and password else None
     if user is None:
-        throttle.failed(key)
+        throttle.failed(username, address, device)
         return render_template(
             "login.html", next=target, username=username, error="wrong user name or password"
         ), 401
-    throttle.succeeded(key)
+    throttle.succeeded(username, address, device)
     log_in(user)
-    return redirect(target)
+    response = redirect(target)
+    _issue_device_cookie(response, user.username, device)
+    return response
 
 
 @bp.route("/logout", methods=["POST"])

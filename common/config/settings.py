@@ -63,6 +63,9 @@ class Settings:
     # Web
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    # Proxies in front of the web server whose X-Forwarded-For/-Proto to trust (0: none; a client
+    # could otherwise claim any address, and the login throttle keys on it).
+    web_proxy_count: int = 0
     secret_key: str = ""
     admin_username: str = "admin"  # `hareflow db init` creates this admin user once ...
     admin_password: str = ""  # ... with this password (empty: no user is created)
@@ -245,5 +248,7 @@ def _validate(settings: Settings) -> None:
     ):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key} = {getattr(settings, key)!r}: must be at least 1")
+    if settings.web_proxy_count < 0:
+        raise ConfigError(f"web_proxy_count = {settings.web_proxy_count!r}: 0 (no proxy) or more")
     if not 0 <= settings.metrics_port <= 65535:
         raise ConfigError(f"metrics_port = {settings.metrics_port!r}: a TCP port, or 0 for no exporter")

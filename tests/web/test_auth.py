@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, request
 from flask.testing import FlaskClient
-from hareflow.common.config import load_settings
+from hareflow.common.config import Settings, load_settings
 from hareflow.common.db import ApiToken
 from hareflow.common.users import create_user, delete_user, set_password
 from hareflow.web import socketio_of
@@ -18,7 +19,7 @@ from hareflow.web.security import ensure_secret_key, hash_token, issue_token
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.web.conftest import PASSWORD, Client, login, unique
+from tests.web.conftest import CSRF_META, PASSWORD, Client, login, unique
 
 PAGES = [
     "/dags",
@@ -240,36 +241,107 @@ def _post_login(http: FlaskClient, username: str, password: str, addr: str = "10
     )
 
 
-def test_repeated_failed_logins_are_slowed_per_user_name_and_address(
-    app: Flask, web_sessions: sessionmaker[Session]
-) -> None:
+@pytest.fixture
+def throttle_clock(app: Flask) -> Iterator[list[float]]:
+    """The login throttle on a clock the test moves by hand."""
     from hareflow.web.auth import login_throttle
 
-    name = unique("victim")
-    with web_sessions() as s, s.begin():
-        create_user(s, name, PASSWORD, "viewer")
     with app.app_context():
         throttle = login_throttle()
     now = [1000.0]
     saved_clock, throttle.clock = throttle.clock, lambda: now[0]
-    try:
-        attacker, other = app.test_client(), app.test_client()
-        for _ in range(throttle.limit):
-            assert _post_login(attacker, name, "wrong-guess").status_code == 401
-        refused = _post_login(attacker, name, PASSWORD)  # even the right password waits
-        assert refused.status_code == 429
-        assert "too many failed logins" in refused.text and int(refused.headers["Retry-After"]) > 0
-        # Another address, or another name from this address, is not affected.
-        assert _post_login(other, name, PASSWORD, addr="10.0.0.2").status_code == 302
-        assert _post_login(attacker, "op", "wrong-guess").status_code == 401
-        now[0] += throttle.window + 1
-        for _ in range(throttle.limit - 1):
-            assert _post_login(attacker, name, "wrong-again").status_code == 401
-        assert _post_login(attacker, name, PASSWORD).status_code == 302
-        # That success cleared the count: a whole new allowance of failures before a refusal.
-        fresh = app.test_client()
-        for _ in range(throttle.limit - 1):
-            assert _post_login(fresh, name, "wrong-guess").status_code == 401
-        assert _post_login(fresh, name, PASSWORD).status_code == 302
-    finally:
-        throttle.clock = saved_clock
+    throttle._failures.clear()
+    yield now
+    throttle.clock = saved_clock
+    throttle._failures.clear()
+
+
+def _victim(web_sessions: sessionmaker[Session]) -> str:
+    name = unique("victim")
+    with web_sessions() as s, s.begin():
+        create_user(s, name, PASSWORD, "viewer")
+    return name
+
+
+def test_repeated_failed_logins_from_one_address_wait_longer_and_longer_but_never_for_ever(
+    app: Flask, web_sessions: sessionmaker[Session], throttle_clock: list[float]
+) -> None:
+    from hareflow.web.auth import login_throttle
+
+    with app.app_context():
+        throttle = login_throttle()
+    name = _victim(web_sessions)
+    attacker, other = app.test_client(), app.test_client()
+    for _ in range(throttle.limit):
+        assert _post_login(attacker, name, "wrong-guess").status_code == 401
+    refused = _post_login(attacker, name, PASSWORD)  # even the right password waits, from this client
+    assert refused.status_code == 429
+    assert "too many failed logins" in refused.text and int(refused.headers["Retry-After"]) > 0
+    # Another address, or another name from this address, is not affected.
+    assert _post_login(other, name, PASSWORD, addr="10.0.0.2").status_code == 302
+    assert _post_login(attacker, "op", "wrong-guess").status_code == 401
+    waits = []
+    for _ in range(8):  # each further failure doubles the wait, up to max_delay
+        throttle_clock[0] += throttle.max_delay + 1
+        assert _post_login(attacker, name, "wrong-again").status_code == 401
+        waits.append(int(_post_login(attacker, name, "wrong-again").headers["Retry-After"]))
+    assert waits == sorted(waits) and waits[0] <= 3 and waits[-1] == int(throttle.max_delay) + 1
+    throttle_clock[0] += throttle.max_delay + 1
+    assert _post_login(attacker, name, PASSWORD).status_code == 302  # slowed, never locked out
+
+
+def test_a_flood_of_wrong_guesses_behind_one_proxy_address_never_locks_out_the_users_own_browser(
+    app: Flask, web_sessions: sessionmaker[Session], throttle_clock: list[float]
+) -> None:
+    name = _victim(web_sessions)
+    real = app.test_client()
+    assert _post_login(real, name, PASSWORD, addr="10.9.9.9").status_code == 302  # once, earlier
+    token = CSRF_META.search(real.get("/dags").text)
+    assert token is not None
+    assert real.post("/logout", data={"csrf_token": token.group(1)}).status_code == 302
+    attacker = app.test_client()
+    for _ in range(60):  # every request arrives from the proxy's one address
+        assert _post_login(attacker, name, "guess", addr="10.9.9.9").status_code in (401, 429)
+    assert _post_login(attacker, name, PASSWORD, addr="10.9.9.9").status_code == 429
+    # The real user's browser carries its device cookie: its own budget, untouched by the flood.
+    assert _post_login(real, name, PASSWORD, addr="10.9.9.9").status_code == 302
+    # And a stolen or forged device cookie for another user name counts for nothing.
+    forged = app.test_client()
+    forged.set_cookie("hareflow_device", "not-a-signed-value", path="/login")
+    assert _post_login(forged, name, PASSWORD, addr="10.9.9.9").status_code == 429
+
+
+def test_many_addresses_guessing_one_user_are_slowed_together_yet_a_new_device_still_gets_in(
+    app: Flask, web_sessions: sessionmaker[Session], throttle_clock: list[float]
+) -> None:
+    from hareflow.web.auth import login_throttle
+
+    with app.app_context():
+        throttle = login_throttle()
+    name = _victim(web_sessions)
+    for i in range(throttle.user_limit):
+        assert _post_login(app.test_client(), name, "guess", addr=f"10.1.0.{i + 1}").status_code == 401
+    fresh = _post_login(app.test_client(), name, "guess", addr="10.2.0.1")
+    assert fresh.status_code == 429  # the per-user budget is spent, whatever the address
+    throttle_clock[0] += int(fresh.headers["Retry-After"])
+    assert _post_login(app.test_client(), name, PASSWORD, addr="10.2.0.2").status_code == 302
+
+
+def test_x_forwarded_for_is_trusted_only_when_a_proxy_is_configured(
+    web_settings: Settings, web_sessions: sessionmaker[Session], web_executor: Any
+) -> None:
+    from hareflow.web import create_app
+
+    def address_seen(proxy_count: int) -> str:
+        app = create_app(
+            web_settings.replace(web_proxy_count=proxy_count), sessions=web_sessions, executor=web_executor
+        )
+        seen: list[str] = []
+        app.before_request(lambda: seen.append(request.remote_addr or "") and None)
+        app.test_client().get(
+            "/login", headers={"X-Forwarded-For": "203.0.113.7"}, environ_base={"REMOTE_ADDR": "10.0.0.1"}
+        )
+        return seen[0]
+
+    assert address_seen(0) == "10.0.0.1"  # a client cannot claim another address
+    assert address_seen(1) == "203.0.113.7"
