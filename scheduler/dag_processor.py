@@ -8,6 +8,7 @@ are upserted, DAGs that left the file (or whose file is gone) are deactivated, a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import subprocess
@@ -24,7 +25,7 @@ from typing import Any
 from hareflow.common.config import Settings
 from hareflow.common.dag.loader import find_dag_files
 from hareflow.common.dag.serialize import dag_hash
-from hareflow.common.db import Dag, ImportError_
+from hareflow.common.db import Dag, DagCode, ImportError_
 from hareflow.common.messages import StateEvent
 from hareflow.common.runs import refresh_next_run
 from sqlalchemy import delete, select
@@ -38,6 +39,7 @@ class FileReport:
     file: str
     dags: list[dict[str, Any]]
     errors: list[dict[str, Any]]
+    source: str | None = None
 
 
 @dataclass
@@ -73,7 +75,25 @@ def parse_file(path: str, timeout: float, dags_folder: str | None = None) -> Fil
         message = f"DAG processor exited with code {proc.returncode}: {' / '.join(tail)}"
         return FileReport(path, [], [{"file": path, "line": None, "message": message}])
     data = json.loads(lines[-1])
-    return FileReport(path, data.get("dags", []), data.get("errors", []))
+    return FileReport(path, data.get("dags", []), data.get("errors", []), data.get("source"))
+
+
+def store_source(session: Session, fileloc: str, source: str, now: datetime) -> None:
+    """Keep the file's source for the web (which never opens a DAG's path itself)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    code = session.get(DagCode, DagCode.key(fileloc))
+    if code is None:
+        session.add(
+            DagCode(
+                fileloc_hash=DagCode.key(fileloc),
+                fileloc=fileloc,
+                source=source,
+                source_hash=digest,
+                updated_at=now,
+            )
+        )
+    elif code.source_hash != digest:
+        code.source, code.source_hash, code.updated_at = source, digest, now
 
 
 class DagProcessor:
@@ -165,12 +185,15 @@ class DagProcessor:
                     )
                     continue
                 defined.add(dag_id)
+                data["fileloc"] = path
                 if self._upsert(session, other, data, now):
                     report.dags_changed.append(dag_id)
             for dag_id, dag in existing.items():
                 if dag_id not in defined and dag.is_active:
                     dag.is_active = False
                     report.dags_changed.append(dag_id)
+            if file_report.source is not None:
+                store_source(session, path, file_report.source, now)
             session.execute(delete(ImportError_).where(ImportError_.filename == path))
             for err in errors:
                 session.add(
@@ -219,3 +242,6 @@ class DagProcessor:
             for err in session.scalars(select(ImportError_)):
                 if err.filename not in present:
                     session.delete(err)
+            for code in session.scalars(select(DagCode)):
+                if code.fileloc not in present:
+                    session.delete(code)

@@ -17,6 +17,7 @@ from typing import Any
 from hareflow.common.db import (
     Backfill,
     Dag,
+    DagCode,
     DagRun,
     ImportError_,
     SchedulerHeartbeat,
@@ -349,16 +350,13 @@ def graph(dag: Dag) -> dict[str, Any]:
     }
 
 
-def read_source(fileloc: str, limit: int = 2_000_000) -> tuple[str | None, str | None]:
-    """The DAG file's text, or None and the reason it cannot be shown."""
-    try:
-        with open(fileloc, encoding="utf-8", errors="replace") as f:
-            text = f.read(limit + 1)
-    except OSError as exc:
-        return None, f"the file {fileloc} cannot be read by the web server ({exc.strerror or exc})"
-    if len(text) > limit:
-        return text[:limit], None
-    return text, None
+def stored_source(session: Session, fileloc: str) -> tuple[str | None, str | None]:
+    """The DAG file's text as the DAG processor last stored it, or None and the reason it is not
+    there. Never opens a file: a DAG can claim any ``fileloc``, and the web needs no DAG files."""
+    code = session.get(DagCode, DagCode.key(fileloc))
+    if code is None:
+        return None, f"the source of {fileloc} has not been stored yet (it is stored when the file is parsed)"
+    return code.source, None
 
 
 def pretty_json(value_json: str | None) -> str | None:

@@ -4,7 +4,8 @@ Usage: ``python -P -m hareflow.common.dag.processor_child FILE [DAGS_FOLDER]``. 
 current directory off ``sys.path`` (a ``hareflow/`` folder where the scheduler was started must not
 shadow the installed package); ``DAGS_FOLDER`` goes on it instead. Output on stdout, exactly one line::
 
-    {"file": "/abs/path.py", "dags": [<serialized DAG>, ...], "errors": [{"file", "line", "message"}]}
+    {"file": "/abs/path.py", "dags": [<serialized DAG>, ...], "errors": [{"file", "line", "message"}],
+     "source": "<the file's text>"}
 
 The exit status is 0 even for a broken DAG file (the errors say what is wrong); 2 means bad usage.
 Anything the DAG file prints while it is imported goes to stderr so it cannot corrupt the output.
@@ -32,13 +33,32 @@ def process_file(path: str, dags_folder: str | None = None) -> dict[str, Any]:
     for dag in result.dags:
         try:
             serialized = serialize_dag(dag)
+            serialized["fileloc"] = abs_path  # the file parsed, whatever the DAG says of itself
             json.dumps(serialized)
         except Exception as exc:  # report it, keep the file's other DAGs
             error = ImportErrorInfo(abs_path, dag.lineno, f"cannot serialize DAG '{dag.dag_id}': {exc}")
             errors.append(error.to_dict())
         else:
             dags.append(serialized)
-    return {"file": abs_path, "dags": dags, "errors": errors}
+    return {"file": abs_path, "dags": dags, "errors": errors, "source": read_source(abs_path)}
+
+
+#: Stored in the metastore for the web's source page; a larger file is cut there, with a note.
+MAX_SOURCE_CHARS = 2_000_000
+
+
+def read_source(path: str) -> str | None:
+    """The file's text as it was parsed (None if it cannot be read any more)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(MAX_SOURCE_CHARS + 1)
+    except OSError:
+        return None
+    if len(text) > MAX_SOURCE_CHARS:
+        text = (
+            text[:MAX_SOURCE_CHARS] + f"\n# ... cut: the file is longer than {MAX_SOURCE_CHARS} characters\n"
+        )
+    return text
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ each loop scans finished history.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -198,6 +199,25 @@ class Worker(Base):
     last_heartbeat: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (Index("ix_worker_state_heartbeat", "state", "last_heartbeat"),)
+
+
+class DagCode(Base):
+    """The source of one DAG file, stored when the DAG processor parses it: the web shows a DAG's
+    source from here and never opens a path (a DAG can say anything about its own ``fileloc``, and a
+    web server on another host has no DAG files at all)."""
+
+    __tablename__ = "dag_code"
+
+    fileloc_hash: Mapped[str] = mapped_column(SafeString(64), primary_key=True)  # sha256 of fileloc
+    fileloc: Mapped[str] = mapped_column(SafeString(1000))
+    source: Mapped[str] = mapped_column(LongText)
+    source_hash: Mapped[str] = mapped_column(SafeString(64))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    @staticmethod
+    def key(fileloc: str) -> str:
+        """The primary key of a file's row (a path may be longer than an index allows)."""
+        return hashlib.sha256(fileloc.encode()).hexdigest()
 
 
 class ImportError_(Base):

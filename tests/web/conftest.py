@@ -233,11 +233,17 @@ def make_dag(
     tasks: Sequence[tuple[str, Sequence[str]]] = CHAIN,
     *,
     paused: bool = False,
+    source: str | None = None,
     **kwargs: Any,
 ) -> str:
+    """A DAG row as the DAG processor would store it (and its file's ``source``, when given)."""
     dag_id = dag_id or unique()
     data = serialized_dag(dag_id, tasks, **kwargs)
     with sessions() as s, s.begin():
+        if source is not None:
+            from hareflow.scheduler.dag_processor import store_source
+
+            store_source(s, data["fileloc"], source, T0)
         s.add(
             Dag(
                 dag_id=dag_id,

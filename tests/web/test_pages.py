@@ -98,6 +98,7 @@ def test_user_text_is_escaped_on_every_page_that_shows_it(
         owner=XSS,
         params={"p": XSS},
         fileloc=str(tmp_dag_file),
+        source=tmp_dag_file.read_text(),
     )
     run_id = run_factory(
         dag_id,
@@ -188,17 +189,19 @@ def test_the_runs_page_lists_runs_newest_first_and_filters_by_state(
     assert old in failed and new not in failed
 
 
-def test_the_source_page_shows_the_file_or_says_why_it_cannot(
-    client: Client, dag_factory: Any, tmp_dag_file: Path
+def test_the_source_page_shows_the_stored_source_and_never_opens_a_path_a_dag_names(
+    client: Client, dag_factory: Any, tmp_dag_file: Path, tmp_path: Path
 ) -> None:
-    readable = dag_factory(fileloc=str(tmp_dag_file))
-    missing = dag_factory(fileloc="/nowhere/at/all.py")
+    secret = tmp_path / "secret_key"
+    secret.write_text("the-session-signing-key")
+    stored = dag_factory(fileloc=str(tmp_dag_file), source=tmp_dag_file.read_text())
+    pointing_at_secret = dag_factory(fileloc=str(secret))  # a DAG row naming a readable file
 
-    shown = client.get(f"/dags/{readable}/source").text
-    absent = client.get(f"/dags/{missing}/source").text
+    shown = client.get(f"/dags/{stored}/source").text
+    refused = client.get(f"/dags/{pointing_at_secret}/source").text
 
     assert "from hareflow import DAG" in shown and 'class="ln">2<' in shown
-    assert "cannot be read by the web server" in absent and "/nowhere/at/all.py" in absent
+    assert "has not been stored yet" in refused and "the-session-signing-key" not in refused
 
 
 def test_the_details_page_lists_tasks_and_params(client: Client, dag_factory: Any) -> None:
@@ -518,3 +521,31 @@ def test_every_page_says_when_no_scheduler_is_running(
     assert never is not None and "No scheduler has run against this metastore yet" in never
     assert running is None
     assert stale is not None and "last heard from 2m 0" in stale and "hareflow health scheduler" in stale
+
+
+def test_a_dag_that_claims_another_file_as_its_fileloc_shows_its_own_source_and_runs_its_own_file(
+    client: Client, web_settings: Any, web_sessions: Any, tmp_path: Path
+) -> None:
+    from hareflow.common.db import Dag
+    from hareflow.scheduler.dag_processor import DagProcessor
+
+    secret = tmp_path / "secret_key"
+    secret.write_text("the-session-signing-key")
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    dag_id = unique("claims")
+    dag_file = folder / "claims.py"
+    dag_file.write_text(
+        "from hareflow import DAG, task\n"
+        f"with DAG({dag_id!r}) as dag:\n"
+        "    @task\n    def t():\n        return 1\n\n    t()\n"
+        f"dag.fileloc = {str(secret)!r}\n"
+    )
+    DagProcessor(settings=web_settings, session_factory=web_sessions, folder=folder).run_once()
+
+    with web_sessions() as s:
+        stored = s.get(Dag, dag_id)
+        assert stored is not None and stored.fileloc == str(dag_file.resolve())
+        assert stored.serialized["fileloc"] == str(dag_file.resolve())
+    page = client.get(f"/dags/{dag_id}/source").text
+    assert "dag.fileloc = " in page and "the-session-signing-key" not in page

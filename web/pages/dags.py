@@ -114,7 +114,7 @@ def dag_runs(dag_id: str) -> Any:
 def dag_source(dag_id: str) -> Any:
     with open_session() as s:
         detail = queries.dag_detail(_load_dag(s, dag_id))
-    text, problem = queries.read_source(detail["fileloc"])
+        text, problem = queries.stored_source(s, detail["fileloc"])
     lines = text.splitlines() if text is not None else []
     return render_template("dag_source.html", dag=detail, lines=lines, problem=problem, tab="source")
 
