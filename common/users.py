@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from hareflow.common.db import User
+from hareflow.common.db import User, WebSession
 from hareflow.common.operations import OperationError, audit
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -93,6 +93,8 @@ def set_password(session: Session, username: str, password: str, *, changed_by: 
     check_password_rules(password)
     user = get_user(session, username)
     user.password_hash = generate_password_hash(password)
+    # Every browser logged in as this user is logged out (the web logs the changer's own one in again).
+    session.execute(delete(WebSession).where(WebSession.user_id == user.id))
     audit(session, "user_set_password", username=changed_by, details={"user": username})
     return user
 

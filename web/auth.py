@@ -8,12 +8,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from hareflow.common.users import verify_password
-from hareflow.web.runtime import open_session
-from hareflow.web.security import log_in, safe_next
+from hareflow.web.runtime import open_session, runtime
+from hareflow.web.security import log_in, log_out, safe_next
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 bp = Blueprint("auth", __name__)
@@ -159,7 +160,8 @@ def login() -> Any:
             "login.html", next=target, username=username, error="wrong user name or password"
         ), 401
     throttle.succeeded(username, address, device)
-    log_in(user)
+    with open_session() as s, s.begin():
+        log_in(s, user, timedelta(hours=runtime().settings.web_session_hours))
     response = redirect(target)
     _issue_device_cookie(response, user.username, device)
     return response
@@ -167,6 +169,7 @@ def login() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
-    session.clear()
+    with open_session() as s, s.begin():
+        log_out(s)
     flash("logged out")
     return redirect(url_for("auth.login"))

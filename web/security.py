@@ -26,8 +26,8 @@ from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, abort, g, redirect, request, session, url_for
 from hareflow.common.config import Settings
-from hareflow.common.db import ApiToken, User
-from sqlalchemy import select
+from hareflow.common.db import ApiToken, User, WebSession
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
@@ -94,18 +94,65 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_token(session: Session, username: str) -> str:
-    """Create an API token for ``username`` and return it; only its hash is stored, so this is the
-    one time it can be seen. Raises ``hareflow.common.users.UserAccountError`` for an unknown user."""
+def issue_token(session: Session, username: str, *, days: int = 90, issued_by: str | None = None) -> str:
+    """Create an API token for ``username`` valid for ``days`` (0: no expiry) and return it; only its
+    hash is stored, so this is the one time it can be seen. Raises
+    ``hareflow.common.users.UserAccountError`` for an unknown user."""
     from hareflow.common.operations import audit
     from hareflow.common.users import get_user
 
     user = get_user(session, username)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), created_at=datetime.now(UTC)))
-    audit(session, "token_issue", username=username, details={"user": username})
+    now = datetime.now(UTC)
+    expires = now + timedelta(days=days) if days > 0 else None
+    row = ApiToken(user_id=user.id, token_hash=hash_token(token), created_at=now, expires_at=expires)
+    session.add(row)
     session.flush()
+    audit(
+        session,
+        "token_issue",
+        username=issued_by or username,
+        details={
+            "user": username,
+            "token_id": row.id,
+            "expires_at": expires.isoformat() if expires else None,
+        },
+    )
     return token
+
+
+def list_tokens(session: Session, username: str | None = None) -> list[dict[str, Any]]:
+    """Every API token (of ``username``, if given): id, user, when created, last used, expires."""
+    query = select(ApiToken, User.username).join(User, User.id == ApiToken.user_id).order_by(ApiToken.id)
+    if username is not None:
+        query = query.where(User.username == username)
+    now = datetime.now(UTC)
+    return [
+        {
+            "id": token.id,
+            "user": name,
+            "created_at": token.created_at,
+            "last_used_at": token.last_used_at,
+            "expires_at": token.expires_at,
+            "expired": token.expires_at is not None and token.expires_at <= now,
+        }
+        for token, name in session.execute(query)
+    ]
+
+
+def revoke_token(session: Session, token_id: int, *, revoked_by: str | None = None) -> dict[str, Any] | None:
+    """Delete one API token by id; return what it was (None if there is no such token)."""
+    from hareflow.common.operations import audit
+
+    found = [t for t in list_tokens(session) if t["id"] == token_id]
+    if not found:
+        return None
+    row = session.get(ApiToken, token_id)
+    session.delete(row)
+    audit(
+        session, "token_revoke", username=revoked_by, details={"user": found[0]["user"], "token_id": token_id}
+    )
+    return found[0]
 
 
 def revoke_tokens(session: Session, username: str) -> int:
@@ -131,6 +178,8 @@ def user_for_token(session: Session, token: str, now: datetime | None = None) ->
         return None
     api_token, user = row
     now = now or datetime.now(UTC)
+    if api_token.expires_at is not None and api_token.expires_at <= now:
+        return None
     if api_token.last_used_at is None or now - api_token.last_used_at > TOKEN_TOUCH_EVERY:
         api_token.last_used_at = now
     return cast(User, user)
@@ -144,22 +193,55 @@ def password_fingerprint(user: User) -> str:
     return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
 
 
-def log_in(user: User) -> None:
+def log_in(db: Session, user: User, lifetime: timedelta, now: datetime | None = None) -> None:
+    """Start a browser session for ``user``: a row in ``web_session`` and its random id in the
+    signed cookie. Expired rows are swept here, so the table holds only live sessions."""
+    now = now or datetime.now(UTC)
+    sid = secrets.token_urlsafe(32)
+    db.execute(delete(WebSession).where(WebSession.expires_at <= now))
+    db.add(
+        WebSession(
+            id_hash=hash_token(sid),
+            user_id=user.id,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + lifetime,
+        )
+    )
     session.clear()  # no session fixation: a fresh session (and CSRF token) per login
-    session["uid"] = user.id
+    session["sid"] = sid
     session["fp"] = password_fingerprint(user)
     session["csrf"] = secrets.token_urlsafe(32)
     session.permanent = True
 
 
-def user_from_session(db: Session) -> User | None:
-    uid = session.get("uid")
-    if uid is None:
+def log_out(db: Session) -> None:
+    """End this browser's session on the server too: a copy of its cookie no longer works."""
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        db.execute(delete(WebSession).where(WebSession.id_hash == hash_token(sid)))
+    session.clear()
+
+
+def user_from_session(db: Session, *, touch: bool = False, now: datetime | None = None) -> User | None:
+    """The user of this browser's session, if the session is still live on the server."""
+    sid = session.get("sid")
+    if not isinstance(sid, str):
         return None
-    user = db.get(User, uid)
-    if user is None or session.get("fp") != password_fingerprint(user):
+    row = db.execute(
+        select(WebSession, User)
+        .join(User, User.id == WebSession.user_id)
+        .where(WebSession.id_hash == hash_token(sid))
+    ).one_or_none()
+    if row is None:
         return None
-    return user
+    web_session, user = row
+    now = now or datetime.now(UTC)
+    if web_session.expires_at <= now or session.get("fp") != password_fingerprint(user):
+        return None
+    if touch and now - web_session.last_seen_at > TOKEN_TOUCH_EVERY:
+        web_session.last_seen_at = now
+    return cast(User, user)
 
 
 def csrf_token() -> str:
@@ -237,12 +319,12 @@ def _authenticate() -> Response | None:
             if user is not None:
                 db.expunge(user)
         if user is None:
-            abort(401, "unknown API token")
+            abort(401, "unknown, revoked or expired API token")
         g.user, g.auth = user, "token"
         return None
-    if "uid" in session:
-        with sessions() as db:
-            user = user_from_session(db)
+    if "sid" in session:
+        with sessions() as db, db.begin():
+            user = user_from_session(db, touch=True)
             if user is not None:
                 db.expunge(user)  # a detached copy: views open their own sessions
         if user is not None:

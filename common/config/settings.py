@@ -66,6 +66,8 @@ class Settings:
     # Proxies in front of the web server whose X-Forwarded-For/-Proto to trust (0: none; a client
     # could otherwise claim any address, and the login throttle keys on it).
     web_proxy_count: int = 0
+    api_token_expiry_days: int = 90  # a new API token's lifetime (0: tokens never expire)
+    web_session_hours: int = 12  # a browser session's lifetime from login
     secret_key: str = ""
     admin_username: str = "admin"  # `hareflow db init` creates this admin user once ...
     admin_password: str = ""  # ... with this password (empty: no user is created)
@@ -248,6 +250,10 @@ def _validate(settings: Settings) -> None:
     ):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key} = {getattr(settings, key)!r}: must be at least 1")
+    if settings.api_token_expiry_days < 0:
+        raise ConfigError(f"api_token_expiry_days = {settings.api_token_expiry_days!r}: 0 (never) or more")
+    if settings.web_session_hours < 1:
+        raise ConfigError(f"web_session_hours = {settings.web_session_hours!r}: must be at least 1")
     if settings.web_proxy_count < 0:
         raise ConfigError(f"web_proxy_count = {settings.web_proxy_count!r}: 0 (no proxy) or more")
     if not 0 <= settings.metrics_port <= 65535:

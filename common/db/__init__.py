@@ -16,6 +16,7 @@ from hareflow.common.db.models import (
     TaskLog,
     TaskResult,
     User,
+    WebSession,
     Worker,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "TaskLog",
     "TaskResult",
     "User",
+    "WebSession",
     "Worker",
     "create_engine_for",
     "make_session_factory",

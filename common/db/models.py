@@ -263,6 +263,21 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(SafeString(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # None: never
+
+
+class WebSession(Base):
+    """A logged-in browser. The session cookie carries a random id whose SHA-256 is this row's key:
+    logging out deletes the row, so a copy of the cookie stops working at once; a password change
+    deletes every row of the user."""
+
+    __tablename__ = "web_session"
+
+    id_hash: Mapped[str] = mapped_column(SafeString(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class AuditLog(Base):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -126,17 +127,95 @@ def users_set_role(username: str, role: str) -> None:
 
 @users.command("token")
 @click.argument("username")
-def users_token(username: str) -> None:
+@click.option(
+    "--days",
+    default=None,
+    type=click.IntRange(0),
+    help="Days until the token expires (default api_token_expiry_days, 90; 0: never).",
+)
+def users_token(username: str, days: int | None) -> None:
     """Issue an API token for USERNAME (same role as the user); it is printed once, stored hashed.
 
     \b
     Example:
-      TOKEN=$(hareflow users token alice)
+      TOKEN=$(hareflow users token alice --days 30)
       curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/api/v1/dags
     """
     settings = get_settings()
     from hareflow.web.security import issue_token
 
+    lifetime = settings.api_token_expiry_days if days is None else days
     with metastore(settings) as sessions, user_mistakes(), sessions() as session, session.begin():
-        token = issue_token(session, username)
+        token = issue_token(session, username, days=lifetime, issued_by="cli")
     click.echo(token)
+
+
+@users.group("tokens", context_settings=CONTEXT_SETTINGS)
+def users_tokens() -> None:
+    """List and revoke API tokens (issue one with `hareflow users token NAME`).
+
+    \b
+    Example:
+      hareflow users tokens list alice && hareflow users tokens revoke 7
+    """
+
+
+@users_tokens.command("list")
+@click.argument("username", required=False)
+@output_option
+def users_tokens_list(username: str | None, output: str) -> None:
+    """List API tokens (of USERNAME, or everyone's): id, user, created, last used, expiry.
+
+    \b
+    Example:
+      hareflow users tokens list alice
+    """
+    settings = get_settings()
+    from hareflow.web.security import list_tokens
+
+    with metastore(settings) as sessions, sessions() as session:
+        rows = list_tokens(session, username)
+    if output == "json":
+        dates = ("created_at", "last_used_at", "expires_at")
+        print_json([{**r, **{k: iso(r[k]) for k in dates}} for r in rows])
+        return
+    if not rows:
+        click.echo("no API tokens", err=True)
+        return
+    print_table(
+        ["id", "user", "created", "last used", "expires"],
+        [
+            [
+                r["id"],
+                r["user"],
+                when(r["created_at"]),
+                when(r["last_used_at"]) if r["last_used_at"] else "never",
+                _expiry(r),
+            ]
+            for r in rows
+        ],
+    )
+
+
+def _expiry(row: dict[str, Any]) -> str:
+    text = when(row["expires_at"]) if row["expires_at"] else "never"
+    return f"expired {text}" if row["expired"] else text
+
+
+@users_tokens.command("revoke")
+@click.argument("token_id", type=int)
+def users_tokens_revoke(token_id: int) -> None:
+    """Revoke (delete) the API token TOKEN_ID at once; scripts using it get 401 from then on.
+
+    \b
+    Example:
+      hareflow users tokens revoke 7
+    """
+    settings = get_settings()
+    from hareflow.web.security import revoke_token
+
+    with metastore(settings) as sessions, sessions() as session, session.begin():
+        revoked = revoke_token(session, token_id, revoked_by="cli")
+    if revoked is None:
+        raise UserError(f"no API token with id {token_id} (see `hareflow users tokens list`)")
+    click.echo(f"revoked API token {token_id} of {revoked['user']}")

@@ -206,3 +206,35 @@ def test_the_scheduler_banner_appears_when_it_stops_and_goes_when_it_is_back(
     monkeypatch.undo()  # the scheduler beats again within its 5 s interval
     expect(banner).to_be_hidden(timeout=15_000)
     assert_not_reloaded(page)
+
+
+def test_an_admin_issues_an_api_token_sees_it_listed_and_revokes_it(
+    open_as: Any, live_system: LiveSystem
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    def status(token: str) -> int:
+        request = urllib.request.Request(
+            live_system.url + "/api/v1/me", headers={"Authorization": f"Bearer {token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    page = open_as("admin")
+    page.goto(live_system.url + "/users")
+    page.click('tr[data-user="viewer"] button:has-text("New API token")')
+    token = page.inner_text("#new-token code.token").strip()
+    assert token.startswith("hft_") and status(token) == 200
+    row = page.locator("#tokens-table tbody tr", has_text="viewer").last
+    token_id = row.get_attribute("data-token")
+    assert "never" in row.inner_text()  # the page was rendered before the token was first used
+
+    page.click(f'tr[data-token="{token_id}"] button:has-text("Revoke")')  # the confirm is accepted
+    page.wait_for_selector(f'tr[data-token="{token_id}"]', state="detached")
+
+    assert f"API token {token_id} of viewer revoked" in page.inner_text("body")
+    assert status(token) == 401

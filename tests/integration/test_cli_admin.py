@@ -78,6 +78,25 @@ def test_users_can_be_created_listed_given_another_role_and_deleted(hf: CliSyste
     assert [a.details["user"] for a in hf.audit("user_create")] == ["alice", "bob"]
 
 
+def test_api_tokens_are_issued_with_an_expiry_listed_and_revoked(hf: CliSystem) -> None:
+    hf.ok("users", "create", "robot", "--role", "viewer", "--password-stdin", input="beep boop beep\n")
+    first = hf.ok("users", "token", "robot").stdout.strip()
+    forever = hf.ok("users", "token", "robot", "--days", "0").stdout.strip()
+    listed = hf.json("users", "tokens", "list", "robot")
+    table = hf.ok("users", "tokens", "list").stdout
+
+    assert first.startswith("hft_") and forever.startswith("hft_") and first != forever
+    assert [t["user"] for t in listed] == ["robot", "robot"]
+    assert listed[0]["expires_at"] is not None and listed[1]["expires_at"] is None
+    assert table.splitlines()[0].split() == ["ID", "USER", "CREATED", "LAST", "USED", "EXPIRES"]
+    revoked = hf.ok("users", "tokens", "revoke", str(listed[0]["id"]))
+    assert revoked.stdout.strip() == f"revoked API token {listed[0]['id']} of robot"
+    assert [t["id"] for t in hf.json("users", "tokens", "list", "robot")] == [listed[1]["id"]]
+    missing = hf.invoke("users", "tokens", "revoke", "999999")
+    assert missing.exit_code == 2 and "no API token with id 999999" in missing.output
+    assert [a.details["token_id"] for a in hf.audit("token_revoke")] == [listed[0]["id"]]
+
+
 def test_passwords_are_stored_hashed_and_verify(hf: CliSystem) -> None:
     from hareflow.common.users import verify_password
 

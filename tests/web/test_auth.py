@@ -16,7 +16,7 @@ from hareflow.common.db import ApiToken
 from hareflow.common.users import create_user, delete_user, set_password
 from hareflow.web import socketio_of
 from hareflow.web.security import ensure_secret_key, hash_token, issue_token
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.web.conftest import CSRF_META, PASSWORD, Client, login, unique
@@ -345,3 +345,107 @@ def test_x_forwarded_for_is_trusted_only_when_a_proxy_is_configured(
 
     assert address_seen(0) == "10.0.0.1"  # a client cannot claim another address
     assert address_seen(1) == "203.0.113.7"
+
+
+def _cookie_copy(source: FlaskClient, target: FlaskClient) -> None:
+    cookie = source.get_cookie("hareflow_session")
+    assert cookie is not None
+    target.set_cookie("hareflow_session", cookie.value)
+
+
+def test_a_session_cookie_copied_before_logout_stops_working_when_its_owner_logs_out(
+    app: Flask, viewer: Client
+) -> None:
+    thief = app.test_client()
+    _cookie_copy(viewer.http, thief)
+    assert thief.get("/api/v1/me").status_code == 200
+
+    assert viewer.form("/logout").status_code == 302
+
+    assert thief.get("/api/v1/me").status_code == 401
+    assert thief.get("/dags").status_code == 302
+
+
+def test_a_session_past_its_lifetime_is_refused_and_swept_at_the_next_login(
+    app: Flask, web_sessions: sessionmaker[Session]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from hareflow.common.db import User, WebSession
+
+    name = unique("user")
+    with web_sessions() as s, s.begin():
+        create_user(s, name, PASSWORD, "viewer")
+    client = login(app.test_client(), name)
+    with web_sessions() as s, s.begin():
+        user_id = s.scalar(select(User.id).where(User.username == name))
+        for row in s.scalars(select(WebSession).where(WebSession.user_id == user_id)):
+            row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+
+    assert client.get("/api/v1/me").status_code == 401
+    login(app.test_client(), name)
+    with web_sessions() as s:
+        assert (
+            s.scalar(select(func.count()).select_from(WebSession).where(WebSession.user_id == user_id)) == 1
+        )
+
+
+def test_a_password_change_ends_every_session_of_that_user_but_not_of_others(
+    app: Flask, web_sessions: sessionmaker[Session], viewer: Client
+) -> None:
+    name = unique("user")
+    with web_sessions() as s, s.begin():
+        create_user(s, name, PASSWORD, "viewer")
+    first, second = login(app.test_client(), name), login(app.test_client(), name)
+
+    with web_sessions() as s, s.begin():
+        set_password(s, name, "another password")
+
+    assert first.get("/api/v1/me").status_code == 401 and second.get("/api/v1/me").status_code == 401
+    assert viewer.get("/api/v1/me").status_code == 200
+
+
+def test_an_expired_or_revoked_api_token_is_refused(app: Flask, web_sessions: sessionmaker[Session]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from hareflow.web.security import list_tokens, revoke_token
+
+    name = unique("bot")
+    with web_sessions() as s, s.begin():
+        create_user(s, name, PASSWORD, "viewer")
+        expiring, revoked, kept = (issue_token(s, name, days=d) for d in (1, 30, 0))
+    with web_sessions() as s, s.begin():
+        rows = {t["id"]: t for t in list_tokens(s, name)}
+        for row in s.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(expiring))):
+            row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        revoked_id = s.scalar(select(ApiToken.id).where(ApiToken.token_hash == hash_token(revoked)))
+        assert revoke_token(s, revoked_id, revoked_by="admin")["user"] == name
+
+    def status(token: str) -> int:
+        return app.test_client().get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code
+
+    assert (status(expiring), status(revoked), status(kept)) == (401, 401, 200)
+    assert [r["expires_at"] is None for r in rows.values()] == [False, False, True]
+    with web_sessions() as s:
+        listed = {t["id"]: t for t in list_tokens(s, name)}
+    assert revoked_id not in listed and [t["expired"] for t in listed.values()] == [True, False]
+
+
+def test_the_users_page_lists_api_tokens_and_an_admin_revokes_one(
+    admin: Client, web_sessions: sessionmaker[Session]
+) -> None:
+    name = unique("bot")
+    with web_sessions() as s, s.begin():
+        create_user(s, name, PASSWORD, "viewer")
+        token = issue_token(s, name)
+        token_id = s.scalar(select(ApiToken.id).where(ApiToken.token_hash == hash_token(token)))
+
+    page = admin.get("/users").text
+    assert f'data-token="{token_id}"' in page and name in page
+    revoked = admin.form(f"/users/tokens/{token_id}/revoke")
+
+    assert revoked.status_code == 302
+    assert f'data-token="{token_id}"' not in admin.get("/users").text
+    assert admin.http.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    with web_sessions() as s:
+        assert s.get(ApiToken, token_id) is None

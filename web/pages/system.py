@@ -10,8 +10,8 @@ from hareflow.common.users import ROLES, UserAccountError, create_user, delete_u
 from hareflow.web import actions, queries
 from hareflow.web.api.system import queue_report
 from hareflow.web.pages import arg_int, back, bp, flash_error
-from hareflow.web.runtime import open_session
-from hareflow.web.security import issue_token, require_role
+from hareflow.web.runtime import open_session, runtime
+from hareflow.web.security import issue_token, list_tokens, require_role, revoke_token
 from sqlalchemy import select
 
 
@@ -78,9 +78,22 @@ def audit() -> Any:
 @bp.get("/users")
 @require_role("admin")
 def users() -> Any:
+    return _users_page(token=None)
+
+
+def _users_page(token: dict[str, str] | None) -> Any:
     with open_session() as s:
         items = [{"username": u.username, "role": u.role, "created_at": u.created_at} for u in list_users(s)]
-    return render_template("users.html", users=items, roles=ROLES, token=None, active_nav="pages.users")
+        tokens = list_tokens(s)
+    return render_template(
+        "users.html",
+        users=items,
+        roles=ROLES,
+        token=token,
+        tokens=tokens,
+        token_days=runtime().settings.api_token_expiry_days,
+        active_nav="pages.users",
+    )
 
 
 def _user_action(action: Any, done: str) -> Any:
@@ -130,18 +143,23 @@ def delete_user_page(username: str) -> Any:
 @bp.post("/users/<username>/token")
 @require_role("admin")
 def issue_user_token(username: str) -> Any:
+    days = runtime().settings.api_token_expiry_days
     try:
         with open_session() as s, s.begin():
-            token = issue_token(s, username)
+            token = issue_token(s, username, days=days, issued_by=g.user.username)
     except UserAccountError as exc:
         flash_error(str(exc))
         return redirect(url_for("pages.users"))
-    with open_session() as s:
-        items = [{"username": u.username, "role": u.role, "created_at": u.created_at} for u in list_users(s)]
-    return render_template(
-        "users.html",
-        users=items,
-        roles=ROLES,
-        token={"username": username, "value": token},
-        active_nav="pages.users",
-    )
+    return _users_page(token={"username": username, "value": token})
+
+
+@bp.post("/users/tokens/<int:token_id>/revoke")
+@require_role("admin")
+def revoke_user_token(token_id: int) -> Any:
+    with open_session() as s, s.begin():
+        revoked = revoke_token(s, token_id, revoked_by=g.user.username)
+    if revoked is None:
+        flash_error(f"no API token with id {token_id}")
+    else:
+        flash(f"API token {token_id} of {revoked['user']} revoked")
+    return redirect(url_for("pages.users"))
