@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,32 +53,84 @@ class ProcessReport:
     errors: int = 0
 
 
-def parse_file(path: str, timeout: float, dags_folder: str | None = None) -> FileReport:
+#: A parse running this long stops counting against dag_file_processor_parallelism (it goes on until
+#: its timeout), so a few files that hang at import never hold up the others; at most MAX_SLOW_PARSES
+#: such parses run at once beside the regular ones.
+SLOW_AFTER = 5.0
+MAX_SLOW_PARSES = 8
+TIMEOUT_MESSAGE = "parsing took longer than {timeout:g}s (dag_file_processor_timeout) and was stopped"
+
+
+def parse_file(
+    path: str,
+    timeout: float,
+    dags_folder: str | None = None,
+    running: set[subprocess.Popen[bytes]] | None = None,
+    *,
+    on_slow: Callable[[], None] | None = None,
+) -> FileReport:
     """Parse one file in a fresh child interpreter; a hang or crash becomes an import error.
 
     ``-P``: the scheduler's working directory is not put on the child's ``sys.path`` (a folder there
     named like one of the user's or hareflow's modules must not change what the DAG file imports);
-    the DAG folder is, so helper modules beside the DAGs import."""
+    the DAG folder is, so helper modules beside the DAGs import.
+
+    The child writes to temporary files, not pipes, and only its own exit is awaited: a thread or a
+    process the DAG file starts at import cannot hold the parse open. The child leads a process group
+    of its own, killed when it is done, so whatever the file started goes with it. ``running``: a set
+    the child is kept in while it runs (so a stopping processor can kill it). ``on_slow`` is called
+    once the parse has taken ``SLOW_AFTER`` seconds (the processor then frees its slot)."""
     command = [sys.executable, "-P", "-m", "hareflow.common.dag.processor_child", path]
     if dags_folder is not None:
         command.append(dags_folder)
-    try:
-        proc = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
         )
-    except subprocess.TimeoutExpired:
-        message = f"parsing took longer than {timeout:g}s (dag_file_processor_timeout) and was stopped"
-        return FileReport(path, [], [{"file": path, "line": None, "message": message}])
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or "").strip().splitlines()[-5:]
-        message = f"DAG processor exited with code {proc.returncode}: {' / '.join(tail)}"
+        if running is not None:
+            running.add(proc)
+        try:
+            code: int | None = _wait(proc, timeout, on_slow)
+        finally:
+            _kill_group(proc.pid)
+            proc.wait()
+            if running is not None:
+                running.discard(proc)
+        if code is None:
+            message = TIMEOUT_MESSAGE.format(timeout=timeout)
+            return FileReport(path, [], [{"file": path, "line": None, "message": message}])
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if code != 0 or not lines:
+        tail = stderr.strip().splitlines()[-5:]
+        message = f"DAG processor exited with code {code}: {' / '.join(tail)}"
         return FileReport(path, [], [{"file": path, "line": None, "message": message}])
     data = json.loads(lines[-1])
     return FileReport(path, data.get("dags", []), data.get("errors", []), data.get("source"))
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float, on_slow: Callable[[], None] | None) -> int | None:
+    """The child's exit code, or None if it ran past ``timeout``."""
+    first = min(SLOW_AFTER, timeout) if on_slow is not None else timeout
+    try:
+        return proc.wait(first)
+    except subprocess.TimeoutExpired:
+        if on_slow is None or first >= timeout:
+            return None
+    on_slow()
+    try:
+        return proc.wait(timeout - first)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def store_source(session: Session, fileloc: str, source: str, now: datetime) -> None:
@@ -111,55 +166,135 @@ class DagProcessor:
         self.folder = (folder or settings.effective_dags_folder()).resolve()
         self._seen: dict[str, tuple[int, int]] = {}
         self._first = True
+        self._lock = threading.Lock()
+        parallelism = settings.dag_file_processor_parallelism
+        self._slots = threading.Semaphore(parallelism)
+        self._pool = ThreadPoolExecutor(
+            max_workers=parallelism + MAX_SLOW_PARSES, thread_name_prefix="hareflow-parse"
+        )
+        self._in_flight: dict[str, Future[ProcessReport]] = {}
+        self._running: set[subprocess.Popen[bytes]] = set()
+        #: Files whose last parse timed out: parsed after the others, so they never hold them up.
+        self._slow: set[str] = set()
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("DAG processing failed; retrying")
-            stop.wait(self._settings.dag_dir_list_interval)
+        """Scan the folder every ``dag_dir_list_interval`` until ``stop``; parses run in the
+        background and each file's result is stored the moment that file is done."""
+        try:
+            while not stop.is_set():
+                try:
+                    self.run_once(wait=False)
+                except Exception:
+                    log.exception("DAG processing failed; retrying")
+                stop.wait(self._settings.dag_dir_list_interval)
+        finally:
+            self.close()
 
-    def run_once(self, now: datetime | None = None) -> ProcessReport:
-        """Parse new and changed files, forget removed ones. The first call parses everything."""
-        now = now or datetime.now(UTC)
+    def close(self) -> None:
+        """Stop parsing: queued files are dropped, running parse children killed."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list(self._running):
+            _kill_group(proc.pid)
+
+    def run_once(self, now: datetime | None = None, *, wait: bool = True) -> ProcessReport:
+        """Parse new and changed files, forget removed ones. The first call parses everything.
+
+        ``wait``: return when every file this call started is stored (the report then covers them);
+        without it, parsing goes on in the background (the scheduler's mode)."""
         report = ProcessReport()
-        files = {str(p.resolve()): p for p in find_dag_files(self.folder)} if self.folder.is_dir() else {}
+        stamps = self._scan()
+        with self._lock:
+            changed = [
+                p for p, stamp in stamps.items() if self._seen.get(p) != stamp and p not in self._in_flight
+            ]
+            removed = [p for p in self._seen if p not in stamps]
+            for path in removed:
+                del self._seen[path]
+        if self._first:
+            self._slow |= self._timed_out_before()
+        changed.sort(key=lambda p: p in self._slow)
+        futures = [self._submit(path, stamps[path], now) for path in changed]
+        if removed or self._first:
+            self._deactivate_missing(set(stamps), now or datetime.now(UTC), report)
+            report.removed = removed
+            self._notify(report.dags_changed)
+        self._first = False
+        if wait:
+            for future in futures:
+                done = future.result()
+                report.parsed += done.parsed
+                report.dags_changed += done.dags_changed
+                report.errors += done.errors
+        return report
+
+    def _scan(self) -> dict[str, tuple[int, int]]:
+        files = find_dag_files(self.folder) if self.folder.is_dir() else []
         stamps = {}
-        for path, p in files.items():
+        for p in files:
             try:
                 st = p.stat()
-                stamps[path] = (st.st_mtime_ns, st.st_size)
             except FileNotFoundError:
                 continue
-        changed = [path for path, stamp in stamps.items() if self._seen.get(path) != stamp]
-        removed = [path for path in self._seen if path not in stamps]
-        if changed:
-            started = time.monotonic()
-            with ThreadPoolExecutor(max_workers=self._settings.dag_file_processor_parallelism) as pool:
-                reports = list(
-                    pool.map(
-                        lambda p: parse_file(p, self._settings.dag_file_processor_timeout, str(self.folder)),
-                        changed,
-                    )
-                )
-            for file_report in reports:
-                self._store(file_report, now, report)
-                report.parsed.append(file_report.file)
-            log.info("parsed %d DAG file(s) in %.2fs", len(changed), time.monotonic() - started)
-        if removed or self._first:
-            self._deactivate_missing(set(stamps), now, report)
-            report.removed = removed
-        self._seen = {path: stamp for path, stamp in stamps.items()}
-        self._first = False
-        if report.dags_changed and self._on_change is not None:
+            stamps[str(p.resolve())] = (st.st_mtime_ns, st.st_size)
+        return stamps
+
+    def _submit(self, path: str, stamp: tuple[int, int], now: datetime | None) -> Future[ProcessReport]:
+        future = self._pool.submit(self._parse_and_store, path, stamp, now)
+        with self._lock:
+            self._in_flight[path] = future
+        future.add_done_callback(lambda _: self._forget(path))
+        return future
+
+    def _forget(self, path: str) -> None:
+        with self._lock:
+            self._in_flight.pop(path, None)
+
+    def _parse_and_store(self, path: str, stamp: tuple[int, int], now: datetime | None) -> ProcessReport:
+        started = time.monotonic()
+        self._slots.acquire()
+        held = [True]
+
+        def free_slot() -> None:
+            if held[0]:
+                held[0] = False
+                self._slots.release()
+
+        try:
+            file_report = parse_file(
+                path,
+                self._settings.dag_file_processor_timeout,
+                str(self.folder),
+                self._running,
+                on_slow=free_slot,
+            )
+        finally:
+            free_slot()
+        report = ProcessReport(parsed=[path])
+        self._store(file_report, now or datetime.now(UTC), report)
+        timed_out = any(e["message"].startswith("parsing took longer than") for e in file_report.errors)
+        with self._lock:
+            self._seen[path] = stamp  # only once stored: a failed store is tried again next scan
+            (self._slow.add if timed_out else self._slow.discard)(path)
+        log.debug("parsed %s in %.2fs", path, time.monotonic() - started)
+        self._notify(report.dags_changed)
+        return report
+
+    def _notify(self, dag_ids: Sequence[str]) -> None:
+        if dag_ids and self._on_change is not None:
             self._on_change(
                 [
                     StateEvent(kind="dag", dag_id=d, run_id=None, state="parsed", at=time.time())
-                    for d in report.dags_changed
+                    for d in dag_ids
                 ]
             )
-        return report
+
+    def _timed_out_before(self) -> set[str]:
+        """Files whose stored import error says their parse timed out (before a restart)."""
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(ImportError_.filename).where(ImportError_.message.like("parsing took longer than%"))
+            )
+            return set(rows)
 
     def _store(self, file_report: FileReport, now: datetime, report: ProcessReport) -> None:
         path = file_report.file

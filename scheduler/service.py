@@ -85,7 +85,8 @@ def run_scheduler(
         reporters.append(_results_health(settings, consumer))
     processor = DagProcessor(settings=settings, session_factory=sessions, on_change=on_dags)
     log.info("DAG folder: %s", processor.folder)
-    processor.run_once()
+    # Parsing never holds up scheduling: the first scan runs in the processor's thread too, and each
+    # file's DAGs are stored (and scheduled) as soon as that file is parsed.
     threads.append(_thread(processor.run, "hareflow-dag-processor", stop))
     for reporter in reporters:
         reporter.start()

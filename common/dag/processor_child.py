@@ -92,4 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: a thread the DAG file started at import must not keep this process alive (its
+    # output is written; a process the file started is killed with this one's process group).
+    os._exit(status)

@@ -591,6 +591,38 @@ def test_a_dag_file_with_a_syntax_error_is_reported_with_its_line_and_other_dags
     assert system.result("good", run_id, "fine") == "fine"
 
 
+def test_dag_files_that_never_finish_importing_hold_up_neither_scheduling_nor_the_other_files(
+    system: System, write_dag
+) -> None:
+    from tests.unit.test_dag_loader import _gone
+
+    hanging = [
+        write_dag(f"a_hang_{i}.py", "import time\nfrom hareflow import DAG\ntime.sleep(3600)\n")
+        for i in range(3)
+    ]
+    write_dag(
+        "z_good.py",
+        """
+        from hareflow import DAG, task
+
+        with DAG("good"):
+            @task
+            def fine():
+                return "fine"
+
+            fine()
+        """,
+    )
+    system.start(dag_file_processor_timeout=300)
+
+    run_id, state = system.run_dag("good")  # parsed and run while the three still hang
+    assert state == "success"
+    with system.c.sessions() as session:
+        assert list(session.scalars(select(ImportError_))) == []  # the hanging files are still parsing
+    system.stop()
+    assert all(_gone(str(path.resolve())) for path in hanging)  # stopping kills their parses
+
+
 def _serialized_task_ids(system: System, dag_id: str) -> list[str]:
     with system.c.sessions() as session:
         dag = session.get(Dag, dag_id)

@@ -272,3 +272,60 @@ def test_the_dag_folder_is_appended_to_the_path_once_so_it_never_shadows_an_inst
     dag_file = _write(tmp_path / "one.py", GOOD)
     add_dags_folder_to_path(dag_file)  # a DAG "folder" that is one file: its directory
     assert sys.path == ["/first", "/second", str(tmp_path)]
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Live (not zombie) processes whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if marker in cmdline and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _gone(marker: str, timeout: float = 10.0) -> bool:
+    """Whether every process holding ``marker`` is gone (a SIGKILL takes effect a moment later)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while _processes_with(marker):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_dag_file_that_starts_a_thread_and_a_process_at_import_parses_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    from hareflow.scheduler.dag_processor import parse_file
+
+    marker = f"{600 + os.getpid() % 1000}.25"
+    path = _write(
+        tmp_path / "starts_things.py",
+        f"""
+        import subprocess, threading, time
+        from hareflow import DAG, task
+
+        threading.Thread(target=time.sleep, args=(600,)).start()  # not a daemon
+        subprocess.Popen(["sleep", "{marker}"])  # inherits the parse's stdout and stderr
+
+        with DAG("starts_things"):
+            @task
+            def t():
+                return 1
+
+            t()
+        """,
+    )
+    report = parse_file(str(path), 20, str(tmp_path))
+
+    assert report.errors == []
+    assert [d["dag_id"] for d in report.dags] == ["starts_things"]
+    assert _gone(f"sleep {marker}")
