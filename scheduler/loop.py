@@ -95,6 +95,10 @@ class Scheduler:
         self._queues_seen: set[str] = {settings.default_queue}
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
         self._started_at = clock()
+        #: Since when this scheduler has watched workers with the metastore reachable (None: not
+        #: yet, or the metastore went away): a worker is lost only after a worker_timeout of silence
+        #: *watched*, never because its heartbeats waited in the results queue during an outage.
+        self._watching_since: datetime | None = None
         #: monotonic time of the last pass that completed (read by the health probe)
         self.last_pass = time.monotonic()
 
@@ -149,6 +153,8 @@ class Scheduler:
                 delay = 0.5
             except (OperationalError, BrokerUnavailable) as exc:
                 metrics.SCHEDULER_LOOP_ERRORS.inc()
+                if isinstance(exc, OperationalError):
+                    self._watching_since = None
                 log.warning(
                     "scheduler iteration failed (%s); retrying in %.1fs", exc.__class__.__name__, delay
                 )
@@ -328,6 +334,12 @@ class Scheduler:
 
     def handle_lost_workers(self, now: datetime, report: LoopReport) -> None:
         cutoff = now - timedelta(seconds=self._settings.worker_timeout)
+        if self._watching_since is None:
+            self._watching_since = now
+        if self._watching_since > cutoff:
+            # Just started, or the metastore just came back: the workers' heartbeats of the gap may
+            # still be waiting in the results queue. Judge only a silence watched for worker_timeout.
+            return
         with self._sessions() as session, session.begin():
             lost = list(
                 session.scalars(

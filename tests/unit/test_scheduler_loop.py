@@ -284,3 +284,54 @@ def test_an_event_heard_in_process_does_not_wake_the_scheduler_again_when_broadc
     assert scheduler._wake.is_set() and scheduler._take_changed() == {1, 2}
     # Events that arrived only by broadcast are not remembered: no copy of them will come back.
     assert scheduler._heard == {}
+
+
+def test_after_a_restart_a_worker_is_judged_only_on_a_silence_the_scheduler_watched(harness: Harness) -> None:
+    """Heartbeats sent while the control plane was down wait in the results queue: a scheduler that
+    just started (or whose metastore just came back) must not take their worker for lost."""
+    harness.dag_file(
+        "one.py",
+        """
+        from datetime import datetime
+        from hareflow import DAG, task
+        with DAG("one", start_date=datetime(2026, 1, 1)):
+            @task
+            def work():
+                return 1
+            work()
+        """,
+    )
+    from hareflow.common.runs import trigger_run
+
+    before_outage = NOW - timedelta(minutes=5)
+    with harness.sessions() as s, s.begin():
+        trigger_run(s, "one", now=before_outage)
+    Scheduler(
+        settings=harness.settings, session_factory=harness.sessions, executor=harness.executor
+    ).run_once(before_outage)
+    with harness.sessions() as s, s.begin():
+        s.add(
+            Worker(
+                name="w7",
+                hostname="h7",
+                pid=7,
+                queues=["default"],
+                concurrency=1,
+                first_seen=before_outage,
+                last_heartbeat=before_outage,
+                state="active",
+            )
+        )
+        ti = s.scalars(select(TaskInstance)).one()
+        ti.state, ti.worker = "running", "w7"
+    timeout = harness.settings.worker_timeout
+    # The restarted scheduler's first passes: the heartbeat row is five minutes old.
+    assert harness.scheduler.run_once(NOW).lost_workers == 0
+    assert harness.scheduler.run_once(NOW + timedelta(seconds=timeout - 1)).lost_workers == 0
+    assert harness.tis()["work"].state == "running"
+    # The backlog drains: the worker's latest heartbeat lands, and it is alive after all.
+    with harness.sessions() as s, s.begin():
+        s.get(Worker, "w7").last_heartbeat = NOW + timedelta(seconds=2)  # type: ignore[union-attr]
+    assert harness.scheduler.run_once(NOW + timedelta(seconds=timeout + 1)).lost_workers == 0
+    # A silence watched for worker_timeout is a lost worker, as before.
+    assert harness.scheduler.run_once(NOW + timedelta(seconds=timeout + 3)).lost_workers == 1
