@@ -182,7 +182,9 @@ class DagProcessor:
             dag.last_parsed_at = now
             return False
         if dag is None:
-            dag = Dag(dag_id=data["dag_id"], created_at=now, is_paused=False)
+            # Only a DAG seen for the first time takes the setting: re-parsing never changes the flag.
+            paused = self._settings.dags_are_paused_at_creation
+            dag = Dag(dag_id=data["dag_id"], created_at=now, is_paused=paused)
             session.add(dag)
         dag.fileloc = data["fileloc"]
         dag.is_active = True
