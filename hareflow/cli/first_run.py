@@ -149,7 +149,7 @@ def first_screen(
         lines += [
             f"  User:        {FIRST_ADMIN}",
             f"  Password:    {password}",
-            "               (shown this once; change it in the UI under your user name, Change password,",
+            "               (shown this once; change it with Change password at the top right of the UI,",
             f"               or with `hareflow users set-password {FIRST_ADMIN}`)",
         ]
     lines.append(f"  DAG folder:  {folder.path}")
