@@ -126,13 +126,15 @@ _VALID_CHOICES = {
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
-def bundled_examples_folder() -> Path:
-    """The example DAGs: beside the source tree when run from a checkout, else inside the package."""
-    here = Path(__file__).resolve().parents[2]
-    for candidate in (here / "examples" / "dags", here / "hareflow" / "example_dags"):
+def bundled_examples_folder(package_root: Path | None = None) -> Path:
+    """The example DAGs: ``examples/dags`` when run from a checkout (``package_root`` is the
+    repository), else ``hareflow/example_dags`` inside the installed package (``package_root`` is
+    the installed ``hareflow`` folder, where this module is ``common/config/settings.py``)."""
+    here = package_root or Path(__file__).resolve().parents[2]
+    for candidate in (here / "examples" / "dags", here / "example_dags"):
         if candidate.is_dir():
             return candidate
-    return here / "examples" / "dags"
+    return here / "example_dags"
 
 
 def mask_url(url: str) -> str:

@@ -61,6 +61,8 @@ def _copy_examples(source: Path, target: Path, pending: Path) -> None:
     """Copy the example files beside ``target`` first and rename the folder into place, so a start
     interrupted half-way never leaves a half-filled folder that later starts would take as the user's."""
     files = sorted(p for p in source.glob("*.py") if not p.name.startswith("__"))
+    if not files:  # a broken installation: say so rather than start with an empty folder for good
+        raise UserError(f"no example DAGs in {source}: re-install hareflow, or set HAREFLOW_DAGS_FOLDER")
     staging = target.with_name(target.name + ".copying")
     try:
         shutil.rmtree(staging, ignore_errors=True)

@@ -107,3 +107,15 @@ def test_the_dag_folder_is_the_configured_one_then_dags_here_then_home_dags_then
     assert s.effective_dags_folder(cwd) == cwd / "dags"
     configured = load_settings(env={"HAREFLOW_HOME": str(home), "HAREFLOW_DAGS_FOLDER": str(tmp_path / "x")})
     assert configured.effective_dags_folder(cwd) == tmp_path / "x"
+
+
+def test_the_bundled_examples_are_found_in_a_checkout_and_in_an_installed_package(tmp_path: Path) -> None:
+    from hareflow.common.config.settings import bundled_examples_folder
+
+    checkout = tmp_path / "checkout"
+    (checkout / "examples" / "dags").mkdir(parents=True)
+    installed = tmp_path / "site-packages" / "hareflow"  # what `pip install .` lays out
+    (installed / "example_dags").mkdir(parents=True)
+    (installed / "common" / "config").mkdir(parents=True)
+    assert bundled_examples_folder(checkout) == checkout / "examples" / "dags"
+    assert bundled_examples_folder(installed) == installed / "example_dags"

@@ -75,6 +75,16 @@ def test_a_home_that_cannot_be_written_is_one_clear_error_naming_the_folders(
         prepare_dags_folder(blocked, cwd)
 
 
+def test_missing_bundled_examples_are_a_clear_error_and_leave_no_folder_behind(tmp_path: Path) -> None:
+    from hareflow.cli.first_run import _copy_examples
+
+    empty = tmp_path / "example_dags"
+    empty.mkdir()
+    with pytest.raises(UserError, match=r"no example DAGs in .*example_dags: re-install hareflow"):
+        _copy_examples(empty, tmp_path / "home" / "dags", tmp_path / "home" / PENDING_FILE)
+    assert not (tmp_path / "home" / "dags").exists()
+
+
 def test_no_bundled_example_starts_a_burst_of_catch_up_runs_however_late_it_is_started() -> None:
     for when in (datetime(2026, 12, 2, tzinfo=UTC), datetime(2036, 6, 1, tzinfo=UTC)):
         for path in find_dag_files(bundled_examples_folder()):
