@@ -107,6 +107,11 @@ class DagProcessor:
                 continue
         changed = [path for path, stamp in stamps.items() if self._seen.get(path) != stamp]
         removed = [path for path in self._seen if path not in stamps]
+        # Forget what left the folder first: a DAG id that moved here from a file outside it (the
+        # folder itself moved) is then free for the file that defines it now, on this same pass.
+        if removed or self._first:
+            self._deactivate_missing(set(stamps), now, report)
+            report.removed = removed
         if changed:
             started = time.monotonic()
             with ThreadPoolExecutor(max_workers=self._settings.dag_file_processor_parallelism) as pool:
@@ -117,9 +122,6 @@ class DagProcessor:
                 self._store(file_report, now, report)
                 report.parsed.append(file_report.file)
             log.info("parsed %d DAG file(s) in %.2fs", len(changed), time.monotonic() - started)
-        if removed or self._first:
-            self._deactivate_missing(set(stamps), now, report)
-            report.removed = removed
         self._seen = {path: stamp for path, stamp in stamps.items()}
         self._first = False
         if report.dags_changed and self._on_change is not None:

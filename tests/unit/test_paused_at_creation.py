@@ -9,6 +9,7 @@ import pytest
 from hareflow.common.config import load_settings
 from hareflow.common.db import Dag
 from hareflow.common.operations import set_paused
+from sqlalchemy import select
 
 from tests.unit.test_scheduler_loop import DAILY, NOW, Harness
 
@@ -74,3 +75,29 @@ def test_unpausing_a_catch_up_dag_creates_its_runs_from_the_start_date(paused_ha
         paused_harness.scheduler.run_once(later)
     runs = paused_harness.runs("daily")
     assert [r.logical_date.day for r in runs] == [1, 2, 3, 4]  # type: ignore[union-attr]
+
+
+def test_a_dag_known_from_another_folder_moves_to_this_one_on_the_first_parse_keeping_its_flag(
+    tmp_path: Path,
+) -> None:
+    """What standalone's first start after an upgrade does: the examples were known from the bundled
+    folder (which still exists), and are now read from the copy in $HAREFLOW_HOME/dags."""
+    from hareflow.common.db import ImportError_
+    from hareflow.scheduler.dag_processor import DagProcessor
+
+    harness = Harness(tmp_path, dags_are_paused_at_creation=True)
+    try:
+        harness.dag_file("daily.py", DAILY.format(catchup=False, max_runs=1))
+        with harness.sessions() as s, s.begin():
+            set_paused(s, "daily", False, username="alice")
+        copy = tmp_path / "home" / "dags"
+        copy.mkdir(parents=True)
+        (copy / "daily.py").write_text((harness.folder / "daily.py").read_text())
+        DagProcessor(settings=harness.settings, session_factory=harness.sessions, folder=copy).run_once(NOW)
+        with harness.sessions() as s:
+            dag = s.get(Dag, "daily")
+            assert dag is not None and dag.is_active and dag.fileloc == str((copy / "daily.py").resolve())
+            assert not dag.is_paused
+            assert s.scalars(select(ImportError_)).all() == []
+    finally:
+        harness.close()
