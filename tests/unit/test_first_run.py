@@ -117,3 +117,39 @@ def test_the_first_screen_shows_the_url_user_password_folder_and_how_to_stop(tmp
     assert "Password:    pw-123" in first and "hareflow users set-password admin" in first
     assert "Change password" in first and "copied here on this first start" in first
     assert "Password" not in later and "copied" not in later
+
+
+def test_the_copied_examples_are_unpaused_once_except_a_dag_someone_paused_or_unpaused(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from hareflow.common.db import AuditLog, Dag
+    from hareflow.common.operations import set_paused
+    from sqlalchemy import select
+
+    from hareflow.cli.first_run import unpause_copied_examples
+    from tests.unit.test_scheduler_loop import DAILY, Harness
+
+    harness = Harness(tmp_path, dags_are_paused_at_creation=True)
+    try:
+        harness.dag_file("a.py", DAILY.format(catchup=False, max_runs=1).replace('"daily"', '"a"'))
+        harness.dag_file("b.py", DAILY.format(catchup=False, max_runs=1).replace('"daily"', '"b"'))
+        harness.dag_file("mine.py", DAILY.format(catchup=False, max_runs=1).replace('"daily"', '"mine"'))
+        with harness.sessions() as s, s.begin():
+            set_paused(s, "b", False, username="alice")
+            set_paused(s, "b", True, username="alice")
+        home = tmp_path / "home"
+        home.mkdir()
+        copied = [str((harness.folder / name).resolve()) for name in ("a.py", "b.py")]
+        (home / PENDING_FILE).write_text(json.dumps({"files": copied}))
+
+        assert unpause_copied_examples(harness.sessions, home) == ["a"]
+        assert not (home / PENDING_FILE).exists()
+        assert unpause_copied_examples(harness.sessions, home) == []  # once
+        with harness.sessions() as s:
+            paused = {d.dag_id: d.is_paused for d in s.scalars(select(Dag))}
+            by = [a.username for a in s.scalars(select(AuditLog).where(AuditLog.dag_id == "a"))]
+        assert paused == {"a": False, "b": True, "mine": True} and by == ["standalone"]
+    finally:
+        harness.close()
