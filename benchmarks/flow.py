@@ -148,6 +148,7 @@ class BenchSystem:
             "database_url": env.database_url(cfg.database, cfg.db_name, cfg.workdir),
             "executor": cfg.executor,
             "dags_folder": str(dags),
+            "dags_are_paused_at_creation": False,  # the benchmark DAGs run as soon as they are parsed
             "broker_prefix": cfg.prefix,
             "queue_type": cfg.queue_type,
             "worker_concurrency": cfg.concurrency,

@@ -213,12 +213,14 @@ class DagProcessor:
         if self._first:
             self._slow |= self._timed_out_before()
         changed.sort(key=lambda p: p in self._slow)
-        futures = [self._submit(path, stamps[path], now) for path in changed]
+        # Forget what left the folder first: a DAG id that moved here from a file outside it (the
+        # folder itself moved) is then free for the file that defines it now, on this same pass.
         if removed or self._first:
             self._deactivate_missing(set(stamps), now or datetime.now(UTC), report)
             report.removed = removed
             self._notify(report.dags_changed)
         self._first = False
+        futures = [self._submit(path, stamps[path], now) for path in changed]
         if wait:
             for future in futures:
                 done = future.result()
@@ -350,7 +352,9 @@ class DagProcessor:
             dag.last_parsed_at = now
             return False
         if dag is None:
-            dag = Dag(dag_id=data["dag_id"], created_at=now, is_paused=False)
+            # Only a DAG seen for the first time takes the setting: re-parsing never changes the flag.
+            paused = self._settings.dags_are_paused_at_creation
+            dag = Dag(dag_id=data["dag_id"], created_at=now, is_paused=paused)
             session.add(dag)
         dag.fileloc = data["fileloc"]
         dag.is_active = True

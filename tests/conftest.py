@@ -158,9 +158,11 @@ def write_dag(dags_folder: Path) -> Callable[[str, str], Path]:
 
 
 def fast_settings(tmp_path: Path, **overrides: object) -> Settings:
-    """Settings tuned for tests: short waits and intervals, isolated home."""
+    """Settings tuned for tests: short waits and intervals, isolated home, and new DAGs active at
+    once (tests about pausing at creation pass ``dags_are_paused_at_creation=True``)."""
     values: dict[str, object] = {
         "home": str(tmp_path / "home"),
+        "dags_are_paused_at_creation": False,
         "scheduler_idle_wait": 0.2,
         "dag_dir_list_interval": 0.3,
         "heartbeat_interval": 0.5,

@@ -1,5 +1,6 @@
-"""Log in and out. Sessions are signed cookies (``secret_key``); the user is looked up on every
-request, so a deleted user or a changed role or password takes effect at once."""
+"""Log in and out, and change one's own password. Sessions are signed cookies (``secret_key``);
+the user is looked up on every request, so a deleted user or a changed role or password takes
+effect at once."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
-from hareflow.common.users import verify_password
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from hareflow.common.users import UserAccountError, set_password, verify_password
 from hareflow.web.runtime import open_session, runtime
-from hareflow.web.security import log_in, log_out, safe_next
+from hareflow.web.security import log_in, log_out, require_role, safe_next
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 bp = Blueprint("auth", __name__)
@@ -173,3 +174,38 @@ def logout() -> Any:
         log_out(s)
     flash("logged out")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@require_role("viewer")  # every role: it changes only the caller's own account
+def change_password() -> Any:
+    """The logged-in user changes their own password (every role may): the current one, then the
+    new one twice. The session goes on with the new password; the user's other sessions end."""
+    if g.get("auth") != "session":
+        abort(403, "change your password from a browser session (log in first)")
+    username = g.user.username
+    if request.method == "GET":
+        return render_template("change_password.html")
+    current = request.form.get("current_password", "")
+    new, again = request.form.get("new_password", ""), request.form.get("new_password_again", "")
+    throttle, address, device = login_throttle(), request.remote_addr or "", device_of(username)
+    wait = throttle.retry_after(username, address, device)
+    if wait > 0:
+        error = f"too many wrong passwords; try again in {int(wait) + 1} s"
+        return render_template("change_password.html", error=error), 429, {"Retry-After": str(int(wait) + 1)}
+    if new != again:
+        return render_template("change_password.html", error="the two new passwords differ"), 400
+    with open_session() as s, s.begin():
+        if verify_password(s, username, current) is None:
+            throttle.failed(username, address, device)
+            return render_template("change_password.html", error="the current password is wrong"), 400
+        try:
+            user = set_password(s, username, new, changed_by=username)
+        except UserAccountError as exc:
+            return render_template("change_password.html", error=str(exc)), 400
+        s.flush()
+        # set_password ended every session of the user; this browser gets a fresh one.
+        log_in(s, user, timedelta(hours=runtime().settings.web_session_hours))
+    throttle.succeeded(username, address, device)
+    flash("password changed")
+    return redirect(url_for("pages.dag_list"))

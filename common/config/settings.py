@@ -32,7 +32,8 @@ class Settings:
     database_url: str = ""  # empty: sqlite:///<home>/hareflow.db (WAL)
     broker_url: str = ""  # empty: the embedded local executor, no broker
     executor: str = "auto"  # auto | local | rabbitmq
-    dags_folder: Path | None = None  # None: ./dags if it exists, else the bundled examples
+    dags_folder: Path | None = None  # None: ./dags, else <home>/dags if they exist, else the bundled examples
+    dags_are_paused_at_creation: bool = True  # a DAG seen for the first time starts paused
     # Broker topology
     broker_prefix: str = "hareflow"  # names: <prefix>.tasks, <prefix>.q.<queue>, <prefix>.results ...
     queue_type: str = "classic"  # classic | quorum
@@ -90,12 +91,19 @@ class Settings:
         return "rabbitmq" if self.broker_url else "local"
 
     def effective_dags_folder(self, cwd: Path | None = None) -> Path:
+        """The configured folder, else ``./dags``, else ``<home>/dags`` (where ``hareflow standalone``
+        copies the examples on its first start), whichever exists first, else the bundled examples.
+        Every command applies this one rule, so they all agree on the same ``home``."""
         if self.dags_folder is not None:
             return self.dags_folder
-        local = (cwd or Path.cwd()) / "dags"
-        if local.is_dir():
-            return local
+        for candidate in ((cwd or Path.cwd()) / "dags", self.home_dags_folder):
+            if candidate.is_dir():
+                return candidate
         return bundled_examples_folder()
+
+    @property
+    def home_dags_folder(self) -> Path:
+        return self.home / "dags"
 
     def replace(self, **changes: typing.Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -123,13 +131,15 @@ _VALID_CHOICES = {
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
-def bundled_examples_folder() -> Path:
-    """The example DAGs: beside the source tree when run from a checkout, else inside the package."""
-    here = Path(__file__).resolve().parents[2]
-    for candidate in (here / "examples" / "dags", here / "hareflow" / "example_dags"):
+def bundled_examples_folder(package_root: Path | None = None) -> Path:
+    """The example DAGs: ``examples/dags`` when run from a checkout (``package_root`` is the
+    repository), else ``hareflow/example_dags`` inside the installed package (``package_root`` is
+    the installed ``hareflow`` folder, where this module is ``common/config/settings.py``)."""
+    here = package_root or Path(__file__).resolve().parents[2]
+    for candidate in (here / "examples" / "dags", here / "example_dags"):
         if candidate.is_dir():
             return candidate
-    return here / "examples" / "dags"
+    return here / "example_dags"
 
 
 def mask_url(url: str) -> str:

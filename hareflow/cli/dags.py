@@ -250,7 +250,8 @@ def dags_unpause(dag_id: str) -> None:
 @click.option("--full", is_flag=True, help="Print each error's whole message and traceback.")
 @output_option
 def dags_errors(full: bool, output: str) -> None:
-    """List DAG files that failed to load, with the file, the line and the error.
+    """List DAG files that failed to load, with the file, the line and the error. Exits 1 when
+    there is at least one (a CI gate), 0 when there is none.
 
     \b
     Example:
@@ -267,19 +268,18 @@ def dags_errors(full: bool, output: str) -> None:
         print_json(
             [{"file": r.filename, "line": r.line, "message": r.message, "at": iso(r.timestamp)} for r in rows]
         )
-        return
-    if not rows:
+    elif not rows:
         click.echo("no import errors", err=True)
-        return
-    if full:
+    elif full:
         for r in rows:
             where = f"{r.filename}:{r.line}" if r.line else r.filename
             click.echo(f"== {where}\n{r.message}\n")
-        return
-    print_table(
-        ["file", "line", "error"],
-        [[r.filename, r.line, (r.message.splitlines() or [""])[0]] for r in rows],
-    )
+    else:
+        print_table(
+            ["file", "line", "error"],
+            [[r.filename, r.line, (r.message.splitlines() or [""])[0]] for r in rows],
+        )
+    sys.exit(1 if rows else 0)
 
 
 # -- next-runs ----------------------------------------------------------------------------------

@@ -34,9 +34,12 @@ def standalone(host: str | None, port: int | None, concurrency: int | None, log_
     """
     settings = get_settings(web_host=host, web_port=port, log_level=log_level)
     setup_logging(settings.log_level)
+    from hareflow.cli import first_run
     from hareflow.cluster import Cluster, WorkerSpec
 
+    restore_logging = first_run.quiet_start(settings.log_level)
     settings.home.mkdir(parents=True, exist_ok=True)
+    settings, dags_folder = first_run.prepare_dags_folder(settings)
     try:
         cluster = Cluster(
             settings, workers=[WorkerSpec(concurrency=concurrency or settings.worker_concurrency)]
@@ -49,7 +52,8 @@ def standalone(host: str | None, port: int | None, concurrency: int | None, log_
     settings = settings.replace(secret_key=ensure_secret_key(settings))
     stop, immediate = stop_on_signals()
     cluster.start()
-    _first_admin(cluster.sessions)
+    unpaused = first_run.unpause_copied_examples(cluster.sessions, settings.home)
+    password = first_run.create_first_admin(cluster.sessions)
     from hareflow.common.config import mask_url
     from hareflow.web.server import make_web_server, serve_until
 
@@ -62,11 +66,16 @@ def standalone(host: str | None, port: int | None, concurrency: int | None, log_
         ) from None
     web_thread = threading.Thread(target=serve_until, args=(server, stop), name="hareflow-web", daemon=True)
     web_thread.start()
-    click.echo(
-        f"hareflow standalone: web UI on http://{settings.web_host}:{server.server_port}/, "
-        f"DAGs from {settings.effective_dags_folder()}, "
-        f"metastore {mask_url(settings.effective_database_url)}, executor {cluster.executor_name}. "
-        "Ctrl-C stops.",
+    first_run.show_first_screen(
+        first_run.first_screen(
+            f"http://{settings.web_host}:{server.server_port}/",
+            dags_folder,
+            password=password,
+            metastore=mask_url(settings.effective_database_url),
+            executor=cluster.executor_name,
+            unpaused=unpaused,
+        ),
+        restore_logging,
     )
     while not stop.wait(0.5):
         pass
@@ -193,26 +202,6 @@ def web(host: str | None, port: int | None, log_level: str | None) -> None:
     click.echo(f"hareflow web on http://{settings.web_host}:{server.server_port}/ (Ctrl-C stops)")
     stop, _ = stop_on_signals()
     serve_until(server, stop)
-
-
-def _first_admin(sessions: Any) -> None:
-    """On the first start of a metastore with no users, create `admin` and print its password once."""
-    import secrets
-
-    from sqlalchemy import func, select
-
-    from hareflow.common.db import User
-    from hareflow.common.users import create_user
-
-    with sessions() as session, session.begin():
-        if session.scalar(select(func.count()).select_from(User)):
-            return
-        password = secrets.token_urlsafe(12)
-        create_user(session, "admin", password, "admin", created_by="standalone")
-    click.echo(
-        f"Created the first user: admin / {password}  (shown once; change it with "
-        "`hareflow users create` and `hareflow users delete`)"
-    )
 
 
 @click.command()

@@ -125,6 +125,30 @@ def users_set_role(username: str, role: str) -> None:
     click.echo(f"user {username} now has role {role}")
 
 
+@users.command("set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input, not a prompt.")
+def users_set_password(username: str, password_stdin: bool) -> None:
+    """Give USERNAME a new password (asked twice, or read from stdin), with the same rules as
+    `users create`. Their API tokens stay valid; the change is audit-logged.
+
+    \b
+    Example:
+      hareflow users set-password admin
+      printf '%s\\n' "$PASSWORD" | hareflow users set-password ci-bot --password-stdin
+    """
+    settings = get_settings()
+    from hareflow.common.users import get_user, set_password
+
+    with metastore(settings) as sessions:
+        with user_mistakes(), sessions() as session:
+            get_user(session, username)  # an unknown user is an error before any prompt
+        password = _read_password(password_stdin)
+        with user_mistakes(), sessions() as session, session.begin():
+            set_password(session, username, password, changed_by="cli")
+    click.echo(f"password of user {username} changed")
+
+
 @users.command("token")
 @click.argument("username")
 @click.option(

@@ -345,15 +345,33 @@ def test_pausing_a_dag_records_who_did_it_and_a_paused_dag_cannot_be_triggered(h
     assert hf.cluster.trigger("pausable")  # unpaused: triggering works again
 
 
-def test_dags_errors_lists_the_broken_file_with_its_line_and_message(hf: CliSystem) -> None:
-    data = hf.json("dags", "errors")
-    table = hf.ok("dags", "errors").stdout
+def test_dags_errors_lists_the_broken_file_with_its_line_and_message_and_exits_one(hf: CliSystem) -> None:
+    as_json = hf.invoke("dags", "errors", "-o", "json")
+    table_result = hf.invoke("dags", "errors")
+    assert (as_json.exit_code, table_result.exit_code) == (1, 1)  # import errors fail a CI gate
+    assert hf.invoke("dags", "errors", "--full").exit_code == 1
+    data, table = json.loads(as_json.stdout), table_result.stdout
 
     [error] = data
     assert error["file"].endswith("broken_dag.py")
     assert error["line"] == 6  # the second BashTask("same", ...)
     assert "same" in error["message"]
     assert "broken_dag.py" in table and " 6 " in table
+
+
+def test_dags_errors_exits_zero_and_says_so_when_no_file_failed(tmp_path: Path, postgres_url: str) -> None:
+    from hareflow.common.db import create_engine_for
+    from hareflow.common.db.migrate import migrate
+
+    engine = create_engine_for(postgres_url)
+    migrate(engine)
+    engine.dispose()
+    env = {"HAREFLOW_HOME": str(tmp_path / "home"), "HAREFLOW_DATABASE_URL": postgres_url}
+    result = run_hareflow(env, "dags", "errors")
+    as_json = run_hareflow(env, "dags", "errors", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "no import errors"
+    assert (as_json.returncode, json.loads(as_json.stdout)) == (0, [])
 
 
 def test_next_runs_lists_the_coming_daily_intervals_in_order(hf: CliSystem) -> None:

@@ -131,6 +131,50 @@ def test_user_mistakes_exit_two_with_one_line(hf: CliSystem) -> None:
     assert wrong_role.exit_code == 2 and "'superuser' is not one of" in wrong_role.stderr
 
 
+def test_set_password_in_a_real_process_replaces_the_password_and_is_audited(hf: CliSystem) -> None:
+    import subprocess
+
+    from hareflow.common.users import verify_password
+
+    from tests.integration.test_cli import clean_env, hareflow_command
+
+    hf.ok("users", "create", "frank", "--role", "viewer", "--password-stdin", input="first password\n")
+    changed = subprocess.run(
+        [*hareflow_command(), "users", "set-password", "frank", "--password-stdin"],
+        input="second password\n",
+        env=clean_env(hf.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip() == "password of user frank changed"
+    prompted = hf.ok("users", "set-password", "frank", input="third password\nthird password\n")
+    assert "password of user frank changed" in prompted.stdout
+    with hf.cluster.sessions() as session:
+        assert verify_password(session, "frank", "first password") is None
+        assert verify_password(session, "frank", "second password") is None
+        assert verify_password(session, "frank", "third password") is not None
+    audited = [(a.username, a.details) for a in hf.audit("user_set_password")]
+    assert audited[-2:] == [("cli", {"user": "frank"}), ("cli", {"user": "frank"})]
+
+
+def test_set_password_refuses_an_unknown_user_a_short_password_and_a_mismatched_confirmation(
+    hf: CliSystem,
+) -> None:
+    hf.ok("users", "create", "gina", "--role", "op", "--password-stdin", input="gina's password\n")
+    before = len(hf.audit("user_set_password"))
+    unknown = run_hareflow(hf.env, "users", "set-password", "nobody", "--password-stdin")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.strip() == "Error: no user named 'nobody' (see `hareflow users list`)"
+    assert_user_error(
+        hf.invoke("users", "set-password", "gina", "--password-stdin", input="short\n"), "at least 8"
+    )
+    mismatch = hf.invoke("users", "set-password", "gina", input="one password\nanother one\n")
+    assert mismatch.exit_code != 0 and "do not match" in mismatch.output
+    assert len(hf.audit("user_set_password")) == before
+
+
 # -- pools ----------------------------------------------------------------------------------------
 
 

@@ -99,8 +99,8 @@ def test_standalone_serves_the_ui_and_creates_the_first_admin_once(tmp_path: Pat
     env = base_env(tmp_path, HAREFLOW_DAGS_FOLDER=str(dags))
     first = hareflow("standalone", "--port", str(port), env=env)
     try:
-        lines = read_until(first, "web UI on")
-        created = [line for line in lines if line.startswith("Created the first user: admin / ")]
+        lines = read_until(first, "Stop: Ctrl-C")
+        created = [line for line in lines if line.strip().startswith("Password: ")]
         assert len(created) == 1
         assert get(f"http://127.0.0.1:{port}/login")[0] == 200
         assert get(f"http://127.0.0.1:{port}/api/v1/dags")[0] == 401  # login required
@@ -124,8 +124,8 @@ def test_standalone_serves_the_ui_and_creates_the_first_admin_once(tmp_path: Pat
     assert (tmp_path / "home" / "secret_key").exists()
     second = hareflow("standalone", "--port", str(port), env=env)
     try:
-        lines = read_until(second, "web UI on")
-        assert not [line for line in lines if "Created the first user" in line]
+        lines = read_until(second, "Stop: Ctrl-C")
+        assert not [line for line in lines if "Password" in line]
     finally:
         stop(second)
 

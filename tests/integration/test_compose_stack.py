@@ -172,7 +172,16 @@ def test_the_compose_services_run_a_dag_with_two_workers_and_pass_their_healthch
         assert time.monotonic() < deadline, f"{workers}\n{stack.logs()}"
         time.sleep(0.5)
 
-    # A run of the example DAG from the mounted folder, triggered as an operator would.
+    # A run of the example DAG from the mounted folder, unpaused (new DAGs start paused) and
+    # triggered as an operator would.
+    unpause = subprocess.run(
+        hareflow(["dags", "unpause", "example_fanout"]),
+        env=stack.env("scheduler"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unpause.returncode == 0, unpause.stdout + unpause.stderr + stack.logs()
     trigger = subprocess.run(
         hareflow(["dags", "trigger", "example_fanout", "--wait", "--timeout", "120"]),
         env=stack.env("scheduler"),

@@ -90,3 +90,32 @@ def test_the_cli_warns_about_a_misspelt_variable_on_stderr_and_still_runs() -> N
         "(did you mean HAREFLOW_WORKER_CONCURRENCY?)" in result.stderr
     )
     assert '"worker_concurrency": "4"' in result.stdout
+
+
+def test_the_dag_folder_is_the_configured_one_then_dags_here_then_home_dags_then_the_examples(
+    tmp_path: Path,
+) -> None:
+    from hareflow.common.config.settings import bundled_examples_folder
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    s = load_settings(env={"HAREFLOW_HOME": str(home)})
+    assert s.effective_dags_folder(cwd) == bundled_examples_folder()
+    (home / "dags").mkdir(parents=True)
+    assert s.effective_dags_folder(cwd) == home / "dags"
+    (cwd / "dags").mkdir()
+    assert s.effective_dags_folder(cwd) == cwd / "dags"
+    configured = load_settings(env={"HAREFLOW_HOME": str(home), "HAREFLOW_DAGS_FOLDER": str(tmp_path / "x")})
+    assert configured.effective_dags_folder(cwd) == tmp_path / "x"
+
+
+def test_the_bundled_examples_are_found_in_a_checkout_and_in_an_installed_package(tmp_path: Path) -> None:
+    from hareflow.common.config.settings import bundled_examples_folder
+
+    checkout = tmp_path / "checkout"
+    (checkout / "examples" / "dags").mkdir(parents=True)
+    installed = tmp_path / "site-packages" / "hareflow"  # what `pip install .` lays out
+    (installed / "example_dags").mkdir(parents=True)
+    (installed / "common" / "config").mkdir(parents=True)
+    assert bundled_examples_folder(checkout) == checkout / "examples" / "dags"
+    assert bundled_examples_folder(installed) == installed / "example_dags"

@@ -43,7 +43,14 @@ class Harness:
     def __init__(self, tmp_path: Path, **overrides: object) -> None:
         self.folder = tmp_path / "dags"
         self.folder.mkdir()
-        self.settings = load_settings(env={}, overrides={"dags_folder": str(self.folder), **overrides})
+        self.settings = load_settings(
+            env={},
+            overrides={
+                "dags_folder": str(self.folder),
+                "dags_are_paused_at_creation": False,
+                **overrides,
+            },
+        )
         self.engine = create_engine_for(f"sqlite:///{tmp_path / 'm.db'}")
         Base.metadata.create_all(self.engine)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)

@@ -16,6 +16,8 @@ from tests.web.conftest import PASSWORD, Client, add_user, unique
 
 RANK = {"viewer": 0, "op": 1, "admin": 2}
 PUBLIC = {"static", "auth.login", "auth.logout", "pages.index", "health", "metrics"}
+#: State-changing routes that touch only the caller's own account: every role may use them.
+OWN_ACCOUNT = {"auth.change_password"}
 
 
 def test_every_route_declares_the_role_it_needs(app: Flask) -> None:
@@ -32,7 +34,12 @@ def test_every_route_declares_the_role_it_needs(app: Flask) -> None:
 def test_every_state_changing_route_needs_op_or_admin(app: Flask) -> None:
     lax = []
     for rule in app.url_map.iter_rules():
-        if rule.endpoint in PUBLIC or not (rule.methods or set()) & {"POST", "PUT", "PATCH", "DELETE"}:
+        if rule.endpoint in PUBLIC | OWN_ACCOUNT or not (rule.methods or set()) & {
+            "POST",
+            "PUT",
+            "PATCH",
+            "DELETE",
+        }:
             continue
         role = app.view_functions[rule.endpoint].required_role
         if RANK[role] < RANK["op"]:
