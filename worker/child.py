@@ -63,15 +63,13 @@ class CurrentStderr(io.TextIOBase):
         return sys.stderr.write(text)
 
 
-def task_main(fd: int, token: str, dags_folder: str) -> int:
+def task_main(fd: int, token: str) -> int:
     """Body of one task process: announce itself, run the one task it is sent, report, return."""
     os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when tasks stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     conn = Connection(fd)
     threading.Thread(target=_die_with_worker, args=(conn,), name="hareflow-watchdog", daemon=True).start()
-    if dags_folder and dags_folder not in sys.path:
-        sys.path.insert(0, dags_folder)  # helper modules at the top of the DAG folder import
     try:
         conn.send(("started", token, os.getpid()))
         request = conn.recv()

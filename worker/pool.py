@@ -63,10 +63,13 @@ def describe_exit(status: int | None) -> str:
 class _ZygoteClient:
     """One zygote process and the reader of its exit records."""
 
-    def __init__(self, ctx: BaseContext, dags_folder: str) -> None:
+    def __init__(self, ctx: BaseContext, dags_folder: str, preload_timeout: float) -> None:
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.process = ctx.Process(  # type: ignore[attr-defined]
-            target=zygote_main, args=(theirs, dags_folder), name="hareflow-zygote", daemon=True
+            target=zygote_main,
+            args=(theirs, dags_folder, preload_timeout),
+            name="hareflow-zygote",
+            daemon=True,
         )
         self.process.start()
         theirs.close()
@@ -78,10 +81,10 @@ class _ZygoteClient:
         self._reader = threading.Thread(target=self._read, name="hareflow-zygote-reader", daemon=True)
         self._reader.start()
 
-    def spawn(self, token: str, fd: int) -> None:
+    def spawn(self, token: str, fd: int, dag_file: str) -> None:
         with self._cond:
             self._waiting.add(token)
-        self._send({"op": "spawn", "token": token}, [fd])
+        self._send({"op": "spawn", "token": token, "dag_file": dag_file}, [fd])
 
     def kill(self, token: str) -> None:
         self._send({"op": "kill", "token": token})
@@ -143,9 +146,12 @@ class _ZygoteClient:
 class TaskProcessPool:
     """Hands out one fresh :class:`TaskProcess` per task; thread-safe."""
 
-    def __init__(self, ctx: BaseContext | None = None, *, dags_folder: str = "") -> None:
+    def __init__(
+        self, ctx: BaseContext | None = None, *, dags_folder: str = "", preload_timeout: float = 10.0
+    ) -> None:
         self._ctx = ctx or pool_context()
         self._dags_folder = dags_folder
+        self._preload_timeout = preload_timeout
         self._lock = threading.Lock()
         self._zygote: _ZygoteClient | None = None
         self._live: dict[str, TaskProcess] = {}
@@ -159,10 +165,10 @@ class TaskProcessPool:
                 if self._zygote is not None:
                     log.warning("the task-process server died; starting a new one")
                     self._zygote.close()
-                self._zygote = _ZygoteClient(self._ctx, self._dags_folder)
+                self._zygote = _ZygoteClient(self._ctx, self._dags_folder, self._preload_timeout)
             return self._zygote
 
-    def start_task(self, request_for: Any) -> TaskProcess:
+    def start_task(self, request_for: Any, dag_file: str = "") -> TaskProcess:
         """Fork a task process and send it its request (``request_for(token)``, pickled first: a
         request that cannot be pickled fails here, before any process exists)."""
         token = f"{os.getpid()}-{next(_tokens)}"
@@ -175,7 +181,7 @@ class TaskProcessPool:
         ours, theirs = multiprocessing.Pipe(duplex=True)
         zygote = self._current()
         try:
-            zygote.spawn(token, theirs.fileno())
+            zygote.spawn(token, theirs.fileno(), dag_file)
         finally:
             theirs.close()
         proc = TaskProcess(token, ours, zygote)

@@ -86,7 +86,11 @@ class Worker:
         self._running: dict[int, int] = {}  # slot -> ti_id
         self._lock = threading.Lock()
         self._slots: list[threading.Thread] = []
-        self._pool = TaskProcessPool(pool_context(), dags_folder=settings.dags_folder)
+        self._pool = TaskProcessPool(
+            pool_context(),
+            dags_folder=settings.dags_folder,
+            preload_timeout=min(settings.dag_file_processor_timeout, 10.0),
+        )
         self._consumer: object | None = None
         self._reporter = _Reporter(executor)
         #: monotonic time a heartbeat last reached the broker (read by the health probe)
@@ -299,7 +303,9 @@ class Worker:
     ) -> tuple[str, str | None, str | None]:
         timeout = execution_timeout_of(message)
         max_bytes = self._settings.max_result_bytes
-        proc = self._pool.start_task(lambda token: ("run", token, message.to_dict(), max_bytes))
+        proc = self._pool.start_task(
+            lambda token: ("run", token, message.to_dict(), max_bytes), dag_file=message.dag_file
+        )
         try:
             return self._supervise(proc, message, delivery, logs, timeout)
         finally:

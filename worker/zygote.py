@@ -1,13 +1,19 @@
 """The task-process server (a zygote): a warm process that forks one fresh process per task.
 
 The worker starts one zygote (from the multiprocessing fork server, so it inherits none of the
-worker's threads or broker connections). It imports hareflow and the DAG loader once; every task
-then runs in a process forked from it, which costs a fork instead of an interpreter start-up, and
-ends with its task: nothing a task changes (environment, working directory, module globals, loaded
-modules) outlives it.
+worker's threads or broker connections). It imports hareflow and the DAG loader once, and imports
+each DAG file the first time one of its tasks is asked for (again when the file changes), so a
+task process starts with its DAG already built: a fork instead of an interpreter start-up and a
+DAG file import. Every task runs in a process forked from it, which ends with its task: nothing a
+task changes (environment, working directory, module globals, loaded modules) outlives it, and
+every task of a file starts from the same state, the one its import left.
+
+A DAG file whose import takes longer than ``preload_timeout`` is interrupted and left to each task
+process to import on its own (the zygote does not try it again until the file changes): a slow or
+hanging import must not hold up the tasks of other files.
 
 Control protocol, one JSON object per record over a ``SOCK_SEQPACKET`` socket pair:
-  worker -> zygote: ``{"op": "spawn", "token": T}`` with the task's pipe end attached
+  worker -> zygote: ``{"op": "spawn", "token": T, "dag_file": F}`` with the task's pipe end attached
                     (``SCM_RIGHTS``); ``{"op": "kill", "token": T}``; end of file: stop
   zygote -> worker: ``{"op": "exit", "token": T, "status": S, "error": E}`` once per spawn,
                     after the task process is reaped (``status`` is the raw wait status, or
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -37,6 +44,7 @@ import socket
 import sys
 from typing import Any
 
+from hareflow.common.dag.loader import load_dag_file_cached
 from hareflow.worker.child import LOG_FORMAT, CurrentStderr, task_main
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -60,7 +68,16 @@ def children_of(pid: int) -> list[int]:
         return []
 
 
-def zygote_main(control: socket.socket, dags_folder: str) -> None:
+class _PreloadTimeout(BaseException):
+    """Raised by SIGALRM in a DAG file import that ran over its budget (a BaseException, so the
+    loader's own handler does not turn it into a cached import error)."""
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise _PreloadTimeout()
+
+
+def zygote_main(control: socket.socket, dags_folder: str, preload_timeout: float = 10.0) -> None:
     """Serve spawn and kill requests until the worker's end of ``control`` closes."""
     os.setsid()  # a signal to the worker's process group does not reach here: the worker decides
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -70,13 +87,17 @@ def zygote_main(control: socket.socket, dags_folder: str) -> None:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger().handlers[:] = [handler]
     logging.getLogger().setLevel(logging.INFO)
-    _Zygote(control, dags_folder).serve()
+    if dags_folder and dags_folder not in sys.path:
+        sys.path.insert(0, dags_folder)  # helper modules at the top of the DAG folder import
+    _Zygote(control, dags_folder, preload_timeout).serve()
 
 
 class _Zygote:
-    def __init__(self, control: socket.socket, dags_folder: str) -> None:
+    def __init__(self, control: socket.socket, dags_folder: str, preload_timeout: float) -> None:
         self._control = control
         self._dags_folder = dags_folder
+        self._preload_timeout = preload_timeout
+        self._slow: dict[str, tuple[int, int]] = {}  # DAG files not to import here, at (mtime, size)
         self._tasks: dict[int, str] = {}  # pid of a live task process -> its token
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -104,6 +125,7 @@ class _Zygote:
             return False
         request: dict[str, Any] = json.loads(data)
         if request["op"] == "spawn":
+            self._preload(request.get("dag_file") or "")
             self._spawn(request["token"], fds[0])
             for extra in fds[1:]:
                 os.close(extra)
@@ -112,6 +134,32 @@ class _Zygote:
                 if token == request["token"]:
                     _kill_task(pid)
         return True
+
+    def _preload(self, path: str) -> None:
+        """Import ``path`` here (cached while unchanged) so that task processes inherit it built."""
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return  # the task process reports it
+        if self._slow.get(path) == (stat.st_mtime_ns, stat.st_size):
+            return
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, self._preload_timeout)
+        try:
+            load_dag_file_cached(path)
+        except _PreloadTimeout:
+            log.warning(
+                "importing %s took over %gs; its task processes will import it themselves",
+                path,
+                self._preload_timeout,
+            )
+            self._slow[path] = (stat.st_mtime_ns, stat.st_size)
+        except Exception:  # noqa: BLE001 - never here: the loader returns errors; the task reports them
+            log.exception("importing %s failed in the task-process server", path)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        gc.freeze()  # what is here now stays untouched by the collector: fewer copied pages per fork
 
     def _spawn(self, token: str, fd: int) -> None:
         try:
@@ -129,7 +177,8 @@ class _Zygote:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 set_subreaper()
-                code = task_main(fd, token, self._dags_folder)
+                gc.unfreeze()
+                code = task_main(fd, token)
             finally:
                 os._exit(code)
         os.close(fd)
