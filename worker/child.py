@@ -10,7 +10,9 @@ worker discards (and logs) a record naming another one:
                           ``("done", token, outcome, result_json, error)``
 
 The process leads its own session and process group; it exits right after ``done``, and the zygote
-then kills whatever it started (see the zygote's docstring).
+then kills whatever it started (see the zygote's docstring). It dies with the zygote
+(``PR_SET_PDEATHSIG``), and the zygote ends every task when the worker's end of its control socket
+closes, so a task never runs on as an orphan of a dead worker.
 """
 
 from __future__ import annotations
@@ -19,10 +21,8 @@ import inspect
 import io
 import logging
 import os
-import select
 import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable
 from datetime import datetime
@@ -69,7 +69,6 @@ def task_main(fd: int, token: str) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when tasks stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     conn = Connection(fd)
-    threading.Thread(target=_die_with_worker, args=(conn,), name="hareflow-watchdog", daemon=True).start()
     try:
         conn.send(("started", token, os.getpid()))
         request = conn.recv()
@@ -85,23 +84,6 @@ def task_main(fd: int, token: str) -> int:
     except (BrokenPipeError, OSError):
         return 1
     return 0
-
-
-def _die_with_worker(conn: Connection) -> None:
-    """End this task process and its process group as soon as the worker's end of the pipe closes.
-
-    A worker killed with SIGKILL cannot stop its tasks, and a task process is not in the worker's
-    process group: without this it would run its task to the end while the broker hands the same
-    message to another worker. The worker's death closes its end of the socket pair (POLLRDHUP).
-    """
-    poller = select.poll()
-    poller.register(conn.fileno(), select.POLLRDHUP)
-    while True:
-        for _, events in poller.poll():
-            if events & (select.POLLRDHUP | select.POLLHUP):
-                os.killpg(os.getpgrp(), signal.SIGKILL)
-            if events & (select.POLLERR | select.POLLNVAL):  # our own end is gone: we are exiting
-                return
 
 
 def _parse_date(value: str | None) -> datetime | None:

@@ -240,6 +240,10 @@ class TaskProcess:
             return str(record["error"])
         return describe_exit(record.get("status"))
 
+    def forget(self) -> None:
+        """Stop waiting for this process's exit record (it said it is done)."""
+        self._zygote.forget(self.token)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.conn.close()

@@ -354,8 +354,10 @@ class Worker:
                 while ready:
                     done = _take_record(proc, proc.conn.recv(), logs)
                     if done is not None:
+                        # It exits on its own right after; the zygote reaps it and sweeps up
+                        # anything it left. The result need not wait for that.
+                        proc.forget()
                         logs.flush()
-                        proc.wait_exit()
                         return done
                     ready = proc.conn.poll(0)
             except (EOFError, OSError, pickle.UnpicklingError) as exc:

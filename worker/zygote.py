@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import json
 import logging
@@ -47,16 +48,30 @@ from typing import Any
 from hareflow.common.dag.loader import load_dag_file_cached
 from hareflow.worker.child import LOG_FORMAT, CurrentStderr, task_main
 
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 MAX_RECORD = 64 * 1024
 log = logging.getLogger(__name__)
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def prctl(option: int, value: int) -> None:
+    """``prctl(2)`` on Linux; a no-op where there is none."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "prctl"):
+        libc.prctl(option, value, 0, 0, 0)
+
+
 def set_subreaper() -> None:
-    """Make orphaned descendants of this process its children (Linux); a no-op elsewhere."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    """Make orphaned descendants of this process its children (Linux)."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def children_of(pid: int) -> list[int]:
@@ -99,6 +114,7 @@ class _Zygote:
         self._preload_timeout = preload_timeout
         self._slow: dict[str, tuple[int, int]] = {}  # DAG files not to import here, at (mtime, size)
         self._tasks: dict[int, str] = {}  # pid of a live task process -> its token
+        self._pid = os.getpid()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -177,7 +193,10 @@ class _Zygote:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 set_subreaper()
-                gc.unfreeze()
+                # Killed with the zygote; the zygote itself ends every task when the worker goes.
+                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != self._pid:
+                    os._exit(1)  # the zygote died before the line above took effect
                 code = task_main(fd, token)
             finally:
                 os._exit(code)
@@ -206,7 +225,7 @@ class _Zygote:
 
     def _kill_stragglers(self) -> None:
         """Children that are not live task processes were left behind by a task that ended."""
-        for pid in children_of(os.getpid()):
+        for pid in children_of(self._pid):
             if pid not in self._tasks:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
