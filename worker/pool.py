@@ -9,6 +9,7 @@ is started again on the next spawn.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import json
@@ -98,6 +99,9 @@ class _ZygoteClient:
                 else:
                     self._sock.send(data)
         except OSError as exc:
+            with self._cond:
+                self.alive = False
+                self._cond.notify_all()
             raise TaskStartError(f"the task-process server is gone ({exc})") from None
 
     def wait_exit(self, token: str, timeout: float) -> dict[str, Any] | None:
@@ -108,6 +112,10 @@ class _ZygoteClient:
             if record is not None or not self.alive:
                 self._waiting.discard(token)
             return record
+
+    def has_exited(self, token: str) -> bool:
+        with self._cond:
+            return token in self._exits
 
     def forget(self, token: str) -> None:
         with self._cond:
@@ -144,17 +152,30 @@ class _ZygoteClient:
 
 
 class TaskProcessPool:
-    """Hands out one fresh :class:`TaskProcess` per task; thread-safe."""
+    """Hands out one fresh :class:`TaskProcess` per task; thread-safe.
+
+    With ``spares`` > 0 it keeps that many task processes forked ahead, each for the DAG file of a
+    task that just started (the next task is most often from the same file): a task then finds
+    its process already waiting, and the fork is off its path. A spare has run nothing; one forked
+    before its file changed imports the new version itself.
+    """
 
     def __init__(
-        self, ctx: BaseContext | None = None, *, dags_folder: str = "", preload_timeout: float = 10.0
+        self,
+        ctx: BaseContext | None = None,
+        *,
+        dags_folder: str = "",
+        preload_timeout: float = 10.0,
+        spares: int = 0,
     ) -> None:
         self._ctx = ctx or pool_context()
         self._dags_folder = dags_folder
         self._preload_timeout = preload_timeout
+        self._max_spares = spares
         self._lock = threading.Lock()
         self._zygote: _ZygoteClient | None = None
         self._live: dict[str, TaskProcess] = {}
+        self._spares: collections.deque[TaskProcess] = collections.deque()
 
     def start(self) -> None:
         self._current()
@@ -168,29 +189,75 @@ class TaskProcessPool:
                 self._zygote = _ZygoteClient(self._ctx, self._dags_folder, self._preload_timeout)
             return self._zygote
 
-    def start_task(self, request_for: Any, dag_file: str = "") -> TaskProcess:
-        """Fork a task process and send it its request (``request_for(token)``, pickled first: a
-        request that cannot be pickled fails here, before any process exists)."""
+    def _spawn(self, dag_file: str) -> TaskProcess:
         token = f"{os.getpid()}-{next(_tokens)}"
-        try:
-            blob = pickle.dumps(request_for(token), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # e.g. RecursionError: a conf nested too deep to pickle
-            raise TaskStartError(
-                f"the task could not be handed to a task process: {type(exc).__name__}: {exc}"
-            ) from None
         ours, theirs = multiprocessing.Pipe(duplex=True)
         zygote = self._current()
         try:
-            zygote.spawn(token, theirs.fileno(), dag_file)
+            try:
+                zygote.spawn(token, theirs.fileno(), dag_file)
+            except TaskStartError:  # it died just now: once more with a new one
+                zygote = self._current()
+                zygote.spawn(token, theirs.fileno(), dag_file)
+        except TaskStartError:
+            ours.close()
+            raise
         finally:
             theirs.close()
-        proc = TaskProcess(token, ours, zygote)
+        proc = TaskProcess(token, ours, zygote, dag_file)
         with self._lock:
             self._live[token] = proc
+        return proc
+
+    def _take_spare(self, dag_file: str) -> TaskProcess | None:
+        with self._lock:
+            for proc in list(self._spares):
+                usable = proc.usable() and proc._zygote is self._zygote
+                if usable and proc.dag_file != dag_file:
+                    continue
+                self._spares.remove(proc)
+                if usable:
+                    return proc
+                self._live.pop(proc.token, None)
+                proc.discard()
+        return None
+
+    def _replenish(self, dag_file: str) -> None:
+        if self._max_spares <= 0:
+            return
+        with self._lock:
+            evicted = self._spares.popleft() if len(self._spares) >= self._max_spares else None
+            if evicted is not None:
+                self._live.pop(evicted.token, None)
+        if evicted is not None:
+            evicted.discard()
         try:
-            ours.send_bytes(blob)
+            spare = self._spawn(dag_file)
+        except TaskStartError as exc:
+            log.warning("could not fork a spare task process: %s", exc)
+            return
+        with self._lock:
+            self._spares.append(spare)
+
+    def start_task(self, request_for: Any, dag_file: str = "") -> TaskProcess:
+        """Hand a task process its request (``request_for(token)``, pickled before any process
+        is used: a request that cannot be pickled fails here)."""
+        proc = self._take_spare(dag_file)
+        if proc is None:
+            proc = self._spawn(dag_file)
+        try:
+            blob = pickle.dumps(request_for(proc.token), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # e.g. RecursionError: a conf nested too deep to pickle
+            self.finished(proc)
+            proc.discard()
+            raise TaskStartError(
+                f"the task could not be handed to a task process: {type(exc).__name__}: {exc}"
+            ) from None
+        try:
+            proc.conn.send_bytes(blob)
         except OSError:
             pass  # it died at once: its exit record says how
+        self._replenish(dag_file)
         return proc
 
     def finished(self, proc: TaskProcess) -> None:
@@ -206,6 +273,10 @@ class TaskProcessPool:
     def close(self) -> None:
         with self._lock:
             zygote, self._zygote = self._zygote, None
+            spares = list(self._spares)
+            self._spares.clear()
+        for proc in spares:
+            proc.close()
         if zygote is not None:
             zygote.close()
 
@@ -213,11 +284,23 @@ class TaskProcessPool:
 class TaskProcess:
     """The worker's end of one task process: its pipe, its token, its fate."""
 
-    def __init__(self, token: str, conn: Connection, zygote: _ZygoteClient) -> None:
+    def __init__(self, token: str, conn: Connection, zygote: _ZygoteClient, dag_file: str = "") -> None:
         self.token = token
         self.conn = conn
+        self.dag_file = dag_file
         self.pid: int | None = None
         self._zygote = zygote
+
+    def usable(self) -> bool:
+        """An unused spare that has not died on its own."""
+        return self._zygote.alive and not self._zygote.has_exited(self.token)
+
+    def discard(self) -> None:
+        """Kill an unused process and stop listening for it."""
+        with contextlib.suppress(TaskStartError):
+            self._zygote.kill(self.token)
+        self.forget()
+        self.close()
 
     def kill(self) -> None:
         """Kill the task process and its process group (the zygote then kills any stragglers)."""

@@ -90,6 +90,7 @@ class Worker:
             pool_context(),
             dags_folder=settings.dags_folder,
             preload_timeout=min(settings.dag_file_processor_timeout, 10.0),
+            spares=concurrency,
         )
         self._consumer: object | None = None
         self._reporter = _Reporter(executor)

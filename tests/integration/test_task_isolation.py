@@ -395,3 +395,11 @@ def test_the_worker_kills_no_process_outside_its_tasks(runtime_for, tmp_path) ->
 def _no_test_leak() -> Iterator[None]:
     yield
     os.environ.pop("HAREFLOW_TEST_LEAK", None)
+
+
+def test_a_dag_file_edited_between_two_tasks_runs_its_new_version(runtime_for, tmp_path) -> None:
+    rt = runtime_for(dag(tmp_path, 'task(lambda: "old", task_id="version")()\n'))
+    assert rt.run("version").result_json == '"old"'
+    source = rt.dag_file.read_text().replace('"old"', '"new, and longer"')
+    rt.dag_file.write_text(source)
+    assert rt.run("version").result_json == '"new, and longer"'

@@ -1,4 +1,4 @@
-"""What a pool child does with one task, run in-process over a real pipe."""
+"""What a task process does with one task, run in-process over a real pipe."""
 
 from __future__ import annotations
 
