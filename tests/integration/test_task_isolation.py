@@ -70,8 +70,9 @@ class Runtime:
             "data_interval_end": None,
         }
         values.update(fields)
-        self.executor.publish_tasks([TaskMessage(**values)])
-        return self._next_id
+        message = TaskMessage(**values)
+        self.executor.publish_tasks([message])
+        return message.key.ti_id
 
     def result(self, ti_id: int, timeout: float = 60.0) -> ResultMessage:
         with self._cond:
@@ -97,7 +98,7 @@ def runtime_for(request: pytest.FixtureRequest, tmp_path: Path, dags_folder: Pat
     """``runtime_for(dag_source)``: a one-slot worker on the executor named by the parameter."""
     started: list[tuple[Runtime, Executor]] = []
 
-    def make(source: str) -> Runtime:
+    def make(source: str, **setting_changes: object) -> Runtime:
         dag_file = dags_folder / "iso.py"
         dag_file.write_text(textwrap.dedent(source))
         if request.param == "rabbitmq":
@@ -107,7 +108,7 @@ def runtime_for(request: pytest.FixtureRequest, tmp_path: Path, dags_folder: Pat
         else:
             settings = fast_settings(tmp_path)
             executor = LocalExecutor()
-        settings = settings.replace(dags_folder=str(dags_folder))
+        settings = settings.replace(dags_folder=str(dags_folder), **setting_changes)
         executor.start()
         runtime = Runtime(executor, settings, dag_file)
         started.append((runtime, executor))
@@ -403,3 +404,35 @@ def test_a_dag_file_edited_between_two_tasks_runs_its_new_version(runtime_for, t
     source = rt.dag_file.read_text().replace('"old"', '"new, and longer"')
     rt.dag_file.write_text(source)
     assert rt.run("version").result_json == '"new, and longer"'
+
+
+IMPORTED_HERE = """
+    import os
+    import time
+    from datetime import datetime
+
+    from hareflow import DAG, task
+
+    IMPORTED_BY = os.getpid()
+    time.sleep({import_seconds})
+
+    with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1)):
+        @task
+        def where():
+            return "own import" if IMPORTED_BY == os.getpid() else "inherited"
+
+        where()
+"""
+
+
+def test_a_dag_file_is_imported_once_in_the_zygote_unless_its_import_is_too_slow(
+    runtime_for, dags_folder: Path
+) -> None:
+    rt = runtime_for(IMPORTED_HERE.format(import_seconds=0, dag_id="iso"), dag_file_processor_timeout=0.5)
+    slow = dags_folder / "slow.py"
+    slow.write_text(textwrap.dedent(IMPORTED_HERE.format(import_seconds=1.5, dag_id="slow")))
+    assert rt.run("where").result_json == '"inherited"'
+    assert rt.run("where", dag_file=str(slow), key=TaskKey(99, "slow", "r1", "where", -1, 1)).result_json == (
+        '"own import"'
+    )
+    assert rt.result(rt.publish("where")).result_json == '"inherited"'
