@@ -1,11 +1,18 @@
-"""What runs inside a pool child: load the task from its DAG file, run it, report over a pipe.
+"""What runs inside a task process: load the task from its DAG file, run it, report over a pipe.
 
-Protocol (parent <-> child over a duplex ``multiprocessing`` pipe, Python objects, never the wire):
-  parent -> child: ``("run", task_message_dict, max_result_bytes)`` or ``None`` to exit
-  child -> parent: ``("log", text)`` any number of times, then ``("done", outcome, result_json, error)``
+Each task runs in a process of its own, forked from the zygote (``hareflow.worker.zygote``) and
+given one end of a fresh duplex ``multiprocessing`` pipe. Protocol over that pipe (Python objects
+between two local processes, never the wire); every record names the request's token, and the
+worker discards (and logs) a record naming another one:
+  task process -> worker: ``("started", token, pid)``
+  worker -> task process: ``("run", token, task_message_dict, max_result_bytes)``
+  task process -> worker: ``("log", token, text)`` any number of times, then
+                          ``("done", token, outcome, result_json, error)``
 
-Each child is its own process group leader, so a timeout kill also ends any processes the task
-started (a BashTask's shell, for instance).
+The process leads its own session and process group; it exits right after ``done``, and the zygote
+then kills whatever it started (see the zygote's docstring). It dies with the zygote
+(``PR_SET_PDEATHSIG``), and the zygote ends every task when the worker's end of its control socket
+closes, so a task never runs on as an orphan of a dead worker.
 """
 
 from __future__ import annotations
@@ -14,10 +21,8 @@ import inspect
 import io
 import logging
 import os
-import select
 import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable
 from datetime import datetime
@@ -26,27 +31,29 @@ from pathlib import Path
 from typing import Any
 
 LOG_FORMAT = "[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+log = logging.getLogger(__name__)
 
 
 class _PipeWriter(io.TextIOBase):
-    """A text stream whose writes become ``("log", text)`` messages to the parent."""
+    """A text stream whose writes become ``("log", token, text)`` records to the worker."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, token: str) -> None:
         self._conn = conn
+        self._token = token
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
         if text:
-            self._conn.send(("log", text))
+            self._conn.send(("log", self._token, text))
         return len(text)
 
     def flush(self) -> None:
         pass
 
 
-class _CurrentStderr(io.TextIOBase):
+class CurrentStderr(io.TextIOBase):
     """Logging handlers write wherever sys.stderr points now, i.e. to the pipe while a task runs."""
 
     def writable(self) -> bool:
@@ -56,47 +63,27 @@ class _CurrentStderr(io.TextIOBase):
         return sys.stderr.write(text)
 
 
-def child_main(conn: Connection) -> None:
-    """Loop of one pool child: run tasks one at a time until told to stop."""
+def task_main(fd: int, token: str) -> int:
+    """Body of one task process: announce itself, run the one task it is sent, report, return."""
     os.setsid()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when tasks stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    handler = logging.StreamHandler(_CurrentStderr())
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    threading.Thread(target=_die_with_worker, args=(conn,), name="hareflow-watchdog", daemon=True).start()
-    while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
-            return
-        if request is None:
-            return
-        _, payload, max_result_bytes = request
-        outcome, result_json, error = run_task(payload, max_result_bytes, conn)
-        try:
-            conn.send(("done", outcome, result_json, error))
-        except (BrokenPipeError, OSError):
-            return
-
-
-def _die_with_worker(conn: Connection) -> None:
-    """End this child and its process group as soon as the worker's end of the pipe closes.
-
-    A worker killed with SIGKILL cannot stop its children, and this child is not in the worker's
-    process group: without this it would run its task to the end while the broker hands the same
-    message to another worker. The worker's death closes its end of the socket pair (POLLRDHUP).
-    """
-    poller = select.poll()
-    poller.register(conn.fileno(), select.POLLRDHUP)
-    while True:
-        for _, events in poller.poll():
-            if events & (select.POLLRDHUP | select.POLLHUP):
-                os.killpg(os.getpgrp(), signal.SIGKILL)
-            if events & (select.POLLERR | select.POLLNVAL):  # our own end is gone: we are exiting
-                return
+    conn = Connection(fd)
+    try:
+        conn.send(("started", token, os.getpid()))
+        request = conn.recv()
+    except (EOFError, OSError):
+        return 1
+    if not (isinstance(request, tuple) and len(request) == 4 and request[:2] == ("run", token)):
+        log.error("task process %s: unexpected request %.200r", token, request)
+        return 1
+    _, _, payload, max_result_bytes = request
+    outcome, result_json, error = run_task(payload, max_result_bytes, conn, token)
+    try:
+        conn.send(("done", token, outcome, result_json, error))
+    except (BrokenPipeError, OSError):
+        return 1
+    return 0
 
 
 def _parse_date(value: str | None) -> datetime | None:
@@ -104,14 +91,14 @@ def _parse_date(value: str | None) -> datetime | None:
 
 
 def run_task(
-    payload: dict[str, Any], max_result_bytes: int, conn: Connection
+    payload: dict[str, Any], max_result_bytes: int, conn: Connection, token: str = ""
 ) -> tuple[str, str | None, str | None]:
     """Run one try; return ``(outcome, result_json, error)``. Never raises."""
     from hareflow.common.dag import Context, encode_result
     from hareflow.common.dag.loader import get_task
 
     key = payload["key"]
-    writer = _PipeWriter(conn)
+    writer = _PipeWriter(conn, token)
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = writer  # type: ignore[assignment]
     ctx = None

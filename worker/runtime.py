@@ -2,7 +2,8 @@
 
 Threads, and what each owns:
 - the executor's own thread owns the broker connection; it only hands deliveries to ``inbox``;
-- one slot thread per concurrency slot owns one pool child and runs one task at a time;
+- one slot thread per concurrency slot runs one task at a time, each in a fresh task process
+  forked by the zygote (``pool.py``), and owns that process's pipe;
 - the reporter thread publishes final results in batches and acks their task messages;
 - the calling thread runs :meth:`Worker.run`: heartbeats and the stop sequence.
 
@@ -15,13 +16,18 @@ Long tasks: RabbitMQ closes a channel whose delivery stays unacked past ``consum
 (30 minutes by default). A task still running after ``long_task_ack_after`` (20 minutes by
 default) is acked early; from then on the scheduler's lost-worker check (heartbeats) protects it
 instead of redelivery.
+
+A delivery is always settled: a task that cannot be started (a message the pool cannot take, a
+bad ``execution_timeout``) is a failed result with the reason, acked like any other result.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
+import pickle
 import queue
 import socket
 import threading
@@ -41,7 +47,7 @@ from hareflow.common.messages import (
     TaskMessage,
     decode,
 )
-from hareflow.worker.pool import ChildProcess, pool_context
+from hareflow.worker.pool import TaskProcess, TaskProcessPool, TaskStartError, pool_context
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +86,12 @@ class Worker:
         self._running: dict[int, int] = {}  # slot -> ti_id
         self._lock = threading.Lock()
         self._slots: list[threading.Thread] = []
-        self._children: list[ChildProcess | None] = []
-        self._ctx = pool_context()
+        self._pool = TaskProcessPool(
+            pool_context(),
+            dags_folder=settings.dags_folder,
+            preload_timeout=min(settings.dag_file_processor_timeout, 10.0),
+            spares=concurrency,
+        )
         self._consumer: object | None = None
         self._reporter = _Reporter(executor)
         #: monotonic time a heartbeat last reached the broker (read by the health probe)
@@ -90,9 +100,9 @@ class Worker:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start_pool(self) -> None:
-        """Start the pool children (before the broker connection exists, so they inherit none)."""
-        if not self._children:
-            self._children = [ChildProcess(self._ctx) for _ in range(self.concurrency)]
+        """Start the zygote that forks the task processes (from the fork server: it inherits none
+        of this process's threads or connections)."""
+        self._pool.start()
 
     def start(self) -> None:
         """Start the slot threads and begin consuming."""
@@ -153,24 +163,18 @@ class Worker:
             log.warning("could not cancel consumers cleanly: %s", exc)
         self._heartbeat("stopping")
         if self._immediate.is_set():
-            for child in self._children:
-                if child is not None:
-                    child.kill()
+            self._pool.kill_all()
         for _ in self._slots:
             self._inbox.put(None)
         for t in self._slots:
             while t.is_alive():
                 t.join(timeout=0.5)
                 if self._immediate.is_set():
-                    for child in self._children:
-                        if child is not None and child.alive():
-                            child.kill()
+                    self._pool.kill_all()
         self._drain_inbox()
         self._reporter.close(abandon=self._immediate.is_set())
         self._heartbeat("stopped")
-        for child in self._children:
-            if child is not None:
-                child.stop()
+        self._pool.close()
         for gauge in (metrics.WORKER_SLOTS, metrics.WORKER_SLOTS_USED):
             try:
                 gauge.remove(self.identity.name)
@@ -217,7 +221,11 @@ class Worker:
             except _HandedBack:
                 log.info("slot %d abandoned its task; the broker will redeliver it", slot)
             except Exception:
-                log.exception("slot %d failed handling a delivery; it will be redelivered", slot)
+                # Reached only when even reporting failed (the broker is out of reach): requeue, so
+                # the message is redelivered instead of holding this slot's credit until the
+                # broker's consumer_timeout.
+                log.exception("slot %d failed handling a delivery; requeueing it", slot)
+                delivery.requeue()
             finally:
                 with self._lock:
                     self._running.pop(slot, None)
@@ -248,7 +256,19 @@ class Worker:
             self._running[slot] = message.key.ti_id
         started_at = time.time()
         metrics.task_started(message.queue, message.published_at, started_at)
-        outcome, result_json, error = self._run_in_child(slot, message, delivery)
+        logs = _LogBuffer(self._executor, message.key, self._settings.log_chunk_interval)
+        try:
+            outcome, result_json, error = self._run_in_child(message, delivery, logs)
+        except TaskStartError as exc:
+            log.error("%s: %s", message.key.label(), exc)
+            outcome, result_json, error = "failed", None, str(exc)
+            logs.add(f"{exc}\n")
+            logs.flush()
+        except _HandedBack:
+            raise
+        except Exception as exc:  # a defect of ours: the task fails with it, the slot stays free
+            log.exception("%s: the worker failed running the task", message.key.label())
+            outcome, result_json, error = "failed", None, f"the worker failed running the task: {exc!r}"
         metrics.task_finished(message.queue, outcome, time.time() - started_at)
         final = self._result(
             message.key, outcome, result_json=result_json, error=error, started_at=started_at
@@ -280,36 +300,44 @@ class Worker:
         )
 
     def _run_in_child(
-        self, slot: int, message: TaskMessage, delivery: Delivery
+        self, message: TaskMessage, delivery: Delivery, logs: _LogBuffer
     ) -> tuple[str, str | None, str | None]:
-        child = self._children[slot]
-        if child is None or not child.alive():
-            child = self._children[slot] = ChildProcess(self._ctx)
-        logs = _LogBuffer(self._executor, message.key, self._settings.log_chunk_interval)
+        timeout = execution_timeout_of(message)
+        max_bytes = self._settings.max_result_bytes
+        proc = self._pool.start_task(
+            lambda token: ("run", token, message.to_dict(), max_bytes), dag_file=message.dag_file
+        )
+        try:
+            return self._supervise(proc, message, delivery, logs, timeout)
+        finally:
+            proc.close()
+            self._pool.finished(proc)
+
+    def _supervise(
+        self,
+        proc: TaskProcess,
+        message: TaskMessage,
+        delivery: Delivery,
+        logs: _LogBuffer,
+        timeout: float | None,
+    ) -> tuple[str, str | None, str | None]:
+        """Relay the task process's records until it is done, dies, times out or is abandoned."""
         started = time.monotonic()
-        timeout = message.execution_timeout
         acked_early = False
         # A task done within running_report_delay goes straight from queued to its outcome: one
         # report instead of two on the hot path; anything longer is shown running at once after.
         running_due: float | None = started + self._settings.running_report_delay
-        try:
-            child.send(("run", message.to_dict(), self._settings.max_result_bytes))
-        except (BrokenPipeError, OSError):
-            child.kill()
-            self._children[slot] = ChildProcess(self._ctx)
-            return "failed", None, "worker process could not start the task"
         while True:
             now = time.monotonic()
             if timeout is not None and now - started > timeout:
-                child.kill()
-                self._children[slot] = ChildProcess(self._ctx)
+                proc.kill()
+                proc.wait_exit()
                 text = f"Task exceeded its execution_timeout of {timeout:g}s and was killed"
                 logs.add(f"\n{text}\n")
                 logs.flush()
                 return "failed", None, text
             if self._immediate.is_set():
-                child.kill()
-                self._children[slot] = None
+                proc.kill()
                 raise _HandedBack()
             if not acked_early and now - started > self._settings.long_task_ack_after:
                 delivery.ack()  # see the module docstring: heartbeats protect it from here on
@@ -323,24 +351,61 @@ class Worker:
             if timeout is not None:
                 wait = min(wait, max(0.0, timeout - (now - started)))
             try:
-                ready = child.conn.poll(wait)
+                ready = proc.conn.poll(wait)
                 while ready:
-                    item = child.conn.recv()
-                    if item[0] == "log":
-                        logs.add(item[1])
-                    elif item[0] == "done":
+                    done = _take_record(proc, proc.conn.recv(), logs)
+                    if done is not None:
+                        # It exits on its own right after; the zygote reaps it and sweeps up
+                        # anything it left. The result need not wait for that.
+                        proc.forget()
                         logs.flush()
-                        return item[1], item[2], item[3]
-                    ready = child.conn.poll(0)
-            except (EOFError, OSError):
-                code = child.process.exitcode
-                child.kill()
-                self._children[slot] = ChildProcess(self._ctx)
-                text = f"worker process died while running the task (exit code {code})"
+                        return done
+                    ready = proc.conn.poll(0)
+            except (EOFError, OSError, pickle.UnpicklingError) as exc:
+                how = proc.wait_exit()
+                if not isinstance(exc, EOFError | OSError):
+                    proc.kill()
+                    how = f"its output could not be read: {exc}"
+                text = f"the task process died while running the task ({how})"
                 logs.add(f"\n{text}\n")
                 logs.flush()
                 return "failed", None, text
             logs.maybe_flush()
+
+
+def execution_timeout_of(message: TaskMessage) -> float | None:
+    """The message's ``execution_timeout`` in seconds; a value that is not one fails the task."""
+    value = message.execution_timeout
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise TaskStartError(
+            f"bad execution_timeout {value!r} in the task message: expected a number of seconds or null"
+        )
+    return float(value)
+
+
+def _take_record(
+    proc: TaskProcess, item: object, logs: _LogBuffer
+) -> tuple[str, str | None, str | None] | None:
+    """Apply one record from a task process; return the outcome once it is ``done``.
+
+    A record that does not name this task's request is discarded: nothing another process writes
+    into this pipe can become this task's result or log.
+    """
+    if not (isinstance(item, tuple) and len(item) >= 3 and item[1] == proc.token):
+        log.warning("discarding a record that does not answer request %s: %.200r", proc.token, item)
+        return None
+    kind = item[0]
+    if kind == "log" and isinstance(item[2], str):
+        logs.add(item[2])
+    elif kind == "started":
+        proc.pid = item[2]
+    elif kind == "done" and len(item) == 5:
+        return item[2], item[3], item[4]
+    else:
+        log.warning("discarding a malformed record for request %s: %.200r", proc.token, item)
+    return None
 
 
 class _Inbox:

@@ -33,6 +33,10 @@ class Delivery(abc.ABC):
     #: How many times this message has been delivered, this time included (1 on first delivery).
     delivery_count: int
     redelivered: bool
+    #: The publisher's message id, if it set one (a dead-lettered copy keeps it).
+    message_id: str | None = None
+    #: The queue it was consumed from.
+    queue: str = ""
 
     @abc.abstractmethod
     def ack(self) -> None:
@@ -110,7 +114,9 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move a message to the dead-letter queue with ``reason``, then ack the original."""
+        """Move a message to the dead-letter queue with ``reason``, then ack the original. The copy
+        keeps the original's message id and says why, from which queue and after how many
+        deliveries it was moved."""
 
     @abc.abstractmethod
     def queue_stats(self, queues: Sequence[str]) -> list[QueueStats]:

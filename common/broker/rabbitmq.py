@@ -60,6 +60,9 @@ DEFAULT_HEARTBEAT = 15
 T = TypeVar("T")
 
 DELIVERIES_HEADER = "x-hareflow-deliveries"
+#: On a dead-lettered copy: why it was moved, and the queue it was consumed from.
+REASON_HEADER = "x-hareflow-reason"
+QUEUE_HEADER = "x-hareflow-queue"
 _RECOVERABLE = (
     aiormq.exceptions.AMQPConnectionError,
     aiormq.exceptions.ChannelInvalidStateError,
@@ -78,8 +81,14 @@ class RabbitDelivery(Delivery):
         count: int,
         loop: asyncio.AbstractEventLoop,
         republish: Callable[[AbstractIncomingMessage, int], Coroutine[Any, Any, None]] | None = None,
+        queue: str = "",
     ) -> None:
         self._message = message
+        self.message_id = message.message_id
+        self.queue = queue
+        #: the original's headers and content type, carried onto a dead-lettered copy
+        self.headers = dict(message.headers or {})
+        self.content_type = message.content_type
         self._loop = loop
         self._republish = republish
         self._settled = False
@@ -338,8 +347,8 @@ class RabbitMQExecutor(Executor):
                 self.topology.task_queue(name), durable=True, arguments=self.topology.task_queue_arguments()
             )
 
-            async def on_message(message: AbstractIncomingMessage) -> None:
-                await self._on_task_message(message, handler)
+            async def on_message(message: AbstractIncomingMessage, queue_name: str = queue.name) -> None:
+                await self._on_task_message(message, handler, queue_name)
 
             tag = await queue.consume(on_message)
             handle.append((queue, tag))
@@ -366,7 +375,9 @@ class RabbitMQExecutor(Executor):
             routing_key=message.routing_key or "",
         )
 
-    async def _on_task_message(self, message: AbstractIncomingMessage, handler: DeliveryHandler) -> None:
+    async def _on_task_message(
+        self, message: AbstractIncomingMessage, handler: DeliveryHandler, queue_name: str
+    ) -> None:
         count = self._delivery_count(message)
         if message.redelivered and self.topology.queue_type == "classic":
             try:
@@ -375,7 +386,7 @@ class RabbitMQExecutor(Executor):
                 return
             except Exception as exc:
                 log.warning("could not re-publish a redelivered task (%s); handling it as is", exc)
-        handler(RabbitDelivery(message, count, self._loop, self._republish_task))
+        handler(RabbitDelivery(message, count, self._loop, self._republish_task, queue_name))
 
     def stop_consuming_tasks(self, handle: ConsumerHandle | None = None) -> None:
         handles = [h for h in self._task_consumers if handle is None or h is handle]
@@ -403,7 +414,7 @@ class RabbitMQExecutor(Executor):
         )
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            handler(RabbitDelivery(message, self._delivery_count(message), self._loop))
+            handler(RabbitDelivery(message, self._delivery_count(message), self._loop, queue=queue.name))
 
         await queue.consume(on_message)
 
@@ -437,12 +448,23 @@ class RabbitMQExecutor(Executor):
     # -- dead letters and inspection ------------------------------------------------------------
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        headers = dict(getattr(delivery, "headers", None) or {})
+        headers.update(
+            {
+                REASON_HEADER: reason[:1000],
+                DELIVERIES_HEADER: delivery.delivery_count,
+                QUEUE_HEADER: delivery.queue,
+            }
+        )
+
         async def publish() -> None:
             await self._exchanges["dead"].publish(
                 aio_pika.Message(
                     delivery.body,
-                    headers={"x-hareflow-reason": reason[:1000], DELIVERIES_HEADER: delivery.delivery_count},
+                    headers=headers,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=delivery.message_id,
+                    content_type=getattr(delivery, "content_type", None),
                 ),
                 routing_key="",
             )

@@ -6,7 +6,7 @@ stopped and removed afterwards, even when the test fails. A service that cannot 
 the tests that need it, or fails them under ``HAREFLOW_REQUIRE_SERVICES=1``.
 
 Also here: small helpers every fault test uses (waiting on a condition with a deadline, inspecting
-queues, worker subprocesses and killing a process together with its pool children).
+queues, worker subprocesses and killing a process together with its task processes).
 """
 
 from __future__ import annotations
@@ -468,8 +468,8 @@ class WorkerProcess:
         """SIGKILL the worker's process group (the worker, its forkserver and resource tracker) and
         nothing else, as a crash or the OOM killer would; return the pids that were below it.
 
-        The pool children are not in that group (each calls ``setsid()``): they must notice on
-        their own. :meth:`reap` kills whatever of them is left, for cleanup.
+        The zygote and the task processes are not in that group (each calls ``setsid()``): they
+        must notice on their own. :meth:`reap` kills whatever of them is left, for cleanup.
         """
         self.killed = self.descendants()
         os.killpg(self.pid, signal.SIGKILL)
@@ -485,10 +485,9 @@ class WorkerProcess:
     def kill(self) -> list[int]:
         """SIGKILL the worker and every process below it; return the pids that were killed.
 
-        The worker's pool children call ``setsid()`` (so a task timeout can kill a task's own
-        subprocesses with them): they are *not* in the worker's process group, and an orphaned
-        child would run its task to the end. Kill each child's group, then the worker's group
-        (the worker and its forkserver).
+        The worker's zygote and task processes call ``setsid()`` (so a task's own subprocesses
+        can be killed with it): they are *not* in the worker's process group. Kill each one's
+        group, then the worker's group (the worker and its forkserver).
         """
         pids = self.descendants()
         for pid in pids:

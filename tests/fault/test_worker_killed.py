@@ -1,5 +1,5 @@
 """A worker SIGKILLed mid-task: the broker redelivers its unacked task to another worker, and the
-killed worker's pool child does not go on running the task as an orphan."""
+killed worker's task process does not go on running the task as an orphan."""
 
 from __future__ import annotations
 
@@ -104,14 +104,14 @@ def test_a_task_whose_worker_is_killed_is_redelivered_and_finished_by_the_other_
             )
             (victim_child,) = [int(line.split()[1]) for line in runs.read_text().splitlines()]
             below = victim.kill_process_group()
-            assert victim_child in below, "the task runs in a pool child of the worker"
+            assert victim_child in below, "the task runs in a task process below the worker"
             assert victim.proc.returncode == -9
 
-            # The orphaned pool child notices its worker is gone and ends itself and the task.
+            # The worker's zygote notices its worker is gone and ends the task process.
             wait_for(
                 lambda: not process_alive(victim_child),
                 timeout=30,
-                what="the killed worker's pool child to end",
+                what="the killed worker's task process to end",
             )
             assert wait_for_run(cluster, "fault_worker_killed", run_id, timeout=120) == "success"
             _, tis = run_states(cluster, "fault_worker_killed", run_id)

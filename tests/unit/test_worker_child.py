@@ -1,4 +1,4 @@
-"""What a pool child does with one task, run in-process over a real pipe."""
+"""What a task process does with one task, run in-process over a real pipe."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def payload(dag_file: Path, task_id: str, **extra: object) -> dict:
 def output_of(conn) -> str:  # type: ignore[no-untyped-def]
     text = []
     while conn.poll(0):
-        kind, chunk = conn.recv()
+        kind, _token, chunk = conn.recv()
         assert kind == "log"
         text.append(chunk)
     return "".join(text)
