@@ -45,7 +45,7 @@ import socket
 import sys
 from typing import Any
 
-from hareflow.common.dag.loader import load_dag_file_cached
+from hareflow.common.dag.loader import add_dags_folder_to_path, load_dag_file_cached
 from hareflow.worker.child import LOG_FORMAT, CurrentStderr, task_main
 
 PR_SET_PDEATHSIG = 1
@@ -102,8 +102,7 @@ def zygote_main(control: socket.socket, dags_folder: str, preload_timeout: float
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger().handlers[:] = [handler]
     logging.getLogger().setLevel(logging.INFO)
-    if dags_folder and dags_folder not in sys.path:
-        sys.path.insert(0, dags_folder)  # helper modules at the top of the DAG folder import
+    add_dags_folder_to_path(dags_folder or None)  # helper modules beside the DAGs import
     _Zygote(control, dags_folder, preload_timeout).serve()
 
 
