@@ -171,13 +171,17 @@ def test_a_chain_dispatches_only_ready_tasks_with_their_upstream_results(harness
     assert (second.key.task_id, second.upstream_results) == ("b", {"a": [1, 2]})
 
 
-def test_a_worker_that_stops_heartbeating_has_its_tasks_retried(harness: Harness) -> None:
+def _one_task_running_on(
+    harness: Harness, worker: str, at: datetime, *, retries: int = 0, scheduler: Scheduler | None = None
+) -> None:
+    """DAG "one" (one task, ``retries``) triggered and dispatched at ``at`` by ``scheduler`` (default
+    the harness's), its task running on ``worker``, whose last heartbeat is ``at``."""
     harness.dag_file(
         "one.py",
-        """
+        f"""
         from datetime import datetime
         from hareflow import DAG, task
-        with DAG("one", start_date=datetime(2026, 1, 1), default_args={"retries": 1}):
+        with DAG("one", start_date=datetime(2026, 1, 1), default_args={{"retries": {retries}}}):
             @task
             def work():
                 return 1
@@ -187,23 +191,28 @@ def test_a_worker_that_stops_heartbeating_has_its_tasks_retried(harness: Harness
     from hareflow.common.runs import trigger_run
 
     with harness.sessions() as s, s.begin():
-        trigger_run(s, "one", now=NOW)
-    harness.scheduler.run_once(NOW)
+        trigger_run(s, "one", now=at)
+    (scheduler or harness.scheduler).run_once(at)
+    number = worker.lstrip("w")
     with harness.sessions() as s, s.begin():
         s.add(
             Worker(
-                name="w9",
-                hostname="h9",
-                pid=9,
+                name=worker,
+                hostname=f"h{number}",
+                pid=int(number),
                 queues=["default"],
                 concurrency=1,
-                first_seen=NOW,
-                last_heartbeat=NOW,
+                first_seen=at,
+                last_heartbeat=at,
                 state="active",
             )
         )
         ti = s.scalars(select(TaskInstance)).one()
-        ti.state, ti.worker = "running", "w9"
+        ti.state, ti.worker = "running", worker
+
+
+def test_a_worker_that_stops_heartbeating_has_its_tasks_retried(harness: Harness) -> None:
+    _one_task_running_on(harness, "w9", NOW, retries=1)
     quiet = NOW + timedelta(seconds=harness.settings.worker_timeout - 1)
     assert harness.scheduler.run_once(quiet).lost_workers == 0
     later = NOW + timedelta(seconds=harness.settings.worker_timeout + 1)
@@ -296,41 +305,11 @@ def test_an_event_heard_in_process_does_not_wake_the_scheduler_again_when_broadc
 def test_after_a_restart_a_worker_is_judged_only_on_a_silence_the_scheduler_watched(harness: Harness) -> None:
     """Heartbeats sent while the control plane was down wait in the results queue: a scheduler that
     just started (or whose metastore just came back) must not take their worker for lost."""
-    harness.dag_file(
-        "one.py",
-        """
-        from datetime import datetime
-        from hareflow import DAG, task
-        with DAG("one", start_date=datetime(2026, 1, 1)):
-            @task
-            def work():
-                return 1
-            work()
-        """,
-    )
-    from hareflow.common.runs import trigger_run
-
     before_outage = NOW - timedelta(minutes=5)
-    with harness.sessions() as s, s.begin():
-        trigger_run(s, "one", now=before_outage)
-    Scheduler(
+    previous = Scheduler(
         settings=harness.settings, session_factory=harness.sessions, executor=harness.executor
-    ).run_once(before_outage)
-    with harness.sessions() as s, s.begin():
-        s.add(
-            Worker(
-                name="w7",
-                hostname="h7",
-                pid=7,
-                queues=["default"],
-                concurrency=1,
-                first_seen=before_outage,
-                last_heartbeat=before_outage,
-                state="active",
-            )
-        )
-        ti = s.scalars(select(TaskInstance)).one()
-        ti.state, ti.worker = "running", "w7"
+    )
+    _one_task_running_on(harness, "w7", before_outage, scheduler=previous)
     timeout = harness.settings.worker_timeout
     # The restarted scheduler's first passes: the heartbeat row is five minutes old.
     assert harness.scheduler.run_once(NOW).lost_workers == 0
