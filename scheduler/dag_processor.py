@@ -59,6 +59,7 @@ class ProcessReport:
 SLOW_AFTER = 5.0
 MAX_SLOW_PARSES = 8
 TIMEOUT_MESSAGE = "parsing took longer than {timeout:g}s (dag_file_processor_timeout) and was stopped"
+TIMEOUT_PREFIX = TIMEOUT_MESSAGE.split("{", 1)[0]  # how a stored import error says it was a timeout
 
 
 def parse_file(
@@ -273,7 +274,7 @@ class DagProcessor:
             free_slot()
         report = ProcessReport(parsed=[path])
         self._store(file_report, now or datetime.now(UTC), report)
-        timed_out = any(e["message"].startswith("parsing took longer than") for e in file_report.errors)
+        timed_out = any(e["message"].startswith(TIMEOUT_PREFIX) for e in file_report.errors)
         with self._lock:
             self._seen[path] = stamp  # only once stored: a failed store is tried again next scan
             (self._slow.add if timed_out else self._slow.discard)(path)
@@ -294,7 +295,7 @@ class DagProcessor:
         """Files whose stored import error says their parse timed out (before a restart)."""
         with self._sessions() as session:
             rows = session.scalars(
-                select(ImportError_.filename).where(ImportError_.message.like("parsing took longer than%"))
+                select(ImportError_.filename).where(ImportError_.message.like(TIMEOUT_PREFIX + "%"))
             )
             return set(rows)
 
