@@ -83,8 +83,8 @@ TASK_DURATION = Histogram(
 DEAD_LETTERED = Counter(
     "hareflow_dead_lettered_total",
     "Messages moved to the dead-letter queue, by reason (malformed_task, not_a_task, "
-    "too_many_deliveries: by a worker; malformed_result, unappliable_result: by the results "
-    "consumer).",
+    "too_many_deliveries, outside_dags_folder: by a worker; malformed_result, unappliable_result: "
+    "by the results consumer).",
     ["reason"],
 )
 

@@ -47,6 +47,7 @@ from hareflow.common.messages import (
     TaskMessage,
     decode,
 )
+from hareflow.worker.dag_folder import DagFolder
 from hareflow.worker.pool import TaskProcess, TaskProcessPool, TaskStartError, pool_context
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Worker:
             preload_timeout=min(settings.dag_file_processor_timeout, 10.0),
             spares=concurrency,
         )
+        self._dag_folder = DagFolder(settings.effective_dags_folder())
         self._consumer: object | None = None
         self._reporter = _Reporter(executor)
         #: monotonic time a heartbeat last reached the broker (read by the health probe)
@@ -251,6 +253,13 @@ class Worker:
             self._report(message.key, "failed", error=reason)
             self._executor.dead_letter(delivery, reason)
             metrics.DEAD_LETTERED.labels("too_many_deliveries").inc()
+            return
+        refusal = self._dag_folder.refusal(message.dag_file)
+        if refusal is not None:
+            log.error("%s: %s; moved to the dead-letter queue", message.key.label(), refusal)
+            self._report(message.key, "failed", error=refusal)
+            self._executor.dead_letter(delivery, refusal)
+            metrics.DEAD_LETTERED.labels("outside_dags_folder").inc()
             return
         with self._lock:
             self._running[slot] = message.key.ti_id

@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -131,16 +132,32 @@ def _skipped(relative: Path) -> bool:
     return any(part.startswith(("_", ".")) for part in relative.parts)
 
 
+def python_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Every ``.py`` file under ``folder``, following symlinked folders (a DAG folder may link to
+    folders kept elsewhere), each real folder walked once, so a symlink loop ends."""
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        for name in files:
+            if name.endswith(".py"):
+                yield Path(root, name)
+
+
 def find_dag_files(folder: str | os.PathLike[str]) -> list[Path]:
     """Python files under ``folder`` that look like DAG files (mention "DAG" or "hareflow"), sorted.
 
-    Names starting with "_" or "." (files or directories) are skipped.
+    Names starting with "_" or "." (files or directories) are skipped; symlinked folders are
+    followed.
     """
     root = Path(folder)
     if root.is_file():
         return [root] if root.suffix == ".py" else []
     found: list[Path] = []
-    for path in sorted(root.rglob("*.py")):
+    for path in sorted(python_files(root)):
         if _skipped(path.relative_to(root)) or not path.is_file():
             continue
         try:

@@ -4,6 +4,7 @@ queue with a reason, the task instance (if there is one) fails with that reason,
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import pika
@@ -204,3 +205,100 @@ def test_a_task_message_delivered_too_often_is_dead_lettered_and_its_task_instan
         with cluster.sessions() as session:
             workers = session.scalars(select(Worker.state).where(Worker.name == "poison-w2")).all()
         assert workers == ["active"]
+
+
+OUTSIDE_DAG = """
+    from datetime import datetime
+    from pathlib import Path
+
+    from hareflow import DAG, task
+
+    with DAG("fault_outside_folder", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+
+        @task
+        def doomed():
+            Path({marker!r}).write_text("ran from " + __file__)
+            return 1
+
+        doomed()
+"""
+
+
+@pytest.mark.parametrize("where", ["beside", "traversal"])
+def test_a_task_message_naming_a_file_outside_the_dag_folder_is_dead_lettered_not_run(
+    private_rabbitmq, postgres_url, broker_prefix, write_dag, dags_folder: Path, tmp_path: Path, where: str
+) -> None:
+    marker = tmp_path / "outside-ran"
+    write_dag("inside.py", OUTSIDE_DAG.format(marker=str(tmp_path / "inside-ran")))
+    # The same DAG, outside the worker's DAG folder, that would leave a marker if it were imported.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "evil.py").write_text(textwrap.dedent(OUTSIDE_DAG.format(marker=str(marker))))
+    evil = {
+        "beside": str(elsewhere / "evil.py"),
+        "traversal": f"{dags_folder}/../elsewhere/evil.py",
+    }[where]
+    settings = fault_settings(
+        tmp_path,
+        database_url=postgres_url,
+        broker_url=private_rabbitmq.url,
+        prefix=broker_prefix,
+        dags=dags_folder,
+    )
+    topo = Topology(prefix=broker_prefix)
+    queue = topo.task_queue("default")
+    with running_cluster(settings, workers=[]) as cluster:
+        cluster.wait_for_dag("fault_outside_folder", timeout=60)
+        run_id = cluster.trigger("fault_outside_folder")
+        wait_for(
+            lambda: private_rabbitmq.queue_depths().get(queue) == (1, 0), timeout=60, what="the task message"
+        )
+        with amqp_channel(private_rabbitmq.url) as ch:
+            method, props, body = ch.basic_get(queue)
+            assert method is not None
+            forged = json.loads(body)
+            assert forged["dag_file"] == str((dags_folder / "inside.py").resolve())
+            forged["dag_file"] = evil
+            forged_body = json.dumps(forged).encode()
+            ch.basic_publish("", queue, forged_body, props)
+            ch.basic_ack(method.delivery_tag)
+
+        cluster.add_worker(WorkerSpec(concurrency=1, name="poison-w3"))
+        assert wait_for_run(cluster, "fault_outside_folder", run_id, timeout=90) == "failed"
+        _, tis = run_states(cluster, "fault_outside_folder", run_id)
+        reason = f"dag_file {evil!r} lies outside this worker's DAG folder {str(dags_folder.resolve())!r}"
+        assert tis["doomed"].state == "failed", describe_tis(tis)
+        assert tis["doomed"].error == reason
+        assert not marker.exists(), "a file outside the DAG folder was imported"
+
+        letters = _dead_letters(private_rabbitmq.url, topo, 1)
+        assert [(b, h["x-hareflow-reason"]) for b, h in letters] == [(forged_body, reason)]
+        assert cluster.workers[0].thread.is_alive()
+
+
+@pytest.mark.parametrize("link", ["file", "folder"])
+def test_a_dag_file_linked_into_the_folder_is_run(
+    private_rabbitmq, postgres_url, broker_prefix, dags_folder: Path, tmp_path: Path, link: str
+) -> None:
+    """The other side of the check: a DAG folder may link to a file or a folder kept elsewhere (the
+    scheduler sends the resolved path), and that file runs."""
+    marker = tmp_path / "linked-ran"
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "real.py").write_text(textwrap.dedent(OUTSIDE_DAG.format(marker=str(marker))))
+    if link == "file":
+        (dags_folder / "link.py").symlink_to(kept / "real.py")
+    else:
+        (dags_folder / "shared").symlink_to(kept, target_is_directory=True)
+    settings = fault_settings(
+        tmp_path,
+        database_url=postgres_url,
+        broker_url=private_rabbitmq.url,
+        prefix=broker_prefix,
+        dags=dags_folder,
+    )
+    with running_cluster(settings, [WorkerSpec(concurrency=1, name="poison-w4")]) as cluster:
+        cluster.wait_for_dag("fault_outside_folder", timeout=60)
+        run_id = cluster.trigger("fault_outside_folder")
+        assert wait_for_run(cluster, "fault_outside_folder", run_id, timeout=90) == "success"
+        assert marker.read_text() == f"ran from {kept / 'real.py'}"

@@ -114,6 +114,16 @@ def test_find_dag_files_skips_private_hidden_and_unrelated_files(tmp_path: Path)
     assert find_dag_files(tmp_path) == [tmp_path / "a.py", tmp_path / "sub" / "b.py"]
 
 
+def test_find_dag_files_follows_symlinked_folders_once(tmp_path: Path) -> None:
+    dags, kept = tmp_path / "dags", tmp_path / "kept"
+    dags.mkdir()
+    kept.mkdir()
+    (kept / "shared.py").write_text("from hareflow import DAG\n")
+    (dags / "team").symlink_to(kept, target_is_directory=True)
+    (kept / "again").symlink_to(dags, target_is_directory=True)  # a loop back to the top
+    assert find_dag_files(dags) == [dags / "team" / "shared.py"]
+
+
 def test_get_task_returns_a_runnable_task_and_reloads_changed_files(tmp_path: Path) -> None:
     path = _write(tmp_path / "w.py", GOOD)
     first = get_task(path, "good", "hello")
