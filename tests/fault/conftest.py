@@ -603,3 +603,71 @@ def start_worker_process(
             cwd=str(log_dir),
         )
     return WorkerProcess(name, proc, log_path)
+
+
+# -- control-plane processes -------------------------------------------------------------------------------
+
+
+def control_environment(**values: str) -> dict[str, str]:
+    """This process's environment without any HAREFLOW_* setting, plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAREFLOW_")}
+    env.update(values)
+    return env
+
+
+@pytest.fixture
+def control_processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """``start(role, env, name)``: ``hareflow <role>`` as a real process in its own session, its
+    output in ``<tmp_path>/<name>.log``; whatever is still running at the end is stopped."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(role: str, env: dict[str, str], name: str | None = None) -> subprocess.Popen[bytes]:
+        with open(tmp_path / f"{name or role}.log", "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "from hareflow.cli import main; main()", role],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=str(tmp_path),
+            )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+# -- the figures docs/reliability.md publishes ------------------------------------------------------------
+
+
+def executions(markers: Path) -> dict[str, int]:
+    """How many times each task ran, from the markers the tasks themselves touched, named
+    ``<kind>-<task key>-<anything unique>``."""
+    counts: dict[str, int] = {}
+    for marker in markers.iterdir():
+        key = marker.name.split("-")[1]
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def record_fault(scenario: str, *, tasks: int, lost: int, more_than_once: int, **figures: object) -> dict:
+    """The figures of one fault scenario, appended as a JSON line to ``$HAREFLOW_FAULT_REPORT`` when
+    it is set (``python -m tests.fault.report FILE`` renders them as docs/reliability.md's table).
+    Returned so the test can show them in its assertions."""
+    row = {"scenario": scenario, "tasks": tasks, "lost": lost, "executed_more_than_once": more_than_once}
+    row.update(figures)
+    target = os.environ.get("HAREFLOW_FAULT_REPORT")
+    if target:
+        import json
+
+        with open(target, "a") as report:
+            report.write(json.dumps(row) + "\n")
+    return row

@@ -10,7 +10,9 @@ import pytest
 from hareflow.cluster import WorkerSpec
 from tests.fault.conftest import (
     describe_tis,
+    executions,
     fault_settings,
+    record_fault,
     run_states,
     running_cluster,
     wait_for,
@@ -21,10 +23,14 @@ pytestmark = pytest.mark.fault
 
 PARTS = 20
 DAG_SOURCE = f"""
+    import os
     import time
     from datetime import datetime
+    from pathlib import Path
 
     from hareflow import DAG, task
+
+    MARKERS = Path(__file__).resolve().parent.parent / "markers"
 
     with DAG("fault_broker_restart", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
              max_active_tasks=32):
@@ -35,6 +41,7 @@ DAG_SOURCE = f"""
 
         @task
         def part(seed, index):
+            (MARKERS / f"part-{{index}}-{{os.getpid()}}-{{time.time_ns()}}").touch()
             print(f"part {{index}} working", flush=True)
             time.sleep(1.0)
             return seed + index
@@ -57,6 +64,8 @@ def test_a_run_survives_the_broker_going_away_and_coming_back(
     outage: str, private_rabbitmq, postgres_url, broker_prefix, write_dag, dags_folder: Path, tmp_path: Path
 ) -> None:
     write_dag("restart.py", DAG_SOURCE)
+    markers = tmp_path / "markers"
+    markers.mkdir()
     settings = fault_settings(
         tmp_path,
         database_url=postgres_url,
@@ -83,11 +92,25 @@ def test_a_run_survives_the_broker_going_away_and_coming_back(
             private_rabbitmq.restart()  # the node's OS process ends; booting again takes seconds
         else:
             private_rabbitmq.close_all_connections("fault test: connections dropped")
+        back = time.monotonic()
         _, during = run_states(cluster, "fault_broker_restart", run_id)
         assert during["join"].state in ("none", "scheduled"), "the outage must come before the run's end"
 
         assert wait_for_run(cluster, "fault_broker_restart", run_id, timeout=180) == "success"
+        recovery = time.monotonic() - back
         _, tis = run_states(cluster, "fault_broker_restart", run_id)
+        ran = executions(markers)
+        record_fault(
+            {
+                "stop_app": "RabbitMQ stop_app for 3 s, tasks running",
+                "full_restart": "RabbitMQ full restart, tasks running",
+                "connections_closed": "RabbitMQ closes every connection",
+            }[outage],
+            tasks=PARTS,
+            lost=PARTS - len(ran),
+            more_than_once=sum(1 for n in ran.values() if n > 1),
+            recovery_s=round(recovery, 2),
+        )
         assert len(tis) == PARTS + 2
         assert all(ti.state == "success" for ti in tis.values()), describe_tis(tis)
         assert all(ti.try_number == 1 for ti in tis.values()), describe_tis(tis)

@@ -11,13 +11,10 @@ PostgreSQL cluster and a private RabbitMQ node. The measured figures are appende
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,13 @@ from hareflow.common.db import DagRun, TaskInstance, create_engine_for, make_ses
 from hareflow.common.db.migrate import migrate
 from sqlalchemy import select
 
-from tests.fault.conftest import start_worker_process, wait_for
+from tests.fault.conftest import (
+    control_environment,
+    executions,
+    record_fault,
+    start_worker_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.fault
 
@@ -59,12 +62,6 @@ with DAG("control_plane_outage", max_active_tasks=200):
 """
 
 
-def _environment(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HAREFLOW_")}
-    env.update(values)
-    return env
-
-
 def _states(sessions, run_id: str) -> dict[str, TaskInstance]:
     with sessions() as session:
         rows = session.scalars(
@@ -75,23 +72,9 @@ def _states(sessions, run_id: str) -> dict[str, TaskInstance]:
         return {ti.task_id: ti for ti in rows}
 
 
-@pytest.fixture
-def scheduler_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
 @pytest.mark.timeout(OUTAGE + 400)
 def test_with_the_database_and_the_scheduler_down_workers_finish_every_task_and_every_state_lands_once(
-    private_rabbitmq, private_postgres, broker_prefix, tmp_path: Path, scheduler_processes
+    private_rabbitmq, private_postgres, broker_prefix, tmp_path: Path, control_processes
 ) -> None:
     dags = tmp_path / "dags"
     dags.mkdir()
@@ -101,7 +84,7 @@ def test_with_the_database_and_the_scheduler_down_workers_finish_every_task_and_
     engine = create_engine_for(private_postgres.url)
     migrate(engine)
     sessions = make_session_factory(engine)
-    control = _environment(
+    control = control_environment(
         HAREFLOW_HOME=str(tmp_path / "scheduler-home"),
         HAREFLOW_DATABASE_URL=private_postgres.url,
         HAREFLOW_BROKER_URL=private_rabbitmq.url,
@@ -113,17 +96,7 @@ def test_with_the_database_and_the_scheduler_down_workers_finish_every_task_and_
     )
 
     def start_scheduler(n: int) -> subprocess.Popen[bytes]:
-        with open(tmp_path / f"scheduler-{n}.log", "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", "from hareflow.cli import main; main()", "scheduler"],
-                env=control,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=str(tmp_path),
-            )
-        scheduler_processes.append(proc)
-        return proc
+        return control_processes("scheduler", control, f"scheduler-{n}")
 
     workers = [
         start_worker_process(
@@ -192,26 +165,18 @@ def test_with_the_database_and_the_scheduler_down_workers_finish_every_task_and_
         with sessions() as session:
             state = session.scalar(select(DagRun.state).where(DagRun.run_id == run_id))
         tis = _states(sessions, run_id)
-        executions: dict[str, int] = {}
-        for marker in markers.iterdir():
-            key = marker.name.split("-")[1]
-            executions[key] = executions.get(key, 0) + 1
-        lost = TASKS - len(executions)
-        twice = sum(1 for n in executions.values() if n > 1)
-        figures = {
-            "scenario": "postgres crash + scheduler SIGKILL",
-            "outage_s": OUTAGE,
-            "tasks": TASKS,
-            "lost": lost,
-            "executed_more_than_once": twice,
-            "results_waiting_in_broker": depth_during,
-            "recovery_s": round(recovery, 2),
-        }
-        if os.environ.get("HAREFLOW_FAULT_REPORT"):
-            with open(os.environ["HAREFLOW_FAULT_REPORT"], "a") as report:
-                report.write(json.dumps(figures) + "\n")
+        ran = executions(markers)
+        figures = record_fault(
+            "PostgreSQL crash + scheduler SIGKILL, 5 min, tasks running",
+            tasks=TASKS,
+            lost=TASKS - len(ran),
+            more_than_once=sum(1 for n in ran.values() if n > 1),
+            outage_s=OUTAGE,
+            results_waiting_in_broker=depth_during,
+            recovery_s=round(recovery, 2),
+        )
         assert state == "success", {t: (ti.state, ti.try_number, ti.error) for t, ti in tis.items()}
-        assert lost == 0 and twice == 0, figures
+        assert figures["lost"] == 0 and figures["executed_more_than_once"] == 0, figures
         assert all(ti.state == "success" and ti.try_number == 1 for ti in tis.values())
         assert depth_during > 0  # the results really did wait in the broker
     finally:

@@ -17,7 +17,9 @@ from sqlalchemy import select
 from hareflow.cluster import WorkerSpec
 from tests.fault.conftest import (
     describe_tis,
+    executions,
     fault_settings,
+    record_fault,
     run_states,
     running_cluster,
     wait_for,
@@ -27,11 +29,17 @@ from tests.fault.conftest import (
 pytestmark = pytest.mark.fault
 
 PARTS = 12
+#: How long the metastore stays down, from the moment it stops.
+OUTAGE = 20.0
 DAG_SOURCE = f"""
+    import os
     import time
     from datetime import datetime
+    from pathlib import Path
 
     from hareflow import DAG, task
+
+    MARKERS = Path(__file__).resolve().parent.parent / "markers"
 
     with DAG("fault_db_outage", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
              max_active_tasks=32):
@@ -43,6 +51,8 @@ DAG_SOURCE = f"""
 
         @task
         def part(base, index):
+            if MARKERS.is_dir():
+                (MARKERS / f"part-{{index}}-{{os.getpid()}}-{{time.time_ns()}}").touch()
             print(f"part {{index}} working", flush=True)
             time.sleep(1.0)
             return base + index
@@ -62,6 +72,8 @@ def test_a_run_survives_the_metastore_going_down_and_loses_no_result(
     mode: str, private_rabbitmq, private_postgres, broker_prefix, write_dag, dags_folder: Path, tmp_path: Path
 ) -> None:
     write_dag("outage.py", DAG_SOURCE)
+    markers = tmp_path / "markers"
+    markers.mkdir()
     settings = fault_settings(
         tmp_path,
         database_url=private_postgres.url,
@@ -80,6 +92,7 @@ def test_a_run_survives_the_metastore_going_down_and_loses_no_result(
             return states.count("success") >= 1 and states.count("running") >= 2
 
         wait_for(parts_in_flight, timeout=90, what="some parts done and some running", interval=0.05)
+        stopped = time.monotonic()
         private_postgres.stop(mode)
         # Workers keep reporting while the metastore is down: the reports wait in the queue, unacked.
         results_queue = f"{broker_prefix}.results"
@@ -88,11 +101,22 @@ def test_a_run_survives_the_metastore_going_down_and_loses_no_result(
             timeout=30,
             what="reports to pile up in the results queue while the metastore is down",
         )
-        time.sleep(2)  # and the outage goes on a little longer: the consumer keeps retrying
+        time.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped)))  # the consumer keeps retrying
         private_postgres.start()
+        back = time.monotonic()
 
         assert wait_for_run(cluster, "fault_db_outage", run_id, timeout=180) == "success"
+        recovery = time.monotonic() - back
         _, tis = run_states(cluster, "fault_db_outage", run_id)
+        ran = executions(markers)
+        figures = record_fault(
+            f"PostgreSQL {'stop' if mode == 'fast' else 'crash'} for {OUTAGE:g} s, tasks running",
+            tasks=PARTS,
+            lost=PARTS - len(ran),
+            more_than_once=sum(1 for n in ran.values() if n > 1),
+            recovery_s=round(recovery, 2),
+        )
+        assert figures["lost"] == 0 and figures["executed_more_than_once"] == 0, figures
         assert len(tis) == PARTS + 2
         assert all(ti.state == "success" and ti.try_number == 1 for ti in tis.values()), describe_tis(tis)
         ids = {ti.id: task_id for task_id, ti in tis.items()}

@@ -18,6 +18,7 @@ What this proves, on real processes and a real broker:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ipaddress
 import json
@@ -45,6 +46,7 @@ from tests.fault.conftest import (
     describe_tis,
     fault_settings,
     private_rabbitmq_node,
+    record_fault,
     run_states,
     running_cluster,
     start_worker_process,
@@ -536,6 +538,14 @@ def test_a_host_cut_off_mid_run_loses_nothing_and_its_late_results_change_nothin
         wait_for(victim_heartbeats_again, timeout=30, what="the cut-off host's worker to heartbeat again")
         assert _snapshot(cluster, run_id) == snapshot, "late results from the cut-off host changed the record"
         assert all(w.proc.poll() is None for w in workers.values()), "every worker is still running"
+        runs_of = collections.Counter(a.task_id for a in _attempts(marks))
+        record_fault(
+            "host partition (one of three worker hosts cut off mid-run)",
+            tasks=PARTS,
+            lost=PARTS - len(runs_of),
+            more_than_once=sum(1 for n in runs_of.values() if n > 1),
+            recovery_s=round(completed_after, 2),
+        )
         # Shown with -s: how long each step took.
         print(
             f"{cut}: broker noticed the cut after {noticed_after:.1f}s, run completed "

@@ -3,6 +3,7 @@ killed worker's task process does not go on running the task as an orphan."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from tests.fault.conftest import (
     describe_tis,
     fault_settings,
     process_alive,
+    record_fault,
     run_states,
     running_cluster,
     start_worker_process,
@@ -103,6 +105,7 @@ def test_a_task_whose_worker_is_killed_is_redelivered_and_finished_by_the_other_
                 what="the task to start",
             )
             (victim_child,) = [int(line.split()[1]) for line in runs.read_text().splitlines()]
+            killed_at = time.monotonic()
             below = victim.kill_process_group()
             assert victim_child in below, "the task runs in a task process below the worker"
             assert victim.proc.returncode == -9
@@ -114,6 +117,7 @@ def test_a_task_whose_worker_is_killed_is_redelivered_and_finished_by_the_other_
                 what="the killed worker's task process to end",
             )
             assert wait_for_run(cluster, "fault_worker_killed", run_id, timeout=120) == "success"
+            recovery = time.monotonic() - killed_at
             _, tis = run_states(cluster, "fault_worker_killed", run_id)
             assert {t: ti.state for t, ti in tis.items()} == {"slow": "success", "after": "success"}, (
                 describe_tis(tis)
@@ -127,8 +131,16 @@ def test_a_task_whose_worker_is_killed_is_redelivered_and_finished_by_the_other_
             lines = [line.split() for line in runs.read_text().splitlines()]
             starts = [int(pid) for what, pid in lines if what == "start"]
             ends = [int(pid) for what, pid in lines if what == "end"]
-            assert len(starts) == 2 and starts[0] == victim_child
-            assert ends == [starts[1]]
+            figures = record_fault(
+                "worker SIGKILL mid-task",
+                tasks=len(tis),
+                lost=sum(1 for ti in tis.values() if ti.state != "success"),
+                more_than_once=int(len(starts) > 1),  # the killed attempt, then the redelivery
+                completed_more_than_once=int(len(ends) > 1),
+                recovery_s=round(recovery, 2),
+            )
+            assert len(starts) == 2 and starts[0] == victim_child, figures
+            assert ends == [starts[1]], figures
             assert workers[survivor_name].proc.poll() is None, "the surviving worker keeps running"
         finally:
             for w in workers.values():
