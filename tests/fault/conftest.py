@@ -643,31 +643,3 @@ def control_processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-
-
-# -- the figures docs/reliability.md publishes ------------------------------------------------------------
-
-
-def executions(markers: Path) -> dict[str, int]:
-    """How many times each task ran, from the markers the tasks themselves touched, named
-    ``<kind>-<task key>-<anything unique>``."""
-    counts: dict[str, int] = {}
-    for marker in markers.iterdir():
-        key = marker.name.split("-")[1]
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
-def record_fault(scenario: str, *, tasks: int, lost: int, more_than_once: int, **figures: object) -> dict:
-    """The figures of one fault scenario, appended as a JSON line to ``$HAREFLOW_FAULT_REPORT`` when
-    it is set (``python -m tests.fault.report FILE`` renders them as docs/reliability.md's table).
-    Returned so the test can show them in its assertions."""
-    row = {"scenario": scenario, "tasks": tasks, "lost": lost, "executed_more_than_once": more_than_once}
-    row.update(figures)
-    target = os.environ.get("HAREFLOW_FAULT_REPORT")
-    if target:
-        import json
-
-        with open(target, "a") as report:
-            report.write(json.dumps(row) + "\n")
-    return row

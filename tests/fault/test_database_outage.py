@@ -17,14 +17,13 @@ from sqlalchemy import select
 from hareflow.cluster import WorkerSpec
 from tests.fault.conftest import (
     describe_tis,
-    executions,
     fault_settings,
-    record_fault,
     run_states,
     running_cluster,
     wait_for,
     wait_for_run,
 )
+from tests.fault.report import executions, record_fault
 
 pytestmark = pytest.mark.fault
 

@@ -23,6 +23,7 @@ from tests.fault.conftest import (
     wait_for,
     wait_for_run,
 )
+from tests.fault.report import record_fault
 
 pytestmark = pytest.mark.fault
 
@@ -149,6 +150,12 @@ def test_malformed_task_messages_are_dead_lettered_and_the_worker_keeps_working(
         }, describe_tis(tis)
         with cluster.sessions() as session:
             assert session.get(Worker, "ghost") is None, "a heartbeat sent to a task queue is not recorded"
+        record_fault(
+            "poison messages (3 malformed task messages, then a normal run)",
+            tasks=len(tis),
+            lost=sum(1 for ti in tis.values() if ti.state != "success"),
+            more_than_once=sum(1 for ti in tis.values() if ti.try_number > 1),
+        )
 
 
 def test_a_task_message_delivered_too_often_is_dead_lettered_and_its_task_instance_failed(
@@ -192,6 +199,12 @@ def test_a_task_message_delivered_too_often_is_dead_lettered_and_its_task_instan
         )
         assert tis["doomed"].try_number == 1
         assert tis["downstream"].state == "upstream_failed"
+        record_fault(
+            "poison message (delivered more than max_deliveries times)",
+            tasks=1,
+            lost=0 if tis["doomed"].state == "failed" else 1,  # failed with the reason, not left queued
+            more_than_once=int(marker.exists()),
+        )
         assert not marker.exists(), "a message over the delivery limit is not run again"
 
         letters = _dead_letters(private_rabbitmq.url, topo, 1)
@@ -269,6 +282,13 @@ def test_a_task_message_naming_a_file_outside_the_dag_folder_is_dead_lettered_no
         reason = f"dag_file {evil!r} lies outside this worker's DAG folder {str(dags_folder.resolve())!r}"
         assert tis["doomed"].state == "failed", describe_tis(tis)
         assert tis["doomed"].error == reason
+        record_fault(
+            "task message naming a file outside the worker's DAG folder",
+            tasks=1,
+            lost=0 if tis["doomed"].state == "failed" else 1,
+            more_than_once=0,
+            imported=int(marker.exists()),
+        )
         assert not marker.exists(), "a file outside the DAG folder was imported"
 
         letters = _dead_letters(private_rabbitmq.url, topo, 1)

@@ -24,11 +24,10 @@ from sqlalchemy import select
 from tests.fault.conftest import (
     amqp_channel,
     control_environment,
-    executions,
-    record_fault,
     start_worker_process,
     wait_for,
 )
+from tests.fault.report import executions, record_fault
 
 pytestmark = pytest.mark.fault
 

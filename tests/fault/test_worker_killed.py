@@ -14,13 +14,13 @@ from tests.fault.conftest import (
     describe_tis,
     fault_settings,
     process_alive,
-    record_fault,
     run_states,
     running_cluster,
     start_worker_process,
     wait_for,
     wait_for_run,
 )
+from tests.fault.report import record_fault
 
 pytestmark = pytest.mark.fault
 

@@ -16,6 +16,7 @@ from hareflow.scheduler.loop import LoopReport, Scheduler
 from sqlalchemy import select
 
 from hareflow.cluster import WorkerSpec
+from tests.fault.report import record_fault
 from tests.integration.conftest import System, wait_until
 
 CORE_SYSTEMS = pytest.mark.parametrize(
@@ -135,6 +136,12 @@ def test_nul_characters_in_logs_errors_results_conf_and_dag_files_are_stored_vis
 
     assert state == "failed"
     tis = system.tis("nul", run_id)
+    record_fault(
+        "NUL bytes in a log line, an exception, a return value, conf and a DAG file",
+        tasks=len(tis),
+        lost=sum(1 for ti in tis.values() if ti.state not in ("success", "failed")),  # wedged
+        more_than_once=sum(1 for ti in tis.values() if ti.try_number > 1),
+    )
     assert {t: ti.state for t, ti in tis.items()} == {"prints": "success", "raises": "failed"}
     assert "before\u2400after" in system.log_text("nul", run_id, "prints")
     # Return values and conf are JSON: NUL travels and is stored escaped, and comes back intact.

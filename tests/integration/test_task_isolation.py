@@ -7,6 +7,7 @@ previous one ran, which is where a leak from one task into the next would show.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from hareflow.common.messages import LogMessage, ResultMessage, TaskKey, TaskMes
 from hareflow.worker.runtime import Worker
 
 from tests.conftest import fast_settings
+from tests.fault.report import record_fault
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -36,6 +38,7 @@ class Runtime:
         self.executor = executor
         self.dag_file = dag_file
         self.finals: dict[int, ResultMessage] = {}
+        self.final_count: collections.Counter[int] = collections.Counter()
         self.logs: dict[int, dict[int, str]] = {}
         self._cond = threading.Condition()
         self._next_id = 0
@@ -52,6 +55,7 @@ class Runtime:
         with self._cond:
             if isinstance(message, ResultMessage) and message.outcome != "running":
                 self.finals[message.key.ti_id] = message
+                self.final_count[message.key.ti_id] += 1
             elif isinstance(message, LogMessage):
                 self.logs.setdefault(message.key.ti_id, {})[message.seq] = message.text
             self._cond.notify_all()
@@ -179,6 +183,14 @@ def test_a_task_that_forks_does_not_shift_the_outcomes_of_the_tasks_after_it(run
     first = rt.publish("forker")
     two = rt.publish("second")
     three = rt.publish("third")
+    got = {key: (rt.result(key).outcome, rt.result(key).result_json) for key in (first, two, three)}
+    expected = {first: ("success", '"forked"'), two: ("success", "2"), three: ("failed", None)}
+    record_fault(
+        "a task that forks (its copy returns too)",
+        tasks=3,
+        lost=sum(1 for key in got if got[key] != expected[key]),  # answered with another's outcome
+        more_than_once=sum(1 for n in rt.final_count.values() if n > 1),
+    )
     assert (rt.result(first).outcome, rt.result(first).result_json) == ("success", '"forked"'), rt.result(
         first
     ).error
@@ -229,6 +241,13 @@ def test_processes_a_task_started_do_not_outlive_it_even_when_they_detach(runtim
     assert rt.run("daemonizes").outcome == "success"
     daemon_pid = pid_in(tmp_path / "daemon.pid")
     wait_until(lambda: process_gone(daemon_pid), timeout=15, message="the task's daemon to be killed")
+    record_fault(
+        "a task that leaves a subprocess or a daemon behind",
+        tasks=2,
+        lost=0,
+        more_than_once=0,
+        leftovers_alive=sum(1 for pid in (sleep_pid, daemon_pid) if not process_gone(pid)),
+    )
 
 
 def test_output_of_a_leftover_process_never_lands_in_the_next_tasks_log(runtime_for, tmp_path) -> None:
