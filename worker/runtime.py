@@ -47,6 +47,7 @@ from hareflow.common.messages import (
     TaskMessage,
     decode,
 )
+from hareflow.worker.copies import Copies
 from hareflow.worker.dag_folder import DagFolder
 from hareflow.worker.pool import TaskProcess, TaskProcessPool, TaskStartError, pool_context
 
@@ -82,6 +83,7 @@ class Worker:
         self.concurrency = concurrency
         self.identity = identity or default_identity(hostname=settings.hostname or None)
         self._inbox = _Inbox()
+        self._copies = Copies()
         self._stop = threading.Event()
         self._immediate = threading.Event()
         self._running: dict[int, int] = {}  # slot -> ti_id
@@ -120,7 +122,7 @@ class Worker:
         # Read when scraped: nothing to keep up to date on the task path.
         metrics.WORKER_SLOTS_USED.labels(self.identity.name).set_function(lambda: len(self._running))
         prefetch = self.concurrency * self._settings.worker_prefetch_multiplier
-        self._consumer = self._executor.consume_tasks(self.queues, prefetch, self._inbox.put)
+        self._consumer = self._executor.consume_tasks(self.queues, prefetch, self._on_delivery)
         self._heartbeat("active")
         log.info(
             "worker %s consuming %s with %d slots",
@@ -232,6 +234,20 @@ class Worker:
                 with self._lock:
                     self._running.pop(slot, None)
 
+    def _on_delivery(self, delivery: Delivery) -> None:
+        """On the executor's thread: a redelivered copy of a try running or just finished here is
+        settled with it (``copies.py``); everything else waits for a slot."""
+        if delivery.delivery_count > 1 or delivery.redelivered:
+            try:
+                message = decode(delivery.body)
+            except MessageError:
+                message = None  # the slot dead-letters it
+            if isinstance(message, TaskMessage) and self._copies.absorb(
+                (message.key.ti_id, message.key.try_number), delivery
+            ):
+                return
+        self._inbox.put(delivery)
+
     def _handle(self, slot: int, delivery: Delivery) -> None:
         try:
             message = decode(delivery.body)
@@ -261,28 +277,37 @@ class Worker:
             self._executor.dead_letter(delivery, refusal)
             metrics.DEAD_LETTERED.labels("outside_dags_folder").inc()
             return
+        run = self._copies.start((message.key.ti_id, message.key.try_number), delivery)
+        if run is None:
+            return  # a copy of a try this worker runs or has just finished
         with self._lock:
             self._running[slot] = message.key.ti_id
         started_at = time.time()
         metrics.task_started(message.queue, message.published_at, started_at)
         logs = _LogBuffer(self._executor, message.key, self._settings.log_chunk_interval)
         try:
-            outcome, result_json, error = self._run_in_child(message, delivery, logs)
+            outcome, result_json, error = self._run_in_child(message, run, logs)
         except TaskStartError as exc:
             log.error("%s: %s", message.key.label(), exc)
             outcome, result_json, error = "failed", None, str(exc)
             logs.add(f"{exc}\n")
             logs.flush()
         except _HandedBack:
+            run.abandon()
             raise
         except Exception as exc:  # a defect of ours: the task fails with it, the slot stays free
             log.exception("%s: the worker failed running the task", message.key.label())
             outcome, result_json, error = "failed", None, f"the worker failed running the task: {exc!r}"
-        metrics.task_finished(message.queue, outcome, time.time() - started_at)
-        final = self._result(
-            message.key, outcome, result_json=result_json, error=error, started_at=started_at
-        )
-        self._reporter.submit(final, delivery)  # acked once the broker confirms the result
+        try:
+            metrics.task_finished(message.queue, outcome, time.time() - started_at)
+            final = self._result(
+                message.key, outcome, result_json=result_json, error=error, started_at=started_at
+            )
+            run.final = True
+            self._reporter.submit(final, run)  # every copy acked once the broker confirms the result
+        except BaseException:
+            run.requeue()
+            raise
 
     def _report(self, key: TaskKey, outcome: str, *, error: str | None = None, confirm: bool = True) -> None:
         self._executor.publish_results([self._result(key, outcome, error=error)], confirm=confirm)

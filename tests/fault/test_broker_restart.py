@@ -83,6 +83,8 @@ def test_a_run_survives_the_broker_going_away_and_coming_back(
             return states.count("success") >= 2 and states.count("running") >= 2
 
         wait_for(parts_in_flight, timeout=90, what="some parts done and some running", interval=0.05)
+        _, before = run_states(cluster, "fault_broker_restart", run_id)
+        assert before["join"].state in ("none", "scheduled"), "the outage must come before the run's end"
         if outage == "stop_app":
             private_rabbitmq.stop_app()
             time.sleep(3)  # the outage itself: tasks finish and try to report meanwhile
@@ -92,8 +94,6 @@ def test_a_run_survives_the_broker_going_away_and_coming_back(
         else:
             private_rabbitmq.close_all_connections("fault test: connections dropped")
         back = time.monotonic()
-        _, during = run_states(cluster, "fault_broker_restart", run_id)
-        assert during["join"].state in ("none", "scheduled"), "the outage must come before the run's end"
 
         assert wait_for_run(cluster, "fault_broker_restart", run_id, timeout=180) == "success"
         recovery = time.monotonic() - back

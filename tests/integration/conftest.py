@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from hareflow.cluster import Cluster, WorkerSpec
 from tests.conftest import fast_settings
+from tests.integration.worker_runtime import runtime_for  # noqa: F401 - a fixture for worker tests
 
 T = TypeVar("T")
 
