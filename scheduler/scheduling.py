@@ -129,6 +129,7 @@ class _Writes:
                     "state": TaskState.QUEUED,
                     "try_number": TaskInstance.try_number + 1,
                     "queued_at": now,
+                    "confirmed_at": None,  # a new try: its message is not confirmed yet
                     "start_date": None,
                     "end_date": None,
                     "duration": None,
