@@ -320,7 +320,8 @@ class Scheduler:
         except OperationalError as exc:
             for queued_at, ids in pending.items():
                 self._unmarked.setdefault(queued_at, []).extend(ids)
-            log.warning("could not record %d confirmed publish(es), will retry: %s", len(pending), exc)
+            count = sum(len(ids) for ids in pending.values())
+            log.warning("could not record %d confirmed publish(es), will retry: %s", count, exc)
 
     def forget_volatile_confirms(self) -> None:
         """With an executor whose queues live in this process (local), a message an earlier process

@@ -209,3 +209,23 @@ def test_two_triggers_of_the_same_run_id_at_once_give_one_run_and_one_clear_erro
         runs = s.scalars(select(DagRun.run_id).where(DagRun.dag_id == "first")).all()
     assert runs == ["nightly-rerun"]
     assert sorted(outcomes) == ["DAG 'first' already has a run 'nightly-rerun'", "created"]
+
+
+def test_two_scheduler_processes_with_one_identity_heartbeat_at_once_into_one_row(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The same pid in two containers given the same hostname: one heartbeat row, no failure."""
+    from hareflow.common.db import SchedulerHeartbeat
+
+    settings = fast_settings(tmp_path)
+    held = make_session_factory(engine)
+    gate = Gate(held)
+    first = Scheduler(settings=settings, session_factory=held, executor=DurableCapturingExecutor())
+    second = Scheduler(
+        settings=settings, session_factory=make_session_factory(engine), executor=DurableCapturingExecutor()
+    )
+    second.ident = first.ident
+    now = datetime.now(UTC)
+    _race(engine, lambda: first.heartbeat(now), lambda: second.heartbeat(now), gate)
+    with held() as s:
+        assert s.scalars(select(SchedulerHeartbeat.id)).all() == [first.ident]
