@@ -94,8 +94,9 @@ CHUNK = 1000
 def mark_confirmed(session: Session, ids: Sequence[int], queued_at: datetime, now: datetime) -> int:
     """Record that the broker confirmed the messages of these task instances, queued at
     ``queued_at``: one ``UPDATE`` per thousand ids. A row queued again since (a new try, another
-    scheduler's re-publish) has another ``queued_at`` and keeps its own mark; a row a worker already
-    reported running needs none. Returns how many rows were marked."""
+    scheduler's re-publish) has another ``queued_at`` and keeps its own mark. A row a worker has
+    already started (or finished) is marked too: the mark belongs to the try, whatever its state.
+    Returns how many rows were marked."""
     marked = 0
     for start in range(0, len(ids), CHUNK):
         marked += session.execute(
@@ -103,7 +104,6 @@ def mark_confirmed(session: Session, ids: Sequence[int], queued_at: datetime, no
             .where(
                 TaskInstance.id.in_(ids[start : start + CHUNK]),
                 TaskInstance.queued_at == queued_at,
-                TaskInstance.state == TaskState.QUEUED,
                 TaskInstance.confirmed_at.is_(None),
             )
             .values(confirmed_at=now)

@@ -98,7 +98,7 @@ class DiesWhilePublishing(LocalExecutor):
         raise SystemError("the scheduler died while publishing")
 
 
-@pytest.mark.parametrize("system", ["rabbitmq", "local"], indirect=True)
+@pytest.mark.parametrize("system", ["rabbitmq", "local", "mariadb-rabbitmq", "sqlite-local"], indirect=True)
 def test_tasks_a_dead_scheduler_committed_but_never_published_run_once(
     system: System, write_dag, tmp_path: Path
 ) -> None:
@@ -128,6 +128,7 @@ def test_tasks_a_dead_scheduler_committed_but_never_published_run_once(
     assert executions == Counter({task_id: 1 for task_id in executions}) and len(executions) == 3
     tis = system.tis("crash", run_id)
     assert all(ti.state == "success" and ti.try_number == 1 for ti in tis.values())
+    assert all(ti.confirmed_at is not None for ti in tis.values())  # the mark matched on this database
 
 
 def _tis(sessions, run_id: str) -> list:
