@@ -30,7 +30,7 @@ from hareflow.common.dag.loader import find_dag_files
 from hareflow.common.dag.processor_child import read_source
 from hareflow.common.dag.serialize import dag_hash
 from hareflow.common.db import Dag, DagCode, ImportError_
-from hareflow.common.db.upsert import insert_if_absent, lock_row
+from hareflow.common.db.upsert import locked_row
 from hareflow.common.messages import StateEvent
 from hareflow.common.runs import refresh_next_run
 from sqlalchemy import delete, select
@@ -142,9 +142,7 @@ def store_source(session: Session, fileloc: str, source: str, now: datetime) -> 
     digest = hashlib.sha256(source.encode()).hexdigest()
     key = DagCode.key(fileloc)
     values = {"fileloc_hash": key, "fileloc": fileloc, "source": source, "source_hash": digest}
-    insert_if_absent(session, DagCode.__table__, {**values, "updated_at": now})
-    code = lock_row(session, DagCode, key)
-    assert code is not None  # inserted above, and dag_code rows are deleted only with their file
+    code = locked_row(session, DagCode, key, {**values, "updated_at": now})
     if code.source_hash != digest:
         code.source, code.source_hash, code.updated_at = source, digest, now
     return code
@@ -355,22 +353,17 @@ class DagProcessor:
         """The DAG's row, locked; inserted first (inactive, to be filled in) if it does not exist.
         Another scheduler inserting the same DAG at the same moment makes the insert wait for it
         and do nothing; the locking read then returns that scheduler's row."""
-        dag = lock_row(session, Dag, dag_id)
-        if dag is None:
-            # Only a DAG seen for the first time takes the setting: re-parsing never changes the flag.
-            placeholder = {
-                "dag_id": dag_id,
-                "fileloc": path,
-                "is_paused": self._settings.dags_are_paused_at_creation,
-                "is_active": False,
-                "serialized": {},
-                "dag_hash": "",
-                "created_at": now,
-            }
-            insert_if_absent(session, Dag.__table__, placeholder)
-            dag = lock_row(session, Dag, dag_id)
-        assert dag is not None  # inserted above; DAG rows are never deleted while a file defines them
-        return dag
+        # Only a DAG seen for the first time takes the setting: re-parsing never changes the flag.
+        placeholder = {
+            "dag_id": dag_id,
+            "fileloc": path,
+            "is_paused": self._settings.dags_are_paused_at_creation,
+            "is_active": False,
+            "serialized": {},
+            "dag_hash": "",
+            "created_at": now,
+        }
+        return locked_row(session, Dag, dag_id, placeholder)
 
     def _upsert(self, session: Session, dag: Dag, data: dict[str, Any], now: datetime) -> bool:
         """Bring the (locked) row up to date with the parsed DAG; True if anything changed."""

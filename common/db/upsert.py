@@ -39,3 +39,16 @@ def lock_row(session: Session, model: type[T], key: Any) -> T | None:
     """The row with primary key ``key``, locked for this transaction and freshly read (never a
     stale copy from the session's identity map)."""
     return session.get(model, key, with_for_update=True, populate_existing=True)
+
+
+def locked_row(session: Session, model: type[T], key: Any, values: dict[str, Any]) -> T:
+    """The row with primary key ``key``, locked for this transaction; inserted from ``values``
+    first if it does not exist. A row deleted by another transaction between the insert (which
+    found it) and the lock is inserted again."""
+    table = model.__table__  # type: ignore[attr-defined]
+    for _ in range(3):
+        row = lock_row(session, model, key)
+        if row is not None:
+            return row
+        insert_if_absent(session, table, values)
+    raise RuntimeError(f"{table.name} row {key!r} kept disappearing while it was being stored")
