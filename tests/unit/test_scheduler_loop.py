@@ -461,3 +461,20 @@ def test_after_a_restart_a_worker_is_judged_only_on_a_silence_the_scheduler_watc
     assert harness.scheduler.run_once(NOW + timedelta(seconds=timeout + 1)).lost_workers == 0
     # A silence watched for worker_timeout is a lost worker, as before.
     assert harness.scheduler.run_once(NOW + timedelta(seconds=timeout + 3)).lost_workers == 1
+
+
+def test_a_file_whose_parse_crashes_keeps_its_source_and_one_import_error(harness: Harness) -> None:
+    """The parse child sends no source when it dies; the processor reads the file's text itself, so
+    the file has a source row (the lock that makes schedulers store one file in turn) and the web
+    can show what failed."""
+    from hareflow.common.db import DagCode, ImportError_
+
+    source = "import os\nfrom hareflow import DAG\nos._exit(3)\n"
+    for _ in range(2):  # parsed again: the error is replaced, not added
+        (harness.folder / "crash.py").write_text(source + f"# {_}\n")
+        DagProcessor(settings=harness.settings, session_factory=harness.sessions).run_once(NOW)
+    with harness.sessions() as s:
+        codes = s.scalars(select(DagCode)).all()
+        errors = s.scalars(select(ImportError_)).all()
+    assert [c.source for c in codes] == [source + "# 1\n"]
+    assert len(errors) == 1 and "exited with code 3" in errors[0].message
