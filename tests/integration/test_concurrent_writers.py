@@ -229,3 +229,46 @@ def test_two_scheduler_processes_with_one_identity_heartbeat_at_once_into_one_ro
     _race(engine, lambda: first.heartbeat(now), lambda: second.heartbeat(now), gate)
     with held() as s:
         assert s.scalars(select(SchedulerHeartbeat.id)).all() == [first.ident]
+
+
+LIMITED = """
+from hareflow import DAG, task
+with DAG("limited", max_active_runs={runs}, max_active_tasks=1):
+    @task
+    def only():
+        return 1
+    only()
+"""
+
+
+@pytest.mark.parametrize("limit", ["max_active_tasks", "max_active_runs"])
+def test_a_limit_counts_the_runs_another_scheduler_has_locked(
+    engine: Engine, tmp_path: Path, limit: str
+) -> None:
+    """One scheduler's pass holds run 1 (its task queued); another scheduler's pass, which skips
+    the locked run, must still count it: no second task (max_active_tasks=1), no second run
+    started (max_active_runs=1)."""
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "limited.py").write_text(
+        LIMITED.format(runs=1 if limit == "max_active_runs" else 16)
+    )
+    settings = fast_settings(tmp_path, dags_folder=str(tmp_path / "dags"))
+    sessions = make_session_factory(engine)
+    DagProcessor(settings=settings, session_factory=sessions).run_once()
+    first = Scheduler(settings=settings, session_factory=sessions, executor=DurableCapturingExecutor())
+    second = Scheduler(settings=settings, session_factory=sessions, executor=DurableCapturingExecutor())
+    with sessions() as s, s.begin():
+        one = trigger_run(s, "limited", run_id="one").id
+    assert first.run_once().dispatched == 1  # run one started, its task queued
+    with sessions() as s, s.begin():
+        trigger_run(s, "limited", run_id="two")
+    with sessions() as holder, holder.begin():
+        holder.get(DagRun, one, with_for_update=True)  # the first scheduler's pass holds run one
+        report = second.run_once()
+    with sessions() as s:
+        states = dict(s.execute(select(DagRun.run_id, DagRun.state)).tuples().all())
+    assert report.dispatched == 0
+    if limit == "max_active_runs":
+        assert states == {"one": "running", "two": "queued"}
+    else:
+        assert states == {"one": "running", "two": "running"}
