@@ -106,8 +106,8 @@ TASKS_DISPATCHED = Counter(
 )
 TASKS_REPUBLISHED = Counter(
     "hareflow_scheduler_tasks_republished_total",
-    "Task messages published again: their first publication failed, or they stayed queued longer "
-    "than queued_timeout with no worker reporting them.",
+    "Task messages published again because the broker never confirmed them: their publication "
+    "failed, or their scheduler died before publishing them (found after queued_timeout).",
 )
 LOST_WORKERS = Counter(
     "hareflow_scheduler_lost_workers_total",

@@ -14,6 +14,7 @@ from hareflow.common.dag.schedule import DagRunInfo, next_dagrun_info
 from hareflow.common.db import Dag, DagRun
 from hareflow.common.states import RUN_ACTIVE, RunState
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 #: What a run id may hold: it appears in URLs and in shell commands.
@@ -176,8 +177,14 @@ def trigger_run(
         queued_at=now,
         dag_hash=dag.dag_hash,
     )
-    session.add(run)
-    session.flush()
+    try:
+        # A savepoint: the same run id triggered at the same moment elsewhere (another web server,
+        # a script) fails here, not at the caller's commit, and leaves the caller's transaction usable.
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError:
+        raise RunExistsError(f"DAG {dag_id!r} already has a run {run_id!r}") from None
     return run
 
 

@@ -27,8 +27,10 @@ from typing import Any
 
 from hareflow.common.config import Settings
 from hareflow.common.dag.loader import find_dag_files
+from hareflow.common.dag.processor_child import read_source
 from hareflow.common.dag.serialize import dag_hash
 from hareflow.common.db import Dag, DagCode, ImportError_
+from hareflow.common.db.upsert import locked_row
 from hareflow.common.messages import StateEvent
 from hareflow.common.runs import refresh_next_run
 from sqlalchemy import delete, select
@@ -134,22 +136,16 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def store_source(session: Session, fileloc: str, source: str, now: datetime) -> None:
-    """Keep the file's source for the web (which never opens a DAG's path itself)."""
+def store_source(session: Session, fileloc: str, source: str, now: datetime) -> DagCode:
+    """Keep the file's source for the web (which never opens a DAG's path itself), and lock the
+    file's row for this transaction: several schedulers storing the same file take turns."""
     digest = hashlib.sha256(source.encode()).hexdigest()
-    code = session.get(DagCode, DagCode.key(fileloc))
-    if code is None:
-        session.add(
-            DagCode(
-                fileloc_hash=DagCode.key(fileloc),
-                fileloc=fileloc,
-                source=source,
-                source_hash=digest,
-                updated_at=now,
-            )
-        )
-    elif code.source_hash != digest:
+    key = DagCode.key(fileloc)
+    values = {"fileloc_hash": key, "fileloc": fileloc, "source": source, "source_hash": digest}
+    code = locked_row(session, DagCode, key, {**values, "updated_at": now})
+    if code.source_hash != digest:
         code.source, code.source_hash, code.updated_at = source, digest, now
+    return code
 
 
 class DagProcessor:
@@ -273,7 +269,13 @@ class DagProcessor:
         finally:
             free_slot()
         report = ProcessReport(parsed=[path])
-        self._store(file_report, now or datetime.now(UTC), report)
+        try:
+            self._store(file_report, now or datetime.now(UTC), report)
+        except Exception:
+            # A metastore outage, or a deadlock with another scheduler storing the same DAG ids
+            # from another file: nothing was stored, and the next scan parses the file again.
+            log.exception("storing what %s defines failed; it is parsed again on the next scan", path)
+            raise
         timed_out = any(e["message"].startswith(TIMEOUT_PREFIX) for e in file_report.errors)
         with self._lock:
             self._seen[path] = stamp  # only once stored: a failed store is tried again next scan
@@ -300,38 +302,38 @@ class DagProcessor:
             return set(rows)
 
     def _store(self, file_report: FileReport, now: datetime, report: ProcessReport) -> None:
+        """Store one file's DAGs, source and import errors in one transaction. Several schedulers
+        may parse the same file at the same moment: the file's ``dag_code`` row, written first and
+        held locked, makes them take turns, and every row is inserted only if absent."""
         path = file_report.file
         errors = list(file_report.errors)
+        # A parse that crashed or timed out sends no source: read it here (text only, never run).
+        source = file_report.source if file_report.source is not None else read_source(path)
         with self._sessions() as session, session.begin():
+            if source is not None:
+                store_source(session, path, source, now)
             existing = {d.dag_id: d for d in session.scalars(select(Dag).where(Dag.fileloc == path))}
             defined: set[str] = set()
             for data in file_report.dags:
                 dag_id = data["dag_id"]
-                other = session.get(Dag, dag_id)
-                if (
-                    other is not None
-                    and other.fileloc != path
-                    and other.is_active
-                    and Path(other.fileloc).exists()
-                ):
+                dag = self._dag_row(session, dag_id, path, now)
+                if dag.fileloc != path and dag.is_active and Path(dag.fileloc).exists():
                     errors.append(
                         {
                             "file": path,
                             "line": data.get("lineno"),
-                            "message": f"DAG id {dag_id!r} is already defined in {other.fileloc}",
+                            "message": f"DAG id {dag_id!r} is already defined in {dag.fileloc}",
                         }
                     )
                     continue
                 defined.add(dag_id)
                 data["fileloc"] = path
-                if self._upsert(session, other, data, now):
+                if self._upsert(session, dag, data, now):
                     report.dags_changed.append(dag_id)
             for dag_id, dag in existing.items():
                 if dag_id not in defined and dag.is_active:
                     dag.is_active = False
                     report.dags_changed.append(dag_id)
-            if file_report.source is not None:
-                store_source(session, path, file_report.source, now)
             session.execute(delete(ImportError_).where(ImportError_.filename == path))
             for err in errors:
                 session.add(
@@ -347,16 +349,28 @@ class DagProcessor:
                 )
             report.errors += len(errors)
 
-    def _upsert(self, session: Session, dag: Dag | None, data: dict[str, Any], now: datetime) -> bool:
+    def _dag_row(self, session: Session, dag_id: str, path: str, now: datetime) -> Dag:
+        """The DAG's row, locked; inserted first (inactive, to be filled in) if it does not exist.
+        Another scheduler inserting the same DAG at the same moment makes the insert wait for it
+        and do nothing; the locking read then returns that scheduler's row."""
+        # Only a DAG seen for the first time takes the setting: re-parsing never changes the flag.
+        placeholder = {
+            "dag_id": dag_id,
+            "fileloc": path,
+            "is_paused": self._settings.dags_are_paused_at_creation,
+            "is_active": False,
+            "serialized": {},
+            "dag_hash": "",
+            "created_at": now,
+        }
+        return locked_row(session, Dag, dag_id, placeholder)
+
+    def _upsert(self, session: Session, dag: Dag, data: dict[str, Any], now: datetime) -> bool:
+        """Bring the (locked) row up to date with the parsed DAG; True if anything changed."""
         digest = dag_hash(data)
-        if dag is not None and dag.dag_hash == digest and dag.is_active:
+        if dag.dag_hash == digest and dag.is_active:
             dag.last_parsed_at = now
             return False
-        if dag is None:
-            # Only a DAG seen for the first time takes the setting: re-parsing never changes the flag.
-            paused = self._settings.dags_are_paused_at_creation
-            dag = Dag(dag_id=data["dag_id"], created_at=now, is_paused=paused)
-            session.add(dag)
         dag.fileloc = data["fileloc"]
         dag.is_active = True
         dag.schedule = data.get("schedule")

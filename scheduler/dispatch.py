@@ -1,17 +1,21 @@
-"""Turning queued task instances into task messages (everything a worker needs, no DB access)."""
+"""Turning queued task instances into task messages (everything a worker needs, no DB access), and
+the two writes around publishing them: the mark that the broker confirmed a message, and the claim
+that lets one scheduler, and only one, re-publish a message that was never confirmed."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from hareflow.common.dag.context import resolve_params
 from hareflow.common.db import DagRun, TaskInstance, TaskResult
 from hareflow.common.messages import TaskKey, TaskMessage
-from sqlalchemy import and_, select
+from hareflow.common.states import TaskState
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 
@@ -79,3 +83,57 @@ def build_messages(
                 )
             )
     return messages
+
+
+# -- confirmed publishes and re-publishing ---------------------------------------------------------------
+
+#: Ids per ``IN (...)`` list: well under every database's bind-parameter limit.
+CHUNK = 1000
+
+
+def mark_confirmed(session: Session, ids: Sequence[int], queued_at: datetime, now: datetime) -> int:
+    """Record that the broker confirmed the messages of these task instances, queued at
+    ``queued_at``: one ``UPDATE`` per thousand ids. A row queued again since (a new try, another
+    scheduler's re-publish) has another ``queued_at`` and keeps its own mark. A row a worker has
+    already started (or finished) is marked too: the mark belongs to the try, whatever its state.
+    Returns how many rows were marked."""
+    marked = 0
+    for start in range(0, len(ids), CHUNK):
+        marked += session.execute(
+            update(TaskInstance)
+            .where(
+                TaskInstance.id.in_(ids[start : start + CHUNK]),
+                TaskInstance.queued_at == queued_at,
+                TaskInstance.confirmed_at.is_(None),
+            )
+            .values(confirmed_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    return marked
+
+
+def claim_for_republish(
+    session: Session, rows: Iterable[tuple[int, datetime | None]], now: datetime
+) -> list[int]:
+    """Claim task instances to re-publish: a compare-and-set per row on the ``queued_at`` it was
+    read with, so that of several schedulers that found the same unconfirmed row, exactly one
+    re-publishes it. Returns the ids this caller won (their ``queued_at`` is now ``now``)."""
+    won = []
+    for ti_id, queued_at in rows:
+        same_queued_at = (
+            TaskInstance.queued_at.is_(None) if queued_at is None else TaskInstance.queued_at == queued_at
+        )
+        claimed = session.execute(
+            update(TaskInstance)
+            .where(
+                TaskInstance.id == ti_id,
+                same_queued_at,
+                TaskInstance.state == TaskState.QUEUED,
+                TaskInstance.confirmed_at.is_(None),
+            )
+            .values(queued_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if claimed == 1:
+            won.append(ti_id)
+    return won

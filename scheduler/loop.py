@@ -7,9 +7,14 @@
 sleeping. The wait ends early whenever a state event says a task finished or a run was triggered:
 no fixed sleep sits between one task's end and the next task's start.
 
-Commit, then publish: task instances are marked queued and committed before their messages are
-published. If publishing fails they are re-published on the next iteration; if the scheduler dies
-first, ``queued_timeout`` re-publishes them (delivery guarantee 1).
+Commit, then publish, then mark: task instances are marked queued and committed before their
+messages are published; once the broker has confirmed the messages, one batched ``UPDATE`` records
+it (``confirmed_at``). A message the broker confirmed is never published again, however long it
+waits in a deep queue. If publishing fails the messages are re-published on the next iteration; if
+the scheduler dies between the commit and the mark, any scheduler re-publishes the unmarked ones
+after ``queued_timeout``, claiming each with a compare-and-set so that only one of them does
+(delivery guarantee 1). A scheduler that dies after the broker confirmed but before the mark was
+committed leaves those tasks to be published twice: the one crash window of this design.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from hareflow.common.broker import BrokerUnavailable, Executor
 from hareflow.common.config import Settings
 from hareflow.common.dag.serialize import SerializedDag
 from hareflow.common.db import Dag, DagRun, SchedulerHeartbeat, TaskInstance, Worker
+from hareflow.common.db.upsert import insert_if_absent
 from hareflow.common.events import run_event, task_event
 from hareflow.common.messages import StateEvent
 from hareflow.common.runs import active_run_count, create_scheduled_run, refresh_next_run
@@ -38,9 +44,9 @@ from hareflow.common.states import (
     WorkerOutcome,
     outcome_state,
 )
-from hareflow.scheduler.dispatch import build_messages
+from hareflow.scheduler.dispatch import build_messages, claim_for_republish, mark_confirmed
 from hareflow.scheduler.scheduling import RowCache, schedule_pass
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -84,6 +90,12 @@ class Scheduler:
         self._wake = threading.Event()
         self._serialized: dict[tuple[str, str], SerializedDag] = {}
         self._unpublished: set[int] = set()
+        #: Published and confirmed, the mark not yet committed (the metastore failed): queued_at ->
+        #: task instance ids, marked by the next iteration.
+        self._unmarked: dict[datetime, list[int]] = {}
+        #: With an executor whose queues die with this process (local), marks left by an earlier
+        #: process vouch for nothing: the first iteration forgets them.
+        self._volatile_checked = self._executor.durable
         self._rows = RowCache()
         self._changed: set[int] = set()  # task instances named in state events since the last pass
         self._changed_lock = threading.Lock()
@@ -201,11 +213,13 @@ class Scheduler:
         housekeeping = (
             self._last_housekeeping is None or now - self._last_housekeeping >= self._housekeeping_every
         )
+        if not self._volatile_checked:
+            self.forget_volatile_confirms()
         if housekeeping:
             self._last_housekeeping = now
             self.create_due_runs(now, report)
         self.schedule_runs(now, report, incremental=incremental and not housekeeping)
-        if housekeeping or self._unpublished:
+        if housekeeping or self._unpublished or self._unmarked:
             self.republish_stale(now, report)
         if housekeeping:
             self.handle_lost_workers(now, report)
@@ -229,7 +243,10 @@ class Scheduler:
         for dag_id in due:
             try:
                 with self._sessions() as session, session.begin():
-                    dag = session.get(Dag, dag_id)
+                    # One scheduler creates a DAG's runs at a time: the others skip the locked row
+                    # (SQLite has one writer anyway) and find the runs made when they look again.
+                    sqlite = session.get_bind().dialect.name == "sqlite"
+                    dag = session.get(Dag, dag_id, with_for_update=None if sqlite else {"skip_locked": True})
                     if dag is None or dag.next_logical_date is None or dag.next_run_after is None:
                         continue
                     created = 0
@@ -283,15 +300,62 @@ class Scheduler:
             # Committed as queued: re-published by the next iteration, not left to queued_timeout.
             log.warning("could not publish %d task(s), will retry: %s", len(result.messages), exc)
             self._unpublished.update(result.dispatched_ids)
+            return
+        self._unmarked.setdefault(now, []).extend(result.dispatched_ids)
+        self.record_confirms(now)
+
+    # -- step: record what the broker confirmed --------------------------------------------------------
+
+    def record_confirms(self, now: datetime) -> None:
+        """Mark the task instances whose messages the broker confirmed, in one transaction. If the
+        metastore fails they stay in memory and the next iteration marks them: only a crash of this
+        process leaves a confirmed message unmarked (and so published twice)."""
+        if not self._unmarked:
+            return
+        pending, self._unmarked = self._unmarked, {}
+        try:
+            with self._sessions() as session, session.begin():
+                for queued_at, ids in pending.items():
+                    mark_confirmed(session, ids, queued_at, now)
+        except OperationalError as exc:
+            for queued_at, ids in pending.items():
+                self._unmarked.setdefault(queued_at, []).extend(ids)
+            count = sum(len(ids) for ids in pending.values())
+            log.warning("could not record %d confirmed publish(es), will retry: %s", count, exc)
+
+    def forget_volatile_confirms(self) -> None:
+        """With an executor whose queues live in this process (local), a message an earlier process
+        confirmed died with it: forget those marks and re-publish every queued task instance now."""
+        with self._sessions() as session, session.begin():
+            queued = TaskInstance.state == TaskState.QUEUED
+            ids = list(session.scalars(select(TaskInstance.id).where(queued)))
+            session.execute(
+                update(TaskInstance)
+                .where(queued, TaskInstance.confirmed_at.is_not(None))
+                .values(confirmed_at=None)
+                .execution_options(synchronize_session=False)
+            )
+        self._unpublished.update(ids)
+        self._volatile_checked = True
+        if ids:
+            log.info("re-publishing %d task(s) left queued by an earlier process", len(ids))
 
     # -- step: re-publish stale queued tasks ---------------------------------------------------------------
 
     def republish_stale(self, now: datetime, report: LoopReport) -> None:
+        """Re-publish queued task instances whose message the broker never confirmed: at once
+        those this process failed to publish, after ``queued_timeout`` any other (a scheduler died
+        between committing them as queued and publishing them). Each row is claimed with a
+        compare-and-set first, so of several schedulers only one re-publishes it. A confirmed
+        message is never re-published: it waits in a durable queue for a worker."""
+        self.record_confirms(now)
         cutoff = now - timedelta(seconds=self._settings.queued_timeout)
         pending = set(self._unpublished)
         with self._sessions() as session:
             with session.begin():
-                query = select(TaskInstance).where(TaskInstance.state == TaskState.QUEUED)
+                query = select(TaskInstance).where(
+                    TaskInstance.state == TaskState.QUEUED, TaskInstance.confirmed_at.is_(None)
+                )
                 stale = [ti for ti in session.scalars(query.where(TaskInstance.queued_at < cutoff))]
                 if pending:
                     stale += list(session.scalars(query.where(TaskInstance.id.in_(pending))))
@@ -313,14 +377,15 @@ class Scheduler:
                     for ti in stale
                     if ti.dag_id in sdags and any(t.task_id == ti.task_id for t in sdags[ti.dag_id].tasks)
                 ]
+                won = set(claim_for_republish(session, [(ti.id, ti.queued_at) for ti in stale], now))
+                stale = [ti for ti in stale if ti.id in won]
                 for ti in stale:
                     if ti.id not in pending:
                         log.warning(
-                            "%s queued for over %ss with no worker reporting it; re-publishing",
+                            "%s queued for over %ss and its message was never confirmed; re-publishing",
                             ti.label(),
                             self._settings.queued_timeout,
                         )
-                    ti.queued_at = now
                 messages = build_messages(session, stale, runs, sdags)
         try:
             self._executor.publish_tasks(messages)
@@ -329,6 +394,10 @@ class Scheduler:
         except BrokerUnavailable as exc:
             log.warning("re-publishing failed, will retry: %s", exc)
             self._unpublished |= {ti.id for ti in stale}
+            return
+        if stale:
+            self._unmarked.setdefault(now, []).extend(ti.id for ti in stale)
+            self.record_confirms(now)
 
     # -- step: lost workers ----------------------------------------------------------------------------------
 
@@ -341,13 +410,12 @@ class Scheduler:
             # still be waiting in the results queue. Judge only a silence watched for worker_timeout.
             return
         with self._sessions() as session, session.begin():
-            lost = list(
-                session.scalars(
-                    select(Worker).where(
-                        Worker.state.in_(("active", "stopping")), Worker.last_heartbeat < cutoff
-                    )
-                )
+            query = select(Worker).where(
+                Worker.state.in_(("active", "stopping")), Worker.last_heartbeat < cutoff
             )
+            if session.get_bind().dialect.name != "sqlite":
+                query = query.with_for_update(skip_locked=True)  # one scheduler handles each worker
+            lost = list(session.scalars(query))
             for w in lost:
                 w.state = "lost"
                 report.lost_workers += 1
@@ -378,15 +446,22 @@ class Scheduler:
         if time.monotonic() - self._last_heartbeat < 5.0:
             return
         self._last_heartbeat = time.monotonic()
+        host, _, pid = self.ident.rpartition(":")
         with self._sessions() as session, session.begin():
-            row = session.get(SchedulerHeartbeat, self.ident)
-            if row is None:
-                host, _, pid = self.ident.rpartition(":")
-                row = SchedulerHeartbeat(
-                    id=self.ident, hostname=host, pid=int(pid), started_at=self._started_at
-                )
-                session.add(row)
-            row.last_heartbeat = now
+            # Insert-if-absent: two processes with one identity (the same pid in two containers
+            # with one hostname) share the row rather than fail on it.
+            values = {
+                "hostname": host,
+                "pid": int(pid),
+                "started_at": self._started_at,
+                "last_heartbeat": now,
+            }
+            insert_if_absent(session, SchedulerHeartbeat.__table__, {"id": self.ident, **values})
+            session.execute(
+                update(SchedulerHeartbeat)
+                .where(SchedulerHeartbeat.id == self.ident)
+                .values(last_heartbeat=now)
+            )
 
     # -- step: gauges ----------------------------------------------------------------------------------------
 

@@ -129,6 +129,7 @@ class _Writes:
                     "state": TaskState.QUEUED,
                     "try_number": TaskInstance.try_number + 1,
                     "queued_at": now,
+                    "confirmed_at": None,  # a new try: its message is not confirmed yet
                     "start_date": None,
                     "end_date": None,
                     "duration": None,
@@ -191,7 +192,8 @@ def schedule_pass(
         if backfill_ids
         else {}
     )
-    result.events.extend(_start_queued_runs(active, dags, backfill_limits, now))
+    elsewhere = _running_elsewhere(session, active) if any(r.state == RunState.QUEUED for r in active) else {}
+    result.events.extend(_start_queued_runs(active, dags, backfill_limits, now, elsewhere))
     running = [r for r in active if r.state == RunState.RUNNING and r.dag_id in dags]
     if not running:
         if cache is not None:
@@ -238,16 +240,40 @@ def schedule_pass(
     return result
 
 
+def _run_pool(dag_id: str, backfill_id: int | None) -> tuple[str, object]:
+    """What a run counts against: its backfill's limit, or its DAG's max_active_runs."""
+    return ("backfill", backfill_id) if backfill_id is not None else ("dag", dag_id)
+
+
+def _running_elsewhere(session: Session, active: list[DagRun]) -> dict[tuple[str, object], int]:
+    """Running runs this pass did not lock (another scheduler holds them), by what they count
+    against: with several schedulers, a limit counts every running run, not only this pass's."""
+    query = (
+        select(DagRun.dag_id, DagRun.backfill_id)
+        .where(DagRun.state == RunState.RUNNING, DagRun.dag_id.in_({r.dag_id for r in active}))
+        .where(DagRun.id.not_in([r.id for r in active]))
+    )
+    counts: dict[tuple[str, object], int] = defaultdict(int)
+    for dag_id, backfill_id in session.execute(query):
+        counts[_run_pool(dag_id, backfill_id)] += 1
+    return counts
+
+
 def _start_queued_runs(
-    active: list[DagRun], dags: dict[str, Dag], backfill_limits: dict[int, int], now: datetime
+    active: list[DagRun],
+    dags: dict[str, Dag],
+    backfill_limits: dict[int, int],
+    now: datetime,
+    elsewhere: dict[tuple[str, object], int],
 ) -> list[StateEvent]:
     """Start queued runs, oldest first, within their limit: the DAG's max_active_runs for
-    scheduled and manual runs, the backfill's own for backfill runs."""
+    scheduled and manual runs, the backfill's own for backfill runs. ``elsewhere``: running runs
+    locked by other schedulers, which count too."""
 
     def pool_of(run: DagRun) -> tuple[str, object]:
-        return ("backfill", run.backfill_id) if run.backfill_id is not None else ("dag", run.dag_id)
+        return _run_pool(run.dag_id, run.backfill_id)
 
-    running_count: dict[tuple[str, object], int] = defaultdict(int)
+    running_count: dict[tuple[str, object], int] = defaultdict(int, elsewhere)
     for run in active:
         if run.state == RunState.RUNNING:
             running_count[pool_of(run)] += 1
@@ -417,6 +443,7 @@ def _choose_dispatch(
             )
     if not cands:
         return []
+    occupants += _occupants_elsewhere(session, rows_by_run, cands)
     pools = {p.name: p.slots for p in session.scalars(select(Pool))} if _any_pool(cands) else {}
     for c in cands:
         if c.pool is not None and c.pool not in pools:
@@ -438,6 +465,26 @@ def _choose_dispatch(
         writes.events.append(task_event(row))  # type: ignore[arg-type]
         out.append(row)
     return out
+
+
+def _occupants_elsewhere(
+    session: Session, rows_by_run: dict[int, list[TIRow]], cands: list[Candidate]
+) -> list[Occupant]:
+    """Queued and running task instances of active runs this pass did not lock (another scheduler
+    holds them) that share a DAG or a pool with a candidate: max_active_tasks and pool slots count
+    them too. With one scheduler every active run is locked by the pass and this finds nothing."""
+    dag_ids = {c.dag_id for c in cands}
+    pools = {c.pool for c in cands if c.pool is not None}
+    shares = TaskInstance.dag_id.in_(dag_ids)
+    if pools:
+        shares = shares | TaskInstance.pool.in_(pools)
+    query = (
+        select(TaskInstance.dag_id, TaskInstance.pool, TaskInstance.pool_slots, TaskInstance.state)
+        .join(DagRun, DagRun.id == TaskInstance.run_pk)
+        .where(TaskInstance.state.in_((TaskState.QUEUED, TaskState.RUNNING)), shares)
+        .where(DagRun.state.in_(RUN_ACTIVE), DagRun.id.not_in(list(rows_by_run)))
+    )
+    return [Occupant(*row) for row in session.execute(query)]
 
 
 def _any_pool(cands: Iterable[Candidate]) -> bool:

@@ -70,6 +70,11 @@ class Executor(abc.ABC):
     """The port. A dozen methods; everything else is policy in the services."""
 
     name: str
+    #: Whether a task message this executor confirmed outlives the process that published it (a
+    #: broker's durable queue: True). The scheduler never re-publishes a confirmed message of a
+    #: durable executor; an in-process queue's messages die with the process (False), so a new
+    #: scheduler process re-publishes what an earlier one left queued.
+    durable: bool = True
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -85,7 +90,8 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def publish_tasks(self, messages: Sequence[TaskMessage]) -> None:
-        """Publish task messages; return once the broker has confirmed every one."""
+        """Publish task messages; return once the broker has confirmed every one (they are then
+        safe until a worker acks them: the scheduler records that and never publishes them again)."""
 
     @abc.abstractmethod
     def consume_tasks(self, queues: Sequence[str], prefetch: int, handler: DeliveryHandler) -> ConsumerHandle:

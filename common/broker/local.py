@@ -2,8 +2,10 @@
 
 It is not a broker imitation. Tasks wait in per-queue FIFO deques and a dispatcher thread hands them
 to consumers within their prefetch; results and events are handed straight to their consumers.
-Nothing survives a crash here, and nothing needs to: the metastore is the source of truth and the
-scheduler re-publishes any task left queued past ``queued_timeout``.
+Nothing survives a crash here, and nothing needs to: the metastore is the source of truth. A task
+message counts as confirmed once it is in the in-process queue, which lives exactly as long as the
+scheduler beside it; the executor is not ``durable``, so a scheduler process starting on this
+metastore re-publishes every task instance an earlier process left queued.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class _State:
 
 class LocalExecutor(Executor):
     name = "local"
+    durable = False
 
     def __init__(self) -> None:
         self._state = _State()

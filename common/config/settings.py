@@ -42,7 +42,7 @@ class Settings:
     publish_confirm_timeout: float = 30.0
     # Scheduler
     scheduler_idle_wait: float = 1.0  # longest sleep when nothing wakes the scheduler
-    queued_timeout: float = 300.0  # re-publish a task queued this long with no worker reporting it
+    queued_timeout: float = 300.0  # re-publish a queued task never confirmed by the broker after this long
     worker_timeout: float = 60.0  # a worker silent this long is lost; its tasks follow retry policy
     dag_dir_list_interval: float = 2.0  # how often DAG files are checked for changes
     dag_file_processor_timeout: float = 30.0

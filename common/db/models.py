@@ -135,6 +135,9 @@ class TaskInstance(Base):
     hostname: Mapped[str | None] = mapped_column(SafeString(255))
     pid: Mapped[int | None] = mapped_column(Integer)
     queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When the broker confirmed this try's task message (None: not yet, or it was queued again).
+    # A queued task instance with a confirmed message is never re-published, however long it waits.
+    confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     duration: Mapped[float | None] = mapped_column(Float)

@@ -224,31 +224,171 @@ def test_a_worker_that_stops_heartbeating_has_its_tasks_retried(harness: Harness
         assert s.get(Worker, "w9").state == "lost"  # type: ignore[union-attr]
 
 
-def test_a_task_queued_too_long_is_republished_with_the_same_try(tmp_path: Path) -> None:
+ONE_TASK = """
+    from datetime import datetime
+    from hareflow import DAG, task
+    with DAG("one", start_date=datetime(2026, 1, 1)):
+        @task
+        def work():
+            return 1
+        work()
+"""
+
+
+class DurableCapturingExecutor(CapturingExecutor):
+    """Captures like its parent, and vouches for what it confirmed as a broker does."""
+
+    durable = True
+
+
+class DyingExecutor(DurableCapturingExecutor):
+    """An executor whose process dies while publishing: nothing reaches the broker, and the error
+    is not one the scheduler retries (it never learns that the publish failed)."""
+
+    def publish_tasks(self, messages: Sequence[TaskMessage]) -> None:
+        raise SystemError("the scheduler process died while publishing")
+
+
+def _trigger_one(h: Harness) -> None:
+    from hareflow.common.runs import trigger_run
+
+    h.dag_file("one.py", ONE_TASK)
+    with h.sessions() as s, s.begin():
+        trigger_run(s, "one", now=NOW)
+
+
+def _scheduler(h: Harness, executor: CapturingExecutor) -> Scheduler:
+    return Scheduler(settings=h.settings, session_factory=h.sessions, executor=executor)
+
+
+def test_a_confirmed_task_is_never_republished_however_long_it_waits(tmp_path: Path) -> None:
     h = Harness(tmp_path, queued_timeout=30.0)
     try:
-        h.dag_file(
-            "one.py",
-            """
-            from datetime import datetime
-            from hareflow import DAG, task
-            with DAG("one", start_date=datetime(2026, 1, 1)):
-                @task
-                def work():
-                    return 1
-                work()
-            """,
-        )
-        from hareflow.common.runs import trigger_run
-
-        with h.sessions() as s, s.begin():
-            trigger_run(s, "one", now=NOW)
+        _trigger_one(h)
         h.scheduler.run_once(NOW)
-        assert h.scheduler.run_once(NOW + timedelta(seconds=29)).republished == 0
-        assert h.scheduler.run_once(NOW + timedelta(seconds=31)).republished == 1
-        assert [m.key.try_number for m in h.published] == [1, 1]
+        assert len(h.published) == 1
+        assert h.tis()["work"].confirmed_at == NOW
+        for later in (31, 600, 3600 * 24):
+            assert h.scheduler.run_once(NOW + timedelta(seconds=later)).republished == 0
+        # Another scheduler (a restart) agrees: the message is in a durable queue.
+        other = _scheduler(h, DurableCapturingExecutor())
+        assert other.run_once(NOW + timedelta(days=2)).republished == 0
+        assert len(h.published) == 1 and other._executor.published == []  # type: ignore[attr-defined]
     finally:
         h.close()
+
+
+def test_a_task_left_unpublished_by_a_dead_scheduler_is_republished_once_after_queued_timeout(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path, queued_timeout=30.0)
+    try:
+        _trigger_one(h)
+        dying = _scheduler(h, DyingExecutor())
+        with pytest.raises(SystemError):
+            dying.run_once(NOW)  # committed as queued, never published, never marked
+        ti = h.tis()["work"]
+        assert ti.state == "queued" and ti.confirmed_at is None
+        survivor = _scheduler(h, DurableCapturingExecutor())
+        published = survivor._executor.published  # type: ignore[attr-defined]
+        assert survivor.run_once(NOW + timedelta(seconds=29)).republished == 0
+        assert survivor.run_once(NOW + timedelta(seconds=31)).republished == 1
+        assert [m.key.try_number for m in published] == [1]
+        assert h.tis()["work"].confirmed_at == NOW + timedelta(seconds=31)
+        # Re-published and confirmed: never again.
+        assert survivor.run_once(NOW + timedelta(seconds=120)).republished == 0
+        assert len(published) == 1
+    finally:
+        h.close()
+
+
+def test_a_publish_the_broker_refused_is_retried_at_once_and_then_marked(tmp_path: Path) -> None:
+    from hareflow.common.broker import BrokerUnavailable
+
+    class Flaky(DurableCapturingExecutor):
+        failures = 2  # the pass's publish, and the retry in the same iteration
+
+        def publish_tasks(self, messages: Sequence[TaskMessage]) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise BrokerUnavailable("connection reset")
+            super().publish_tasks(messages)
+
+    h = Harness(tmp_path, queued_timeout=3600.0)
+    try:
+        _trigger_one(h)
+        scheduler = _scheduler(h, Flaky())
+        scheduler.run_once(NOW)
+        assert h.tis()["work"].confirmed_at is None
+        assert scheduler.run_once(NOW + timedelta(seconds=1)).republished == 1  # not an hour later
+        assert h.tis()["work"].confirmed_at == NOW + timedelta(seconds=1)
+        assert scheduler.run_once(NOW + timedelta(hours=2)).republished == 0
+    finally:
+        h.close()
+
+
+def test_of_two_schedulers_claiming_the_same_unconfirmed_task_only_one_wins(harness: Harness) -> None:
+    from hareflow.scheduler.dispatch import claim_for_republish
+
+    _trigger_one(harness)
+    with pytest.raises(SystemError):
+        _scheduler(harness, DyingExecutor()).run_once(NOW)
+    ti = harness.tis()["work"]
+    seen = [(ti.id, ti.queued_at)]  # what both schedulers read
+    later = NOW + timedelta(minutes=10)
+    with harness.sessions() as s, s.begin():
+        assert claim_for_republish(s, seen, later) == [ti.id]
+    with harness.sessions() as s, s.begin():
+        assert claim_for_republish(s, seen, later + timedelta(seconds=1)) == []
+    assert harness.tis()["work"].queued_at == later
+    # A confirmed row cannot be claimed at all.
+    with harness.sessions() as s, s.begin():
+        s.get(TaskInstance, ti.id).confirmed_at = later  # type: ignore[union-attr]
+    with harness.sessions() as s, s.begin():
+        assert claim_for_republish(s, [(ti.id, later)], later + timedelta(seconds=2)) == []
+
+
+def test_two_schedulers_re_publish_a_task_a_dead_one_left_exactly_once(harness: Harness) -> None:
+    _trigger_one(harness)
+    with pytest.raises(SystemError):
+        _scheduler(harness, DyingExecutor()).run_once(NOW)
+    first, second = (
+        _scheduler(harness, DurableCapturingExecutor()),
+        _scheduler(harness, DurableCapturingExecutor()),
+    )
+    later = NOW + timedelta(seconds=harness.settings.queued_timeout + 1)
+    reports = [first.run_once(later), second.run_once(later), first.run_once(later + timedelta(hours=1))]
+    assert [r.republished for r in reports] == [1, 0, 0]
+
+
+def test_a_new_try_starts_unconfirmed(harness: Harness) -> None:
+    from hareflow.scheduler.dispatch import mark_confirmed
+
+    _trigger_one(harness)
+    harness.scheduler.run_once(NOW)
+    ti = harness.tis()["work"]
+    with harness.sessions() as s, s.begin():
+        row = s.get(TaskInstance, ti.id)
+        row.state, row.max_tries = "scheduled", 2  # type: ignore[union-attr]  # its retry is due
+    harness.scheduler.run_once(NOW + timedelta(minutes=5))
+    ti = harness.tis()["work"]
+    assert (ti.state, ti.try_number) == ("queued", 2) and ti.confirmed_at == NOW + timedelta(minutes=5)
+    # A late mark for the first try (its queued_at) does not mark the second.
+    with harness.sessions() as s, s.begin():
+        s.get(TaskInstance, ti.id).confirmed_at = None  # type: ignore[union-attr]
+        assert mark_confirmed(s, [ti.id], NOW, NOW + timedelta(minutes=6)) == 0
+
+
+def test_with_the_local_executor_a_new_process_republishes_what_an_earlier_one_left_queued(
+    harness: Harness,
+) -> None:
+    _trigger_one(harness)
+    harness.scheduler.run_once(NOW)  # confirmed into an in-process queue
+    assert harness.tis()["work"].confirmed_at is not None
+    restarted = _scheduler(harness, CapturingExecutor())  # not durable: that queue is gone
+    assert restarted.run_once(NOW + timedelta(seconds=1)).republished == 1
+    assert [m.key.try_number for m in restarted._executor.published] == [1]  # type: ignore[attr-defined]
+    assert restarted.run_once(NOW + timedelta(hours=1)).republished == 0
 
 
 def test_a_task_in_a_pool_that_does_not_exist_fails_with_a_clear_error(harness: Harness) -> None:
@@ -321,3 +461,20 @@ def test_after_a_restart_a_worker_is_judged_only_on_a_silence_the_scheduler_watc
     assert harness.scheduler.run_once(NOW + timedelta(seconds=timeout + 1)).lost_workers == 0
     # A silence watched for worker_timeout is a lost worker, as before.
     assert harness.scheduler.run_once(NOW + timedelta(seconds=timeout + 3)).lost_workers == 1
+
+
+def test_a_file_whose_parse_crashes_keeps_its_source_and_one_import_error(harness: Harness) -> None:
+    """The parse child sends no source when it dies; the processor reads the file's text itself, so
+    the file has a source row (the lock that makes schedulers store one file in turn) and the web
+    can show what failed."""
+    from hareflow.common.db import DagCode, ImportError_
+
+    source = "import os\nfrom hareflow import DAG\nos._exit(3)\n"
+    for _ in range(2):  # parsed again: the error is replaced, not added
+        (harness.folder / "crash.py").write_text(source + f"# {_}\n")
+        DagProcessor(settings=harness.settings, session_factory=harness.sessions).run_once(NOW)
+    with harness.sessions() as s:
+        codes = s.scalars(select(DagCode)).all()
+        errors = s.scalars(select(ImportError_)).all()
+    assert [c.source for c in codes] == [source + "# 1\n"]
+    assert len(errors) == 1 and "exited with code 3" in errors[0].message
