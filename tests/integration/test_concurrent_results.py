@@ -1,0 +1,209 @@
+"""Two results consumers racing over the same task instances, in any arrival order, on all three
+databases: every write is a compare-and-set, so each task instance ends in the state of its latest
+try's final report and the run finishes.
+
+The interleaving is chosen by a seeded random schedule, not left to thread timing: each consumer
+reads its batch (``read_reports``, the transaction then open), and at a later step of the schedule
+writes and commits it (``write_reports``), while the other consumer may read, write and commit its
+own batches in between. That is exactly the window in which a late ``running`` report used to
+overwrite a ``success`` the other consumer had committed. SQLite serializes transactions
+(``BEGIN IMMEDIATE``), so there a batch's read and write follow each other and only the arrival
+order is random.
+"""
+
+from __future__ import annotations
+
+import random
+import textwrap
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hareflow.common.config import load_settings
+from hareflow.common.dag.serialize import SerializedDag
+from hareflow.common.db import DagRun, TaskInstance, TaskResult, create_engine_for, make_session_factory
+from hareflow.common.db.migrate import migrate
+from hareflow.common.messages import Message, ResultMessage, TaskKey
+from hareflow.common.runs import trigger_run
+from hareflow.scheduler.dag_processor import DagProcessor
+from hareflow.scheduler.results import ReportBatch, read_reports, write_reports
+from hareflow.scheduler.scheduling import schedule_pass
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+WIDTH = 48
+DAG_SOURCE = f"""
+    from datetime import datetime, timedelta
+    from hareflow import DAG, task
+
+    with DAG("racing", schedule=None, start_date=datetime(2026, 1, 1), max_active_tasks={WIDTH},
+             default_args={{"retries": 1, "retry_delay": timedelta(seconds=0)}}):
+        for i in range({WIDTH}):
+            @task(task_id=f"t{{i:02d}}")
+            def work():
+                return 1
+            work()
+"""
+DATABASES = {"postgresql": "postgres_url", "mariadb": "mysql_url", "sqlite": "sqlite_url"}
+#: What each task instance's tries do: the last outcome is the one it must end with.
+PLANS = [("success",), ("failed", "success"), ("failed", "failed")]
+
+
+def _serialized(session: Session, dag) -> SerializedDag:  # type: ignore[no-untyped-def]
+    return SerializedDag.from_dict(dag.serialized)
+
+
+@dataclass
+class Consumer:
+    """One results consumer: a session of its own and at most one batch read but not written."""
+
+    sessions: sessionmaker[Session]
+    session: Session | None = None
+    batch: ReportBatch | None = None
+    done: int = field(default=0)
+
+    messages: list[Message] = field(default_factory=list)
+
+    def read(self, messages: list[Message]) -> None:
+        self.session = self.sessions()
+        self.session.begin()
+        self.messages = messages
+        self.batch = read_reports(self.session, messages)
+
+    def write(self) -> None:
+        assert self.session is not None and self.batch is not None
+        try:
+            write_reports(self.session, self.batch, datetime.now(UTC))
+            self.session.commit()
+        except IntegrityError:
+            # As ResultsConsumer does: a result another consumer stored first; redo one by one.
+            self.close()
+            for m in self.messages:
+                with self.sessions() as s:
+                    try:
+                        with s.begin():
+                            write_reports(s, read_reports(s, [m]), datetime.now(UTC))
+                    except IntegrityError:
+                        pass
+        finally:
+            self.close()
+        self.done += 1
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()  # rolls back what was not committed, releasing its locks
+        self.session, self.batch = None, None
+
+
+def _reports(ti: TaskInstance, try_number: int, outcome: str, at: float) -> list[ResultMessage]:
+    key = TaskKey(ti.id, ti.dag_id, ti.run_id, ti.task_id, ti.map_index, try_number)
+    common = {"worker": f"w{try_number}", "hostname": "h", "pid": 100 + try_number}
+    value = {"result_json": "1"} if outcome == "success" else {"error": "boom"}
+    return [
+        ResultMessage(key=key, outcome="running", at=at, **common),  # type: ignore[arg-type]
+        ResultMessage(key=key, outcome=outcome, at=at + 0.5, started_at=at, **common, **value),  # type: ignore[arg-type]
+    ]
+
+
+def _race(sessions: sessionmaker[Session], messages: list[Message], rng: random.Random, serial: bool) -> None:
+    """Feed ``messages`` in batches of 1-6 to two consumers on an interleaving chosen by ``rng``."""
+    pending = list(messages)
+    consumers = [Consumer(sessions), Consumer(sessions)]
+    try:
+        while pending or any(c.batch is not None for c in consumers):
+            c = rng.choice(consumers)
+            if c.batch is not None:
+                c.write()
+            elif pending:
+                size = rng.randint(1, 6)
+                batch, pending = pending[:size], pending[size:]
+                c.read(batch)
+                if serial:
+                    c.write()
+    finally:
+        for c in consumers:
+            c.close()
+    assert all(c.done for c in consumers)
+
+
+def _tis(sessions: sessionmaker[Session]) -> dict[str, TaskInstance]:
+    with sessions() as s:
+        return {ti.task_id: ti for ti in s.scalars(select(TaskInstance))}
+
+
+def _schedule(sessions: sessionmaker[Session], now: datetime) -> None:
+    with sessions() as s, s.begin():
+        schedule_pass(s, now, _serialized)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("database", list(DATABASES))
+def test_two_consumers_in_any_order_record_each_latest_try_and_the_run_finishes(
+    database: str, seed: int, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = request.getfixturevalue(DATABASES[database])
+    engine = create_engine_for(url)
+    try:
+        migrate(engine)
+        sessions = make_session_factory(engine)
+        folder = tmp_path / "dags"
+        folder.mkdir()
+        (folder / "racing.py").write_text(textwrap.dedent(DAG_SOURCE))
+        settings = load_settings(
+            env={}, overrides={"dags_folder": str(folder), "dags_are_paused_at_creation": False}
+        )
+        DagProcessor(settings=settings, session_factory=sessions, folder=folder).run_once()
+        with sessions() as s, s.begin():
+            run_id = trigger_run(s, "racing", triggered_by="test").run_id
+        rng = random.Random(seed)
+        plans = {f"t{i:02d}": PLANS[i % len(PLANS)] for i in range(WIDTH)}
+        now = datetime.now(UTC)
+        _schedule(sessions, now)  # starts the run, creates and queues every task instance (try 1)
+        tis = _tis(sessions)
+        assert {ti.state for ti in tis.values()} == {"queued"}
+        serial = engine.dialect.name == "sqlite"
+
+        # Try 1 of every task instance, each report delivered twice (a redelivery), in a random order.
+        first = [m for t, ti in tis.items() for m in _reports(ti, 1, plans[t][0], 1000.0 + ti.id)]
+        messages: list[Message] = first * 2
+        rng.shuffle(messages)
+        _race(sessions, messages, rng, serial)
+        tis = _tis(sessions)
+        for task_id, ti in tis.items():
+            expected = "success" if plans[task_id][0] == "success" else "up_for_retry"
+            assert (ti.state, ti.try_number) == (expected, 1), (task_id, ti.state, ti.end_date)
+            assert ti.end_date == datetime.fromtimestamp(1000.5 + ti.id, tz=UTC), task_id
+
+        _schedule(sessions, now)  # the failed ones go to try 2
+        tis = _tis(sessions)
+        retried = {t for t, ti in tis.items() if len(plans[t]) == 2}
+        assert {t for t, ti in tis.items() if (ti.state, ti.try_number) == ("queued", 2)} == retried
+
+        # Try 2 of those, mixed with late copies of every try-1 report: the old try changes nothing.
+        second = [m for t in sorted(retried) for m in _reports(tis[t], 2, plans[t][1], 2000.0 + tis[t].id)]
+        messages = second * 2 + first
+        rng.shuffle(messages)
+        _race(sessions, messages, rng, serial)
+
+        tis = _tis(sessions)
+        for task_id, ti in tis.items():
+            tries = plans[task_id]
+            base = 1000.0 if len(tries) == 1 else 2000.0
+            start, end = (datetime.fromtimestamp(base + ti.id + d, tz=UTC) for d in (0.0, 0.5))
+            assert (ti.state, ti.try_number) == (tries[-1], len(tries)), (task_id, ti.state, ti.end_date)
+            assert (ti.start_date, ti.end_date, ti.duration) == (start, end, 0.5), task_id
+            assert ti.worker == f"w{len(tries)}", task_id
+        with sessions() as s:
+            results = set(s.execute(select(TaskResult.ti_id, TaskResult.try_number)).tuples())
+        assert results == {(tis[t].id, len(p)) for t, p in plans.items() if p[-1] == "success"} | {
+            (tis[t].id, 1) for t, p in plans.items() if p[0] == "success"
+        }
+
+        _schedule(sessions, now)
+        with sessions() as s:
+            run = s.scalar(select(DagRun).where(DagRun.run_id == run_id))
+            assert run is not None and run.state == "failed" and run.end_date is not None
+    finally:
+        engine.dispose()
