@@ -14,7 +14,10 @@ order is random.
 from __future__ import annotations
 
 import random
+import subprocess
 import textwrap
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,16 +25,26 @@ from pathlib import Path
 import pytest
 from hareflow.common.config import load_settings
 from hareflow.common.dag.serialize import SerializedDag
-from hareflow.common.db import DagRun, TaskInstance, TaskResult, create_engine_for, make_session_factory
+from hareflow.common.db import (
+    Dag,
+    DagRun,
+    TaskInstance,
+    TaskResult,
+    Worker,
+    create_engine_for,
+    make_session_factory,
+)
 from hareflow.common.db.migrate import migrate
 from hareflow.common.messages import Message, ResultMessage, TaskKey
 from hareflow.common.runs import trigger_run
 from hareflow.scheduler.dag_processor import DagProcessor
 from hareflow.scheduler.results import ReportBatch, read_reports, write_reports
 from hareflow.scheduler.scheduling import schedule_pass
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+
+from tests.integration.conftest import wait_until
 
 WIDTH = 48
 DAG_SOURCE = f"""
@@ -207,3 +220,111 @@ def test_two_consumers_in_any_order_record_each_latest_try_and_the_run_finishes(
             assert run is not None and run.state == "failed" and run.end_date is not None
     finally:
         engine.dispose()
+
+
+# -- end to end: two `hareflow results` processes, two workers, real RabbitMQ and PostgreSQL --------
+
+E2E_WIDTH = 300
+E2E_DAG = f"""
+    import time
+    from datetime import datetime
+    from hareflow import DAG, task
+
+    with DAG("racing_e2e", schedule=None, start_date=datetime(2026, 1, 1), max_active_tasks={E2E_WIDTH}):
+        for i in range({E2E_WIDTH}):
+            @task(task_id=f"p{{i:03d}}")
+            def nap():
+                time.sleep(0.15)  # past running_report_delay: every try reports running, then success
+            nap()
+"""
+
+
+@pytest.mark.timeout(240)
+def test_two_results_processes_and_two_workers_finish_every_short_parallel_task(
+    postgres_url: str, rabbitmq_url: str, broker_prefix: str, tmp_path: Path
+) -> None:
+    from tests.integration.test_cli import run_hareflow, start_hareflow
+
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "racing_e2e.py").write_text(textwrap.dedent(E2E_DAG))
+    env = {
+        "HAREFLOW_HOME": str(tmp_path / "home"),
+        "HAREFLOW_DATABASE_URL": postgres_url,
+        "HAREFLOW_BROKER_URL": rabbitmq_url,
+        "HAREFLOW_BROKER_PREFIX": broker_prefix,
+        "HAREFLOW_DAGS_FOLDER": str(folder),
+        "HAREFLOW_DAGS_ARE_PAUSED_AT_CREATION": "false",
+        "HAREFLOW_RUN_RESULTS_CONSUMER": "false",
+        "HAREFLOW_SCHEDULER_IDLE_WAIT": "0.2",
+        "HAREFLOW_DAG_DIR_LIST_INTERVAL": "0.5",
+        "HAREFLOW_HEARTBEAT_INTERVAL": "1",
+        "HAREFLOW_LOG_LEVEL": "WARNING",
+    }
+    migrated = run_hareflow(env, "db", "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    roles = [
+        ("scheduler",),
+        ("results",),
+        ("results",),
+        ("worker", "--concurrency", "6", "--name", "race-w1"),
+        ("worker", "--concurrency", "6", "--name", "race-w2"),
+    ]
+    procs = []
+    engine = create_engine_for(postgres_url)
+    sessions = make_session_factory(engine)
+    try:
+        for n, args in enumerate(roles):
+            out = (logs / f"{n}-{args[0]}.log").open("w")
+            procs.append(start_hareflow(env, *args, stdout=out, stderr=subprocess.STDOUT))
+        wait_until(
+            lambda: _dag_ready(sessions), timeout=60, message="the DAG to be parsed and two workers up"
+        )
+        triggered = run_hareflow(env, "dags", "trigger", "racing_e2e", "--run-id", "race")
+        assert triggered.returncode == 0, triggered.stderr
+        run_id = "race"
+
+        def finished() -> str | None:
+            with sessions() as s:
+                state = s.scalar(select(DagRun.state).where(DagRun.run_id == run_id))
+            return state if state in ("success", "failed") else None
+
+        def stuck() -> str:
+            with sessions() as s:
+                rows = s.execute(
+                    select(TaskInstance.state, TaskInstance.end_date.is_not(None)).where(
+                        TaskInstance.run_id == run_id
+                    )
+                ).all()
+            return f"task instance (state, end_date set) counts: {dict(Counter(map(tuple, rows)))}"
+
+        deadline = time.monotonic() + 90
+        while (state := finished()) is None:
+            assert time.monotonic() < deadline, f"the run never finished; {stuck()}"
+            time.sleep(0.2)
+        assert state == "success", stuck()
+        with sessions() as s:
+            tis = s.scalars(select(TaskInstance).where(TaskInstance.run_id == run_id)).all()
+        assert len(tis) == E2E_WIDTH
+        assert {(ti.state, ti.try_number) for ti in tis} == {("success", 1)}
+        assert all(ti.start_date is not None and ti.end_date >= ti.start_date for ti in tis)  # type: ignore[operator]
+        assert {ti.worker for ti in tis} == {"race-w1", "race-w2"}
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        engine.dispose()
+
+
+def _dag_ready(sessions: sessionmaker[Session]) -> bool:
+    with sessions() as s:
+        dag = s.get(Dag, "racing_e2e")
+        workers = s.scalar(select(func.count()).select_from(Worker).where(Worker.state == "active"))
+    return dag is not None and dag.serialized is not None and workers == 2
