@@ -52,9 +52,9 @@ def test_clearing_a_failed_task_while_the_scheduler_finishes_its_run_never_stran
     )
     rng = random.Random(4)
     stranded: list[int] = []
-    with Cluster(settings, workers=[WorkerSpec(concurrency=1)]) as cluster:
-        cluster.migrate()
-        cluster.start()
+    cluster = Cluster(settings, workers=[WorkerSpec(concurrency=1)])
+    cluster.migrate()
+    with cluster:
         cluster.wait_for_dag("clear_race", timeout=60)
         run_id = cluster.trigger("clear_race")
 
@@ -76,18 +76,30 @@ def test_clearing_a_failed_task_while_the_scheduler_finishes_its_run_never_stran
             with cluster.sessions() as s, s.begin():
                 result = clear_task_instances(s, "clear_race", run_id=run_id, task_regex="^a$")
             assert [r.task_id for r in result.cleared] == ["a"], f"clear {attempt}: {result}"
-            with cluster.sessions() as s:
-                run_state = s.scalar(select(DagRun.state).where(DagRun.run_id == run_id))
-                ti_state = s.scalar(select(TaskInstance.state).where(TaskInstance.run_id == run_id))
-            if run_state == "failed" and ti_state == "none":
-                # Stranded: nothing would ever run the task again. Requeue the run by hand so the
-                # loop goes on and counts every stranding, then fail at the end.
+            _wake(cluster, run_id)  # as `hareflow tasks clear` does
+            # The task is picked up again, or the run is stranded (failed, the task at none: a state
+            # nothing leaves). Watched until one or the other, as the scheduler may commit after the clear.
+            outcome = wait_until(lambda: _outcome(cluster, run_id), timeout=30, message="the cleared task")
+            if outcome == "stranded":
                 stranded.append(attempt)
+                # Requeue the run by hand so the loop goes on and counts every stranding.
                 with cluster.sessions() as s, s.begin():
                     s.execute(update(DagRun).where(DagRun.run_id == run_id).values(state="queued"))
-            cluster.executor.publish_events(
-                [StateEvent(kind="run", dag_id="clear_race", run_id=run_id, state="queued", at=time.time())]
-            )
+                _wake(cluster, run_id)
         wait_until(lambda: failed_try() == CLEARS + 1, timeout=60, message="the last cleared try to fail")
         assert cluster.wait_for_run("clear_race", run_id, timeout=60) == "failed"
     assert not stranded, f"{len(stranded)} of {CLEARS} clears left the run failed with a at none: {stranded}"
+
+
+def _outcome(cluster: Cluster, run_id: str) -> str | None:
+    with cluster.sessions() as s:
+        run_state = s.scalar(select(DagRun.state).where(DagRun.run_id == run_id))
+        ti_state = s.scalar(select(TaskInstance.state).where(TaskInstance.run_id == run_id))
+    if ti_state != "none":
+        return "picked up"
+    return "stranded" if run_state == "failed" else None
+
+
+def _wake(cluster: Cluster, run_id: str) -> None:
+    event = StateEvent(kind="run", dag_id="clear_race", run_id=run_id, state="queued", at=time.time())
+    cluster.executor.publish_events([event])
