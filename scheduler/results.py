@@ -2,9 +2,13 @@
 
 Every report is checked against the state machine (``common.states.accepts_report``): a report
 for another try, or a second final report for the same try, changes nothing, so redelivered and
-duplicated messages are harmless. Log chunks are keyed by (task instance, try, seq) and stored once.
-After each commit the batch's deliveries are acked and one state event per change is published.
-If the database is unreachable the batch is retried with backoff and nothing is acked meanwhile.
+duplicated messages are harmless. The write itself is a compare-and-set on the state and try read
+(``hareflow.common.db.cas``), so several results consumers in any arrival order record each
+transition once: a batch that read a row before another consumer committed it changes nothing for
+that row, stores no result for it and announces nothing. Log chunks are keyed by (task instance,
+try, seq) and stored once. After each commit the batch's deliveries are acked and one state event
+per change is published. If the database is unreachable the batch is retried with backoff and
+nothing is acked meanwhile.
 """
 
 from __future__ import annotations

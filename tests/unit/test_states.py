@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from hareflow.common.states import TaskState, WorkerOutcome, accepts_report, outcome_state
 
@@ -54,7 +56,7 @@ def test_every_transition_writes_only_its_targets_and_only_clear_and_mark_leave_
 
 
 def test_a_write_its_transition_does_not_allow_is_refused_before_it_reaches_the_database(
-    tmp_path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     from hareflow.common.db import Base, create_engine_for, make_session_factory
     from hareflow.common.db.cas import set_task_states
