@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hareflow.common.dag.schedule import DagRunInfo, runs_between
-from hareflow.common.db import Backfill, Dag, DagRun, TaskInstance
+from hareflow.common.db import Backfill, Dag, DagRun, TaskInstance, cas
 from hareflow.common.runs import RunError, schedule_args
-from hareflow.common.states import RUN_ACTIVE, RunState, TaskState
+from hareflow.common.states import RUN_ACTIVE, RunState, RunTransition, TaskState, TaskTransition
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -159,25 +159,38 @@ def create_backfill(
 
 
 def _rerun_failed(session: Session, dag: Dag, run_ids: list[str], backfill_id: int, now: datetime) -> None:
+    """Put the failed runs back to ``queued`` and clear their failed task instances (each write a
+    compare-and-set; a run a clear requeued meanwhile is left as it is)."""
     retries = {t["task_id"]: int(t.get("retries") or 0) for t in dag.serialized.get("tasks", [])}
-    runs = session.scalars(select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.run_id.in_(run_ids)))
-    for run in runs:
-        run.state = RunState.QUEUED
-        run.end_date = None
-        run.queued_at = now
-        run.backfill_id = backfill_id
-        failed = session.scalars(
-            select(TaskInstance).where(
+    query = select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.run_id.in_(run_ids)).order_by(DagRun.id)
+    if session.get_bind().dialect.name != "sqlite":
+        query = query.with_for_update()
+    for run in session.scalars(query.execution_options(populate_existing=True)).all():
+        requeue = {"state": RunState.QUEUED, "end_date": None, "queued_at": now, "backfill_id": backfill_id}
+        if not cas.set_run_state(session, run, RunTransition.REQUEUE, **requeue):
+            continue
+        failed = session.execute(
+            select(TaskInstance.id, TaskInstance.task_id, TaskInstance.try_number).where(
                 TaskInstance.run_pk == run.id,
                 TaskInstance.state.in_((TaskState.FAILED, TaskState.UPSTREAM_FAILED)),
             )
-        )
-        for ti in failed:
-            ti.state = TaskState.NONE
-            ti.max_tries = ti.try_number + retries.get(ti.task_id, 0) + 1
-            ti.end_date = ti.next_retry_at = None
-            ti.error = None
-            ti.updated_at = now
+        ).tuples()
+        rows = [
+            (
+                ti_id,
+                try_number,
+                {
+                    "state": TaskState.NONE,
+                    "max_tries": try_number + retries.get(task_id, 0) + 1,
+                    "end_date": None,
+                    "next_retry_at": None,
+                    "error": None,
+                    "updated_at": now,
+                },
+            )
+            for ti_id, task_id, try_number in failed
+        ]
+        cas.set_each_task_state(session, TaskTransition.CLEAR, rows)
 
 
 def cancel_backfill(session: Session, backfill_id: int, *, now: datetime | None = None) -> int:

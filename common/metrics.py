@@ -80,6 +80,12 @@ TASK_DURATION = Histogram(
     ["queue", "outcome"],
     buckets=TASK_BUCKETS,
 )
+STATE_WRITES_LOST = Counter(
+    "hareflow_state_writes_lost_total",
+    "State writes that lost a compare-and-set race and changed nothing (another results consumer, "
+    "scheduler or operator moved the row on since it was read), by transition.",
+    ["transition"],
+)
 DEAD_LETTERED = Counter(
     "hareflow_dead_lettered_total",
     "Messages moved to the dead-letter queue, by reason (malformed_task, not_a_task, "

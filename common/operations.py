@@ -16,11 +16,20 @@ from typing import Any
 
 from hareflow.common.dag.schedule import DagRunInfo, next_dagrun_info
 from hareflow.common.dag.serialize import SerializedDag
-from hareflow.common.db import AuditLog, Dag, DagRun, Pool, TaskInstance
+from hareflow.common.db import AuditLog, Dag, DagRun, Pool, TaskInstance, cas
 from hareflow.common.runs import last_scheduled_logical_date, schedule_args
-from hareflow.common.states import TASK_DISPATCHED, TASK_FINISHED, RunState, TaskState
-from sqlalchemy import delete, func, select
+from hareflow.common.states import (
+    RUN_FINISHED,
+    TASK_CLEARABLE,
+    TASK_DISPATCHED,
+    RunState,
+    RunTransition,
+    TaskState,
+    TaskTransition,
+)
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 
 class OperationError(ValueError):
@@ -213,7 +222,7 @@ def _closure(start: Iterable[str], edges: Mapping[str, Iterable[str]]) -> set[st
     return seen
 
 
-CLEARABLE = frozenset(TASK_FINISHED - {TaskState.REMOVED} | {TaskState.UP_FOR_RETRY})
+CLEARABLE = TASK_CLEARABLE
 FAILED_STATES = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED})
 
 
@@ -237,6 +246,9 @@ def clear_task_instances(
     Each cleared instance gets ``max_tries = try_number + retries + 1`` so its retries are
     available again; a finished run goes back to ``queued``. Queued and running instances are left
     alone (a worker may hold them) and reported in ``skipped``. One audit row per touched run.
+
+    The runs are locked first (see ``_locked``), so a clear and a scheduler finishing the same run
+    never interleave; every write is a compare-and-set (``hareflow.common.db.cas``).
     """
     now = _now(now)
     dag = get_dag(session, dag_id)
@@ -245,7 +257,7 @@ def clear_task_instances(
     runs_query = select(DagRun).where(DagRun.dag_id == dag_id)
     if run_id is not None:
         runs_query = runs_query.where(DagRun.run_id == run_id)
-    runs = {r.id: r for r in session.scalars(runs_query)}
+    runs = {r.id: r for r in session.scalars(_locked(session, runs_query.order_by(DagRun.id)))}
     if run_id is not None and not runs:
         raise OperationError(f"DAG {dag_id!r} has no run {run_id!r} (see `hareflow runs list {dag_id}`)")
     result = ClearResult()
@@ -255,8 +267,9 @@ def clear_task_instances(
         select(TaskInstance)
         .where(TaskInstance.run_pk.in_(list(runs)), TaskInstance.task_id.in_(sorted(task_ids)))
         .order_by(TaskInstance.run_pk, TaskInstance.id)
-    )
-    cleared_by_run: dict[int, list[str]] = {}
+        .execution_options(populate_existing=True)
+    ).all()
+    wanted: list[tuple[TaskInstance, TaskRef]] = []
     for ti in tis:
         ref = TaskRef(ti.dag_id, ti.run_id, ti.task_id, ti.state, ti.try_number)
         if only_failed and ti.state not in FAILED_STATES:
@@ -266,26 +279,29 @@ def clear_task_instances(
             continue
         if ti.state not in CLEARABLE:
             continue  # none / scheduled: it will run anyway
+        wanted.append((ti, ref))
+    if not dry_run:
+        values = {}
+        for ti, _ in wanted:
+            task = sdag.task_dict.get(ti.task_id)
+            values[ti.id] = _cleared_values(ti, task.retries if task else 0, now)
+        rows = [(ti.id, ti.try_number, values[ti.id]) for ti, _ in wanted]
+        done = cas.set_each_task_state(session, TaskTransition.CLEAR, rows)
+        wanted = [(ti, ref) for ti, ref in wanted if ti.id in done]
+        for ti, _ in wanted:
+            for name, value in values[ti.id].items():
+                set_committed_value(ti, name, value)
+    cleared_by_run: dict[int, list[str]] = {}
+    for ti, ref in wanted:
         result.cleared.append(ref)
         cleared_by_run.setdefault(ti.run_pk, []).append(ti.task_id)
-        if dry_run:
-            continue
-        task = sdag.task_dict.get(ti.task_id)
-        ti.state = TaskState.NONE
-        ti.max_tries = ti.try_number + (task.retries if task else 0) + 1
-        ti.next_retry_at = None
-        ti.end_date = None
-        ti.duration = None
-        ti.error = None
-        ti.updated_at = now
     for run_pk, cleared in cleared_by_run.items():
         run = runs[run_pk]
         result.runs_touched.append(run.run_id)
-        if run.state in (RunState.SUCCESS, RunState.FAILED):
-            result.runs_requeued.append(run.run_id)
-            if not dry_run:
-                run.state = RunState.QUEUED
-                run.end_date = None
+        if run.state in RUN_FINISHED:
+            requeue = {"state": RunState.QUEUED, "end_date": None}
+            if dry_run or cas.set_run_state(session, run, RunTransition.REQUEUE, **requeue):
+                result.runs_requeued.append(run.run_id)
         if not dry_run:
             audit(
                 session,
@@ -299,6 +315,31 @@ def clear_task_instances(
     if not dry_run:
         session.flush()
     return result
+
+
+def _locked(session: Session, query: Select[tuple[DagRun]]) -> Select[tuple[DagRun]]:
+    """``query`` reading its runs as they are now and locking them until the caller commits
+    (PostgreSQL, MariaDB: ``FOR UPDATE``; SQLite: the transaction's ``BEGIN IMMEDIATE`` already
+    holds the database's write lock). A scheduler deciding a run's end holds the same lock, so a
+    clear or a mark waits for it and then sees the run finished, or the scheduler skips the run
+    until the clear or mark is committed."""
+    query = query.execution_options(populate_existing=True)
+    if session.get_bind().dialect.name == "sqlite":
+        return query
+    return query.with_for_update()
+
+
+def _cleared_values(ti: TaskInstance, retries: int, now: datetime) -> dict[str, Any]:
+    """A cleared task instance: waiting again, with its retries available again."""
+    return {
+        "state": TaskState.NONE,
+        "max_tries": ti.try_number + retries + 1,
+        "next_retry_at": None,
+        "end_date": None,
+        "duration": None,
+        "error": None,
+        "updated_at": now,
+    }
 
 
 # -- mark success / failed --------------------------------------------------------------------------
@@ -324,15 +365,19 @@ def mark_task_instance(
         raise OperationError(f"a task instance can be marked success or failed, not {state!r}")
     now = _now(now)
     run = find_run(session, run_id, dag_id)
+    session.scalars(_locked(session, select(DagRun).where(DagRun.id == run.id))).one()
     ti = find_task_instance(session, run, task_id)
+    session.refresh(ti)
     previous = ti.state
-    ti.state = state
-    ti.end_date = now
-    ti.next_retry_at = None
-    ti.updated_at = now
-    if run.state in (RunState.SUCCESS, RunState.FAILED):
-        run.state = RunState.QUEUED
-        run.end_date = None
+    values = {"state": state, "end_date": now, "next_retry_at": None, "updated_at": now}
+    if not cas.set_task_states(session, TaskTransition.MARK, [(ti.id, ti.try_number)], values):
+        raise OperationError(
+            f"task {task_id!r} of run {run_id!r} changed while it was being marked; look at it again"
+        )
+    for name, value in values.items():
+        set_committed_value(ti, name, value)
+    if run.state in RUN_FINISHED:
+        cas.set_run_state(session, run, RunTransition.REQUEUE, state=RunState.QUEUED, end_date=None)
     audit(
         session,
         f"mark_{state}",

@@ -2,10 +2,16 @@
 
 Transitions only move forward within one try: a result for an older try, or a second result for a
 try that is already finished, changes nothing. That is what makes broker redelivery safe.
+
+``TASK_TRANSITIONS`` and ``RUN_TRANSITIONS`` are the one table of who may move a state from where:
+every write of ``task_instance.state`` and ``dag_run.state`` is a compare-and-set on the allowed
+previous states of its transition (and, for a task instance, on the try number it read), made by
+``hareflow.common.db.cas``. A write that finds the row moved on since it was read changes nothing.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -42,6 +48,74 @@ TASK_DISPATCHED = frozenset({TaskState.QUEUED, TaskState.RUNNING})
 TASK_OCCUPYING = frozenset({TaskState.QUEUED, TaskState.RUNNING})
 
 
+@dataclass(frozen=True)
+class Rule:
+    """A transition's allowed previous states (``sources``) and the states it may write."""
+
+    sources: frozenset[str]
+    targets: frozenset[str]
+
+
+class TaskTransition(StrEnum):
+    """Every way a task instance's state is written, named after what makes it."""
+
+    REPORT_RUNNING = "report_running"  # results consumer: a worker started the try
+    REPORT_FINAL = "report_final"  # results consumer: the try ended (success, failed, up_for_retry)
+    SCHEDULE = "schedule"  # scheduler: trigger rule met, or the retry delay passed
+    RETRY_DELAY = "retry_delay"  # scheduler: records when an up_for_retry try may run again
+    QUEUE = "queue"  # scheduler: dispatched, as a new try (try number + 1)
+    UPSTREAM_FAILED = "upstream_failed"  # scheduler: trigger rule can no longer be met
+    SKIP = "skip"  # scheduler: trigger rule says skip
+    REMOVE = "remove"  # scheduler: the task left the DAG
+    FAIL_UNSCHEDULABLE = "fail_unschedulable"  # scheduler: it names a pool that does not exist
+    WORKER_LOST = "worker_lost"  # scheduler: the worker running it stopped heartbeating
+    CLEAR = "clear"  # operator (or a backfill re-running failed runs): run it again
+    MARK = "mark"  # operator: set success or failed by hand
+
+
+_UNFINISHED = frozenset(TaskState) - TASK_FINISHED
+#: States an operator may clear: every finished one but ``removed``, and ``up_for_retry``.
+TASK_CLEARABLE = frozenset(TASK_FINISHED - {TaskState.REMOVED} | {TaskState.UP_FOR_RETRY})
+_ENDED = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.UP_FOR_RETRY})
+
+TASK_TRANSITIONS: dict[TaskTransition, Rule] = {
+    TaskTransition.REPORT_RUNNING: Rule(TASK_DISPATCHED, frozenset({TaskState.RUNNING})),
+    TaskTransition.REPORT_FINAL: Rule(TASK_DISPATCHED, _ENDED),
+    TaskTransition.SCHEDULE: Rule(
+        frozenset({TaskState.NONE, TaskState.UP_FOR_RETRY}), frozenset({TaskState.SCHEDULED})
+    ),
+    TaskTransition.RETRY_DELAY: Rule(
+        frozenset({TaskState.UP_FOR_RETRY}), frozenset({TaskState.UP_FOR_RETRY})
+    ),
+    TaskTransition.QUEUE: Rule(frozenset({TaskState.SCHEDULED}), frozenset({TaskState.QUEUED})),
+    TaskTransition.UPSTREAM_FAILED: Rule(frozenset({TaskState.NONE}), frozenset({TaskState.UPSTREAM_FAILED})),
+    TaskTransition.SKIP: Rule(frozenset({TaskState.NONE}), frozenset({TaskState.SKIPPED})),
+    TaskTransition.REMOVE: Rule(_UNFINISHED, frozenset({TaskState.REMOVED})),
+    TaskTransition.FAIL_UNSCHEDULABLE: Rule(frozenset({TaskState.SCHEDULED}), frozenset({TaskState.FAILED})),
+    TaskTransition.WORKER_LOST: Rule(
+        frozenset({TaskState.RUNNING}), frozenset({TaskState.FAILED, TaskState.UP_FOR_RETRY})
+    ),
+    TaskTransition.CLEAR: Rule(TASK_CLEARABLE, frozenset({TaskState.NONE})),
+    # The operator's word wins over whatever the task instance was doing, for the try they saw.
+    TaskTransition.MARK: Rule(frozenset(TaskState), frozenset({TaskState.SUCCESS, TaskState.FAILED})),
+}
+
+
+class RunTransition(StrEnum):
+    """Every way a run's state is written."""
+
+    START = "start"  # scheduler: within max_active_runs
+    FINISH = "finish"  # scheduler: every task instance finished (re-checked in the same UPDATE)
+    REQUEUE = "requeue"  # operator clear or mark, a backfill re-running a failed run
+
+
+RUN_TRANSITIONS: dict[RunTransition, Rule] = {
+    RunTransition.START: Rule(frozenset({RunState.QUEUED}), frozenset({RunState.RUNNING})),
+    RunTransition.FINISH: Rule(frozenset({RunState.RUNNING}), RUN_FINISHED),
+    RunTransition.REQUEUE: Rule(RUN_FINISHED, frozenset({RunState.QUEUED})),
+}
+
+
 class WorkerOutcome(StrEnum):
     """What a worker reports about one try."""
 
@@ -59,9 +133,10 @@ def accepts_report(current: TaskState, current_try: int, reported: WorkerOutcome
     """
     if reported_try != current_try:
         return False
-    if current not in TASK_DISPATCHED:
-        return False
-    return True
+    transition = (
+        TaskTransition.REPORT_RUNNING if reported is WorkerOutcome.RUNNING else TaskTransition.REPORT_FINAL
+    )
+    return current in TASK_TRANSITIONS[transition].sources
 
 
 def outcome_state(outcome: WorkerOutcome, try_number: int, max_tries: int) -> TaskState:

@@ -33,7 +33,7 @@ from hareflow.common.backfill import finish_backfills
 from hareflow.common.broker import BrokerUnavailable, Executor
 from hareflow.common.config import Settings
 from hareflow.common.dag.serialize import SerializedDag
-from hareflow.common.db import Dag, DagRun, SchedulerHeartbeat, TaskInstance, Worker
+from hareflow.common.db import Dag, DagRun, SchedulerHeartbeat, TaskInstance, Worker, cas
 from hareflow.common.db.upsert import insert_if_absent
 from hareflow.common.events import run_event, task_event
 from hareflow.common.messages import StateEvent
@@ -41,6 +41,7 @@ from hareflow.common.runs import active_run_count, create_scheduled_run, refresh
 from hareflow.common.states import (
     RUN_ACTIVE,
     TaskState,
+    TaskTransition,
     WorkerOutcome,
     outcome_state,
 )
@@ -49,6 +50,7 @@ from hareflow.scheduler.scheduling import RowCache, schedule_pass
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 log = logging.getLogger(__name__)
 
@@ -425,13 +427,9 @@ class Scheduler:
                     select(TaskInstance).where(
                         TaskInstance.worker == w.name, TaskInstance.state == TaskState.RUNNING
                     )
-                )
-                for ti in held:
-                    ti.state = outcome_state(WorkerOutcome.FAILED, ti.try_number, ti.max_tries)
-                    ti.error = f"worker {w.name} on {w.hostname} was lost (no heartbeat for {age:.0f}s)"
-                    ti.end_date = now
-                    ti.updated_at = now
-                    report.events.append(task_event(ti))
+                ).all()
+                error = f"worker {w.name} on {w.hostname} was lost (no heartbeat for {age:.0f}s)"
+                report.events.extend(_fail_lost_tries(session, held, error, now))
 
     # -- step: backfills ------------------------------------------------------------------------------------
 
@@ -499,6 +497,28 @@ class Scheduler:
             else:
                 metrics.QUEUE_MESSAGES.labels(q.name).set(q.messages)
                 metrics.QUEUE_CONSUMERS.labels(q.name).set(q.consumers)
+
+
+def _fail_lost_tries(
+    session: Session, held: Sequence[TaskInstance], error: str, now: datetime
+) -> list[StateEvent]:
+    """Fail (or send to retry) the running tries of a lost worker, each a compare-and-set from
+    ``running`` on the try read: a result that a results consumer committed meanwhile stands."""
+    by_state: dict[str, list[TaskInstance]] = {}
+    for ti in held:
+        by_state.setdefault(outcome_state(WorkerOutcome.FAILED, ti.try_number, ti.max_tries), []).append(ti)
+    events = []
+    for state, tis in by_state.items():
+        values = {"state": state, "error": error, "end_date": now, "updated_at": now}
+        changed = cas.set_task_states(
+            session, TaskTransition.WORKER_LOST, [(ti.id, ti.try_number) for ti in tis], values
+        )
+        for ti in tis:
+            if ti.id in changed:
+                for name, value in values.items():
+                    set_committed_value(ti, name, value)
+                events.append(task_event(ti))
+    return events
 
 
 def _record_pass(report: LoopReport, seconds: float) -> None:

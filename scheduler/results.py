@@ -2,9 +2,13 @@
 
 Every report is checked against the state machine (``common.states.accepts_report``): a report
 for another try, or a second final report for the same try, changes nothing, so redelivered and
-duplicated messages are harmless. Log chunks are keyed by (task instance, try, seq) and stored once.
-After each commit the batch's deliveries are acked and one state event per change is published.
-If the database is unreachable the batch is retried with backoff and nothing is acked meanwhile.
+duplicated messages are harmless. The write itself is a compare-and-set on the state and try read
+(``hareflow.common.db.cas``), so several results consumers in any arrival order record each
+transition once: a batch that read a row before another consumer committed it changes nothing for
+that row, stores no result for it and announces nothing. Log chunks are keyed by (task instance,
+try, seq) and stored once. After each commit the batch's deliveries are acked and one state event
+per change is published. If the database is unreachable the batch is retried with backoff and
+nothing is acked meanwhile.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import logging
 import queue
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -23,6 +26,7 @@ from hareflow.common import metrics
 from hareflow.common.broker import Delivery, Executor
 from hareflow.common.config import Settings
 from hareflow.common.db import TaskInstance, TaskLog, TaskResult, Worker
+from hareflow.common.db.cas import set_each_task_state
 from hareflow.common.events import task_event
 from hareflow.common.messages import (
     HeartbeatMessage,
@@ -33,8 +37,8 @@ from hareflow.common.messages import (
     StateEvent,
     decode,
 )
-from hareflow.common.states import TaskState, WorkerOutcome, accepts_report, outcome_state
-from sqlalchemy import insert, select, tuple_, update
+from hareflow.common.states import TaskState, TaskTransition, WorkerOutcome, accepts_report, outcome_state
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,13 +76,18 @@ class _TI:
 _TI_COLUMNS = [getattr(TaskInstance, f.name) for f in fields(_TI) if f.name != "dirty"]
 
 
-def apply_results(session: Session, messages: Sequence[Message], now: datetime) -> list[StateEvent]:
-    """Apply a batch of worker reports inside the caller's transaction; return the state events.
+@dataclass
+class ReportBatch:
+    """A batch of worker reports and the task instances they name, as read (nothing written yet)."""
 
-    Column rows in, bulk statements out: one SELECT, one executemany UPDATE and one INSERT per
-    table for the whole batch, whatever its size.
-    """
-    events: list[StateEvent] = []
+    results: list[ResultMessage]
+    logs: list[LogMessage]
+    beats: list[HeartbeatMessage]
+    tis: dict[int, _TI]
+
+
+def read_reports(session: Session, messages: Sequence[Message]) -> ReportBatch:
+    """Sort a batch by kind and read the task instances it names (one SELECT, no lock)."""
     results = [m for m in messages if isinstance(m, ResultMessage)]
     logs = [m for m in messages if isinstance(m, LogMessage)]
     beats = [m for m in messages if isinstance(m, HeartbeatMessage)]
@@ -89,33 +98,47 @@ def apply_results(session: Session, messages: Sequence[Message], now: datetime) 
             row[0]: _TI(*row)
             for row in session.execute(select(*_TI_COLUMNS).where(TaskInstance.id.in_(ti_ids)))
         }
-    stored: list[dict[str, Any]] = []
-    for m in results:
-        ti = tis.get(m.key.ti_id)
+    return ReportBatch(results, logs, beats, tis)
+
+
+def write_reports(session: Session, batch: ReportBatch, now: datetime) -> list[StateEvent]:
+    """Decide each task instance's change from the rows read and write it as a compare-and-set
+    (``hareflow.common.db.cas``): a row another consumer, a scheduler or an operator moved on
+    since :func:`read_reports` keeps their state, and this batch's events, results and changes
+    for it are dropped. Return the state events of the writes that took effect."""
+    stored: dict[int, dict[str, Any]] = {}
+    events: list[tuple[int, StateEvent]] = []
+    for m in batch.results:
+        ti = batch.tis.get(m.key.ti_id)
         if ti is None or ti.task_id != m.key.task_id or ti.run_id != m.key.run_id:
             log.warning("ignoring a result for an unknown task instance: %s", m.key.label())
             continue
         if _apply_result(ti, m, now, stored):
-            events.append(task_event(ti))  # type: ignore[arg-type]
-    changed = [{"id": ti.id, **ti.dirty} for ti in tis.values() if ti.dirty]
-    for group in _group_by_keys(changed).values():
-        session.execute(update(TaskInstance), group)
-    if stored:
-        session.execute(insert(TaskResult), stored)
-    events.extend(_store_logs(session, logs, tis, now))
-    _record_heartbeats(session, beats, now)
-    return events
+            events.append((ti.id, task_event(ti)))  # type: ignore[arg-type]
+    dirty = [ti for ti in batch.tis.values() if ti.dirty]
+    running = [(ti.id, ti.try_number, ti.dirty) for ti in dirty if ti.state == TaskState.RUNNING]
+    final = [(ti.id, ti.try_number, ti.dirty) for ti in dirty if ti.state != TaskState.RUNNING]
+    changed = set_each_task_state(session, TaskTransition.REPORT_RUNNING, running)
+    changed |= set_each_task_state(session, TaskTransition.REPORT_FINAL, final)
+    rows = [row for ti_id, row in stored.items() if ti_id in changed]
+    if rows:
+        session.execute(insert(TaskResult), rows)
+    out = [event for ti_id, event in events if ti_id in changed]
+    out.extend(_store_logs(session, batch.logs, batch.tis, now))
+    _record_heartbeats(session, batch.beats, now)
+    return out
 
 
-def _group_by_keys(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
-    """executemany needs the same columns in every row of one statement."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[tuple(sorted(row))].append(row)
-    return groups
+def apply_results(session: Session, messages: Sequence[Message], now: datetime) -> list[StateEvent]:
+    """Apply a batch of worker reports inside the caller's transaction; return the state events.
+
+    Column rows in, bulk statements out: one SELECT, then per kind of change one locking SELECT
+    and one executemany UPDATE, and one INSERT per table, for the whole batch, whatever its size.
+    """
+    return write_reports(session, read_reports(session, messages), now)
 
 
-def _apply_result(ti: _TI, m: ResultMessage, now: datetime, stored: list[dict[str, Any]]) -> bool:
+def _apply_result(ti: _TI, m: ResultMessage, now: datetime, stored: dict[int, dict[str, Any]]) -> bool:
     outcome = WorkerOutcome(m.outcome)
     if not accepts_report(TaskState(ti.state), ti.try_number, outcome, m.key.try_number):
         return False
@@ -136,9 +159,12 @@ def _apply_result(ti: _TI, m: ResultMessage, now: datetime, stored: list[dict[st
     if outcome is WorkerOutcome.SUCCESS:
         ti.set(error=None)
         if m.result_json is not None and m.result_json != "null":  # None needs no row
-            stored.append(
-                {"ti_id": ti.id, "try_number": ti.try_number, "value_json": m.result_json, "created_at": now}
-            )
+            stored[ti.id] = {
+                "ti_id": ti.id,
+                "try_number": ti.try_number,
+                "value_json": m.result_json,
+                "created_at": now,
+            }
     else:
         # next_retry_at is left to the scheduler, which knows the task's retry policy
         ti.set(error=m.error or "failed", next_retry_at=None)

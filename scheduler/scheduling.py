@@ -17,25 +17,27 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from hareflow.common.dag.serialize import SerializedDag
-from hareflow.common.db import Backfill, Dag, DagRun, Pool, TaskInstance
+from hareflow.common.db import Backfill, Dag, DagRun, Pool, TaskInstance, cas
 from hareflow.common.events import run_event, task_event
 from hareflow.common.messages import StateEvent, TaskMessage
 from hareflow.common.states import (
     RUN_ACTIVE,
     TASK_FINISHED,
     RunState,
+    RunTransition,
     TaskState,
+    TaskTransition,
     WorkerOutcome,
     outcome_state,
 )
 from hareflow.scheduler.decisions import Candidate, Occupant, evaluate_run, select_dispatch
 from hareflow.scheduler.dispatch import build_messages
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, defer
 
 
@@ -92,23 +94,33 @@ class RowCache:
 
 
 class _Writes:
-    """Decisions collected during the pass, flushed as bulk updates."""
+    """Decisions collected during the pass, flushed as bulk compare-and-set updates: each write
+    applies only to a row still in its transition's allowed previous states with the try number
+    read, and only the writes that took effect make state events (or get dispatched)."""
 
     def __init__(self, now: datetime) -> None:
         self.now = now
-        self.by_state: dict[str, list[TIRow]] = defaultdict(list)
+        #: (row, the try number read): a row scheduled in this pass may be queued (try + 1) too
+        self.by_state: dict[str, list[tuple[TIRow, int]]] = defaultdict(list)
         self.retry_at: list[tuple[TIRow, datetime]] = []
         self.failed: list[tuple[TIRow, str]] = []
         self.queued: list[TIRow] = []
+        self.finished: list[tuple[DagRun, str]] = []
         self.events: list[StateEvent] = []
         self.created = 0
 
+    def decided(self) -> bool:
+        """Whether the pass decided any write (taken or lost: either way the rows read are stale)."""
+        return bool(
+            self.by_state or self.retry_at or self.failed or self.queued or self.finished or self.created
+        )
+
     def set_state(self, row: TIRow, state: str) -> None:
         row.state = state
-        self.by_state[state].append(row)
-        self.events.append(task_event(row))  # type: ignore[arg-type]
+        self.by_state[state].append((row, row.try_number))
 
-    def flush(self, session: Session) -> None:
+    def flush(self, session: Session) -> set[int]:
+        """Write the task-instance decisions; return the ids of those dispatched (queued)."""
         now = self.now
         for state, rows in self.by_state.items():
             values: dict[str, Any] = {"state": state, "updated_at": now}
@@ -116,40 +128,69 @@ class _Writes:
                 values["next_retry_at"] = None
             elif state in (TaskState.UPSTREAM_FAILED, TaskState.SKIPPED):
                 values["end_date"] = now
-            _bulk(session, [r.id for r in rows], values)
+            self._write(session, _BY_STATE[state], rows, values)
         for row, when in self.retry_at:
-            _bulk(session, [row.id], {"next_retry_at": when})
-        for row, error in self.failed:
-            _bulk(session, [row.id], {"state": row.state, "error": error, "end_date": now, "updated_at": now})
-        if self.queued:
-            _bulk(
-                session,
-                [r.id for r in self.queued],
-                {
-                    "state": TaskState.QUEUED,
-                    "try_number": TaskInstance.try_number + 1,
-                    "queued_at": now,
-                    "confirmed_at": None,  # a new try: its message is not confirmed yet
-                    "start_date": None,
-                    "end_date": None,
-                    "duration": None,
-                    "worker": None,
-                    "hostname": None,
-                    "pid": None,
-                    "error": None,
-                    "updated_at": now,
-                },
+            keys = [(row.id, row.try_number)]
+            cas.set_task_states(
+                session, TaskTransition.RETRY_DELAY, keys, {"state": row.state, "next_retry_at": when}
             )
+        for row, error in self.failed:
+            values = {"state": row.state, "error": error, "end_date": now, "updated_at": now}
+            self._write(session, TaskTransition.FAIL_UNSCHEDULABLE, [(row, row.try_number)], values)
+        if not self.queued:
+            return set()
+        # The rows carry the new try number; the compare-and-set is on the one read.
+        keys = [(r.id, r.try_number - 1) for r in self.queued]
+        values = {
+            "state": TaskState.QUEUED,
+            "try_number": TaskInstance.try_number + 1,
+            "queued_at": now,
+            "confirmed_at": None,  # a new try: its message is not confirmed yet
+            "start_date": None,
+            "end_date": None,
+            "duration": None,
+            "worker": None,
+            "hostname": None,
+            "pid": None,
+            "error": None,
+            "updated_at": now,
+        }
+        queued = cas.set_task_states(session, TaskTransition.QUEUE, keys, values)
+        self.events.extend(task_event(r) for r in self.queued if r.id in queued)  # type: ignore[arg-type]
+        return queued
 
-
-def _bulk(session: Session, ids: list[int], values: dict[str, Any]) -> None:
-    for start in range(0, len(ids), 1000):
-        session.execute(
-            update(TaskInstance)
-            .where(TaskInstance.id.in_(ids[start : start + 1000]))
-            .values(**values)
-            .execution_options(synchronize_session=False)
+    def _write(
+        self,
+        session: Session,
+        transition: TaskTransition,
+        rows: list[tuple[TIRow, int]],
+        values: dict[str, Any],
+    ) -> None:
+        changed = cas.set_task_states(session, transition, [(r.id, t) for r, t in rows], values)
+        # The event says the state written, even if the row has moved on in this pass (queued).
+        self.events.extend(
+            replace(task_event(r), state=values["state"], try_number=t)  # type: ignore[arg-type]
+            for r, t in rows
+            if r.id in changed
         )
+
+    def finish_runs(self, session: Session) -> list[DagRun]:
+        """Finish the runs decided finished, each re-checked in its UPDATE (no task instance of it
+        unfinished, as a clear committed meanwhile would leave one); return those finished."""
+        return [
+            run
+            for run, state in self.finished
+            if cas.set_run_state(session, run, RunTransition.FINISH, state=state, end_date=self.now)
+        ]
+
+
+#: The transition each state the pass decides (other than queued and failed) is written with.
+_BY_STATE = {
+    TaskState.SCHEDULED: TaskTransition.SCHEDULE,
+    TaskState.UPSTREAM_FAILED: TaskTransition.UPSTREAM_FAILED,
+    TaskState.SKIPPED: TaskTransition.SKIP,
+    TaskState.REMOVED: TaskTransition.REMOVE,
+}
 
 
 def schedule_pass(
@@ -193,7 +234,7 @@ def schedule_pass(
         else {}
     )
     elsewhere = _running_elsewhere(session, active) if any(r.state == RunState.QUEUED for r in active) else {}
-    result.events.extend(_start_queued_runs(active, dags, backfill_limits, now, elsewhere))
+    result.events.extend(_start_queued_runs(session, active, dags, backfill_limits, now, elsewhere))
     running = [r for r in active if r.state == RunState.RUNNING and r.dag_id in dags]
     if not running:
         if cache is not None:
@@ -222,14 +263,16 @@ def schedule_pass(
         if dags[run.dag_id].is_paused and run.backfill_id is None:
             continue  # pausing holds scheduled and manual runs; an explicit backfill goes on
         schedulable.append(run)
-        if _evaluate(run, sdag, rows_by_run[run.id], writes):
-            result.runs_finished += 1
-            result.events.append(run_event(run))
+        _evaluate(run, sdag, rows_by_run[run.id], writes)
     chosen = _choose_dispatch(session, schedulable, dags, sdags, rows_by_run, writes)
-    writes.flush(session)
+    queued = writes.flush(session)
+    chosen = [r for r in chosen if r.id in queued]
     result.events.extend(writes.events)
+    for run in writes.finish_runs(session):
+        result.runs_finished += 1
+        result.events.append(run_event(run))
     if cache is not None:
-        if writes.events or writes.retry_at or writes.created or result.events:
+        if writes.decided() or result.events:
             cache.clear()  # the rows changed in this pass: the next pass reads them in full
         else:
             cache.store(running, dags, rows_by_run)
@@ -260,6 +303,7 @@ def _running_elsewhere(session: Session, active: list[DagRun]) -> dict[tuple[str
 
 
 def _start_queued_runs(
+    session: Session,
     active: list[DagRun],
     dags: dict[str, Dag],
     backfill_limits: dict[int, int],
@@ -290,8 +334,8 @@ def _start_queued_runs(
             limit = backfill_limits.get(run.backfill_id, 1)
         if running_count[pool_of(run)] >= limit:
             continue
-        run.state = RunState.RUNNING
-        run.start_date = now
+        if not cas.set_run_state(session, run, RunTransition.START, state=RunState.RUNNING, start_date=now):
+            continue
         running_count[pool_of(run)] += 1
         events.append(run_event(run))
     return events
@@ -388,8 +432,8 @@ def _nothing_to_decide(
     return True
 
 
-def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes) -> bool:
-    """Apply trigger rules and retry delays; return True when the run just finished."""
+def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes) -> None:
+    """Apply trigger rules and retry delays; note the run's end when every task finished."""
     by_task = {r.task_id: r for r in rows}
     decision = evaluate_run(sdag.tasks, by_task, writes.now)  # rows have TIView's attributes
     for task_id in decision.schedule:
@@ -403,11 +447,8 @@ def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writ
         if row.next_retry_at != when:
             row.next_retry_at = when
             writes.retry_at.append((row, when))
-    if decision.run_state is None:
-        return False
-    run.state = decision.run_state
-    run.end_date = writes.now
-    return True
+    if decision.run_state is not None:
+        writes.finished.append((run, decision.run_state))
 
 
 def _choose_dispatch(
@@ -452,7 +493,6 @@ def _choose_dispatch(
             writes.failed.append(
                 (row, f"pool {c.pool!r} does not exist; create it with `hareflow pools set {c.pool} SLOTS`")
             )
-            writes.events.append(task_event(row))  # type: ignore[arg-type]
     chosen = select_dispatch(
         cands, occupants, max_active_tasks={d: dags[d].max_active_tasks for d in dags}, pool_slots=pools
     )
@@ -462,7 +502,6 @@ def _choose_dispatch(
         row.state = TaskState.QUEUED
         row.try_number += 1
         writes.queued.append(row)
-        writes.events.append(task_event(row))  # type: ignore[arg-type]
         out.append(row)
     return out
 

@@ -152,3 +152,32 @@ def test_a_result_that_cannot_be_applied_is_dead_lettered_and_the_rest_of_its_ba
     with sessions() as s:
         assert s.get(TaskInstance, 1).state == "success"  # type: ignore[union-attr]
     engine.dispose()
+
+
+def test_a_batch_read_before_another_consumer_committed_changes_nothing_and_announces_nothing(
+    session: Session,
+) -> None:
+    from hareflow.common import metrics
+    from hareflow.scheduler.results import read_reports, write_reports
+
+    lost = metrics.STATE_WRITES_LOST.labels("report_running")
+    before = lost._value.get()
+    with session.begin():
+        stale = read_reports(session, [result("running", at=100.0)])  # sees the try queued
+    apply(session, result("success", at=102.0, result_json="7"))  # another consumer commits first
+    with session.begin():
+        assert write_reports(session, stale, NOW) == []
+    t = ti(session)
+    assert (t.state, t.end_date) == ("success", datetime.fromtimestamp(102.0, tz=UTC))
+    assert lost._value.get() == before + 1
+
+
+def test_a_stale_success_does_not_store_a_second_result_for_the_try(session: Session) -> None:
+    from hareflow.scheduler.results import read_reports, write_reports
+
+    with session.begin():
+        stale = read_reports(session, [result("success", at=101.0, result_json="1")])
+    apply(session, result("success", at=102.0, result_json="2"))
+    with session.begin():
+        assert write_reports(session, stale, NOW) == []
+    assert session.scalars(select(TaskResult.value_json)).all() == ["2"]

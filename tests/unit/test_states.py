@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from hareflow.common.states import TaskState, WorkerOutcome, accepts_report, outcome_state
 
@@ -41,3 +43,28 @@ def test_failures_with_tries_left_become_up_for_retry(
     outcome: WorkerOutcome, try_number: int, max_tries: int, expected: TaskState
 ) -> None:
     assert outcome_state(outcome, try_number, max_tries) is expected
+
+
+def test_every_transition_writes_only_its_targets_and_only_clear_and_mark_leave_a_finished_state() -> None:
+    from hareflow.common.states import TASK_FINISHED, TASK_TRANSITIONS, TaskTransition
+
+    assert set(TASK_TRANSITIONS) == set(TaskTransition)
+    for transition, rule in TASK_TRANSITIONS.items():
+        assert rule.targets and rule.sources, transition
+        if transition not in (TaskTransition.CLEAR, TaskTransition.MARK):
+            assert not rule.sources & TASK_FINISHED, transition
+
+
+def test_a_write_its_transition_does_not_allow_is_refused_before_it_reaches_the_database(
+    tmp_path: Path,
+) -> None:
+    from hareflow.common.db import Base, create_engine_for, make_session_factory
+    from hareflow.common.db.cas import set_task_states
+    from hareflow.common.states import TaskTransition
+
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'm.db'}")
+    Base.metadata.create_all(engine)
+    with make_session_factory(engine)() as s, s.begin():
+        with pytest.raises(ValueError, match="transition report_running writes .*'running'.*not 'success'"):
+            set_task_states(s, TaskTransition.REPORT_RUNNING, [(1, 1)], {"state": "success"})
+    engine.dispose()
