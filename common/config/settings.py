@@ -66,7 +66,7 @@ class Settings:
     web_port: int = 8080
     # Threads of the web server's one process. Every open page holds one with its WebSocket, and
     # each request in flight another: size it above the number of pages open at once.
-    web_threads: int = 128
+    web_threads: int = 256
     # Proxies in front of the web server whose X-Forwarded-For/-Proto to trust (0: none; a client
     # could otherwise claim any address, and the login throttle keys on it).
     web_proxy_count: int = 0
