@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds the main process waits for its worker to stop (then it kills it): room for ``on_exit``.
 STOP_TIMEOUT = 90
-#: Seconds a kept-alive connection may stay idle between two requests.
-KEEPALIVE = 5
+#: Seconds a kept-alive connection may stay idle between two requests. An idle connection waits on
+#: the worker's poller, not on a thread: keeping it costs a file descriptor.
+KEEPALIVE = 30
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
