@@ -324,7 +324,30 @@ def main(argv: list[str] | None = None) -> int:
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
+        _delete_topology(broker_url, prefix)
     return 0
+
+
+def _delete_topology(url: str, prefix: str) -> None:
+    """Delete the exchanges and queues the run declared under its own prefix."""
+    import pika
+    from hareflow.common.broker.topology import Topology
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        topology = Topology(prefix)
+        for queue in (topology.task_queue("default"), topology.dead_queue, topology.results_queue):
+            channel.queue_delete(queue)
+        for exchange in (
+            topology.tasks_exchange,
+            topology.results_exchange,
+            topology.events_exchange,
+            topology.dead_exchange,
+        ):
+            channel.exchange_delete(exchange)
+    finally:
+        connection.close()
 
 
 if __name__ == "__main__":
