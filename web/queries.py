@@ -170,6 +170,13 @@ def get_dag(s: Session, dag_id: str) -> Dag | None:
     return dag if dag is not None and dag.is_active else None
 
 
+def dag_exists(s: Session, dag_id: str) -> bool:
+    """Whether an active DAG ``dag_id`` exists, without loading its serialized form (the largest
+    column of the table, decoded from JSON on every load)."""
+    found = s.scalar(select(Dag.dag_id).where(Dag.dag_id == dag_id, Dag.is_active.is_(True)))
+    return found is not None
+
+
 def dag_detail(dag: Dag) -> dict[str, Any]:
     serialized = dag.serialized or {}
     return {

@@ -1,9 +1,9 @@
-"""Serve the web application until a stop event is set.
+"""An in-process server for tests, benchmarks and embedding: Werkzeug's threaded server, in a thread.
 
-Werkzeug's threaded server, which Flask-SocketIO's ``threading`` mode supports (WebSocket through
-simple-websocket): one thread per connection, enough for an operations UI. Several web processes
-behind a load balancer need sticky sessions (Socket.IO's long-polling fallback keeps state per
-process); each of them relays every event, because each has its own events queue.
+It is a development server: `hareflow web` and `hareflow standalone` serve with gunicorn instead
+(``hareflow.web.production``). Tests use this one because it runs inside the test's process (the
+application, its sessions and an in-process executor are shared with the test) and starts in
+milliseconds. Flask-SocketIO's ``threading`` mode works on both (WebSocket through simple-websocket).
 """
 
 from __future__ import annotations

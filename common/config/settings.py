@@ -64,6 +64,9 @@ class Settings:
     # Web
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    # Threads of the web server's one process. Every open page holds one with its WebSocket, and
+    # each request in flight another: size it above the number of pages open at once.
+    web_threads: int = 256
     # Proxies in front of the web server whose X-Forwarded-For/-Proto to trust (0: none; a client
     # could otherwise claim any address, and the login throttle keys on it).
     web_proxy_count: int = 0
@@ -257,6 +260,7 @@ def _validate(settings: Settings) -> None:
         "max_deliveries",
         "results_batch_size",
         "max_result_bytes",
+        "web_threads",
     ):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key} = {getattr(settings, key)!r}: must be at least 1")

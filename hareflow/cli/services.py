@@ -16,14 +16,35 @@ from hareflow.cli.common import (
     stop_on_signals,
 )
 
+access_log_option = click.option(
+    "--access-log", is_flag=True, help="Log one line per HTTP request to stdout (off by default)."
+)
+
+
+def _bind(settings: Any) -> Any:
+    """The web UI's listening socket, bound before anything else is done (a taken port is the
+    likeliest start-up mistake: report it before migrating or creating anything)."""
+    from hareflow.web.production import bind_listener
+
+    try:
+        return bind_listener(settings.web_host, settings.web_port)
+    except OSError as exc:
+        raise UserError(
+            f"cannot serve the web UI on {settings.web_host}:{settings.web_port}: {exc.strerror or exc}"
+        ) from None
+
 
 @click.command()
 @click.option("--host", default=None, help="Address for the web UI (default 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port for the web UI (default 8080).")
 @click.option("--concurrency", default=None, type=int, help="Task slots of the embedded worker.")
+@access_log_option
 @log_level_option
-def standalone(host: str | None, port: int | None, concurrency: int | None, log_level: str | None) -> None:
-    """Run everything on one machine: metastore migration, scheduler, results and a local worker.
+def standalone(
+    host: str | None, port: int | None, concurrency: int | None, access_log: bool, log_level: str | None
+) -> None:
+    """Run everything on one machine: metastore migration, scheduler, results, a local worker and
+    the web UI, in one command.
 
     Uses SQLite in $HAREFLOW_HOME (default ~/hareflow) and the embedded local executor unless a
     database or broker URL is configured. Ctrl-C stops it (twice: at once).
@@ -32,59 +53,105 @@ def standalone(host: str | None, port: int | None, concurrency: int | None, log_
     Example:
       HAREFLOW_HOME=/tmp/hf hareflow standalone --concurrency 8
     """
+    import sys
+
     settings = get_settings(web_host=host, web_port=port, log_level=log_level)
     setup_logging(settings.log_level)
     from hareflow.cli import first_run
-    from hareflow.cluster import Cluster, WorkerSpec
 
+    listener = _bind(settings)
     restore_logging = first_run.quiet_start(settings.log_level)
     settings.home.mkdir(parents=True, exist_ok=True)
     settings, dags_folder = first_run.prepare_dags_folder(settings)
-    try:
-        cluster = Cluster(
-            settings, workers=[WorkerSpec(concurrency=concurrency or settings.worker_concurrency)]
-        )
-        cluster.migrate()
-    except Exception as exc:
-        fail_unreachable(settings, exc)
+    password = _migrate_and_create_admin(settings)
     from hareflow.web.security import ensure_secret_key
 
     settings = settings.replace(secret_key=ensure_secret_key(settings))
-    stop, immediate = stop_on_signals()
-    cluster.start()
-    unpaused = first_run.unpause_copied_examples(cluster.sessions, settings.home)
-    password = first_run.create_first_admin(cluster.sessions)
-    from hareflow.common.config import mask_url
-    from hareflow.web.server import make_web_server, serve_until
-
-    try:
-        server = make_web_server(settings, sessions=cluster.sessions, executor=cluster.executor)
-    except OSError as exc:
-        cluster.stop()
-        raise UserError(
-            f"cannot serve the web UI on {settings.web_host}:{settings.web_port}: {exc.strerror}"
-        ) from None
-    web_thread = threading.Thread(target=serve_until, args=(server, stop), name="hareflow-web", daemon=True)
-    web_thread.start()
-    first_run.show_first_screen(
-        first_run.first_screen(
-            f"http://{settings.web_host}:{server.server_port}/",
-            dags_folder,
-            password=password,
-            metastore=mask_url(settings.effective_database_url),
-            executor=cluster.executor_name,
-            unpaused=unpaused,
-        ),
-        restore_logging,
+    url = f"http://{settings.web_host}:{listener.getsockname()[1]}/"
+    sys.exit(
+        _serve_standalone(
+            settings,
+            listener,
+            concurrency=concurrency or settings.worker_concurrency,
+            access_log=access_log,
+            first_screen=lambda unpaused: first_run.first_screen(
+                url,
+                dags_folder,
+                password=password,
+                metastore=_masked_url(settings),
+                executor=settings.effective_executor,
+                unpaused=unpaused,
+            ),
+            restore_logging=restore_logging,
+        )
     )
-    while not stop.wait(0.5):
-        pass
-    web_thread.join(timeout=10)
-    if immediate.is_set():
-        for w in cluster.workers:
-            for ref in w.ref:
-                ref.request_stop(immediate=True)
-    cluster.stop()
+
+
+def _masked_url(settings: Any) -> str:
+    from hareflow.common.config import mask_url
+
+    return str(mask_url(settings.effective_database_url))
+
+
+def _migrate_and_create_admin(settings: Any) -> str | None:
+    """Migrate the metastore and create the first admin (its password, or None when users exist).
+    Done in the main process with an engine of its own, disposed before the server forks."""
+    from hareflow.cli import first_run
+    from hareflow.common.db import create_engine_for, make_session_factory
+    from hareflow.common.db.migrate import migrate
+
+    engine = create_engine_for(settings.effective_database_url)
+    try:
+        migrate(engine)
+        return first_run.create_first_admin(make_session_factory(engine))
+    except Exception as exc:
+        fail_unreachable(settings, exc)
+    finally:
+        engine.dispose()
+
+
+def _serve_standalone(
+    settings: Any,
+    listener: Any,
+    *,
+    concurrency: int,
+    access_log: bool,
+    first_screen: Any,
+    restore_logging: Any,
+) -> int:
+    """Serve the UI with the whole cluster inside the web server's worker process: the local
+    executor's events then reach the pages without a broker."""
+    from hareflow.cli import first_run
+    from hareflow.cluster import Cluster, WorkerSpec
+    from hareflow.web import create_app
+    from hareflow.web.production import serve
+
+    running: list[Cluster] = []
+    unpaused: list[str] = []
+
+    def build_app() -> Any:
+        cluster = Cluster(settings, workers=[WorkerSpec(concurrency=concurrency)])
+        running.append(cluster)
+        cluster.start()
+        unpaused.extend(first_run.unpause_copied_examples(cluster.sessions, settings.home))
+        return create_app(settings, sessions=cluster.sessions, executor=cluster.executor)
+
+    def on_ready() -> None:
+        first_run.show_first_screen(first_screen(unpaused), restore_logging)
+
+    def on_exit(immediate: threading.Event) -> None:
+        def stop_now() -> None:
+            immediate.wait()
+            for cluster in running:
+                for w in cluster.workers:
+                    for ref in w.ref:
+                        ref.request_stop(immediate=True)
+
+        threading.Thread(target=stop_now, name="hareflow-stop-now", daemon=True).start()
+        for cluster in running:
+            cluster.stop()
+
+    return serve(settings, listener, build_app, access_log=access_log, on_ready=on_ready, on_exit=on_exit)
 
 
 @click.command()
@@ -167,41 +234,42 @@ def worker(queues: str | None, concurrency: int | None, name: str | None, log_le
 @click.command()
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port to listen on (default 8080).")
+@access_log_option
 @log_level_option
-def web(host: str | None, port: int | None, log_level: str | None) -> None:
-    """Run the web UI and REST API (login required; see docs/web.md). Needs a migrated metastore.
+def web(host: str | None, port: int | None, access_log: bool, log_level: str | None) -> None:
+    """Run the web UI and REST API (login required; see docs/web.md) with gunicorn: one process of
+    web_threads threads. Needs a migrated metastore.
 
     \b
     Example:
-      hareflow web --host 0.0.0.0 --port 8080
+      hareflow web --host 0.0.0.0 --port 8080 --access-log
     """
+    import sys
+
     settings = get_settings(web_host=host, web_port=port, log_level=log_level)
     setup_logging(settings.log_level)
-    from hareflow.common.db import create_engine_for, make_session_factory
+    from hareflow.common.db import create_engine_for
     from hareflow.common.db.migrate import status
+    from hareflow.web import create_app
+    from hareflow.web.production import serve
     from hareflow.web.security import ensure_secret_key
-    from hareflow.web.server import make_web_server, serve_until
 
+    listener = _bind(settings)
     engine = create_engine_for(settings.effective_database_url)
     try:
         schema = status(engine)
     except Exception as exc:
         fail_unreachable(settings, exc)
+    finally:
+        engine.dispose()  # the server's process opens its own after the fork
     if not schema.is_current:
         raise UserError(
             f"the metastore schema is at {schema.current or 'nothing'}, not {schema.head}: "
             "run `hareflow db migrate`"
         )
     settings = settings.replace(secret_key=ensure_secret_key(settings))
-    try:
-        server = make_web_server(settings, sessions=make_session_factory(engine))
-    except OSError as exc:
-        raise UserError(
-            f"cannot serve the web UI on {settings.web_host}:{settings.web_port}: {exc.strerror}"
-        ) from None
-    click.echo(f"hareflow web on http://{settings.web_host}:{server.server_port}/ (Ctrl-C stops)")
-    stop, _ = stop_on_signals()
-    serve_until(server, stop)
+    click.echo(f"hareflow web on http://{settings.web_host}:{listener.getsockname()[1]}/ (Ctrl-C stops)")
+    sys.exit(serve(settings, listener, lambda: create_app(settings), access_log=access_log))
 
 
 @click.command()

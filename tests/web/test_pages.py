@@ -549,3 +549,12 @@ def test_a_dag_that_claims_another_file_as_its_fileloc_shows_its_own_source_and_
         assert stored.serialized["fileloc"] == str(dag_file.resolve())
     page = client.get(f"/dags/{dag_id}/source").text
     assert "dag.fileloc = " in page and "the-session-signing-key" not in page
+
+
+def test_an_unknown_address_is_a_404_page_and_under_the_api_a_404_json(client: Client, anon: Any) -> None:
+    for http in (client, anon):
+        page = http.get("/no/such/page")
+        assert page.status_code == 404 and "text/html" in page.content_type
+        assert "Not Found" in page.text
+        api = http.get("/api/v1/no/such/thing")
+        assert api.status_code == 404 and api.json == {"error": "Not Found", "status": 404}

@@ -20,6 +20,12 @@ def _dag_or_404(s: Any, dag_id: str) -> Any:
     return dag
 
 
+def _require_dag(s: Any, dag_id: str) -> None:
+    """404 unless the DAG exists (for routes that need only that, not the DAG itself)."""
+    if not queries.dag_exists(s, dag_id):
+        abort(404, f"no DAG named {dag_id!r}")
+
+
 def _run_or_404(s: Any, dag_id: str, run_id: str) -> Any:
     run = queries.get_run(s, dag_id, run_id)
     if run is None:
@@ -127,7 +133,7 @@ def list_runs(dag_id: str) -> Any:
     limit = int_arg("limit", 50, lo=1, hi=1000)
     offset = int_arg("offset", 0, hi=10**9)
     with open_session() as s:
-        _dag_or_404(s, dag_id)
+        _require_dag(s, dag_id)
         runs, total = queries.list_runs(
             s,
             dag_id,
@@ -193,7 +199,7 @@ def list_task_instances(dag_id: str, run_id: str) -> Any:
 @require_role("viewer")
 def get_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
     with open_session() as s:
-        _dag_or_404(s, dag_id)
+        _require_dag(s, dag_id)
         ti = _ti_or_404(s, _run_or_404(s, dag_id, run_id), task_id)
         out = ti_dict(ti)
         out["tries"] = queries.tries_of(s, ti)
@@ -222,6 +228,6 @@ def clear_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
 def task_log(dag_id: str, run_id: str, task_id: str, try_number: int) -> Any:
     offset = int_arg("offset", 0, hi=10**9)
     with open_session() as s:
-        _dag_or_404(s, dag_id)
+        _require_dag(s, dag_id)
         ti = _ti_or_404(s, _run_or_404(s, dag_id, run_id), task_id)
         return jsonify(queries.log_chunks(s, ti, try_number, offset))
