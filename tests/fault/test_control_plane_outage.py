@@ -127,11 +127,16 @@ def test_with_the_database_and_the_scheduler_down_workers_finish_every_task_and_
             run_id = trigger_run(session, "control_plane_outage", triggered_by="test").run_id
 
         def all_parts_dispatched() -> bool:
+            # Queued is not enough: the scheduler commits queued, then publishes. Wait until the
+            # broker has confirmed every part's message (or a worker has started it).
             tis = _states(sessions, run_id)
             parts = [ti for t, ti in tis.items() if t.startswith("part")]
-            return len(parts) == TASKS and all(ti.state in ("queued", "running", "success") for ti in parts)
+            return len(parts) == TASKS and all(
+                ti.state in ("running", "success") or (ti.state == "queued" and ti.confirmed_at is not None)
+                for ti in parts
+            )
 
-        wait_for(all_parts_dispatched, timeout=120, what="every part dispatched", interval=0.05)
+        wait_for(all_parts_dispatched, timeout=120, what="every part's message confirmed", interval=0.05)
         outage_started = time.monotonic()
         os.killpg(scheduler.pid, signal.SIGKILL)
         scheduler.wait(timeout=30)
