@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from hareflow.common.db.migrate import migrate
 from sqlalchemy import func, select
 
 from tests.fault.conftest import WorkerProcess, start_worker_process, wait_for
+from tests.fault.report import record_fault
 
 pytestmark = pytest.mark.fault
 
@@ -239,6 +241,7 @@ def test_three_schedulers_started_at_once_one_killed_mid_run_run_every_interval_
         wait_for(fan_half_done, timeout=90, what="the fan-out to be under way", interval=0.05)
         victim = schedulers[0]
         victim.kill()
+        killed_at = time.monotonic()
 
         def everything_finished() -> bool:
             with sessions() as s:
@@ -253,6 +256,7 @@ def test_three_schedulers_started_at_once_one_killed_mid_run_run_every_interval_
             what="every cron interval and the fan-out to finish",
             interval=0.3,
         )
+        recovery = time.monotonic() - killed_at
 
         # Nobody else died: schedulers, results consumers, workers.
         for service in services:
@@ -291,6 +295,14 @@ def test_three_schedulers_started_at_once_one_killed_mid_run_run_every_interval_
         # Every task once, from the tasks' side; recorded as one successful first try.
         executions = Counter(tuple(p.name.split("@")[:3]) for p in marks.iterdir())
         expected = {(d, r.replace("/", "_"), t) for d, r, t, _, _ in tis}
+        record_fault(
+            "three schedulers (each with its results consumer), one SIGKILLed mid-run",
+            tasks=len(expected),
+            lost=len(expected - set(executions)),
+            more_than_once=sum(1 for n in executions.values() if n > 1),
+            duplicate_runs=sum(n - 1 for n in cron.values()),
+            recovery_s=round(recovery, 2),
+        )
         assert set(executions) == expected
         twice = {k: n for k, n in executions.items() if n != 1}
         assert not twice, f"run more than once: {twice}"

@@ -44,6 +44,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.fault.report import record_fault
 from tests.integration.conftest import wait_until
 
 WIDTH = 48
@@ -307,6 +308,12 @@ def test_two_results_processes_and_two_workers_finish_every_short_parallel_task(
         assert state == "success", stuck()
         with sessions() as s:
             tis = s.scalars(select(TaskInstance).where(TaskInstance.run_id == run_id)).all()
+        record_fault(
+            "two results consumers, two workers, short parallel tasks",
+            tasks=len(tis),
+            lost=sum(1 for ti in tis if ti.state != "success"),  # stranded or moved backwards
+            more_than_once=sum(1 for ti in tis if ti.try_number > 1),
+        )
         assert len(tis) == E2E_WIDTH
         assert {(ti.state, ti.try_number) for ti in tis} == {("success", 1)}
         assert all(ti.start_date is not None and ti.end_date >= ti.start_date for ti in tis)  # type: ignore[operator]

@@ -19,6 +19,7 @@ from hareflow.scheduler.dag_processor import DagProcessor
 from hareflow.scheduler.loop import Scheduler
 
 from hareflow.cluster import Cluster, WorkerSpec
+from tests.fault.report import record_fault
 from tests.integration.conftest import System
 
 PARTS = 40
@@ -81,6 +82,12 @@ def test_a_backlog_far_deeper_than_the_workers_runs_each_task_exactly_once(
     parts = [task_id for task_id in tis if task_id.startswith("part")]
     assert len(parts) == PARTS
     twice = {task_id: n for task_id, n in executions.items() if n != 1}
+    record_fault(
+        f"backlog ten times longer than queued_timeout ({system.executor} executor)",
+        tasks=PARTS,
+        lost=PARTS - len(executions),
+        more_than_once=len(twice),
+    )
     assert not twice, f"parts run more than once: {twice}"
     assert sorted(executions) == sorted(parts)
     assert all(ti.state == "success" and ti.try_number == 1 for ti in tis.values())
@@ -125,6 +132,12 @@ def test_tasks_a_dead_scheduler_committed_but_never_published_run_once(
     system.start([WorkerSpec(concurrency=2)], queued_timeout=QUEUED_TIMEOUT)
     assert system.c.wait_for_run("crash", run_id, timeout=120) == "success"
     executions = _executions(marks)
+    record_fault(
+        "scheduler dies between committing queued and publishing",
+        tasks=3,
+        lost=3 - len(executions),
+        more_than_once=sum(1 for n in executions.values() if n > 1),
+    )
     assert executions == Counter({task_id: 1 for task_id in executions}) and len(executions) == 3
     tis = system.tis("crash", run_id)
     assert all(ti.state == "success" and ti.try_number == 1 for ti in tis.values())
