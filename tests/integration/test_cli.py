@@ -222,7 +222,7 @@ DAGS = """
         def nap():
             for i in range(8):
                 print(f"tick {i}", flush=True)
-                time.sleep(0.25)
+                time.sleep(0.6)  # long enough for `tasks logs --follow` to start on a loaded machine
             return "rested"
 
         @task
