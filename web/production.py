@@ -31,6 +31,7 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
 from hareflow.common.config import Settings
 
@@ -67,6 +68,14 @@ class HareflowWorker(ThreadWorker):
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.handle_quit(sig, frame)
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        # gunicorn's own handler shuts the thread pool down right here, in the signal handler: if
+        # the signal lands while the main thread is inside ``tpool.submit`` (which holds the pool's
+        # lock), that deadlocks and Ctrl-C never ends the process. Shut it down from a thread of its
+        # own instead: it takes the lock once the interrupted submit lets go of it.
+        threading.Thread(target=self.tpool.shutdown, kwargs={"wait": False}, daemon=True).start()
+        Worker.handle_quit(self, sig, frame)
 
 
 class _Application(BaseApplication):  # type: ignore[misc]
