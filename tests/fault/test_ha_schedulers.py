@@ -18,11 +18,10 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +38,7 @@ from hareflow.common.db import (
 from hareflow.common.db.migrate import migrate
 from sqlalchemy import func, select
 
-from tests.fault.conftest import WorkerProcess, start_worker_process, wait_for
+from tests.fault.conftest import WorkerProcess, control_environment, start_worker_process, wait_for
 from tests.fault.report import record_fault
 
 pytestmark = pytest.mark.fault
@@ -131,35 +130,19 @@ class Service:
         self.proc.wait(timeout=30)
 
 
-def _start_service(command: str, name: str, env: dict[str, str], log_dir: Path) -> Service:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("HAREFLOW_")}
-    environment.update(env, HAREFLOW_HOME=str(log_dir / f"home-{name}"))
-    log_path = log_dir / f"{name}.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from hareflow.cli import main; main()", command],
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=str(log_dir),
-        )
-    return Service(name, proc, log_path)
-
-
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    started: list[Service] = []
-    yield started
-    for service in started:
-        if service.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(service.proc.pid, signal.SIGTERM)
-    for service in started:
-        try:
-            service.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            service.kill()
+def _start_service(
+    control_processes: Callable[..., subprocess.Popen[bytes]],
+    command: str,
+    name: str,
+    env: dict[str, str],
+    log_dir: Path,
+) -> Service:
+    """``hareflow <command>`` through the fault conftest's ``control_processes`` (which stops it at
+    the end), with a home of its own."""
+    proc = control_processes(
+        command, control_environment(**env, HAREFLOW_HOME=str(log_dir / f"home-{name}")), name
+    )
+    return Service(name, proc, log_dir / f"{name}.log")
 
 
 @pytest.fixture
@@ -177,7 +160,7 @@ def test_three_schedulers_started_at_once_one_killed_mid_run_run_every_interval_
     broker_prefix: str,
     dags_folder: Path,
     tmp_path: Path,
-    services: list[Service],
+    control_processes: Callable[..., subprocess.Popen[bytes]],
     workers: list[WorkerProcess],
 ) -> None:
     marks = tmp_path / "marks"
@@ -203,9 +186,14 @@ def test_three_schedulers_started_at_once_one_killed_mid_run_run_every_interval_
     }
     try:
         # The same instant, as far as processes go: started back to back, before any has parsed.
-        schedulers = [_start_service("scheduler", f"scheduler-{i}", env, tmp_path) for i in range(SCHEDULERS)]
-        services.extend(schedulers)
-        services.extend(_start_service("results", f"results-{i}", env, tmp_path) for i in range(SCHEDULERS))
+        schedulers = [
+            _start_service(control_processes, "scheduler", f"scheduler-{i}", env, tmp_path)
+            for i in range(SCHEDULERS)
+        ]
+        services = schedulers + [
+            _start_service(control_processes, "results", f"results-{i}", env, tmp_path)
+            for i in range(SCHEDULERS)
+        ]
         for i in range(WORKERS):
             workers.append(
                 start_worker_process(
