@@ -443,6 +443,34 @@ def wait_for_run(cluster: Any, dag_id: str, run_id: str, *, timeout: float) -> s
     )
 
 
+def wait_dag_active(sessions: Any, dag_id: str, *, timeout: float = 90.0, unpause: bool = False) -> None:
+    """Wait until a scheduler has parsed and stored ``dag_id`` (unpausing it first if asked)."""
+    from hareflow.common.db import Dag
+
+    def active() -> bool:
+        with sessions() as session:
+            dag = session.get(Dag, dag_id)
+            if dag is not None and unpause and dag.is_paused:
+                dag.is_paused = False
+                session.commit()
+            return dag is not None and dag.is_active
+
+    wait_for(active, timeout=timeout, what=f"DAG {dag_id} parsed")
+
+
+def wait_run_finished(sessions: Any, run_id: str, *, timeout: float) -> str:
+    """Wait until run ``run_id`` is success or failed; return that state."""
+    from hareflow.common.db import DagRun
+    from sqlalchemy import select
+
+    def finished() -> str | None:
+        with sessions() as session:
+            state = session.scalar(select(DagRun.state).where(DagRun.run_id == run_id))
+        return state if state in ("success", "failed") else None
+
+    return wait_for(finished, timeout=timeout, what=f"run {run_id} finished", interval=0.1)
+
+
 def describe_tis(tis: dict[str, Any]) -> str:
     return ", ".join(f"{t}={ti.state}#{ti.try_number}({ti.error or ''})" for t, ti in sorted(tis.items()))
 

@@ -25,7 +25,9 @@ from sqlalchemy import select
 from tests.fault.conftest import (
     control_environment,
     start_worker_process,
+    wait_dag_active,
     wait_for,
+    wait_run_finished,
 )
 from tests.fault.report import executions, record_fault
 
@@ -112,17 +114,7 @@ def test_with_the_database_and_the_scheduler_down_workers_finish_every_task_and_
         scheduler = start_scheduler(1)
         from hareflow.common.runs import trigger_run
 
-        def dag_loaded() -> bool:
-            from hareflow.common.db import Dag
-
-            with sessions() as session:
-                dag = session.get(Dag, "control_plane_outage")
-                if dag is not None and dag.is_paused:
-                    dag.is_paused = False
-                    session.commit()
-                return dag is not None and dag.is_active
-
-        wait_for(dag_loaded, timeout=90, what="the DAG parsed")
+        wait_dag_active(sessions, "control_plane_outage", unpause=True)
         with sessions() as session, session.begin():
             run_id = trigger_run(session, "control_plane_outage", triggered_by="test").run_id
 
@@ -154,16 +146,7 @@ def test_with_the_database_and_the_scheduler_down_workers_finish_every_task_and_
         start_scheduler(2)
         back = time.monotonic()
 
-        def finished() -> bool:
-            with sessions() as session:
-                return session.scalar(select(DagRun.state).where(DagRun.run_id == run_id)) in (
-                    "success",
-                    "failed",
-                )
-
-        wait_for(
-            finished, timeout=300, what="the run finished after the control plane came back", interval=0.1
-        )
+        wait_run_finished(sessions, run_id, timeout=300)
         recovery = time.monotonic() - back
 
         with sessions() as session:

@@ -38,7 +38,13 @@ from hareflow.common.db import (
 from hareflow.common.db.migrate import migrate
 from sqlalchemy import func, select
 
-from tests.fault.conftest import WorkerProcess, control_environment, start_worker_process, wait_for
+from tests.fault.conftest import (
+    WorkerProcess,
+    control_environment,
+    start_worker_process,
+    wait_dag_active,
+    wait_for,
+)
 from tests.fault.report import record_fault
 
 pytestmark = pytest.mark.fault
@@ -206,12 +212,7 @@ def test_three_schedulers_started_at_once_one_killed_mid_run_run_every_interval_
                 )
             )
 
-        def fan_dag_active() -> bool:
-            with sessions() as s:
-                dag = s.get(Dag, "ha_fan")
-                return dag is not None and dag.is_active
-
-        wait_for(fan_dag_active, timeout=90, what="the schedulers to parse the DAG folder")
+        wait_dag_active(sessions, "ha_fan")
         from hareflow.common.runs import trigger_run
 
         with sessions() as s, s.begin():

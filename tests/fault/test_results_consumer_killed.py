@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from hareflow.common.broker.topology import Topology
-from hareflow.common.db import Dag, DagRun, TaskInstance, create_engine_for, make_session_factory
+from hareflow.common.db import TaskInstance, create_engine_for, make_session_factory
 from hareflow.common.db.migrate import migrate
 from hareflow.common.runs import trigger_run
 from sqlalchemy import select
@@ -25,7 +25,9 @@ from tests.fault.conftest import (
     amqp_channel,
     control_environment,
     start_worker_process,
+    wait_dag_active,
     wait_for,
+    wait_run_finished,
 )
 from tests.fault.report import executions, record_fault
 
@@ -98,12 +100,7 @@ def test_a_killed_results_consumer_loses_nothing_and_its_successor_records_every
         control_processes("scheduler", env)
         consumer = control_processes("results", env, "results-1")
 
-        def dag_loaded() -> bool:
-            with sessions() as session:
-                dag = session.get(Dag, "results_killed")
-                return dag is not None and dag.is_active
-
-        wait_for(dag_loaded, timeout=90, what="the DAG parsed")
+        wait_dag_active(sessions, "results_killed")
         with sessions() as session, session.begin():
             run_id = trigger_run(session, "results_killed", triggered_by="test").run_id
 
@@ -118,12 +115,7 @@ def test_a_killed_results_consumer_loses_nothing_and_its_successor_records_every
         control_processes("results", env, "results-2")
         back = time.monotonic()
 
-        def finished() -> str | None:
-            with sessions() as session:
-                state = session.scalar(select(DagRun.state).where(DagRun.run_id == run_id))
-            return state if state in ("success", "failed") else None
-
-        state = wait_for(finished, timeout=120, what="the run finished", interval=0.1)
+        state = wait_run_finished(sessions, run_id, timeout=120)
         recovery = time.monotonic() - back
         ran = executions(markers)
         figures = record_fault(
