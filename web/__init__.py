@@ -38,7 +38,7 @@ def create_app(
     from hareflow.common.config import load_settings
     from hareflow.web import api, auth, errors, live, metrics, pages, security
     from hareflow.web.filters import init_filters
-    from hareflow.web.runtime import EXTENSION, WebRuntime
+    from hareflow.web.runtime import EXTENSION, WebRuntime, end_request_session
 
     settings = settings if settings is not None else load_settings()
     if sessions is None:
@@ -65,6 +65,7 @@ def create_app(
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
     web_runtime = WebRuntime(settings, sessions, executor)
     app.extensions[EXTENSION] = web_runtime
+    app.teardown_appcontext(end_request_session)
 
     # One Socket.IO object per application: Flask-SocketIO keeps a single server per object, and
     # tests and benchmarks build several applications in one process.

@@ -28,7 +28,7 @@ from hareflow.common.db import (
 )
 from hareflow.common.records import iso
 from hareflow.common.states import TASK_DISPATCHED
-from sqlalchemy import func, select
+from sqlalchemy import Row, exists, func, select
 from sqlalchemy.orm import Session
 
 #: How many of a DAG's latest runs the DAG list counts by state.
@@ -213,6 +213,24 @@ def import_errors(s: Session) -> list[dict[str, Any]]:
 # -- runs and task instances ------------------------------------------------------------------------
 
 
+#: The columns of a run's JSON form (``hareflow.common.records.run_dict`` reads them by name).
+_RUN_COLUMNS = (
+    DagRun.dag_id,
+    DagRun.run_id,
+    DagRun.run_type,
+    DagRun.state,
+    DagRun.logical_date,
+    DagRun.data_interval_start,
+    DagRun.data_interval_end,
+    DagRun.conf,
+    DagRun.triggered_by,
+    DagRun.backfill_id,
+    DagRun.queued_at,
+    DagRun.start_date,
+    DagRun.end_date,
+)
+
+
 def list_runs(
     s: Session,
     dag_id: str,
@@ -221,17 +239,33 @@ def list_runs(
     run_type: str | None = None,
     limit: int = 50,
     offset: int = 0,
-) -> tuple[list[DagRun], int]:
-    query = select(DagRun).where(DagRun.dag_id == dag_id)
-    count = select(func.count()).select_from(DagRun).where(DagRun.dag_id == dag_id)
+) -> tuple[list[Row[Any]], int] | None:
+    """A page of the runs of the active DAG ``dag_id`` (newest first) as rows of the columns
+    ``run_dict`` reads, and how many runs match in all; None when there is no such DAG.
+
+    One query in the usual case: the rows carry the total (a window ``count(*) over ()``, which
+    the three databases all support) and the DAG's existence (a condition on the same query). Only
+    an empty page asks again: whether the DAG exists, then, past the last page, the count."""
+    filters = [DagRun.dag_id == dag_id]
     if state:
-        query, count = query.where(DagRun.state == state), count.where(DagRun.state == state)
+        filters.append(DagRun.state == state)
     if run_type:
-        query, count = query.where(DagRun.run_type == run_type), count.where(DagRun.run_type == run_type)
-    runs = list(
-        s.scalars(query.order_by(DagRun.logical_date.desc(), DagRun.id.desc()).limit(limit).offset(offset))
-    )
-    return runs, int(s.scalar(count) or 0)
+        filters.append(DagRun.run_type == run_type)
+    active = exists().where(Dag.dag_id == dag_id, Dag.is_active.is_(True))
+    rows = s.execute(
+        select(*_RUN_COLUMNS, func.count().over().label("total"))
+        .where(*filters, active)
+        .order_by(DagRun.logical_date.desc(), DagRun.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    if rows:
+        return list(rows), int(rows[0].total)
+    if not dag_exists(s, dag_id):
+        return None
+    if offset == 0:
+        return [], 0
+    return [], int(s.scalar(select(func.count()).select_from(DagRun).where(*filters)) or 0)
 
 
 def get_run(s: Session, dag_id: str, run_id: str) -> DagRun | None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from flask import current_app
+from flask import current_app, g
 from hareflow.common.broker import Executor
 from hareflow.common.config import Settings
 from hareflow.common.messages import StateEvent
@@ -104,8 +104,31 @@ def runtime() -> WebRuntime:
 
 
 def open_session() -> Session:
-    """A new metastore session; use it in a ``with`` block (and ``with s.begin():`` to write)."""
+    """A new metastore session; use it in a ``with`` block (and ``with s.begin():`` to write).
+
+    The request's own session (:func:`request_session`) is closed first, so a request never holds
+    two pooled connections at once (threads each holding one and waiting for a second could use
+    up the pool), and on SQLite its ``BEGIN IMMEDIATE`` never blocks this session's writes."""
+    end_request_session()
     return runtime().sessions()
+
+
+def request_session() -> Session:
+    """The session of the current request: authentication and the read-only views share it, so a
+    read is one connection checkout and one transaction, ended once when the request does
+    (:func:`end_request_session`, a teardown hook). Views that write use :func:`open_session`."""
+    session: Session | None = g.get("db_session")
+    if session is None:
+        session = g.db_session = runtime().sessions()
+    return session
+
+
+def end_request_session(_exc: BaseException | None = None) -> None:
+    """Close the request's session, if it opened one (its transaction is rolled back: whatever
+    it had to write, the authentication's touch, it committed itself)."""
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        session.close()
 
 
 def event(kind: str, dag_id: str, state: str, run_id: str | None = None, **extra: object) -> StateEvent:

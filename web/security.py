@@ -304,29 +304,20 @@ def safe_next(target: str | None, default: str) -> str:
 
 
 def _authenticate() -> Response | None:
-    from hareflow.web.runtime import runtime
-
     g.user = None
     g.auth = None
     header = request.headers.get("Authorization", "")
-    sessions = runtime().sessions
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             abort(401, "use 'Authorization: Bearer <token>' (tokens: `hareflow users token NAME`)")
-        with sessions() as db, db.begin():
-            user = user_for_token(db, token.strip())
-            if user is not None:
-                db.expunge(user)
+        user = _look_up(lambda db: user_for_token(db, token.strip()))
         if user is None:
             abort(401, "unknown, revoked or expired API token")
         g.user, g.auth = user, "token"
         return None
     if "sid" in session:
-        with sessions() as db, db.begin():
-            user = user_from_session(db, touch=True)
-            if user is not None:
-                db.expunge(user)  # a detached copy: views open their own sessions
+        user = _look_up(lambda db: user_from_session(db, touch=True))
         if user is not None:
             g.user, g.auth = user, "session"
             return None
@@ -335,6 +326,20 @@ def _authenticate() -> Response | None:
     if is_api_request():
         abort(401, "log in first, or send an API token")
     return cast(Response, redirect(url_for("auth.login", next=request.full_path.rstrip("?"))))
+
+
+def _look_up(find: Callable[[Session], User | None]) -> User | None:
+    """Find the request's user in the request's own session, which the view then reads with (one
+    transaction per read request). The lookup's only write, the token's or session's "last used"
+    time (at most once a minute), is committed here at once, so the view starts from a clean
+    session."""
+    from hareflow.web.runtime import request_session
+
+    db = request_session()
+    user = find(db)
+    if db.dirty:
+        db.commit()
+    return user
 
 
 def _check_csrf() -> None:
