@@ -2,7 +2,7 @@
 live events reaching many open Socket.IO connections. One JSON object per line on stdout.
 
     python -m benchmarks.web_load [--server gunicorn|werkzeug] [--seconds 3] [--repeat 3]
-                                  [--clients 1,10,50] [--sockets 200] [--events 200]
+                                  [--clients 1,10,50] [--sockets 200] [--events 200] [--only LABEL]
 
 Builds a temporary PostgreSQL database (``HAREFLOW_TEST_DATABASE_URL``, default the local
 ``postgres`` superuser) with 100 small DAGs and one DAG of 50 tasks with 100 finished runs (rows
@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default="1,10,50")
     parser.add_argument("--sockets", type=int, default=200)
     parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--only", default="", help="measure only the addresses whose label has this")
     parser.add_argument("--serve-werkzeug", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_werkzeug is not None:
@@ -294,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("run list API (50 runs)", f"/api/v1/dags/{BIG}/runs"),
             ]
             for label, path in addresses:
+                if args.only not in label:
+                    continue
                 for clients in (int(c) for c in args.clients.split(",") if c):
                     results = [load(port, path, token, clients, args.seconds) for _ in range(args.repeat)]
                     emit(

@@ -27,7 +27,7 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Response, abort, g, redirect, request, session, url_for
 from hareflow.common.config import Settings
 from hareflow.common.db import ApiToken, User, WebSession
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
@@ -168,21 +168,47 @@ def revoke_tokens(session: Session, username: str) -> int:
     return len(tokens)
 
 
+_user = User.__table__.c
+_token = ApiToken.__table__.c
+#: The token lookup every API request makes, in plain Core (a third of the ORM's cost for the same
+#: join): the user's columns and the token's id, expiry and last use.
+_TOKEN_LOOKUP = (
+    select(
+        _user.id,
+        _user.username,
+        _user.password_hash,
+        _user.role,
+        _user.created_at,
+        _token.id.label("token_id"),
+        _token.expires_at,
+        _token.last_used_at,
+    )
+    .join_from(ApiToken.__table__, User.__table__, _user.id == _token.user_id)
+    .where(_token.token_hash == bindparam("token_hash"))
+)
+
+
 def user_for_token(session: Session, token: str, now: datetime | None = None) -> User | None:
-    row = session.execute(
-        select(ApiToken, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == hash_token(token))
-    ).one_or_none()
+    """The user of an API token still valid at ``now``, as a ``User`` that belongs to no session
+    (the views read its columns only). The token's ``last_used_at`` is updated in ``session`` when
+    due (at most once per ``TOKEN_TOUCH_EVERY``): the caller commits."""
+    row = session.connection().execute(_TOKEN_LOOKUP, {"token_hash": hash_token(token)}).one_or_none()
     if row is None:
         return None
-    api_token, user = row
     now = now or datetime.now(UTC)
-    if api_token.expires_at is not None and api_token.expires_at <= now:
+    if row.expires_at is not None and row.expires_at <= now:
         return None
-    if api_token.last_used_at is None or now - api_token.last_used_at > TOKEN_TOUCH_EVERY:
-        api_token.last_used_at = now
-    return cast(User, user)
+    if row.last_used_at is None or now - row.last_used_at > TOKEN_TOUCH_EVERY:
+        api_token = session.get(ApiToken, row.token_id)
+        if api_token is not None:
+            api_token.last_used_at = now
+    return User(
+        id=row.id,
+        username=row.username,
+        password_hash=row.password_hash,
+        role=row.role,
+        created_at=row.created_at,
+    )
 
 
 # -- sessions ---------------------------------------------------------------------------------------
