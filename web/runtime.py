@@ -17,6 +17,7 @@ from flask import current_app, g
 from hareflow.common.broker import Executor
 from hareflow.common.config import Settings
 from hareflow.common.messages import StateEvent
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
@@ -42,6 +43,24 @@ class WebRuntime:
         self._failed_at = 0.0
         self.last_broker_error: str | None = None
         self.relay: EventRelay | None = None
+        self._read_bind: Engine | None = None
+
+    def request_bind(self) -> Engine:
+        """What a request's own session runs on: on PostgreSQL, the metastore in autocommit.
+
+        Under READ COMMITTED (PostgreSQL's default) every statement sees what was committed when
+        it started, inside a transaction or not, so a read-only request loses nothing without one
+        and saves two round trips: psycopg2's ``BEGIN`` and the ``ROLLBACK`` that ends it (its
+        autocommit switch is a client-side flag). The authentication's one write, a "last used"
+        time, then commits on its own. Elsewhere the engine as it is: MySQL drivers switch
+        autocommit with a statement each way (no saving), and SQLite's ``BEGIN IMMEDIATE`` is what
+        serialises its writers."""
+        if self._read_bind is None:
+            engine = self.sessions.kw["bind"]
+            if engine.dialect.name == "postgresql":
+                engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._read_bind = engine
+        return self._read_bind
 
     @property
     def has_broker(self) -> bool:
@@ -119,7 +138,8 @@ def request_session() -> Session:
     (:func:`end_request_session`, a teardown hook). Views that write use :func:`open_session`."""
     session: Session | None = g.get("db_session")
     if session is None:
-        session = g.db_session = runtime().sessions()
+        web = runtime()
+        session = g.db_session = web.sessions(bind=web.request_bind())
     return session
 
 
