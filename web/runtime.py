@@ -134,8 +134,9 @@ def open_session() -> Session:
 
 def request_session() -> Session:
     """The session of the current request: authentication and the read-only views share it, so a
-    read is one connection checkout and one transaction, ended once when the request does
-    (:func:`end_request_session`, a teardown hook). Views that write use :func:`open_session`."""
+    read is one connection checkout (and at most one transaction, none on PostgreSQL: see
+    :meth:`WebRuntime.request_bind`), closed when the request ends (:func:`end_request_session`, a
+    teardown hook). Views that write use :func:`open_session`."""
     session: Session | None = g.get("db_session")
     if session is None:
         web = runtime()
@@ -144,8 +145,8 @@ def request_session() -> Session:
 
 
 def end_request_session(_exc: BaseException | None = None) -> None:
-    """Close the request's session, if it opened one (its transaction is rolled back: whatever
-    it had to write, the authentication's touch, it committed itself)."""
+    """Close the request's session, if it opened one. Whatever it had to write (the
+    authentication's "last used" time) it committed at once, so closing discards nothing."""
     session: Session | None = g.pop("db_session", None)
     if session is not None:
         session.close()
