@@ -2,7 +2,7 @@
 live events reaching many open Socket.IO connections. One JSON object per line on stdout.
 
     python -m benchmarks.web_load [--server gunicorn|werkzeug] [--seconds 3] [--repeat 3]
-                                  [--clients 1,10,50] [--sockets 200] [--events 200]
+                                  [--clients 1,10,50] [--sockets 200] [--events 200] [--only LABEL]
 
 Builds a temporary PostgreSQL database (``HAREFLOW_TEST_DATABASE_URL``, default the local
 ``postgres`` superuser) with 100 small DAGs and one DAG of 50 tasks with 100 finished runs (rows
@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,7 @@ def sockets(port: int, token: str, n_sockets: int, n_events: int, settings: Any)
     expected = {(f"task_{i:03d}", state) for i in range(n_events // 2) for state in ("running", "success")}
     got: list[set[tuple[str, str]]] = [set() for _ in range(n_sockets)]
     clients: list[Any] = []
+    dropped: Counter[str] = Counter()  # why sockets closed before the end, as their clients saw it
     failed = 0
     began = time.perf_counter()
     give_up = time.monotonic() + 120  # a server that cannot take them all: count the rest as failed
@@ -185,6 +187,7 @@ def sockets(port: int, token: str, n_sockets: int, n_events: int, settings: Any)
             break
         client = socketio.Client(reconnection=False)
         client.on("events", lambda batch, mine=got[i]: mine.update((e["task_id"], e["state"]) for e in batch))
+        client.on("disconnect", lambda reason=None: dropped.update([str(reason)]))
         try:
             client.connect(
                 f"http://127.0.0.1:{port}", auth={"token": token}, transports=["websocket"], wait_timeout=30
@@ -222,6 +225,7 @@ def sockets(port: int, token: str, n_sockets: int, n_events: int, settings: Any)
     complete = sum(1 for g in got if g >= expected)
     publisher.close()
     still_connected = sum(1 for c in clients if c.connected)
+    reasons = dict(dropped)
     for client in clients:
         client.disconnect()
     return {
@@ -231,6 +235,7 @@ def sockets(port: int, token: str, n_sockets: int, n_events: int, settings: Any)
         "events": len(expected),
         "sockets_with_every_event": complete,
         "events_received": sum(len(g & expected) for g in got),
+        "disconnect_reasons": reasons,
         "connect_seconds": round(connected, 2),
         "delivery_seconds": round(delivered, 2),
     }
@@ -247,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default="1,10,50")
     parser.add_argument("--sockets", type=int, default=200)
     parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--only", default="", help="measure only the addresses whose label has this")
     parser.add_argument("--serve-werkzeug", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_werkzeug is not None:
@@ -289,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("run list API (50 runs)", f"/api/v1/dags/{BIG}/runs"),
             ]
             for label, path in addresses:
+                if args.only not in label:
+                    continue
                 for clients in (int(c) for c in args.clients.split(",") if c):
                     results = [load(port, path, token, clients, args.seconds) for _ in range(args.repeat)]
                     emit(

@@ -8,14 +8,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hareflow.common.db import DagRun, TaskInstance
+    from sqlalchemy import Row
 
 
 def iso(value: datetime | None) -> str | None:
     """A datetime as ISO 8601 in UTC with its offset (stored datetimes without one are UTC)."""
     if value is None:
         return None
+    # The two forms the metastore returns, formatted without building another datetime (list
+    # endpoints format thousands of them per request).
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
+        return value.isoformat() + "+00:00"
+    if value.tzinfo is UTC:
+        return value.isoformat()
     return value.astimezone(UTC).isoformat()
 
 
@@ -28,8 +33,9 @@ def seconds_between(start: datetime | None, end: datetime | None) -> float | Non
     return round((end - start).total_seconds(), 3)
 
 
-def run_dict(run: DagRun) -> dict[str, Any]:
-    """A run's stable JSON form (documented in docs/cli.md and the OpenAPI document)."""
+def run_dict(run: DagRun | Row[Any]) -> dict[str, Any]:
+    """A run's stable JSON form (documented in docs/cli.md and the OpenAPI document). ``run`` is a
+    ``DagRun`` or a row with the same column names (the list endpoints read rows, not objects)."""
     return {
         "dag_id": run.dag_id,
         "run_id": run.run_id,

@@ -19,8 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 #: of hareflow. Auto-detection would pick eventlet or gevent if either happened to be installed.
 ASYNC_MODE = "threading"
 #: Seconds between the server's pings, and how long it waits for the answer (Socket.IO: 25 and 20).
-PING_INTERVAL = 10
-PING_TIMEOUT = 10
+#: Their sum bounds how long a silently dead connection goes unnoticed (20 s). Within that sum, a
+#: short interval and a long timeout leave the most room for a late ping or pong on a loaded
+#: machine: a browser gives up after interval + timeout without a ping (15 s late here), the server
+#: after ``timeout`` without the pong (15 s), and python-socketio's client after
+#: max(interval, timeout) + 5 s without a ping (15 s late; with 10 and 10 it was 5 s, and that is
+#: what dropped sockets under load). The price: a ping every 5 s per socket, a frame each way.
+PING_INTERVAL = 5
+PING_TIMEOUT = 15
 
 
 def create_app(
@@ -38,7 +44,7 @@ def create_app(
     from hareflow.common.config import load_settings
     from hareflow.web import api, auth, errors, live, metrics, pages, security
     from hareflow.web.filters import init_filters
-    from hareflow.web.runtime import EXTENSION, WebRuntime
+    from hareflow.web.runtime import EXTENSION, WebRuntime, end_request_session
 
     settings = settings if settings is not None else load_settings()
     if sessions is None:
@@ -65,6 +71,7 @@ def create_app(
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
     web_runtime = WebRuntime(settings, sessions, executor)
     app.extensions[EXTENSION] = web_runtime
+    app.teardown_appcontext(end_request_session)
 
     # One Socket.IO object per application: Flask-SocketIO keeps a single server per object, and
     # tests and benchmarks build several applications in one process.

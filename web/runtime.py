@@ -13,10 +13,11 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from flask import current_app
+from flask import current_app, g
 from hareflow.common.broker import Executor
 from hareflow.common.config import Settings
 from hareflow.common.messages import StateEvent
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
@@ -42,6 +43,24 @@ class WebRuntime:
         self._failed_at = 0.0
         self.last_broker_error: str | None = None
         self.relay: EventRelay | None = None
+        self._read_bind: Engine | None = None
+
+    def request_bind(self) -> Engine:
+        """What a request's own session runs on: on PostgreSQL, the metastore in autocommit.
+
+        Under READ COMMITTED (PostgreSQL's default) every statement sees what was committed when
+        it started, inside a transaction or not, so a read-only request loses nothing without one
+        and saves two round trips: psycopg2's ``BEGIN`` and the ``ROLLBACK`` that ends it (its
+        autocommit switch is a client-side flag). The authentication's one write, a "last used"
+        time, then commits on its own. Elsewhere the engine as it is: MySQL drivers switch
+        autocommit with a statement each way (no saving), and SQLite's ``BEGIN IMMEDIATE`` is what
+        serialises its writers."""
+        if self._read_bind is None:
+            engine = self.sessions.kw["bind"]
+            if engine.dialect.name == "postgresql":
+                engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._read_bind = engine
+        return self._read_bind
 
     @property
     def has_broker(self) -> bool:
@@ -104,8 +123,33 @@ def runtime() -> WebRuntime:
 
 
 def open_session() -> Session:
-    """A new metastore session; use it in a ``with`` block (and ``with s.begin():`` to write)."""
+    """A new metastore session; use it in a ``with`` block (and ``with s.begin():`` to write).
+
+    The request's own session (:func:`request_session`) is closed first, so a request never holds
+    two pooled connections at once (threads each holding one and waiting for a second could use
+    up the pool), and on SQLite its ``BEGIN IMMEDIATE`` never blocks this session's writes."""
+    end_request_session()
     return runtime().sessions()
+
+
+def request_session() -> Session:
+    """The session of the current request: authentication and the read-only views share it, so a
+    read is one connection checkout (and at most one transaction, none on PostgreSQL: see
+    :meth:`WebRuntime.request_bind`), closed when the request ends (:func:`end_request_session`, a
+    teardown hook). Views that write use :func:`open_session`."""
+    session: Session | None = g.get("db_session")
+    if session is None:
+        web = runtime()
+        session = g.db_session = web.sessions(bind=web.request_bind())
+    return session
+
+
+def end_request_session(_exc: BaseException | None = None) -> None:
+    """Close the request's session, if it opened one. Whatever it had to write (the
+    authentication's "last used" time) it committed at once, so closing discards nothing."""
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        session.close()
 
 
 def event(kind: str, dag_id: str, state: str, run_id: str | None = None, **extra: object) -> StateEvent:

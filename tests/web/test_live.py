@@ -195,3 +195,18 @@ def test_a_silently_dead_socket_is_dropped_within_twenty_seconds(app: Flask) -> 
     without a close showing stale state for 45 s before it reconnects and refetches."""
     engine = socketio_of(app).server.eio
     assert engine.ping_interval + engine.ping_timeout <= 20
+
+
+def test_a_late_ping_or_pong_on_a_loaded_machine_has_ten_seconds_of_slack_on_every_side(app: Flask) -> None:
+    """How late a ping (or its pong) may be before each side drops a live socket: a browser waits
+    interval + timeout for a ping, the server ``timeout`` for the pong, python-socketio's client
+    max(interval, timeout) + 5 s for a ping. With 10 s and 10 s that client had 5 s of slack, and
+    sockets dropped while the machine was loaded."""
+    engine = socketio_of(app).server.eio
+    interval, timeout = engine.ping_interval, engine.ping_timeout
+    slack = {
+        "browser": interval + timeout - interval,
+        "server": timeout,
+        "python client": max(interval, timeout) + 5 - interval,
+    }
+    assert min(slack.values()) >= 10, slack

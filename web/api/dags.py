@@ -9,7 +9,7 @@ from flask import abort, g, jsonify, request
 from hareflow.common.records import run_dict, ti_dict
 from hareflow.web import actions, queries
 from hareflow.web.api import body_bool, bool_arg, bp, int_arg, json_body
-from hareflow.web.runtime import open_session
+from hareflow.web.runtime import open_session, request_session
 from hareflow.web.security import require_role
 
 
@@ -49,16 +49,15 @@ def list_dags() -> Any:
     limit = int_arg("limit", 100, lo=1, hi=1000)
     offset = int_arg("offset", 0, hi=10**9)
     dag_ids = request.args.getlist("dag_id") or None
-    with open_session() as s:
-        page = queries.list_dags(
-            s,
-            search=request.args.get("q"),
-            tag=request.args.get("tag"),
-            paused=bool_arg("paused"),
-            dag_ids=dag_ids,
-            limit=limit,
-            offset=offset,
-        )
+    page = queries.list_dags(
+        request_session(),
+        search=request.args.get("q"),
+        tag=request.args.get("tag"),
+        paused=bool_arg("paused"),
+        dag_ids=dag_ids,
+        limit=limit,
+        offset=offset,
+    )
     return jsonify(
         {"dags": page.dags, "total": page.total, "limit": limit, "offset": offset, "tags": page.tags}
     )
@@ -88,8 +87,8 @@ def patch_dag(dag_id: str) -> Any:
 @require_role("viewer")
 def dag_grid(dag_id: str) -> Any:
     limit = int_arg("limit", 25, lo=1, hi=365)
-    with open_session() as s:
-        return jsonify(queries.grid(s, _dag_or_404(s, dag_id), limit))
+    s = request_session()
+    return jsonify(queries.grid(s, _dag_or_404(s, dag_id), limit))
 
 
 @bp.post("/dags/<dag_id>/clear")
@@ -132,18 +131,18 @@ def import_errors() -> Any:
 def list_runs(dag_id: str) -> Any:
     limit = int_arg("limit", 50, lo=1, hi=1000)
     offset = int_arg("offset", 0, hi=10**9)
-    with open_session() as s:
-        _require_dag(s, dag_id)
-        runs, total = queries.list_runs(
-            s,
-            dag_id,
-            state=request.args.get("state"),
-            run_type=request.args.get("run_type"),
-            limit=limit,
-            offset=offset,
-        )
-        items = [run_dict(r) for r in runs]
-    return jsonify({"runs": items, "total": total, "limit": limit, "offset": offset})
+    page = queries.list_runs(
+        request_session(),
+        dag_id,
+        state=request.args.get("state"),
+        run_type=request.args.get("run_type"),
+        limit=limit,
+        offset=offset,
+    )
+    if page is None:
+        abort(404, f"no DAG named {dag_id!r}")
+    runs, total = page
+    return jsonify({"runs": [run_dict(r) for r in runs], "total": total, "limit": limit, "offset": offset})
 
 
 @bp.post("/dags/<dag_id>/runs")

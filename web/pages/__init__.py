@@ -18,11 +18,10 @@ def scheduler_alert() -> dict[str, Any]:
     if g.get("user") is None:
         return {"scheduler_alert": None}
     from hareflow.web import queries
-    from hareflow.web.runtime import open_session
+    from hareflow.web.runtime import request_session
 
     try:
-        with open_session() as s:
-            status = queries.scheduler_status(s)
+        status = queries.scheduler_status(request_session())
     except Exception:  # noqa: BLE001 - the page reports database trouble itself
         return {"scheduler_alert": None}
     return {"scheduler_alert": queries.scheduler_alert(status)}

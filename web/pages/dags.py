@@ -10,7 +10,7 @@ from hareflow.common.records import run_dict
 from hareflow.common.runs import RunError, load_conf
 from hareflow.web import actions, queries
 from hareflow.web.pages import arg_int, back, bp, flash_error
-from hareflow.web.runtime import open_session
+from hareflow.web.runtime import open_session, request_session
 from hareflow.web.security import require_role
 
 DAG_PAGE_SIZE = 100
@@ -29,11 +29,11 @@ def dag_list() -> Any:
     paused_arg = request.args.get("paused", "")
     paused = {"true": True, "false": False}.get(paused_arg)
     search, tag = request.args.get("q", ""), request.args.get("tag", "")
-    with open_session() as s:
-        page = queries.list_dags(
-            s, search=search, tag=tag or None, paused=paused, limit=DAG_PAGE_SIZE, offset=offset
-        )
-        errors = queries.import_errors(s)
+    s = request_session()
+    page = queries.list_dags(
+        s, search=search, tag=tag or None, paused=paused, limit=DAG_PAGE_SIZE, offset=offset
+    )
+    errors = queries.import_errors(s)
     return render_template(
         "dags.html",
         page=page,
@@ -66,10 +66,10 @@ def dag(dag_id: str) -> Any:
 @require_role("viewer")
 def dag_grid(dag_id: str) -> Any:
     limit = arg_int("runs", GRID_RUNS, lo=1, hi=365)
-    with open_session() as s:
-        dag = _load_dag(s, dag_id)
-        data = queries.grid(s, dag, limit)
-        detail = queries.dag_detail(dag)
+    s = request_session()
+    dag = _load_dag(s, dag_id)
+    data = queries.grid(s, dag, limit)
+    detail = queries.dag_detail(dag)
     return render_template("dag_grid.html", dag=detail, grid=data, runs_shown=limit, tab="grid")
 
 
@@ -95,7 +95,7 @@ def dag_runs(dag_id: str) -> Any:
     with open_session() as s:
         dag = _load_dag(s, dag_id)
         detail = queries.dag_detail(dag)
-        runs, total = queries.list_runs(s, dag_id, state=state, limit=50, offset=offset)
+        runs, total = queries.list_runs(s, dag_id, state=state, limit=50, offset=offset) or ([], 0)
         items = [run_dict(r) for r in runs]
     return render_template(
         "dag_runs.html",

@@ -1,0 +1,120 @@
+"""What one read request costs the metastore: connection checkouts, statements and commits, counted
+with SQLAlchemy's engine and pool events on PostgreSQL.
+
+A list endpoint authenticates and reads in one session (one pooled connection, one transaction),
+and takes its total in the same query as its page: the run list is two statements (the token, the
+page) and no commit once the token's "last used" time is fresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from hareflow.web.security import issue_token
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.web.conftest import T0, Client
+
+
+@dataclass
+class Counted:
+    statements: list[str] = field(default_factory=list)
+    checkouts: int = 0
+    commits: int = 0
+
+
+@pytest.fixture
+def counted(web_sessions: sessionmaker[Session]) -> Iterator[Any]:
+    """``counted(request)`` runs ``request()`` and returns what it sent to the metastore."""
+    engine: Engine = web_sessions.kw["bind"]
+
+    def count(request: Any) -> Counted:
+        seen = Counted()
+
+        def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+            seen.statements.append(sql)
+
+        def checkout(*_: Any) -> None:
+            seen.checkouts += 1
+
+        def commit(_conn: Any) -> None:
+            seen.commits += 1
+
+        listeners = [
+            (engine, "before_cursor_execute", statement),
+            (engine.pool, "checkout", checkout),
+            (engine, "commit", commit),
+        ]
+        for target, name, fn in listeners:
+            event.listen(target, name, fn)
+        try:
+            response = request()
+        finally:
+            for target, name, fn in listeners:
+                event.remove(target, name, fn)
+        assert response.status_code == 200, response.text
+        return seen
+
+    yield count
+
+
+@pytest.fixture
+def token(web_sessions: sessionmaker[Session]) -> str:
+    with web_sessions() as s, s.begin():
+        return issue_token(s, "viewer")
+
+
+def test_the_run_list_is_one_connection_two_statements_and_no_commit(
+    app: Flask, token: str, counted: Any, dag_factory: Any, run_factory: Any
+) -> None:
+    dag_id = dag_factory()
+    for day in range(3):
+        run_factory(dag_id, logical_date=T0 + timedelta(days=day))
+    http, headers = app.test_client(), {"Authorization": f"Bearer {token}"}
+    http.get(f"/api/v1/dags/{dag_id}/runs", headers=headers)  # the token's first use is written
+
+    seen = counted(lambda: http.get(f"/api/v1/dags/{dag_id}/runs?limit=2", headers=headers))
+
+    assert seen.checkouts == 1
+    assert len(seen.statements) <= 2, seen.statements
+    assert seen.commits == 0
+    response = http.get(f"/api/v1/dags/{dag_id}/runs?limit=2", headers=headers)
+    assert response.json["total"] == 3 and len(response.json["runs"]) == 2
+
+
+def test_the_run_list_past_its_last_page_and_of_an_unknown_dag(
+    app: Flask, token: str, dag_factory: Any, run_factory: Any
+) -> None:
+    """An empty page still has the total (a query of its own), and a missing DAG is still a 404."""
+    dag_id = dag_factory()
+    run_factory(dag_id)
+    http, headers = app.test_client(), {"Authorization": f"Bearer {token}"}
+
+    past = http.get(f"/api/v1/dags/{dag_id}/runs?offset=5", headers=headers).json
+    missing = http.get("/api/v1/dags/no_such_dag_here/runs", headers=headers)
+    empty = http.get(f"/api/v1/dags/{dag_factory()}/runs", headers=headers).json
+
+    assert (past["runs"], past["total"]) == ([], 1)
+    assert missing.status_code == 404
+    assert (empty["runs"], empty["total"]) == ([], 0)
+
+
+def test_a_page_reads_in_one_connection_with_its_scheduler_alert(
+    as_role: Any, counted: Any, dag_factory: Any
+) -> None:
+    """The browser's session lookup, the view's reads and the scheduler alert every page shows."""
+    client: Client = as_role("viewer")
+    dag_factory()
+    client.get("/dags")  # the session's "last seen" time is written at most once a minute
+
+    seen = counted(lambda: client.get("/dags"))
+
+    assert seen.checkouts == 1
+    assert seen.commits == 0
