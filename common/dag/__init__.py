@@ -34,7 +34,13 @@ from hareflow.common.dag.schedule import (
     runs_between,
     validate_schedule,
 )
-from hareflow.common.dag.serialize import SerializedDag, SerializedTask, dag_hash, serialize_dag
+from hareflow.common.dag.serialize import (
+    SerializedDag,
+    SerializedTask,
+    SerializedTaskGroup,
+    dag_hash,
+    serialize_dag,
+)
 from hareflow.common.dag.task import BaseTask
 from hareflow.common.dag.task_group import TaskGroup
 from hareflow.common.dag.trigger_rules import TriggerRule, evaluate_trigger_rule
@@ -52,6 +58,7 @@ __all__ = [
     "PythonTask",
     "SerializedDag",
     "SerializedTask",
+    "SerializedTaskGroup",
     "TaskFactory",
     "TaskFailed",
     "TaskGroup",
