@@ -84,7 +84,13 @@ class TaskGroup(DependencyMixin):
         tooltip: str = "",
         dag: DAG | None = None,
         parent_group: TaskGroup | None = None,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            raise DagDefinitionError.here(
+                f"unknown TaskGroup argument {', '.join(repr(n) for n in sorted(unknown))} for group "
+                f"{group_id!r}; valid: default_args, dag, group_id, parent_group, prefix_group_id, tooltip"
+            )
         if not isinstance(group_id, str) or not GROUP_ID_PATTERN.match(group_id):
             raise DagDefinitionError.here(
                 f"invalid group_id {group_id!r}: use 1-200 characters among letters, digits, '_' and '-'"

@@ -103,6 +103,7 @@ def test_group_default_args_merge_over_the_dags_and_under_the_tasks_own() -> Non
         (lambda: TaskGroup("g", default_args={"retries": -1}), "retries of default_args of task group 'g'"),
         (lambda: TaskGroup("g", tooltip=3), "tooltip of task group 'g' must be a string"),
         (lambda: TaskGroup("g", prefix_group_id="yes"), "prefix_group_id of task group 'g'"),
+        (lambda: TaskGroup("g", ui_color="#fff"), "unknown TaskGroup argument 'ui_color' for group 'g'"),
     ],
 )
 def test_bad_group_arguments_are_definition_errors(make: Any, message: str) -> None:
