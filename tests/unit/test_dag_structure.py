@@ -580,3 +580,51 @@ def test_a_stored_dag_of_the_older_shape_without_groups_still_loads() -> None:
     assert restored.task_groups == ()
     assert restored.group_path("extract.db.rows") == []
     assert restored.to_dict()["tasks"][0]["task_group"] is None
+
+
+def test_the_cli_runs_a_grouped_task_by_its_dotted_id(tmp_path: Path) -> None:
+    from tests.unit.test_cli import hareflow
+
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    _write(
+        folder,
+        """
+        from hareflow import TaskGroup, dag, task
+
+        @dag
+        def cli_grouped():
+            with TaskGroup("extract"):
+                @task
+                def fetch():
+                    return {"rows": [1, 2]}
+
+                fetch()
+
+        cli_grouped()
+        """,
+    )
+    env = {"HAREFLOW_DAGS_FOLDER": str(folder)}
+
+    tested = hareflow("tasks", "test", "cli_grouped", "extract.fetch", env=env)
+
+    assert tested.exit_code == 0, tested.output
+    assert json.loads(tested.stdout) == {"rows": [1, 2]}
+
+
+def test_dag_decorator_errors_in_a_dag_file_name_the_file_and_line(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+        from hareflow import dag
+
+        @dag(schedule="@daily", start_date=None)
+        def needs_a_start():
+            pass
+
+        needs_a_start()
+        """,
+    )
+    [error] = load_dag_file(path).errors
+    assert error.file == str(path) and error.line == 8
+    assert "has schedule '@daily' but no start_date" in error.message
