@@ -18,6 +18,7 @@
   const clusters = new Map(); // expanded group id -> its <g>
   const groups = new Map((graph.groups || []).map(function (g) { return [g.id, g]; }));
   const groupOf = new Map(graph.nodes.map(function (n) { return [n.id, n.group || null]; }));
+  const typeOf = new Map(graph.nodes.map(function (n) { return [n.id, n.type || "task"]; }));
   const collapsed = hf.collapsedGroups("graph", dagId);
   for (const id of Array.from(collapsed)) if (!groups.has(id)) collapsed.delete(id);
   const expandAll = document.getElementById("graph-expand");
@@ -130,8 +131,7 @@
     } else {
       group.dataset.task = id;
       label.textContent = shortName(id, parent);
-      const n = graph.nodes.find(function (x) { return x.id === id; });
-      title.textContent = id + " (" + ((n && n.type) || "task") + ")";
+      title.textContent = id + " (" + typeOf.get(id) + ")";
       onActivate(group, function () {
         if (!select.value) return;
         window.location.href = dagPath + "/runs/" + hf.enc(select.value) + "/tasks/" + hf.enc(id);
