@@ -18,12 +18,12 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hareflow.common.dag.dag import DAG, current_dag
+from hareflow.common.dag.dag import DAG
 from hareflow.common.dag.dependencies import is_dependency_node
 from hareflow.common.dag.errors import DagDefinitionError
 from hareflow.common.dag.outputs import ParamReference
 from hareflow.common.dag.settings import normalize_settings
-from hareflow.common.dag.task_group import TaskGroup, current_group, unique_label
+from hareflow.common.dag.task_group import TaskGroup, active_dag, current_group, unique_label
 
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
@@ -101,14 +101,15 @@ class TaskGroupFactory:
         self.__doc__ = function.__doc__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        dag = current_dag()
+        dag = active_dag()
         name = self.function.__name__
         if dag is None:
             raise DagDefinitionError.here(
                 f"task group '{name}' was created outside a DAG: call {name}() inside 'with DAG(...):'"
             )
         options = dict(self.options)
-        group_id = options.pop("group_id", None) or unique_label(dag, name, groups=True)
+        # Repeated calls get numbered groups, an explicit group_id too (Airflow's add_suffix_on_collision).
+        group_id = unique_label(dag, options.pop("group_id", None) or name, groups=True)
         if options.get("tooltip") is None:
             options["tooltip"] = inspect.cleandoc(self.function.__doc__) if self.function.__doc__ else ""
         with TaskGroup(group_id, dag=dag, parent_group=current_group(dag), **options) as group:
@@ -148,9 +149,9 @@ def _group_options(options: dict[str, Any]) -> dict[str, Any]:
 
 def task_group(python_callable: Any = None, /, **options: Any) -> Any:
     """Turn a function into a task group factory: ``@task_group`` or ``@task_group(group_id=...)``."""
-    if python_callable is not None:
-        return TaskGroupFactory(_check_function(python_callable, "@task_group"), {})
     checked = _group_options(options)
+    if python_callable is not None:
+        return TaskGroupFactory(_check_function(python_callable, "@task_group"), checked)
 
     def decorate(function: Callable[..., Any]) -> TaskGroupFactory:
         return TaskGroupFactory(_check_function(function, "@task_group"), checked)

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Unpack, overload
 
 from hareflow.common.dag.context import Context
-from hareflow.common.dag.dag import DAG, current_dag
+from hareflow.common.dag.dag import DAG
 from hareflow.common.dag.errors import DagDefinitionError
 from hareflow.common.dag.outputs import Reference, check_multiple_outputs, infer_multiple_outputs
 from hareflow.common.dag.settings import TaskSettings, normalize_settings
 from hareflow.common.dag.task import BaseTask
-from hareflow.common.dag.task_group import unique_label
+from hareflow.common.dag.task_group import active_dag, unique_label
 
 CTX_PARAMETER = "ctx"
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
@@ -189,7 +189,7 @@ class TaskFactory:
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> PythonTask:
-        dag = self.dag if self.dag is not None else current_dag()
+        dag = self.dag if self.dag is not None else active_dag()
         name = getattr(self.function, "__name__", "task")
         if dag is None:
             raise DagDefinitionError.here(

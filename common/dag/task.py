@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any, Literal, Unpack
 
 from hareflow.common.dag.context import Context
-from hareflow.common.dag.dag import DAG, current_dag
+from hareflow.common.dag.dag import DAG
 from hareflow.common.dag.dependencies import endpoints
 from hareflow.common.dag.errors import DagDefinitionError, user_location
 from hareflow.common.dag.outputs import TaskOutput
@@ -24,7 +24,7 @@ from hareflow.common.dag.settings import (
     check_id,
     normalize_settings,
 )
-from hareflow.common.dag.task_group import TaskGroup, enter_group
+from hareflow.common.dag.task_group import TaskGroup, active_dag, enter_group
 from hareflow.common.dag.trigger_rules import TriggerRule
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class BaseTask:
 
     def __init__(self, task_id: str, *, dag: DAG | None = None, **settings: Unpack[TaskSettings]) -> None:
         check_id(task_id, "task_id")
-        dag = dag if dag is not None else current_dag()
+        dag = dag if dag is not None else active_dag()
         if dag is None:
             raise DagDefinitionError.here(
                 f"task '{task_id}' was created outside a DAG: create it inside 'with DAG(...):' or pass dag="

@@ -36,6 +36,12 @@ def current_group(dag: DAG | None = None) -> TaskGroup | None:
     return stack[-1]
 
 
+def active_dag() -> DAG | None:
+    """The DAG a task created now belongs to: the innermost group's, else the innermost DAG block's."""
+    stack = _current_groups.get()
+    return stack[-1].dag if stack else current_dag()
+
+
 def task_groups_of(dag: DAG) -> dict[str, TaskGroup]:
     """The DAG's groups by id, in creation order (parents before their children)."""
     return dag.task_groups
@@ -97,7 +103,7 @@ class TaskGroup(DependencyMixin):
             )
         if parent_group is not None and not isinstance(parent_group, TaskGroup):
             raise DagDefinitionError.here(f"parent_group of task group '{group_id}' must be a TaskGroup")
-        dag = dag if dag is not None else (parent_group.dag if parent_group else current_dag())
+        dag = dag if dag is not None else (parent_group.dag if parent_group else active_dag())
         if dag is None:
             raise DagDefinitionError.here(
                 f"task group '{group_id}' was created outside a DAG: "

@@ -123,6 +123,14 @@ def test_group_ids_must_be_unique_and_distinct_from_task_ids() -> None:
             _bash("g")
 
 
+def test_a_group_given_dag_takes_its_tasks_into_that_dag_without_a_with_block() -> None:
+    d = DAG("d")
+    with TaskGroup("g", dag=d):
+        t = _bash("t")
+        n = noop()
+    assert (t.dag, t.task_id, n.task_id) == (d, "g.t", "g.noop")
+
+
 def test_a_group_outside_a_dag_is_an_error() -> None:
     with pytest.raises(DagDefinitionError, match="task group 'g' was created outside a DAG"):
         TaskGroup("g")
@@ -237,9 +245,23 @@ def test_task_group_decorator_nests_and_takes_an_explicit_group_id() -> None:
     def outer():
         return inner()
 
-    with DAG("d"):
+    with DAG("d") as d:
         result = outer()
+        again = inner()
     assert result.task_id == "outer.inner.t"
+    assert again.task_id == "inner.t"
+    assert list(d.task_groups) == ["outer", "outer.inner", "inner"]
+    with d:
+        assert inner().task_id == "inner__1.t"
+
+
+def test_task_group_options_apply_when_the_function_is_passed_directly() -> None:
+    def plain():
+        _bash("x")
+
+    with DAG("d"):
+        group = task_group(plain, tooltip="given")()
+    assert group.tooltip == "given"
 
 
 def test_mapping_a_task_group_and_unknown_group_options_are_definition_errors() -> None:
