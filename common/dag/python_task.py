@@ -1,8 +1,10 @@
 """``PythonTask`` and the ``@task`` decorator: plain functions as tasks, with return-value passing.
 
 Calling a decorated function inside a DAG creates a task instead of running the function. Arguments
-are JSON literals or other tasks; a task argument becomes an upstream dependency and is replaced at run
-time by that task's return value, taken from ``ctx.upstream_results``.
+are JSON literals, other tasks, or references (``outputs.Reference``: ``t["key"]``, ``op.output``, a
+``@dag`` function's params); a task or task output argument becomes an upstream dependency and is
+replaced at run time by that task's return value (or the value at its keys), taken from
+``ctx.upstream_results``.
 """
 
 from __future__ import annotations
