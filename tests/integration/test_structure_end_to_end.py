@@ -5,6 +5,8 @@ The scheduler sends each consumer the upstream's whole stored result; the worker
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.integration.conftest import System
 
 GROUPED = """
@@ -105,3 +107,19 @@ def test_a_missing_key_fails_the_consuming_task_naming_the_upstream_and_the_key(
     assert tis["consume"].state == "failed"
     error = tis["consume"].error or ""
     assert "upstream task 'g.produce'" in error and "no key 'colums'" in error, error
+
+
+def test_the_grouped_example_runs_with_its_param_from_the_conf(system: System, write_dag) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "dags" / "example_grouped_etl.py"
+    write_dag("example_grouped_etl.py", example.read_text())
+    system.start()
+    run_id, state = system.run_dag("example_grouped_etl", conf={"min_amount": 50})
+
+    assert state == "success"
+    assert system.result("example_grouped_etl", run_id, "transform.summarise") == {
+        "totals": {"north": 120.0, "south": 80.5, "west": 310.0},
+        "count": 3,
+    }
+    assert system.result("example_grouped_etl", run_id, "load.audit") == 3
+    assert system.result("example_grouped_etl", run_id, "report") == "3 regions written to sales_by_region"
+    assert system.tis("example_grouped_etl", run_id)["transform.keep"].max_tries == 3  # the group's retries
