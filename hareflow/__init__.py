@@ -12,11 +12,15 @@ from hareflow.common.dag import (
     DagDefinitionError,
     PythonTask,
     TaskFailed,
+    TaskGroup,
+    TaskOutput,
     TaskResultTooLarge,
     TriggerRule,
     load_plugins,
     task,
 )
+from hareflow.common.dag.chain import chain, chain_linear, cross_downstream
+from hareflow.common.dag.decorators import dag, task_group
 
 __all__ = [
     "DAG",
@@ -26,8 +30,15 @@ __all__ = [
     "DagDefinitionError",
     "PythonTask",
     "TaskFailed",
+    "TaskGroup",
+    "TaskOutput",
     "TaskResultTooLarge",
     "TriggerRule",
+    "chain",
+    "chain_linear",
+    "cross_downstream",
+    "dag",
     "load_plugins",
     "task",
+    "task_group",
 ]

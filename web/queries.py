@@ -28,6 +28,7 @@ from hareflow.common.db import (
 )
 from hareflow.common.records import iso
 from hareflow.common.states import TASK_DISPATCHED
+from hareflow.web import task_groups
 from sqlalchemy import DateTime, Integer, Row, Select, bindparam, exists, func, select, type_coerce
 from sqlalchemy.orm import Session
 
@@ -395,9 +396,14 @@ def grid(s: Session, dag: Dag, limit: int = 25) -> dict[str, Any]:
             states[by_pk[run_pk]][task_id] = state
             seen.add(task_id)
     serialized = dag.serialized or {}
+    order = task_order(serialized, seen)
+    group_list = task_groups.groups(serialized)
     return {
         "dag_id": dag.dag_id,
-        "tasks": task_order(serialized, seen),
+        "tasks": order,
+        "rows": task_groups.rows(serialized, order),
+        "groups": group_list,
+        "group_states": task_groups.group_states(group_list, states),
         "runs": [
             {
                 "run_id": r.run_id,
@@ -414,11 +420,16 @@ def grid(s: Session, dag: Dag, limit: int = 25) -> dict[str, Any]:
 
 
 def graph(dag: Dag) -> dict[str, Any]:
-    tasks = (dag.serialized or {}).get("tasks") or []
+    """Tasks (with their innermost group), edges, and the groups the graph draws as boxes."""
+    serialized = dag.serialized or {}
+    tasks = serialized.get("tasks") or []
     return {
         "dag_id": dag.dag_id,
-        "nodes": [{"id": t["task_id"], "type": t.get("task_type")} for t in tasks],
+        "nodes": [
+            {"id": t["task_id"], "type": t.get("task_type"), "group": t.get("task_group")} for t in tasks
+        ],
         "edges": [[up, t["task_id"]] for t in tasks for up in t.get("upstream") or []],
+        "groups": task_groups.groups(serialized),
     }
 
 

@@ -22,6 +22,7 @@ from hareflow.common.dag.loader import (
     get_task,
     load_dag_file,
 )
+from hareflow.common.dag.outputs import TaskOutput
 from hareflow.common.dag.plugins import load_plugins
 from hareflow.common.dag.python_task import PythonTask, TaskFactory, task
 from hareflow.common.dag.results import decode_result, encode_result
@@ -33,8 +34,15 @@ from hareflow.common.dag.schedule import (
     runs_between,
     validate_schedule,
 )
-from hareflow.common.dag.serialize import SerializedDag, SerializedTask, dag_hash, serialize_dag
+from hareflow.common.dag.serialize import (
+    SerializedDag,
+    SerializedTask,
+    SerializedTaskGroup,
+    dag_hash,
+    serialize_dag,
+)
 from hareflow.common.dag.task import BaseTask
+from hareflow.common.dag.task_group import TaskGroup
 from hareflow.common.dag.trigger_rules import TriggerRule, evaluate_trigger_rule
 
 __all__ = [
@@ -50,9 +58,12 @@ __all__ = [
     "PythonTask",
     "SerializedDag",
     "SerializedTask",
+    "SerializedTaskGroup",
     "TaskFactory",
     "TaskFailed",
+    "TaskGroup",
     "TaskNotFound",
+    "TaskOutput",
     "TaskResultNotSerializable",
     "TaskResultTooLarge",
     "TriggerRule",

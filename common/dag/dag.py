@@ -24,6 +24,7 @@ from hareflow.common.dag.settings import check_id, normalize_settings
 
 if TYPE_CHECKING:
     from hareflow.common.dag.task import BaseTask
+    from hareflow.common.dag.task_group import TaskGroup
 
 _current_dags: ContextVar[tuple[DAG, ...]] = ContextVar("hareflow_current_dags", default=())
 _collector: ContextVar[list[DAG] | None] = ContextVar("hareflow_dag_collector", default=None)
@@ -130,6 +131,7 @@ class DAG:
         self.description = description
         self.doc_md = doc_md
         self.task_dict: dict[str, BaseTask] = {}
+        self.task_groups: dict[str, TaskGroup] = {}
         self._order: dict[str, int] = {}
         self._tokens: list[Token[tuple[DAG, ...]]] = []
         collected = _collector.get()

@@ -1,8 +1,10 @@
 """``PythonTask`` and the ``@task`` decorator: plain functions as tasks, with return-value passing.
 
 Calling a decorated function inside a DAG creates a task instead of running the function. Arguments
-are JSON literals or other tasks; a task argument becomes an upstream dependency and is replaced at run
-time by that task's return value, taken from ``ctx.upstream_results``.
+are JSON literals, other tasks, or references (``outputs.Reference``: ``t["key"]``, ``op.output``, a
+``@dag`` function's params); a task or task output argument becomes an upstream dependency and is
+replaced at run time by that task's return value (or the value at its keys), taken from
+``ctx.upstream_results``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Unpack, overload
 
 from hareflow.common.dag.context import Context
-from hareflow.common.dag.dag import DAG, current_dag
+from hareflow.common.dag.dag import DAG
 from hareflow.common.dag.errors import DagDefinitionError
+from hareflow.common.dag.outputs import Reference, check_multiple_outputs, infer_multiple_outputs
 from hareflow.common.dag.settings import TaskSettings, normalize_settings
 from hareflow.common.dag.task import BaseTask
+from hareflow.common.dag.task_group import active_dag, unique_label
 
 CTX_PARAMETER = "ctx"
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
@@ -38,6 +42,9 @@ def _scan_argument(value: Any, where: str, refs: dict[str, BaseTask]) -> None:
     """Collect task references in ``value`` and reject anything that is not a JSON literal."""
     if isinstance(value, BaseTask):
         refs.setdefault(value.task_id, value)
+    elif isinstance(value, Reference):
+        for task in value.tasks:
+            refs.setdefault(task.task_id, task)
     elif value is None or isinstance(value, (bool, int, str)):
         return
     elif isinstance(value, float):
@@ -58,16 +65,18 @@ def _scan_argument(value: Any, where: str, refs: dict[str, BaseTask]) -> None:
         )
 
 
-def _resolve(value: Any, results: Mapping[str, Any]) -> Any:
+def _resolve(value: Any, ctx: Context) -> Any:
     """Replace task references by their results (None when the upstream produced no result)."""
     if isinstance(value, BaseTask):
-        return results.get(value.task_id)
+        return ctx.upstream_results.get(value.task_id)
+    if isinstance(value, Reference):
+        return value.resolve(ctx)
     if isinstance(value, list):
-        return [_resolve(v, results) for v in value]
+        return [_resolve(v, ctx) for v in value]
     if isinstance(value, tuple):
-        return tuple(_resolve(v, results) for v in value)
+        return tuple(_resolve(v, ctx) for v in value)
     if isinstance(value, dict):
-        return {k: _resolve(v, results) for k, v in value.items()}
+        return {k: _resolve(v, ctx) for k, v in value.items()}
     return value
 
 
@@ -81,11 +90,15 @@ class PythonTask(BaseTask):
         *,
         op_args: Iterable[Any] = (),
         op_kwargs: Mapping[str, Any] | None = None,
+        multiple_outputs: bool = False,
         dag: DAG | None = None,
         **settings: Unpack[TaskSettings],
     ) -> None:
         if not callable(python_callable):
             raise DagDefinitionError.here(f"python_callable of task '{task_id}' is not callable")
+        if not isinstance(multiple_outputs, bool):
+            raise DagDefinitionError.here(f"multiple_outputs of task '{task_id}' must be True or False")
+        self.multiple_outputs = multiple_outputs
         self.python_callable = python_callable
         self.op_args: tuple[Any, ...] = tuple(op_args)
         self.op_kwargs: dict[str, Any] = dict(op_kwargs or {})
@@ -129,9 +142,14 @@ class PythonTask(BaseTask):
         return full is not None and any(_is_ctx(p) for p in full.parameters.values())
 
     def execute(self, ctx: Context) -> Any:
+        """Run the function; a ``multiple_outputs`` task must return a dict (else the try fails)."""
+        result = self._call(ctx)
+        return check_multiple_outputs(self.task_id, result) if self.multiple_outputs else result
+
+    def _call(self, ctx: Context) -> Any:
         """Call the function with upstream results substituted and ``ctx`` injected if asked for."""
-        args = _resolve(self.op_args, ctx.upstream_results)
-        kwargs = _resolve(self.op_kwargs, ctx.upstream_results)
+        args = _resolve(self.op_args, ctx)
+        kwargs = _resolve(self.op_kwargs, ctx)
         if self._full_signature is None or self._user_signature is None or not self.takes_ctx:
             return self.python_callable(*args, **kwargs)
         bound = self._user_signature.bind(*args, **kwargs)
@@ -161,31 +179,55 @@ class TaskFactory:
         task_id: str | None = None,
         dag: DAG | None = None,
         settings: Mapping[str, Any] | None = None,
+        multiple_outputs: bool | None = None,
     ) -> None:
         self.function = function
         self.task_id = task_id
         self.dag = dag
         self.settings: dict[str, Any] = dict(settings or {})
+        self.multiple_outputs = (
+            infer_multiple_outputs(function) if multiple_outputs is None else multiple_outputs
+        )
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> PythonTask:
-        dag = self.dag if self.dag is not None else current_dag()
+        dag = self.dag if self.dag is not None else active_dag()
         name = getattr(self.function, "__name__", "task")
         if dag is None:
             raise DagDefinitionError.here(
                 f"task '{self.task_id or name}' was created outside a DAG: call {name}() inside "
                 f"'with DAG(...):' or use @task(dag=...)"
             )
-        task_id = self.task_id if self.task_id is not None else dag.unique_task_id(name)
+        task_id = self.task_id if self.task_id is not None else unique_label(dag, name)
         settings = dict(self.settings)
         if settings.get("doc") is None and self.function.__doc__:
             settings["doc"] = inspect.cleandoc(self.function.__doc__)
-        return PythonTask(task_id, self.function, op_args=args, op_kwargs=kwargs, dag=dag, **settings)
+        return PythonTask(
+            task_id,
+            self.function,
+            op_args=args,
+            op_kwargs=kwargs,
+            multiple_outputs=self.multiple_outputs,
+            dag=dag,
+            **settings,
+        )
 
-    def override(self, *, task_id: str | None = None, **settings: Unpack[TaskSettings]) -> TaskFactory:
+    def override(
+        self,
+        *,
+        task_id: str | None = None,
+        multiple_outputs: bool | None = None,
+        **settings: Unpack[TaskSettings],
+    ) -> TaskFactory:
         """A copy of this factory with some settings (or the task id) replaced."""
         merged = {**self.settings, **normalize_settings(dict(settings), f"task '{task_id or self.task_id}'")}
-        return TaskFactory(self.function, task_id=task_id or self.task_id, dag=self.dag, settings=merged)
+        return TaskFactory(
+            self.function,
+            task_id=task_id or self.task_id,
+            dag=self.dag,
+            settings=merged,
+            multiple_outputs=self.multiple_outputs if multiple_outputs is None else multiple_outputs,
+        )
 
     def __repr__(self) -> str:
         return f"<task factory {getattr(self.function, '__qualname__', self.function)!r}>"
@@ -202,6 +244,7 @@ def task(
     *,
     task_id: str | None = None,
     dag: DAG | None = None,
+    multiple_outputs: bool | None = None,
     **settings: Unpack[TaskSettings],
 ) -> Callable[[Callable[..., Any]], TaskFactory]: ...
 
@@ -212,15 +255,23 @@ def task(
     *,
     task_id: str | None = None,
     dag: DAG | None = None,
+    multiple_outputs: bool | None = None,
     **settings: Any,
 ) -> TaskFactory | Callable[[Callable[..., Any]], TaskFactory]:
-    """Turn a function into a task factory; use bare (``@task``) or with settings (``@task(queue=...)``)."""
+    """Turn a function into a task factory; use bare (``@task``) or with settings (``@task(queue=...)``).
+
+    ``multiple_outputs=True`` (inferred from a ``-> dict[...]`` return annotation when not given)
+    makes the function's result a dict whose keys downstream tasks read as ``t["key"]``."""
     checked = normalize_settings(settings, f"@task({task_id or ''})")
+    if multiple_outputs is not None and not isinstance(multiple_outputs, bool):
+        raise DagDefinitionError.here(f"multiple_outputs of @task({task_id or ''}) must be True or False")
 
     def decorate(function: Callable[..., Any]) -> TaskFactory:
         if not callable(function):
             raise DagDefinitionError.here(f"@task decorates functions, not {type(function).__name__}")
-        return TaskFactory(function, task_id=task_id, dag=dag, settings=checked)
+        return TaskFactory(
+            function, task_id=task_id, dag=dag, settings=checked, multiple_outputs=multiple_outputs
+        )
 
     if python_callable is not None:
         return decorate(python_callable)

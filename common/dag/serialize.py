@@ -10,7 +10,12 @@ Format, version 1 (a JSON object)::
                 "retry_delay" (s), "retry_exponential_backoff", "max_retry_delay" (s|null),
                 "execution_timeout" (s|null), "queue", "priority", "pool", "pool_slots",
                 "input_tasks" (sorted ids whose results are arguments), "lineno", "doc",
-                "bash_command" (BashTask only, else null)}]}
+                "bash_command" (BashTask only, else null),
+                "task_group" (id of the innermost group holding the task, or null)}],
+     "task_groups": [{"group_id", "label" (the name given, without parents' prefix),
+                      "parent" (group id|null), "tooltip"}] (parents before their children)}
+
+``task_group`` and ``task_groups`` came later: a stored DAG without them reads as ungrouped.
 
 Tasks are listed in topological order. ``SerializedDag.from_dict(d).to_dict() == d`` for any ``d``
 produced by ``serialize_dag``.
@@ -30,6 +35,7 @@ from hareflow.common.dag.schedule import DagRunInfo, next_dagrun_info
 if TYPE_CHECKING:
     from hareflow.common.dag.dag import DAG
     from hareflow.common.dag.task import BaseTask
+    from hareflow.common.dag.task_group import TaskGroup
 
 FORMAT_VERSION = 1
 
@@ -67,6 +73,7 @@ class SerializedTask:
     lineno: int | None
     doc: str | None
     bash_command: str | None = None
+    task_group: str | None = None
 
     @property
     def max_tries(self) -> int:
@@ -93,6 +100,7 @@ class SerializedTask:
             lineno=task.lineno,
             doc=task.doc,
             bash_command=extra.get("bash_command"),
+            task_group=task.task_group.group_id if task.task_group is not None else None,
         )
 
     @classmethod
@@ -115,6 +123,7 @@ class SerializedTask:
             lineno=data.get("lineno"),
             doc=data.get("doc"),
             bash_command=data.get("bash_command"),
+            task_group=data.get("task_group"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +131,33 @@ class SerializedTask:
         out["upstream"] = list(self.upstream)
         out["input_tasks"] = list(self.input_tasks)
         return out
+
+
+@dataclass(frozen=True)
+class SerializedTaskGroup:
+    """A task group as the UI draws it: its id, its own name, its parent group and tooltip."""
+
+    group_id: str
+    label: str
+    parent: str | None
+    tooltip: str
+
+    @classmethod
+    def from_group(cls, group: TaskGroup) -> SerializedTaskGroup:
+        parent = group.parent_group.group_id if group.parent_group is not None else None
+        return cls(group_id=group.group_id, label=group.label, parent=parent, tooltip=group.tooltip)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SerializedTaskGroup:
+        return cls(
+            group_id=data["group_id"],
+            label=data.get("label") or data["group_id"],
+            parent=data.get("parent"),
+            tooltip=data.get("tooltip") or "",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -145,6 +181,7 @@ class SerializedDag:
     doc_md: str | None
     tasks: tuple[SerializedTask, ...]
     version: int = field(default=FORMAT_VERSION)
+    task_groups: tuple[SerializedTaskGroup, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SerializedDag:
@@ -170,6 +207,7 @@ class SerializedDag:
             description=data.get("description"),
             doc_md=data.get("doc_md"),
             tasks=tuple(SerializedTask.from_dict(t) for t in data.get("tasks", ())),
+            task_groups=tuple(SerializedTaskGroup.from_dict(g) for g in data.get("task_groups") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +229,7 @@ class SerializedDag:
             "description": self.description,
             "doc_md": self.doc_md,
             "tasks": [t.to_dict() for t in self.tasks],
+            "task_groups": [g.to_dict() for g in self.task_groups],
         }
 
     @cached_property
@@ -221,6 +260,19 @@ class SerializedDag:
             for up in t.upstream:
                 down[up].append(t.task_id)
         return {tid: tuple(sorted(ids)) for tid, ids in down.items()}
+
+    @cached_property
+    def task_group_dict(self) -> dict[str, SerializedTaskGroup]:
+        return {g.group_id: g for g in self.task_groups}
+
+    def group_path(self, task_id: str) -> list[str]:
+        """Ids of the groups holding ``task_id``, outermost first (empty for an ungrouped task)."""
+        path: list[str] = []
+        group_id = self.task_dict[task_id].task_group
+        while group_id is not None and group_id in self.task_group_dict and group_id not in path:
+            path.append(group_id)
+            group_id = self.task_group_dict[group_id].parent
+        return path[::-1]
 
     @property
     def roots(self) -> list[SerializedTask]:
@@ -258,6 +310,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         description=dag.description,
         doc_md=dag.doc_md,
         tasks=tuple(SerializedTask.from_task(t) for t in dag.topological_order()),
+        task_groups=tuple(SerializedTaskGroup.from_group(g) for g in dag.task_groups.values()),
     ).to_dict()
 
 

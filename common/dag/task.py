@@ -13,8 +13,10 @@ from datetime import timedelta
 from typing import Any, Literal, Unpack
 
 from hareflow.common.dag.context import Context
-from hareflow.common.dag.dag import DAG, current_dag
+from hareflow.common.dag.dag import DAG
+from hareflow.common.dag.dependencies import endpoints
 from hareflow.common.dag.errors import DagDefinitionError, user_location
+from hareflow.common.dag.outputs import TaskOutput
 from hareflow.common.dag.settings import (
     DEFAULT_SETTINGS,
     Callback,
@@ -22,21 +24,12 @@ from hareflow.common.dag.settings import (
     check_id,
     normalize_settings,
 )
+from hareflow.common.dag.task_group import TaskGroup, active_dag, enter_group
 from hareflow.common.dag.trigger_rules import TriggerRule
 
 logger = logging.getLogger(__name__)
 
 CallbackKind = Literal["success", "failure", "retry"]
-
-
-def _as_task_list(other: object, op: str) -> list[BaseTask]:
-    if isinstance(other, BaseTask):
-        return [other]
-    if isinstance(other, Iterable) and not isinstance(other, (str, bytes)):
-        items = list(other)
-        if all(isinstance(item, BaseTask) for item in items):
-            return items
-    raise DagDefinitionError.here(f"'{op}' needs tasks or lists of tasks, not {type(other).__name__}")
 
 
 class BaseTask:
@@ -67,22 +60,27 @@ class BaseTask:
 
     def __init__(self, task_id: str, *, dag: DAG | None = None, **settings: Unpack[TaskSettings]) -> None:
         check_id(task_id, "task_id")
-        dag = dag if dag is not None else current_dag()
+        dag = dag if dag is not None else active_dag()
         if dag is None:
             raise DagDefinitionError.here(
                 f"task '{task_id}' was created outside a DAG: create it inside 'with DAG(...):' or pass dag="
             )
         if not isinstance(dag, DAG):
             raise DagDefinitionError.here(f"dag= of task '{task_id}' must be a DAG, not {type(dag).__name__}")
+        group, task_id = enter_group(dag, task_id)
         given = normalize_settings(dict(settings), f"task '{task_id}'")
-        for name, value in {**DEFAULT_SETTINGS, **dag.default_args, **given}.items():
+        group_args = group.merged_default_args() if group is not None else {}
+        for name, value in {**DEFAULT_SETTINGS, **dag.default_args, **group_args, **given}.items():
             setattr(self, name, value)
         self.task_id = task_id
         self.dag = dag
+        self.task_group: TaskGroup | None = group
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
         _, self.lineno = user_location()
         dag.add_task(self)
+        if group is not None:
+            group.add_task(self)
 
     # -- behaviour ------------------------------------------------------------------------------
 
@@ -137,14 +135,18 @@ class BaseTask:
     def downstream_list(self) -> list[BaseTask]:
         return [self.dag.task_dict[t] for t in sorted(self.downstream_task_ids)]
 
+    def dependency_endpoints(self, *, as_upstream: bool) -> list[BaseTask]:
+        """A task stands for itself on either side of ``>>`` (see ``dependencies``)."""
+        return [self]
+
     def set_upstream(self, other: BaseTask | Iterable[BaseTask]) -> None:
-        """Make ``other`` (a task or tasks) run before this task."""
-        for task in _as_task_list(other, "set_upstream"):
+        """Make ``other`` (tasks, task groups or task outputs) run before this task."""
+        for task in endpoints(other, "set_upstream", as_upstream=True):
             self.dag.add_dependency(task, self)
 
     def set_downstream(self, other: BaseTask | Iterable[BaseTask]) -> None:
-        """Make ``other`` (a task or tasks) run after this task."""
-        for task in _as_task_list(other, "set_downstream"):
+        """Make ``other`` (tasks, task groups or task outputs) run after this task."""
+        for task in endpoints(other, "set_downstream", as_upstream=False):
             self.dag.add_dependency(self, task)
 
     def __rshift__(self, other: BaseTask | Iterable[BaseTask]) -> Any:
@@ -164,6 +166,20 @@ class BaseTask:
         # [a, b] << self
         self.set_downstream(other)
         return self
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    @property
+    def output(self) -> TaskOutput:
+        """A reference to this task's result, usable as a ``@task`` argument (Airflow's ``op.output``)."""
+        return TaskOutput(self)
+
+    def __getitem__(self, key: str | int) -> TaskOutput:
+        """``task["rows"]``: a reference to one value inside this task's result."""
+        return TaskOutput(self)[key]
+
+    # ``__getitem__`` would otherwise make a task look iterable (0, 1, 2, ... for ever).
+    __iter__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"<{self.task_type} {self.dag.dag_id}.{self.task_id}>"

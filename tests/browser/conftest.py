@@ -98,6 +98,36 @@ DAG_FILES = {
                  tags=["reports"], owner="finance"):
             BashTask("build", "echo building the report") >> BashTask("publish", "echo published")
         ''',
+    "grouped_dag.py": '''
+        """Extract, check and load in task groups; one check fails, so its group shows failed."""
+        from datetime import datetime
+        from hareflow import BashTask, TaskGroup, chain, dag, task
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1), tags=["demo", "groups"])
+        def grouped_dag():
+            with TaskGroup("extract", tooltip="Read every source"):
+                with TaskGroup("db"):
+                    orders = BashTask("orders", "echo 3")
+                    customers = BashTask("customers", "echo 2")
+                api = BashTask("api", "echo 1")
+
+            with TaskGroup("checks", tooltip="Data quality"):
+                @task
+                def not_empty(n):
+                    return int(n) > 0
+
+                @task
+                def fresh():
+                    raise ValueError("orders are two days old")
+
+                passed = not_empty(orders.output)
+                stale = fresh()
+
+            load = BashTask("load", "echo loaded", trigger_rule="all_done")
+            chain([orders, customers], api, [passed, stale], load)
+
+        grouped_dag()
+        ''',
     "broken_dag.py": """
         from hareflow import DAG
         with DAG("broken", schedule="not a cron"):
@@ -153,7 +183,7 @@ def live_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSystem
         for role in ("admin", "op", "viewer"):
             add_user(cluster.sessions, role, role)
         cluster.start()
-        for dag_id in ("live_dag", "flaky_dag", "daily_report"):
+        for dag_id in ("live_dag", "flaky_dag", "daily_report", "grouped_dag"):
             cluster.wait_for_dag(dag_id)
         server = make_web_server(settings, sessions=cluster.sessions, executor=cluster._shared, port=0)
         server_thread = threading.Thread(target=serve_until, args=(server, stop), daemon=True)

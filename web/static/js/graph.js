@@ -1,5 +1,7 @@
 /* The graph view: tasks laid out left to right by dagre, coloured by the selected run's states,
-   updated live. The newest run stays selected while new runs arrive unless another was chosen. */
+   updated live. The newest run stays selected while new runs arrive unless another was chosen.
+   Task groups are boxes (dagre compound nodes); a collapsed group is one node showing its task
+   count and its most urgent member's state, and the edges of its tasks end on it. */
 (function () {
   "use strict";
   const hf = window.hf;
@@ -12,7 +14,15 @@
   let grid = JSON.parse(document.getElementById("grid-data").textContent);
   const select = document.getElementById("graph-run");
   let followLatest = !new URLSearchParams(window.location.search).get("run_id");
-  const nodes = new Map();
+  const nodes = new Map(); // drawn node id (task or collapsed group) -> {group, sub, tasks}
+  const clusters = new Map(); // expanded group id -> its <g>
+  const groups = new Map((graph.groups || []).map(function (g) { return [g.id, g]; }));
+  const groupOf = new Map(graph.nodes.map(function (n) { return [n.id, n.group || null]; }));
+  const typeOf = new Map(graph.nodes.map(function (n) { return [n.id, n.type || "task"]; }));
+  const collapsed = hf.collapsedGroups("graph", dagId);
+  for (const id of Array.from(collapsed)) if (!groups.has(id)) collapsed.delete(id);
+  const expandAll = document.getElementById("graph-expand");
+  const collapseAll = document.getElementById("graph-collapse");
 
   function svg(tag, attrs) {
     const n = document.createElementNS(SVG, tag);
@@ -20,13 +30,123 @@
     return n;
   }
 
+  /* Groups holding a task or group, outermost first. */
+  function path(groupId) {
+    const out = [];
+    while (groupId && groups.has(groupId) && !out.includes(groupId)) {
+      out.unshift(groupId);
+      groupId = groups.get(groupId).parent;
+    }
+    return out;
+  }
+
+  /* What a task is drawn as: itself, or the outermost collapsed group holding it. */
+  function shownAs(taskId) {
+    for (const id of path(groupOf.get(taskId))) if (collapsed.has(id)) return id;
+    return taskId;
+  }
+
+  /* A name without the prefix of the group drawn around it. */
+  function shortName(id, groupId) {
+    return groupId && id.startsWith(groupId + ".") ? id.slice(groupId.length + 1) : id;
+  }
+
+  function toggle(groupId) {
+    if (collapsed.has(groupId)) collapsed.delete(groupId); else collapsed.add(groupId);
+    collapsed.save();
+    draw();
+  }
+
+  function onActivate(node, action) {
+    node.addEventListener("click", action);
+    node.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); action(); }
+    });
+  }
+
   function layout() {
-    const g = new window.dagre.graphlib.Graph();
-    g.setGraph({ rankdir: "LR", nodesep: 14, ranksep: 46, marginx: 8, marginy: 8 });
+    const g = new window.dagre.graphlib.Graph({ compound: true });
+    g.setGraph({ rankdir: "LR", nodesep: groups.size ? 24 : 14, ranksep: 46, marginx: 8, marginy: groups.size ? 24 : 8 });
     g.setDefaultEdgeLabel(function () { return {}; });
-    for (const n of graph.nodes) g.setNode(n.id, { width: Math.max(90, n.id.length * 7.4 + 26), height: 40 });
-    for (const [from, to] of graph.edges) g.setEdge(from, to);
+    const shown = new Map(); // drawn node id -> the task ids it stands for
+    for (const n of graph.nodes) {
+      const id = shownAs(n.id);
+      if (!shown.has(id)) shown.set(id, []);
+      shown.get(id).push(n.id);
+    }
+    const parentOf = function (id) {
+      const groupId = groups.has(id) ? groups.get(id).parent : groupOf.get(id);
+      return groupId && groups.has(groupId) ? groupId : null;
+    };
+    for (const id of shown.keys()) {
+      const label = groups.has(id) ? groups.get(id).label : shortName(id, parentOf(id));
+      // A collapsed group's second line reads like "12 tasks · upstream_failed".
+      const width = Math.max(groups.has(id) ? 150 : 90, label.length * 7.4 + 26);
+      g.setNode(id, { width: width, height: 40 });
+      for (let child = id, parent = parentOf(id); parent; child = parent, parent = parentOf(parent)) {
+        if (!g.hasNode(parent)) g.setNode(parent, { label: groups.get(parent).label });
+        g.setParent(child, parent);
+      }
+    }
+    const linked = new Set();
+    for (const [from, to] of graph.edges) {
+      const a = shownAs(from), b = shownAs(to);
+      if (a === b || linked.has(a + "\u0000" + b)) continue;
+      linked.add(a + "\u0000" + b);
+      g.setEdge(a, b);
+    }
     window.dagre.layout(g);
+    return { g: g, shown: shown, parentOf: parentOf };
+  }
+
+  function drawCluster(canvas, g, id) {
+    const box = g.node(id);
+    const info = groups.get(id);
+    const top = box.y - box.height / 2 - 16;
+    const cluster = svg("g", { class: "cluster s-none", tabindex: "0", role: "button" });
+    cluster.dataset.group = id;
+    const rect = svg("rect", { x: box.x - box.width / 2, y: top, width: box.width, height: box.height + 16, rx: 6 });
+    const label = svg("text", { x: box.x - box.width / 2 + 8, y: top + 13 });
+    label.textContent = "\u25be " + info.label;
+    const title = svg("title");
+    title.textContent = info.id + (info.tooltip ? "\n" + info.tooltip : "") + "\nclick to collapse";
+    cluster.append(rect, label, title);
+    onActivate(cluster, function () { toggle(id); });
+    clusters.set(id, cluster);
+    canvas.append(cluster);
+  }
+
+  function drawNode(canvas, box, id, tasks, parent) {
+    const info = groups.get(id);
+    const group = svg("g", { class: "node s-none" + (info ? " group-node" : ""), transform: "translate(" + (box.x - box.width / 2) + "," + (box.y - box.height / 2) + ")", tabindex: "0" });
+    const rect = svg("rect", { width: box.width, height: box.height, rx: 4 });
+    const label = svg("text", { x: 10, y: 17 });
+    const sub = svg("text", { x: 10, y: 32, class: "state-label" });
+    const title = svg("title");
+    if (info) {
+      group.dataset.group = id;
+      label.textContent = "\u25b8 " + info.label;
+      title.textContent = id + (info.tooltip ? "\n" + info.tooltip : "") + "\n" + tasks.length + " tasks; click to expand";
+      onActivate(group, function () { toggle(id); });
+    } else {
+      group.dataset.task = id;
+      label.textContent = shortName(id, parent);
+      title.textContent = id + " (" + typeOf.get(id) + ")";
+      onActivate(group, function () {
+        if (!select.value) return;
+        window.location.href = dagPath + "/runs/" + hf.enc(select.value) + "/tasks/" + hf.enc(id);
+      });
+    }
+    group.append(rect, label, sub, title);
+    nodes.set(id, { group: group, sub: sub, tasks: tasks, count: info ? tasks.length + " tasks" : "" });
+    canvas.append(group);
+  }
+
+  function draw() {
+    nodes.clear();
+    clusters.clear();
+    const laid = layout();
+    const g = laid.g;
     const size = g.graph();
     const canvas = svg("svg", { width: size.width + 16, height: size.height + 16, role: "img" });
     const defs = svg("defs");
@@ -34,39 +154,31 @@
     marker.append(svg("path", { d: "M0,0 L10,5 L0,10 z", fill: "#98a2b3" }));
     defs.append(marker);
     canvas.append(defs);
+    const expanded = g.nodes().filter(function (id) { return g.children(id).length > 0; });
+    expanded.sort(function (a, b) { return path(a).length - path(b).length; });
+    for (const id of expanded) drawCluster(canvas, g, id);
     for (const e of g.edges()) {
       const pts = g.edge(e).points;
       const d = "M" + pts.map(function (p) { return p.x + "," + p.y; }).join(" L");
       canvas.append(svg("path", { d: d, class: "edge", "marker-end": "url(#arrow)" }));
     }
-    for (const n of graph.nodes) {
-      const box = g.node(n.id);
-      const group = svg("g", { class: "node s-none", transform: "translate(" + (box.x - box.width / 2) + "," + (box.y - box.height / 2) + ")", tabindex: "0" });
-      group.dataset.task = n.id;
-      const rect = svg("rect", { width: box.width, height: box.height, rx: 4 });
-      const label = svg("text", { x: 10, y: 17 });
-      label.textContent = n.id;
-      const sub = svg("text", { x: 10, y: 32, class: "state-label" });
-      sub.textContent = "";
-      const title = svg("title");
-      title.textContent = n.id + " (" + (n.type || "task") + ")";
-      group.append(rect, label, sub, title);
-      group.addEventListener("click", function () {
-        if (!select.value) return;
-        window.location.href = dagPath + "/runs/" + hf.enc(select.value) + "/tasks/" + hf.enc(n.id);
-      });
-      nodes.set(n.id, { group: group, sub: sub });
-      canvas.append(group);
-    }
+    for (const [id, tasks] of laid.shown) drawNode(canvas, g.node(id), id, tasks, laid.parentOf(id));
     root.replaceChildren(canvas);
     if (!graph.nodes.length) root.replaceChildren(hf.el("p", { class: "muted" }, "This DAG has no tasks."));
+    if (expandAll) expandAll.disabled = collapsed.size === 0;
+    if (collapseAll) collapseAll.disabled = groups.size === 0 || Array.from(groups.keys()).every(function (id) { return collapsed.has(id); });
+    paint(grid.states[select.value]);
   }
 
   function paint(states) {
-    for (const [task, n] of nodes) {
-      const state = (states || {})[task] || "none";
+    states = states || {};
+    for (const n of nodes.values()) {
+      const state = hf.groupState(n.tasks.map(function (t) { return states[t]; }));
       hf.setState(n.group, state);
-      n.sub.textContent = state === "none" ? "" : state;
+      n.sub.textContent = [n.count, state === "none" ? "" : state].filter(Boolean).join(" \u00b7 ");
+    }
+    for (const [id, cluster] of clusters) {
+      hf.setState(cluster, hf.groupState(groups.get(id).tasks.map(function (t) { return states[t]; })));
     }
   }
 
@@ -95,11 +207,7 @@
       if (e.dag_id !== dagId) continue;
       if (e.kind === "task" && grid.states[e.run_id]) {
         grid.states[e.run_id][e.task_id] = e.state;
-        if (e.run_id === select.value && nodes.has(e.task_id)) {
-          const n = nodes.get(e.task_id);
-          hf.setState(n.group, e.state);
-          n.sub.textContent = e.state;
-        }
+        if (e.run_id === select.value) paint(grid.states[select.value]);
       } else if ((e.kind === "run" || e.kind === "task") && !grid.states[e.run_id]) {
         stale = true;
       } else if (e.kind === "run") {
@@ -114,7 +222,15 @@
     paint(grid.states[select.value]);
   });
 
-  layout();
-  paint(grid.states[select.value]);
+  if (groups.size && expandAll && collapseAll) {
+    expandAll.hidden = collapseAll.hidden = false;
+    expandAll.addEventListener("click", function () { collapsed.clear(); collapsed.save(); draw(); });
+    collapseAll.addEventListener("click", function () {
+      for (const id of groups.keys()) collapsed.add(id);
+      collapsed.save();
+      draw();
+    });
+  }
+  draw();
   hf.live(["dag:" + dagId], onEvents, resync);
 })();

@@ -1,6 +1,8 @@
 /* The grid view: runs as columns (oldest left), tasks as rows, a coloured square per task
    instance. Squares change colour as state events arrive; an unknown run or task means the grid
-   is refetched from the API. Clicking a square shows its task instance beside the grid. */
+   is refetched from the API. Clicking a square shows its task instance beside the grid. A task
+   group is a row of its own above its tasks, with one summary square per run (its most urgent
+   member's state); its toggle hides or shows the rows inside it. */
 (function () {
   "use strict";
   const hf = window.hf;
@@ -13,15 +15,87 @@
   let data = JSON.parse(document.getElementById("grid-data").textContent);
   let cells = new Map(); // run_id \u0000 task_id -> element
   let heads = new Map(); // run_id -> element
-  let selected = null; // {run, task} or {run}
+  let groupCells = new Map(); // run_id \u0000 group_id -> element
+  let rowsOf = new Map(); // group id -> the <tr> of each row inside it
+  let selected = null; // {run, task}, {run, group} or {run}
+  const collapsed = hf.collapsedGroups("grid", dagId);
 
   const key = function (run, task) { return run + "\u0000" + task; };
   const dagPath = "/dags/" + hf.enc(dagId);
 
+  function groupsById() {
+    return new Map((data.groups || []).map(function (g) { return [g.id, g]; }));
+  }
+
+  /* The rows to draw: the server's (groups above their tasks), or one per task from an older server. */
+  function rowList() {
+    return data.rows || data.tasks.map(function (t) { return { kind: "task", id: t, depth: 0, group: null }; });
+  }
+
+  function shortName(id, groupId) {
+    return groupId && id.startsWith(groupId + ".") ? id.slice(groupId.length + 1) : id;
+  }
+
+  function groupStateIn(group, runId) {
+    const states = data.states[runId] || {};
+    return hf.groupState(group.tasks.map(function (t) { return states[t]; }));
+  }
+
+  function taskRow(task, depth, groupId) {
+    const name = hf.el("th", { class: "task", title: task }, shortName(task, groupId));
+    name.style.paddingLeft = (depth * 14) + "px";
+    return hf.el("tr", null, name);
+  }
+
+  function groupRow(group, depth) {
+    const open = !collapsed.has(group.id);
+    const toggle = hf.el("button", { type: "button", class: "group-toggle", "aria-expanded": String(open),
+      title: group.id + (group.tooltip ? "\n" + group.tooltip : "") + "\n" + group.tasks.length + " tasks" },
+      (open ? "\u25be " : "\u25b8 ") + shortName(group.id, group.parent));
+    toggle.dataset.group = group.id;
+    toggle.addEventListener("click", function () {
+      if (collapsed.has(group.id)) collapsed.delete(group.id); else collapsed.add(group.id);
+      collapsed.save();
+      toggle.setAttribute("aria-expanded", String(!collapsed.has(group.id)));
+      toggle.textContent = (collapsed.has(group.id) ? "\u25b8 " : "\u25be ") + shortName(group.id, group.parent);
+      applyCollapsed();
+    });
+    const name = hf.el("th", { class: "task group" }, toggle);
+    name.style.paddingLeft = (depth * 14) + "px";
+    const row = hf.el("tr", { class: "group-row" }, name);
+    row.dataset.group = group.id;
+    for (const run of data.runs) {
+      const state = groupStateIn(group, run.run_id);
+      const c = hf.el("span", {
+        class: "cell group-cell " + hf.stateClass(state),
+        title: group.id + " \u00b7 " + state + " (" + group.tasks.length + " tasks)\n" + run.run_id,
+        role: "button",
+        tabindex: "0",
+      });
+      c.dataset.run = run.run_id;
+      c.dataset.group = group.id;
+      c.dataset.state = state;
+      c.addEventListener("click", function () { showGroup(run.run_id, group.id); });
+      groupCells.set(key(run.run_id, group.id), c);
+      row.append(hf.el("td", null, c));
+    }
+    return row;
+  }
+
+  /* Hide every row inside a collapsed group (the cells stay, so live events still land). */
+  function applyCollapsed() {
+    const hidden = new Set();
+    for (const id of collapsed) for (const row of rowsOf.get(id) || []) hidden.add(row);
+    for (const rows of rowsOf.values()) for (const row of rows) row.hidden = hidden.has(row);
+  }
+
   function render() {
     cells = new Map();
     heads = new Map();
-    const table = hf.el("table", { class: "gridtable", id: "gridtable" });
+    groupCells = new Map();
+    rowsOf = new Map();
+    const groups = groupsById();
+    const table = hf.el("table", { class: groups.size ? "gridtable grouped" : "gridtable", id: "gridtable" });
     const head = hf.el("tr", null, hf.el("th", { class: "corner" }, data.runs.length ? "runs \u2192" : ""));
     for (const run of data.runs) {
       const h = hf.el("span", {
@@ -38,8 +112,18 @@
     }
     table.append(hf.el("thead", null, head));
     const body = hf.el("tbody");
-    for (const task of data.tasks) {
-      const row = hf.el("tr", null, hf.el("th", { class: "task", title: task }, task));
+    const within = new Map(); // row id -> enclosing group id
+    for (const entry of rowList()) {
+      within.set(entry.id, entry.group);
+      const group = entry.kind === "group" ? groups.get(entry.id) : null;
+      const row = group ? groupRow(group, entry.depth) : taskRow(entry.id, entry.depth, entry.group);
+      for (let g = entry.group; g; g = within.get(g) || null) {
+        if (!rowsOf.has(g)) rowsOf.set(g, []);
+        rowsOf.get(g).push(row);
+      }
+      body.append(row);
+      if (group) continue;
+      const task = entry.id;
       for (const run of data.runs) {
         const state = (data.states[run.run_id] || {})[task] || "none";
         const c = hf.el("span", {
@@ -55,9 +139,9 @@
         cells.set(key(run.run_id, task), c);
         row.append(hf.el("td", null, c));
       }
-      body.append(row);
     }
     table.append(body);
+    applyCollapsed();
     if (!data.tasks.length) {
       root.replaceChildren(hf.el("p", { class: "muted" }, "This DAG has no tasks."));
     } else if (!data.runs.length) {
@@ -71,7 +155,8 @@
   function markSelected() {
     root.querySelectorAll(".selected").forEach(function (n) { n.classList.remove("selected"); });
     if (!selected) return;
-    const node = selected.task ? cells.get(key(selected.run, selected.task)) : heads.get(selected.run);
+    const node = selected.task ? cells.get(key(selected.run, selected.task))
+      : selected.group ? groupCells.get(key(selected.run, selected.group)) : heads.get(selected.run);
     if (node) node.classList.add("selected");
   }
 
@@ -79,7 +164,7 @@
     try {
       data = await hf.api(dagPath + "/grid?limit=" + hf.enc(runsShown));
       render();
-      if (selected) (selected.task ? showTask(selected.run, selected.task, true) : showRun(selected.run, true));
+      if (selected) refreshSelected();
     } catch (e) { /* the next event or resync tries again */ }
   }, 150);
 
@@ -94,12 +179,18 @@
         hf.setState(c, e.state);
         c.title = e.task_id + " \u00b7 " + e.state + "\n" + e.run_id;
         (data.states[e.run_id] = data.states[e.run_id] || {})[e.task_id] = e.state;
-        if (selected && selected.run === e.run_id && (!selected.task || selected.task === e.task_id)) refreshPanel = true;
+        for (const group of data.groups || []) {
+          if (!group.tasks.includes(e.task_id)) continue;
+          const gc = groupCells.get(key(e.run_id, group.id));
+          if (gc) hf.setState(gc, groupStateIn(group, e.run_id));
+          if (selected && selected.run === e.run_id && selected.group === group.id) refreshPanel = true;
+        }
+        if (selected && selected.run === e.run_id && !selected.group && (!selected.task || selected.task === e.task_id)) refreshPanel = true;
       } else if (e.kind === "run") {
         const h = heads.get(e.run_id);
         if (!h) { stale = true; continue; }
         hf.setState(h, e.state);
-        if (selected && selected.run === e.run_id && !selected.task) refreshPanel = true;
+        if (selected && selected.run === e.run_id && !selected.task && !selected.group) refreshPanel = true;
       } else if (e.kind === "dag") {
         stale = true;
       }
@@ -107,8 +198,34 @@
     if (stale) refetch();
     else {
       markSelected();
-      if (refreshPanel) (selected.task ? showTask(selected.run, selected.task, true) : showRun(selected.run, true));
+      if (refreshPanel) refreshSelected();
     }
+  }
+
+  function refreshSelected() {
+    if (selected.task) showTask(selected.run, selected.task, true);
+    else if (selected.group) showGroup(selected.run, selected.group);
+    else showRun(selected.run, true);
+  }
+
+  /* A group's summary square: its tasks' states in that run, each opening its task instance. */
+  function showGroup(runId, groupId) {
+    selected = { run: runId, group: groupId };
+    markSelected();
+    const group = groupsById().get(groupId);
+    if (!group) return;
+    const states = data.states[runId] || {};
+    const list = hf.el("table", { class: "kv" });
+    for (const task of group.tasks) {
+      const link = hf.el("a", { href: "#", title: task }, shortName(task, groupId));
+      link.addEventListener("click", function (event) { event.preventDefault(); showTask(runId, task); });
+      list.append(row(link, hf.badge(states[task] || "none")));
+    }
+    const children = [hf.el("h4", null, groupId), hf.el("p", null, hf.badge(groupStateIn(group, runId)), " ",
+      group.tasks.length + " tasks in run ", hf.el("a", { href: dagPath + "/runs/" + hf.enc(runId) }, runId))];
+    if (group.tooltip) children.push(hf.el("p", { class: "muted small" }, group.tooltip));
+    children.push(list);
+    panel.replaceChildren.apply(panel, children);
   }
 
   function row(label, value) {

@@ -60,6 +60,27 @@
     node.dataset.state = state || "none";
   };
 
+  /* A task group's state: its most urgent member's (the rule of web/task_groups.py). */
+  const GROUP_STATE_ORDER = ["failed", "upstream_failed", "up_for_retry", "running", "queued", "scheduled",
+    "none", "removed", "skipped", "success"];
+  hf.groupState = function (states) {
+    const present = new Set(states.map(function (s) { return s || "none"; }));
+    for (const state of GROUP_STATE_ORDER) if (present.has(state)) return state;
+    return present.size ? Array.from(present).sort()[0] : "none";
+  };
+
+  /* The collapsed task groups of one view of one DAG, remembered in this browser. */
+  hf.collapsedGroups = function (view, dagId) {
+    const storageKey = "hareflow.collapsed." + view + "." + dagId;
+    let saved = [];
+    try { saved = JSON.parse(window.localStorage.getItem(storageKey) || "[]"); } catch (e) { saved = []; }
+    const set = new Set(Array.isArray(saved) ? saved : []);
+    set.save = function () {
+      try { window.localStorage.setItem(storageKey, JSON.stringify(Array.from(set))); } catch (e) { /* private mode */ }
+    };
+    return set;
+  };
+
   hf.badge = function (state) {
     const b = hf.el("span", { class: "badge " + hf.stateClass(state) }, state || "none");
     b.dataset.state = state || "none";
