@@ -11,13 +11,16 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Unpack, overload
+from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from hareflow.common.dag.context import Context
 from hareflow.common.dag.dag import DAG, current_dag
 from hareflow.common.dag.errors import DagDefinitionError
 from hareflow.common.dag.settings import TaskSettings, normalize_settings
 from hareflow.common.dag.task import BaseTask
+
+if TYPE_CHECKING:
+    from hareflow.common.dag.mapping import PartialTask
 
 CTX_PARAMETER = "ctx"
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
@@ -181,6 +184,22 @@ class TaskFactory:
         if settings.get("doc") is None and self.function.__doc__:
             settings["doc"] = inspect.cleandoc(self.function.__doc__)
         return PythonTask(task_id, self.function, op_args=args, op_kwargs=kwargs, dag=dag, **settings)
+
+    def partial(self, *args: Any, **fixed: Any) -> PartialTask:
+        """Fix some arguments of a mapped task; ``.expand(...)`` or ``.expand_kwargs(...)`` follows."""
+        from hareflow.common.dag.mapping import PartialTask
+
+        if args:
+            raise DagDefinitionError.here("partial() takes keyword arguments only, e.g. add.partial(y=1)")
+        return PartialTask(self, fixed)
+
+    def expand(self, **mapped: Any) -> PythonTask:
+        """A mapped task with no fixed arguments: one task instance per element of ``mapped``."""
+        return self.partial().expand(**mapped)
+
+    def expand_kwargs(self, kwargs_list: Any) -> PythonTask:
+        """A mapped task with one task instance per dict of keyword arguments."""
+        return self.partial().expand_kwargs(kwargs_list)
 
     def override(self, *, task_id: str | None = None, **settings: Unpack[TaskSettings]) -> TaskFactory:
         """A copy of this factory with some settings (or the task id) replaced."""

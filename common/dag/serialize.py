@@ -10,7 +10,8 @@ Format, version 1 (a JSON object)::
                 "retry_delay" (s), "retry_exponential_backoff", "max_retry_delay" (s|null),
                 "execution_timeout" (s|null), "queue", "priority", "pool", "pool_slots",
                 "input_tasks" (sorted ids whose results are arguments), "lineno", "doc",
-                "bash_command" (BashTask only, else null)}]}
+                "bash_command" (BashTask only, else null),
+                "expand" (a mapped task's expansion, see ``hareflow.common.dag.mapping``, else null)}]}
 
 Tasks are listed in topological order. ``SerializedDag.from_dict(d).to_dict() == d`` for any ``d``
 produced by ``serialize_dag``.
@@ -25,6 +26,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from hareflow.common.dag.mapping import ExpandSpec
 from hareflow.common.dag.schedule import DagRunInfo, next_dagrun_info
 
 if TYPE_CHECKING:
@@ -67,10 +69,19 @@ class SerializedTask:
     lineno: int | None
     doc: str | None
     bash_command: str | None = None
+    expand: dict[str, Any] | None = None
 
     @property
     def max_tries(self) -> int:
         return self.retries + 1
+
+    @property
+    def is_mapped(self) -> bool:
+        return self.expand is not None
+
+    @property
+    def expand_spec(self) -> ExpandSpec | None:
+        return None if self.expand is None else ExpandSpec.from_dict(self.expand)
 
     @classmethod
     def from_task(cls, task: BaseTask) -> SerializedTask:
@@ -93,6 +104,7 @@ class SerializedTask:
             lineno=task.lineno,
             doc=task.doc,
             bash_command=extra.get("bash_command"),
+            expand=spec.to_dict() if (spec := getattr(task, "expand_spec", None)) is not None else None,
         )
 
     @classmethod
@@ -115,6 +127,7 @@ class SerializedTask:
             lineno=data.get("lineno"),
             doc=data.get("doc"),
             bash_command=data.get("bash_command"),
+            expand=data.get("expand"),
         )
 
     def to_dict(self) -> dict[str, Any]:
