@@ -8,7 +8,7 @@ respecting priority, ``max_active_tasks`` and pool slots.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -51,6 +51,26 @@ class RunDecision:
     skip: list[str] = field(default_factory=list)
     retry_at: dict[str, datetime] = field(default_factory=dict)  # up_for_retry -> when it may run
     run_state: RunState | None = None  # set when every task instance has finished
+    #: mapped tasks whose trigger rule is met: expand them (their placeholder is never scheduled)
+    expand: list[str] = field(default_factory=list)
+    #: the same decisions for the instances of expanded mapped tasks, keyed (task id, map index)
+    schedule_instances: list[tuple[str, int]] = field(default_factory=list)
+    upstream_failed_instances: list[tuple[str, int]] = field(default_factory=list)
+    skip_instances: list[tuple[str, int]] = field(default_factory=list)
+    retry_at_instances: dict[tuple[str, int], datetime] = field(default_factory=dict)
+
+    def decides_anything(self) -> bool:
+        """Whether applying this decision would write something (retry times aside)."""
+        return bool(
+            self.schedule
+            or self.upstream_failed
+            or self.skip
+            or self.expand
+            or self.schedule_instances
+            or self.upstream_failed_instances
+            or self.skip_instances
+            or self.run_state is not None
+        )
 
 
 def retry_time(task: TaskSpec, ti: TIState, now: datetime) -> datetime:
@@ -63,50 +83,103 @@ def retry_time(task: TaskSpec, ti: TIState, now: datetime) -> datetime:
     return (ti.end_date or now) + timedelta(seconds=delay)
 
 
-def evaluate_run(tasks: Sequence[TaskSpec], states: Mapping[str, TIState], now: datetime) -> RunDecision:
-    """Decide what happens next in one run. ``tasks`` must be in topological order."""
+_VERDICT_STATE = {
+    "run": TaskState.SCHEDULED,
+    "upstream_failed": TaskState.UPSTREAM_FAILED,
+    "skip": TaskState.SKIPPED,
+}
+
+
+def _decide(
+    task: TaskSpec, ti: TIState, upstream: Callable[[], list[str]], now: datetime
+) -> tuple[TaskState | None, datetime | None]:
+    """One waiting task instance: the state it moves to now (if any), or when its retry is due."""
+    if ti.state == TaskState.UP_FOR_RETRY:
+        when = retry_time(task, ti, now)
+        return (TaskState.SCHEDULED, None) if when <= now else (None, when)
+    if ti.state != TaskState.NONE:
+        return None, None
+    return _VERDICT_STATE.get(evaluate_trigger_rule(task.trigger_rule, upstream())), None
+
+
+def evaluate_run(
+    tasks: Sequence[TaskSpec],
+    states: Mapping[str, TIState],
+    now: datetime,
+    instances: Mapping[str, Mapping[int, TIState]] | None = None,
+) -> RunDecision:
+    """Decide what happens next in one run. ``tasks`` must be in topological order.
+
+    ``states``: task id -> its task instance (a mapped task's placeholder until it is expanded);
+    ``instances``: task id -> {map index: instance} for the expanded mapped tasks. A mapped task is
+    the set of its instances: each instance counts in its downstream tasks' trigger rules and in the
+    run's outcome. A mapped task whose placeholder's rule is met goes to ``expand``."""
     decision = RunDecision()
-    current = {task_id: ti.state for task_id, ti in states.items()}
+    instances = instances or {}
+    current: dict[str, list[str]] = {task_id: [ti.state] for task_id, ti in states.items()}
+    for task_id, by_index in instances.items():
+        current[task_id] = [by_index[i].state for i in sorted(by_index)]
     for task in tasks:
-        ti = states.get(task.task_id)
+        task_id = task.task_id
+        cached: list[str] | None = None
+
+        def upstream(task: TaskSpec = task) -> list[str]:
+            nonlocal cached
+            if cached is None:
+                cached = [s for u in task.upstream for s in current.get(u, ())]
+            return cached
+
+        if task_id in instances:
+            by_index = instances[task_id]
+            for position, map_index in enumerate(sorted(by_index)):
+                state, when = _decide(task, by_index[map_index], upstream, now)
+                key = (task_id, map_index)
+                if when is not None:
+                    decision.retry_at_instances[key] = when
+                if state is None:
+                    continue
+                current[task_id][position] = state
+                if state == TaskState.SCHEDULED:
+                    decision.schedule_instances.append(key)
+                elif state == TaskState.UPSTREAM_FAILED:
+                    decision.upstream_failed_instances.append(key)
+                else:
+                    decision.skip_instances.append(key)
+            continue
+        ti = states.get(task_id)
         if ti is None:
             continue
-        state = current[task.task_id]
-        if state == TaskState.UP_FOR_RETRY:
-            when = retry_time(task, ti, now)
-            if when <= now:
-                decision.schedule.append(task.task_id)
-                current[task.task_id] = TaskState.SCHEDULED
+        state, when = _decide(task, ti, upstream, now)
+        if when is not None:
+            decision.retry_at[task_id] = when
+        if state is None:
+            continue
+        current[task_id] = [state]
+        if state == TaskState.SCHEDULED:
+            if getattr(task, "is_mapped", False) and ti.state == TaskState.NONE:
+                decision.expand.append(task_id)
             else:
-                decision.retry_at[task.task_id] = when
-            continue
-        if state != TaskState.NONE:
-            continue
-        verdict = evaluate_trigger_rule(
-            task.trigger_rule, [current[u] for u in task.upstream if u in current]
-        )
-        if verdict == "run":
-            decision.schedule.append(task.task_id)
-            current[task.task_id] = TaskState.SCHEDULED
-        elif verdict == "upstream_failed":
-            decision.upstream_failed.append(task.task_id)
-            current[task.task_id] = TaskState.UPSTREAM_FAILED
-        elif verdict == "skip":
-            decision.skip.append(task.task_id)
-            current[task.task_id] = TaskState.SKIPPED
+                decision.schedule.append(task_id)
+        elif state == TaskState.UPSTREAM_FAILED:
+            decision.upstream_failed.append(task_id)
+        else:
+            decision.skip.append(task_id)
     decision.run_state = run_outcome(tasks, current)
     return decision
 
 
-def run_outcome(tasks: Sequence[TaskSpec], states: Mapping[str, str]) -> RunState | None:
+def run_outcome(tasks: Sequence[TaskSpec], states: Mapping[str, str | Sequence[str]]) -> RunState | None:
     """A run is finished when every task instance is; it failed if any leaf failed (Airflow's rule:
-    a cleanup leaf with ``all_done`` that succeeds after a failure makes the run succeed)."""
-    if any(state not in TASK_FINISHED for state in states.values()):
+    a cleanup leaf with ``all_done`` that succeeds after a failure makes the run succeed). A task's
+    state is one state, or the states of a mapped task's instances (a mapped leaf failed if one of
+    its instances did)."""
+    flat = {tid: [s] if isinstance(s, str) else list(s) for tid, s in states.items()}
+    if any(state not in TASK_FINISHED for group in flat.values() for state in group):
         return None
     has_downstream = {u for task in tasks for u in task.upstream}
-    leaves = [t.task_id for t in tasks if t.task_id not in has_downstream and t.task_id in states]
+    leaves = [t.task_id for t in tasks if t.task_id not in has_downstream and t.task_id in flat]
     bad = (TaskState.FAILED, TaskState.UPSTREAM_FAILED)
-    if any(states[leaf] in bad for leaf in leaves):
+    if any(state in bad for leaf in leaves for state in flat[leaf]):
         return RunState.FAILED
     return RunState.SUCCESS
 

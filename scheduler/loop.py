@@ -290,6 +290,7 @@ class Scheduler:
                 self._serialized_dag,
                 cache=self._rows,
                 changed=changed if incremental else None,
+                max_map_length=self._settings.max_map_length,
             )
         report.runs_finished += result.runs_finished
         report.events.extend(result.events)

@@ -154,7 +154,9 @@ class PartialTask:
         params = self._parameters()
         for name in self.fixed:
             if name == CTX_PARAMETER:
-                raise DagDefinitionError.here(f"partial() of task '{self._name}': 'ctx' is passed by hareflow")
+                raise DagDefinitionError.here(
+                    f"partial() of task '{self._name}': 'ctx' is passed by hareflow"
+                )
             if params is not None and not _accepts(params, name):
                 hint = (
                     f"; '{name}' is a task setting: use {self._name}.override({name}=...).partial(...)"
@@ -195,11 +197,14 @@ class PartialTask:
                     )
                 overlap = sorted(set(item) & set(self.fixed))
                 if overlap:
-                    raise DagDefinitionError.here(f"{where}: item {i} repeats partial() argument(s) {overlap}")
+                    raise DagDefinitionError.here(
+                        f"{where}: item {i} repeats partial() argument(s) {overlap}"
+                    )
             source = ExpandSource(name=KWARGS_NAME, literal=_literal_elements(kwargs_list, where))
         else:
             raise DagDefinitionError.here(
-                f"{where} needs a list of dicts or the output of another task, not {type(kwargs_list).__name__}"
+                f"{where} needs a list of dicts or the output of another task, "
+                f"not {type(kwargs_list).__name__}"
             )
         return self._create(ExpandSpec(KWARGS, (source,)), None)
 
@@ -326,7 +331,9 @@ def mapped_value(task_id: str, value: Any) -> list[Any]:
     if isinstance(value, dict):
         return [[k, v] for k, v in value.items()]
     kind = "null" if value is None else type(value).__name__
-    raise ExpansionError(f"expand() maps over the result of task '{task_id}', which is {kind}, not a list or dict")
+    raise ExpansionError(
+        f"expand() maps over the result of task '{task_id}', which is {kind}, not a list or dict"
+    )
 
 
 def source_lists(spec: ExpandSpec, results: Mapping[str, Any]) -> list[list[Any]]:
