@@ -61,9 +61,7 @@ def _instances(harness: Harness, task_id: str) -> list[TaskInstance]:
 
 
 def _published(harness: Harness, task_id: str) -> list[TaskMessage]:
-    return sorted(
-        (m for m in harness.published if m.key.task_id == task_id), key=lambda m: m.key.map_index
-    )
+    return sorted((m for m in harness.published if m.key.task_id == task_id), key=lambda m: m.key.map_index)
 
 
 def _run_state(harness: Harness) -> str:
@@ -88,7 +86,11 @@ with DAG("m", start_date=datetime(2026, 1, 1)):
     assert [ti.map_index for ti in tis] == [0, 1, 2]
     assert {ti.state for ti in tis} == {"queued"}
     messages = _published(harness, "add")
-    assert [(m.key.map_index, m.expand_args) for m in messages] == [(0, {"x": 1}), (1, {"x": 2}), (2, {"x": 3})]
+    assert [(m.key.map_index, m.expand_args) for m in messages] == [
+        (0, {"x": 1}),
+        (1, {"x": 2}),
+        (2, {"x": 3}),
+    ]
     assert all(m.upstream_results == {} for m in messages)
     wire = decode(messages[0].encode())
     assert isinstance(wire, TaskMessage) and wire.expand_args == {"x": 1}
