@@ -251,13 +251,13 @@ def run_task_instances(s: Session, run: DagRun, serialized: dict[str, Any]) -> l
     return sorted(tis, key=lambda ti: (position.get(ti.task_id, 1 << 30), ti.map_index))
 
 
-def get_ti(s: Session, run: DagRun, task_id: str) -> TaskInstance | None:
-    return s.scalar(
-        select(TaskInstance)
-        .where(TaskInstance.run_pk == run.id, TaskInstance.task_id == task_id)
-        .order_by(TaskInstance.map_index)
-        .limit(1)
-    )
+def get_ti(s: Session, run: DagRun, task_id: str, map_index: int | None = None) -> TaskInstance | None:
+    """One task instance: the one with ``map_index``, or by default the task's lowest map index
+    (its only instance unless it is mapped)."""
+    query = select(TaskInstance).where(TaskInstance.run_pk == run.id, TaskInstance.task_id == task_id)
+    if map_index is not None:
+        query = query.where(TaskInstance.map_index == map_index)
+    return s.scalar(query.order_by(TaskInstance.map_index).limit(1))
 
 
 def tries_of(s: Session, ti: TaskInstance) -> list[int]:
