@@ -8,6 +8,8 @@ executor and MariaDB with RabbitMQ.
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from hareflow.common.db import TaskInstance, TaskLog, TaskResult
@@ -15,6 +17,7 @@ from sqlalchemy import select
 
 from tests.integration.conftest import System
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "dags"
 CORE_SYSTEMS = pytest.mark.parametrize(
     "system", ["local", "rabbitmq", "sqlite-local", "mariadb-rabbitmq"], indirect=True
 )
@@ -180,3 +183,17 @@ def test_an_empty_expansion_skips_the_task_and_one_past_max_map_length_fails_cle
     assert tis["after"].state == "skipped"
     assert (tis["wide"].map_index, tis["wide"].state) == (-1, "failed")
     assert "expands to 5 instances, over max_map_length (4)" in (tis["wide"].error or "")
+
+
+def test_the_mapping_example_transforms_each_partition_and_totals_them(
+    system: System, dags_folder: Path
+) -> None:
+    shutil.copy(EXAMPLES / "example_mapping.py", dags_folder / "example_mapping.py")
+    system.start()
+    run_id, state = system.run_dag("example_mapping", conf={"partitions": 3})
+
+    assert state == "success"
+    transforms = instances(system, "example_mapping", run_id, "transform")
+    assert [ti.map_index for ti in transforms] == [0, 1, 2]
+    assert [r["rows"] for r in results(system, transforms)] == [100, 110, 120]  # type: ignore[index]
+    assert system.result("example_mapping", run_id, "total") == {"files": 3, "rows": 330, "revenue": 825.0}
