@@ -294,6 +294,10 @@ class Scheduler:
             )
         report.runs_finished += result.runs_finished
         report.events.extend(result.events)
+        for outcome, count in result.expansions.items():
+            metrics.MAPPED_EXPANSIONS.labels(outcome).inc(count)
+        if result.mapped_instances:
+            metrics.MAPPED_INSTANCES.inc(result.mapped_instances)
         if not result.messages:
             return
         try:

@@ -72,6 +72,9 @@ class PassResult:
     events: list[StateEvent] = field(default_factory=list)
     dispatched_ids: list[int] = field(default_factory=list)
     runs_finished: int = 0
+    #: mapped tasks expanded in this pass, by outcome (expanded, empty, failed), and instances made
+    expansions: dict[str, int] = field(default_factory=dict)
+    mapped_instances: int = 0
     #: the incremental check found nothing to decide, so no task instance was loaded in full
     incremental: bool = False
 
@@ -110,6 +113,8 @@ class _Writes:
         self.finished: list[tuple[DagRun, str]] = []
         self.events: list[StateEvent] = []
         self.created = 0
+        self.expansions: dict[str, int] = defaultdict(int)
+        self.mapped_instances = 0
 
     def decided(self) -> bool:
         """Whether the pass decided any write (taken or lost: either way the rows read are stale)."""
@@ -285,6 +290,7 @@ def schedule_pass(
     queued = writes.flush(session)
     chosen = [r for r in chosen if r.id in queued]
     result.events.extend(writes.events)
+    result.expansions, result.mapped_instances = dict(writes.expansions), writes.mapped_instances
     for run in writes.finish_runs(session):
         result.runs_finished += 1
         result.events.append(run_event(run))
@@ -512,8 +518,10 @@ def _expand(
         if plan.error is not None:
             row.state = TaskState.FAILED
             writes.expand_failed.append((row, plan.error))
+            writes.expansions["failed"] += 1
         elif plan.length == 0:
             writes.set_state(row, TaskState.SKIPPED)
+            writes.expansions["empty"] += 1
         elif expansion.replace_placeholder(
             session,
             placeholder_id=row.id,
@@ -523,6 +531,8 @@ def _expand(
             now=writes.now,
         ):
             replaced.append(task_id)
+            writes.expansions["expanded"] += 1
+            writes.mapped_instances += plan.length
     if not replaced:
         return rows
     writes.created += 1

@@ -12,6 +12,7 @@ from hareflow.common.db import DagRun, TaskInstance
 from hareflow.common.messages import ResultMessage, TaskMessage, decode
 from hareflow.common.runs import trigger_run
 from hareflow.scheduler.results import apply_results
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from tests.unit.test_scheduler_loop import NOW, Harness
@@ -69,9 +70,15 @@ def _run_state(harness: Harness) -> str:
         return s.scalars(select(DagRun.state)).one()
 
 
+def _counter(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
 def test_a_literal_expansion_replaces_the_placeholder_and_sends_each_instance_its_element(
     harness: Harness,
 ) -> None:
+    created = _counter("hareflow_scheduler_mapped_instances_created_total")
+    expanded = _counter("hareflow_scheduler_mapped_expansions_total", {"outcome": "expanded"})
     _start(
         harness,
         """
@@ -95,6 +102,8 @@ with DAG("m", start_date=datetime(2026, 1, 1)):
     wire = decode(messages[0].encode())
     assert isinstance(wire, TaskMessage) and wire.expand_args == {"x": 1}
     assert json.loads(messages[0].encode())["v"] == 2
+    assert _counter("hareflow_scheduler_mapped_instances_created_total") == created + 3
+    assert _counter("hareflow_scheduler_mapped_expansions_total", {"outcome": "expanded"}) == expanded + 1
 
 
 def test_an_upstream_output_is_expanded_and_the_downstream_gets_the_results_in_map_index_order(
