@@ -266,7 +266,8 @@ def clear_task_instances(
 
     Scope: one run (``run_id``) or every run of the DAG; tasks matching ``task_regex`` plus their
     upstream/downstream if asked; with ``only_failed``, only failed and upstream_failed ones; with
-    ``map_index``, only that instance of each (mapped) task. A mapped task's instances are cleared
+    ``map_index``, only that instance of each matched (mapped) task, their upstream and downstream
+    tasks whole. A mapped task's instances are cleared
     one by one and keep their map indexes: the expansion is not redone.
     Each cleared instance gets ``max_tries = try_number + retries + 1`` so its retries are
     available again; a finished run goes back to ``queued``. Queued and running instances are left
@@ -291,8 +292,11 @@ def clear_task_instances(
     query = select(TaskInstance).where(
         TaskInstance.run_pk.in_(list(runs)), TaskInstance.task_id.in_(sorted(task_ids))
     )
-    if map_index is not None:
-        query = query.where(TaskInstance.map_index == map_index)
+    if map_index is not None:  # the one instance of the matched tasks; their upstream/downstream whole
+        matched = select_task_ids(sdag, task_regex)
+        query = query.where(
+            TaskInstance.task_id.not_in(sorted(matched)) | (TaskInstance.map_index == map_index)
+        )
     tis = session.scalars(
         query.order_by(TaskInstance.run_pk, TaskInstance.id).execution_options(populate_existing=True)
     ).all()

@@ -1,5 +1,6 @@
 /* The graph view: tasks laid out left to right by dagre, coloured by the selected run's states,
-   updated live. The newest run stays selected while new runs arrive unless another was chosen. */
+   updated live. The newest run stays selected while new runs arrive unless another was chosen.
+   A mapped task carries a badge with the number of its instances in the selected run. */
 (function () {
   "use strict";
   const hf = window.hf;
@@ -24,7 +25,9 @@
     const g = new window.dagre.graphlib.Graph();
     g.setGraph({ rankdir: "LR", nodesep: 14, ranksep: 46, marginx: 8, marginy: 8 });
     g.setDefaultEdgeLabel(function () { return {}; });
-    for (const n of graph.nodes) g.setNode(n.id, { width: Math.max(90, n.id.length * 7.4 + 26), height: 40 });
+    for (const n of graph.nodes) {
+      g.setNode(n.id, { width: Math.max(90, n.id.length * 7.4 + 26) + (n.mapped ? 34 : 0), height: 40 });
+    }
     for (const [from, to] of graph.edges) g.setEdge(from, to);
     window.dagre.layout(g);
     const size = g.graph();
@@ -51,11 +54,17 @@
       const title = svg("title");
       title.textContent = n.id + " (" + (n.type || "task") + ")";
       group.append(rect, label, sub, title);
+      let badge = null;
+      if (n.mapped) {
+        badge = svg("text", { x: box.width - 8, y: 17, class: "map-badge", "text-anchor": "end" });
+        badge.textContent = "[ ]";
+        group.append(badge);
+      }
       group.addEventListener("click", function () {
         if (!select.value) return;
         window.location.href = dagPath + "/runs/" + hf.enc(select.value) + "/tasks/" + hf.enc(n.id);
       });
-      nodes.set(n.id, { group: group, sub: sub });
+      nodes.set(n.id, { group: group, sub: sub, badge: badge });
       canvas.append(group);
     }
     root.replaceChildren(canvas);
@@ -67,6 +76,10 @@
       const state = (states || {})[task] || "none";
       hf.setState(n.group, state);
       n.sub.textContent = state === "none" ? "" : state;
+      if (n.badge) {
+        const instances = ((grid.mapped || {})[select.value] || {})[task];
+        n.badge.textContent = instances ? "[" + instances.length + "]" : "[ ]";
+      }
     }
   }
 
@@ -93,7 +106,9 @@
     let stale = false;
     for (const e of events) {
       if (e.dag_id !== dagId) continue;
-      if (e.kind === "task" && grid.states[e.run_id]) {
+      if (e.kind === "task" && e.map_index >= 0) {
+        stale = true; // a mapped instance: its task's summary and count are recounted
+      } else if (e.kind === "task" && grid.states[e.run_id]) {
         grid.states[e.run_id][e.task_id] = e.state;
         if (e.run_id === select.value && nodes.has(e.task_id)) {
           const n = nodes.get(e.task_id);

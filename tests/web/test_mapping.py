@@ -1,5 +1,6 @@
-"""The JSON API on a mapped task: every instance listed with its map index, one instance read,
-marked, cleared and its log read with ``?map_index=``."""
+"""A mapped task in the web: the JSON API (every instance listed with its map index, one instance
+read, marked, cleared and its log read with ``?map_index=``) and the pages (the grid's summary and
+instances, the graph's mapped flag, the task-instance page of one map index)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from hareflow.common.db import DagRun, TaskInstance, TaskLog, TaskResult
+from hareflow.common.db import Dag, DagRun, TaskInstance, TaskLog, TaskResult
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +23,16 @@ def client(as_role: Any) -> Client:
 def _mapped_run(dag_factory: Any, run_factory: Any, sessions: sessionmaker[Session]) -> tuple[str, str]:
     """A finished run whose task ``transform`` is mapped into three instances, the middle one failed."""
     dag_id = dag_factory()
+    with sessions() as s, s.begin():
+        dag = s.get(Dag, dag_id)
+        serialized = dict(dag.serialized)
+        serialized["tasks"] = [
+            {**t, "expand": {"kind": "product", "args": [{"name": "x", "task": "extract"}]}}
+            if t["task_id"] == "transform"
+            else t
+            for t in serialized["tasks"]
+        ]
+        dag.serialized = serialized
     run_id = run_factory(dag_id, state="failed", tis={"extract": "success", "load": "upstream_failed"})
     with sessions() as s, s.begin():
         run_pk = s.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
@@ -96,3 +107,63 @@ def test_one_map_index_is_cleared_and_marked_on_its_own(
             .order_by(TaskInstance.map_index)
         ).all()
     assert [tuple(r) for r in states] == [(0, "failed"), (1, "none"), (2, "success")]
+
+
+# -- pages ---------------------------------------------------------------------------------------------
+
+
+def test_the_grid_shows_a_mapped_task_as_one_summary_per_run_with_its_instances(
+    client: Client, dag_factory: Any, run_factory: Any, web_sessions: sessionmaker[Session]
+) -> None:
+    dag_id, run_id = _mapped_run(dag_factory, run_factory, web_sessions)
+
+    grid = client.api("GET", path_of("dags", dag_id, "grid")).json
+    graph_page = client.get(path_of("dags", dag_id, "graph")).text
+
+    assert grid["tasks"] == ["extract", "transform", "load"]
+    assert grid["mapped_tasks"] == ["transform"]
+    assert grid["mapped"][run_id] == {"transform": ["success", "failed", "success"]}
+    assert grid["states"][run_id]["transform"] == "failed"  # the summary: one instance failed
+    assert '"mapped": true' in graph_page and '"mapped": false' in graph_page
+
+
+def test_the_task_instance_page_shows_one_map_index_and_links_to_the_others(
+    client: Client, dag_factory: Any, run_factory: Any, web_sessions: sessionmaker[Session]
+) -> None:
+    dag_id, run_id = _mapped_run(dag_factory, run_factory, web_sessions)
+    url = path_of("dags", dag_id, "runs", run_id, "tasks", "transform")
+
+    second = client.get(url + "?map_index=1").text
+    missing = client.get(url + "?map_index=5")
+
+    assert 'data-map-index="1"' in second and '<span class="map-index">[1]</span>' in second
+    assert "instance 1\n" in second and "instance 0" not in second
+    assert second.count('class="instance ') == 3 and "map_index=2" in second
+    assert '<input type="hidden" name="map_index" value="1">' in second
+    assert missing.status_code == 404
+
+
+def test_clearing_one_instance_from_its_page_clears_only_that_instance(
+    client: Client, dag_factory: Any, run_factory: Any, web_sessions: sessionmaker[Session]
+) -> None:
+    dag_id, run_id = _mapped_run(dag_factory, run_factory, web_sessions)
+
+    response = client.form(
+        path_of("dags", dag_id, "runs", run_id, "clear"),
+        {"task_id": "transform", "map_index": "1", "downstream": "true"},
+    )
+
+    assert response.status_code == 302
+    with web_sessions() as s:
+        states = s.execute(
+            select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state)
+            .where(TaskInstance.dag_id == dag_id)
+            .order_by(TaskInstance.task_id, TaskInstance.map_index)
+        ).all()
+    assert [tuple(r) for r in states] == [
+        ("extract", -1, "success"),
+        ("load", -1, "none"),
+        ("transform", 0, "success"),
+        ("transform", 1, "none"),
+        ("transform", 2, "success"),
+    ]
