@@ -167,3 +167,14 @@ def test_clearing_one_instance_from_its_page_clears_only_that_instance(
         ("transform", 1, "none"),
         ("transform", 2, "success"),
     ]
+
+
+def test_the_run_page_lists_each_mapped_instance_with_its_map_index(
+    client: Client, dag_factory: Any, run_factory: Any, web_sessions: sessionmaker[Session]
+) -> None:
+    dag_id, run_id = _mapped_run(dag_factory, run_factory, web_sessions)
+
+    html = client.get(path_of("dags", dag_id, "runs", run_id)).text
+
+    assert html.count('data-task="transform" data-map-index=') == 3
+    assert '<span class="map-index">[2]</span>' in html and "tasks/transform?map_index=2" in html
