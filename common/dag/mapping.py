@@ -292,7 +292,10 @@ class MappedPythonTask(PythonTask):
     def execute(self, ctx: Context) -> Any:
         """Call the function with this instance's element added to the fixed arguments."""
         if ctx.expand_args is None:
-            raise TaskFailed(f"task '{self.task_id}' is mapped but its message carries no mapped arguments")
+            raise TaskFailed(
+                f"task '{self.task_id}' is mapped but map index {ctx.map_index} has no element: the "
+                f"list it maps over is shorter now (an upstream task re-ran and returned fewer items?)"
+            )
         instance = copy.copy(self)
         instance.op_kwargs = {**self.op_kwargs, **ctx.expand_args}
         return PythonTask.execute(instance, ctx)
