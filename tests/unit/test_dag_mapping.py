@@ -3,6 +3,7 @@ pure expansion functions, and every unsupported Airflow idiom failing at parse t
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -211,3 +212,45 @@ def test_a_mapping_mistake_fails_at_parse_time_naming_file_and_line(
     assert line == expected_line
     assert message in first
     assert f"{path.resolve()}:{expected_line}: " in first
+
+
+# -- hareflow tasks test ---------------------------------------------------------------------------
+
+
+def test_tasks_test_runs_one_instance_of_a_task_mapped_over_literals(tmp_path: Path) -> None:
+    from tests.unit.test_cli import hareflow
+
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "m.py").write_text(
+        textwrap.dedent(
+            """
+            from hareflow import DAG, task
+
+            with DAG("m"):
+                @task
+                def src():
+                    return [1]
+
+                @task
+                def add(x, y, ctx):
+                    return [x + y, ctx.map_index]
+
+                add.partial(y=10).expand(x=[1, 2, 3])
+                add.override(task_id="later").partial(y=1).expand(x=src())
+            """
+        )
+    )
+    env = {"HAREFLOW_DAGS_FOLDER": str(folder)}
+
+    first = hareflow("tasks", "test", "m", "add", env=env)
+    third = hareflow("tasks", "test", "m", "add", "--map-index", "2", env=env)
+    past = hareflow("tasks", "test", "m", "add", "--map-index", "3", env=env)
+    runtime = hareflow("tasks", "test", "m", "later", env=env)
+    plain = hareflow("tasks", "test", "m", "src", "--map-index", "0", env=env)
+
+    assert first.exit_code == 0 and json.loads(first.stdout) == [11, 0]
+    assert third.exit_code == 0 and json.loads(third.stdout) == [13, 2]
+    assert past.exit_code == 2 and "has no map index 3" in past.stderr
+    assert runtime.exit_code == 2 and "maps over the output of task(s) src" in runtime.stderr
+    assert plain.exit_code == 2 and "is not mapped" in plain.stderr

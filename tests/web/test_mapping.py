@@ -178,3 +178,16 @@ def test_the_run_page_lists_each_mapped_instance_with_its_map_index(
 
     assert html.count('data-task="transform" data-map-index=') == 3
     assert '<span class="map-index">[2]</span>' in html and "tasks/transform?map_index=2" in html
+
+
+def test_clearing_a_mapped_task_without_a_map_index_clears_every_instance(
+    client: Client, dag_factory: Any, run_factory: Any, web_sessions: sessionmaker[Session]
+) -> None:
+    dag_id, run_id = _mapped_run(dag_factory, run_factory, web_sessions)
+
+    result = client.api(
+        "POST", path_of("dags", dag_id, "runs", run_id, "tasks", "transform", "clear"), {}
+    ).json
+
+    assert sorted(r["map_index"] for r in result["cleared"]) == [0, 1, 2]
+    assert result["runs_requeued"] == [run_id]
