@@ -8,7 +8,7 @@ respecting priority, ``max_active_tasks`` and pool slots.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -90,16 +90,56 @@ _VERDICT_STATE = {
 }
 
 
-def _decide(
-    task: TaskSpec, ti: TIState, upstream: Callable[[], list[str]], now: datetime
-) -> tuple[TaskState | None, datetime | None]:
-    """One waiting task instance: the state it moves to now (if any), or when its retry is due."""
-    if ti.state == TaskState.UP_FOR_RETRY:
-        when = retry_time(task, ti, now)
-        return (TaskState.SCHEDULED, None) if when <= now else (None, when)
-    if ti.state != TaskState.NONE:
-        return None, None
-    return _VERDICT_STATE.get(evaluate_trigger_rule(task.trigger_rule, upstream())), None
+def _upstream_states(task: TaskSpec, current: Mapping[str, str], multi: Mapping[str, list[str]]) -> list[str]:
+    """The states the task's trigger rule counts: one per upstream instance (all of a mapped one's)."""
+    if not multi:
+        return [current[u] for u in task.upstream if u in current]
+    out: list[str] = []
+    for u in task.upstream:
+        if u in multi:
+            out.extend(multi[u])
+        elif u in current:
+            out.append(current[u])
+    return out
+
+
+def _decide_instances(
+    task: TaskSpec,
+    by_index: Mapping[int, TIState],
+    current: Mapping[str, str],
+    multi: dict[str, list[str]],
+    now: datetime,
+    decision: RunDecision,
+) -> None:
+    """The instances of an expanded mapped task: each waits, retries and follows its rule alone."""
+    task_id = task.task_id
+    upstream: list[str] | None = None
+    states = multi[task_id]
+    for position, map_index in enumerate(sorted(by_index)):
+        ti = by_index[map_index]
+        key = (task_id, map_index)
+        if ti.state == TaskState.UP_FOR_RETRY:
+            when = retry_time(task, ti, now)
+            if when <= now:
+                decision.schedule_instances.append(key)
+                states[position] = TaskState.SCHEDULED
+            else:
+                decision.retry_at_instances[key] = when
+            continue
+        if ti.state != TaskState.NONE:
+            continue
+        if upstream is None:
+            upstream = _upstream_states(task, current, multi)
+        verdict = evaluate_trigger_rule(task.trigger_rule, upstream)
+        if verdict == "run":
+            decision.schedule_instances.append(key)
+        elif verdict == "upstream_failed":
+            decision.upstream_failed_instances.append(key)
+        elif verdict == "skip":
+            decision.skip_instances.append(key)
+        else:
+            continue
+        states[position] = _VERDICT_STATE[verdict]
 
 
 def evaluate_run(
@@ -115,56 +155,43 @@ def evaluate_run(
     the set of its instances: each instance counts in its downstream tasks' trigger rules and in the
     run's outcome. A mapped task whose placeholder's rule is met goes to ``expand``."""
     decision = RunDecision()
-    instances = instances or {}
-    current: dict[str, list[str]] = {task_id: [ti.state] for task_id, ti in states.items()}
-    for task_id, by_index in instances.items():
-        current[task_id] = [by_index[i].state for i in sorted(by_index)]
+    current = {task_id: ti.state for task_id, ti in states.items()}
+    multi: dict[str, list[str]] = {}
+    for task_id, by_index in (instances or {}).items():
+        multi[task_id] = [by_index[i].state for i in sorted(by_index)]
     for task in tasks:
         task_id = task.task_id
-        cached: list[str] | None = None
-
-        def upstream(task: TaskSpec = task) -> list[str]:
-            nonlocal cached
-            if cached is None:
-                cached = [s for u in task.upstream for s in current.get(u, ())]
-            return cached
-
-        if task_id in instances:
-            by_index = instances[task_id]
-            for position, map_index in enumerate(sorted(by_index)):
-                state, when = _decide(task, by_index[map_index], upstream, now)
-                key = (task_id, map_index)
-                if when is not None:
-                    decision.retry_at_instances[key] = when
-                if state is None:
-                    continue
-                current[task_id][position] = state
-                if state == TaskState.SCHEDULED:
-                    decision.schedule_instances.append(key)
-                elif state == TaskState.UPSTREAM_FAILED:
-                    decision.upstream_failed_instances.append(key)
-                else:
-                    decision.skip_instances.append(key)
+        if task_id in multi:
+            _decide_instances(task, instances[task_id], current, multi, now, decision)  # type: ignore[index]
             continue
         ti = states.get(task_id)
         if ti is None:
             continue
-        state, when = _decide(task, ti, upstream, now)
-        if when is not None:
-            decision.retry_at[task_id] = when
-        if state is None:
+        state = current[task_id]
+        if state == TaskState.UP_FOR_RETRY:
+            when = retry_time(task, ti, now)
+            if when <= now:
+                decision.schedule.append(task_id)
+                current[task_id] = TaskState.SCHEDULED
+            else:
+                decision.retry_at[task_id] = when
             continue
-        current[task_id] = [state]
-        if state == TaskState.SCHEDULED:
-            if getattr(task, "is_mapped", False) and ti.state == TaskState.NONE:
+        if state != TaskState.NONE:
+            continue
+        verdict = evaluate_trigger_rule(task.trigger_rule, _upstream_states(task, current, multi))
+        if verdict == "run":
+            if getattr(task, "is_mapped", False):
                 decision.expand.append(task_id)
             else:
                 decision.schedule.append(task_id)
-        elif state == TaskState.UPSTREAM_FAILED:
+            current[task_id] = TaskState.SCHEDULED
+        elif verdict == "upstream_failed":
             decision.upstream_failed.append(task_id)
-        else:
+            current[task_id] = TaskState.UPSTREAM_FAILED
+        elif verdict == "skip":
             decision.skip.append(task_id)
-    decision.run_state = run_outcome(tasks, current)
+            current[task_id] = TaskState.SKIPPED
+    decision.run_state = _outcome(tasks, current, multi)
     return decision
 
 
@@ -173,14 +200,29 @@ def run_outcome(tasks: Sequence[TaskSpec], states: Mapping[str, str | Sequence[s
     a cleanup leaf with ``all_done`` that succeeds after a failure makes the run succeed). A task's
     state is one state, or the states of a mapped task's instances (a mapped leaf failed if one of
     its instances did)."""
-    flat = {tid: [s] if isinstance(s, str) else list(s) for tid, s in states.items()}
-    if any(state not in TASK_FINISHED for group in flat.values() for state in group):
+    single = {t: s for t, s in states.items() if isinstance(s, str)}
+    multi = {t: list(s) for t, s in states.items() if not isinstance(s, str)}
+    return _outcome(tasks, single, multi)
+
+
+def _outcome(
+    tasks: Sequence[TaskSpec], current: Mapping[str, str], multi: Mapping[str, list[str]]
+) -> RunState | None:
+    if any(state not in TASK_FINISHED for state in current.values()):
+        return None
+    if any(state not in TASK_FINISHED for group in multi.values() for state in group):
         return None
     has_downstream = {u for task in tasks for u in task.upstream}
-    leaves = [t.task_id for t in tasks if t.task_id not in has_downstream and t.task_id in flat]
     bad = (TaskState.FAILED, TaskState.UPSTREAM_FAILED)
-    if any(state in bad for leaf in leaves for state in flat[leaf]):
-        return RunState.FAILED
+    for task in tasks:
+        leaf = task.task_id
+        if leaf in has_downstream:
+            continue
+        if leaf in multi:
+            if any(state in bad for state in multi[leaf]):
+                return RunState.FAILED
+        elif current.get(leaf) in bad:
+            return RunState.FAILED
     return RunState.SUCCESS
 
 

@@ -4,6 +4,7 @@ the task messages, the results list downstream, zero-length and over-long expans
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from hareflow.common.db import DagRun, TaskInstance
 from hareflow.common.messages import ResultMessage, TaskMessage, decode
 from hareflow.common.runs import trigger_run
+from hareflow.scheduler.decisions import TIView, evaluate_run, run_outcome
 from hareflow.scheduler.results import apply_results
 from prometheus_client import REGISTRY
 from sqlalchemy import select
@@ -265,3 +267,69 @@ with DAG("m", start_date=datetime(2026, 1, 1)):
     _report(harness, retried[0], "success", 2)
     harness.scheduler.run_once(NOW)
     assert _run_state(harness) == "success"
+
+
+# -- the pure decisions over a mapped task's instances ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    task_id: str
+    upstream: tuple[str, ...] = ()
+    trigger_rule: str = "all_success"
+    retry_delay: float = 0.0
+    retry_exponential_backoff: bool = False
+    max_retry_delay: float | None = None
+    is_mapped: bool = False
+
+
+MAPPED_THEN_TWO = [
+    Spec("m", is_mapped=True),
+    Spec("strict", ("m",)),
+    Spec("lenient", ("m",), trigger_rule="one_success"),
+]
+
+
+def test_a_placeholder_whose_rule_is_met_is_expanded_not_scheduled() -> None:
+    decision = evaluate_run(MAPPED_THEN_TWO, {t.task_id: TIView("none") for t in MAPPED_THEN_TWO}, NOW)
+
+    assert (decision.expand, decision.schedule, decision.run_state) == (["m"], [], None)
+
+
+@pytest.mark.parametrize(
+    ("instance_states", "strict", "lenient"),
+    [
+        (["success", "success"], "schedule", "schedule"),
+        (["success", "failed"], "upstream_failed", "schedule"),
+        (["success", "running"], None, "schedule"),
+        (["skipped", "skipped"], "skip", "skip"),
+    ],
+)
+def test_downstream_trigger_rules_count_every_instance_of_a_mapped_task(
+    instance_states: list[str], strict: str | None, lenient: str | None
+) -> None:
+    instances = {"m": {i: TIView(s, 1) for i, s in enumerate(instance_states)}}
+    decision = evaluate_run(
+        MAPPED_THEN_TWO, {"strict": TIView("none"), "lenient": TIView("none")}, NOW, instances
+    )
+
+    def verdict(task_id: str) -> str | None:
+        for name in ("schedule", "upstream_failed", "skip"):
+            if task_id in getattr(decision, name):
+                return name
+        return None
+
+    assert (verdict("strict"), verdict("lenient")) == (strict, lenient)
+
+
+def test_instances_are_scheduled_and_retried_one_by_one_and_a_failed_one_fails_a_mapped_leaf() -> None:
+    tasks = [Spec("m", is_mapped=True)]
+    waiting = {"m": {0: TIView("none"), 1: TIView("up_for_retry", 1, NOW), 2: TIView("success", 1)}}
+    finished = {"m": {0: TIView("success", 1), 1: TIView("failed", 2)}}
+
+    decision = evaluate_run(tasks, {}, NOW, waiting)
+
+    assert decision.schedule_instances == [("m", 0), ("m", 1)] and decision.schedule == []
+    assert evaluate_run(tasks, {}, NOW, finished).run_state == "failed"
+    assert run_outcome(tasks, {"m": ["success", "skipped"]}) == "success"
+    assert run_outcome(tasks, {"m": ["success", "running"]}) is None
