@@ -11,7 +11,10 @@ instance per upstream instance.
 Serialized form (``SerializedTask.expand``)::
 
     {"kind": "product" | "kwargs",
-     "args": [{"name": <parameter>, "literal": [...]} | {"name": <parameter>, "task": <task id>}]}
+     "args": [{"name": <parameter>, "literal": [...]}
+              | {"name": <parameter>, "task": <task id>, "keys": [<key or index>, ...] (optional)}]}
+
+``keys`` maps over a value inside the task's result (``result["files"]``): the scheduler walks them.
 
 ``kwargs`` has one entry, named ``"*"``. The scheduler expands (it has the upstream results) with
 the pure functions at the end of this module; each instance's message carries its own element.
@@ -55,16 +58,20 @@ class ExpandSource:
     name: str
     literal: tuple[Any, ...] | None = None
     task_id: str | None = None
+    keys: tuple[str | int, ...] = ()  # a value inside the task's result, e.g. ("files",)
 
     def to_dict(self) -> dict[str, Any]:
         if self.task_id is not None:
-            return {"name": self.name, "task": self.task_id}
+            out: dict[str, Any] = {"name": self.name, "task": self.task_id}
+            if self.keys:
+                out["keys"] = list(self.keys)
+            return out
         return {"name": self.name, "literal": list(self.literal or ())}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExpandSource:
         if data.get("task") is not None:
-            return cls(name=data["name"], task_id=data["task"])
+            return cls(name=data["name"], task_id=data["task"], keys=tuple(data.get("keys") or ()))
         return cls(name=data["name"], literal=tuple(data.get("literal") or ()))
 
 
@@ -345,8 +352,18 @@ def source_lists(spec: ExpandSpec, results: Mapping[str, Any]) -> list[list[Any]
     for source in spec.sources:
         if source.task_id is None:
             lists.append(list(source.literal or ()))
-        else:
-            lists.append(mapped_value(source.task_id, results.get(source.task_id)))
+            continue
+        value = results.get(source.task_id)
+        for key in source.keys:
+            try:
+                value = value[key]  # type: ignore[index]
+            except (KeyError, IndexError, TypeError):
+                path = "".join(f"[{k!r}]" for k in source.keys)
+                raise ExpansionError(
+                    f"expand() maps over {path} of the result of task '{source.task_id}', "
+                    f"which has no {key!r}"
+                ) from None
+        lists.append(mapped_value(source.task_id, value))
     return lists
 
 

@@ -254,3 +254,11 @@ def test_tasks_test_runs_one_instance_of_a_task_mapped_over_literals(tmp_path: P
     assert past.exit_code == 2 and "has no map index 3" in past.stderr
     assert runtime.exit_code == 2 and "maps over the output of task(s) src" in runtime.stderr
     assert plain.exit_code == 2 and "is not mapped" in plain.stderr
+
+
+def test_a_source_may_map_over_a_value_inside_an_upstream_result() -> None:
+    spec = ExpandSpec.from_dict({"kind": "product", "args": [{"name": "f", "task": "ls", "keys": ["files"]}]})
+    assert spec.to_dict()["args"][0]["keys"] == ["files"]
+    assert source_lists(spec, {"ls": {"files": ["a", "b"], "n": 2}}) == [["a", "b"]]
+    with pytest.raises(ExpansionError, match=r"\['files'\] of the result of task 'ls', which has no 'files'"):
+        source_lists(spec, {"ls": {"n": 2}})
