@@ -1,7 +1,13 @@
 """The wire protocol: typed, immutable, versioned JSON messages.
 
 Every message is one JSON object with ``"type"`` (the discriminator) and ``"v"`` (the protocol
-version, currently 1). Bodies are UTF-8 JSON; there is no pickle anywhere on the wire.
+version). Bodies are UTF-8 JSON; there is no pickle anywhere on the wire. A message is stamped with
+the lowest version that can express it, and every version listed here is decoded:
+
+- ``1``: the messages below.
+- ``2``: a ``task`` message may carry ``expand_args``, a mapped task instance's own keyword
+  arguments (its element of the expansion). Only such messages are stamped 2, so a worker that
+  reads version 1 only still runs every task that is not mapped.
 
 ``task``      scheduler -> worker, on ``<prefix>.tasks`` routed by queue name. Everything a worker
               needs to run one try: the DAG file, the try, the run's conf and params, and the return
@@ -26,7 +32,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+#: The versions :func:`decode` accepts.
+SUPPORTED_VERSIONS = frozenset({1, 2})
 
 
 class MessageError(ValueError):
@@ -59,8 +67,12 @@ class _Message:
         if "key" in body:
             body["key"] = body["key"].__dict__.copy()
         body["type"] = self.type
-        body["v"] = PROTOCOL_VERSION
+        body["v"] = self.version()
         return body
+
+    def version(self) -> int:
+        """The lowest protocol version that can express this message."""
+        return 1
 
     def encode(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), default=str).encode()
@@ -81,6 +93,16 @@ class TaskMessage(_Message):
     params: dict[str, Any] = field(default_factory=dict)
     upstream_results: dict[str, Any] = field(default_factory=dict)
     published_at: float = 0.0
+    expand_args: dict[str, Any] | None = None  # v2: a mapped instance's own keyword arguments
+
+    def version(self) -> int:
+        return 1 if self.expand_args is None else 2
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        if self.expand_args is None:
+            del body["expand_args"]  # the version 1 form, readable by every worker
+        return body
 
 
 @dataclass(frozen=True)
@@ -139,7 +161,7 @@ class EventBatch(_Message):
     events: list[StateEvent]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "v": PROTOCOL_VERSION, "events": [e.to_dict() for e in self.events]}
+        return {"type": self.type, "v": self.version(), "events": [e.to_dict() for e in self.events]}
 
 
 Message = TaskMessage | ResultMessage | LogMessage | HeartbeatMessage | StateEvent | EventBatch
@@ -179,7 +201,7 @@ def decode(body: bytes | str) -> Message:
     cls = _TYPES.get(kind)  # type: ignore[arg-type]
     if cls is None:
         raise MessageError(f"unknown message type {kind!r}")
-    if version != PROTOCOL_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise MessageError(f"unsupported protocol version {version!r} for {kind!r}")
     if "key" in raw:
         raw["key"] = _build_key(raw["key"])
@@ -213,5 +235,7 @@ def _check_types(message: _Message) -> None:
             raise MessageError("bad task message fields")
         if not isinstance(message.max_tries, int):
             raise MessageError("max_tries must be an integer")
+        if message.expand_args is not None and not isinstance(message.expand_args, dict):
+            raise MessageError("expand_args must be an object")
     if isinstance(message, LogMessage) and not isinstance(message.text, str):
         raise MessageError("log text must be a string")

@@ -110,6 +110,16 @@ TASKS_DISPATCHED = Counter(
     "hareflow_scheduler_tasks_dispatched_total",
     "Task messages the scheduler published for a new try.",
 )
+MAPPED_EXPANSIONS = Counter(
+    "hareflow_scheduler_mapped_expansions_total",
+    "Mapped tasks the scheduler expanded, by outcome: expanded (into instances), empty (skipped), "
+    "failed (over max_map_length, or over a value that is not a list or dict).",
+    ["outcome"],
+)
+MAPPED_INSTANCES = Counter(
+    "hareflow_scheduler_mapped_instances_created_total",
+    "Task instances created by expanding mapped tasks.",
+)
 TASKS_REPUBLISHED = Counter(
     "hareflow_scheduler_tasks_republished_total",
     "Task messages published again because the broker never confirmed them: their publication "

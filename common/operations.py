@@ -100,13 +100,33 @@ def find_run(session: Session, run_id: str, dag_id: str | None = None) -> DagRun
     return runs[0]
 
 
-def find_task_instance(session: Session, run: DagRun, task_id: str) -> TaskInstance:
+def find_task_instance(
+    session: Session, run: DagRun, task_id: str, map_index: int | None = None
+) -> TaskInstance:
+    """The task instance of ``task_id`` in ``run``: its one instance, or with ``map_index`` one
+    instance of a mapped task. A mapped task asked for without a map index raises OperationError
+    saying which map indexes it has."""
     ti = session.scalar(
         select(TaskInstance).where(
-            TaskInstance.run_pk == run.id, TaskInstance.task_id == task_id, TaskInstance.map_index == -1
+            TaskInstance.run_pk == run.id,
+            TaskInstance.task_id == task_id,
+            TaskInstance.map_index == (-1 if map_index is None else map_index),
         )
     )
     if ti is None:
+        indexes = session.scalars(
+            select(TaskInstance.map_index)
+            .where(TaskInstance.run_pk == run.id, TaskInstance.task_id == task_id)
+            .order_by(TaskInstance.map_index)
+        ).all()
+        if indexes:
+            where = f"task {task_id!r} of run {run.run_id!r}"
+            span = f"{indexes[0]}..{indexes[-1]}" if indexes[0] >= 0 else "-1 (not mapped)"
+            if map_index is None:
+                raise OperationError(
+                    f"{where} is mapped into {len(indexes)} instances: pass a map index ({span})"
+                )
+            raise OperationError(f"{where} has no map index {map_index}; its map indexes: {span}")
         known = session.scalars(
             select(TaskInstance.task_id).where(TaskInstance.run_pk == run.id).order_by(TaskInstance.task_id)
         ).all()
@@ -162,12 +182,14 @@ class TaskRef:
     task_id: str
     state: str
     try_number: int
+    map_index: int = -1
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "dag_id": self.dag_id,
             "run_id": self.run_id,
             "task_id": self.task_id,
+            "map_index": self.map_index,
             "state": self.state,
             "try_number": self.try_number,
         }
@@ -235,6 +257,7 @@ def clear_task_instances(
     upstream: bool = False,
     downstream: bool = False,
     only_failed: bool = False,
+    map_index: int | None = None,
     dry_run: bool = False,
     username: str | None = None,
     now: datetime | None = None,
@@ -242,7 +265,10 @@ def clear_task_instances(
     """Reset finished (or up_for_retry) task instances to ``none`` so the scheduler runs them again.
 
     Scope: one run (``run_id``) or every run of the DAG; tasks matching ``task_regex`` plus their
-    upstream/downstream if asked; with ``only_failed``, only failed and upstream_failed ones.
+    upstream/downstream if asked; with ``only_failed``, only failed and upstream_failed ones; with
+    ``map_index``, only that instance of each matched (mapped) task, their upstream and downstream
+    tasks whole. A mapped task's instances are cleared
+    one by one and keep their map indexes: the expansion is not redone.
     Each cleared instance gets ``max_tries = try_number + retries + 1`` so its retries are
     available again; a finished run goes back to ``queued``. Queued and running instances are left
     alone (a worker may hold them) and reported in ``skipped``. One audit row per touched run.
@@ -263,15 +289,20 @@ def clear_task_instances(
     result = ClearResult()
     if not runs:
         return result
+    query = select(TaskInstance).where(
+        TaskInstance.run_pk.in_(list(runs)), TaskInstance.task_id.in_(sorted(task_ids))
+    )
+    if map_index is not None:  # the one instance of the matched tasks; their upstream/downstream whole
+        matched = select_task_ids(sdag, task_regex)
+        query = query.where(
+            TaskInstance.task_id.not_in(sorted(matched)) | (TaskInstance.map_index == map_index)
+        )
     tis = session.scalars(
-        select(TaskInstance)
-        .where(TaskInstance.run_pk.in_(list(runs)), TaskInstance.task_id.in_(sorted(task_ids)))
-        .order_by(TaskInstance.run_pk, TaskInstance.id)
-        .execution_options(populate_existing=True)
+        query.order_by(TaskInstance.run_pk, TaskInstance.id).execution_options(populate_existing=True)
     ).all()
     wanted: list[tuple[TaskInstance, TaskRef]] = []
     for ti in tis:
-        ref = TaskRef(ti.dag_id, ti.run_id, ti.task_id, ti.state, ti.try_number)
+        ref = TaskRef(ti.dag_id, ti.run_id, ti.task_id, ti.state, ti.try_number, ti.map_index)
         if only_failed and ti.state not in FAILED_STATES:
             continue
         if ti.state in TASK_DISPATCHED:
@@ -294,7 +325,9 @@ def clear_task_instances(
     cleared_by_run: dict[int, list[str]] = {}
     for ti, ref in wanted:
         result.cleared.append(ref)
-        cleared_by_run.setdefault(ti.run_pk, []).append(ti.task_id)
+        cleared_by_run.setdefault(ti.run_pk, []).append(
+            ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+        )
     for run_pk, cleared in cleared_by_run.items():
         run = runs[run_pk]
         result.runs_touched.append(run.run_id)
@@ -352,6 +385,7 @@ def mark_task_instance(
     task_id: str,
     state: str,
     *,
+    map_index: int | None = None,
     username: str | None = None,
     now: datetime | None = None,
 ) -> TaskInstance:
@@ -366,7 +400,7 @@ def mark_task_instance(
     now = _now(now)
     run = find_run(session, run_id, dag_id)
     session.scalars(_locked(session, select(DagRun).where(DagRun.id == run.id))).one()
-    ti = find_task_instance(session, run, task_id)
+    ti = find_task_instance(session, run, task_id, map_index)
     session.refresh(ti)
     previous = ti.state
     values = {"state": state, "end_date": now, "next_retry_at": None, "updated_at": now}
@@ -385,7 +419,7 @@ def mark_task_instance(
         dag_id=dag_id,
         run_id=run_id,
         task_id=task_id,
-        details={"previous_state": previous},
+        details={"previous_state": previous, **({} if ti.map_index < 0 else {"map_index": ti.map_index})},
         now=now,
     )
     session.flush()

@@ -68,6 +68,7 @@ class TaskTransition(StrEnum):
     SKIP = "skip"  # scheduler: trigger rule says skip
     REMOVE = "remove"  # scheduler: the task left the DAG
     FAIL_UNSCHEDULABLE = "fail_unschedulable"  # scheduler: it names a pool that does not exist
+    FAIL_EXPANSION = "fail_expansion"  # scheduler: a mapped task cannot expand (too long, not a list)
     WORKER_LOST = "worker_lost"  # scheduler: the worker running it stopped heartbeating
     CLEAR = "clear"  # operator (or a backfill re-running failed runs): run it again
     MARK = "mark"  # operator: set success or failed by hand
@@ -92,6 +93,7 @@ TASK_TRANSITIONS: dict[TaskTransition, Rule] = {
     TaskTransition.SKIP: Rule(frozenset({TaskState.NONE}), frozenset({TaskState.SKIPPED})),
     TaskTransition.REMOVE: Rule(_UNFINISHED, frozenset({TaskState.REMOVED})),
     TaskTransition.FAIL_UNSCHEDULABLE: Rule(frozenset({TaskState.SCHEDULED}), frozenset({TaskState.FAILED})),
+    TaskTransition.FAIL_EXPANSION: Rule(frozenset({TaskState.NONE}), frozenset({TaskState.FAILED})),
     TaskTransition.WORKER_LOST: Rule(
         frozenset({TaskState.RUNNING}), frozenset({TaskState.FAILED, TaskState.UP_FOR_RETRY})
     ),

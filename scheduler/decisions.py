@@ -51,6 +51,26 @@ class RunDecision:
     skip: list[str] = field(default_factory=list)
     retry_at: dict[str, datetime] = field(default_factory=dict)  # up_for_retry -> when it may run
     run_state: RunState | None = None  # set when every task instance has finished
+    #: mapped tasks whose trigger rule is met: expand them (their placeholder is never scheduled)
+    expand: list[str] = field(default_factory=list)
+    #: the same decisions for the instances of expanded mapped tasks, keyed (task id, map index)
+    schedule_instances: list[tuple[str, int]] = field(default_factory=list)
+    upstream_failed_instances: list[tuple[str, int]] = field(default_factory=list)
+    skip_instances: list[tuple[str, int]] = field(default_factory=list)
+    retry_at_instances: dict[tuple[str, int], datetime] = field(default_factory=dict)
+
+    def decides_anything(self) -> bool:
+        """Whether applying this decision would write something (retry times aside)."""
+        return bool(
+            self.schedule
+            or self.upstream_failed
+            or self.skip
+            or self.expand
+            or self.schedule_instances
+            or self.upstream_failed_instances
+            or self.skip_instances
+            or self.run_state is not None
+        )
 
 
 def retry_time(task: TaskSpec, ti: TIState, now: datetime) -> datetime:
@@ -63,51 +83,146 @@ def retry_time(task: TaskSpec, ti: TIState, now: datetime) -> datetime:
     return (ti.end_date or now) + timedelta(seconds=delay)
 
 
-def evaluate_run(tasks: Sequence[TaskSpec], states: Mapping[str, TIState], now: datetime) -> RunDecision:
-    """Decide what happens next in one run. ``tasks`` must be in topological order."""
+_VERDICT_STATE = {
+    "run": TaskState.SCHEDULED,
+    "upstream_failed": TaskState.UPSTREAM_FAILED,
+    "skip": TaskState.SKIPPED,
+}
+
+
+def _upstream_states(task: TaskSpec, current: Mapping[str, str], multi: Mapping[str, list[str]]) -> list[str]:
+    """The states the task's trigger rule counts: one per upstream instance (all of a mapped one's)."""
+    if not multi:
+        return [current[u] for u in task.upstream if u in current]
+    out: list[str] = []
+    for u in task.upstream:
+        if u in multi:
+            out.extend(multi[u])
+        elif u in current:
+            out.append(current[u])
+    return out
+
+
+def _decide_instances(
+    task: TaskSpec,
+    by_index: Mapping[int, TIState],
+    current: Mapping[str, str],
+    multi: dict[str, list[str]],
+    now: datetime,
+    decision: RunDecision,
+) -> None:
+    """The instances of an expanded mapped task: each waits, retries and follows its rule alone."""
+    task_id = task.task_id
+    upstream: list[str] | None = None
+    states = multi[task_id]
+    for position, map_index in enumerate(sorted(by_index)):
+        ti = by_index[map_index]
+        key = (task_id, map_index)
+        if ti.state == TaskState.UP_FOR_RETRY:
+            when = retry_time(task, ti, now)
+            if when <= now:
+                decision.schedule_instances.append(key)
+                states[position] = TaskState.SCHEDULED
+            else:
+                decision.retry_at_instances[key] = when
+            continue
+        if ti.state != TaskState.NONE:
+            continue
+        if upstream is None:
+            upstream = _upstream_states(task, current, multi)
+        verdict = evaluate_trigger_rule(task.trigger_rule, upstream)
+        if verdict == "run":
+            decision.schedule_instances.append(key)
+        elif verdict == "upstream_failed":
+            decision.upstream_failed_instances.append(key)
+        elif verdict == "skip":
+            decision.skip_instances.append(key)
+        else:
+            continue
+        states[position] = _VERDICT_STATE[verdict]
+
+
+def evaluate_run(
+    tasks: Sequence[TaskSpec],
+    states: Mapping[str, TIState],
+    now: datetime,
+    instances: Mapping[str, Mapping[int, TIState]] | None = None,
+) -> RunDecision:
+    """Decide what happens next in one run. ``tasks`` must be in topological order.
+
+    ``states``: task id -> its task instance (a mapped task's placeholder until it is expanded);
+    ``instances``: task id -> {map index: instance} for the expanded mapped tasks. A mapped task is
+    the set of its instances: each instance counts in its downstream tasks' trigger rules and in the
+    run's outcome. A mapped task whose placeholder's rule is met goes to ``expand``."""
     decision = RunDecision()
     current = {task_id: ti.state for task_id, ti in states.items()}
+    multi: dict[str, list[str]] = {}
+    for task_id, by_index in (instances or {}).items():
+        multi[task_id] = [by_index[i].state for i in sorted(by_index)]
     for task in tasks:
-        ti = states.get(task.task_id)
+        task_id = task.task_id
+        if task_id in multi:
+            _decide_instances(task, instances[task_id], current, multi, now, decision)  # type: ignore[index]
+            continue
+        ti = states.get(task_id)
         if ti is None:
             continue
-        state = current[task.task_id]
+        state = current[task_id]
         if state == TaskState.UP_FOR_RETRY:
             when = retry_time(task, ti, now)
             if when <= now:
-                decision.schedule.append(task.task_id)
-                current[task.task_id] = TaskState.SCHEDULED
+                decision.schedule.append(task_id)
+                current[task_id] = TaskState.SCHEDULED
             else:
-                decision.retry_at[task.task_id] = when
+                decision.retry_at[task_id] = when
             continue
         if state != TaskState.NONE:
             continue
-        verdict = evaluate_trigger_rule(
-            task.trigger_rule, [current[u] for u in task.upstream if u in current]
-        )
+        verdict = evaluate_trigger_rule(task.trigger_rule, _upstream_states(task, current, multi))
         if verdict == "run":
-            decision.schedule.append(task.task_id)
-            current[task.task_id] = TaskState.SCHEDULED
+            if getattr(task, "is_mapped", False):
+                decision.expand.append(task_id)
+            else:
+                decision.schedule.append(task_id)
+            current[task_id] = TaskState.SCHEDULED
         elif verdict == "upstream_failed":
-            decision.upstream_failed.append(task.task_id)
-            current[task.task_id] = TaskState.UPSTREAM_FAILED
+            decision.upstream_failed.append(task_id)
+            current[task_id] = TaskState.UPSTREAM_FAILED
         elif verdict == "skip":
-            decision.skip.append(task.task_id)
-            current[task.task_id] = TaskState.SKIPPED
-    decision.run_state = run_outcome(tasks, current)
+            decision.skip.append(task_id)
+            current[task_id] = TaskState.SKIPPED
+    decision.run_state = _outcome(tasks, current, multi)
     return decision
 
 
-def run_outcome(tasks: Sequence[TaskSpec], states: Mapping[str, str]) -> RunState | None:
+def run_outcome(tasks: Sequence[TaskSpec], states: Mapping[str, str | Sequence[str]]) -> RunState | None:
     """A run is finished when every task instance is; it failed if any leaf failed (Airflow's rule:
-    a cleanup leaf with ``all_done`` that succeeds after a failure makes the run succeed)."""
-    if any(state not in TASK_FINISHED for state in states.values()):
+    a cleanup leaf with ``all_done`` that succeeds after a failure makes the run succeed). A task's
+    state is one state, or the states of a mapped task's instances (a mapped leaf failed if one of
+    its instances did)."""
+    single = {t: s for t, s in states.items() if isinstance(s, str)}
+    multi = {t: list(s) for t, s in states.items() if not isinstance(s, str)}
+    return _outcome(tasks, single, multi)
+
+
+def _outcome(
+    tasks: Sequence[TaskSpec], current: Mapping[str, str], multi: Mapping[str, list[str]]
+) -> RunState | None:
+    if any(state not in TASK_FINISHED for state in current.values()):
+        return None
+    if any(state not in TASK_FINISHED for group in multi.values() for state in group):
         return None
     has_downstream = {u for task in tasks for u in task.upstream}
-    leaves = [t.task_id for t in tasks if t.task_id not in has_downstream and t.task_id in states]
     bad = (TaskState.FAILED, TaskState.UPSTREAM_FAILED)
-    if any(states[leaf] in bad for leaf in leaves):
-        return RunState.FAILED
+    for task in tasks:
+        leaf = task.task_id
+        if leaf in has_downstream:
+            continue
+        if leaf in multi:
+            if any(state in bad for state in multi[leaf]):
+                return RunState.FAILED
+        elif current.get(leaf) in bad:
+            return RunState.FAILED
     return RunState.SUCCESS
 
 

@@ -15,6 +15,7 @@ from hareflow.common.dag.context import resolve_params
 from hareflow.common.db import DagRun, TaskInstance, TaskResult
 from hareflow.common.messages import TaskKey, TaskMessage
 from hareflow.common.states import TaskState
+from hareflow.scheduler.expansion import Elements, gather_results
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
@@ -38,6 +39,12 @@ def upstream_results(session: Session, run_pk: int, task_ids: Sequence[str]) -> 
     return {task_id: json.loads(value) for task_id, value in rows}
 
 
+def _reads(task: Any) -> tuple[str, ...]:
+    """The upstream tasks whose results a task's messages need: its inputs, and what it maps over."""
+    spec = task.expand_spec
+    return task.input_tasks if spec is None else (*task.input_tasks, *spec.task_ids)
+
+
 def build_messages(
     session: Session,
     tis: Sequence[TaskInstance],
@@ -54,8 +61,15 @@ def build_messages(
         run = runs[run_pk]
         sdag = serialized[run.dag_id]
         tasks = {t.task_id: t for t in sdag.tasks}
-        needed = sorted({u for ti in run_tis if ti.task_id in tasks for u in tasks[ti.task_id].input_tasks})
-        results = upstream_results(session, run_pk, needed)
+        needed = sorted({u for ti in run_tis if ti.task_id in tasks for u in _reads(tasks[ti.task_id])})
+        mapped = {t.task_id for t in sdag.tasks if t.is_mapped}
+        # A mapped upstream's output is the list of its instances' results, in map-index order.
+        results = (
+            gather_results(session, run_pk, needed, mapped)
+            if mapped
+            else upstream_results(session, run_pk, needed)
+        )
+        elements = Elements(tasks, results)
         params = resolve_params(sdag.params, run.conf)
         for ti in run_tis:
             task = tasks[ti.task_id]
@@ -80,6 +94,7 @@ def build_messages(
                     params=params,
                     upstream_results={u: results[u] for u in task.input_tasks if u in results},
                     published_at=now,
+                    expand_args=elements.of(ti.task_id, ti.map_index),
                 )
             )
     return messages

@@ -290,9 +290,14 @@ class Scheduler:
                 self._serialized_dag,
                 cache=self._rows,
                 changed=changed if incremental else None,
+                max_map_length=self._settings.max_map_length,
             )
         report.runs_finished += result.runs_finished
         report.events.extend(result.events)
+        for outcome, count in result.expansions.items():
+            metrics.MAPPED_EXPANSIONS.labels(outcome).inc(count)
+        if result.mapped_instances:
+            metrics.MAPPED_INSTANCES.inc(result.mapped_instances)
         if not result.messages:
             return
         try:

@@ -35,6 +35,7 @@ from hareflow.common.states import (
     WorkerOutcome,
     outcome_state,
 )
+from hareflow.scheduler import expansion
 from hareflow.scheduler.decisions import Candidate, Occupant, evaluate_run, select_dispatch
 from hareflow.scheduler.dispatch import build_messages
 from sqlalchemy import insert, select
@@ -71,6 +72,9 @@ class PassResult:
     events: list[StateEvent] = field(default_factory=list)
     dispatched_ids: list[int] = field(default_factory=list)
     runs_finished: int = 0
+    #: mapped tasks expanded in this pass, by outcome (expanded, empty, failed), and instances made
+    expansions: dict[str, int] = field(default_factory=dict)
+    mapped_instances: int = 0
     #: the incremental check found nothing to decide, so no task instance was loaded in full
     incremental: bool = False
 
@@ -104,15 +108,24 @@ class _Writes:
         self.by_state: dict[str, list[tuple[TIRow, int]]] = defaultdict(list)
         self.retry_at: list[tuple[TIRow, datetime]] = []
         self.failed: list[tuple[TIRow, str]] = []
+        self.expand_failed: list[tuple[TIRow, str]] = []
         self.queued: list[TIRow] = []
         self.finished: list[tuple[DagRun, str]] = []
         self.events: list[StateEvent] = []
         self.created = 0
+        self.expansions: dict[str, int] = defaultdict(int)
+        self.mapped_instances = 0
 
     def decided(self) -> bool:
         """Whether the pass decided any write (taken or lost: either way the rows read are stale)."""
         return bool(
-            self.by_state or self.retry_at or self.failed or self.queued or self.finished or self.created
+            self.by_state
+            or self.retry_at
+            or self.failed
+            or self.expand_failed
+            or self.queued
+            or self.finished
+            or self.created
         )
 
     def set_state(self, row: TIRow, state: str) -> None:
@@ -137,6 +150,9 @@ class _Writes:
         for row, error in self.failed:
             values = {"state": row.state, "error": error, "end_date": now, "updated_at": now}
             self._write(session, TaskTransition.FAIL_UNSCHEDULABLE, [(row, row.try_number)], values)
+        for row, error in self.expand_failed:
+            values = {"state": row.state, "error": error, "end_date": now, "updated_at": now}
+            self._write(session, TaskTransition.FAIL_EXPANSION, [(row, row.try_number)], values)
         if not self.queued:
             return set()
         # The rows carry the new try number; the compare-and-set is on the one read.
@@ -200,6 +216,7 @@ def schedule_pass(
     *,
     cache: RowCache | None = None,
     changed: Collection[int] | None = None,
+    max_map_length: int = 1024,
 ) -> PassResult:
     """Start queued runs, evaluate the running ones, pick and mark what to dispatch, build the
     messages. The caller commits, then publishes ``messages``.
@@ -207,7 +224,8 @@ def schedule_pass(
     With ``cache``, a pass that reads every row and decides nothing keeps the rows there. With
     ``changed`` as well (the ids of every task instance changed since the caller's previous pass,
     taken before this transaction began), the pass first refreshes only those rows and returns
-    early if, on the cached rows, a full pass would decide nothing.
+    early if, on the cached rows, a full pass would decide nothing. ``max_map_length``: the most
+    instances a mapped task may expand to (``hareflow.scheduler.expansion``).
     """
     result = PassResult()
     query = select(DagRun).where(DagRun.state.in_(RUN_ACTIVE)).order_by(DagRun.logical_date, DagRun.id)
@@ -263,11 +281,16 @@ def schedule_pass(
         if dags[run.dag_id].is_paused and run.backfill_id is None:
             continue  # pausing holds scheduled and manual runs; an explicit backfill goes on
         schedulable.append(run)
-        _evaluate(run, sdag, rows_by_run[run.id], writes)
+        expand = _evaluate(run, sdag, rows_by_run[run.id], writes)
+        if expand:
+            rows_by_run[run.id] = _expand(
+                session, run, sdag, rows_by_run[run.id], expand, writes, max_map_length
+            )
     chosen = _choose_dispatch(session, schedulable, dags, sdags, rows_by_run, writes)
     queued = writes.flush(session)
     chosen = [r for r in chosen if r.id in queued]
     result.events.extend(writes.events)
+    result.expansions, result.mapped_instances = dict(writes.expansions), writes.mapped_instances
     for run in writes.finish_runs(session):
         result.runs_finished += 1
         result.events.append(run_event(run))
@@ -423,32 +446,103 @@ def _nothing_to_decide(
             continue
         if any(r.state == TaskState.SCHEDULED for r in rows):
             return False  # a dispatch candidate: occupancy must be read fresh
-        by_task = {r.task_id: r for r in rows}
-        decision = evaluate_run(sdag.tasks, by_task, now)
-        if decision.schedule or decision.upstream_failed or decision.skip or decision.run_state is not None:
+        by_task, instances = _group(rows)
+        decision = evaluate_run(sdag.tasks, by_task, now, instances)
+        if decision.decides_anything():
             return False
         if any(by_task[t].next_retry_at != when for t, when in decision.retry_at.items()):
+            return False
+        if any(instances[t][i].next_retry_at != when for (t, i), when in decision.retry_at_instances.items()):
             return False
     return True
 
 
-def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes) -> None:
-    """Apply trigger rules and retry delays; note the run's end when every task finished."""
-    by_task = {r.task_id: r for r in rows}
-    decision = evaluate_run(sdag.tasks, by_task, writes.now)  # rows have TIView's attributes
-    for task_id in decision.schedule:
-        writes.set_state(by_task[task_id], TaskState.SCHEDULED)
-    for task_id in decision.upstream_failed:
-        writes.set_state(by_task[task_id], TaskState.UPSTREAM_FAILED)
-    for task_id in decision.skip:
-        writes.set_state(by_task[task_id], TaskState.SKIPPED)
-    for task_id, when in decision.retry_at.items():
-        row = by_task[task_id]
+def _group(rows: Iterable[TIRow]) -> tuple[dict[str, TIRow], dict[str, dict[int, TIRow]]]:
+    """A run's rows as the decisions read them: task id -> its one instance (a mapped task's
+    placeholder until it expands), and task id -> map index -> instance for expanded tasks."""
+    single: dict[str, TIRow] = {}
+    instances: dict[str, dict[int, TIRow]] = defaultdict(dict)
+    for r in rows:
+        if r.map_index < 0:
+            single[r.task_id] = r
+        else:
+            instances[r.task_id][r.map_index] = r
+    return single, instances
+
+
+def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes) -> list[str]:
+    """Apply trigger rules and retry delays; note the run's end when every task finished. Return
+    the mapped tasks to expand now."""
+    by_task, instances = _group(rows)
+    decision = evaluate_run(sdag.tasks, by_task, writes.now, instances)  # rows have TIView's attributes
+    for state, task_ids, keys in (
+        (TaskState.SCHEDULED, decision.schedule, decision.schedule_instances),
+        (TaskState.UPSTREAM_FAILED, decision.upstream_failed, decision.upstream_failed_instances),
+        (TaskState.SKIPPED, decision.skip, decision.skip_instances),
+    ):
+        for task_id in task_ids:
+            writes.set_state(by_task[task_id], state)
+        for task_id, map_index in keys:
+            writes.set_state(instances[task_id][map_index], state)
+    retries = [(by_task[t], when) for t, when in decision.retry_at.items()]
+    retries += [(instances[t][i], when) for (t, i), when in decision.retry_at_instances.items()]
+    for row, when in retries:
         if row.next_retry_at != when:
             row.next_retry_at = when
             writes.retry_at.append((row, when))
     if decision.run_state is not None:
         writes.finished.append((run, decision.run_state))
+    return decision.expand
+
+
+def _expand(
+    session: Session,
+    run: DagRun,
+    sdag: SerializedDag,
+    rows: list[TIRow],
+    task_ids: list[str],
+    writes: _Writes,
+    max_map_length: int,
+) -> list[TIRow]:
+    """Expand mapped tasks whose trigger rule is met (``hareflow.scheduler.expansion``): their
+    instances are created and scheduled in this pass; a zero-length expansion skips the task, an
+    invalid one fails it. Returns the run's rows with the placeholders replaced."""
+    placeholders = {r.task_id: r for r in rows if r.task_id in task_ids and r.map_index < 0}
+    sources = sorted({u for t in task_ids for u in sdag.get_task(t).expand_spec.task_ids})  # type: ignore[union-attr]
+    mapped = {t.task_id for t in sdag.tasks if t.is_mapped}
+    results = expansion.gather_results(session, run.id, sources, mapped)
+    replaced: list[str] = []
+    for task_id in task_ids:
+        row = placeholders[task_id]
+        plan = expansion.plan(sdag.get_task(task_id), results, max_map_length)
+        if plan.error is not None:
+            row.state = TaskState.FAILED
+            writes.expand_failed.append((row, plan.error))
+            writes.expansions["failed"] += 1
+        elif plan.length == 0:
+            writes.set_state(row, TaskState.SKIPPED)
+            writes.expansions["empty"] += 1
+        elif expansion.replace_placeholder(
+            session,
+            placeholder_id=row.id,
+            run=run,
+            task=sdag.get_task(task_id),
+            length=plan.length,
+            now=writes.now,
+        ):
+            replaced.append(task_id)
+            writes.expansions["expanded"] += 1
+            writes.mapped_instances += plan.length
+    if not replaced:
+        return rows
+    writes.created += 1
+    table = TaskInstance.__table__
+    query = select(*_COLUMNS).where(table.c.run_pk == run.id, table.c.task_id.in_(replaced))
+    new = [TIRow(*values) for values in session.connection().execute(query).all()]
+    for row in new:
+        writes.set_state(row, TaskState.SCHEDULED)
+    gone = {placeholders[t].id for t in replaced}
+    return [r for r in rows if r.id not in gone] + new
 
 
 def _choose_dispatch(

@@ -143,6 +143,7 @@ def clear(
     only_failed: bool = False,
     dry_run: bool = False,
     username: str,
+    map_index: int | None = None,
 ) -> dict[str, Any]:
     regex = None
     if task_ids:
@@ -166,6 +167,7 @@ def clear(
                 upstream=upstream,
                 downstream=downstream,
                 only_failed=only_failed,
+                map_index=map_index,
                 dry_run=dry_run,
                 username=username,
             )
@@ -184,7 +186,9 @@ def clear(
     }
 
 
-def mark(dag_id: str, run_id: str, task_id: str, state: str, *, username: str) -> dict[str, Any]:
+def mark(
+    dag_id: str, run_id: str, task_id: str, state: str, *, username: str, map_index: int | None = None
+) -> dict[str, Any]:
     if state not in ("success", "failed"):
         raise ActionError(400, f"state must be 'success' or 'failed', not {state!r}", "state")
     with open_session() as s, s.begin():
@@ -192,10 +196,10 @@ def mark(dag_id: str, run_id: str, task_id: str, state: str, *, username: str) -
         run = queries.get_run(s, dag_id, run_id)
         if run is None:
             raise ActionError(404, f"DAG {dag_id!r} has no run {run_id!r}")
-        if queries.get_ti(s, run, task_id) is None:
+        if queries.get_ti(s, run, task_id, map_index) is None:
             raise ActionError(404, f"run {run_id!r} has no task {task_id!r}")
         try:
-            ti = mark_task_instance(s, dag_id, run_id, task_id, state, username=username)
+            ti = mark_task_instance(s, dag_id, run_id, task_id, state, username=username, map_index=map_index)
         except OperationError as exc:
             raise ActionError(400, str(exc)) from None
         result = ti_dict(ti)

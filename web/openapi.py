@@ -39,6 +39,9 @@ DAG = _param("dag_id")
 RUN = _param("run_id", description="the run's id, URL-encoded (e.g. manual__2026-11-24T03:45:51+00:00)")
 TASK = _param("task_id")
 INT = {"type": "integer"}
+MAP_INDEX = _param(
+    "map_index", "query", INT, "one instance of a mapped task (default: the task's first instance)"
+)
 LIMIT = _param("limit", "query", INT, "page size")
 OFFSET = _param("offset", "query", INT, "rows to skip")
 
@@ -129,6 +132,7 @@ SCHEMAS: dict[str, Any] = {
         dag_id={"type": "string"},
         run_id={"type": "string"},
         task_id={"type": "string"},
+        map_index=INT,
         state={"type": "string"},
         try_number=INT,
         max_tries=INT,
@@ -247,21 +251,21 @@ def _paths() -> dict[str, Any]:
         },
         run_path + "/tasks": {
             "get": _op(
-                "Task instances of a run (topological order)",
+                "Task instances of a run (topological order, a mapped task's instances by map index)",
                 _json(_obj(task_instances={"type": "array", "items": _ref("TaskInstance")})),
-                params=[DAG, RUN],
+                params=[DAG, RUN, _param("task_id", "query"), MAP_INDEX],
             )
         },
         ti_path: {
             "get": _op(
                 "One task instance, with its tries and return value",
                 _json(_ref("TaskInstance")),
-                params=[DAG, RUN, TASK],
+                params=[DAG, RUN, TASK, MAP_INDEX],
             ),
             "patch": _op(
                 "Mark success or failed",
                 _json(_ref("TaskInstance")),
-                params=[DAG, RUN, TASK],
+                params=[DAG, RUN, TASK, MAP_INDEX],
                 body=_obj(state={"type": "string", "enum": ["success", "failed"]}),
                 role="op",
             ),
@@ -270,7 +274,7 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Clear one task instance (and its upstream/downstream if asked)",
                 _json(_ref("ClearResult")),
-                params=[DAG, RUN, TASK],
+                params=[DAG, RUN, TASK, MAP_INDEX],
                 body=CLEAR_BODY,
                 role="op",
             )
@@ -279,7 +283,14 @@ def _paths() -> dict[str, Any]:
             "get": _op(
                 "Log chunks of one try; tail with ?offset=<last seq seen>",
                 _json(_ref("LogChunks")),
-                params=[DAG, RUN, TASK, _param("try_number", schema=INT), _param("offset", "query", INT)],
+                params=[
+                    DAG,
+                    RUN,
+                    TASK,
+                    _param("try_number", schema=INT),
+                    _param("offset", "query", INT),
+                    MAP_INDEX,
+                ],
             )
         },
         "/import-errors": {"get": _op("DAG files that failed to load", _json({"type": "object"}))},

@@ -313,13 +313,46 @@ def run_task_instances(s: Session, run: DagRun, serialized: dict[str, Any]) -> l
     return sorted(tis, key=lambda ti: (position.get(ti.task_id, 1 << 30), ti.map_index))
 
 
-def get_ti(s: Session, run: DagRun, task_id: str) -> TaskInstance | None:
-    return s.scalar(
-        select(TaskInstance)
-        .where(TaskInstance.run_pk == run.id, TaskInstance.task_id == task_id)
+def get_ti(s: Session, run: DagRun, task_id: str, map_index: int | None = None) -> TaskInstance | None:
+    """One task instance: the one with ``map_index``, or by default the task's lowest map index
+    (its only instance unless it is mapped)."""
+    query = select(TaskInstance).where(TaskInstance.run_pk == run.id, TaskInstance.task_id == task_id)
+    if map_index is not None:
+        query = query.where(TaskInstance.map_index == map_index)
+    return s.scalar(query.order_by(TaskInstance.map_index).limit(1))
+
+
+def instance_states(s: Session, run: DagRun, task_id: str) -> list[tuple[int, str]]:
+    """(map index, state) of each instance of a mapped task in ``run``; [] for a task not mapped
+    (or not expanded yet)."""
+    rows = s.execute(
+        select(TaskInstance.map_index, TaskInstance.state)
+        .where(TaskInstance.run_pk == run.id, TaskInstance.task_id == task_id, TaskInstance.map_index >= 0)
         .order_by(TaskInstance.map_index)
-        .limit(1)
-    )
+    ).all()
+    return [(int(i), str(state)) for i, state in rows]
+
+
+#: Which state a mapped task's summary shows: the first of these that one of its instances is in.
+SUMMARY_ORDER = (
+    "running",
+    "queued",
+    "up_for_retry",
+    "scheduled",
+    "none",
+    "failed",
+    "upstream_failed",
+    "success",
+    "skipped",
+    "removed",
+)
+
+
+def summary_state(states: Iterable[str]) -> str:
+    """One state for a mapped task's instances: still working if one is, else failed if one
+    failed, else success if one succeeded, else skipped."""
+    present = set(states)
+    return next((state for state in SUMMARY_ORDER if state in present), "none")
 
 
 def tries_of(s: Session, ti: TaskInstance) -> list[int]:
@@ -384,17 +417,25 @@ def grid(s: Session, dag: Dag, limit: int = 25) -> dict[str, Any]:
     runs = list(reversed(runs))
     by_pk = {r.id: r.run_id for r in runs}
     states: dict[str, dict[str, str]] = {r.run_id: {} for r in runs}
+    #: run id -> mapped task id -> each instance's state, in map-index order
+    mapped: dict[str, dict[str, list[str]]] = {r.run_id: {} for r in runs}
     seen: set[str] = set()
     if by_pk:
         ti = TaskInstance.__table__.c
         rows = conn.execute(
-            select(ti.run_pk, ti.task_id, ti.state)
+            select(ti.run_pk, ti.task_id, ti.map_index, ti.state)
             .where(ti.run_pk.in_(list(by_pk)))
-            .order_by(ti.map_index.desc())
+            .order_by(ti.map_index)
         )
-        for run_pk, task_id, state in rows:
-            states[by_pk[run_pk]][task_id] = state
+        for run_pk, task_id, map_index, state in rows:
+            if map_index >= 0:
+                mapped[by_pk[run_pk]].setdefault(task_id, []).append(state)
+            else:
+                states[by_pk[run_pk]][task_id] = state
             seen.add(task_id)
+    for run_id, tasks in mapped.items():
+        for task_id, instance_states in tasks.items():
+            states[run_id][task_id] = summary_state(instance_states)
     serialized = dag.serialized or {}
     order = task_order(serialized, seen)
     group_list = task_groups.groups(serialized)
@@ -404,6 +445,8 @@ def grid(s: Session, dag: Dag, limit: int = 25) -> dict[str, Any]:
         "rows": task_groups.rows(serialized, order),
         "groups": group_list,
         "group_states": task_groups.group_states(group_list, states),
+        "mapped_tasks": [t["task_id"] for t in serialized.get("tasks") or [] if t.get("expand")],
+        "mapped": mapped,
         "runs": [
             {
                 "run_id": r.run_id,
@@ -426,7 +469,13 @@ def graph(dag: Dag) -> dict[str, Any]:
     return {
         "dag_id": dag.dag_id,
         "nodes": [
-            {"id": t["task_id"], "type": t.get("task_type"), "group": t.get("task_group")} for t in tasks
+            {
+                "id": t["task_id"],
+                "type": t.get("task_type"),
+                "group": t.get("task_group"),
+                "mapped": bool(t.get("expand")),
+            }
+            for t in tasks
         ],
         "edges": [[up, t["task_id"]] for t in tasks for up in t.get("upstream") or []],
         "groups": task_groups.groups(serialized),

@@ -118,6 +118,7 @@ def run_task(
             max_tries=payload["max_tries"],
             map_index=key["map_index"],
             upstream_results=payload.get("upstream_results") or {},
+            expand_args=payload.get("expand_args"),
         )
         value = task.execute(ctx)
         result_json = encode_result(value, max_result_bytes, task_id=key["task_id"])

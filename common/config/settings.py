@@ -48,6 +48,7 @@ class Settings:
     dag_file_processor_timeout: float = 30.0
     dag_file_processor_parallelism: int = 2
     max_result_bytes: int = 1_048_576  # cap on one task's JSON return value
+    max_map_length: int = 1024  # most task instances one mapped task may expand to
     run_results_consumer: bool = True  # the scheduler runs the results consumer in-process
     # Results consumer
     results_batch_size: int = 500
@@ -260,6 +261,7 @@ def _validate(settings: Settings) -> None:
         "max_deliveries",
         "results_batch_size",
         "max_result_bytes",
+        "max_map_length",
         "web_threads",
     ):
         if getattr(settings, key) < 1:

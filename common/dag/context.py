@@ -25,6 +25,8 @@ class Context:
     max_tries: int = 1
     map_index: int = -1
     upstream_results: dict[str, Any] = field(default_factory=dict)
+    #: a mapped task instance's own element (its mapped keyword arguments); None when not mapped
+    expand_args: dict[str, Any] | None = None
 
     @property
     def log(self) -> logging.Logger:

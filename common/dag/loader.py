@@ -25,6 +25,7 @@ from types import TracebackType
 
 from hareflow.common.dag.dag import DAG, collect_dags
 from hareflow.common.dag.errors import DagDefinitionError, DagNotFound, TaskNotFound
+from hareflow.common.dag.mapping import check_all_expanded
 from hareflow.common.dag.task import BaseTask
 
 _module_counter = itertools.count(1)
@@ -118,6 +119,7 @@ def load_dag_file(
         sys.modules[module_name] = module
         with collect_dags() as dags:
             spec.loader.exec_module(module)
+        check_all_expanded(dags)
         result.dags = dags
     except (Exception, SystemExit) as exc:  # a broken user file must not stop the caller
         result.errors.append(_describe(exc, abs_path))

@@ -69,6 +69,22 @@ class TaskOutput(Reference, DependencyMixin):
     # Indexing must not make an output look iterable (0, 1, 2, ... for ever).
     __iter__ = None  # type: ignore[assignment]
 
+    # Airflow's XComArg methods hareflow does not support fail at parse time, never silently.
+    def map(self, *_: Any, **__: Any) -> Any:
+        from hareflow.common.dag.mapping import unsupported
+
+        raise unsupported("map")
+
+    def zip(self, *_: Any, **__: Any) -> Any:
+        from hareflow.common.dag.mapping import unsupported
+
+        raise unsupported("zip")
+
+    def concat(self, *_: Any, **__: Any) -> Any:
+        from hareflow.common.dag.mapping import unsupported
+
+        raise unsupported("concat")
+
     def dependency_endpoints(self, *, as_upstream: bool) -> list[BaseTask]:
         return [self.task]
 

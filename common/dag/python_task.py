@@ -13,7 +13,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Unpack, overload
+from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from hareflow.common.dag.context import Context
 from hareflow.common.dag.dag import DAG
@@ -22,6 +22,9 @@ from hareflow.common.dag.outputs import Reference, check_multiple_outputs, infer
 from hareflow.common.dag.settings import TaskSettings, normalize_settings
 from hareflow.common.dag.task import BaseTask
 from hareflow.common.dag.task_group import active_dag, unique_label
+
+if TYPE_CHECKING:
+    from hareflow.common.dag.mapping import PartialTask
 
 CTX_PARAMETER = "ctx"
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
@@ -211,6 +214,22 @@ class TaskFactory:
             dag=dag,
             **settings,
         )
+
+    def partial(self, *args: Any, **fixed: Any) -> PartialTask:
+        """Fix some arguments of a mapped task; ``.expand(...)`` or ``.expand_kwargs(...)`` follows."""
+        from hareflow.common.dag.mapping import PartialTask
+
+        if args:
+            raise DagDefinitionError.here("partial() takes keyword arguments only, e.g. add.partial(y=1)")
+        return PartialTask(self, fixed)
+
+    def expand(self, **mapped: Any) -> PythonTask:
+        """A mapped task with no fixed arguments: one task instance per element of ``mapped``."""
+        return self.partial().expand(**mapped)
+
+    def expand_kwargs(self, kwargs_list: Any) -> PythonTask:
+        """A mapped task with one task instance per dict of keyword arguments."""
+        return self.partial().expand_kwargs(kwargs_list)
 
     def override(
         self,

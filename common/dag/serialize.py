@@ -11,11 +11,13 @@ Format, version 1 (a JSON object)::
                 "execution_timeout" (s|null), "queue", "priority", "pool", "pool_slots",
                 "input_tasks" (sorted ids whose results are arguments), "lineno", "doc",
                 "bash_command" (BashTask only, else null),
-                "task_group" (id of the innermost group holding the task, or null)}],
+                "task_group" (id of the innermost group holding the task, or null),
+                "expand" (a mapped task's expansion, see ``hareflow.common.dag.mapping``, else null)}],
      "task_groups": [{"group_id", "label" (the name given, without parents' prefix),
                       "parent" (group id|null), "tooltip"}] (parents before their children)}
 
-``task_group`` and ``task_groups`` came later: a stored DAG without them reads as ungrouped.
+``task_group``, ``task_groups`` and ``expand`` came later: a stored DAG without them reads as
+ungrouped and unmapped.
 
 Tasks are listed in topological order. ``SerializedDag.from_dict(d).to_dict() == d`` for any ``d``
 produced by ``serialize_dag``.
@@ -30,6 +32,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from hareflow.common.dag.mapping import ExpandSpec
 from hareflow.common.dag.schedule import DagRunInfo, next_dagrun_info
 
 if TYPE_CHECKING:
@@ -74,10 +77,19 @@ class SerializedTask:
     doc: str | None
     bash_command: str | None = None
     task_group: str | None = None
+    expand: dict[str, Any] | None = None
 
     @property
     def max_tries(self) -> int:
         return self.retries + 1
+
+    @property
+    def is_mapped(self) -> bool:
+        return self.expand is not None
+
+    @property
+    def expand_spec(self) -> ExpandSpec | None:
+        return None if self.expand is None else ExpandSpec.from_dict(self.expand)
 
     @classmethod
     def from_task(cls, task: BaseTask) -> SerializedTask:
@@ -101,6 +113,7 @@ class SerializedTask:
             doc=task.doc,
             bash_command=extra.get("bash_command"),
             task_group=task.task_group.group_id if task.task_group is not None else None,
+            expand=spec.to_dict() if (spec := getattr(task, "expand_spec", None)) is not None else None,
         )
 
     @classmethod
@@ -124,6 +137,7 @@ class SerializedTask:
             doc=data.get("doc"),
             bash_command=data.get("bash_command"),
             task_group=data.get("task_group"),
+            expand=data.get("expand"),
         )
 
     def to_dict(self) -> dict[str, Any]:

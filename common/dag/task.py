@@ -125,6 +125,35 @@ class BaseTask:
         except Exception:
             logger.exception("on_%s_callback of task %s.%s failed", kind, self.dag.dag_id, self.task_id)
 
+    # -- mapping: Airflow spellings that fail clearly (see hareflow.common.dag.mapping) -----------
+
+    @classmethod
+    def partial(cls, *_: Any, **__: Any) -> Any:
+        raise DagDefinitionError.here(
+            f"{cls.__name__}.partial() is not supported: only @task functions are mapped; wrap the "
+            f"work in a @task and write fn.partial(...).expand(...)"
+        )
+
+    def expand(self, *_: Any, **__: Any) -> Any:
+        raise DagDefinitionError.here(
+            f"expand() belongs on the @task function, not on task '{self.task_id}': write fn.expand(x=...)"
+        )
+
+    def map(self, *_: Any, **__: Any) -> Any:
+        from hareflow.common.dag.mapping import unsupported
+
+        raise unsupported("map")
+
+    def zip(self, *_: Any, **__: Any) -> Any:
+        from hareflow.common.dag.mapping import unsupported
+
+        raise unsupported("zip")
+
+    def concat(self, *_: Any, **__: Any) -> Any:
+        from hareflow.common.dag.mapping import unsupported
+
+        raise unsupported("concat")
+
     # -- dependencies ---------------------------------------------------------------------------
 
     @property

@@ -136,7 +136,7 @@ def runs_show(run_id: str, dag_id: str | None, output: str) -> None:
         ["task_id", "state", "try", "started", "duration", "worker", "error"],
         [
             [
-                t.task_id,
+                t.task_id if t.map_index < 0 else f"{t.task_id}[{t.map_index}]",
                 t.state,
                 f"{t.try_number}/{t.max_tries}",
                 when(t.start_date),

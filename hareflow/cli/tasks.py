@@ -25,6 +25,13 @@ from hareflow.cli.common import (
     user_mistakes,
 )
 
+map_index_option = click.option(
+    "--map-index",
+    "map_index",
+    default=None,
+    type=click.IntRange(0),
+    help="One instance of a mapped task (0, 1, ...); a mapped task needs it.",
+)
 dag_option = click.option(
     "--dag",
     "dag_id",
@@ -131,7 +138,16 @@ def _read(path: Path) -> bytes:
 @click.argument("task_id")
 @click.option("--conf", default=None, help="Run configuration as a JSON object (overrides params).")
 @click.option("--logical-date", default=None, help="Logical date the task sees, ISO 8601 (default now).")
-def tasks_test(dag_id: str, task_id: str, conf: str | None, logical_date: str | None) -> None:
+@click.option(
+    "--map-index",
+    "map_index",
+    default=None,
+    type=click.IntRange(0),
+    help="Which instance of a task mapped over a literal list (default 0).",
+)
+def tasks_test(
+    dag_id: str, task_id: str, conf: str | None, logical_date: str | None, map_index: int | None
+) -> None:
     """Run one task here, in the terminal, without the broker or the metastore.
 
     The DAG file is loaded from the DAG folder; upstream results the task consumes are None. Its
@@ -156,6 +172,7 @@ def tasks_test(dag_id: str, task_id: str, conf: str | None, logical_date: str | 
         raise UserError(f"DAG {dag_id!r} has no task {task_id!r}; its tasks: {', '.join(dag.task_ids)}")
     task = dag.get_task(task_id)
     logical = logical or datetime.now(UTC)
+    map_index, expand_args = _test_element(task, map_index)
     ctx = Context(
         dag_id=dag_id,
         task_id=task_id,
@@ -168,6 +185,8 @@ def tasks_test(dag_id: str, task_id: str, conf: str | None, logical_date: str | 
         try_number=1,
         max_tries=task.max_tries,
         upstream_results={upstream: None for upstream in task.input_task_ids},
+        map_index=map_index,
+        expand_args=expand_args,
     )
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s", force=True
@@ -190,6 +209,28 @@ def tasks_test(dag_id: str, task_id: str, conf: str | None, logical_date: str | 
     click.echo(json.dumps(json.loads(text), indent=2))
 
 
+def _test_element(task: Any, map_index: int | None) -> tuple[int, dict[str, Any] | None]:
+    """The map index and arguments ``tasks test`` gives a task (a mapped one over literals only)."""
+    from hareflow.common.dag.mapping import ExpansionError, element, source_lists
+
+    spec = getattr(task, "expand_spec", None)
+    if spec is None:
+        if map_index is not None:
+            raise UserError(f"task {task.task_id!r} is not mapped: drop --map-index")
+        return -1, None
+    index = map_index or 0
+    try:
+        args = element(spec, source_lists(spec, {}), index)
+    except ExpansionError:
+        raise UserError(
+            f"task {task.task_id!r} maps over the output of task(s) {', '.join(spec.task_ids)}, which "
+            f"exists only in a run: trigger the DAG instead"
+        ) from None
+    if args is None:
+        raise UserError(f"task {task.task_id!r} has no map index {index}")
+    return index, args
+
+
 # -- clear --------------------------------------------------------------------------------------
 
 
@@ -200,6 +241,13 @@ def tasks_test(dag_id: str, task_id: str, conf: str | None, logical_date: str | 
 @click.option("--upstream", is_flag=True, help="Also clear the matched tasks' upstream tasks.")
 @click.option("--downstream", is_flag=True, help="Also clear the matched tasks' downstream tasks.")
 @click.option("--only-failed", is_flag=True, help="Only failed and upstream_failed task instances.")
+@click.option(
+    "--map-index",
+    "map_index",
+    default=None,
+    type=click.IntRange(0),
+    help="Only this instance of the matched mapped tasks (default: every instance).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @output_option
 def tasks_clear(
@@ -209,6 +257,7 @@ def tasks_clear(
     upstream: bool,
     downstream: bool,
     only_failed: bool,
+    map_index: int | None,
     yes: bool,
     output: str,
 ) -> None:
@@ -230,6 +279,7 @@ def tasks_clear(
         "upstream": upstream,
         "downstream": downstream,
         "only_failed": only_failed,
+        "map_index": map_index,
     }
     with metastore(settings) as sessions:
         if not yes:
@@ -254,10 +304,14 @@ def tasks_clear(
     _report_clear(result, output, done=True)
 
 
+def _label(ref: Any) -> str:
+    return ref.task_id if ref.map_index < 0 else f"{ref.task_id}[{ref.map_index}]"
+
+
 def _print_refs(title: str, refs: list[Any]) -> None:
     click.echo(f"{title}:", err=True)
     for r in refs:
-        click.echo(f"  {r.run_id}  {r.task_id}  ({r.state}, try {r.try_number})", err=True)
+        click.echo(f"  {r.run_id}  {_label(r)}  ({r.state}, try {r.try_number})", err=True)
 
 
 def _report_clear(result: Any, output: str, *, done: bool) -> None:
@@ -275,13 +329,13 @@ def _report_clear(result: Any, output: str, *, done: bool) -> None:
     else:
         click.echo(f"cleared {len(result.cleared)} task instance(s) in {len(result.runs_touched)} run(s)")
         for r in result.cleared:
-            click.echo(f"  {r.run_id}  {r.task_id}  (was {r.state}, try {r.try_number})")
+            click.echo(f"  {r.run_id}  {_label(r)}  (was {r.state}, try {r.try_number})")
     if result.runs_requeued and done:
         click.echo(f"runs queued again: {', '.join(result.runs_requeued)}")
     if result.skipped:
         click.echo(f"skipped {len(result.skipped)} queued or running task instance(s):")
         for r in result.skipped:
-            click.echo(f"  {r.run_id}  {r.task_id}  ({r.state})")
+            click.echo(f"  {r.run_id}  {_label(r)}  ({r.state})")
 
 
 # -- logs and state -----------------------------------------------------------------------------
@@ -295,7 +349,10 @@ def _report_clear(result: Any, output: str, *, done: bool) -> None:
     "--try", "try_number", default=None, type=click.IntRange(1), help="Which try (default the latest)."
 )
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the task finishes.")
-def tasks_logs(run_id: str, task_id: str, dag_id: str | None, try_number: int | None, follow: bool) -> None:
+@map_index_option
+def tasks_logs(
+    run_id: str, task_id: str, dag_id: str | None, try_number: int | None, follow: bool, map_index: int | None
+) -> None:
     """Print the captured output of one task instance's try; --follow tails it live.
 
     \b
@@ -308,7 +365,7 @@ def tasks_logs(run_id: str, task_id: str, dag_id: str | None, try_number: int | 
     with metastore(settings) as sessions:
         with user_mistakes(), sessions() as session:
             run = find_run(session, run_id, dag_id)
-            ti = find_task_instance(session, run, task_id)
+            ti = find_task_instance(session, run, task_id, map_index)
             ti_id, latest, state = ti.id, ti.try_number, ti.state
         if try_number is not None and try_number > latest:
             raise UserError(
@@ -383,8 +440,9 @@ def _follow_logs(sessions: Any, ti_id: int, fixed_try: int | None) -> None:
 @click.argument("run_id")
 @click.argument("task_id")
 @dag_option
+@map_index_option
 @output_option
-def tasks_state(run_id: str, task_id: str, dag_id: str | None, output: str) -> None:
+def tasks_state(run_id: str, task_id: str, dag_id: str | None, map_index: int | None, output: str) -> None:
     """Print the state of one task instance (with -o json: also its try, times, worker and error).
 
     \b
@@ -396,7 +454,7 @@ def tasks_state(run_id: str, task_id: str, dag_id: str | None, output: str) -> N
     from hareflow.common.operations import find_run, find_task_instance
 
     with metastore(settings) as sessions, sessions() as session, user_mistakes():
-        ti = find_task_instance(session, find_run(session, run_id, dag_id), task_id)
+        ti = find_task_instance(session, find_run(session, run_id, dag_id), task_id, map_index)
     if output == "json":
         print_json(ti_dict(ti))
         return

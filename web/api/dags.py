@@ -33,10 +33,19 @@ def _run_or_404(s: Any, dag_id: str, run_id: str) -> Any:
     return run
 
 
+def _map_index_arg() -> int | None:
+    """``?map_index=N``: one instance of a mapped task (absent: the task's first instance)."""
+    if request.args.get("map_index") in (None, ""):
+        return None
+    return int_arg("map_index", -1, lo=-1, hi=10**9)
+
+
 def _ti_or_404(s: Any, run: Any, task_id: str) -> Any:
-    ti = queries.get_ti(s, run, task_id)
+    map_index = _map_index_arg()
+    ti = queries.get_ti(s, run, task_id, map_index)
     if ti is None:
-        abort(404, f"run {run.run_id!r} has no task {task_id!r}")
+        where = "" if map_index is None else f" with map index {map_index}"
+        abort(404, f"run {run.run_id!r} has no task {task_id!r}{where}")
     return ti
 
 
@@ -98,7 +107,12 @@ def clear_dag(dag_id: str) -> Any:
 
 
 def _clear(
-    dag_id: str, run_id: str | None, body: dict[str, Any], task_ids: list[str] | None = None
+    dag_id: str,
+    run_id: str | None,
+    body: dict[str, Any],
+    task_ids: list[str] | None = None,
+    *,
+    map_index: int | None = None,
 ) -> dict[str, Any]:
     if task_ids is None:
         task_ids = body.get("task_ids")
@@ -113,6 +127,7 @@ def _clear(
         only_failed=body_bool(body, "only_failed"),
         dry_run=body_bool(body, "dry_run"),
         username=g.user.username,
+        map_index=map_index,
     )
 
 
@@ -190,7 +205,13 @@ def list_task_instances(dag_id: str, run_id: str) -> Any:
     with open_session() as s:
         dag = _dag_or_404(s, dag_id)
         run = _run_or_404(s, dag_id, run_id)
-        items = [ti_dict(ti) for ti in queries.run_task_instances(s, run, dag.serialized)]
+        tis = queries.run_task_instances(s, run, dag.serialized)
+        task_id, map_index = request.args.get("task_id"), _map_index_arg()
+        items = [
+            ti_dict(ti)
+            for ti in tis
+            if (task_id is None or ti.task_id == task_id) and (map_index is None or ti.map_index == map_index)
+        ]
     return jsonify({"task_instances": items, "run_state": run.state})
 
 
@@ -213,13 +234,17 @@ def patch_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
     body = json_body()
     if set(body) != {"state"}:
         abort(400, 'send {"state": "success"} or {"state": "failed"}')
-    return jsonify(actions.mark(dag_id, run_id, task_id, str(body["state"]), username=g.user.username))
+    return jsonify(
+        actions.mark(
+            dag_id, run_id, task_id, str(body["state"]), username=g.user.username, map_index=_map_index_arg()
+        )
+    )
 
 
 @bp.post("/dags/<dag_id>/runs/<run_id>/tasks/<task_id>/clear")
 @require_role("op")
 def clear_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
-    return jsonify(_clear(dag_id, run_id, json_body(), [task_id]))
+    return jsonify(_clear(dag_id, run_id, json_body(), [task_id], map_index=_map_index_arg()))
 
 
 @bp.get("/dags/<dag_id>/runs/<run_id>/tasks/<task_id>/logs/<int:try_number>")

@@ -12,6 +12,21 @@ from hareflow.web.runtime import open_session
 from hareflow.web.security import require_role
 
 
+def _map_index(raw: str | None) -> int | None:
+    """A ``map_index`` argument: one instance of a mapped task (absent or blank: none given)."""
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        abort(400, f"map_index must be an integer, not {raw!r}")
+
+
+def _label(ref: dict[str, Any]) -> str:
+    index = ref.get("map_index", -1)
+    return ref["task_id"] if index < 0 else f"{ref['task_id']}[{index}]"
+
+
 def _load(s: Any, dag_id: str, run_id: str) -> tuple[Any, Any]:
     dag = queries.get_dag(s, dag_id)
     if dag is None:
@@ -39,9 +54,12 @@ def run(dag_id: str, run_id: str) -> Any:
 def task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
     with open_session() as s:
         dag, run = _load(s, dag_id, run_id)
-        ti = queries.get_ti(s, run, task_id)
+        map_index = _map_index(request.args.get("map_index"))
+        ti = queries.get_ti(s, run, task_id, map_index)
         if ti is None:
-            abort(404, f"run {run_id!r} has no task {task_id!r} (yet)")
+            where = "" if map_index is None else f" with map index {map_index}"
+            abort(404, f"run {run_id!r} has no task {task_id!r}{where} (yet)")
+        instances = queries.instance_states(s, run, task_id)
         tries = queries.tries_of(s, ti)
         try:
             selected = int(request.args.get("try", ti.try_number))
@@ -64,6 +82,7 @@ def task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
         log=log,
         log_text="".join(c["text"] for c in log["chunks"]),
         result=result,
+        instances=instances,
         text_limit=queries.PAGE_TEXT_LIMIT,
         tab="runs",
     )
@@ -73,6 +92,7 @@ def task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
 @require_role("op")
 def clear_run(dag_id: str, run_id: str) -> Any:
     task_id = request.form.get("task_id") or None
+    map_index = _map_index(request.form.get("map_index"))
     try:
         result = actions.clear(
             dag_id,
@@ -82,11 +102,12 @@ def clear_run(dag_id: str, run_id: str) -> Any:
             downstream=form_bool("downstream"),
             only_failed=form_bool("only_failed"),
             username=g.user.username,
+            map_index=map_index,
         )
     except actions.ActionError as exc:
         flash_error(exc.message)
     else:
-        cleared = ", ".join(r["task_id"] for r in result["cleared"]) or "nothing"
+        cleared = ", ".join(_label(r) for r in result["cleared"]) or "nothing"
         message = f"cleared {cleared}"
         if result["skipped"]:
             message += f" (left {len(result['skipped'])} queued or running task(s) alone)"
@@ -98,8 +119,9 @@ def clear_run(dag_id: str, run_id: str) -> Any:
 @require_role("op")
 def mark(dag_id: str, run_id: str, task_id: str) -> Any:
     state = request.form.get("state", "")
+    map_index = _map_index(request.form.get("map_index"))
     try:
-        actions.mark(dag_id, run_id, task_id, state, username=g.user.username)
+        actions.mark(dag_id, run_id, task_id, state, username=g.user.username, map_index=map_index)
     except actions.ActionError as exc:
         flash_error(exc.message)
     else:

@@ -1,7 +1,8 @@
 /* The graph view: tasks laid out left to right by dagre, coloured by the selected run's states,
    updated live. The newest run stays selected while new runs arrive unless another was chosen.
    Task groups are boxes (dagre compound nodes); a collapsed group is one node showing its task
-   count and its most urgent member's state, and the edges of its tasks end on it. */
+   count and its most urgent member's state, and the edges of its tasks end on it.
+   A mapped task carries a badge with the number of its instances in the selected run. */
 (function () {
   "use strict";
   const hf = window.hf;
@@ -19,6 +20,7 @@
   const groups = new Map((graph.groups || []).map(function (g) { return [g.id, g]; }));
   const groupOf = new Map(graph.nodes.map(function (n) { return [n.id, n.group || null]; }));
   const typeOf = new Map(graph.nodes.map(function (n) { return [n.id, n.type || "task"]; }));
+  const mappedIds = new Set(graph.nodes.filter(function (n) { return n.mapped; }).map(function (n) { return n.id; }));
   const collapsed = hf.collapsedGroups("graph", dagId);
   for (const id of Array.from(collapsed)) if (!groups.has(id)) collapsed.delete(id);
   const expandAll = document.getElementById("graph-expand");
@@ -81,7 +83,7 @@
     for (const id of shown.keys()) {
       const label = groups.has(id) ? groups.get(id).label : shortName(id, parentOf(id));
       // A collapsed group's second line reads like "12 tasks · upstream_failed".
-      const width = Math.max(groups.has(id) ? 150 : 90, label.length * 7.4 + 26);
+      const width = Math.max(groups.has(id) ? 150 : 90, label.length * 7.4 + 26) + (mappedIds.has(id) ? 34 : 0);
       g.setNode(id, { width: width, height: 40 });
       for (let child = id, parent = parentOf(id); parent; child = parent, parent = parentOf(parent)) {
         if (!g.hasNode(parent)) g.setNode(parent, { label: groups.get(parent).label });
@@ -138,7 +140,13 @@
       });
     }
     group.append(rect, label, sub, title);
-    nodes.set(id, { group: group, sub: sub, tasks: tasks, count: info ? tasks.length + " tasks" : "" });
+    let badge = null;
+    if (!info && mappedIds.has(id)) {
+      badge = svg("text", { x: box.width - 8, y: 17, class: "map-badge", "text-anchor": "end" });
+      badge.textContent = "[ ]";
+      group.append(badge);
+    }
+    nodes.set(id, { group: group, sub: sub, badge: badge, tasks: tasks, count: info ? tasks.length + " tasks" : "" });
     canvas.append(group);
   }
 
@@ -176,6 +184,10 @@
       const state = hf.groupState(n.tasks.map(function (t) { return states[t]; }));
       hf.setState(n.group, state);
       n.sub.textContent = [n.count, state === "none" ? "" : state].filter(Boolean).join(" \u00b7 ");
+      if (n.badge) {
+        const instances = ((grid.mapped || {})[select.value] || {})[n.tasks[0]];
+        n.badge.textContent = instances ? "[" + instances.length + "]" : "[ ]";
+      }
     }
     for (const [id, cluster] of clusters) {
       hf.setState(cluster, hf.groupState(groups.get(id).tasks.map(function (t) { return states[t]; })));
@@ -205,7 +217,9 @@
     let stale = false;
     for (const e of events) {
       if (e.dag_id !== dagId) continue;
-      if (e.kind === "task" && grid.states[e.run_id]) {
+      if (e.kind === "task" && e.map_index >= 0) {
+        stale = true; // a mapped instance: its task's summary and count are recounted
+      } else if (e.kind === "task" && grid.states[e.run_id]) {
         grid.states[e.run_id][e.task_id] = e.state;
         if (e.run_id === select.value) paint(grid.states[select.value]);
       } else if ((e.kind === "run" || e.kind === "task") && !grid.states[e.run_id]) {

@@ -2,7 +2,9 @@
    instance. Squares change colour as state events arrive; an unknown run or task means the grid
    is refetched from the API. Clicking a square shows its task instance beside the grid. A task
    group is a row of its own above its tasks, with one summary square per run (its most urgent
-   member's state); its toggle hides or shows the rows inside it. */
+   member's state); its toggle hides or shows the rows inside it. A mapped task has one summary
+   square per run (the count of its instances inside); its row expands into one row per map
+   index. */
 (function () {
   "use strict";
   const hf = window.hf;
@@ -17,10 +19,15 @@
   let heads = new Map(); // run_id -> element
   let groupCells = new Map(); // run_id \u0000 group_id -> element
   let rowsOf = new Map(); // group id -> the <tr> of each row inside it
-  let selected = null; // {run, task}, {run, group} or {run}
+  let selected = null; // {run, task, index}, {run, group} or {run}
   const collapsed = hf.collapsedGroups("grid", dagId);
+  const expanded = new Set(); // mapped tasks whose instance rows are shown
 
-  const key = function (run, task) { return run + "\u0000" + task; };
+  const key = function (run, task, index) {
+    return run + "\u0000" + task + (index === undefined || index < 0 ? "" : "\u0000" + index);
+  };
+  const instancesOf = function (run, task) { return ((data.mapped || {})[run] || {})[task]; };
+  const isMapped = function (task) { return (data.mapped_tasks || []).indexOf(task) >= 0; };
   const dagPath = "/dags/" + hf.enc(dagId);
 
   function groupsById() {
@@ -124,20 +131,48 @@
       body.append(row);
       if (group) continue;
       const task = entry.id;
+      const mapped = isMapped(task);
+      if (mapped) {
+        const label = row.firstChild;
+        label.classList.add("mapped-task");
+        const toggle = hf.el("button", {
+          type: "button",
+          class: "expand-toggle",
+          title: (expanded.has(task) ? "hide" : "show") + " the mapped instances",
+          "aria-expanded": expanded.has(task) ? "true" : "false",
+        }, expanded.has(task) ? "\u25be" : "\u25b8");
+        toggle.addEventListener("click", function () {
+          if (expanded.has(task)) expanded.delete(task); else expanded.add(task);
+          render();
+        });
+        label.prepend(toggle);
+      }
+      let widest = 0;
       for (const run of data.runs) {
         const state = (data.states[run.run_id] || {})[task] || "none";
+        const instances = instancesOf(run.run_id, task);
         const c = hf.el("span", {
-          class: "cell " + hf.stateClass(state),
-          title: task + " \u00b7 " + state + "\n" + run.run_id,
+          class: "cell " + hf.stateClass(state) + (instances ? " mapped" : ""),
+          title: task + " \u00b7 " + state + (instances ? " \u00b7 " + instances.length + " mapped" : "") + "\n" + run.run_id,
           role: "button",
           tabindex: "0",
-        });
+        }, instances ? String(instances.length) : "");
         c.dataset.run = run.run_id;
         c.dataset.task = task;
         c.dataset.state = state;
-        c.addEventListener("click", function () { showTask(run.run_id, task); });
+        c.addEventListener("click", function () {
+          if (instances) showMapped(run.run_id, task); else showTask(run.run_id, task);
+        });
         cells.set(key(run.run_id, task), c);
         row.append(hf.el("td", null, c));
+        widest = Math.max(widest, instances ? instances.length : 0);
+      }
+      if (mapped && expanded.has(task)) {
+        for (let i = 0; i < widest; i++) {
+          const extra = instanceRow(task, i);
+          for (let g = entry.group; g; g = within.get(g) || null) rowsOf.get(g).push(extra);
+          body.append(extra);
+        }
       }
     }
     table.append(body);
@@ -152,19 +187,49 @@
     markSelected();
   }
 
+  function instanceRow(task, index) {
+    const row = hf.el("tr", { class: "instance-row" }, hf.el("th", { class: "task instance", title: task + " [" + index + "]" }, "[" + index + "]"));
+    for (const run of data.runs) {
+      const state = (instancesOf(run.run_id, task) || [])[index];
+      if (state === undefined) { row.append(hf.el("td")); continue; }
+      const c = hf.el("span", {
+        class: "cell " + hf.stateClass(state),
+        title: task + " [" + index + "] \u00b7 " + state + "\n" + run.run_id,
+        role: "button",
+        tabindex: "0",
+      });
+      c.dataset.run = run.run_id;
+      c.dataset.task = task;
+      c.dataset.mapIndex = String(index);
+      c.dataset.state = state;
+      c.addEventListener("click", function () { showTask(run.run_id, task, false, index); });
+      cells.set(key(run.run_id, task, index), c);
+      row.append(hf.el("td", null, c));
+    }
+    return row;
+  }
+
   function markSelected() {
     root.querySelectorAll(".selected").forEach(function (n) { n.classList.remove("selected"); });
     if (!selected) return;
-    const node = selected.task ? cells.get(key(selected.run, selected.task))
+    const node = selected.task ? cells.get(key(selected.run, selected.task, selected.index))
       : selected.group ? groupCells.get(key(selected.run, selected.group)) : heads.get(selected.run);
     if (node) node.classList.add("selected");
+  }
+
+  function refreshSelected() {
+    if (!selected) return;
+    if (selected.group) showGroup(selected.run, selected.group);
+    else if (!selected.task) showRun(selected.run, true);
+    else if (selected.summary) showMapped(selected.run, selected.task);
+    else showTask(selected.run, selected.task, true, selected.index);
   }
 
   const refetch = hf.debounce(async function () {
     try {
       data = await hf.api(dagPath + "/grid?limit=" + hf.enc(runsShown));
       render();
-      if (selected) refreshSelected();
+      refreshSelected();
     } catch (e) { /* the next event or resync tries again */ }
   }, 150);
 
@@ -173,7 +238,9 @@
     let refreshPanel = false;
     for (const e of events) {
       if (e.dag_id !== dagId) continue;
-      if (e.kind === "task") {
+      if (e.kind === "task" && e.map_index >= 0) {
+        stale = true; // a mapped instance: the summary square and the instance rows are recounted
+      } else if (e.kind === "task") {
         const c = cells.get(key(e.run_id, e.task_id));
         if (!c) { stale = true; continue; }
         hf.setState(c, e.state);
@@ -202,12 +269,6 @@
     }
   }
 
-  function refreshSelected() {
-    if (selected.task) showTask(selected.run, selected.task, true);
-    else if (selected.group) showGroup(selected.run, selected.group);
-    else showRun(selected.run, true);
-  }
-
   /* A group's summary square: its tasks' states in that run, each opening its task instance. */
   function showGroup(runId, groupId) {
     selected = { run: runId, group: groupId };
@@ -232,20 +293,45 @@
     return hf.el("tr", null, hf.el("th", null, label), hf.el("td", null, value === null || value === undefined ? "" : value));
   }
 
-  async function showTask(runId, taskId, quiet) {
-    selected = { run: runId, task: taskId };
+  function showMapped(runId, taskId) {
+    selected = { run: runId, task: taskId, summary: true };
     markSelected();
+    const instances = instancesOf(runId, taskId) || [];
+    const counts = {};
+    for (const state of instances) counts[state] = (counts[state] || 0) + 1;
+    const table = hf.el("table", { class: "kv" },
+      row("Run", hf.el("a", { href: "/dags/" + hf.enc(dagId) + "/runs/" + hf.enc(runId) }, runId)),
+      row("State", hf.badge((data.states[runId] || {})[taskId] || "none")),
+      row("Instances", String(instances.length)));
+    for (const state of Object.keys(counts).sort()) table.append(row(state, String(counts[state])));
+    const squares = hf.el("div", { class: "instance-squares" });
+    instances.forEach(function (state, index) {
+      const sq = hf.el("span", { class: "cell " + hf.stateClass(state), title: "[" + index + "] " + state, role: "button", tabindex: "0" }, String(index));
+      sq.dataset.mapIndex = String(index);
+      sq.addEventListener("click", function () { showTask(runId, taskId, false, index); });
+      squares.append(sq);
+    });
+    panel.replaceChildren(hf.el("h4", null, taskId + " (mapped)"), table, squares,
+      hf.el("p", { class: "small muted" }, "Click an instance for its details."));
+  }
+
+  async function showTask(runId, taskId, quiet, index) {
+    const mapIndex = index === undefined ? -1 : index;
+    selected = { run: runId, task: taskId, index: mapIndex };
+    markSelected();
+    const which = mapIndex >= 0 ? "?map_index=" + mapIndex : "";
     const runPath = dagPath + "/runs/" + hf.enc(runId);
-    const page = "/dags/" + hf.enc(dagId) + "/runs/" + hf.enc(runId) + "/tasks/" + hf.enc(taskId);
+    const page = "/dags/" + hf.enc(dagId) + "/runs/" + hf.enc(runId) + "/tasks/" + hf.enc(taskId) + which;
+    const title = taskId + (mapIndex >= 0 ? " [" + mapIndex + "]" : "");
     let ti;
     try {
-      ti = await hf.api(runPath + "/tasks/" + hf.enc(taskId));
+      ti = await hf.api(runPath + "/tasks/" + hf.enc(taskId) + which);
     } catch (e) {
-      if (!quiet) panel.replaceChildren(hf.el("h4", null, taskId), hf.el("p", { class: "muted" },
+      if (!quiet) panel.replaceChildren(hf.el("h4", null, title), hf.el("p", { class: "muted" },
         e.status === 404 ? "Not created in this run yet." : e.message));
       return;
     }
-    if (!selected || selected.run !== runId || selected.task !== taskId) return;
+    if (!selected || selected.run !== runId || selected.task !== taskId || selected.index !== mapIndex) return;
     const table = hf.el("table", { class: "kv" },
       row("Run", hf.el("a", { href: "/dags/" + hf.enc(dagId) + "/runs/" + hf.enc(runId) }, runId)),
       row("State", hf.badge(ti.state)),
@@ -255,29 +341,32 @@
       row("Duration", hf.fmtDuration(ti.duration)),
       row("Host", ti.hostname || ""),
       row("Queue", ti.queue));
-    const children = [hf.el("h4", null, taskId), table];
+    const children = [hf.el("h4", null, title), table];
     if (ti.error) children.push(hf.el("pre", { class: "error-text" }, ti.error.slice(0, 2000)));
     const buttons = hf.el("div", { class: "buttons" }, hf.el("a", { class: "button primary", href: page }, "Log and details"));
     if (canOp) {
       buttons.append(
-        hf.el("button", { type: "button", onclick: function () { act("clear", runId, taskId); } }, "Clear"),
-        hf.el("button", { type: "button", class: "mark-success", onclick: function () { act("success", runId, taskId); } }, "Mark success"),
-        hf.el("button", { type: "button", class: "mark-failed", onclick: function () { act("failed", runId, taskId); } }, "Mark failed"));
+        hf.el("button", { type: "button", onclick: function () { act("clear", runId, taskId, mapIndex); } }, "Clear"),
+        hf.el("button", { type: "button", class: "mark-success", onclick: function () { act("success", runId, taskId, mapIndex); } }, "Mark success"),
+        hf.el("button", { type: "button", class: "mark-failed", onclick: function () { act("failed", runId, taskId, mapIndex); } }, "Mark failed"));
     }
     children.push(buttons, hf.el("p", { class: "small muted", id: "grid-action-status" }));
     panel.replaceChildren.apply(panel, children);
   }
 
-  async function act(what, runId, taskId) {
+  async function act(what, runId, taskId, mapIndex) {
     const base = dagPath + "/runs/" + hf.enc(runId) + "/tasks/" + hf.enc(taskId);
+    const which = mapIndex >= 0 ? "?map_index=" + mapIndex : "";
     const status = document.getElementById("grid-action-status");
     try {
       if (what === "clear") {
         if (!window.confirm("Clear " + taskId + " and its downstream tasks in this run? They run again.")) return;
-        const r = await hf.api(base + "/clear", { method: "POST", body: { downstream: true } });
-        status.textContent = "cleared " + (r.cleared.map(function (c) { return c.task_id; }).join(", ") || "nothing");
+        const r = await hf.api(base + "/clear" + which, { method: "POST", body: { downstream: true } });
+        status.textContent = "cleared " + (r.cleared.map(function (c) {
+          return c.task_id + (c.map_index >= 0 ? "[" + c.map_index + "]" : "");
+        }).join(", ") || "nothing");
       } else {
-        await hf.api(base, { method: "PATCH", body: { state: what } });
+        await hf.api(base + which, { method: "PATCH", body: { state: what } });
         status.textContent = "marked " + what;
       }
       refetch();

@@ -10,8 +10,9 @@
   const base = "/dags/" + hf.enc(dagId) + "/runs/" + hf.enc(runId);
   const tbody = document.querySelector("#ti-table tbody");
 
-  function rowFor(task) {
-    for (const tr of tbody.rows) if (tr.dataset.task === task) return tr;
+  function rowFor(task, mapIndex) {
+    const index = String(mapIndex === undefined ? -1 : mapIndex);
+    for (const tr of tbody.rows) if (tr.dataset.task === task && (tr.dataset.mapIndex || "-1") === index) return tr;
     return null;
   }
 
@@ -22,8 +23,11 @@
 
   function render(tis) {
     const rows = tis.map(function (ti) {
+      const mapped = ti.map_index >= 0;
+      const link = hf.el("a", { href: base + "/tasks/" + hf.enc(ti.task_id) + (mapped ? "?map_index=" + ti.map_index : "") },
+        ti.task_id + (mapped ? " [" + ti.map_index + "]" : ""));
       const tr = hf.el("tr", null,
-        hf.el("td", null, hf.el("a", { href: base + "/tasks/" + hf.enc(ti.task_id) }, ti.task_id)),
+        hf.el("td", null, link),
         hf.el("td", { "data-field": "state" }, hf.badge(ti.state)),
         hf.el("td", { "data-field": "try" }, ti.try_number + "/" + ti.max_tries),
         hf.el("td", { "data-field": "start" }, hf.fmtDate(ti.start_date)),
@@ -31,6 +35,7 @@
         hf.el("td", { "data-field": "duration" }, hf.fmtDuration(ti.duration)),
         hf.el("td", { "data-field": "host" }, ti.hostname || ""));
       tr.dataset.task = ti.task_id;
+      tr.dataset.mapIndex = String(ti.map_index);
       return tr;
     });
     tbody.replaceChildren.apply(tbody, rows);
@@ -50,7 +55,7 @@
       if (e.dag_id !== dagId || e.run_id !== runId) continue;
       if (e.kind === "run") setRunState(e.state);
       else if (e.kind === "task") {
-        const tr = rowFor(e.task_id);
+        const tr = rowFor(e.task_id, e.map_index);
         const cell = tr && tr.querySelector('[data-field="state"]');
         if (!cell || tr.classList.contains("muted")) { stale = true; continue; }
         cell.replaceChildren(hf.badge(e.state));

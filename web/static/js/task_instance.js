@@ -13,7 +13,9 @@
   let currentTry = Number(root.dataset.currentTry);
   let offset = Number(root.dataset.offset) || 0;
   let finished = root.dataset.finished === "true";
+  const mapIndex = Number(root.dataset.mapIndex || "-1");
   const base = "/dags/" + hf.enc(dagId) + "/runs/" + hf.enc(runId) + "/tasks/" + hf.enc(taskId);
+  const which = mapIndex >= 0 ? "map_index=" + mapIndex : ""; // one instance of a mapped task
   const logBox = document.getElementById("log");
   const status = document.getElementById("log-status");
   let busy = false;
@@ -29,7 +31,7 @@
       while (more || again) {
         again = false;
         const stick = atBottom();
-        const r = await hf.api(base + "/logs/" + selectedTry + "?offset=" + offset);
+        const r = await hf.api(base + "/logs/" + selectedTry + "?offset=" + offset + (which ? "&" + which : ""));
         if (r.chunks.length) {
           logBox.append(document.createTextNode(r.chunks.map(function (c) { return c.text; }).join("")));
           if (stick) logBox.scrollTop = logBox.scrollHeight;
@@ -53,7 +55,7 @@
       currentTry = tryNumber;
       document.getElementById("ti-try").textContent = String(tryNumber);
       if (tryNumber > selectedTry && !document.getElementById("new-try")) {
-        const link = hf.el("a", { id: "new-try", href: "?try=" + tryNumber }, " try " + tryNumber + " started: show it");
+        const link = hf.el("a", { id: "new-try", href: "?try=" + tryNumber + (which ? "&" + which : "") }, " try " + tryNumber + " started: show it");
         status.after(link);
       }
     }
@@ -67,7 +69,7 @@
   /* Timings, host, error and return value, from the API (after a state change or a reconnect). */
   async function refreshDetails() {
     let ti;
-    try { ti = await hf.api(base); } catch (e) { return; }
+    try { ti = await hf.api(base + (which ? "?" + which : "")); } catch (e) { return; }
     setState(ti.state, ti.try_number);
     field("state", hf.badge(ti.state));
     field("queued_at", hf.fmtDate(ti.queued_at));
@@ -95,7 +97,7 @@
   function onEvents(events) {
     let wanted = false;
     for (const e of events) {
-      const mine = e.ti_id === tiId || (e.run_id === runId && e.task_id === taskId);
+      const mine = e.ti_id === tiId || (e.run_id === runId && e.task_id === taskId && (e.map_index === undefined || e.map_index === mapIndex));
       if (!mine) continue;
       if (e.kind === "task") { setState(e.state, e.try_number); refreshSoon(); wanted = true; }
       if (e.kind === "log" && e.try_number === selectedTry) wanted = true;
