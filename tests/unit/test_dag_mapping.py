@@ -214,6 +214,48 @@ def test_a_mapping_mistake_fails_at_parse_time_naming_file_and_line(
     assert f"{path.resolve()}:{expected_line}: " in first
 
 
+def test_a_mapped_task_in_a_group_maps_over_a_value_inside_an_upstream_output(tmp_path: Path) -> None:
+    dag = _dag(
+        tmp_path,
+        """
+        from hareflow import TaskGroup
+
+        with DAG("m"):
+            @task
+            def listing():
+                return {"files": ["a", "b"]}
+
+            @task
+            def size(name):
+                return len(name)
+
+            with TaskGroup("load"):
+                size.expand(name=listing()["files"])
+        """,
+    )
+    assert dag.task_ids == ["load.listing", "load.size"]
+    mapped = _task(dag, "load.size")
+    assert mapped.expand == {
+        "kind": "product",
+        "args": [{"name": "name", "task": "load.listing", "keys": ["files"]}],
+    }
+    assert mapped.upstream == ("load.listing",)
+
+
+def test_xcomarg_methods_on_a_task_output_fail_at_parse_time(tmp_path: Path) -> None:
+    body = """
+    with DAG("m"):
+        @task
+        def src():
+            return [1]
+
+        src().output.map(lambda x: x)  # <- here
+    """
+    first, line, expected_line, _ = _error(tmp_path, body)
+    assert line == expected_line
+    assert ".map() on a task's output is not supported" in first
+
+
 # -- hareflow tasks test ---------------------------------------------------------------------------
 
 
