@@ -67,6 +67,7 @@ def evaluate_run(tasks: Sequence[TaskSpec], states: Mapping[str, TIState], now: 
     """Decide what happens next in one run. ``tasks`` must be in topological order."""
     decision = RunDecision()
     current = {task_id: ti.state for task_id, ti in states.items()}
+    setup_ids = {t.task_id for t in tasks if getattr(t, "is_setup", False)}
     for task in tasks:
         ti = states.get(task.task_id)
         if ti is None:
@@ -83,7 +84,9 @@ def evaluate_run(tasks: Sequence[TaskSpec], states: Mapping[str, TIState], now: 
         if state != TaskState.NONE:
             continue
         verdict = evaluate_trigger_rule(
-            task.trigger_rule, [current[u] for u in task.upstream if u in current]
+            task.trigger_rule,
+            [current[u] for u in task.upstream if u in current],
+            [current[u] for u in task.upstream if u in current and u in setup_ids],
         )
         if verdict == "run":
             decision.schedule.append(task.task_id)
@@ -100,15 +103,32 @@ def evaluate_run(tasks: Sequence[TaskSpec], states: Mapping[str, TIState], now: 
 
 def run_outcome(tasks: Sequence[TaskSpec], states: Mapping[str, str]) -> RunState | None:
     """A run is finished when every task instance is; it failed if any leaf failed (Airflow's rule:
-    a cleanup leaf with ``all_done`` that succeeds after a failure makes the run succeed)."""
+    a cleanup leaf with ``all_done`` that succeeds after a failure makes the run succeed).
+
+    Teardowns do not count, as in Airflow: the leaves are the tasks with nothing downstream but
+    teardowns, unless a teardown is marked ``on_failure_fail_dagrun``, which then counts as a leaf."""
     if any(state not in TASK_FINISHED for state in states.values()):
         return None
-    has_downstream = {u for task in tasks for u in task.upstream}
-    leaves = [t.task_id for t in tasks if t.task_id not in has_downstream and t.task_id in states]
+    leaves = [t.task_id for t in _effective_leaves(tasks) if t.task_id in states]
     bad = (TaskState.FAILED, TaskState.UPSTREAM_FAILED)
     if any(states[leaf] in bad for leaf in leaves):
         return RunState.FAILED
     return RunState.SUCCESS
+
+
+def _ignorable(task: TaskSpec) -> bool:
+    return bool(getattr(task, "is_teardown", False)) and not getattr(task, "on_failure_fail_dagrun", False)
+
+
+def _effective_leaves(tasks: Sequence[TaskSpec]) -> list[TaskSpec]:
+    """Tasks whose downstream tasks are all ignorable teardowns, and which are not one themselves."""
+    downstream: dict[str, list[TaskSpec]] = {t.task_id: [] for t in tasks}
+    for t in tasks:
+        for u in t.upstream:
+            if u in downstream:
+                downstream[u].append(t)
+    leaves = [t for t in tasks if not _ignorable(t) and all(_ignorable(d) for d in downstream[t.task_id])]
+    return leaves or [t for t in tasks if not downstream[t.task_id]]  # a DAG of teardowns only
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ Pure Python plus croniter: importing this package never touches a database or a 
 """
 
 from hareflow.common.dag.bash_task import BashTask
+from hareflow.common.dag.branching import BranchTask, ShortCircuitTask
 from hareflow.common.dag.context import Context, resolve_params
 from hareflow.common.dag.dag import DAG, current_dag
+from hareflow.common.dag.decorators import setup, teardown
 from hareflow.common.dag.errors import (
     DagDefinitionError,
     DagNotFound,
@@ -14,6 +16,7 @@ from hareflow.common.dag.errors import (
     TaskResultNotSerializable,
     TaskResultTooLarge,
 )
+from hareflow.common.dag.exceptions import FailTask, SkipTask
 from hareflow.common.dag.loader import (
     ImportErrorInfo,
     LoadResult,
@@ -41,15 +44,19 @@ __all__ = [
     "DAG",
     "BaseTask",
     "BashTask",
+    "BranchTask",
     "Context",
     "DagDefinitionError",
     "DagNotFound",
     "DagRunInfo",
+    "FailTask",
     "ImportErrorInfo",
     "LoadResult",
     "PythonTask",
     "SerializedDag",
     "SerializedTask",
+    "ShortCircuitTask",
+    "SkipTask",
     "TaskFactory",
     "TaskFailed",
     "TaskNotFound",
@@ -72,6 +79,8 @@ __all__ = [
     "retry_delay_seconds",
     "runs_between",
     "serialize_dag",
+    "setup",
     "task",
+    "teardown",
     "validate_schedule",
 ]

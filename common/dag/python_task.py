@@ -7,6 +7,7 @@ time by that task's return value, taken from ``ctx.upstream_results``.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -180,12 +181,20 @@ class TaskFactory:
         settings = dict(self.settings)
         if settings.get("doc") is None and self.function.__doc__:
             settings["doc"] = inspect.cleandoc(self.function.__doc__)
+        return self._create(task_id, args, kwargs, dag, settings)
+
+    def _create(
+        self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], dag: DAG, settings: dict[str, Any]
+    ) -> PythonTask:
+        """Create the task (subclasses of the factory create subclasses of ``PythonTask``)."""
         return PythonTask(task_id, self.function, op_args=args, op_kwargs=kwargs, dag=dag, **settings)
 
     def override(self, *, task_id: str | None = None, **settings: Unpack[TaskSettings]) -> TaskFactory:
         """A copy of this factory with some settings (or the task id) replaced."""
         merged = {**self.settings, **normalize_settings(dict(settings), f"task '{task_id or self.task_id}'")}
-        return TaskFactory(self.function, task_id=task_id or self.task_id, dag=self.dag, settings=merged)
+        clone = copy.copy(self)  # keeps the factory's kind (a branch stays a branch)
+        clone.task_id, clone.settings = task_id or self.task_id, merged
+        return clone
 
     def __repr__(self) -> str:
         return f"<task factory {getattr(self.function, '__qualname__', self.function)!r}>"

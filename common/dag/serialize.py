@@ -10,7 +10,8 @@ Format, version 1 (a JSON object)::
                 "retry_delay" (s), "retry_exponential_backoff", "max_retry_delay" (s|null),
                 "execution_timeout" (s|null), "queue", "priority", "pool", "pool_slots",
                 "input_tasks" (sorted ids whose results are arguments), "lineno", "doc",
-                "bash_command" (BashTask only, else null)}]}
+                "bash_command" (BashTask only, else null), "is_setup", "is_teardown",
+                "on_failure_fail_dagrun" (the last three absent when false)}]}
 
 Tasks are listed in topological order. ``SerializedDag.from_dict(d).to_dict() == d`` for any ``d``
 produced by ``serialize_dag``.
@@ -46,6 +47,9 @@ def _parse_date(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+_ROLE_FIELDS = ("is_setup", "is_teardown", "on_failure_fail_dagrun")
+
+
 @dataclass(frozen=True)
 class SerializedTask:
     """One task as the scheduler sees it: identity, dependencies and execution settings."""
@@ -67,6 +71,9 @@ class SerializedTask:
     lineno: int | None
     doc: str | None
     bash_command: str | None = None
+    is_setup: bool = False
+    is_teardown: bool = False
+    on_failure_fail_dagrun: bool = False
 
     @property
     def max_tries(self) -> int:
@@ -93,6 +100,9 @@ class SerializedTask:
             lineno=task.lineno,
             doc=task.doc,
             bash_command=extra.get("bash_command"),
+            is_setup=task.is_setup,
+            is_teardown=task.is_teardown,
+            on_failure_fail_dagrun=task.on_failure_fail_dagrun,
         )
 
     @classmethod
@@ -115,12 +125,18 @@ class SerializedTask:
             lineno=data.get("lineno"),
             doc=data.get("doc"),
             bash_command=data.get("bash_command"),
+            is_setup=bool(data.get("is_setup", False)),
+            is_teardown=bool(data.get("is_teardown", False)),
+            on_failure_fail_dagrun=bool(data.get("on_failure_fail_dagrun", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["upstream"] = list(self.upstream)
         out["input_tasks"] = list(self.input_tasks)
+        for role in _ROLE_FIELDS:  # absent when false: the form (and hash) of other DAGs is unchanged
+            if not out[role]:
+                del out[role]
         return out
 
 

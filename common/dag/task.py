@@ -22,6 +22,7 @@ from hareflow.common.dag.settings import (
     check_id,
     normalize_settings,
 )
+from hareflow.common.dag.setup_teardown import SetupTeardownMixin
 from hareflow.common.dag.trigger_rules import TriggerRule
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def _as_task_list(other: object, op: str) -> list[BaseTask]:
     raise DagDefinitionError.here(f"'{op}' needs tasks or lists of tasks, not {type(other).__name__}")
 
 
-class BaseTask:
+class BaseTask(SetupTeardownMixin):
     """Base class of every task type; subclasses implement ``execute(ctx)``.
 
     The constructor takes the task id and keyword-only settings (see ``TaskSettings``); settings not
