@@ -6,6 +6,9 @@ executor and MariaDB with RabbitMQ.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from tests.integration.conftest import System
@@ -352,3 +355,32 @@ def test_when_the_setup_fails_neither_the_work_nor_the_teardown_runs(system: Sys
     state, got = _setup_teardown(system, write_dag, setup_fails=True)
     assert got == {"create_cluster": "failed", "work": "upstream_failed", "delete_cluster": "upstream_failed"}
     assert state == "failed"
+
+
+def test_the_freshness_example_skips_the_load_when_nothing_changed_and_loads_when_it_did(
+    system: System, dags_folder
+) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "dags" / "example_branching.py"
+    shutil.copy(example, dags_folder / example.name)
+    system.start()
+
+    run_id, state = system.run_dag("example_branching")
+    assert state == "success"
+    got = states(system, "example_branching", run_id)
+    assert (got["load"], got["nothing_changed"], got["notify"], got["report"]) == (
+        "skipped",
+        "success",
+        "skipped",
+        "success",
+    )
+
+    changed = {"source_updated_at": "2100-01-01T00:00:00+00:00"}
+    run_id, state = system.run_dag("example_branching", conf=changed)
+    assert state == "success"
+    got = states(system, "example_branching", run_id)
+    assert (got["load"], got["nothing_changed"], got["notify"], got["report"]) == (
+        "success",
+        "skipped",
+        "success",
+        "success",
+    )
