@@ -55,6 +55,16 @@ class SetupTeardownMixin:
                 self.set_upstream(setup)
         return self
 
+    def __enter__(self) -> None:
+        # Airflow's "with teardown_task:" scoping form: refused rather than half-supported.
+        raise DagDefinitionError.here(
+            f"'with' on task '{self.task_id}' (Airflow's setup/teardown scope) is not supported; "
+            f"write setup >> work >> teardown and teardown.as_teardown(setups=setup)"
+        )
+
+    def __exit__(self, *exc: object) -> None:  # pragma: no cover - __enter__ always raises
+        return None
+
     if TYPE_CHECKING:
 
         def set_upstream(self, other: BaseTask | Iterable[BaseTask]) -> None: ...
