@@ -7,7 +7,7 @@ from hareflow.common.dag.bash_task import BashTask
 from hareflow.common.dag.branching import BranchTask, ShortCircuitTask
 from hareflow.common.dag.context import Context, resolve_params
 from hareflow.common.dag.dag import DAG, current_dag
-from hareflow.common.dag.decorators import setup, teardown
+from hareflow.common.dag.task_decorators import setup, teardown
 from hareflow.common.dag.errors import (
     DagDefinitionError,
     DagNotFound,
