@@ -7,7 +7,6 @@ from hareflow.common.dag.bash_task import BashTask
 from hareflow.common.dag.branching import BranchTask, ShortCircuitTask
 from hareflow.common.dag.context import Context, resolve_params
 from hareflow.common.dag.dag import DAG, current_dag
-from hareflow.common.dag.task_decorators import setup, teardown
 from hareflow.common.dag.errors import (
     DagDefinitionError,
     DagNotFound,
@@ -38,6 +37,7 @@ from hareflow.common.dag.schedule import (
 )
 from hareflow.common.dag.serialize import SerializedDag, SerializedTask, dag_hash, serialize_dag
 from hareflow.common.dag.task import BaseTask
+from hareflow.common.dag.task_decorators import setup, teardown
 from hareflow.common.dag.trigger_rules import TriggerRule, evaluate_trigger_rule
 
 __all__ = [

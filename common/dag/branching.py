@@ -14,15 +14,14 @@ never skipped this way, as in Airflow.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any
 
 from hareflow.common.dag.dag import DAG
 from hareflow.common.dag.errors import DagDefinitionError
 from hareflow.common.dag.exceptions import BranchError
 from hareflow.common.dag.python_task import PythonTask
-from hareflow.common.dag.settings import TaskSettings
 
 if TYPE_CHECKING:
     from hareflow.common.dag.task import BaseTask
@@ -68,18 +67,16 @@ class ShortCircuitTask(PythonTask):
         python_callable: Callable[..., Any],
         *,
         ignore_downstream_trigger_rules: bool = True,
-        op_args: Iterable[Any] = (),
-        op_kwargs: Mapping[str, Any] | None = None,
-        dag: DAG | None = None,
-        **settings: Unpack[TaskSettings],
+        **arguments: Any,
     ) -> None:
+        """``arguments`` are ``PythonTask``'s (``op_args``, ``op_kwargs``, ``dag``, settings)."""
         if not isinstance(ignore_downstream_trigger_rules, bool):
             raise DagDefinitionError.here(
                 f"ignore_downstream_trigger_rules of task '{task_id}' must be True or False, "
                 f"not {ignore_downstream_trigger_rules!r}"
             )
         self.ignore_downstream_trigger_rules = ignore_downstream_trigger_rules
-        super().__init__(task_id, python_callable, op_args=op_args, op_kwargs=op_kwargs, dag=dag, **settings)
+        super().__init__(task_id, python_callable, **arguments)
 
     def decide(self, value: Any) -> SkipDecision:
         if value:

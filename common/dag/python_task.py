@@ -181,13 +181,11 @@ class TaskFactory:
         settings = dict(self.settings)
         if settings.get("doc") is None and self.function.__doc__:
             settings["doc"] = inspect.cleandoc(self.function.__doc__)
-        return self._create(task_id, args, kwargs, dag, settings)
+        return self._create(task_id, op_args=args, op_kwargs=kwargs, dag=dag, **settings)
 
-    def _create(
-        self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], dag: DAG, settings: dict[str, Any]
-    ) -> PythonTask:
+    def _create(self, task_id: str, **arguments: Any) -> PythonTask:
         """Create the task (subclasses of the factory create subclasses of ``PythonTask``)."""
-        return PythonTask(task_id, self.function, op_args=args, op_kwargs=kwargs, dag=dag, **settings)
+        return PythonTask(task_id, self.function, **arguments)
 
     def override(self, *, task_id: str | None = None, **settings: Unpack[TaskSettings]) -> TaskFactory:
         """A copy of this factory with some settings (or the task id) replaced."""

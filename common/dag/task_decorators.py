@@ -25,12 +25,8 @@ class KindFactory(TaskFactory):
     role: str | None = None  # "setup" | "teardown"
     on_failure_fail_dagrun: bool = False
 
-    def _create(
-        self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], dag: DAG, settings: dict[str, Any]
-    ) -> PythonTask:
-        created = self.task_class(
-            task_id, self.function, op_args=args, op_kwargs=kwargs, dag=dag, **self.task_options, **settings
-        )
+    def _create(self, task_id: str, **arguments: Any) -> PythonTask:
+        created = self.task_class(task_id, self.function, **self.task_options, **arguments)
         if self.role == "setup":
             created.as_setup()
         elif self.role == "teardown":
