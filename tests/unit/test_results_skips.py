@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hareflow.common.db import Base, DagRun, TaskInstance, create_engine_for, make_session_factory
 from hareflow.common.messages import ResultMessage, TaskKey, decode
-from hareflow.scheduler.results import apply_results
+from hareflow.scheduler.results import apply_results, read_reports, write_reports
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -108,3 +108,17 @@ def test_the_optional_result_fields_are_absent_unless_set_and_round_trip() -> No
     branchy = result("success", skip_task_ids=["b"], skip_reason="r", no_retry=False)
     assert decode(branchy.encode()) == branchy
     assert decode(result("skipped", error="why").encode()).outcome == "skipped"
+
+
+def test_a_consumer_whose_success_write_lost_the_race_skips_nothing(session: Session) -> None:
+    message = result("success", skip_task_ids=["b"], skip_reason="r")
+    with session.begin():  # two consumers read the same redelivered result before either commits
+        first, second = read_reports(session, [message]), read_reports(session, [message])
+    with session.begin():
+        write_reports(session, first, NOW)
+    with session.begin():  # an operator clears b meanwhile
+        session.get(TaskInstance, 3).state = "none"  # type: ignore[union-attr]
+    with session.begin():
+        events = write_reports(session, second, NOW)
+    assert events == []
+    assert states(session)["b"][0] == "none"
