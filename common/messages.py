@@ -12,8 +12,13 @@ the lowest version that can express it, and every version listed here is decoded
 ``task``      scheduler -> worker, on ``<prefix>.tasks`` routed by queue name. Everything a worker
               needs to run one try: the DAG file, the try, the run's conf and params, and the return
               values of the upstream tasks it consumes. Workers need no database access.
-``result``    worker -> results consumer: ``running``, then ``success`` (with the JSON return value)
-              or ``failed`` (with the error). Identified by task-instance id and try number.
+``result``    worker -> results consumer: ``running``, then ``success`` (with the JSON return value),
+              ``failed`` (with the error) or ``skipped`` (the task raised SkipTask; the reason is
+              in ``error``). Identified by task-instance id and try number. Optional fields, absent
+              when unset (so a result without them is encoded exactly as before they existed):
+              ``no_retry`` (true: the task raised FailTask, fail it whatever tries are left) and
+              ``skip_task_ids`` with ``skip_reason`` (a branch or short-circuit success: the
+              downstream task ids of the same run to skip, and why).
 ``log``       worker -> results consumer: one chunk of a try's captured output, numbered by ``seq``
               so a redelivered chunk is stored once.
 ``heartbeat`` worker -> results consumer: who it is, what it consumes, what it is running.
@@ -117,6 +122,18 @@ class ResultMessage(_Message):
     result_json: str | None = None  # the return value, already JSON-encoded and size-checked
     error: str | None = None
     started_at: float | None = None  # when the try started (a short try sends no running report)
+    no_retry: bool = False
+    skip_task_ids: list[str] | None = None
+    skip_reason: str | None = None
+
+    _OPTIONAL: ClassVar[dict[str, Any]] = {"no_retry": False, "skip_task_ids": None, "skip_reason": None}
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        for name, default in self._OPTIONAL.items():
+            if body[name] == default:
+                del body[name]
+        return body
 
 
 @dataclass(frozen=True)
@@ -228,8 +245,14 @@ def decode(body: bytes | str) -> Message:
 
 
 def _check_types(message: _Message) -> None:
-    if isinstance(message, ResultMessage) and message.outcome not in ("running", "success", "failed"):
-        raise MessageError(f"bad outcome {message.outcome!r}")
+    if isinstance(message, ResultMessage):
+        if message.outcome not in ("running", "success", "failed", "skipped"):
+            raise MessageError(f"bad outcome {message.outcome!r}")
+        skips = message.skip_task_ids
+        if skips is not None and not (isinstance(skips, list) and all(isinstance(t, str) for t in skips)):
+            raise MessageError("skip_task_ids must be a list of task ids")
+        if not isinstance(message.no_retry, bool):
+            raise MessageError("no_retry must be a boolean")
     if isinstance(message, TaskMessage):
         if not isinstance(message.dag_file, str) or not isinstance(message.upstream_results, dict):
             raise MessageError("bad task message fields")

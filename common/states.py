@@ -60,12 +60,14 @@ class TaskTransition(StrEnum):
     """Every way a task instance's state is written, named after what makes it."""
 
     REPORT_RUNNING = "report_running"  # results consumer: a worker started the try
-    REPORT_FINAL = "report_final"  # results consumer: the try ended (success, failed, up_for_retry)
+    REPORT_FINAL = "report_final"  # results consumer: the try ended (success, failed, up_for_retry,
+    # skipped: the task skipped itself)
     SCHEDULE = "schedule"  # scheduler: trigger rule met, or the retry delay passed
     RETRY_DELAY = "retry_delay"  # scheduler: records when an up_for_retry try may run again
     QUEUE = "queue"  # scheduler: dispatched, as a new try (try number + 1)
     UPSTREAM_FAILED = "upstream_failed"  # scheduler: trigger rule can no longer be met
     SKIP = "skip"  # scheduler: trigger rule says skip
+    SKIP_DOWNSTREAM = "skip_downstream"  # results consumer: a branch or short-circuit upstream skipped it
     REMOVE = "remove"  # scheduler: the task left the DAG
     FAIL_UNSCHEDULABLE = "fail_unschedulable"  # scheduler: it names a pool that does not exist
     FAIL_EXPANSION = "fail_expansion"  # scheduler: a mapped task cannot expand (too long, not a list)
@@ -77,7 +79,7 @@ class TaskTransition(StrEnum):
 _UNFINISHED = frozenset(TaskState) - TASK_FINISHED
 #: States an operator may clear: every finished one but ``removed``, and ``up_for_retry``.
 TASK_CLEARABLE = frozenset(TASK_FINISHED - {TaskState.REMOVED} | {TaskState.UP_FOR_RETRY})
-_ENDED = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.UP_FOR_RETRY})
+_ENDED = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.UP_FOR_RETRY, TaskState.SKIPPED})
 
 TASK_TRANSITIONS: dict[TaskTransition, Rule] = {
     TaskTransition.REPORT_RUNNING: Rule(TASK_DISPATCHED, frozenset({TaskState.RUNNING})),
@@ -91,6 +93,9 @@ TASK_TRANSITIONS: dict[TaskTransition, Rule] = {
     TaskTransition.QUEUE: Rule(frozenset({TaskState.SCHEDULED}), frozenset({TaskState.QUEUED})),
     TaskTransition.UPSTREAM_FAILED: Rule(frozenset({TaskState.NONE}), frozenset({TaskState.UPSTREAM_FAILED})),
     TaskTransition.SKIP: Rule(frozenset({TaskState.NONE}), frozenset({TaskState.SKIPPED})),
+    # Only a task instance nobody has decided on yet: one already scheduled, queued or running
+    # (a trigger rule such as ``always`` let it go) is left to finish.
+    TaskTransition.SKIP_DOWNSTREAM: Rule(frozenset({TaskState.NONE}), frozenset({TaskState.SKIPPED})),
     TaskTransition.REMOVE: Rule(_UNFINISHED, frozenset({TaskState.REMOVED})),
     TaskTransition.FAIL_UNSCHEDULABLE: Rule(frozenset({TaskState.SCHEDULED}), frozenset({TaskState.FAILED})),
     TaskTransition.FAIL_EXPANSION: Rule(frozenset({TaskState.NONE}), frozenset({TaskState.FAILED})),
@@ -124,6 +129,7 @@ class WorkerOutcome(StrEnum):
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"
+    SKIPPED = "skipped"
 
 
 def accepts_report(current: TaskState, current_try: int, reported: WorkerOutcome, reported_try: int) -> bool:
@@ -141,10 +147,15 @@ def accepts_report(current: TaskState, current_try: int, reported: WorkerOutcome
     return current in TASK_TRANSITIONS[transition].sources
 
 
-def outcome_state(outcome: WorkerOutcome, try_number: int, max_tries: int) -> TaskState:
-    """The state a final report leads to: failures with tries left become ``up_for_retry``."""
+def outcome_state(
+    outcome: WorkerOutcome, try_number: int, max_tries: int, *, no_retry: bool = False
+) -> TaskState:
+    """The state a final report leads to: failures with tries left become ``up_for_retry``, unless
+    the task asked for no retry (``FailTask``)."""
     if outcome is WorkerOutcome.SUCCESS:
         return TaskState.SUCCESS
     if outcome is WorkerOutcome.RUNNING:
         return TaskState.RUNNING
-    return TaskState.UP_FOR_RETRY if try_number < max_tries else TaskState.FAILED
+    if outcome is WorkerOutcome.SKIPPED:
+        return TaskState.SKIPPED
+    return TaskState.UP_FOR_RETRY if try_number < max_tries and not no_retry else TaskState.FAILED

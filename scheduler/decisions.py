@@ -159,6 +159,7 @@ def evaluate_run(
     multi: dict[str, list[str]] = {}
     for task_id, by_index in (instances or {}).items():
         multi[task_id] = [by_index[i].state for i in sorted(by_index)]
+    setup_ids = {t.task_id for t in tasks if getattr(t, "is_setup", False)}
     for task in tasks:
         task_id = task.task_id
         if task_id in multi:
@@ -178,7 +179,11 @@ def evaluate_run(
             continue
         if state != TaskState.NONE:
             continue
-        verdict = evaluate_trigger_rule(task.trigger_rule, _upstream_states(task, current, multi))
+        verdict = evaluate_trigger_rule(
+            task.trigger_rule,
+            _upstream_states(task, current, multi),
+            [current[u] for u in task.upstream if u in current and u in setup_ids],
+        )
         if verdict == "run":
             if getattr(task, "is_mapped", False):
                 decision.expand.append(task_id)
@@ -199,7 +204,10 @@ def run_outcome(tasks: Sequence[TaskSpec], states: Mapping[str, str | Sequence[s
     """A run is finished when every task instance is; it failed if any leaf failed (Airflow's rule:
     a cleanup leaf with ``all_done`` that succeeds after a failure makes the run succeed). A task's
     state is one state, or the states of a mapped task's instances (a mapped leaf failed if one of
-    its instances did)."""
+    its instances did).
+
+    Teardowns do not count, as in Airflow: the leaves are the tasks with nothing downstream but
+    teardowns, unless a teardown is marked ``on_failure_fail_dagrun``, which then counts as a leaf."""
     single = {t: s for t, s in states.items() if isinstance(s, str)}
     multi = {t: list(s) for t, s in states.items() if not isinstance(s, str)}
     return _outcome(tasks, single, multi)
@@ -212,18 +220,30 @@ def _outcome(
         return None
     if any(state not in TASK_FINISHED for group in multi.values() for state in group):
         return None
-    has_downstream = {u for task in tasks for u in task.upstream}
     bad = (TaskState.FAILED, TaskState.UPSTREAM_FAILED)
-    for task in tasks:
+    for task in _effective_leaves(tasks):
         leaf = task.task_id
-        if leaf in has_downstream:
-            continue
         if leaf in multi:
             if any(state in bad for state in multi[leaf]):
                 return RunState.FAILED
         elif current.get(leaf) in bad:
             return RunState.FAILED
     return RunState.SUCCESS
+
+
+def _ignorable(task: TaskSpec) -> bool:
+    return bool(getattr(task, "is_teardown", False)) and not getattr(task, "on_failure_fail_dagrun", False)
+
+
+def _effective_leaves(tasks: Sequence[TaskSpec]) -> list[TaskSpec]:
+    """Tasks whose downstream tasks are all ignorable teardowns, and which are not one themselves."""
+    downstream: dict[str, list[TaskSpec]] = {t.task_id: [] for t in tasks}
+    for t in tasks:
+        for u in t.upstream:
+            if u in downstream:
+                downstream[u].append(t)
+    leaves = [t for t in tasks if not _ignorable(t) and all(_ignorable(d) for d in downstream[t.task_id])]
+    return leaves or [t for t in tasks if not downstream[t.task_id]]  # a DAG of teardowns only
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,11 @@ that row, stores no result for it and announces nothing. Log chunks are keyed by
 try, seq) and stored once. After each commit the batch's deliveries are acked and one state event
 per change is published. If the database is unreachable the batch is retried with backoff and
 nothing is acked meanwhile.
+
+A branch or short-circuit success names the downstream task ids it skips; those task instances of
+the same run are skipped in the transaction that records the success, and only if that success
+write took effect (a duplicate result skips nothing), each by a compare-and-set from ``none``
+(nothing already scheduled or running is skipped).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from hareflow.common import metrics
 from hareflow.common.broker import Delivery, Executor
 from hareflow.common.config import Settings
 from hareflow.common.db import TaskInstance, TaskLog, TaskResult, Worker
-from hareflow.common.db.cas import set_each_task_state
+from hareflow.common.db.cas import set_each_task_state, set_task_states
 from hareflow.common.events import task_event
 from hareflow.common.messages import (
     HeartbeatMessage,
@@ -108,6 +113,7 @@ def write_reports(session: Session, batch: ReportBatch, now: datetime) -> list[S
     for it are dropped. Return the state events of the writes that took effect."""
     stored: dict[int, dict[str, Any]] = {}
     events: list[tuple[int, StateEvent]] = []
+    skips: list[tuple[_TI, ResultMessage]] = []
     for m in batch.results:
         ti = batch.tis.get(m.key.ti_id)
         if ti is None or ti.task_id != m.key.task_id or ti.run_id != m.key.run_id:
@@ -115,6 +121,8 @@ def write_reports(session: Session, batch: ReportBatch, now: datetime) -> list[S
             continue
         if _apply_result(ti, m, now, stored):
             events.append((ti.id, task_event(ti)))  # type: ignore[arg-type]
+            if m.skip_task_ids and ti.state == TaskState.SUCCESS:
+                skips.append((ti, m))
     dirty = [ti for ti in batch.tis.values() if ti.dirty]
     running = [(ti.id, ti.try_number, ti.dirty) for ti in dirty if ti.state == TaskState.RUNNING]
     final = [(ti.id, ti.try_number, ti.dirty) for ti in dirty if ti.state != TaskState.RUNNING]
@@ -124,6 +132,9 @@ def write_reports(session: Session, batch: ReportBatch, now: datetime) -> list[S
     if rows:
         session.execute(insert(TaskResult), rows)
     out = [event for ti_id, event in events if ti_id in changed]
+    for ti, m in skips:
+        if ti.id in changed:
+            out.extend(_skip_downstream(session, ti, m, now))
     out.extend(_store_logs(session, batch.logs, batch.tis, now))
     _record_heartbeats(session, batch.beats, now)
     return out
@@ -136,6 +147,32 @@ def apply_results(session: Session, messages: Sequence[Message], now: datetime) 
     and one executemany UPDATE, and one INSERT per table, for the whole batch, whatever its size.
     """
     return write_reports(session, read_reports(session, messages), now)
+
+
+def _skip_downstream(session: Session, ti: _TI, m: ResultMessage, now: datetime) -> list[StateEvent]:
+    """Skip the task instances of ``ti``'s run that its branch or short-circuit decision names."""
+    rows = [
+        _TI(*row)
+        for row in session.execute(
+            select(*_TI_COLUMNS).where(
+                TaskInstance.dag_id == ti.dag_id,
+                TaskInstance.run_id == ti.run_id,
+                TaskInstance.task_id.in_(sorted(set(m.skip_task_ids or ()))),
+                TaskInstance.state == TaskState.NONE,
+            )
+        )
+    ]
+    reason = m.skip_reason or f"skipped by '{ti.task_id}'"
+    values = {"state": TaskState.SKIPPED, "error": reason, "end_date": now, "updated_at": now}
+    changed = set_task_states(
+        session, TaskTransition.SKIP_DOWNSTREAM, [(r.id, r.try_number) for r in rows], values
+    )
+    events = []
+    for row in rows:
+        if row.id in changed:
+            row.state = TaskState.SKIPPED
+            events.append(task_event(row))  # type: ignore[arg-type]
+    return events
 
 
 def _apply_result(ti: _TI, m: ResultMessage, now: datetime, stored: dict[int, dict[str, Any]]) -> bool:
@@ -151,7 +188,7 @@ def _apply_result(ti: _TI, m: ResultMessage, now: datetime, stored: dict[int, di
         return True
     start = ti.start_date or (_ts(m.started_at) if m.started_at else at)
     ti.set(
-        state=outcome_state(outcome, ti.try_number, ti.max_tries),
+        state=outcome_state(outcome, ti.try_number, ti.max_tries, no_retry=m.no_retry),
         start_date=start,
         end_date=at,
         duration=max(0.0, (at - start).total_seconds()),
@@ -165,6 +202,8 @@ def _apply_result(ti: _TI, m: ResultMessage, now: datetime, stored: dict[int, di
                 "value_json": m.result_json,
                 "created_at": now,
             }
+    elif outcome is WorkerOutcome.SKIPPED:
+        ti.set(error=m.error or "skipped")  # the reason the task gave, shown where errors are
     else:
         # next_retry_at is left to the scheduler, which knows the task's retry policy
         ti.set(error=m.error or "failed", next_retry_at=None)

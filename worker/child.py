@@ -6,8 +6,10 @@ between two local processes, never the wire); every record names the request's t
 worker discards (and logs) a record naming another one:
   task process -> worker: ``("started", token, pid)``
   worker -> task process: ``("run", token, task_message_dict, max_result_bytes)``
-  task process -> worker: ``("log", token, text)`` any number of times, then
-                          ``("done", token, outcome, result_json, error)``
+  task process -> worker: ``("log", token, text)`` any number of times, then, for a try that
+                          decided more than its outcome, ``("extras", token, {...})`` (the
+                          result message's optional fields: ``no_retry``, ``skip_task_ids``,
+                          ``skip_reason``), then ``("done", token, outcome, result_json, error)``
 
 The process leads its own session and process group; it exits right after ``done``, and the zygote
 then kills whatever it started (see the zygote's docstring). It dies with the zygote
@@ -93,8 +95,14 @@ def _parse_date(value: str | None) -> datetime | None:
 def run_task(
     payload: dict[str, Any], max_result_bytes: int, conn: Connection, token: str = ""
 ) -> tuple[str, str | None, str | None]:
-    """Run one try; return ``(outcome, result_json, error)``. Never raises."""
+    """Run one try; return ``(outcome, result_json, error)``. Never raises.
+
+    A task raising ``SkipTask`` ends ``skipped`` (the message is the reason); one raising
+    ``FailTask`` fails with no retry; a branch or short-circuit success names the downstream tasks
+    it skips. Those extras are sent as an ``extras`` record first."""
     from hareflow.common.dag import Context, encode_result
+    from hareflow.common.dag.branching import downstream_skips
+    from hareflow.common.dag.exceptions import FailTask, SkipTask
     from hareflow.common.dag.loader import get_task
 
     key = payload["key"]
@@ -121,19 +129,39 @@ def run_task(
             expand_args=payload.get("expand_args"),
         )
         value = task.execute(ctx)
+        decision = downstream_skips(task, value)
         result_json = encode_result(value, max_result_bytes, task_id=key["task_id"])
+    except SkipTask as exc:
+        reason = str(exc) or "the task skipped itself"
+        print(f"Skipping the task: {reason}", file=sys.stderr)
+        sys.stdout, sys.stderr = saved
+        return "skipped", None, reason
     except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
         error = _describe(exc)
         print(user_traceback(exc), end="", file=sys.stderr)
+        no_retry = isinstance(exc, FailTask)
+        if no_retry:
+            print("FailTask: no further retry", file=sys.stderr)
+            _send_extras(conn, token, {"no_retry": True})
         if task is not None and ctx is not None:
-            retrying = key["try_number"] < payload["max_tries"]
+            retrying = key["try_number"] < payload["max_tries"] and not no_retry
             name = "on_retry_callback" if retrying else "on_failure_callback"
             _callback(getattr(task, name, None), ctx, exc, name)
         sys.stdout, sys.stderr = saved
         return "failed", None, error
+    if decision is not None:
+        print(f"{decision.reason}; skipping: {', '.join(decision.task_ids)}", file=sys.stderr)
+        _send_extras(conn, token, {"skip_task_ids": list(decision.task_ids), "skip_reason": decision.reason})
     _callback(getattr(task, "on_success_callback", None), ctx, None, "on_success_callback")
     sys.stdout, sys.stderr = saved
     return "success", result_json, None
+
+
+def _send_extras(conn: Connection, token: str, extras: dict[str, Any]) -> None:
+    try:
+        conn.send(("extras", token, extras))
+    except (BrokenPipeError, OSError):
+        pass  # the worker is gone; the done record fails the same way
 
 
 _INTERNAL_DIRS = tuple(

@@ -289,6 +289,7 @@ class TaskProcess:
         self.conn = conn
         self.dag_file = dag_file
         self.pid: int | None = None
+        self.extras: dict[str, Any] = {}  # the optional result fields the task sent
         self._zygote = zygote
 
     def usable(self) -> bool:

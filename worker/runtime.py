@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hareflow.common import metrics
 from hareflow.common.broker import Delivery, Executor
@@ -286,10 +287,10 @@ class Worker:
         metrics.task_started(message.queue, message.published_at, started_at)
         logs = _LogBuffer(self._executor, message.key, self._settings.log_chunk_interval)
         try:
-            outcome, result_json, error = self._run_in_child(message, run, logs)
+            outcome, result_json, error, extras = self._run_in_child(message, run, logs)
         except TaskStartError as exc:
             log.error("%s: %s", message.key.label(), exc)
-            outcome, result_json, error = "failed", None, str(exc)
+            outcome, result_json, error, extras = "failed", None, str(exc), {}
             logs.add(f"{exc}\n")
             logs.flush()
         except _HandedBack:
@@ -298,10 +299,11 @@ class Worker:
         except Exception as exc:  # a defect of ours: the task fails with it, the slot stays free
             log.exception("%s: the worker failed running the task", message.key.label())
             outcome, result_json, error = "failed", None, f"the worker failed running the task: {exc!r}"
+            extras = {}
         try:
             metrics.task_finished(message.queue, outcome, time.time() - started_at)
             final = self._result(
-                message.key, outcome, result_json=result_json, error=error, started_at=started_at
+                message.key, outcome, result_json=result_json, error=error, started_at=started_at, **extras
             )
             run.final = True
             self._reporter.submit(final, run)  # every copy acked once the broker confirms the result
@@ -320,6 +322,7 @@ class Worker:
         result_json: str | None = None,
         error: str | None = None,
         started_at: float | None = None,
+        **extras: Any,
     ) -> ResultMessage:
         return ResultMessage(
             key=key,
@@ -331,18 +334,22 @@ class Worker:
             result_json=result_json,
             error=error,
             started_at=started_at,
+            **extras,
         )
 
     def _run_in_child(
         self, message: TaskMessage, delivery: Delivery, logs: _LogBuffer
-    ) -> tuple[str, str | None, str | None]:
+    ) -> tuple[str, str | None, str | None, dict[str, Any]]:
+        """Run the try in a task process; return its outcome, result, error and extras (the
+        result message's optional fields the task decided, see ``hareflow.worker.child``)."""
         timeout = execution_timeout_of(message)
         max_bytes = self._settings.max_result_bytes
         proc = self._pool.start_task(
             lambda token: ("run", token, message.to_dict(), max_bytes), dag_file=message.dag_file
         )
         try:
-            return self._supervise(proc, message, delivery, logs, timeout)
+            outcome, result_json, error = self._supervise(proc, message, delivery, logs, timeout)
+            return outcome, result_json, error, _extras_for(outcome, proc.extras)
         finally:
             proc.close()
             self._pool.finished(proc)
@@ -435,11 +442,22 @@ def _take_record(
         logs.add(item[2])
     elif kind == "started":
         proc.pid = item[2]
+    elif kind == "extras" and isinstance(item[2], dict):
+        proc.extras = item[2]
     elif kind == "done" and len(item) == 5:
         return item[2], item[3], item[4]
     else:
         log.warning("discarding a malformed record for request %s: %.200r", proc.token, item)
     return None
+
+
+_EXTRAS = {"success": ("skip_task_ids", "skip_reason"), "failed": ("no_retry",)}
+
+
+def _extras_for(outcome: str, extras: dict[str, Any]) -> dict[str, Any]:
+    """The extras that go with ``outcome`` (a task that reported a decision and then died, or
+    timed out, fails like any other)."""
+    return {k: v for k, v in extras.items() if k in _EXTRAS.get(outcome, ())}
 
 
 class _Inbox:

@@ -4,6 +4,7 @@ Pure Python plus croniter: importing this package never touches a database or a 
 """
 
 from hareflow.common.dag.bash_task import BashTask
+from hareflow.common.dag.branching import BranchTask, ShortCircuitTask
 from hareflow.common.dag.context import Context, resolve_params
 from hareflow.common.dag.dag import DAG, current_dag
 from hareflow.common.dag.errors import (
@@ -14,6 +15,7 @@ from hareflow.common.dag.errors import (
     TaskResultNotSerializable,
     TaskResultTooLarge,
 )
+from hareflow.common.dag.exceptions import FailTask, SkipTask
 from hareflow.common.dag.loader import (
     ImportErrorInfo,
     LoadResult,
@@ -42,6 +44,7 @@ from hareflow.common.dag.serialize import (
     serialize_dag,
 )
 from hareflow.common.dag.task import BaseTask
+from hareflow.common.dag.task_decorators import setup, teardown
 from hareflow.common.dag.task_group import TaskGroup
 from hareflow.common.dag.trigger_rules import TriggerRule, evaluate_trigger_rule
 
@@ -49,16 +52,20 @@ __all__ = [
     "DAG",
     "BaseTask",
     "BashTask",
+    "BranchTask",
     "Context",
     "DagDefinitionError",
     "DagNotFound",
     "DagRunInfo",
+    "FailTask",
     "ImportErrorInfo",
     "LoadResult",
     "PythonTask",
     "SerializedDag",
     "SerializedTask",
     "SerializedTaskGroup",
+    "ShortCircuitTask",
+    "SkipTask",
     "TaskFactory",
     "TaskFailed",
     "TaskGroup",
@@ -83,6 +90,8 @@ __all__ = [
     "retry_delay_seconds",
     "runs_between",
     "serialize_dag",
+    "setup",
     "task",
+    "teardown",
     "validate_schedule",
 ]

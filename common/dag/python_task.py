@@ -9,6 +9,7 @@ replaced at run time by that task's return value (or the value at its keys), tak
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -205,15 +206,18 @@ class TaskFactory:
         settings = dict(self.settings)
         if settings.get("doc") is None and self.function.__doc__:
             settings["doc"] = inspect.cleandoc(self.function.__doc__)
-        return PythonTask(
+        return self._create(
             task_id,
-            self.function,
             op_args=args,
             op_kwargs=kwargs,
             multiple_outputs=self.multiple_outputs,
             dag=dag,
             **settings,
         )
+
+    def _create(self, task_id: str, **arguments: Any) -> PythonTask:
+        """Create the task (subclasses of the factory create subclasses of ``PythonTask``)."""
+        return PythonTask(task_id, self.function, **arguments)
 
     def partial(self, *args: Any, **fixed: Any) -> PartialTask:
         """Fix some arguments of a mapped task; ``.expand(...)`` or ``.expand_kwargs(...)`` follows."""
@@ -240,13 +244,11 @@ class TaskFactory:
     ) -> TaskFactory:
         """A copy of this factory with some settings (or the task id) replaced."""
         merged = {**self.settings, **normalize_settings(dict(settings), f"task '{task_id or self.task_id}'")}
-        return TaskFactory(
-            self.function,
-            task_id=task_id or self.task_id,
-            dag=self.dag,
-            settings=merged,
-            multiple_outputs=self.multiple_outputs if multiple_outputs is None else multiple_outputs,
-        )
+        clone = copy.copy(self)  # keeps the factory's kind (a branch stays a branch)
+        clone.task_id, clone.settings = task_id or self.task_id, merged
+        if multiple_outputs is not None:
+            clone.multiple_outputs = multiple_outputs
+        return clone
 
     def __repr__(self) -> str:
         return f"<task factory {getattr(self.function, '__qualname__', self.function)!r}>"

@@ -12,7 +12,9 @@ Format, version 1 (a JSON object)::
                 "input_tasks" (sorted ids whose results are arguments), "lineno", "doc",
                 "bash_command" (BashTask only, else null),
                 "task_group" (id of the innermost group holding the task, or null),
-                "expand" (a mapped task's expansion, see ``hareflow.common.dag.mapping``, else null)}],
+                "expand" (a mapped task's expansion, see ``hareflow.common.dag.mapping``, else null),
+                "is_setup", "is_teardown", "on_failure_fail_dagrun" (the last three absent when
+                false)}],
      "task_groups": [{"group_id", "label" (the name given, without parents' prefix),
                       "parent" (group id|null), "tooltip"}] (parents before their children)}
 
@@ -55,6 +57,9 @@ def _parse_date(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+_ROLE_FIELDS = ("is_setup", "is_teardown", "on_failure_fail_dagrun")
+
+
 @dataclass(frozen=True)
 class SerializedTask:
     """One task as the scheduler sees it: identity, dependencies and execution settings."""
@@ -78,6 +83,9 @@ class SerializedTask:
     bash_command: str | None = None
     task_group: str | None = None
     expand: dict[str, Any] | None = None
+    is_setup: bool = False
+    is_teardown: bool = False
+    on_failure_fail_dagrun: bool = False
 
     @property
     def max_tries(self) -> int:
@@ -114,6 +122,9 @@ class SerializedTask:
             bash_command=extra.get("bash_command"),
             task_group=task.task_group.group_id if task.task_group is not None else None,
             expand=spec.to_dict() if (spec := getattr(task, "expand_spec", None)) is not None else None,
+            is_setup=task.is_setup,
+            is_teardown=task.is_teardown,
+            on_failure_fail_dagrun=task.on_failure_fail_dagrun,
         )
 
     @classmethod
@@ -138,12 +149,18 @@ class SerializedTask:
             bash_command=data.get("bash_command"),
             task_group=data.get("task_group"),
             expand=data.get("expand"),
+            is_setup=bool(data.get("is_setup", False)),
+            is_teardown=bool(data.get("is_teardown", False)),
+            on_failure_fail_dagrun=bool(data.get("on_failure_fail_dagrun", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["upstream"] = list(self.upstream)
         out["input_tasks"] = list(self.input_tasks)
+        for role in _ROLE_FIELDS:  # absent when false: the form (and hash) of other DAGs is unchanged
+            if not out[role]:
+                del out[role]
         return out
 
 

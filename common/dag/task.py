@@ -24,6 +24,7 @@ from hareflow.common.dag.settings import (
     check_id,
     normalize_settings,
 )
+from hareflow.common.dag.setup_teardown import SetupTeardownMixin
 from hareflow.common.dag.task_group import TaskGroup, active_dag, enter_group
 from hareflow.common.dag.trigger_rules import TriggerRule
 
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 CallbackKind = Literal["success", "failure", "retry"]
 
 
-class BaseTask:
+class BaseTask(SetupTeardownMixin):
     """Base class of every task type; subclasses implement ``execute(ctx)``.
 
     The constructor takes the task id and keyword-only settings (see ``TaskSettings``); settings not

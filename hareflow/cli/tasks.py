@@ -165,7 +165,8 @@ def tasks_test(
     import traceback
     from datetime import UTC, datetime
 
-    from hareflow.common.dag import Context, encode_result, resolve_params
+    from hareflow.common.dag import Context, SkipTask, encode_result, resolve_params
+    from hareflow.common.dag.branching import downstream_skips
 
     dag = find_dag_in_folder(settings.effective_dags_folder(), dag_id)
     if not dag.has_task(task_id):
@@ -194,7 +195,11 @@ def tasks_test(
     click.echo(f"testing {dag_id}.{task_id} (nothing is recorded)", err=True)
     try:
         value = task.execute(ctx)
+        decision = downstream_skips(task, value)
         text = encode_result(value, settings.max_result_bytes, task_id=task_id)
+    except SkipTask as exc:
+        click.echo(f"task {task_id} skipped itself: {exc}", err=True)
+        return
     except BaseException as exc:  # noqa: BLE001 - the task's own failure, reported like a worker would
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -205,6 +210,8 @@ def tasks_test(
     import json
 
     sys.stdout.flush()
+    if decision is not None:
+        click.echo(f"{decision.reason}; it would skip: {', '.join(decision.task_ids)}", err=True)
     click.echo(f"task {task_id} returned:", err=True)
     click.echo(json.dumps(json.loads(text), indent=2))
 

@@ -222,6 +222,32 @@ class TestExecutorContract:
         for d in got:
             d.ack()
 
+    def test_results_carry_skips_and_no_retry_intact(self, adapter: Adapter) -> None:
+        executor = adapter.client()
+        inbox: queue.Queue[Delivery] = queue.Queue()
+        executor.consume_results(10, inbox.put)
+        key = task_message(4).key
+        common = {"key": key, "worker": "w1", "hostname": "h", "pid": 1}
+        sent = [
+            ResultMessage(**common, outcome="skipped", at=1.0, error="no new files"),  # type: ignore[arg-type]
+            ResultMessage(**common, outcome="failed", at=2.0, error="revoked", no_retry=True),  # type: ignore[arg-type]
+            ResultMessage(
+                **common,  # type: ignore[arg-type]
+                outcome="success",
+                at=3.0,
+                result_json='"a"',
+                skip_task_ids=["b", "c"],
+                skip_reason="skipped by branch 'pick' (it followed 'a')",
+            ),
+        ]
+
+        adapter.client().publish_results(sent, confirm=True)
+
+        got = take(inbox, 3)
+        assert [decode(d.body) for d in got] == sent
+        for d in got:
+            d.ack()
+
     def test_events_reach_every_subscriber(self, adapter: Adapter) -> None:
         first: queue.Queue[StateEvent] = queue.Queue()
         second: queue.Queue[StateEvent] = queue.Queue()

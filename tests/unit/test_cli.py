@@ -273,6 +273,35 @@ def test_tasks_test_exits_one_with_the_tasks_error_when_it_raises(test_env: dict
     assert not_json.exit_code == 1 and "not_json failed" in not_json.stderr
 
 
+def test_tasks_test_reports_a_self_skip_and_what_a_branch_would_skip(test_env: dict[str, str]) -> None:
+    folder = Path(test_env["HAREFLOW_DAGS_FOLDER"])
+    (folder / "branchy.py").write_text(
+        textwrap.dedent(
+            """
+            from hareflow import DAG, BashTask, SkipTask, task
+
+            with DAG("branchy"):
+                @task.branch
+                def pick():
+                    return "a"
+
+                @task
+                def nothing_to_do():
+                    raise SkipTask("no new files")
+
+                pick() >> [BashTask("a", "true"), BashTask("b", "true")]
+                nothing_to_do()
+            """
+        )
+    )
+    skipped = hareflow("tasks", "test", "branchy", "nothing_to_do", env=test_env)
+    branched = hareflow("tasks", "test", "branchy", "pick", env=test_env)
+
+    assert skipped.exit_code == 0 and "skipped itself: no new files" in skipped.stderr
+    assert branched.exit_code == 0 and "it would skip: b" in branched.stderr
+    assert json.loads(branched.stdout) == "a"
+
+
 def test_tasks_test_with_an_unknown_dag_or_task_or_a_broken_file_exits_two(
     test_env: dict[str, str], tmp_path: Path
 ) -> None:

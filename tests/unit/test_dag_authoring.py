@@ -72,6 +72,7 @@ def test_hareflow_exports_the_authoring_api() -> None:
     names = ["DAG", "task", "BaseTask", "PythonTask", "BashTask", "TriggerRule", "Context"]
     names += ["DagDefinitionError", "TaskResultTooLarge", "TaskFailed", "load_plugins"]
     names += ["TaskGroup", "TaskOutput", "chain", "chain_linear", "cross_downstream", "dag", "task_group"]
+    names += ["BranchTask", "ShortCircuitTask", "SkipTask", "FailTask", "setup", "teardown"]
     assert all(hasattr(hareflow, name) for name in names)
     assert set(hareflow.__all__) == set(names)
 

@@ -46,6 +46,34 @@ TABLE = [
     ("all_failed", [F, K], "skip"),
     ("all_failed", [RUNNING, S], "skip"),
     ("all_failed", [R], "run"),
+    ("always", [], "run"),
+    ("always", [RUNNING, NONE], "run"),
+    ("always", [F, U, K], "run"),
+    ("none_skipped", [S, F, U], "run"),
+    ("none_skipped", [S, RUNNING], "wait"),
+    ("none_skipped", [S, K], "skip"),
+    ("none_skipped", [RUNNING, K], "skip"),
+    ("all_skipped", [K, K], "run"),
+    ("all_skipped", [K, RUNNING], "wait"),
+    ("all_skipped", [K, S], "skip"),
+    ("all_skipped", [K, F], "skip"),
+    ("all_skipped", [RUNNING, U], "skip"),
+    ("one_done", [S, RUNNING], "run"),
+    ("one_done", [F, RUNNING], "run"),
+    ("one_done", [U, RUNNING], "wait"),
+    ("one_done", [K, NONE], "wait"),
+    ("one_done", [U, K], "skip"),
+    ("one_done", [K, K], "skip"),
+    ("none_failed_min_one_success", [S, K], "run"),
+    ("none_failed_min_one_success", [S, S], "run"),
+    ("none_failed_min_one_success", [K, K], "skip"),
+    ("none_failed_min_one_success", [S, RUNNING], "wait"),
+    ("none_failed_min_one_success", [K, RUNNING], "wait"),
+    ("none_failed_min_one_success", [S, F], "upstream_failed"),
+    ("none_failed_min_one_success", [RUNNING, U], "upstream_failed"),
+    ("none_failed_min_one_success", [K, R], "skip"),
+    ("all_done_setup_success", [S, F], "run"),  # with no setup named, it is all_done
+    ("all_done_setup_success", [S, RUNNING], "wait"),
 ]
 
 
@@ -62,6 +90,34 @@ def test_trigger_rule_table(rule: str, states: list[str], expected: str) -> None
 
 def test_every_rule_is_covered_by_the_table() -> None:
     assert {row[0] for row in TABLE} == {r.value for r in TriggerRule}
+
+
+SETUP_TABLE = [
+    # upstream states (setups included), setup states, decision
+    ([S, F], [S], "run"),  # the work failed: the teardown still runs
+    ([S, U], [S], "run"),
+    ([S, RUNNING], [S], "wait"),
+    ([RUNNING, NONE], [RUNNING], "wait"),
+    ([F, U], [F], "upstream_failed"),  # no setup succeeded: nothing to tear down
+    ([K, K], [K], "skip"),
+    ([S, F, K], [S, K], "run"),  # one setup of two succeeded
+    ([S, F], [], "run"),  # a teardown without setups is all_done
+]
+
+
+@pytest.mark.parametrize(("states", "setups", "expected"), SETUP_TABLE)
+def test_all_done_setup_success_runs_a_teardown_once_a_setup_succeeded_and_everything_is_done(
+    states: list[str], setups: list[str], expected: str
+) -> None:
+    assert evaluate_trigger_rule("all_done_setup_success", states, setups) == expected
+
+
+def test_every_airflow_trigger_rule_name_is_accepted() -> None:
+    airflow_names = {
+        "all_success", "all_failed", "all_done", "all_done_setup_success", "one_success", "one_failed",
+        "one_done", "none_failed", "none_failed_min_one_success", "none_skipped", "all_skipped", "always",
+    }  # fmt: skip
+    assert {rule.value for rule in TriggerRule} == airflow_names
 
 
 def test_unknown_rule_names_the_valid_ones() -> None:

@@ -252,6 +252,20 @@ def test_the_task_instance_page_shows_timings_host_result_error_and_the_log_of_e
     assert "first try line" not in other_try
 
 
+def test_the_task_instance_page_shows_why_a_task_was_skipped(
+    client: Client, dag_factory: Any, run_factory: Any
+) -> None:
+    dag_id = dag_factory()
+    run_id = run_factory(
+        dag_id, tis={"extract": "skipped"}, errors={"extract": "skipped by branch 'pick' (it followed 'a')"}
+    )
+
+    html = client.get(path_of("dags", dag_id, "runs", run_id, "tasks", "extract")).text
+
+    assert "Why it was skipped" in html
+    assert "skipped by branch &#39;pick&#39; (it followed &#39;a&#39;)" in html
+
+
 def test_a_missing_dag_run_or_task_is_a_404_page(client: Client, dag_factory: Any, run_factory: Any) -> None:
     dag_id = dag_factory()
     run_id = run_factory(dag_id, tis={"extract": "success"})

@@ -80,6 +80,7 @@
     field("worker", ti.worker || "");
     if (ti.try_number !== selectedTry) return;
     document.getElementById("ti-error-box").hidden = !ti.error;
+    document.getElementById("ti-error-title").textContent = ti.state === "skipped" ? "Why it was skipped" : "Error";
     document.getElementById("ti-error").textContent = (ti.error || "").slice(0, 65536);
     const result = document.getElementById("ti-result");
     const none = ti.result === null || ti.result === undefined;
