@@ -7,7 +7,9 @@ version, currently 1). Bodies are UTF-8 JSON; there is no pickle anywhere on the
               needs to run one try: the DAG file, the try, the run's conf and params, and the return
               values of the upstream tasks it consumes. Workers need no database access.
 ``result``    worker -> results consumer: ``running``, then ``success`` (with the JSON return value)
-              or ``failed`` (with the error). Identified by task-instance id and try number.
+              or ``failed`` (with the error). Identified by task-instance id and try number. A
+              final report of a task with template fields carries them rendered (``rendered_json``,
+              optional: a report without it decodes as before).
 ``log``       worker -> results consumer: one chunk of a try's captured output, numbered by ``seq``
               so a redelivered chunk is stored once.
 ``heartbeat`` worker -> results consumer: who it is, what it consumes, what it is running.
@@ -95,6 +97,7 @@ class ResultMessage(_Message):
     result_json: str | None = None  # the return value, already JSON-encoded and size-checked
     error: str | None = None
     started_at: float | None = None  # when the try started (a short try sends no running report)
+    rendered_json: str | None = None  # final reports: the try's rendered template fields (JSON object)
 
 
 @dataclass(frozen=True)

@@ -289,6 +289,7 @@ class TaskProcess:
         self.conn = conn
         self.dag_file = dag_file
         self.pid: int | None = None
+        self.rendered_json: str | None = None  # the try's rendered template fields, once sent
         self._zygote = zygote
 
     def usable(self) -> bool:

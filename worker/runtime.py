@@ -285,8 +285,9 @@ class Worker:
         started_at = time.time()
         metrics.task_started(message.queue, message.published_at, started_at)
         logs = _LogBuffer(self._executor, message.key, self._settings.log_chunk_interval)
+        rendered: list[str] = []
         try:
-            outcome, result_json, error = self._run_in_child(message, run, logs)
+            outcome, result_json, error = self._run_in_child(message, run, logs, rendered)
         except TaskStartError as exc:
             log.error("%s: %s", message.key.label(), exc)
             outcome, result_json, error = "failed", None, str(exc)
@@ -301,7 +302,12 @@ class Worker:
         try:
             metrics.task_finished(message.queue, outcome, time.time() - started_at)
             final = self._result(
-                message.key, outcome, result_json=result_json, error=error, started_at=started_at
+                message.key,
+                outcome,
+                result_json=result_json,
+                error=error,
+                started_at=started_at,
+                rendered_json=rendered[0] if rendered else None,
             )
             run.final = True
             self._reporter.submit(final, run)  # every copy acked once the broker confirms the result
@@ -320,6 +326,7 @@ class Worker:
         result_json: str | None = None,
         error: str | None = None,
         started_at: float | None = None,
+        rendered_json: str | None = None,
     ) -> ResultMessage:
         return ResultMessage(
             key=key,
@@ -331,11 +338,13 @@ class Worker:
             result_json=result_json,
             error=error,
             started_at=started_at,
+            rendered_json=rendered_json,
         )
 
     def _run_in_child(
-        self, message: TaskMessage, delivery: Delivery, logs: _LogBuffer
+        self, message: TaskMessage, delivery: Delivery, logs: _LogBuffer, rendered: list[str]
     ) -> tuple[str, str | None, str | None]:
+        """Run the try in a fresh task process; its rendered template fields land in ``rendered``."""
         timeout = execution_timeout_of(message)
         max_bytes = self._settings.max_result_bytes
         proc = self._pool.start_task(
@@ -344,6 +353,8 @@ class Worker:
         try:
             return self._supervise(proc, message, delivery, logs, timeout)
         finally:
+            if proc.rendered_json is not None:
+                rendered.append(proc.rendered_json)
             proc.close()
             self._pool.finished(proc)
 
@@ -435,6 +446,8 @@ def _take_record(
         logs.add(item[2])
     elif kind == "started":
         proc.pid = item[2]
+    elif kind == "rendered" and isinstance(item[2], str):
+        proc.rendered_json = item[2]
     elif kind == "done" and len(item) == 5:
         return item[2], item[3], item[4]
     else:

@@ -22,7 +22,10 @@ class BashTask(BaseTask):
 
     ``env`` is added to the inherited environment, together with HAREFLOW_DAG_ID, HAREFLOW_TASK_ID,
     HAREFLOW_RUN_ID, HAREFLOW_TRY_NUMBER and HAREFLOW_LOGICAL_DATE. A non-zero exit fails the try.
+    ``bash_command`` and ``env`` are Jinja2 templates (``echo {{ ds }}``), rendered on the worker.
     """
+
+    template_fields = ("bash_command", "env")
 
     def __init__(
         self,
