@@ -17,6 +17,16 @@ from hareflow.common.dag import (
     load_plugins,
     task,
 )
+from hareflow.common.dag.dag import set_test_runner
+
+
+def _run_dag_here(dag: DAG, **options: object) -> object:
+    from hareflow.inprocess import run_dag  # the scheduler's decisions and the worker's task body
+
+    return run_dag(dag, **options)  # type: ignore[arg-type]
+
+
+set_test_runner(_run_dag_here)
 
 __all__ = [
     "DAG",

@@ -87,9 +87,13 @@ def task_main(fd: int, token: str) -> int:
 
 
 def run_task(
-    payload: dict[str, Any], max_result_bytes: int, conn: Connection, token: str = ""
+    payload: dict[str, Any], max_result_bytes: int, conn: Connection, token: str = "", loaded: Any = None
 ) -> tuple[str, str | None, str | None]:
-    """Run one try; return ``(outcome, result_json, error)``. Never raises."""
+    """Run one try; return ``(outcome, result_json, error)``. Never raises.
+
+    ``loaded`` is the task object when the caller has it already (``dags test`` runs a DAG it has
+    built); otherwise the task is loaded from the message's DAG file.
+    """
     from hareflow.common.dag import encode_result
     from hareflow.common.dag.context import context_from_message
     from hareflow.common.dag.loader import get_task
@@ -102,7 +106,7 @@ def run_task(
     ctx = None
     task = None
     try:
-        task = get_task(payload["dag_file"], key["dag_id"], key["task_id"])
+        task = loaded if loaded is not None else get_task(payload["dag_file"], key["dag_id"], key["task_id"])
         ctx = context_from_message(payload)
         task, rendered = rendered_task(task, ctx)
         if rendered:
