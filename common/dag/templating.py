@@ -87,3 +87,21 @@ def rendered_json(rendered: Mapping[str, Any]) -> str | None:
     if not rendered:
         return None
     return json.dumps(dict(rendered), default=str, ensure_ascii=False)
+
+
+def check_template_syntax(value: Any, where: str) -> None:
+    """Raise DagDefinitionError (at the user's statement) if a string in ``value`` is not valid
+    Jinja2: a template that cannot even be parsed is a mistake in the DAG file, found at parse time."""
+    from hareflow.common.dag.errors import DagDefinitionError
+
+    if isinstance(value, str):
+        try:
+            environment().parse(value)
+        except jinja2.TemplateSyntaxError as exc:
+            raise DagDefinitionError.here(f"{where} is not a valid template: {exc.message}") from None
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_template_syntax(item, where)
+    elif isinstance(value, dict):
+        for item in value.values():
+            check_template_syntax(item, where)

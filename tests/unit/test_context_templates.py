@@ -253,3 +253,16 @@ def test_echo_ds_logs_the_date_not_the_literal_template(tmp_path: Path) -> None:
     )
     assert outcome == "success" and result == "2026-03-04"
     assert "2026-03-04" in log and "{{ ds }}" not in log
+
+
+def test_a_bash_command_that_is_not_a_valid_template_is_refused_at_parse_time(tmp_path: Path) -> None:
+    dag_file = tmp_path / "bad_template.py"
+    dag_file.write_text(
+        "from datetime import datetime\nfrom hareflow import DAG, BashTask\n"
+        'with DAG("d", start_date=datetime(2026, 1, 1)):\n'
+        '    BashTask("b", "echo {{ ds }", env={"A": "{% if %}"})\n'
+    )
+    result = load_dag_file(dag_file)
+    assert result.dags == [] and len(result.errors) == 1
+    error = result.errors[0]
+    assert error.line == 4 and "bash_command of task 'b' is not a valid template" in error.message
