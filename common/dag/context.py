@@ -77,7 +77,7 @@ class TaskInstanceInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DagRunInfo:
+class RunInfo:
     """What ``dag_run`` says about the run this try belongs to (Airflow's spelling)."""
 
     dag_id: str
@@ -108,7 +108,7 @@ def context_values(ctx: Context, task: Any = None) -> dict[str, Any]:
         max_tries=ctx.max_tries,
         map_index=ctx.map_index,
     )
-    dag_run = DagRunInfo(
+    dag_run = RunInfo(
         dag_id=ctx.dag_id,
         run_id=ctx.run_id,
         logical_date=ctx.logical_date,
