@@ -1,4 +1,6 @@
-"""The run-time context handed to a task's ``execute`` (and to ``@task`` functions taking ``ctx``)."""
+"""The run-time context of a try: the ``Context`` handed to ``execute`` (and to ``@task`` functions
+taking ``ctx``), and the named values (``ds``, ``params``, ``ti``...) that functions ask for by
+parameter name and templates use, all built from what the task message carries."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from hareflow.common.dag import macros
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,7 +92,7 @@ class RunInfo:
     conf: dict[str, Any]
 
 
-def _ds(value: datetime | None, fmt: str) -> str | None:
+def _strftime(value: datetime | None, fmt: str) -> str | None:
     return None if value is None else value.strftime(fmt)
 
 
@@ -98,8 +102,6 @@ def context_values(ctx: Context, task: Any = None) -> dict[str, Any]:
     Keys are exactly :data:`CONTEXT_NAMES`; ``task`` and ``dag`` are the task object and its DAG
     when given (the worker and ``dags test`` give them; they are ``None`` otherwise).
     """
-    from hareflow.common.dag import macros
-
     ti = TaskInstanceInfo(
         dag_id=ctx.dag_id,
         task_id=ctx.task_id,
@@ -123,8 +125,8 @@ def context_values(ctx: Context, task: Any = None) -> dict[str, Any]:
         "dag_run": dag_run,
         "data_interval_end": ctx.data_interval_end,
         "data_interval_start": ctx.data_interval_start,
-        "ds": _ds(ctx.logical_date, "%Y-%m-%d"),
-        "ds_nodash": _ds(ctx.logical_date, "%Y%m%d"),
+        "ds": _strftime(ctx.logical_date, "%Y-%m-%d"),
+        "ds_nodash": _strftime(ctx.logical_date, "%Y%m%d"),
         "logical_date": ctx.logical_date,
         "macros": macros,
         "params": dict(ctx.params),
@@ -133,7 +135,7 @@ def context_values(ctx: Context, task: Any = None) -> dict[str, Any]:
         "task_instance": ti,
         "ti": ti,
         "ts": ts,
-        "ts_nodash": _ds(ctx.logical_date, "%Y%m%dT%H%M%S"),
+        "ts_nodash": _strftime(ctx.logical_date, "%Y%m%dT%H%M%S"),
     }
 
 
