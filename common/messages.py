@@ -16,9 +16,10 @@ the lowest version that can express it, and every version listed here is decoded
               ``failed`` (with the error) or ``skipped`` (the task raised SkipTask; the reason is
               in ``error``). Identified by task-instance id and try number. Optional fields, absent
               when unset (so a result without them is encoded exactly as before they existed):
-              ``no_retry`` (true: the task raised FailTask, fail it whatever tries are left) and
+              ``no_retry`` (true: the task raised FailTask, fail it whatever tries are left),
               ``skip_task_ids`` with ``skip_reason`` (a branch or short-circuit success: the
-              downstream task ids of the same run to skip, and why).
+              downstream task ids of the same run to skip, and why) and ``rendered_json`` (final
+              reports of a task with template fields: them rendered, a JSON object).
 ``log``       worker -> results consumer: one chunk of a try's captured output, numbered by ``seq``
               so a redelivered chunk is stored once.
 ``heartbeat`` worker -> results consumer: who it is, what it consumes, what it is running.
@@ -125,8 +126,14 @@ class ResultMessage(_Message):
     no_retry: bool = False
     skip_task_ids: list[str] | None = None
     skip_reason: str | None = None
+    rendered_json: str | None = None  # final reports: the try's rendered template fields (JSON object)
 
-    _OPTIONAL: ClassVar[dict[str, Any]] = {"no_retry": False, "skip_task_ids": None, "skip_reason": None}
+    _OPTIONAL: ClassVar[dict[str, Any]] = {
+        "no_retry": False,
+        "skip_task_ids": None,
+        "skip_reason": None,
+        "rendered_json": None,
+    }
 
     def to_dict(self) -> dict[str, Any]:
         body = super().to_dict()

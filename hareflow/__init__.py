@@ -26,7 +26,17 @@ from hareflow.common.dag import (
     teardown,
 )
 from hareflow.common.dag.chain import chain, chain_linear, cross_downstream
+from hareflow.common.dag.dag import set_test_runner
 from hareflow.common.dag.decorators import dag, task_group
+
+
+def _run_dag_here(target: DAG, **options: object) -> object:
+    from hareflow.inprocess import run_dag  # the scheduler's decisions and the worker's task body
+
+    return run_dag(target, **options)  # type: ignore[arg-type]
+
+
+set_test_runner(_run_dag_here)
 
 __all__ = [
     "DAG",

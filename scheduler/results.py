@@ -30,7 +30,7 @@ from typing import Any
 from hareflow.common import metrics
 from hareflow.common.broker import Delivery, Executor
 from hareflow.common.config import Settings
-from hareflow.common.db import TaskInstance, TaskLog, TaskResult, Worker
+from hareflow.common.db import TaskInstance, TaskLog, TaskRendered, TaskResult, Worker
 from hareflow.common.db.cas import set_each_task_state, set_task_states
 from hareflow.common.events import task_event
 from hareflow.common.messages import (
@@ -112,6 +112,7 @@ def write_reports(session: Session, batch: ReportBatch, now: datetime) -> list[S
     since :func:`read_reports` keeps their state, and this batch's events, results and changes
     for it are dropped. Return the state events of the writes that took effect."""
     stored: dict[int, dict[str, Any]] = {}
+    rendered: dict[int, dict[str, Any]] = {}
     events: list[tuple[int, StateEvent]] = []
     skips: list[tuple[_TI, ResultMessage]] = []
     for m in batch.results:
@@ -123,6 +124,8 @@ def write_reports(session: Session, batch: ReportBatch, now: datetime) -> list[S
             events.append((ti.id, task_event(ti)))  # type: ignore[arg-type]
             if m.skip_task_ids and ti.state == TaskState.SUCCESS:
                 skips.append((ti, m))
+            if m.rendered_json is not None and m.outcome != WorkerOutcome.RUNNING.value:
+                rendered[ti.id] = _rendered_row(ti.id, ti.try_number, m.rendered_json, now)
     dirty = [ti for ti in batch.tis.values() if ti.dirty]
     running = [(ti.id, ti.try_number, ti.dirty) for ti in dirty if ti.state == TaskState.RUNNING]
     final = [(ti.id, ti.try_number, ti.dirty) for ti in dirty if ti.state != TaskState.RUNNING]
@@ -131,6 +134,9 @@ def write_reports(session: Session, batch: ReportBatch, now: datetime) -> list[S
     rows = [row for ti_id, row in stored.items() if ti_id in changed]
     if rows:
         session.execute(insert(TaskResult), rows)
+    rendered_rows = [row for ti_id, row in rendered.items() if ti_id in changed]
+    if rendered_rows:
+        session.execute(insert(TaskRendered), rendered_rows)
     out = [event for ti_id, event in events if ti_id in changed]
     for ti, m in skips:
         if ti.id in changed:
@@ -208,6 +214,10 @@ def _apply_result(ti: _TI, m: ResultMessage, now: datetime, stored: dict[int, di
         # next_retry_at is left to the scheduler, which knows the task's retry policy
         ti.set(error=m.error or "failed", next_retry_at=None)
     return True
+
+
+def _rendered_row(ti_id: int, try_number: int, fields_json: str, now: datetime) -> dict[str, Any]:
+    return {"ti_id": ti_id, "try_number": try_number, "fields_json": fields_json, "created_at": now}
 
 
 def _store_logs(

@@ -258,7 +258,7 @@ def _paths() -> dict[str, Any]:
         },
         ti_path: {
             "get": _op(
-                "One task instance, with its tries and return value",
+                "One task instance, with its tries, return value and rendered template fields (`rendered`)",
                 _json(_ref("TaskInstance")),
                 params=[DAG, RUN, TASK, MAP_INDEX],
             ),

@@ -23,6 +23,7 @@ from hareflow.common.db import (
     SchedulerHeartbeat,
     TaskInstance,
     TaskLog,
+    TaskRendered,
     TaskResult,
     Worker,
 )
@@ -370,6 +371,16 @@ def result_of(s: Session, ti: TaskInstance, try_number: int) -> str | None:
     return s.scalar(
         select(TaskResult.value_json).where(TaskResult.ti_id == ti.id, TaskResult.try_number == try_number)
     )
+
+
+def rendered_of(s: Session, ti: TaskInstance, try_number: int) -> dict[str, Any] | None:
+    """The try's template fields as its worker rendered them (None if it rendered none)."""
+    value = s.scalar(
+        select(TaskRendered.fields_json).where(
+            TaskRendered.ti_id == ti.id, TaskRendered.try_number == try_number
+        )
+    )
+    return None if value is None else json.loads(value)
 
 
 def log_chunks(

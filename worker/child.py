@@ -6,9 +6,10 @@ between two local processes, never the wire); every record names the request's t
 worker discards (and logs) a record naming another one:
   task process -> worker: ``("started", token, pid)``
   worker -> task process: ``("run", token, task_message_dict, max_result_bytes)``
-  task process -> worker: ``("log", token, text)`` any number of times, then, for a try that
-                          decided more than its outcome, ``("extras", token, {...})`` (the
-                          result message's optional fields: ``no_retry``, ``skip_task_ids``,
+  task process -> worker: ``("log", token, text)`` any number of times, ``("rendered", token,
+                          json)`` once its template fields are rendered (tasks having some), then,
+                          for a try that decided more than its outcome, ``("extras", token, {...})``
+                          (the result message's optional fields: ``no_retry``, ``skip_task_ids``,
                           ``skip_reason``), then ``("done", token, outcome, result_json, error)``
 
 The process leads its own session and process group; it exits right after ``done``, and the zygote
@@ -27,7 +28,6 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
-from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -88,22 +88,24 @@ def task_main(fd: int, token: str) -> int:
     return 0
 
 
-def _parse_date(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def run_task(
-    payload: dict[str, Any], max_result_bytes: int, conn: Connection, token: str = ""
+    payload: dict[str, Any], max_result_bytes: int, conn: Connection, token: str = "", loaded: Any = None
 ) -> tuple[str, str | None, str | None]:
     """Run one try; return ``(outcome, result_json, error)``. Never raises.
 
     A task raising ``SkipTask`` ends ``skipped`` (the message is the reason); one raising
     ``FailTask`` fails with no retry; a branch or short-circuit success names the downstream tasks
-    it skips. Those extras are sent as an ``extras`` record first."""
-    from hareflow.common.dag import Context, encode_result
+    it skips. Those extras are sent as an ``extras`` record first.
+
+    ``loaded`` is the task object when the caller has it already (``dags test`` runs a DAG it has
+    built); otherwise the task is loaded from the message's DAG file.
+    """
+    from hareflow.common.dag import encode_result
     from hareflow.common.dag.branching import downstream_skips
+    from hareflow.common.dag.context import context_from_message
     from hareflow.common.dag.exceptions import FailTask, SkipTask
     from hareflow.common.dag.loader import get_task
+    from hareflow.common.dag.templating import rendered_json, rendered_task
 
     key = payload["key"]
     writer = _PipeWriter(conn, token)
@@ -112,22 +114,11 @@ def run_task(
     ctx = None
     task = None
     try:
-        task = get_task(payload["dag_file"], key["dag_id"], key["task_id"])
-        ctx = Context(
-            dag_id=key["dag_id"],
-            task_id=key["task_id"],
-            run_id=key["run_id"],
-            logical_date=_parse_date(payload.get("logical_date")),
-            data_interval_start=_parse_date(payload.get("data_interval_start")),
-            data_interval_end=_parse_date(payload.get("data_interval_end")),
-            params=payload.get("params") or {},
-            conf=payload.get("conf") or {},
-            try_number=key["try_number"],
-            max_tries=payload["max_tries"],
-            map_index=key["map_index"],
-            upstream_results=payload.get("upstream_results") or {},
-            expand_args=payload.get("expand_args"),
-        )
+        task = loaded if loaded is not None else get_task(payload["dag_file"], key["dag_id"], key["task_id"])
+        ctx = context_from_message(payload)
+        task, rendered = rendered_task(task, ctx)
+        if rendered:
+            conn.send(("rendered", token, rendered_json(rendered)))
         value = task.execute(ctx)
         decision = downstream_skips(task, value)
         result_json = encode_result(value, max_result_bytes, task_id=key["task_id"])

@@ -290,6 +290,7 @@ class TaskProcess:
         self.dag_file = dag_file
         self.pid: int | None = None
         self.extras: dict[str, Any] = {}  # the optional result fields the task sent
+        self.rendered_json: str | None = None  # the try's rendered template fields, once sent
         self._zygote = zygote
 
     def usable(self) -> bool:

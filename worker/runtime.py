@@ -341,7 +341,8 @@ class Worker:
         self, message: TaskMessage, delivery: Delivery, logs: _LogBuffer
     ) -> tuple[str, str | None, str | None, dict[str, Any]]:
         """Run the try in a task process; return its outcome, result, error and extras (the
-        result message's optional fields the task decided, see ``hareflow.worker.child``)."""
+        result message's optional fields the task decided, see ``hareflow.worker.child``, and its
+        rendered template fields)."""
         timeout = execution_timeout_of(message)
         max_bytes = self._settings.max_result_bytes
         proc = self._pool.start_task(
@@ -349,7 +350,10 @@ class Worker:
         )
         try:
             outcome, result_json, error = self._supervise(proc, message, delivery, logs, timeout)
-            return outcome, result_json, error, _extras_for(outcome, proc.extras)
+            extras = _extras_for(outcome, proc.extras)
+            if proc.rendered_json is not None:  # stored whatever the outcome
+                extras["rendered_json"] = proc.rendered_json
+            return outcome, result_json, error, extras
         finally:
             proc.close()
             self._pool.finished(proc)
@@ -444,6 +448,8 @@ def _take_record(
         proc.pid = item[2]
     elif kind == "extras" and isinstance(item[2], dict):
         proc.extras = item[2]
+    elif kind == "rendered" and isinstance(item[2], str):
+        proc.rendered_json = item[2]
     elif kind == "done" and len(item) == 5:
         return item[2], item[3], item[4]
     else:

@@ -15,6 +15,7 @@ from hareflow.common.dag.dag import DAG
 from hareflow.common.dag.errors import DagDefinitionError, TaskFailed
 from hareflow.common.dag.settings import TaskSettings
 from hareflow.common.dag.task import BaseTask
+from hareflow.common.dag.templating import check_template_syntax
 
 
 class BashTask(BaseTask):
@@ -22,7 +23,10 @@ class BashTask(BaseTask):
 
     ``env`` is added to the inherited environment, together with HAREFLOW_DAG_ID, HAREFLOW_TASK_ID,
     HAREFLOW_RUN_ID, HAREFLOW_TRY_NUMBER and HAREFLOW_LOGICAL_DATE. A non-zero exit fails the try.
+    ``bash_command`` and ``env`` are Jinja2 templates (``echo {{ ds }}``), rendered on the worker.
     """
+
+    template_fields = ("bash_command", "env")
 
     def __init__(
         self,
@@ -38,6 +42,8 @@ class BashTask(BaseTask):
             raise DagDefinitionError.here(f"bash_command of task '{task_id}' must be a non-empty string")
         if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise DagDefinitionError.here(f"env of task '{task_id}' must map strings to strings")
+        check_template_syntax(bash_command, f"bash_command of task '{task_id}'")
+        check_template_syntax(env, f"env of task '{task_id}'")
         self.bash_command = bash_command
         self.env: dict[str, str] | None = dict(env) if env is not None else None
         self.cwd = os.fspath(cwd) if cwd is not None else None

@@ -1,4 +1,6 @@
-"""The run-time context handed to a task's ``execute`` (and to ``@task`` functions taking ``ctx``)."""
+"""The run-time context of a try: the ``Context`` handed to ``execute`` (and to ``@task`` functions
+taking ``ctx``), and the named values (``ds``, ``params``, ``ti``...) that functions ask for by
+parameter name and templates use, all built from what the task message carries."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from hareflow.common.dag import macros
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,3 +44,122 @@ def resolve_params(defaults: Mapping[str, Any], conf: Mapping[str, Any] | None) 
     if conf:
         params.update(conf)
     return params
+
+
+# The names a task function may ask for by parameter (or receive all of through ``**context``),
+# and the variables of a template. ``ctx`` (the Context itself) is handled by PythonTask apart.
+CONTEXT_NAMES: frozenset[str] = frozenset(
+    {
+        "conf",
+        "dag",
+        "dag_run",
+        "data_interval_end",
+        "data_interval_start",
+        "ds",
+        "ds_nodash",
+        "logical_date",
+        "macros",
+        "params",
+        "run_id",
+        "task",
+        "task_instance",
+        "ti",
+        "ts",
+        "ts_nodash",
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskInstanceInfo:
+    """What ``ti`` / ``task_instance`` says about the running try (Airflow's spelling)."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    try_number: int
+    max_tries: int
+    map_index: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunInfo:
+    """What ``dag_run`` says about the run this try belongs to (Airflow's spelling)."""
+
+    dag_id: str
+    run_id: str
+    logical_date: datetime | None
+    data_interval_start: datetime | None
+    data_interval_end: datetime | None
+    conf: dict[str, Any]
+
+
+def _strftime(value: datetime | None, fmt: str) -> str | None:
+    return None if value is None else value.strftime(fmt)
+
+
+def context_values(ctx: Context, task: Any = None) -> dict[str, Any]:
+    """The named context of one try, built from ``ctx`` alone (what the task message carries).
+
+    Keys are exactly :data:`CONTEXT_NAMES`; ``task`` and ``dag`` are the task object and its DAG
+    when given (the worker and ``dags test`` give them; they are ``None`` otherwise).
+    """
+    ti = TaskInstanceInfo(
+        dag_id=ctx.dag_id,
+        task_id=ctx.task_id,
+        run_id=ctx.run_id,
+        try_number=ctx.try_number,
+        max_tries=ctx.max_tries,
+        map_index=ctx.map_index,
+    )
+    dag_run = RunInfo(
+        dag_id=ctx.dag_id,
+        run_id=ctx.run_id,
+        logical_date=ctx.logical_date,
+        data_interval_start=ctx.data_interval_start,
+        data_interval_end=ctx.data_interval_end,
+        conf=dict(ctx.conf),
+    )
+    ts = ctx.logical_date.isoformat() if ctx.logical_date is not None else None
+    return {
+        "conf": dict(ctx.conf),
+        "dag": getattr(task, "dag", None),
+        "dag_run": dag_run,
+        "data_interval_end": ctx.data_interval_end,
+        "data_interval_start": ctx.data_interval_start,
+        "ds": _strftime(ctx.logical_date, "%Y-%m-%d"),
+        "ds_nodash": _strftime(ctx.logical_date, "%Y%m%d"),
+        "logical_date": ctx.logical_date,
+        "macros": macros,
+        "params": dict(ctx.params),
+        "run_id": ctx.run_id,
+        "task": task,
+        "task_instance": ti,
+        "ti": ti,
+        "ts": ts,
+        "ts_nodash": _strftime(ctx.logical_date, "%Y%m%dT%H%M%S"),
+    }
+
+
+def _parse_date(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def context_from_message(payload: Mapping[str, Any]) -> Context:
+    """The Context of one try from its task message (as a dict): all a worker knows about it."""
+    key = payload["key"]
+    return Context(
+        dag_id=key["dag_id"],
+        task_id=key["task_id"],
+        run_id=key["run_id"],
+        logical_date=_parse_date(payload.get("logical_date")),
+        data_interval_start=_parse_date(payload.get("data_interval_start")),
+        data_interval_end=_parse_date(payload.get("data_interval_end")),
+        params=payload.get("params") or {},
+        conf=payload.get("conf") or {},
+        try_number=key["try_number"],
+        max_tries=payload["max_tries"],
+        map_index=key["map_index"],
+        upstream_results=payload.get("upstream_results") or {},
+        expand_args=payload.get("expand_args"),
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -25,6 +25,16 @@ from hareflow.common.dag.settings import check_id, normalize_settings
 if TYPE_CHECKING:
     from hareflow.common.dag.task import BaseTask
     from hareflow.common.dag.task_group import TaskGroup
+
+# ``DAG.test()`` runs the DAG with the scheduler's decisions and the worker's task body, which live
+# above this package; the ``hareflow`` package (always imported before this one) plugs that runner in.
+_test_runner: list[Callable[..., Any]] = []
+
+
+def set_test_runner(runner: Callable[..., Any]) -> None:
+    """Install what ``DAG.test()`` calls (done once, by the ``hareflow`` package)."""
+    _test_runner[:] = [runner]
+
 
 _current_dags: ContextVar[tuple[DAG, ...]] = ContextVar("hareflow_current_dags", default=())
 _collector: ContextVar[list[DAG] | None] = ContextVar("hareflow_dag_collector", default=None)
@@ -192,6 +202,11 @@ class DAG:
     def get_task(self, task_id: str) -> BaseTask:
         """Return the task called ``task_id``; raise KeyError if there is none."""
         return self.task_dict[task_id]
+
+    def test(self, *, conf: Mapping[str, Any] | None = None, logical_date: datetime | None = None) -> Any:
+        """Run the whole DAG here, in this process, printing each task's log and result (Airflow's
+        ``dag.test()``; the CLI's ``hareflow dags test``). Return the run's outcome."""
+        return _test_runner[0](self, conf=conf, logical_date=logical_date)
 
     def unique_task_id(self, base: str) -> str:
         """Return ``base`` if free, else ``base__1``, ``base__2``, ... (for repeated ``@task`` calls)."""

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from hareflow.common.dag.dag import DAG
 from hareflow.common.dag.errors import DagDefinitionError, TaskFailed, user_location
+from hareflow.common.dag.injection import check_call, without_ctx
 from hareflow.common.dag.outputs import TaskOutput
 from hareflow.common.dag.python_task import CTX_PARAMETER, PythonTask, _scan_argument
 from hareflow.common.dag.settings import SETTING_NAMES
@@ -288,16 +289,18 @@ class MappedPythonTask(PythonTask):
         name = getattr(self.python_callable, "__name__", task_id)
         for key, value in self.op_kwargs.items():
             _scan_argument(value, f"argument '{key}' of task '{task_id}'", refs)
-        if self._user_signature is None:
+        if self._full_signature is None:
             return refs
-        placeholders = dict.fromkeys(self._mapped_names or (), None)
-        try:
-            if self._mapped_names is None:  # expand_kwargs: the names arrive at run time
-                self._user_signature.bind_partial(**self.op_kwargs)
-            else:
-                self._user_signature.bind(**self.op_kwargs, **placeholders)
-        except TypeError as exc:
-            raise DagDefinitionError.here(f"cannot call {name}() for task '{task_id}': {exc}") from None
+        if self._mapped_names is None:  # expand_kwargs: the names arrive at run time
+            try:
+                without_ctx(self._full_signature).bind_partial(**self.op_kwargs)
+            except TypeError as exc:
+                raise DagDefinitionError.here(f"cannot call {name}() for task '{task_id}': {exc}") from None
+        else:
+            placeholders = dict.fromkeys(self._mapped_names, None)
+            check_call(
+                self._full_signature, (), {**self.op_kwargs, **placeholders}, task_id=task_id, name=name
+            )
         return refs
 
     @property

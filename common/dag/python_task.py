@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Unpack, overload
 from hareflow.common.dag.context import Context
 from hareflow.common.dag.dag import DAG
 from hareflow.common.dag.errors import DagDefinitionError
+from hareflow.common.dag.injection import CTX_PARAMETER, call_with_context, check_call, is_ctx
 from hareflow.common.dag.outputs import Reference, check_multiple_outputs, infer_multiple_outputs
 from hareflow.common.dag.settings import TaskSettings, normalize_settings
 from hareflow.common.dag.task import BaseTask
@@ -27,12 +28,7 @@ from hareflow.common.dag.task_group import active_dag, unique_label
 if TYPE_CHECKING:
     from hareflow.common.dag.mapping import PartialTask
 
-CTX_PARAMETER = "ctx"
-_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-
-
-def _is_ctx(param: inspect.Parameter) -> bool:
-    return param.name == CTX_PARAMETER and param.kind not in _VARIADIC
+__all__ = ["CTX_PARAMETER", "PythonTask", "TaskFactory", "task"]
 
 
 def _signature(function: Callable[..., Any]) -> inspect.Signature | None:
@@ -85,7 +81,7 @@ def _resolve(value: Any, ctx: Context) -> Any:
 
 
 class PythonTask(BaseTask):
-    """Runs a Python callable; a parameter named ``ctx`` receives the ``Context``."""
+    """Runs a Python callable; ``ctx`` and context names (``ds``, ``params``, ``**context``) are filled."""
 
     def __init__(
         self,
@@ -108,11 +104,6 @@ class PythonTask(BaseTask):
         self.op_kwargs: dict[str, Any] = dict(op_kwargs or {})
         full = _signature(python_callable)
         self._full_signature = full
-        self._user_signature = (
-            full.replace(parameters=[p for p in full.parameters.values() if not _is_ctx(p)])
-            if full is not None
-            else None
-        )
         refs = self._check_arguments(task_id)
         super().__init__(task_id, dag=dag, **settings)
         self._input_task_ids = frozenset(refs)
@@ -122,16 +113,13 @@ class PythonTask(BaseTask):
     def _check_arguments(self, task_id: str) -> dict[str, BaseTask]:
         refs: dict[str, BaseTask] = {}
         name = getattr(self.python_callable, "__name__", task_id)
-        if self._user_signature is None:
+        if self._full_signature is None:
             for i, value in enumerate(self.op_args):
                 _scan_argument(value, f"argument {i} of task '{task_id}'", refs)
             for key, value in self.op_kwargs.items():
                 _scan_argument(value, f"argument '{key}' of task '{task_id}'", refs)
             return refs
-        try:
-            bound = self._user_signature.bind(*self.op_args, **self.op_kwargs)
-        except TypeError as exc:
-            raise DagDefinitionError.here(f"cannot call {name}() for task '{task_id}': {exc}") from None
+        bound = check_call(self._full_signature, self.op_args, self.op_kwargs, task_id=task_id, name=name)
         for param_name, value in bound.arguments.items():
             _scan_argument(value, f"argument '{param_name}' of task '{task_id}'", refs)
         return refs
@@ -143,7 +131,7 @@ class PythonTask(BaseTask):
     @property
     def takes_ctx(self) -> bool:
         full = self._full_signature
-        return full is not None and any(_is_ctx(p) for p in full.parameters.values())
+        return full is not None and any(is_ctx(p) for p in full.parameters.values())
 
     def execute(self, ctx: Context) -> Any:
         """Run the function; a ``multiple_outputs`` task must return a dict (else the try fails)."""
@@ -151,26 +139,12 @@ class PythonTask(BaseTask):
         return check_multiple_outputs(self.task_id, result) if self.multiple_outputs else result
 
     def _call(self, ctx: Context) -> Any:
-        """Call the function with upstream results substituted and ``ctx`` injected if asked for."""
+        """Call the function with upstream results substituted and the context values it asks for."""
         args = _resolve(self.op_args, ctx)
         kwargs = _resolve(self.op_kwargs, ctx)
-        if self._full_signature is None or self._user_signature is None or not self.takes_ctx:
+        if self._full_signature is None:
             return self.python_callable(*args, **kwargs)
-        bound = self._user_signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        call_args: list[Any] = []
-        call_kwargs: dict[str, Any] = {}
-        for param in self._full_signature.parameters.values():
-            value: Any = ctx if _is_ctx(param) else bound.arguments[param.name]
-            if param.kind is inspect.Parameter.VAR_POSITIONAL:
-                call_args.extend(value)
-            elif param.kind is inspect.Parameter.VAR_KEYWORD:
-                call_kwargs.update(value)
-            elif param.kind is inspect.Parameter.KEYWORD_ONLY:
-                call_kwargs[param.name] = value
-            else:
-                call_args.append(value)
-        return self.python_callable(*call_args, **call_kwargs)
+        return call_with_context(self.python_callable, self._full_signature, args, kwargs, ctx, self)
 
 
 class TaskFactory:

@@ -41,6 +41,8 @@ class BaseTask(SetupTeardownMixin):
     """
 
     _hareflow_authoring_object = True
+    # Attributes rendered as Jinja2 templates just before each try (see ``templating``).
+    template_fields: tuple[str, ...] = ()
     task_id: str
     dag: DAG
     retries: int

@@ -173,6 +173,20 @@ class TaskResult(Base):
     __table_args__ = (UniqueConstraint("ti_id", "try_number"),)
 
 
+class TaskRendered(Base):
+    """The template fields of a try as rendered on the worker (a JSON object), one row per try."""
+
+    __tablename__ = "task_rendered"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ti_id: Mapped[int] = mapped_column(ForeignKey("task_instance.id", ondelete="CASCADE"))
+    try_number: Mapped[int] = mapped_column(Integer)
+    fields_json: Mapped[str] = mapped_column(LongText)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (UniqueConstraint("ti_id", "try_number"),)
+
+
 class TaskLog(Base):
     """One chunk of a try's captured output. ``seq`` makes a redelivered chunk land once."""
 

@@ -1,4 +1,4 @@
-"""``hareflow tasks``: list a DAG's tasks, test one in the terminal, clear, read logs and states."""
+"""``hareflow tasks``: list a DAG's tasks, test or render one, clear, read logs and states."""
 
 from __future__ import annotations
 
@@ -133,6 +133,58 @@ def _read(path: Path) -> bytes:
         return b""
 
 
+def task_logging() -> None:
+    """Log records of the tasks run here go to the terminal, formatted as a worker formats them."""
+    import logging
+
+    from hareflow.worker.child import LOG_FORMAT
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
+
+
+def parse_inputs(values: tuple[str, ...]) -> dict[str, Any]:
+    """``--input TASK=JSON`` options as ``{task_id: value}``, or a UserError naming the bad one."""
+    import json
+
+    inputs: dict[str, Any] = {}
+    for item in values:
+        task_id, sep, text = item.partition("=")
+        if not sep or not task_id:
+            raise UserError(f"--input {item!r}: expected TASK=JSON, e.g. --input extract='[1, 2]'")
+        try:
+            inputs[task_id] = json.loads(text)
+        except ValueError as exc:
+            raise UserError(f"--input {task_id}: not JSON: {exc}") from None
+    return inputs
+
+
+def _stored_run(settings: Any, run_id: str, dag_id: str, wanted: Any) -> dict[str, Any]:
+    """The run's conf, dates and the latest stored results of the tasks in ``wanted``."""
+    import json
+
+    from sqlalchemy import select
+
+    from hareflow.common.db import TaskInstance, TaskResult
+    from hareflow.common.operations import find_run
+
+    with metastore(settings) as sessions, sessions() as session, user_mistakes():
+        run = find_run(session, run_id, dag_id)
+        rows = session.execute(
+            select(TaskInstance.task_id, TaskResult.value_json)
+            .join(
+                TaskResult,
+                (TaskResult.ti_id == TaskInstance.id) & (TaskResult.try_number == TaskInstance.try_number),
+            )
+            .where(TaskInstance.run_pk == run.id, TaskInstance.task_id.in_(list(wanted)))
+        ).all()
+        return {
+            "conf": dict(run.conf or {}),
+            "logical_date": run.logical_date,
+            "data_interval": (run.data_interval_start, run.data_interval_end),
+            "results": {task_id: json.loads(value) for task_id, value in rows},
+        }
+
+
 @tasks.command("test")
 @click.argument("dag_id", shell_complete=complete_dag_id)
 @click.argument("task_id")
@@ -145,79 +197,187 @@ def _read(path: Path) -> bytes:
     type=click.IntRange(0),
     help="Which instance of a task mapped over a literal list (default 0).",
 )
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="TASK=JSON",
+    help="The value an upstream task's output takes (repeatable).",
+)
+@click.option(
+    "--from-run",
+    default=None,
+    metavar="RUN_ID",
+    help="Take upstream values (and conf and dates, unless given) from this run's stored results.",
+)
 def tasks_test(
-    dag_id: str, task_id: str, conf: str | None, logical_date: str | None, map_index: int | None
+    dag_id: str,
+    task_id: str,
+    conf: str | None,
+    logical_date: str | None,
+    inputs: tuple[str, ...],
+    from_run: str | None,
+    map_index: int | None,
 ) -> None:
-    """Run one task here, in the terminal, without the broker or the metastore.
+    """Run one task here, in the terminal, without the broker (and without the metastore unless
+    --from-run is given), as a worker runs it: context, templates, callbacks.
 
-    The DAG file is loaded from the DAG folder; upstream results the task consumes are None. Its
-    output goes to the terminal and its return value is printed as JSON; nothing is recorded.
-    Exits 1 if the task raised.
+    Upstream values the task consumes come from --input, then from --from-run's stored results;
+    any other is None. Its output goes to the terminal and its return value is printed as JSON;
+    nothing is recorded. Exits 1 if the task failed.
 
     \b
     Example:
       hareflow tasks test example_fanout plan --conf '{"parts": 4}'
+      hareflow tasks test example_etl load --input transform='[1, 2, 3]'
     """
-    settings = get_settings()
-    conf_obj = parse_conf(conf) or {}
-    logical = parse_date(logical_date, "--logical-date")
-    import logging
-    import traceback
+    import json
     from datetime import UTC, datetime
 
-    from hareflow.common.dag import Context, SkipTask, encode_result, resolve_params
-    from hareflow.common.dag.branching import downstream_skips
+    from hareflow.inprocess import run_try, task_payload
 
+    settings = get_settings()
+    conf_obj = parse_conf(conf)
+    logical = parse_date(logical_date, "--logical-date")
+    given = parse_inputs(inputs)
     dag = find_dag_in_folder(settings.effective_dags_folder(), dag_id)
     if not dag.has_task(task_id):
         raise UserError(f"DAG {dag_id!r} has no task {task_id!r}; its tasks: {', '.join(dag.task_ids)}")
     task = dag.get_task(task_id)
-    logical = logical or datetime.now(UTC)
-    map_index, expand_args = _test_element(task, map_index)
-    ctx = Context(
-        dag_id=dag_id,
-        task_id=task_id,
-        run_id=f"test__{logical.isoformat()}",
+    unknown = sorted(set(given) - set(task.input_task_ids))
+    if unknown:
+        consumed = ", ".join(sorted(task.input_task_ids)) or "none"
+        raise UserError(
+            f"--input {unknown[0]}: task {task_id} does not consume its output (it consumes: {consumed})"
+        )
+    stored: dict[str, Any] = {"conf": {}, "logical_date": None, "data_interval": None, "results": {}}
+    if from_run is not None:
+        stored = _stored_run(settings, from_run, dag_id, task.input_task_ids)
+    upstream = {u: given.get(u, stored["results"].get(u)) for u in task.input_task_ids}
+    index, expand_args = _test_element(task, map_index, upstream)
+    logical = logical or stored["logical_date"] or datetime.now(UTC)
+    payload = task_payload(
+        dag,
+        task,
+        run_id=from_run or f"test__{logical.isoformat()}",
         logical_date=logical,
-        data_interval_start=logical,
-        data_interval_end=logical,
-        params=resolve_params(dag.params, conf_obj),
-        conf=conf_obj,
-        try_number=1,
-        max_tries=task.max_tries,
-        upstream_results={upstream: None for upstream in task.input_task_ids},
-        map_index=map_index,
+        conf=conf_obj if conf_obj is not None else stored["conf"],
+        upstream_results=upstream,
+        data_interval=stored["data_interval"] if logical_date is None else None,
+        map_index=index,
         expand_args=expand_args,
     )
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s", force=True
-    )
+    task_logging()
     click.echo(f"testing {dag_id}.{task_id} (nothing is recorded)", err=True)
-    try:
-        value = task.execute(ctx)
-        decision = downstream_skips(task, value)
-        text = encode_result(value, settings.max_result_bytes, task_id=task_id)
-    except SkipTask as exc:
-        click.echo(f"task {task_id} skipped itself: {exc}", err=True)
+    outcome = run_try(task, payload, max_result_bytes=settings.max_result_bytes, out=sys.stdout)
+    sys.stdout.flush()
+    if outcome.outcome == "skipped":
+        click.echo(f"task {task_id} skipped itself: {outcome.error}", err=True)
         return
-    except BaseException as exc:  # noqa: BLE001 - the task's own failure, reported like a worker would
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        sys.stdout.flush()
-        traceback.print_exc()
-        click.echo(f"task {task_id} failed: {type(exc).__name__}: {exc}", err=True)
+    if outcome.outcome != "success":
+        click.echo(f"task {task_id} failed: {outcome.error}", err=True)
         sys.exit(1)
+    skips = outcome.extras.get("skip_task_ids")
+    if skips:
+        click.echo(f"{outcome.extras.get('skip_reason')}; it would skip: {', '.join(skips)}", err=True)
+    click.echo(f"task {task_id} returned:", err=True)
+    click.echo(json.dumps(outcome.result, indent=2))
+
+
+@tasks.command("render")
+@click.argument("run_id")
+@click.argument("task_id")
+@dag_option
+@output_option
+def tasks_render(run_id: str, task_id: str, dag_id: str | None, output: str) -> None:
+    """Print a task instance's rendered template fields: those its worker stored for the latest
+    try, or, if it has not run yet, rendered here from the DAG file with the run's context.
+
+    \b
+    Example:
+      hareflow tasks render scheduled__2026-01-05T00:00:00+00:00 report --dag example_templates
+    """
+    settings = get_settings()
+    from hareflow.common.operations import find_run, find_task_instance
+
+    with metastore(settings) as sessions, sessions() as session, user_mistakes():
+        run = find_run(session, run_id, dag_id)
+        ti = find_task_instance(session, run, task_id)
+        fields = _stored_rendered(session, ti.id, ti.try_number) if ti.try_number > 0 else None
+        run_facts = {
+            "dag_id": run.dag_id,
+            "conf": dict(run.conf or {}),
+            "logical_date": run.logical_date,
+            "data_interval": (run.data_interval_start, run.data_interval_end),
+            "try_number": max(1, ti.try_number),
+        }
+    if fields is not None:
+        source = f"stored by the worker for try {ti.try_number}"
+    else:
+        fields = _render_here(settings, run_id, task_id, run_facts)
+        why = "it has not run yet" if ti.try_number == 0 else f"nothing stored for try {ti.try_number}"
+        source = f"rendered here from the DAG file ({why})"
+    if output == "json":
+        print_json({"source": "stored" if source.startswith("stored") else "local", "rendered": fields})
+        return
+    click.echo(f"{run_facts['dag_id']}.{task_id} in {run_id}: {source}", err=True)
+    if not fields:
+        click.echo("(the task has no template fields)")
+    for name, value in fields.items():
+        import json
+
+        text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
+        click.echo(f"{name}:\n" + "".join(f"  {line}\n" for line in text.splitlines() or [""]), nl=False)
+
+
+def _stored_rendered(session: Any, ti_id: int, try_number: int) -> dict[str, Any] | None:
     import json
 
-    sys.stdout.flush()
-    if decision is not None:
-        click.echo(f"{decision.reason}; it would skip: {', '.join(decision.task_ids)}", err=True)
-    click.echo(f"task {task_id} returned:", err=True)
-    click.echo(json.dumps(json.loads(text), indent=2))
+    from sqlalchemy import select
+
+    from hareflow.common.db import TaskRendered
+
+    value = session.scalar(
+        select(TaskRendered.fields_json).where(
+            TaskRendered.ti_id == ti_id, TaskRendered.try_number == try_number
+        )
+    )
+    return None if value is None else json.loads(value)
 
 
-def _test_element(task: Any, map_index: int | None) -> tuple[int, dict[str, Any] | None]:
-    """The map index and arguments ``tasks test`` gives a task (a mapped one over literals only)."""
+def _render_here(settings: Any, run_id: str, task_id: str, run: dict[str, Any]) -> dict[str, Any]:
+    """Render the task's template fields from the DAG file with the run's context, as a worker would."""
+    import json
+
+    from hareflow.common.dag.context import context_from_message
+    from hareflow.common.dag.templating import TemplateRenderError, render_fields
+    from hareflow.inprocess import task_payload
+
+    dag = find_dag_in_folder(settings.effective_dags_folder(), run["dag_id"])
+    if not dag.has_task(task_id):
+        raise UserError(f"DAG {run['dag_id']!r} has no task {task_id!r} any more")
+    task = dag.get_task(task_id)
+    payload = task_payload(
+        dag,
+        task,
+        run_id=run_id,
+        logical_date=run["logical_date"],
+        conf=run["conf"],
+        upstream_results={},
+        try_number=run["try_number"],
+        data_interval=run["data_interval"],
+    )
+    try:
+        return json.loads(json.dumps(render_fields(task, context_from_message(payload)), default=str))
+    except TemplateRenderError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _test_element(
+    task: Any, map_index: int | None, upstream: dict[str, Any]
+) -> tuple[int, dict[str, Any] | None]:
+    """The map index and arguments ``tasks test`` gives a task (a mapped one over literals, or over
+    upstream values given with --input or --from-run)."""
     from hareflow.common.dag.mapping import ExpansionError, element, source_lists
 
     spec = getattr(task, "expand_spec", None)
@@ -227,11 +387,11 @@ def _test_element(task: Any, map_index: int | None) -> tuple[int, dict[str, Any]
         return -1, None
     index = map_index or 0
     try:
-        args = element(spec, source_lists(spec, {}), index)
+        args = element(spec, source_lists(spec, {u: v for u, v in upstream.items() if v is not None}), index)
     except ExpansionError:
         raise UserError(
-            f"task {task.task_id!r} maps over the output of task(s) {', '.join(spec.task_ids)}, which "
-            f"exists only in a run: trigger the DAG instead"
+            f"task {task.task_id!r} maps over the output of task(s) {', '.join(spec.task_ids)}: give it "
+            f"with --input TASK=JSON or --from-run RUN_ID, or trigger the DAG"
         ) from None
     if args is None:
         raise UserError(f"task {task.task_id!r} has no map index {index}")

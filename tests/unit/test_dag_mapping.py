@@ -185,7 +185,7 @@ def test_mapping_over_a_result_that_is_not_a_list_or_dict_is_an_expansion_error(
         ("add.expand_kwargs('x')  # <- here", "needs a list of dicts or the output of another task"),
         ("add.partial(retries=2).expand(x=[1])  # <- here", "use add.override(retries=...)"),
         ("add.partial(1).expand(x=[1])  # <- here", "partial() takes keyword arguments only"),
-        ("add.expand(x=[1])  # <- here", "missing a required argument: 'y'"),
+        ("add.expand(x=[1])  # <- here", "parameter 'y' of add() gets no argument"),
         ("add.expand(x=src().map(str))  # <- here", ".map() on a task's output is not supported"),
         ("add.expand(x=src().zip(src()))  # <- here", ".zip() on a task's output is not supported"),
         ("BashTask.partial(task_id='b').expand(bash_command=['ls'])  # <- here", "BashTask.partial()"),

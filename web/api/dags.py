@@ -224,6 +224,7 @@ def get_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
         out = ti_dict(ti)
         out["tries"] = queries.tries_of(s, ti)
         value = queries.result_of(s, ti, ti.try_number)
+        out["rendered"] = queries.rendered_of(s, ti, ti.try_number)
     out["result"] = None if value is None else json.loads(value)
     return jsonify(out)
 

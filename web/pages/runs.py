@@ -67,6 +67,7 @@ def task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
             selected = ti.try_number
         log = queries.log_chunks(s, ti, selected, 0, limit=100_000)
         result = queries.pretty_json(queries.result_of(s, ti, selected))
+        rendered = queries.rendered_of(s, ti, selected)
         ti_data = ti_dict(ti)
         detail = queries.dag_detail(dag)
         run_data = run_dict(run)
@@ -83,6 +84,7 @@ def task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
         log_text="".join(c["text"] for c in log["chunks"]),
         result=result,
         instances=instances,
+        rendered=rendered,
         text_limit=queries.PAGE_TEXT_LIMIT,
         tab="runs",
     )
