@@ -2,13 +2,17 @@
 
 Format, version 1 (a JSON object)::
 
-    {"version": 1, "dag_id", "fileloc" (absolute path), "lineno", "schedule" (str|null),
+    {"version": 1, "dag_id", "fileloc" (absolute path), "lineno", "schedule" (str|null: a cron
+     string or preset, or the display text of a timedelta or timetable schedule),
+     "timetable" ({"name", "params"}|null: a timedelta or Timetable schedule, see common.dag.timetables),
      "timezone" (IANA name), "start_date"/"end_date" (ISO 8601 with offset|null), "catchup",
      "max_active_runs", "max_active_tasks", "params" (object), "tags" (list), "owner",
      "description", "doc_md",
      "tasks": [{"task_id", "task_type", "upstream" (sorted ids), "trigger_rule", "retries",
                 "retry_delay" (s), "retry_exponential_backoff", "max_retry_delay" (s|null),
-                "execution_timeout" (s|null), "queue", "priority", "pool", "pool_slots",
+                "execution_timeout" (s|null), "queue", "priority" (the effective priority, after the
+                weight rule), "priority_weight" (the task's own), "weight_rule", "depends_on_past",
+                "pool", "pool_slots",
                 "input_tasks" (sorted ids whose results are arguments), "lineno", "doc",
                 "bash_command" (BashTask only, else null)}]}
 
@@ -25,6 +29,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from hareflow.common.dag.priority import priority_weights
 from hareflow.common.dag.schedule import DagRunInfo, next_dagrun_info
 
 if TYPE_CHECKING:
@@ -67,13 +72,17 @@ class SerializedTask:
     lineno: int | None
     doc: str | None
     bash_command: str | None = None
+    priority_weight: int | None = None
+    weight_rule: str = "absolute"
+    depends_on_past: bool = False
 
     @property
     def max_tries(self) -> int:
         return self.retries + 1
 
     @classmethod
-    def from_task(cls, task: BaseTask) -> SerializedTask:
+    def from_task(cls, task: BaseTask, priority: int | None = None) -> SerializedTask:
+        """``priority`` is the effective priority (``common.dag.priority``); the task's own by default."""
         extra = task.serialize_extra()
         return cls(
             task_id=task.task_id,
@@ -86,13 +95,16 @@ class SerializedTask:
             max_retry_delay=_seconds(task.max_retry_delay),
             execution_timeout=_seconds(task.execution_timeout),
             queue=task.queue,
-            priority=task.priority,
+            priority=task.priority if priority is None else priority,
             pool=task.pool,
             pool_slots=task.pool_slots,
             input_tasks=tuple(sorted(task.input_task_ids)),
             lineno=task.lineno,
             doc=task.doc,
             bash_command=extra.get("bash_command"),
+            priority_weight=task.priority,
+            weight_rule=task.weight_rule,
+            depends_on_past=task.depends_on_past,
         )
 
     @classmethod
@@ -115,6 +127,9 @@ class SerializedTask:
             lineno=data.get("lineno"),
             doc=data.get("doc"),
             bash_command=data.get("bash_command"),
+            priority_weight=data.get("priority_weight"),
+            weight_rule=data.get("weight_rule", "absolute"),
+            depends_on_past=bool(data.get("depends_on_past", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +160,7 @@ class SerializedDag:
     doc_md: str | None
     tasks: tuple[SerializedTask, ...]
     version: int = field(default=FORMAT_VERSION)
+    timetable: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SerializedDag:
@@ -170,6 +186,7 @@ class SerializedDag:
             description=data.get("description"),
             doc_md=data.get("doc_md"),
             tasks=tuple(SerializedTask.from_dict(t) for t in data.get("tasks", ())),
+            timetable=data.get("timetable"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,6 +196,7 @@ class SerializedDag:
             "fileloc": self.fileloc,
             "lineno": self.lineno,
             "schedule": self.schedule,
+            "timetable": self.timetable,
             "timezone": self.timezone,
             "start_date": _iso(self.start_date),
             "end_date": _iso(self.end_date),
@@ -229,7 +247,7 @@ class SerializedDag:
     def next_dagrun_info(self, last_logical_date: datetime | None, now: datetime) -> DagRunInfo | None:
         """The run after ``last_logical_date`` under this DAG's schedule (``schedule.next_dagrun_info``)."""
         return next_dagrun_info(
-            schedule=self.schedule,
+            schedule=self.timetable or self.schedule,
             timezone=self.timezone,
             start_date=self.start_date,
             end_date=self.end_date,
@@ -241,11 +259,13 @@ class SerializedDag:
 
 def serialize_dag(dag: DAG) -> dict[str, Any]:
     """The JSON-able, version-1 form of ``dag`` (see the module docstring)."""
+    weights = priority_weights(dag)
     return SerializedDag(
         dag_id=dag.dag_id,
         fileloc=dag.fileloc or "",
         lineno=dag.lineno,
-        schedule=dag.schedule,
+        schedule=dag.schedule_summary,
+        timetable=dag.timetable,
         timezone=dag.timezone_name,
         start_date=dag.start_date,
         end_date=dag.end_date,
@@ -257,7 +277,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         owner=dag.owner,
         description=dag.description,
         doc_md=dag.doc_md,
-        tasks=tuple(SerializedTask.from_task(t) for t in dag.topological_order()),
+        tasks=tuple(SerializedTask.from_task(t, weights[t.task_id]) for t in dag.topological_order()),
     ).to_dict()
 
 
