@@ -37,6 +37,7 @@ from hareflow.common.states import (
 )
 from hareflow.scheduler.decisions import Candidate, Occupant, evaluate_run, select_dispatch
 from hareflow.scheduler.dispatch import build_messages
+from hareflow.scheduler.past import past_blockers
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, defer
 
@@ -241,11 +242,12 @@ def schedule_pass(
             cache.clear()
         return result
     sdags = {dag_id: serialized(session, dags[dag_id]) for dag_id in {r.dag_id for r in running}}
+    held = past_blockers(session, running, sdags)
     if (
         cache is not None
         and changed is not None
         and not result.events
-        and _nothing_to_decide(session, running, dags, sdags, cache, changed, now)
+        and _nothing_to_decide(session, running, dags, sdags, cache, changed, now, held)
     ):
         result.incremental = True
         return result
@@ -263,7 +265,7 @@ def schedule_pass(
         if dags[run.dag_id].is_paused and run.backfill_id is None:
             continue  # pausing holds scheduled and manual runs; an explicit backfill goes on
         schedulable.append(run)
-        _evaluate(run, sdag, rows_by_run[run.id], writes)
+        _evaluate(run, sdag, rows_by_run[run.id], writes, held.get(run.id, set()))
     chosen = _choose_dispatch(session, schedulable, dags, sdags, rows_by_run, writes)
     queued = writes.flush(session)
     chosen = [r for r in chosen if r.id in queued]
@@ -392,6 +394,7 @@ def _nothing_to_decide(
     cache: RowCache,
     changed: Collection[int],
     now: datetime,
+    held: dict[int, set[str]],
 ) -> bool:
     """True when a full pass over the cached rows, refreshed with the ``changed`` ones, would
     create, change and dispatch nothing. False whenever the cache does not cover a running run
@@ -425,6 +428,7 @@ def _nothing_to_decide(
             return False  # a dispatch candidate: occupancy must be read fresh
         by_task = {r.task_id: r for r in rows}
         decision = evaluate_run(sdag.tasks, by_task, now)
+        decision.schedule = [t for t in decision.schedule if t not in held.get(run.id, ())]
         if decision.schedule or decision.upstream_failed or decision.skip or decision.run_state is not None:
             return False
         if any(by_task[t].next_retry_at != when for t, when in decision.retry_at.items()):
@@ -432,11 +436,18 @@ def _nothing_to_decide(
     return True
 
 
-def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes) -> None:
-    """Apply trigger rules and retry delays; note the run's end when every task finished."""
+def _evaluate(
+    run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes, held: set[str]
+) -> None:
+    """Apply trigger rules and retry delays; note the run's end when every task finished.
+
+    ``held`` are the tasks that ``depends_on_past`` keeps waiting for the previous run.
+    """
     by_task = {r.task_id: r for r in rows}
     decision = evaluate_run(sdag.tasks, by_task, writes.now)  # rows have TIView's attributes
     for task_id in decision.schedule:
+        if task_id in held:
+            continue
         writes.set_state(by_task[task_id], TaskState.SCHEDULED)
     for task_id in decision.upstream_failed:
         writes.set_state(by_task[task_id], TaskState.UPSTREAM_FAILED)

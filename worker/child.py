@@ -86,6 +86,41 @@ def task_main(fd: int, token: str) -> int:
     return 0
 
 
+class TaskTimeout(Exception):
+    """Raised inside a task process when its try runs past ``execution_timeout``."""
+
+
+def timeout_text(seconds: float) -> str:
+    return f"Task exceeded its execution_timeout of {seconds:g}s and was killed"
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise TaskTimeout(_alarm_text)
+
+
+_alarm_text = ""
+
+
+def _arm_timeout(payload: dict[str, Any]) -> None:
+    """Interrupt the task itself when its execution_timeout passes, so its callbacks still run.
+
+    SIGALRM is the task process's own: it raises ``TaskTimeout`` in the main thread at the next
+    bytecode. Code stuck in C without returning to Python does not see it; the worker's kill,
+    ``task_timeout_grace`` seconds later, ends such a task.
+    """
+    global _alarm_text
+    value = payload.get("execution_timeout")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return
+    _alarm_text = timeout_text(float(value))
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, float(value))
+
+
+def _disarm_timeout() -> None:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def _parse_date(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -104,6 +139,7 @@ def run_task(
     ctx = None
     task = None
     try:
+        _arm_timeout(payload)
         task = get_task(payload["dag_file"], key["dag_id"], key["task_id"])
         ctx = Context(
             dag_id=key["dag_id"],
@@ -120,10 +156,16 @@ def run_task(
             upstream_results=payload.get("upstream_results") or {},
         )
         value = task.execute(ctx)
+        _disarm_timeout()
         result_json = encode_result(value, max_result_bytes, task_id=key["task_id"])
     except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
-        error = _describe(exc)
-        print(user_traceback(exc), end="", file=sys.stderr)
+        _disarm_timeout()
+        if isinstance(exc, TaskTimeout):
+            error = str(exc)
+            print(f"\n{error}\n", end="", file=sys.stderr)
+        else:
+            error = _describe(exc)
+            print(user_traceback(exc), end="", file=sys.stderr)
         if task is not None and ctx is not None:
             retrying = key["try_number"] < payload["max_tries"]
             name = "on_retry_callback" if retrying else "on_failure_callback"

@@ -3,9 +3,16 @@
 Data-interval semantics: a scheduled run covers ``[data_interval_start, data_interval_end)``, its
 logical date is the interval's start and it becomes due once the interval has ended. Cron
 expressions are evaluated on the wall clock of the DAG's time zone, so "0 2 * * *" fires at 02:00
-local time all year and the intervals around a DST change are 23 or 25 hours long. A wall time that
-does not exist (spring forward) fires at the first instant after the gap; a repeated wall time (fall
-back) fires once, except for crons that fire every hour, which fire in both repeated hours.
+local time all year and the intervals around a DST change are 23 or 25 hours long. As Airflow's cron
+timetable (which localises a naive cron time with ``fold=1``):
+
+- a wall time that does not exist (spring forward) moves forward by the length of the gap: in
+  Europe/Berlin, "30 2 * * *" fires at 03:30 CEST on the last Sunday of March;
+- a wall time that occurs twice (fall back) fires once, at its second occurrence: "30 2 * * *"
+  fires at 02:30 CET (00:30 UTC), not 02:30 CEST;
+- crons that fire every hour ("0 * * * *", "*/15 * * * *") fire in both repeated hours, as
+  Airflow's fixed-delta arithmetic for them does.
+
 All returned datetimes are timezone-aware UTC.
 """
 
@@ -120,11 +127,12 @@ class _Cron:
     def _instants(self, naive: datetime) -> list[datetime]:
         """The UTC instants at which a firing at wall time ``naive`` happens."""
         first = naive.replace(tzinfo=self.tz, fold=0).astimezone(UTC)
-        if not self.every_hour or self._regular(naive):
+        if self._regular(naive):
             return [first]
-        exists = first.astimezone(self.tz).replace(tzinfo=None) == naive
+        if first.astimezone(self.tz).replace(tzinfo=None) != naive:
+            return [first]  # in a gap: the offset from before it, so the wall time moves forward
         second = naive.replace(tzinfo=self.tz, fold=1).astimezone(UTC)
-        return [first, second] if exists else [first]
+        return [first, second] if self.every_hour else [second]
 
     def _local(self, t: datetime) -> tuple[datetime, timedelta | None]:
         local = t.astimezone(self.tz)
