@@ -25,7 +25,9 @@ def blocked_by_past(task_ids: Iterable[str], previous: Mapping[str, str]) -> set
     return {t for t in task_ids if t in previous and previous[t] not in PAST_OK}
 
 
-def past_blockers(session: Session, runs: Iterable[DagRun], sdags: Mapping[str, SerializedDag]) -> dict[int, set[str]]:
+def past_blockers(
+    session: Session, runs: Iterable[DagRun], sdags: Mapping[str, SerializedDag]
+) -> dict[int, set[str]]:
     """Run id (pk) -> task ids that must wait for the previous run; runs without any are left out."""
     blocked: dict[int, set[str]] = {}
     for run in runs:

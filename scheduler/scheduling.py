@@ -436,9 +436,7 @@ def _nothing_to_decide(
     return True
 
 
-def _evaluate(
-    run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes, held: set[str]
-) -> None:
+def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes, held: set[str]) -> None:
     """Apply trigger rules and retry delays; note the run's end when every task finished.
 
     ``held`` are the tasks that ``depends_on_past`` keeps waiting for the previous run.

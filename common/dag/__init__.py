@@ -35,9 +35,12 @@ from hareflow.common.dag.schedule import (
 )
 from hareflow.common.dag.serialize import SerializedDag, SerializedTask, dag_hash, serialize_dag
 from hareflow.common.dag.task import BaseTask
+from hareflow.common.dag.timetables import Timetable, UnknownTimetable
 from hareflow.common.dag.trigger_rules import TriggerRule, evaluate_trigger_rule
 
 __all__ = [
+    "Timetable",
+    "UnknownTimetable",
     "DAG",
     "BaseTask",
     "BashTask",
