@@ -220,8 +220,12 @@ def trigger_run(
             session.add(run)
             session.flush()
     except IntegrityError:
+        # A concurrent trigger won: name what it took, if this transaction can see it yet (MySQL's
+        # repeatable read may not).
         _refuse_taken_logical_date(session, dag_id, logical)
-        raise RunExistsError(f"DAG {dag_id!r} already has a run {run_id!r}") from None
+        raise RunExistsError(
+            f"DAG {dag_id!r} already has a run {run_id!r} or a run at logical date {logical.isoformat()}"
+        ) from None
     return run
 
 

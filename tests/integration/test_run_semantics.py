@@ -1,0 +1,221 @@
+"""Run semantics end to end: one run per logical date (CLI and the race of two triggers), timeout
+callbacks and depends_on_past, on both executors over PostgreSQL, with subsets on SQLite and MariaDB."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hareflow.common.db import DagRun, create_engine_for, make_session_factory
+from hareflow.common.db.migrate import migrate
+from hareflow.common.runs import RunExistsError, trigger_run
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from hareflow.cli import main
+from tests.integration.conftest import System, wait_until
+from tests.web.conftest import make_dag
+
+ALL_DATABASES = pytest.mark.parametrize(
+    "database_url", ["postgres_url", "mysql_url", "sqlite_url"], indirect=True
+)
+WHEN = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Any:
+    engine = create_engine_for(database_url)
+    migrate(engine)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+# -- one run per logical date -----------------------------------------------------------------------
+
+
+@ALL_DATABASES
+def test_the_cli_refuses_a_second_trigger_at_a_logical_date_another_run_has(
+    database_url: str, sessions: Any, tmp_path: Path
+) -> None:
+    dag_id = make_dag(sessions, "dated")
+    env = {
+        "HAREFLOW_DATABASE_URL": database_url,
+        "HAREFLOW_HOME": str(tmp_path / "home"),
+        "HAREFLOW_BROKER_URL": "",
+    }
+    args = ["dags", "trigger", dag_id, "--logical-date", WHEN.isoformat()]
+
+    first = CliRunner().invoke(main, [*args, "--run-id", "first"], env=env)
+    second = CliRunner().invoke(main, [*args, "--run-id", "second"], env=env)
+
+    assert first.exit_code == 0, first.output
+    assert second.exit_code != 0
+    assert f"already has a run at logical date {WHEN.isoformat()} ('first')" in second.output
+    with sessions() as s:
+        assert list(s.scalars(select(DagRun.run_id).where(DagRun.dag_id == dag_id))) == ["first"]
+
+
+@ALL_DATABASES
+def test_the_database_itself_refuses_two_runs_of_a_dag_at_one_logical_date(sessions: Any) -> None:
+    dag_id = make_dag(sessions, "keyed")
+    with sessions() as s, s.begin():
+        trigger_run(s, dag_id, run_id="one", logical_date=WHEN)
+
+    with pytest.raises(IntegrityError), sessions() as s, s.begin():
+        s.add(
+            DagRun(
+                dag_id=dag_id,
+                run_id="two",
+                run_type="manual",
+                state="queued",
+                logical_date=WHEN,
+                interval_key=WHEN,
+                conf={},
+                queued_at=WHEN,
+            )
+        )
+
+
+@pytest.mark.parametrize("database_url", ["postgres_url", "mysql_url"], indirect=True)
+def test_two_triggers_at_one_logical_date_at_the_same_moment_make_one_run(sessions: Any) -> None:
+    dag_id = make_dag(sessions, "raced")
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def trigger(run_id: str) -> None:
+        with sessions() as s:
+            try:
+                with s.begin():
+                    s.execute(select(DagRun.id).where(DagRun.dag_id == dag_id)).all()  # both look first
+                    barrier.wait(10)
+                    trigger_run(s, dag_id, run_id=run_id, logical_date=WHEN)
+                outcomes.append("created")
+            except RunExistsError as exc:
+                outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=trigger, args=(name,)) for name in ("left", "right")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+    assert len(outcomes) == 2 and outcomes.count("created") == 1, outcomes
+    assert any("logical date 2026-02-03T04:05:06+00:00" in o for o in outcomes), outcomes
+    with sessions() as s:
+        assert len(s.scalars(select(DagRun.id).where(DagRun.dag_id == dag_id)).all()) == 1
+
+
+# -- execution_timeout runs the callbacks ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("system", ["local", "rabbitmq", "sqlite-local"], indirect=True)
+def test_a_task_over_its_execution_timeout_runs_its_retry_then_its_failure_callback(
+    system: System, write_dag: Any, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    write_dag(
+        "timeouts.py",
+        f"""
+        import pathlib, time
+        from datetime import timedelta
+        from hareflow import DAG, task
+
+        MARKS = pathlib.Path({str(marks)!r})
+
+        def on_retry(ctx, error):
+            (MARKS / f"retry-{{ctx.try_number}}").write_text(str(error))
+
+        def on_failure(ctx, error):
+            (MARKS / f"failure-{{ctx.try_number}}").write_text(str(error))
+
+        with DAG("timeouts"):
+            @task(execution_timeout=timedelta(seconds=1), retries=1, retry_delay=0,
+                  on_retry_callback=on_retry, on_failure_callback=on_failure)
+            def sleepy():
+                time.sleep(120)
+
+            sleepy()
+        """,
+    )
+    system.start()
+    run_id, state = system.run_dag("timeouts", timeout=90)
+
+    assert state == "failed"
+    ti = system.tis("timeouts", run_id)["sleepy"]
+    assert ti.try_number == 2 and "execution_timeout of 1s" in (ti.error or "")
+    assert sorted(p.name for p in marks.iterdir()) == ["failure-2", "retry-1"]
+    assert "execution_timeout of 1s" in (marks / "failure-2").read_text()
+    # Interrupted in its own process: well before the worker's backstop kill (30 s later).
+    assert ti.end_date - ti.start_date < timedelta(seconds=20)
+
+
+# -- depends_on_past --------------------------------------------------------------------------------------
+
+
+def _trigger_at(system: System, dag_id: str, when: datetime, conf: dict[str, Any]) -> str:
+    with system.c.sessions() as s, s.begin():
+        return trigger_run(s, dag_id, logical_date=when, conf=conf, triggered_by="test").run_id
+
+
+@pytest.mark.parametrize("system", ["local", "rabbitmq", "mariadb-rabbitmq"], indirect=True)
+def test_depends_on_past_holds_a_task_until_its_previous_instance_succeeded(
+    system: System, write_dag: Any
+) -> None:
+    write_dag(
+        "past.py",
+        """
+        from hareflow import DAG, task, TaskFailed
+
+        with DAG("past"):
+            @task
+            def free():
+                return "free"
+
+            @task(depends_on_past=True)
+            def held(ctx):
+                if ctx.conf.get("fail"):
+                    raise TaskFailed("asked to fail")
+                return "held"
+
+            free()
+            held()
+
+        with DAG("barrier"):
+            @task
+            def done():
+                return "done"
+
+            done()
+        """,
+    )
+    system.start()
+    system.c.wait_for_dag("past")
+    first = _trigger_at(system, "past", WHEN, {})
+    assert system.c.wait_for_run("past", first) == "success"  # the first run is free
+    second = _trigger_at(system, "past", WHEN + timedelta(days=1), {"fail": True})
+    assert system.c.wait_for_run("past", second) == "failed"  # its previous instance succeeded: it ran
+    third = _trigger_at(system, "past", WHEN + timedelta(days=2), {})
+
+    wait_until(
+        lambda: (
+            system.tis("past", third).get("free") and system.tis("past", third)["free"].state == "success"
+        ),
+        message="the third run's free task to succeed",
+    )
+    system.run_dag("barrier")  # the scheduler has made more passes since
+
+    assert system.tis("past", second)["held"].state == "failed"
+    assert system.tis("past", third)["held"].state == "none"
+    assert [r.state for r in system.runs("past")] == ["success", "failed", "running"]
