@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from hareflow.common.dag.serialize import SerializedDag
@@ -107,13 +107,20 @@ class _Writes:
         self.failed: list[tuple[TIRow, str]] = []
         self.queued: list[TIRow] = []
         self.finished: list[tuple[DagRun, str]] = []
+        self.timed_out: list[tuple[TIRow, int]] = []
         self.events: list[StateEvent] = []
         self.created = 0
 
     def decided(self) -> bool:
         """Whether the pass decided any write (taken or lost: either way the rows read are stale)."""
         return bool(
-            self.by_state or self.retry_at or self.failed or self.queued or self.finished or self.created
+            self.by_state
+            or self.retry_at
+            or self.failed
+            or self.queued
+            or self.finished
+            or self.created
+            or self.timed_out
         )
 
     def set_state(self, row: TIRow, state: str) -> None:
@@ -130,6 +137,9 @@ class _Writes:
             elif state in (TaskState.UPSTREAM_FAILED, TaskState.SKIPPED):
                 values["end_date"] = now
             self._write(session, _BY_STATE[state], rows, values)
+        if self.timed_out:
+            values = {"state": TaskState.SKIPPED, "end_date": now, "updated_at": now}
+            self._write(session, TaskTransition.RUN_TIMEOUT, self.timed_out, values)
         for row, when in self.retry_at:
             keys = [(row.id, row.try_number)]
             cas.set_task_states(
@@ -262,6 +272,9 @@ def schedule_pass(
     for run in running:
         sdag = sdags[run.dag_id]
         rows_by_run[run.id] = _verify_integrity(session, run, sdag, rows_by_run[run.id], writes)
+        if _timed_out(run, sdag, now):
+            _time_out(run, rows_by_run[run.id], writes)
+            continue
         if dags[run.dag_id].is_paused and run.backfill_id is None:
             continue  # pausing holds scheduled and manual runs; an explicit backfill goes on
         schedulable.append(run)
@@ -418,6 +431,8 @@ def _nothing_to_decide(
     for run in running:
         rows = cache.runs[run.id][1].values()
         sdag = sdags[run.dag_id]
+        if _timed_out(run, sdag, now):
+            return False
         wanted = {t.task_id for t in sdag.tasks}
         have = {r.task_id for r in rows}
         if wanted - have or any(r.task_id not in wanted and r.state not in TASK_FINISHED for r in rows):
@@ -434,6 +449,26 @@ def _nothing_to_decide(
         if any(by_task[t].next_retry_at != when for t, when in decision.retry_at.items()):
             return False
     return True
+
+
+def _timed_out(run: DagRun, sdag: SerializedDag, now: datetime) -> bool:
+    """Whether the run has been running longer than its DAG's ``dagrun_timeout``."""
+    timeout = sdag.dagrun_timeout
+    return (
+        timeout is not None
+        and run.start_date is not None
+        and now - run.start_date > timedelta(seconds=timeout)
+    )
+
+
+def _time_out(run: DagRun, rows: list[TIRow], writes: _Writes) -> None:
+    """Fail a run past its dagrun_timeout. As in Airflow, its unfinished task instances are skipped;
+    a try already running is not interrupted, and its report, arriving after, changes nothing."""
+    for row in rows:
+        if row.state not in TASK_FINISHED:
+            writes.timed_out.append((row, row.try_number))
+            row.state = TaskState.SKIPPED
+    writes.finished.append((run, RunState.FAILED))
 
 
 def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes, held: set[str]) -> None:

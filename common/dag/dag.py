@@ -95,6 +95,7 @@ class DAG:
         owner: str | None = None,
         description: str | None = None,
         doc_md: str | None = None,
+        dagrun_timeout: timedelta | float | None = None,
     ) -> None:
         self.dag_id = check_id(dag_id, "dag_id")
         self.fileloc, self.lineno = user_location()
@@ -131,6 +132,7 @@ class DAG:
         self.owner = self._resolve_owner(owner)
         self.description = description
         self.doc_md = doc_md
+        self.dagrun_timeout = self._check_dagrun_timeout(dagrun_timeout)
         self.task_dict: dict[str, BaseTask] = {}
         self._order: dict[str, int] = {}
         self._tokens: list[Token[tuple[DAG, ...]]] = []
@@ -170,6 +172,18 @@ class DAG:
         spec = timetable.serialize()
         _check_json(spec["params"], f"params of timetable {name!r} of DAG '{self.dag_id}'")
         return spec
+
+    def _check_dagrun_timeout(self, value: object) -> timedelta | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
+            raise DagDefinitionError.here(
+                f"DAG '{self.dag_id}': dagrun_timeout must be a timedelta or a number of seconds"
+            )
+        delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+        if delta <= timedelta(0):
+            raise DagDefinitionError.here(f"DAG '{self.dag_id}': dagrun_timeout must be positive")
+        return delta
 
     def _resolve_owner(self, owner: object) -> str:
         """``owner=`` of the DAG, else ``default_args["owner"]``, else "hareflow" (as Airflow's UI shows)."""

@@ -6,7 +6,8 @@ Format, version 1 (a JSON object)::
      string or preset, or the display text of a timedelta or timetable schedule),
      "timetable" ({"name", "params"}|null: a timedelta or Timetable schedule, see common.dag.timetables),
      "timezone" (IANA name), "start_date"/"end_date" (ISO 8601 with offset|null), "catchup",
-     "max_active_runs", "max_active_tasks", "params" (object), "tags" (list), "owner",
+     "max_active_runs", "max_active_tasks", "dagrun_timeout" (s|null), "params" (object), "tags"
+     (list), "owner",
      "description", "doc_md",
      "tasks": [{"task_id", "task_type", "upstream" (sorted ids), "trigger_rule", "retries",
                 "retry_delay" (s), "retry_exponential_backoff", "max_retry_delay" (s|null),
@@ -161,6 +162,7 @@ class SerializedDag:
     tasks: tuple[SerializedTask, ...]
     version: int = field(default=FORMAT_VERSION)
     timetable: dict[str, Any] | None = None
+    dagrun_timeout: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SerializedDag:
@@ -187,6 +189,7 @@ class SerializedDag:
             doc_md=data.get("doc_md"),
             tasks=tuple(SerializedTask.from_dict(t) for t in data.get("tasks", ())),
             timetable=data.get("timetable"),
+            dagrun_timeout=data.get("dagrun_timeout"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,6 +206,7 @@ class SerializedDag:
             "catchup": self.catchup,
             "max_active_runs": self.max_active_runs,
             "max_active_tasks": self.max_active_tasks,
+            "dagrun_timeout": self.dagrun_timeout,
             "params": dict(self.params),
             "tags": list(self.tags),
             "owner": self.owner,
@@ -266,6 +270,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         lineno=dag.lineno,
         schedule=dag.schedule_summary,
         timetable=dag.timetable,
+        dagrun_timeout=_seconds(dag.dagrun_timeout),
         timezone=dag.timezone_name,
         start_date=dag.start_date,
         end_date=dag.end_date,

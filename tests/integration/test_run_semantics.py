@@ -219,3 +219,48 @@ def test_depends_on_past_holds_a_task_until_its_previous_instance_succeeded(
     assert system.tis("past", second)["held"].state == "failed"
     assert system.tis("past", third)["held"].state == "none"
     assert [r.state for r in system.runs("past")] == ["success", "failed", "running"]
+
+
+# -- dagrun_timeout ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("system", ["local", "rabbitmq", "sqlite-local"], indirect=True)
+def test_a_run_past_its_dagrun_timeout_fails_and_its_unfinished_tasks_are_skipped(
+    system: System, write_dag: Any
+) -> None:
+    write_dag(
+        "bounded.py",
+        """
+        import time
+        from datetime import timedelta
+        from hareflow import DAG, task
+
+        with DAG("bounded", dagrun_timeout=timedelta(seconds=2)):
+            @task
+            def quick():
+                return 1
+
+            @task
+            def slow(value):
+                time.sleep(8)
+
+            @task
+            def after():
+                return 2
+
+            slow(quick()) >> after()
+        """,
+    )
+    system.start()
+    run_id, state = system.run_dag("bounded", timeout=25)
+
+    assert state == "failed"
+    tis = system.tis("bounded", run_id)
+    assert {t: ti.state for t, ti in tis.items()} == {
+        "quick": "success",
+        "slow": "skipped",
+        "after": "skipped",
+    }
+    run = next(r for r in system.runs("bounded") if r.run_id == run_id)
+    assert run.end_date is not None and run.start_date is not None
+    assert run.end_date - run.start_date < timedelta(seconds=7)
