@@ -35,6 +35,7 @@ from hareflow.common.states import (
     WorkerOutcome,
     outcome_state,
 )
+from hareflow.scheduler.dag_callbacks import callback_request
 from hareflow.scheduler.decisions import Candidate, Occupant, evaluate_run, select_dispatch
 from hareflow.scheduler.dispatch import build_messages
 from hareflow.scheduler.past import past_blockers
@@ -74,6 +75,8 @@ class PassResult:
     runs_finished: int = 0
     #: the incremental check found nothing to decide, so no task instance was loaded in full
     incremental: bool = False
+    #: DAG callbacks to run once this pass has committed (``scheduler.dag_callbacks``)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RowCache:
@@ -108,6 +111,7 @@ class _Writes:
         self.queued: list[TIRow] = []
         self.finished: list[tuple[DagRun, str]] = []
         self.timed_out: list[tuple[TIRow, int]] = []
+        self.timed_out_runs: set[int] = set()
         self.events: list[StateEvent] = []
         self.created = 0
 
@@ -286,6 +290,10 @@ def schedule_pass(
     for run in writes.finish_runs(session):
         result.runs_finished += 1
         result.events.append(run_event(run))
+        reason = "timed_out" if run.id in writes.timed_out_runs else None
+        request = callback_request(run, sdags[run.dag_id], run.state, reason)
+        if request is not None:
+            result.callbacks.append(request)
     if cache is not None:
         if writes.decided() or result.events:
             cache.clear()  # the rows changed in this pass: the next pass reads them in full
@@ -469,6 +477,7 @@ def _time_out(run: DagRun, rows: list[TIRow], writes: _Writes) -> None:
             writes.timed_out.append((row, row.try_number))
             row.state = TaskState.SKIPPED
     writes.finished.append((run, RunState.FAILED))
+    writes.timed_out_runs.add(run.id)
 
 
 def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes, held: set[str]) -> None:

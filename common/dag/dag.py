@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -96,6 +96,8 @@ class DAG:
         description: str | None = None,
         doc_md: str | None = None,
         dagrun_timeout: timedelta | float | None = None,
+        on_success_callback: Callable[..., Any] | None = None,
+        on_failure_callback: Callable[..., Any] | None = None,
     ) -> None:
         self.dag_id = check_id(dag_id, "dag_id")
         self.fileloc, self.lineno = user_location()
@@ -133,6 +135,14 @@ class DAG:
         self.description = description
         self.doc_md = doc_md
         self.dagrun_timeout = self._check_dagrun_timeout(dagrun_timeout)
+        for name, callback in (
+            ("on_success_callback", on_success_callback),
+            ("on_failure_callback", on_failure_callback),
+        ):
+            if callback is not None and not callable(callback):
+                raise DagDefinitionError.here(f"DAG '{dag_id}': {name} must be callable or None")
+        self.on_success_callback = on_success_callback
+        self.on_failure_callback = on_failure_callback
         self.task_dict: dict[str, BaseTask] = {}
         self._order: dict[str, int] = {}
         self._tokens: list[Token[tuple[DAG, ...]]] = []

@@ -6,7 +6,8 @@ Format, version 1 (a JSON object)::
      string or preset, or the display text of a timedelta or timetable schedule),
      "timetable" ({"name", "params"}|null: a timedelta or Timetable schedule, see common.dag.timetables),
      "timezone" (IANA name), "start_date"/"end_date" (ISO 8601 with offset|null), "catchup",
-     "max_active_runs", "max_active_tasks", "dagrun_timeout" (s|null), "params" (object), "tags"
+     "max_active_runs", "max_active_tasks", "dagrun_timeout" (s|null), "callbacks" (the DAG-level
+     callbacks it has, among "success" and "failure"), "params" (object), "tags"
      (list), "owner",
      "description", "doc_md",
      "tasks": [{"task_id", "task_type", "upstream" (sorted ids), "trigger_rule", "retries",
@@ -163,6 +164,7 @@ class SerializedDag:
     version: int = field(default=FORMAT_VERSION)
     timetable: dict[str, Any] | None = None
     dagrun_timeout: float | None = None
+    callbacks: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SerializedDag:
@@ -190,6 +192,7 @@ class SerializedDag:
             tasks=tuple(SerializedTask.from_dict(t) for t in data.get("tasks", ())),
             timetable=data.get("timetable"),
             dagrun_timeout=data.get("dagrun_timeout"),
+            callbacks=tuple(data.get("callbacks") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,6 +210,7 @@ class SerializedDag:
             "max_active_runs": self.max_active_runs,
             "max_active_tasks": self.max_active_tasks,
             "dagrun_timeout": self.dagrun_timeout,
+            "callbacks": list(self.callbacks),
             "params": dict(self.params),
             "tags": list(self.tags),
             "owner": self.owner,
@@ -271,6 +275,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         schedule=dag.schedule_summary,
         timetable=dag.timetable,
         dagrun_timeout=_seconds(dag.dagrun_timeout),
+        callbacks=tuple(k for k in ("success", "failure") if getattr(dag, f"on_{k}_callback") is not None),
         timezone=dag.timezone_name,
         start_date=dag.start_date,
         end_date=dag.end_date,

@@ -3,6 +3,7 @@ callbacks and depends_on_past, on both executors over PostgreSQL, with subsets o
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -264,3 +265,52 @@ def test_a_run_past_its_dagrun_timeout_fails_and_its_unfinished_tasks_are_skippe
     run = next(r for r in system.runs("bounded") if r.run_id == run_id)
     assert run.end_date is not None and run.start_date is not None
     assert run.end_date - run.start_date < timedelta(seconds=7)
+
+
+# -- DAG-level callbacks --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("system", ["local", "rabbitmq", "mariadb-rabbitmq"], indirect=True)
+def test_dag_callbacks_run_once_a_run_succeeds_fails_or_times_out(
+    system: System, write_dag: Any, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    write_dag(
+        "callbacks.py",
+        f"""
+        import os, pathlib, time
+        from datetime import timedelta
+        from hareflow import DAG, task, TaskFailed
+
+        MARKS = pathlib.Path({str(marks)!r})
+
+        def done(ctx, reason):
+            text = f"{{ctx.run_id}} {{ctx.params['who']}} {{os.getpid()}}"
+            (MARKS / f"{{ctx.dag_id}}-{{reason}}").write_text(text)
+
+        for dag_id, body in (("good", "pass"), ("bad", "fail"), ("slow", "sleep")):
+            with DAG(dag_id, params={{"who": "me"}}, on_success_callback=done, on_failure_callback=done,
+                     dagrun_timeout=timedelta(seconds=2) if body == "sleep" else None):
+                @task
+                def work(what=body):
+                    if what == "fail":
+                        raise TaskFailed("no")
+                    if what == "sleep":
+                        time.sleep(8)
+
+                work()
+        """,
+    )
+    system.start()
+    good, good_state = system.run_dag("good")
+    bad, bad_state = system.run_dag("bad")
+    slow, slow_state = system.run_dag("slow", timeout=25)
+
+    assert (good_state, bad_state, slow_state) == ("success", "failed", "failed")
+    expected = {"good-success": good, "bad-task_failure": bad, "slow-timed_out": slow}
+    wait_until(lambda: {p.name for p in marks.iterdir()} == set(expected), message="the three DAG callbacks")
+    for name, run_id in expected.items():
+        text = (marks / name).read_text().split()
+        assert text[:2] == [run_id, "me"]
+        assert int(text[2]) != os.getpid()  # not in this process (the scheduler of the local system)
