@@ -314,3 +314,36 @@ def test_dag_callbacks_run_once_a_run_succeeds_fails_or_times_out(
         text = (marks / name).read_text().split()
         assert text[:2] == [run_id, "me"]
         assert int(text[2]) != os.getpid()  # not in this process (the scheduler of the local system)
+
+
+# -- @continuous ----------------------------------------------------------------------------------------
+
+
+def test_a_continuous_dag_starts_a_new_run_as_soon_as_the_previous_one_finishes(
+    system: System, write_dag: Any
+) -> None:
+    write_dag(
+        "forever.py",
+        """
+        from datetime import datetime
+        from hareflow import DAG, task
+
+        with DAG("forever", schedule="@continuous", start_date=datetime(2026, 1, 1), max_active_runs=1):
+            @task
+            def step():
+                return 1
+
+            step()
+        """,
+    )
+    system.start()
+
+    def finished() -> list[DagRun]:
+        return [r for r in system.runs("forever") if r.state == "success"]
+
+    wait_until(lambda: len(finished()) >= 3, timeout=60, message="three continuous runs")
+    runs = sorted(finished(), key=lambda r: r.logical_date)[:3]
+    assert all(r.run_type == "scheduled" for r in runs)
+    for before, after in zip(runs, runs[1:], strict=False):
+        assert after.start_date >= before.end_date  # one at a time
+        assert after.data_interval_start == before.logical_date
