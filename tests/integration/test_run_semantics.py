@@ -61,7 +61,7 @@ def test_the_cli_refuses_a_second_trigger_at_a_logical_date_another_run_has(
     second = CliRunner().invoke(main, [*args, "--run-id", "second"], env=env)
 
     assert first.exit_code == 0, first.output
-    assert second.exit_code != 0
+    assert second.exit_code == 2
     assert f"already has a run at logical date {WHEN.isoformat()} ('first')" in second.output
     with sessions() as s:
         assert list(s.scalars(select(DagRun.run_id).where(DagRun.dag_id == dag_id))) == ["first"]
@@ -347,3 +347,21 @@ def test_a_continuous_dag_starts_a_new_run_as_soon_as_the_previous_one_finishes(
     for before, after in zip(runs, runs[1:], strict=False):
         assert after.start_date >= before.end_date  # one at a time
         assert after.data_interval_start == before.logical_date
+
+
+@ALL_DATABASES
+def test_a_scheduled_interval_whose_logical_date_a_manual_run_took_is_passed_over(sessions: Any) -> None:
+    from hareflow.common.db import Dag
+    from hareflow.common.runs import refresh_next_run
+
+    dag_id = make_dag(sessions, "taken", schedule="@daily")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with sessions() as s, s.begin():
+        dag = s.get(Dag, dag_id)
+        dag.serialized = {**dag.serialized, "catchup": True}
+        before = refresh_next_run(s, dag, start + timedelta(days=5))
+        trigger_run(s, dag_id, run_id="by_hand", logical_date=start)
+        after = refresh_next_run(s, dag, start + timedelta(days=5))
+
+    assert before is not None and before.logical_date == start
+    assert after is not None and after.logical_date == start + timedelta(days=1)
