@@ -219,13 +219,16 @@ def trigger_run(
         with session.begin_nested():
             session.add(run)
             session.flush()
-    except IntegrityError:
-        # A concurrent trigger won: name what it took, if this transaction can see it yet (MySQL's
-        # repeatable read may not).
-        _refuse_taken_logical_date(session, dag_id, logical)
-        raise RunExistsError(
-            f"DAG {dag_id!r} already has a run {run_id!r} or a run at logical date {logical.isoformat()}"
-        ) from None
+    except IntegrityError as exc:
+        # A concurrent trigger won. Every database names the key it broke (MySQL's repeatable read
+        # may not let this transaction see the other's row, so the message cannot come from a query).
+        if "interval_key" in str(exc.orig):
+            _refuse_taken_logical_date(session, dag_id, logical)
+            raise LogicalDateTakenError(
+                f"DAG {dag_id!r} already has a run at logical date {logical.isoformat()}; a DAG has one "
+                f"run per logical date: pick another date or clear that run"
+            ) from None
+        raise RunExistsError(f"DAG {dag_id!r} already has a run {run_id!r}") from None
     return run
 
 
