@@ -421,3 +421,38 @@ def test_depends_on_past_is_serialized_and_holds_a_task_whose_previous_instance_
         "d",
     }
     assert blocked_by_past(["a"], {}) == set()  # no previous instance: free
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        ('DAG("r", dagrun_timeout="1h")', "dagrun_timeout must be a timedelta or a number of seconds"),
+        ('DAG("r", dagrun_timeout=timedelta(0))', "dagrun_timeout must be positive"),
+        ('DAG("r", on_failure_callback="notify")', "on_failure_callback must be callable or None"),
+        (
+            'DAG("r", default_args={"owner": ""})',
+            "owner of default_args of DAG 'r' must be a non-empty string",
+        ),
+    ],
+)
+def test_bad_run_level_settings_are_refused_with_file_and_line(
+    tmp_path: Path, statement: str, message: str
+) -> None:
+    found, line, expected = _error_of(
+        tmp_path,
+        f"""
+        from datetime import timedelta
+        from hareflow import DAG
+        {statement}  # <- here
+        """,
+    )
+
+    assert message in found and str(line) == expected
+
+
+def test_dag_callbacks_and_dagrun_timeout_are_serialized_for_the_scheduler() -> None:
+    dag = DAG("r", dagrun_timeout=timedelta(minutes=5), on_failure_callback=lambda ctx: None)
+    data = serialize_dag(dag)
+
+    assert (data["dagrun_timeout"], data["callbacks"]) == (300.0, ["failure"])
+    assert SerializedDag.from_dict(data).to_dict() == data
