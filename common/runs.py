@@ -10,7 +10,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from hareflow.common.dag.schedule import DagRunInfo, next_dagrun_info
+from hareflow.common.dag.schedule import DagRunInfo, manual_data_interval, next_dagrun_info
 from hareflow.common.db import Dag, DagRun
 from hareflow.common.states import RUN_ACTIVE, RunState
 from sqlalchemy import func, select
@@ -92,6 +92,10 @@ class RunExistsError(RunError):
     pass
 
 
+class LogicalDateTakenError(RunExistsError):
+    """Another run of the DAG has the logical date asked for (one run per DAG and logical date)."""
+
+
 def parse_date(value: str | datetime | None) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
@@ -103,7 +107,7 @@ def schedule_args(dag: Dag) -> dict[str, Any]:
     """The serialized DAG's schedule fields as ``next_dagrun_info`` takes them."""
     s = dag.serialized
     return {
-        "schedule": s.get("schedule"),
+        "schedule": s.get("timetable") or s.get("schedule"),
         "timezone": s.get("timezone") or "UTC",
         "start_date": parse_date(s.get("start_date")),
         "end_date": parse_date(s.get("end_date")),
@@ -112,14 +116,32 @@ def schedule_args(dag: Dag) -> dict[str, Any]:
 
 
 def last_scheduled_logical_date(session: Session, dag_id: str) -> datetime | None:
-    return session.scalar(select(func.max(DagRun.interval_key)).where(DagRun.dag_id == dag_id))
+    """The latest logical date of a scheduled or backfill run: manual runs do not move the schedule."""
+    return session.scalar(
+        select(func.max(DagRun.interval_key)).where(DagRun.dag_id == dag_id, DagRun.run_type != "manual")
+    )
+
+
+def _logical_date_taken(session: Session, dag_id: str, when: datetime) -> str | None:
+    """The run id of the run of ``dag_id`` that has logical date ``when``, if there is one."""
+    return session.scalar(select(DagRun.run_id).where(DagRun.dag_id == dag_id, DagRun.interval_key == when))
 
 
 def refresh_next_run(session: Session, dag: Dag, now: datetime) -> DagRunInfo | None:
-    """Recompute when the DAG's next scheduled run is due (after a parse or a run creation)."""
+    """Recompute when the DAG's next scheduled run is due (after a parse or a run creation).
+
+    An interval whose logical date a manual run already has is passed over, as Airflow does: a
+    DAG has one run per logical date.
+    """
+    args = schedule_args(dag)
     info = next_dagrun_info(
-        **schedule_args(dag), last_logical_date=last_scheduled_logical_date(session, dag.dag_id), now=now
+        **args, last_logical_date=last_scheduled_logical_date(session, dag.dag_id), now=now
     )
+    for _ in range(100):
+        if info is None or _logical_date_taken(session, dag.dag_id, info.logical_date) is None:
+            break
+        following = next_dagrun_info(**args, last_logical_date=info.logical_date, now=now)
+        info = following if following is None or following.logical_date > info.logical_date else None
     dag.next_logical_date = info.logical_date if info else None
     dag.next_data_interval_end = info.data_interval_end if info else None
     dag.next_run_after = info.run_after if info else None
@@ -149,7 +171,12 @@ def trigger_run(
     allow_paused: bool = False,
     now: datetime | None = None,
 ) -> DagRun:
-    """Create a manual run (state ``queued``); the scheduler starts it within max_active_runs."""
+    """Create a manual run (state ``queued``); the scheduler starts it within max_active_runs.
+
+    Its logical date is ``logical_date`` or now, and must be free: a DAG has one run per logical
+    date (the database's unique key on ``interval_key`` holds it even against a concurrent trigger).
+    A scheduled DAG's manual run covers the latest complete data interval at its logical date.
+    """
     now = now or datetime.now(UTC)
     dag = session.get(Dag, dag_id)
     if dag is None or not dag.is_active:
@@ -164,14 +191,23 @@ def trigger_run(
         raise RunError(f"run id {run_id!r}: {RUN_ID_RULE}")
     if session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)):
         raise RunExistsError(f"DAG {dag_id!r} already has a run {run_id!r}")
+    _refuse_taken_logical_date(session, dag_id, logical)
+    args = schedule_args(dag)
+    try:
+        interval_start, interval_end = manual_data_interval(
+            schedule=args["schedule"], timezone=args["timezone"], run_after=logical
+        )
+    except (LookupError, ValueError) as exc:
+        raise RunError(f"DAG {dag_id!r}: cannot compute the data interval: {exc}") from None
     run = DagRun(
         dag_id=dag_id,
         run_id=run_id,
         run_type="manual",
         state=RunState.QUEUED,
         logical_date=logical,
-        data_interval_start=logical,
-        data_interval_end=logical,
+        interval_key=logical,
+        data_interval_start=interval_start,
+        data_interval_end=interval_end,
         conf=conf or {},
         triggered_by=triggered_by,
         queued_at=now,
@@ -183,9 +219,26 @@ def trigger_run(
         with session.begin_nested():
             session.add(run)
             session.flush()
-    except IntegrityError:
+    except IntegrityError as exc:
+        # A concurrent trigger won. Every database names the key it broke (MySQL's repeatable read
+        # may not let this transaction see the other's row, so the message cannot come from a query).
+        if "interval_key" in str(exc.orig):
+            _refuse_taken_logical_date(session, dag_id, logical)
+            raise LogicalDateTakenError(
+                f"DAG {dag_id!r} already has a run at logical date {logical.isoformat()}; a DAG has one "
+                f"run per logical date: pick another date or clear that run"
+            ) from None
         raise RunExistsError(f"DAG {dag_id!r} already has a run {run_id!r}") from None
     return run
+
+
+def _refuse_taken_logical_date(session: Session, dag_id: str, logical: datetime) -> None:
+    taken = _logical_date_taken(session, dag_id, logical)
+    if taken is not None:
+        raise LogicalDateTakenError(
+            f"DAG {dag_id!r} already has a run at logical date {logical.isoformat()} ({taken!r}); "
+            f"a DAG has one run per logical date: pick another date or clear that run"
+        )
 
 
 def create_scheduled_run(session: Session, dag: Dag, info: DagRunInfo, now: datetime) -> DagRun:

@@ -74,6 +74,7 @@ class TaskTransition(StrEnum):
     WORKER_LOST = "worker_lost"  # scheduler: the worker running it stopped heartbeating
     CLEAR = "clear"  # operator (or a backfill re-running failed runs): run it again
     MARK = "mark"  # operator: set success or failed by hand
+    RUN_TIMEOUT = "run_timeout"  # scheduler: the run passed its dagrun_timeout (as Airflow: skipped)
 
 
 _UNFINISHED = frozenset(TaskState) - TASK_FINISHED
@@ -105,6 +106,7 @@ TASK_TRANSITIONS: dict[TaskTransition, Rule] = {
     TaskTransition.CLEAR: Rule(TASK_CLEARABLE, frozenset({TaskState.NONE})),
     # The operator's word wins over whatever the task instance was doing, for the try they saw.
     TaskTransition.MARK: Rule(frozenset(TaskState), frozenset({TaskState.SUCCESS, TaskState.FAILED})),
+    TaskTransition.RUN_TIMEOUT: Rule(_UNFINISHED, frozenset({TaskState.SKIPPED})),
 }
 
 

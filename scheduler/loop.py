@@ -45,6 +45,7 @@ from hareflow.common.states import (
     WorkerOutcome,
     outcome_state,
 )
+from hareflow.scheduler.dag_callbacks import DagCallbacks
 from hareflow.scheduler.dispatch import build_messages, claim_for_republish, mark_confirmed
 from hareflow.scheduler.scheduling import RowCache, schedule_pass
 from sqlalchemy import func, select, update
@@ -109,6 +110,9 @@ class Scheduler:
         self._queues_seen: set[str] = {settings.default_queue}
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
         self._started_at = clock()
+        self._dag_callbacks = DagCallbacks(
+            dags_folder=str(settings.effective_dags_folder()), timeout=settings.dag_file_processor_timeout
+        )
         #: Since when this scheduler has watched workers with the metastore reachable (None: not
         #: yet, or the metastore went away): a worker is lost only after a worker_timeout of silence
         #: *watched*, never because its heartbeats waited in the results queue during an outage.
@@ -298,6 +302,8 @@ class Scheduler:
             metrics.MAPPED_EXPANSIONS.labels(outcome).inc(count)
         if result.mapped_instances:
             metrics.MAPPED_INSTANCES.inc(result.mapped_instances)
+        for request in result.callbacks:  # committed: the runs have finished
+            self._dag_callbacks.submit(request)
         if not result.messages:
             return
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from hareflow.common.dag.serialize import SerializedDag
@@ -36,8 +36,10 @@ from hareflow.common.states import (
     outcome_state,
 )
 from hareflow.scheduler import expansion
-from hareflow.scheduler.decisions import Candidate, Occupant, evaluate_run, select_dispatch
+from hareflow.scheduler.dag_callbacks import callback_request
+from hareflow.scheduler.decisions import Candidate, Occupant, RunDecision, evaluate_run, select_dispatch
 from hareflow.scheduler.dispatch import build_messages
+from hareflow.scheduler.past import past_blockers
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, defer
 
@@ -77,6 +79,8 @@ class PassResult:
     mapped_instances: int = 0
     #: the incremental check found nothing to decide, so no task instance was loaded in full
     incremental: bool = False
+    #: DAG callbacks to run once this pass has committed (``scheduler.dag_callbacks``)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RowCache:
@@ -111,6 +115,8 @@ class _Writes:
         self.expand_failed: list[tuple[TIRow, str]] = []
         self.queued: list[TIRow] = []
         self.finished: list[tuple[DagRun, str]] = []
+        self.timed_out: list[tuple[TIRow, int]] = []
+        self.timed_out_runs: set[int] = set()
         self.events: list[StateEvent] = []
         self.created = 0
         self.expansions: dict[str, int] = defaultdict(int)
@@ -126,6 +132,7 @@ class _Writes:
             or self.queued
             or self.finished
             or self.created
+            or self.timed_out
         )
 
     def set_state(self, row: TIRow, state: str) -> None:
@@ -142,6 +149,9 @@ class _Writes:
             elif state in (TaskState.UPSTREAM_FAILED, TaskState.SKIPPED):
                 values["end_date"] = now
             self._write(session, _BY_STATE[state], rows, values)
+        if self.timed_out:
+            values = {"state": TaskState.SKIPPED, "end_date": now, "updated_at": now}
+            self._write(session, TaskTransition.RUN_TIMEOUT, self.timed_out, values)
         for row, when in self.retry_at:
             keys = [(row.id, row.try_number)]
             cas.set_task_states(
@@ -259,11 +269,12 @@ def schedule_pass(
             cache.clear()
         return result
     sdags = {dag_id: serialized(session, dags[dag_id]) for dag_id in {r.dag_id for r in running}}
+    held = past_blockers(session, running, sdags)
     if (
         cache is not None
         and changed is not None
         and not result.events
-        and _nothing_to_decide(session, running, dags, sdags, cache, changed, now)
+        and _nothing_to_decide(session, running, dags, sdags, cache, changed, now, held)
     ):
         result.incremental = True
         return result
@@ -278,10 +289,13 @@ def schedule_pass(
     for run in running:
         sdag = sdags[run.dag_id]
         rows_by_run[run.id] = _verify_integrity(session, run, sdag, rows_by_run[run.id], writes)
+        if _timed_out(run, sdag, now):
+            _time_out(run, rows_by_run[run.id], writes)
+            continue
         if dags[run.dag_id].is_paused and run.backfill_id is None:
             continue  # pausing holds scheduled and manual runs; an explicit backfill goes on
         schedulable.append(run)
-        expand = _evaluate(run, sdag, rows_by_run[run.id], writes)
+        expand = _evaluate(run, sdag, rows_by_run[run.id], writes, held.get(run.id, set()))
         if expand:
             rows_by_run[run.id] = _expand(
                 session, run, sdag, rows_by_run[run.id], expand, writes, max_map_length
@@ -294,6 +308,10 @@ def schedule_pass(
     for run in writes.finish_runs(session):
         result.runs_finished += 1
         result.events.append(run_event(run))
+        reason = "timed_out" if run.id in writes.timed_out_runs else None
+        request = callback_request(run, sdags[run.dag_id], run.state, reason)
+        if request is not None:
+            result.callbacks.append(request)
     if cache is not None:
         if writes.decided() or result.events:
             cache.clear()  # the rows changed in this pass: the next pass reads them in full
@@ -415,6 +433,7 @@ def _nothing_to_decide(
     cache: RowCache,
     changed: Collection[int],
     now: datetime,
+    held: dict[int, set[str]],
 ) -> bool:
     """True when a full pass over the cached rows, refreshed with the ``changed`` ones, would
     create, change and dispatch nothing. False whenever the cache does not cover a running run
@@ -438,6 +457,8 @@ def _nothing_to_decide(
     for run in running:
         rows = cache.runs[run.id][1].values()
         sdag = sdags[run.dag_id]
+        if _timed_out(run, sdag, now):
+            return False
         wanted = {t.task_id for t in sdag.tasks}
         have = {r.task_id for r in rows}
         if wanted - have or any(r.task_id not in wanted and r.state not in TASK_FINISHED for r in rows):
@@ -448,6 +469,7 @@ def _nothing_to_decide(
             return False  # a dispatch candidate: occupancy must be read fresh
         by_task, instances = _group(rows)
         decision = evaluate_run(sdag.tasks, by_task, now, instances)
+        _hold(decision, held.get(run.id, ()))
         if decision.decides_anything():
             return False
         if any(by_task[t].next_retry_at != when for t, when in decision.retry_at.items()):
@@ -470,11 +492,47 @@ def _group(rows: Iterable[TIRow]) -> tuple[dict[str, TIRow], dict[str, dict[int,
     return single, instances
 
 
-def _evaluate(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes) -> list[str]:
+def _timed_out(run: DagRun, sdag: SerializedDag, now: datetime) -> bool:
+    """Whether the run has been running longer than its DAG's ``dagrun_timeout``."""
+    timeout = sdag.dagrun_timeout
+    return (
+        timeout is not None
+        and run.start_date is not None
+        and now - run.start_date > timedelta(seconds=timeout)
+    )
+
+
+def _time_out(run: DagRun, rows: list[TIRow], writes: _Writes) -> None:
+    """Fail a run past its dagrun_timeout. As in Airflow, its unfinished task instances are skipped;
+    a try already running is not interrupted, and its report, arriving after, changes nothing."""
+    for row in rows:
+        if row.state not in TASK_FINISHED:
+            writes.timed_out.append((row, row.try_number))
+            row.state = TaskState.SKIPPED
+    writes.finished.append((run, RunState.FAILED))
+    writes.timed_out_runs.add(run.id)
+
+
+def _hold(decision: RunDecision, held: Iterable[str]) -> None:
+    """Keep the tasks ``depends_on_past`` holds (and their mapped instances) from being scheduled."""
+    held = set(held)
+    if held:
+        decision.schedule = [t for t in decision.schedule if t not in held]
+        decision.expand = [t for t in decision.expand if t not in held]
+        decision.schedule_instances = [k for k in decision.schedule_instances if k[0] not in held]
+
+
+def _evaluate(
+    run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes, held: Iterable[str]
+) -> list[str]:
     """Apply trigger rules and retry delays; note the run's end when every task finished. Return
-    the mapped tasks to expand now."""
+    the mapped tasks to expand now.
+
+    ``held`` are the tasks that ``depends_on_past`` keeps waiting for the previous run.
+    """
     by_task, instances = _group(rows)
     decision = evaluate_run(sdag.tasks, by_task, writes.now, instances)  # rows have TIView's attributes
+    _hold(decision, held)
     for state, task_ids, keys in (
         (TaskState.SCHEDULED, decision.schedule, decision.schedule_instances),
         (TaskState.UPSTREAM_FAILED, decision.upstream_failed, decision.upstream_failed_instances),

@@ -88,6 +88,41 @@ def task_main(fd: int, token: str) -> int:
     return 0
 
 
+class TaskTimeout(Exception):
+    """Raised inside a task process when its try runs past ``execution_timeout``."""
+
+
+def timeout_text(seconds: float) -> str:
+    return f"Task exceeded its execution_timeout of {seconds:g}s and was killed"
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise TaskTimeout(_alarm_text)
+
+
+_alarm_text = ""
+
+
+def _arm_timeout(payload: dict[str, Any]) -> None:
+    """Interrupt the task itself when its execution_timeout passes, so its callbacks still run.
+
+    SIGALRM is the task process's own: it raises ``TaskTimeout`` in the main thread at the next
+    bytecode. Code stuck in C without returning to Python does not see it; the worker's kill,
+    ``task_timeout_grace`` seconds later, ends such a task.
+    """
+    global _alarm_text
+    value = payload.get("execution_timeout")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return
+    _alarm_text = timeout_text(float(value))
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, float(value))
+
+
+def _disarm_timeout() -> None:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def run_task(
     payload: dict[str, Any], max_result_bytes: int, conn: Connection, token: str = "", loaded: Any = None
 ) -> tuple[str, str | None, str | None]:
@@ -114,22 +149,30 @@ def run_task(
     ctx = None
     task = None
     try:
+        _arm_timeout(payload)
         task = loaded if loaded is not None else get_task(payload["dag_file"], key["dag_id"], key["task_id"])
         ctx = context_from_message(payload)
         task, rendered = rendered_task(task, ctx)
         if rendered:
             conn.send(("rendered", token, rendered_json(rendered)))
         value = task.execute(ctx)
+        _disarm_timeout()
         decision = downstream_skips(task, value)
         result_json = encode_result(value, max_result_bytes, task_id=key["task_id"])
     except SkipTask as exc:
+        _disarm_timeout()
         reason = str(exc) or "the task skipped itself"
         print(f"Skipping the task: {reason}", file=sys.stderr)
         sys.stdout, sys.stderr = saved
         return "skipped", None, reason
     except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
-        error = _describe(exc)
-        print(user_traceback(exc), end="", file=sys.stderr)
+        _disarm_timeout()
+        if isinstance(exc, TaskTimeout):
+            error = str(exc)
+            print(f"\n{error}\n", end="", file=sys.stderr)
+        else:
+            error = _describe(exc)
+            print(user_traceback(exc), end="", file=sys.stderr)
         no_retry = isinstance(exc, FailTask)
         if no_retry:
             print("FailTask: no further retry", file=sys.stderr)

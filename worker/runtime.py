@@ -374,7 +374,9 @@ class Worker:
         running_due: float | None = started + self._settings.running_report_delay
         while True:
             now = time.monotonic()
-            if timeout is not None and now - started > timeout:
+            # The task process interrupts itself at its timeout and runs its callbacks (worker/child.py);
+            # this kill is the backstop for a task that does not return to Python in time.
+            if timeout is not None and now - started > timeout + self._settings.task_timeout_grace:
                 proc.kill()
                 proc.wait_exit()
                 text = f"Task exceeded its execution_timeout of {timeout:g}s and was killed"
@@ -394,7 +396,8 @@ class Worker:
             if running_due is not None:
                 wait = min(wait, max(0.0, running_due - now))
             if timeout is not None:
-                wait = min(wait, max(0.0, timeout - (now - started)))
+                deadline = timeout + self._settings.task_timeout_grace
+                wait = min(wait, max(0.0, deadline - (now - started)))
             try:
                 ready = proc.conn.poll(wait)
                 while ready:

@@ -62,6 +62,9 @@ class Settings:
     log_chunk_interval: float = 0.25  # seconds between live log chunks
     running_report_delay: float = 0.1  # report "running" once a task has run this long
     long_task_ack_after: float = 1200.0  # ack a still-running task after this long (consumer_timeout)
+    # A task past its execution_timeout is interrupted in its own process, which runs its failure or
+    # retry callback; the worker kills its process group this long after the timeout if it is still there.
+    task_timeout_grace: float = 30.0
     # Web
     web_host: str = "127.0.0.1"
     web_port: int = 8080

@@ -46,9 +46,12 @@ from hareflow.common.dag.serialize import (
 from hareflow.common.dag.task import BaseTask
 from hareflow.common.dag.task_decorators import setup, teardown
 from hareflow.common.dag.task_group import TaskGroup
+from hareflow.common.dag.timetables import Timetable, UnknownTimetable
 from hareflow.common.dag.trigger_rules import TriggerRule, evaluate_trigger_rule
 
 __all__ = [
+    "Timetable",
+    "UnknownTimetable",
     "DAG",
     "BaseTask",
     "BashTask",

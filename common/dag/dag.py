@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hareflow.common.dag.errors import DagDefinitionError, user_location
-from hareflow.common.dag.schedule import validate_schedule
+from hareflow.common.dag.schedule import CONTINUOUS, validate_schedule
 from hareflow.common.dag.settings import check_id, normalize_settings
+from hareflow.common.dag.timetables import Timetable, registered_timetables, timetable_spec
 
 if TYPE_CHECKING:
     from hareflow.common.dag.task import BaseTask
@@ -92,7 +93,7 @@ class DAG:
         self,
         dag_id: str,
         *,
-        schedule: str | None = None,
+        schedule: str | timedelta | Timetable | None = None,
         start_date: datetime | None = None,
         end_date: datetime | None = None,
         catchup: bool = False,
@@ -102,17 +103,17 @@ class DAG:
         max_active_runs: int = 16,
         max_active_tasks: int = 16,
         tags: Sequence[str] = (),
-        owner: str = "hareflow",
+        owner: str | None = None,
         description: str | None = None,
         doc_md: str | None = None,
+        dagrun_timeout: timedelta | float | None = None,
+        on_success_callback: Callable[..., Any] | None = None,
+        on_failure_callback: Callable[..., Any] | None = None,
     ) -> None:
         self.dag_id = check_id(dag_id, "dag_id")
         self.fileloc, self.lineno = user_location()
-        try:
-            validate_schedule(schedule)
-        except ValueError as exc:
-            raise DagDefinitionError.here(f"DAG '{dag_id}': {exc}") from None
         self.schedule = schedule
+        self.schedule_summary, self.timetable = self._check_schedule(schedule)
         self.timezone = self._resolve_timezone(timezone, start_date)
         self.timezone_name: str = self.timezone.key
         self.start_date = self._aware(start_date)
@@ -134,12 +135,25 @@ class DAG:
                 raise DagDefinitionError.here(f"DAG '{dag_id}': {name} must be an integer >= 1")
         self.max_active_runs = max_active_runs
         self.max_active_tasks = max_active_tasks
+        if schedule == CONTINUOUS and max_active_runs != 1:
+            raise DagDefinitionError.here(
+                f"DAG '{dag_id}': schedule '@continuous' needs max_active_runs=1, not {max_active_runs}"
+            )
         if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
             raise DagDefinitionError.here(f"DAG '{dag_id}': tags must be a list of strings")
         self.tags: list[str] = list(tags)
-        self.owner = owner
+        self.owner = self._resolve_owner(owner)
         self.description = description
         self.doc_md = doc_md
+        self.dagrun_timeout = self._check_dagrun_timeout(dagrun_timeout)
+        for name, callback in (
+            ("on_success_callback", on_success_callback),
+            ("on_failure_callback", on_failure_callback),
+        ):
+            if callback is not None and not callable(callback):
+                raise DagDefinitionError.here(f"DAG '{dag_id}': {name} must be callable or None")
+        self.on_success_callback = on_success_callback
+        self.on_failure_callback = on_failure_callback
         self.task_dict: dict[str, BaseTask] = {}
         self.task_groups: dict[str, TaskGroup] = {}
         self._order: dict[str, int] = {}
@@ -151,6 +165,57 @@ class DAG:
             collected.append(self)
 
     # -- construction helpers -------------------------------------------------------------------
+
+    def _check_schedule(self, schedule: object) -> tuple[str | None, dict[str, Any] | None]:
+        """The schedule's display text and, for a timedelta or Timetable, its serialized form."""
+        if isinstance(schedule, timedelta):
+            if schedule <= timedelta(0):
+                raise DagDefinitionError.here(f"DAG '{self.dag_id}': a timedelta schedule must be positive")
+            return str(schedule), timetable_spec(schedule)
+        if isinstance(schedule, Timetable):
+            return schedule.describe(), self._check_timetable(schedule)
+        try:
+            validate_schedule(schedule)
+        except ValueError as exc:
+            raise DagDefinitionError.here(f"DAG '{self.dag_id}': {exc}") from None
+        return schedule if isinstance(schedule, str) else None, None
+
+    def _check_timetable(self, timetable: Timetable) -> dict[str, Any]:
+        """A custom timetable must be registered by a plugin, since the scheduler rebuilds it by name."""
+        name = type(timetable).name
+        registered = registered_timetables()
+        if not name or registered.get(name) is not type(timetable):
+            known = ", ".join(sorted(registered))
+            raise DagDefinitionError.here(
+                f"DAG '{self.dag_id}': timetable {type(timetable).__name__} (name {name!r}) is not "
+                f"registered by an installed plugin, so the scheduler could not rebuild it; register "
+                f"it in the 'hareflow.plugins' entry-point group (registered timetables: {known})"
+            )
+        spec = timetable.serialize()
+        _check_json(spec["params"], f"params of timetable {name!r} of DAG '{self.dag_id}'")
+        return spec
+
+    def _check_dagrun_timeout(self, value: object) -> timedelta | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
+            raise DagDefinitionError.here(
+                f"DAG '{self.dag_id}': dagrun_timeout must be a timedelta or a number of seconds"
+            )
+        delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+        if delta <= timedelta(0):
+            raise DagDefinitionError.here(f"DAG '{self.dag_id}': dagrun_timeout must be positive")
+        return delta
+
+    def _resolve_owner(self, owner: object) -> str:
+        """``owner=`` of the DAG, else ``default_args["owner"]``, else "hareflow" (as Airflow's UI shows)."""
+        if owner is None:
+            owner = self.default_args.get("owner") or "hareflow"
+        if not isinstance(owner, str) or not owner.strip() or len(owner) > 100:
+            raise DagDefinitionError.here(
+                f"DAG '{self.dag_id}': owner must be a non-empty string of at most 100 characters"
+            )
+        return owner
 
     def _resolve_timezone(self, timezone: str | tzinfo | None, start_date: datetime | None) -> ZoneInfo:
         if timezone is None and start_date is not None and start_date.tzinfo is not None:

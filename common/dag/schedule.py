@@ -3,19 +3,31 @@
 Data-interval semantics: a scheduled run covers ``[data_interval_start, data_interval_end)``, its
 logical date is the interval's start and it becomes due once the interval has ended. Cron
 expressions are evaluated on the wall clock of the DAG's time zone, so "0 2 * * *" fires at 02:00
-local time all year and the intervals around a DST change are 23 or 25 hours long. A wall time that
-does not exist (spring forward) fires at the first instant after the gap; a repeated wall time (fall
-back) fires once, except for crons that fire every hour, which fire in both repeated hours.
+local time all year and the intervals around a DST change are 23 or 25 hours long. As Airflow's cron
+timetable (which localises a naive cron time with ``fold=1``):
+
+- a wall time that does not exist (spring forward) moves forward by the length of the gap: in
+  Europe/Berlin, "30 2 * * *" fires at 03:30 CEST on the last Sunday of March;
+- a wall time that occurs twice (fall back) fires once, at its second occurrence: "30 2 * * *"
+  fires at 02:30 CET (00:30 UTC), not 02:30 CEST;
+- crons that fire every hour ("0 * * * *", "*/15 * * * *") fire in both repeated hours, as
+  Airflow's fixed-delta arithmetic for them does.
+
 All returned datetimes are timezone-aware UTC.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
+
+if TYPE_CHECKING:
+    from hareflow.common.dag.timetables import Timetable
 
 ONCE = "@once"
 PRESETS: dict[str, str] = {
@@ -23,8 +35,14 @@ PRESETS: dict[str, str] = {
     "@daily": "0 0 * * *",
     "@weekly": "0 0 * * 0",
     "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
     "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
 }
+#: A new run as soon as the previous one has finished (the DAG must have max_active_runs=1).
+CONTINUOUS = "@continuous"
+#: A schedule as the scheduler receives it: a cron string or preset, or a serialized timetable.
+ScheduleSpec = str | Mapping[str, Any] | None
 # Wider than any DST shift, so a search window around a transition sees every candidate.
 _MARGIN = timedelta(hours=3)
 _TINY = timedelta(microseconds=1)
@@ -42,12 +60,18 @@ class DagRunInfo:
 
 
 def validate_schedule(schedule: object) -> None:
-    """Accept None, "@once", a preset or a five-field cron expression; raise ValueError otherwise."""
-    if schedule is None or schedule == ONCE or schedule in PRESETS:
+    """Accept None, "@once", "@continuous", a preset or a five-field cron; raise ValueError otherwise.
+
+    ``timedelta`` and ``Timetable`` schedules are checked by the DAG (``common.dag.timetables``).
+    """
+    if schedule is None or schedule in (ONCE, CONTINUOUS) or schedule in PRESETS:
         return
     if not isinstance(schedule, str):
-        raise ValueError(f"schedule must be a cron string, a preset or None, not {type(schedule).__name__}")
-    presets = ", ".join([ONCE, *PRESETS])
+        raise ValueError(
+            "schedule must be a cron string, a preset, a timedelta, a Timetable or None, "
+            f"not {type(schedule).__name__}"
+        )
+    presets = ", ".join([ONCE, CONTINUOUS, *PRESETS])
     if schedule.startswith("@"):
         raise ValueError(f"unknown schedule preset {schedule!r}; valid presets: {presets}")
     if len(schedule.split()) != 5:
@@ -103,11 +127,12 @@ class _Cron:
     def _instants(self, naive: datetime) -> list[datetime]:
         """The UTC instants at which a firing at wall time ``naive`` happens."""
         first = naive.replace(tzinfo=self.tz, fold=0).astimezone(UTC)
-        if not self.every_hour or self._regular(naive):
+        if self._regular(naive):
             return [first]
-        exists = first.astimezone(self.tz).replace(tzinfo=None) == naive
+        if first.astimezone(self.tz).replace(tzinfo=None) != naive:
+            return [first]  # in a gap: the offset from before it, so the wall time moves forward
         second = naive.replace(tzinfo=self.tz, fold=1).astimezone(UTC)
-        return [first, second] if exists else [first]
+        return [first, second] if self.every_hour else [second]
 
     def _local(self, t: datetime) -> tuple[datetime, timedelta | None]:
         local = t.astimezone(self.tz)
@@ -180,13 +205,32 @@ class _Cron:
         return DagRunInfo(logical_date=start, data_interval_start=start, data_interval_end=end, run_after=end)
 
 
+def _timetable(spec: Mapping[str, Any]) -> Timetable:
+    from hareflow.common.dag.timetables import resolve_timetable
+
+    return resolve_timetable(spec)
+
+
+def _continuous(
+    start_date: datetime | None, end_date: datetime | None, last: datetime | None, now: datetime
+) -> DagRunInfo | None:
+    """The next continuous run: due now, covering the time since the previous run's logical date."""
+    if start_date is None:
+        return None
+    start = _as_utc(last) if last is not None else _as_utc(start_date)
+    when = max(now, _as_utc(start_date), start + _TINY if last is not None else start)
+    if end_date is not None and when > _as_utc(end_date):
+        return None
+    return DagRunInfo(logical_date=when, data_interval_start=start, data_interval_end=when, run_after=when)
+
+
 def _once(when: datetime) -> DagRunInfo:
     return DagRunInfo(logical_date=when, data_interval_start=when, data_interval_end=when, run_after=when)
 
 
 def next_dagrun_info(
     *,
-    schedule: str | None,
+    schedule: ScheduleSpec,
     timezone: str | ZoneInfo,
     start_date: datetime | None,
     end_date: datetime | None,
@@ -203,6 +247,17 @@ def next_dagrun_info(
         return None
     now = _as_utc(now)
     end_limit = _as_utc(end_date) if end_date is not None else None
+    if isinstance(schedule, Mapping):
+        return _timetable(schedule).next_dagrun_info(
+            last_logical_date=_as_utc(last_logical_date) if last_logical_date is not None else None,
+            start_date=_as_utc(start_date) if start_date is not None else None,
+            end_date=end_limit,
+            catchup=catchup,
+            tz=_zone(timezone),
+            now=now,
+        )
+    if schedule == CONTINUOUS:
+        return _continuous(start_date, end_date, last_logical_date, now)
     if schedule == ONCE:
         if last_logical_date is not None:
             return None
@@ -229,7 +284,7 @@ def next_dagrun_info(
 
 def runs_between(
     *,
-    schedule: str | None,
+    schedule: ScheduleSpec,
     timezone: str | ZoneInfo,
     start: datetime,
     end: datetime,
@@ -252,6 +307,11 @@ def runs_between(
     if schedule == ONCE:
         when = _as_utc(start_date) if start_date is not None else low
         return [_once(when)] if low <= when <= high else []
+    if schedule == CONTINUOUS:
+        raise ValueError("a @continuous schedule has no intervals to backfill")
+    if isinstance(schedule, Mapping):
+        anchor = _as_utc(start_date) if start_date is not None else None
+        return _timetable_runs(_timetable(schedule), _zone(timezone), low, high, anchor, max_runs)
     cron = _Cron(schedule, _zone(timezone))
     runs: list[DagRunInfo] = []
     current = cron.at_or_after(low)
@@ -264,9 +324,43 @@ def runs_between(
     return runs
 
 
+def _timetable_runs(
+    timetable: Timetable,
+    tz: ZoneInfo,
+    low: datetime,
+    high: datetime,
+    anchor: datetime | None,
+    max_runs: int,
+) -> list[DagRunInfo]:
+    """Runs of a timetable with logical dates in ``[low, high]``, asked for one after the other.
+
+    A ``timedelta`` schedule keeps its grid anchored at the DAG's start date.
+    """
+    from hareflow.common.dag.timetables import DeltaTimetable
+
+    runs: list[DagRunInfo] = []
+    last: datetime | None = None
+    if isinstance(timetable, DeltaTimetable):
+        first = timetable.first_on_grid(low, anchor)
+        if first > high:
+            return []
+        low, last = first, first - timetable.delta
+    far = datetime.max.replace(tzinfo=UTC) - timedelta(days=400)
+    while True:
+        info = timetable.next_dagrun_info(
+            last_logical_date=last, start_date=low, end_date=high, catchup=True, tz=tz, now=far
+        )
+        if info is None or info.logical_date > high or (last is not None and info.logical_date <= last):
+            return runs
+        if len(runs) >= max_runs:
+            raise ValueError(f"more than {max_runs} runs between {low.isoformat()} and {high.isoformat()}")
+        runs.append(info)
+        last = info.logical_date
+
+
 def next_run_times(
     *,
-    schedule: str | None,
+    schedule: ScheduleSpec,
     timezone: str | ZoneInfo,
     start_date: datetime | None,
     end_date: datetime | None,
@@ -296,15 +390,20 @@ def next_run_times(
 
 
 def manual_data_interval(
-    *, schedule: str | None, timezone: str | ZoneInfo, run_after: datetime
+    *, schedule: ScheduleSpec, timezone: str | ZoneInfo, run_after: datetime
 ) -> tuple[datetime, datetime]:
     """Data interval of a manually triggered run: the latest complete interval at ``run_after``.
 
-    Unscheduled and @once DAGs get an empty interval at ``run_after``.
+    As Airflow's ``infer_manual_data_interval``: a daily DAG triggered at 01:00 on the 25th covers
+    the 24th (midnight to midnight); a ``timedelta`` schedule covers the delta ending at
+    ``run_after``. Unscheduled, @once and @continuous DAGs get an empty interval at ``run_after``.
     """
     when = _as_utc(run_after)
-    if schedule is None or schedule == ONCE:
+    if schedule is None or schedule in (ONCE, CONTINUOUS):
         return when, when
+    if isinstance(schedule, Mapping):
+        start, end = _timetable(schedule).infer_manual_data_interval(run_after=when, tz=_zone(timezone))
+        return _as_utc(start), _as_utc(end)
     cron = _Cron(schedule, _zone(timezone))
     end = cron.at_or_before(when)
     return cron.prev_before(end), end

@@ -2,13 +2,19 @@
 
 Format, version 1 (a JSON object)::
 
-    {"version": 1, "dag_id", "fileloc" (absolute path), "lineno", "schedule" (str|null),
+    {"version": 1, "dag_id", "fileloc" (absolute path), "lineno", "schedule" (str|null: a cron
+     string or preset, or the display text of a timedelta or timetable schedule),
+     "timetable" ({"name", "params"}|null: a timedelta or Timetable schedule, see common.dag.timetables),
      "timezone" (IANA name), "start_date"/"end_date" (ISO 8601 with offset|null), "catchup",
-     "max_active_runs", "max_active_tasks", "params" (object), "tags" (list), "owner",
+     "max_active_runs", "max_active_tasks", "dagrun_timeout" (s|null), "callbacks" (the DAG-level
+     callbacks it has, among "success" and "failure"), "params" (object), "tags"
+     (list), "owner",
      "description", "doc_md",
      "tasks": [{"task_id", "task_type", "upstream" (sorted ids), "trigger_rule", "retries",
                 "retry_delay" (s), "retry_exponential_backoff", "max_retry_delay" (s|null),
-                "execution_timeout" (s|null), "queue", "priority", "pool", "pool_slots",
+                "execution_timeout" (s|null), "queue", "priority" (the effective priority, after the
+                weight rule), "priority_weight" (the task's own), "weight_rule", "depends_on_past",
+                "pool", "pool_slots",
                 "input_tasks" (sorted ids whose results are arguments), "lineno", "doc",
                 "bash_command" (BashTask only, else null),
                 "task_group" (id of the innermost group holding the task, or null),
@@ -35,6 +41,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from hareflow.common.dag.mapping import ExpandSpec
+from hareflow.common.dag.priority import priority_weights
 from hareflow.common.dag.schedule import DagRunInfo, next_dagrun_info
 
 if TYPE_CHECKING:
@@ -86,6 +93,9 @@ class SerializedTask:
     is_setup: bool = False
     is_teardown: bool = False
     on_failure_fail_dagrun: bool = False
+    priority_weight: int | None = None
+    weight_rule: str = "absolute"
+    depends_on_past: bool = False
 
     @property
     def max_tries(self) -> int:
@@ -100,7 +110,8 @@ class SerializedTask:
         return None if self.expand is None else ExpandSpec.from_dict(self.expand)
 
     @classmethod
-    def from_task(cls, task: BaseTask) -> SerializedTask:
+    def from_task(cls, task: BaseTask, priority: int | None = None) -> SerializedTask:
+        """``priority`` is the effective priority (``common.dag.priority``); the task's own by default."""
         extra = task.serialize_extra()
         return cls(
             task_id=task.task_id,
@@ -113,7 +124,7 @@ class SerializedTask:
             max_retry_delay=_seconds(task.max_retry_delay),
             execution_timeout=_seconds(task.execution_timeout),
             queue=task.queue,
-            priority=task.priority,
+            priority=task.priority if priority is None else priority,
             pool=task.pool,
             pool_slots=task.pool_slots,
             input_tasks=tuple(sorted(task.input_task_ids)),
@@ -125,6 +136,9 @@ class SerializedTask:
             is_setup=task.is_setup,
             is_teardown=task.is_teardown,
             on_failure_fail_dagrun=task.on_failure_fail_dagrun,
+            priority_weight=task.priority,
+            weight_rule=task.weight_rule,
+            depends_on_past=task.depends_on_past,
         )
 
     @classmethod
@@ -152,6 +166,9 @@ class SerializedTask:
             is_setup=bool(data.get("is_setup", False)),
             is_teardown=bool(data.get("is_teardown", False)),
             on_failure_fail_dagrun=bool(data.get("on_failure_fail_dagrun", False)),
+            priority_weight=data.get("priority_weight"),
+            weight_rule=data.get("weight_rule", "absolute"),
+            depends_on_past=bool(data.get("depends_on_past", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,6 +230,9 @@ class SerializedDag:
     tasks: tuple[SerializedTask, ...]
     version: int = field(default=FORMAT_VERSION)
     task_groups: tuple[SerializedTaskGroup, ...] = ()
+    timetable: dict[str, Any] | None = None
+    dagrun_timeout: float | None = None
+    callbacks: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SerializedDag:
@@ -239,6 +259,9 @@ class SerializedDag:
             doc_md=data.get("doc_md"),
             tasks=tuple(SerializedTask.from_dict(t) for t in data.get("tasks", ())),
             task_groups=tuple(SerializedTaskGroup.from_dict(g) for g in data.get("task_groups") or ()),
+            timetable=data.get("timetable"),
+            dagrun_timeout=data.get("dagrun_timeout"),
+            callbacks=tuple(data.get("callbacks") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -248,12 +271,15 @@ class SerializedDag:
             "fileloc": self.fileloc,
             "lineno": self.lineno,
             "schedule": self.schedule,
+            "timetable": self.timetable,
             "timezone": self.timezone,
             "start_date": _iso(self.start_date),
             "end_date": _iso(self.end_date),
             "catchup": self.catchup,
             "max_active_runs": self.max_active_runs,
             "max_active_tasks": self.max_active_tasks,
+            "dagrun_timeout": self.dagrun_timeout,
+            "callbacks": list(self.callbacks),
             "params": dict(self.params),
             "tags": list(self.tags),
             "owner": self.owner,
@@ -312,7 +338,7 @@ class SerializedDag:
     def next_dagrun_info(self, last_logical_date: datetime | None, now: datetime) -> DagRunInfo | None:
         """The run after ``last_logical_date`` under this DAG's schedule (``schedule.next_dagrun_info``)."""
         return next_dagrun_info(
-            schedule=self.schedule,
+            schedule=self.timetable or self.schedule,
             timezone=self.timezone,
             start_date=self.start_date,
             end_date=self.end_date,
@@ -324,11 +350,15 @@ class SerializedDag:
 
 def serialize_dag(dag: DAG) -> dict[str, Any]:
     """The JSON-able, version-1 form of ``dag`` (see the module docstring)."""
+    weights = priority_weights(dag)
     return SerializedDag(
         dag_id=dag.dag_id,
         fileloc=dag.fileloc or "",
         lineno=dag.lineno,
-        schedule=dag.schedule,
+        schedule=dag.schedule_summary,
+        timetable=dag.timetable,
+        dagrun_timeout=_seconds(dag.dagrun_timeout),
+        callbacks=tuple(k for k in ("success", "failure") if getattr(dag, f"on_{k}_callback") is not None),
         timezone=dag.timezone_name,
         start_date=dag.start_date,
         end_date=dag.end_date,
@@ -340,7 +370,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         owner=dag.owner,
         description=dag.description,
         doc_md=dag.doc_md,
-        tasks=tuple(SerializedTask.from_task(t) for t in dag.topological_order()),
+        tasks=tuple(SerializedTask.from_task(t, weights[t.task_id]) for t in dag.topological_order()),
         task_groups=tuple(SerializedTaskGroup.from_group(g) for g in dag.task_groups.values()),
     ).to_dict()
 

@@ -33,6 +33,10 @@ class TaskSettings(TypedDict, total=False):
     on_failure_callback: Callback | None
     on_retry_callback: Callback | None
     doc: str | None
+    owner: str | None
+    depends_on_past: bool
+    weight_rule: str
+    priority_weight: int
 
 
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -50,9 +54,17 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "on_failure_callback": None,
     "on_retry_callback": None,
     "doc": None,
+    "owner": None,
+    "depends_on_past": False,
+    "weight_rule": "absolute",
 }
 
-SETTING_NAMES: frozenset[str] = frozenset(DEFAULT_SETTINGS)
+#: Airflow's names for settings hareflow spells differently.
+ALIASES: dict[str, str] = {"priority_weight": "priority"}
+#: How a task's effective priority is computed (see ``common.dag.priority``).
+WEIGHT_RULES = ("absolute", "downstream", "upstream")
+
+SETTING_NAMES: frozenset[str] = frozenset(DEFAULT_SETTINGS) | frozenset(ALIASES)
 
 
 def check_id(value: object, what: str) -> str:
@@ -109,8 +121,12 @@ def normalize_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     ``where`` names the task or DAG in error messages. Only the keys present in ``raw`` are returned.
     """
     check_setting_names(raw, where)
+    for alias, name in ALIASES.items():
+        if alias in raw and name in raw:
+            raise DagDefinitionError.here(f"{where} sets both {name!r} and its alias {alias!r}; keep one")
     out: dict[str, Any] = {}
-    for name, value in raw.items():
+    for given, value in raw.items():
+        name = ALIASES.get(given, given)
         if name == "retries":
             out[name] = _int(value, name, 0, where)
         elif name == "retry_delay":
@@ -141,6 +157,22 @@ def normalize_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
                 out[name] = TriggerRule.parse(value)
             except ValueError as exc:
                 raise DagDefinitionError.here(f"{exc} (in {where})") from None
+        elif name == "depends_on_past":
+            if not isinstance(value, bool):
+                raise DagDefinitionError.here(f"{name} of {where} must be True or False")
+            out[name] = value
+        elif name == "weight_rule":
+            if value not in WEIGHT_RULES:
+                raise DagDefinitionError.here(
+                    f"unknown weight_rule {value!r} in {where}; valid rules: {', '.join(WEIGHT_RULES)}"
+                )
+            out[name] = value
+        elif name == "owner":
+            if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 100):
+                raise DagDefinitionError.here(
+                    f"owner of {where} must be a non-empty string of at most 100 characters"
+                )
+            out[name] = value
         elif name.endswith("_callback"):
             if value is not None and not callable(value):
                 raise DagDefinitionError.here(f"{name} of {where} must be callable or None")

@@ -90,8 +90,9 @@ class DagRun(Base):
     run_type: Mapped[str] = mapped_column(SafeString(20))  # scheduled | manual | backfill
     state: Mapped[str] = mapped_column(SafeString(20))
     logical_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    # Set for scheduled and backfill runs only, so one interval is never run twice; NULL (allowed
-    # many times by every supported database) for manual runs.
+    # The run's logical date, unique per DAG (as in Airflow), so one interval is never run twice and
+    # two triggers at the same logical date cannot both succeed. NULL (allowed many times by every
+    # supported database) only for manual runs created before migration 0007 that shared a date.
     interval_key: Mapped[datetime | None] = mapped_column(UtcDateTime)
     data_interval_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
     data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime)

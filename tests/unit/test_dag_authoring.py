@@ -70,7 +70,7 @@ def test_the_design_example_builds_the_expected_graph() -> None:
 
 def test_hareflow_exports_the_authoring_api() -> None:
     names = ["DAG", "task", "BaseTask", "PythonTask", "BashTask", "TriggerRule", "Context"]
-    names += ["DagDefinitionError", "TaskResultTooLarge", "TaskFailed", "load_plugins"]
+    names += ["DagDefinitionError", "TaskResultTooLarge", "TaskFailed", "load_plugins", "Timetable"]
     names += ["TaskGroup", "TaskOutput", "chain", "chain_linear", "cross_downstream", "dag", "task_group"]
     names += ["BranchTask", "ShortCircuitTask", "SkipTask", "FailTask", "setup", "teardown"]
     assert all(hasattr(hareflow, name) for name in names)

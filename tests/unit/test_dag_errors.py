@@ -173,7 +173,10 @@ with DAG("rules"):
         ('with DAG("ok"):\n    BashTask("a", "true", queue="no spaces")', "invalid queue name 'no spaces'"),
         ('with DAG("ok"):\n    BashTask("a", "true", retries=-1)', "retries of task 'a' must be >= 0"),
         ('with DAG("ok"):\n    BashTask("a", "true", retrys=2)', "unknown task setting 'retrys'"),
-        ('DAG("ok", default_args={"owner": "me"})', "unknown task setting 'owner' in default_args"),
+        (
+            'DAG("ok", default_args={"email_on_retry": True})',
+            "unknown task setting 'email_on_retry' in default_args",
+        ),
         ('with DAG("ok"):\n    BashTask("a", "true", pool_slots=0)', "pool_slots of task 'a' must be >= 1"),
         ('DAG("ok", schedule="@daily")', "has schedule '@daily' but no start_date"),
         ('DAG("ok", timezone="Mars/Olympus")', "unknown time zone 'Mars/Olympus'"),
