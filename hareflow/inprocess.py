@@ -153,13 +153,12 @@ def run_dag(
             say(f"=== run {run_id} of {dag.dag_id}: {decision.run_state.value}")
             final = {task_id: ti.state for task_id, ti in states.items()}
             return DagTestResult(decision.run_state.value, final, tries)
-        if decision.expand:
-            raise ValueError(
-                f"dags test does not run mapped tasks yet ({', '.join(decision.expand)}); trigger the "
-                f"DAG, or test one instance with 'hareflow tasks test DAG TASK --map-index N'"
+        for task_id in decision.expand:
+            states[task_id] = _run_mapped(
+                dag, sdag, task_id, results, tries, run_id, logical, conf or {}, max_result_bytes, stream, say
             )
         ready = decision.schedule  # a retry is due at once: its next_retry_at is the run's date
-        if not ready and not decision.upstream_failed and not decision.skip:
+        if not ready and not decision.upstream_failed and not decision.skip and not decision.expand:
             raise RuntimeError(f"dags test of {dag.dag_id} is stuck: {states}")  # never expected
         for task_id in ready:
             task = dag.get_task(task_id)
@@ -190,3 +189,77 @@ def run_dag(
                         say(f"--- {skipped}: skipped ({outcome.extras.get('skip_reason')})")
             else:
                 say(f"--- {task_id}: {state}: {outcome.error}")
+
+
+def _run_mapped(
+    dag: DAG,
+    sdag: SerializedDag,
+    task_id: str,
+    results: dict[str, Any],
+    tries: dict[str, TryOutcome],
+    run_id: str,
+    logical: datetime,
+    conf: Mapping[str, Any],
+    max_result_bytes: int,
+    stream: TextIO,
+    say: Callable[[str], None],
+) -> TIView:
+    """Expand a mapped task over its upstream values, as the scheduler does, and run each instance
+    to its end (retries at once). Its output is the list of the instances' results; the task ends
+    failed if an instance failed, skipped if the expansion is empty or every instance skipped."""
+    from hareflow.common.dag.mapping import ExpansionError, all_elements, expansion_length, source_lists
+
+    task = dag.get_task(task_id)
+    spec = sdag.get_task(task_id).expand_spec
+    assert spec is not None
+    try:
+        lists = source_lists(spec, results)
+        expansion_length(spec, lists)  # validates what it maps over
+        elements = all_elements(spec, lists)
+    except ExpansionError as exc:
+        say(f"--- {task_id}: failed: {exc}")
+        return TIView(TaskState.FAILED, 1, logical)
+    if not elements:
+        results[task_id] = []
+        say(f"--- {task_id}: skipped (it maps over nothing)")
+        return TIView(TaskState.SKIPPED)
+    outputs: list[Any] = []
+    ends: list[str] = []
+    for index, arguments in enumerate(elements):
+        for try_number in range(1, task.max_tries + 1):
+            say(f"--- {task_id}[{index}] (try {try_number} of {task.max_tries})")
+            payload = task_payload(
+                dag,
+                task,
+                run_id=run_id,
+                logical_date=logical,
+                conf=conf,
+                upstream_results={u: results.get(u) for u in task.input_task_ids},
+                try_number=try_number,
+                map_index=index,
+                expand_args=arguments,
+            )
+            outcome = run_try(task, payload, max_result_bytes=max_result_bytes, out=stream)
+            no_retry = bool(outcome.extras.get("no_retry"))
+            state = outcome_state(
+                WorkerOutcome(outcome.outcome), try_number, task.max_tries, no_retry=no_retry
+            )
+            if state != TaskState.UP_FOR_RETRY:
+                break
+            say(f"--- {task_id}[{index}]: up_for_retry: {outcome.error}")
+        tries[f"{task_id}[{index}]"] = outcome
+        ends.append(state)
+        outputs.append(outcome.result if outcome.outcome == "success" else None)
+        if outcome.outcome == "success":
+            say(f"--- {task_id}[{index}]: success, returned {outcome.result_json or 'null'}")
+        else:
+            say(f"--- {task_id}[{index}]: {state}: {outcome.error}")
+    results[task_id] = outputs
+    if TaskState.FAILED in ends:
+        final = TaskState.FAILED
+    elif all(end == TaskState.SKIPPED for end in ends):
+        final = TaskState.SKIPPED
+    else:
+        final = TaskState.SUCCESS
+    say(f"--- {task_id}: {final.value} ({len(ends)} mapped instances)")
+    return TIView(final, 1, logical)

@@ -161,12 +161,31 @@ BRANCHY = """
         quiet()
         hopeless()
 
-    with DAG("mapped"):
+    with DAG("mapped", default_args={"retries": 1, "retry_delay": 0}):
         @task
-        def double(x):
+        def numbers():
+            return [1, 2, 3]
+
+        @task
+        def double(x, ti):
+            if x == 2 and ti.try_number == 1:
+                raise RuntimeError("flaky")
             return 2 * x
 
-        double.expand(x=[1, 2])
+        @task
+        def total(values):
+            return sum(values)
+
+        @task
+        def nothing():
+            return []
+
+        @task
+        def never(x):
+            return x
+
+        total(double.expand(x=numbers()))
+        never.expand(x=nothing())
 """
 
 
@@ -182,11 +201,15 @@ def test_dags_test_follows_branches_self_skips_and_no_retry_failures(env: dict[s
     assert result.exit_code == 1  # hopeless is a leaf that failed
 
 
-def test_dags_test_refuses_a_mapped_task_clearly(env: dict[str, str]) -> None:
+def test_dags_test_expands_mapped_tasks_and_hands_the_list_downstream(env: dict[str, str]) -> None:
     (Path(env["HAREFLOW_DAGS_FOLDER"]) / "branchy.py").write_text(textwrap.dedent(BRANCHY))
 
     result = hareflow("dags", "test", "mapped", env=env)
 
-    assert result.exit_code == 2
-    assert "Error: dags test does not run mapped tasks yet (double)" in result.stderr
-    assert "--map-index" in result.stderr and "Traceback" not in result.stderr
+    out = result.stdout
+    assert result.exit_code == 0, result.output
+    assert "--- double[1]: up_for_retry: RuntimeError: flaky" in out and "--- double[1] (try 2 of 2)" in out
+    assert "--- double[2]: success, returned 6" in out
+    assert "--- total: success, returned 12" in out
+    assert "--- never: skipped (it maps over nothing)" in out
+    assert "of mapped: success" in out
