@@ -8,13 +8,14 @@ respecting priority, ``max_active_tasks`` and pool slots.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from hareflow.common.dag.retries import retry_delay_seconds
-from hareflow.common.dag.trigger_rules import evaluate_trigger_rule
+from hareflow.common.dag.trigger_rules import TriggerDecision, evaluate_trigger_rule
 from hareflow.common.states import TASK_FINISHED, TASK_OCCUPYING, RunState, TaskState
 
 
@@ -103,43 +104,45 @@ def _upstream_states(task: TaskSpec, current: Mapping[str, str], multi: Mapping[
     return out
 
 
+def _next_step(
+    task: TaskSpec, ti: TIState, now: datetime, upstream: Callable[[], tuple[list[str], list[str]]]
+) -> TriggerDecision | datetime | None:
+    """What one task instance does next: "run", "upstream_failed" or "skip", a retry time not yet
+    reached, or None (it waits, or is past deciding). ``upstream`` gives the states its trigger rule
+    counts and those of its setup tasks; it is called only for an instance that is still ``none``."""
+    if ti.state == TaskState.UP_FOR_RETRY:
+        when = retry_time(task, ti, now)
+        return "run" if when <= now else when
+    if ti.state != TaskState.NONE:
+        return None
+    verdict = evaluate_trigger_rule(task.trigger_rule, *upstream())
+    return None if verdict == "wait" else verdict
+
+
 def _decide_instances(
     task: TaskSpec,
     by_index: Mapping[int, TIState],
-    current: Mapping[str, str],
-    multi: dict[str, list[str]],
+    upstream: Callable[[], tuple[list[str], list[str]]],
+    states: list[str],
     now: datetime,
     decision: RunDecision,
 ) -> None:
-    """The instances of an expanded mapped task: each waits, retries and follows its rule alone."""
-    task_id = task.task_id
-    upstream: list[str] | None = None
-    states = multi[task_id]
+    """The instances of an expanded mapped task: each waits, retries and follows its rule alone;
+    ``states`` (the instances' states in map-index order) follows the decisions."""
+    lists = {
+        "run": decision.schedule_instances,
+        "upstream_failed": decision.upstream_failed_instances,
+        "skip": decision.skip_instances,
+    }
+    counted = functools.cache(upstream)  # the same for every instance
     for position, map_index in enumerate(sorted(by_index)):
-        ti = by_index[map_index]
-        key = (task_id, map_index)
-        if ti.state == TaskState.UP_FOR_RETRY:
-            when = retry_time(task, ti, now)
-            if when <= now:
-                decision.schedule_instances.append(key)
-                states[position] = TaskState.SCHEDULED
-            else:
-                decision.retry_at_instances[key] = when
-            continue
-        if ti.state != TaskState.NONE:
-            continue
-        if upstream is None:
-            upstream = _upstream_states(task, current, multi)
-        verdict = evaluate_trigger_rule(task.trigger_rule, upstream)
-        if verdict == "run":
-            decision.schedule_instances.append(key)
-        elif verdict == "upstream_failed":
-            decision.upstream_failed_instances.append(key)
-        elif verdict == "skip":
-            decision.skip_instances.append(key)
-        else:
-            continue
-        states[position] = _VERDICT_STATE[verdict]
+        key = (task.task_id, map_index)
+        step = _next_step(task, by_index[map_index], now, counted)
+        if isinstance(step, datetime):
+            decision.retry_at_instances[key] = step
+        elif step is not None:
+            lists[step].append(key)
+            states[position] = _VERDICT_STATE[step]
 
 
 def evaluate_run(
@@ -162,40 +165,31 @@ def evaluate_run(
     setup_ids = {t.task_id for t in tasks if getattr(t, "is_setup", False)}
     for task in tasks:
         task_id = task.task_id
+
+        def upstream(task: TaskSpec = task) -> tuple[list[str], list[str]]:
+            setups = [current[u] for u in task.upstream if u in current and u in setup_ids]
+            return _upstream_states(task, current, multi), setups
+
         if task_id in multi:
-            _decide_instances(task, instances[task_id], current, multi, now, decision)  # type: ignore[index]
+            _decide_instances(task, instances[task_id], upstream, multi[task_id], now, decision)  # type: ignore[index]
             continue
         ti = states.get(task_id)
         if ti is None:
             continue
-        state = current[task_id]
-        if state == TaskState.UP_FOR_RETRY:
-            when = retry_time(task, ti, now)
-            if when <= now:
-                decision.schedule.append(task_id)
-                current[task_id] = TaskState.SCHEDULED
-            else:
-                decision.retry_at[task_id] = when
+        step = _next_step(task, ti, now, upstream)
+        if isinstance(step, datetime):
+            decision.retry_at[task_id] = step
             continue
-        if state != TaskState.NONE:
+        if step is None:
             continue
-        verdict = evaluate_trigger_rule(
-            task.trigger_rule,
-            _upstream_states(task, current, multi),
-            [current[u] for u in task.upstream if u in current and u in setup_ids],
-        )
-        if verdict == "run":
-            if getattr(task, "is_mapped", False):
-                decision.expand.append(task_id)
-            else:
-                decision.schedule.append(task_id)
-            current[task_id] = TaskState.SCHEDULED
-        elif verdict == "upstream_failed":
+        if step == "run":
+            expands = ti.state == TaskState.NONE and getattr(task, "is_mapped", False)
+            (decision.expand if expands else decision.schedule).append(task_id)
+        elif step == "upstream_failed":
             decision.upstream_failed.append(task_id)
-            current[task_id] = TaskState.UPSTREAM_FAILED
-        elif verdict == "skip":
+        else:
             decision.skip.append(task_id)
-            current[task_id] = TaskState.SKIPPED
+        current[task_id] = _VERDICT_STATE[step]
     decision.run_state = _outcome(tasks, current, multi)
     return decision
 
