@@ -89,6 +89,26 @@ def plan(task: SerializedTask, results: Mapping[str, Any], max_map_length: int) 
     return Plan(length=length)
 
 
+def new_instance_row(run: Any, task: SerializedTask, map_index: int, now: datetime) -> dict[str, Any]:
+    """The columns of a task instance not yet run: a plain task's (``map_index`` -1) or one mapped
+    instance's, with the task's queue, priority and pool."""
+    return {
+        "run_pk": run.id,
+        "dag_id": run.dag_id,
+        "run_id": run.run_id,
+        "task_id": task.task_id,
+        "map_index": map_index,
+        "state": TaskState.NONE,
+        "try_number": 0,
+        "max_tries": task.retries + 1,
+        "queue": task.queue,
+        "priority": task.priority,
+        "pool": task.pool,
+        "pool_slots": task.pool_slots,
+        "updated_at": now,
+    }
+
+
 def replace_placeholder(
     session: Session,
     *,
@@ -110,24 +130,7 @@ def replace_placeholder(
     ).rowcount
     if deleted != 1:
         return False
-    rows = [
-        {
-            "run_pk": run.id,
-            "dag_id": run.dag_id,
-            "run_id": run.run_id,
-            "task_id": task.task_id,
-            "map_index": i,
-            "state": TaskState.NONE,
-            "try_number": 0,
-            "max_tries": task.retries + 1,
-            "queue": task.queue,
-            "priority": task.priority,
-            "pool": task.pool,
-            "pool_slots": task.pool_slots,
-            "updated_at": now,
-        }
-        for i in range(length)
-    ]
+    rows = [new_instance_row(run, task, i, now) for i in range(length)]
     for start in range(0, len(rows), INSERT_CHUNK):
         session.execute(insert(_TI), rows[start : start + INSERT_CHUNK])
     return True

@@ -389,21 +389,7 @@ def _verify_integrity(
     have = {r.task_id for r in rows}
     wanted = {t.task_id for t in sdag.tasks}
     created = [
-        {
-            "run_pk": run.id,
-            "dag_id": run.dag_id,
-            "run_id": run.run_id,
-            "task_id": task.task_id,
-            "map_index": -1,
-            "state": TaskState.NONE,
-            "try_number": 0,
-            "max_tries": task.retries + 1,
-            "queue": task.queue,
-            "priority": task.priority,
-            "pool": task.pool,
-            "pool_slots": task.pool_slots,
-            "updated_at": writes.now,
-        }
+        expansion.new_instance_row(run, task, -1, writes.now)
         for task in sdag.tasks
         if task.task_id not in have
     ]
