@@ -123,6 +123,53 @@ def run_try(
     return TryOutcome(outcome, result_json, error, sink.rendered_json, sink.extras)
 
 
+@dataclass
+class _TestRun:
+    """One ``dags test`` run: what every try of it shares, and the results gathered so far."""
+
+    dag: DAG
+    run_id: str
+    logical: datetime
+    conf: Mapping[str, Any]
+    max_result_bytes: int
+    stream: TextIO
+    say: Callable[[str], None]
+    results: dict[str, Any] = field(default_factory=dict)
+    tries: dict[str, TryOutcome] = field(default_factory=dict)
+
+    def attempt(
+        self,
+        task: BaseTask,
+        label: str,
+        try_number: int,
+        *,
+        map_index: int = -1,
+        expand_args: Mapping[str, Any] | None = None,
+    ) -> tuple[TryOutcome, TaskState]:
+        """Run one try of ``task`` (``label`` names it in the output); return it and its state."""
+        self.say(f"--- {label} (try {try_number} of {task.max_tries})")
+        payload = task_payload(
+            self.dag,
+            task,
+            run_id=self.run_id,
+            logical_date=self.logical,
+            conf=self.conf,
+            upstream_results={u: self.results.get(u) for u in task.input_task_ids},
+            try_number=try_number,
+            map_index=map_index,
+            expand_args=expand_args,
+        )
+        outcome = run_try(task, payload, max_result_bytes=self.max_result_bytes, out=self.stream)
+        no_retry = bool(outcome.extras.get("no_retry"))
+        state = outcome_state(WorkerOutcome(outcome.outcome), try_number, task.max_tries, no_retry=no_retry)
+        self.tries[label] = outcome
+        if outcome.outcome == "success":
+            self.say(f"--- {label}: success, returned {outcome.result_json or 'null'}")
+        else:
+            self.say(f"--- {label}: {state}: {outcome.error}")
+        return outcome, state
+
+
 def run_dag(
     dag: DAG,
     *,
@@ -136,11 +183,9 @@ def run_dag(
     stream = out if out is not None else sys.stdout
     say = echo if echo is not None else (lambda text: print(text, file=stream, flush=True))
     logical = logical_date or datetime.now(UTC)
-    run_id = f"test__{logical.isoformat()}"
+    run = _TestRun(dag, f"test__{logical.isoformat()}", logical, conf or {}, max_result_bytes, stream, say)
     sdag = SerializedDag.from_dict(serialize_dag(dag))
     states: dict[str, TIView] = {t.task_id: TIView(TaskState.NONE) for t in sdag.tasks}
-    results: dict[str, Any] = {}
-    tries: dict[str, TryOutcome] = {}
     while True:
         decision = evaluate_run(sdag.tasks, states, logical)
         for task_id in decision.upstream_failed:
@@ -150,116 +195,64 @@ def run_dag(
             states[task_id] = TIView(TaskState.SKIPPED)
             say(f"--- {task_id}: skipped")
         if decision.run_state is not None:
-            say(f"=== run {run_id} of {dag.dag_id}: {decision.run_state.value}")
+            say(f"=== run {run.run_id} of {dag.dag_id}: {decision.run_state.value}")
             final = {task_id: ti.state for task_id, ti in states.items()}
-            return DagTestResult(decision.run_state.value, final, tries)
+            return DagTestResult(decision.run_state.value, final, run.tries)
         for task_id in decision.expand:
-            states[task_id] = _run_mapped(
-                dag, sdag, task_id, results, tries, run_id, logical, conf or {}, max_result_bytes, stream, say
-            )
+            states[task_id] = _run_mapped(run, sdag, task_id)
         ready = decision.schedule  # a retry is due at once: its next_retry_at is the run's date
         if not ready and not decision.upstream_failed and not decision.skip and not decision.expand:
             raise RuntimeError(f"dags test of {dag.dag_id} is stuck: {states}")  # never expected
         for task_id in ready:
-            task = dag.get_task(task_id)
             try_number = states[task_id].try_number + 1
-            say(f"--- {task_id} (try {try_number} of {task.max_tries})")
-            payload = task_payload(
-                dag,
-                task,
-                run_id=run_id,
-                logical_date=logical,
-                conf=conf or {},
-                upstream_results={u: results.get(u) for u in task.input_task_ids},
-                try_number=try_number,
-            )
-            outcome = run_try(task, payload, max_result_bytes=max_result_bytes, out=stream)
-            tries[task_id] = outcome
-            no_retry = bool(outcome.extras.get("no_retry"))
-            state = outcome_state(
-                WorkerOutcome(outcome.outcome), try_number, task.max_tries, no_retry=no_retry
-            )
+            outcome, state = run.attempt(dag.get_task(task_id), task_id, try_number)
             states[task_id] = TIView(state, try_number, logical, logical if state == "up_for_retry" else None)
-            if outcome.outcome == "success":
-                results[task_id] = outcome.result
-                say(f"--- {task_id}: success, returned {outcome.result_json or 'null'}")
-                for skipped in outcome.extras.get("skip_task_ids") or ():
-                    if skipped in states and states[skipped].state == TaskState.NONE:
-                        states[skipped] = TIView(TaskState.SKIPPED)
-                        say(f"--- {skipped}: skipped ({outcome.extras.get('skip_reason')})")
-            else:
-                say(f"--- {task_id}: {state}: {outcome.error}")
+            if outcome.outcome != "success":
+                continue
+            run.results[task_id] = outcome.result
+            for skipped in outcome.extras.get("skip_task_ids") or ():
+                if skipped in states and states[skipped].state == TaskState.NONE:
+                    states[skipped] = TIView(TaskState.SKIPPED)
+                    say(f"--- {skipped}: skipped ({outcome.extras.get('skip_reason')})")
 
 
-def _run_mapped(
-    dag: DAG,
-    sdag: SerializedDag,
-    task_id: str,
-    results: dict[str, Any],
-    tries: dict[str, TryOutcome],
-    run_id: str,
-    logical: datetime,
-    conf: Mapping[str, Any],
-    max_result_bytes: int,
-    stream: TextIO,
-    say: Callable[[str], None],
-) -> TIView:
+def _run_mapped(run: _TestRun, sdag: SerializedDag, task_id: str) -> TIView:
     """Expand a mapped task over its upstream values, as the scheduler does, and run each instance
     to its end (retries at once). Its output is the list of the instances' results; the task ends
     failed if an instance failed, skipped if the expansion is empty or every instance skipped."""
     from hareflow.common.dag.mapping import ExpansionError, all_elements, expansion_length, source_lists
 
-    task = dag.get_task(task_id)
+    task = run.dag.get_task(task_id)
     spec = sdag.get_task(task_id).expand_spec
     assert spec is not None
     try:
-        lists = source_lists(spec, results)
+        lists = source_lists(spec, run.results)
         expansion_length(spec, lists)  # validates what it maps over
         elements = all_elements(spec, lists)
     except ExpansionError as exc:
-        say(f"--- {task_id}: failed: {exc}")
-        return TIView(TaskState.FAILED, 1, logical)
+        run.say(f"--- {task_id}: failed: {exc}")
+        return TIView(TaskState.FAILED, 1, run.logical)
     if not elements:
-        results[task_id] = []
-        say(f"--- {task_id}: skipped (it maps over nothing)")
+        run.results[task_id] = []
+        run.say(f"--- {task_id}: skipped (it maps over nothing)")
         return TIView(TaskState.SKIPPED)
     outputs: list[Any] = []
     ends: list[str] = []
     for index, arguments in enumerate(elements):
         for try_number in range(1, task.max_tries + 1):
-            say(f"--- {task_id}[{index}] (try {try_number} of {task.max_tries})")
-            payload = task_payload(
-                dag,
-                task,
-                run_id=run_id,
-                logical_date=logical,
-                conf=conf,
-                upstream_results={u: results.get(u) for u in task.input_task_ids},
-                try_number=try_number,
-                map_index=index,
-                expand_args=arguments,
-            )
-            outcome = run_try(task, payload, max_result_bytes=max_result_bytes, out=stream)
-            no_retry = bool(outcome.extras.get("no_retry"))
-            state = outcome_state(
-                WorkerOutcome(outcome.outcome), try_number, task.max_tries, no_retry=no_retry
+            outcome, state = run.attempt(
+                task, f"{task_id}[{index}]", try_number, map_index=index, expand_args=arguments
             )
             if state != TaskState.UP_FOR_RETRY:
                 break
-            say(f"--- {task_id}[{index}]: up_for_retry: {outcome.error}")
-        tries[f"{task_id}[{index}]"] = outcome
         ends.append(state)
         outputs.append(outcome.result if outcome.outcome == "success" else None)
-        if outcome.outcome == "success":
-            say(f"--- {task_id}[{index}]: success, returned {outcome.result_json or 'null'}")
-        else:
-            say(f"--- {task_id}[{index}]: {state}: {outcome.error}")
-    results[task_id] = outputs
+    run.results[task_id] = outputs
     if TaskState.FAILED in ends:
         final = TaskState.FAILED
     elif all(end == TaskState.SKIPPED for end in ends):
         final = TaskState.SKIPPED
     else:
         final = TaskState.SUCCESS
-    say(f"--- {task_id}: {final.value} ({len(ends)} mapped instances)")
-    return TIView(final, 1, logical)
+    run.say(f"--- {task_id}: {final.value} ({len(ends)} mapped instances)")
+    return TIView(final, 1, run.logical)
