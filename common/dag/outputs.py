@@ -27,6 +27,26 @@ if TYPE_CHECKING:
 Key = str | int
 
 
+class RefusesXComArgMethods:
+    """Airflow's ``XComArg`` methods hareflow does not support, on a task and on its output: each
+    fails at parse time with what to write instead (``mapping.unsupported``), never silently."""
+
+    def map(self, *_: Any, **__: Any) -> Any:
+        from hareflow.common.dag.mapping import unsupported
+
+        raise unsupported("map")
+
+    def zip(self, *_: Any, **__: Any) -> Any:
+        from hareflow.common.dag.mapping import unsupported
+
+        raise unsupported("zip")
+
+    def concat(self, *_: Any, **__: Any) -> Any:
+        from hareflow.common.dag.mapping import unsupported
+
+        raise unsupported("concat")
+
+
 class Reference:
     """A value a task argument takes at run time; ``tasks`` are the upstream tasks it reads."""
 
@@ -47,7 +67,7 @@ def _describe(value: Any) -> str:
     return "None" if value is None else f"a {type(value).__name__}"
 
 
-class TaskOutput(Reference, DependencyMixin):
+class TaskOutput(Reference, DependencyMixin, RefusesXComArgMethods):
     """A task's result (``keys == ()``) or the value at ``keys`` inside it."""
 
     def __init__(self, task: BaseTask, keys: tuple[Key, ...] = ()) -> None:
@@ -68,22 +88,6 @@ class TaskOutput(Reference, DependencyMixin):
 
     # Indexing must not make an output look iterable (0, 1, 2, ... for ever).
     __iter__ = None  # type: ignore[assignment]
-
-    # Airflow's XComArg methods hareflow does not support fail at parse time, never silently.
-    def map(self, *_: Any, **__: Any) -> Any:
-        from hareflow.common.dag.mapping import unsupported
-
-        raise unsupported("map")
-
-    def zip(self, *_: Any, **__: Any) -> Any:
-        from hareflow.common.dag.mapping import unsupported
-
-        raise unsupported("zip")
-
-    def concat(self, *_: Any, **__: Any) -> Any:
-        from hareflow.common.dag.mapping import unsupported
-
-        raise unsupported("concat")
 
     def dependency_endpoints(self, *, as_upstream: bool) -> list[BaseTask]:
         return [self.task]

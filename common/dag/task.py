@@ -16,7 +16,7 @@ from hareflow.common.dag.context import Context
 from hareflow.common.dag.dag import DAG
 from hareflow.common.dag.dependencies import endpoints
 from hareflow.common.dag.errors import DagDefinitionError, user_location
-from hareflow.common.dag.outputs import TaskOutput
+from hareflow.common.dag.outputs import RefusesXComArgMethods, TaskOutput
 from hareflow.common.dag.settings import (
     DEFAULT_SETTINGS,
     Callback,
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 CallbackKind = Literal["success", "failure", "retry"]
 
 
-class BaseTask(SetupTeardownMixin):
+class BaseTask(SetupTeardownMixin, RefusesXComArgMethods):
     """Base class of every task type; subclasses implement ``execute(ctx)``.
 
     The constructor takes the task id and keyword-only settings (see ``TaskSettings``); settings not
@@ -141,21 +141,6 @@ class BaseTask(SetupTeardownMixin):
         raise DagDefinitionError.here(
             f"expand() belongs on the @task function, not on task '{self.task_id}': write fn.expand(x=...)"
         )
-
-    def map(self, *_: Any, **__: Any) -> Any:
-        from hareflow.common.dag.mapping import unsupported
-
-        raise unsupported("map")
-
-    def zip(self, *_: Any, **__: Any) -> Any:
-        from hareflow.common.dag.mapping import unsupported
-
-        raise unsupported("zip")
-
-    def concat(self, *_: Any, **__: Any) -> Any:
-        from hareflow.common.dag.mapping import unsupported
-
-        raise unsupported("concat")
 
     # -- dependencies ---------------------------------------------------------------------------
 
