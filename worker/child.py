@@ -20,14 +20,12 @@ closes, so a task never runs on as an orphan of a dead worker.
 
 from __future__ import annotations
 
-import inspect
 import io
 import logging
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -137,6 +135,7 @@ def run_task(
     """
     from hareflow.common.dag import encode_result
     from hareflow.common.dag.branching import downstream_skips
+    from hareflow.common.dag.callbacks import call_callback
     from hareflow.common.dag.context import context_from_message
     from hareflow.common.dag.exceptions import FailTask, SkipTask
     from hareflow.common.dag.loader import get_task
@@ -180,13 +179,13 @@ def run_task(
         if task is not None and ctx is not None:
             retrying = key["try_number"] < payload["max_tries"] and not no_retry
             name = "on_retry_callback" if retrying else "on_failure_callback"
-            _callback(getattr(task, name, None), ctx, exc, name)
+            call_callback(getattr(task, name, None), ctx, exc, name)
         sys.stdout, sys.stderr = saved
         return "failed", None, error
     if decision is not None:
         print(f"{decision.reason}; skipping: {', '.join(decision.task_ids)}", file=sys.stderr)
         _send_extras(conn, token, {"skip_task_ids": list(decision.task_ids), "skip_reason": decision.reason})
-    _callback(getattr(task, "on_success_callback", None), ctx, None, "on_success_callback")
+    call_callback(getattr(task, "on_success_callback", None), ctx, None, "on_success_callback")
     sys.stdout, sys.stderr = saved
     return "success", result_json, None
 
@@ -215,17 +214,3 @@ def user_traceback(exc: BaseException) -> str:
 def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) < 4000 else text[:4000] + "..."
-
-
-def _callback(fn: Callable[..., Any] | None, ctx: Any, exc: BaseException | None, name: str) -> None:
-    if fn is None:
-        return
-    try:
-        params = inspect.signature(fn).parameters
-        positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        if len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params.values()):
-            fn(ctx, exc)
-        else:
-            fn(ctx)
-    except Exception:
-        print(f"{name} raised:\n{traceback.format_exc()}", end="", file=sys.stderr)

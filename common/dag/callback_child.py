@@ -15,14 +15,13 @@ callback could not be found, 2 for bad usage.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
-import traceback
 from datetime import datetime
 from typing import Any
 
+from hareflow.common.dag.callbacks import call_callback
 from hareflow.common.dag.context import Context, resolve_params
 
 
@@ -55,19 +54,8 @@ def run_callback(path: str, request: dict[str, Any], dags_folder: str | None = N
         params=resolve_params(dag.params, conf),
         conf=conf,
     )
-    try:
-        positional = [
-            p
-            for p in inspect.signature(callback).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-        ]
-        if len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional):
-            callback(ctx, request.get("reason"))
-        else:
-            callback(ctx)
-    except Exception:
-        print(f"on_{request['kind']}_callback of DAG {dag.dag_id!r} raised:", file=sys.stderr)
-        traceback.print_exc()
+    name = f"on_{request['kind']}_callback of DAG {dag.dag_id!r}"
+    call_callback(callback, ctx, request.get("reason"), name)
     return 0
 
 

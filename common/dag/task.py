@@ -6,11 +6,9 @@ result, which must be JSON-serialisable because it travels to the metastore and 
 
 from __future__ import annotations
 
-import inspect
-import logging
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, Literal, Unpack
+from typing import Any, Unpack
 
 from hareflow.common.dag.context import Context
 from hareflow.common.dag.dag import DAG
@@ -27,10 +25,6 @@ from hareflow.common.dag.settings import (
 from hareflow.common.dag.setup_teardown import SetupTeardownMixin
 from hareflow.common.dag.task_group import TaskGroup, active_dag, enter_group
 from hareflow.common.dag.trigger_rules import TriggerRule
-
-logger = logging.getLogger(__name__)
-
-CallbackKind = Literal["success", "failure", "retry"]
 
 
 class BaseTask(SetupTeardownMixin, RefusesXComArgMethods):
@@ -107,26 +101,6 @@ class BaseTask(SetupTeardownMixin, RefusesXComArgMethods):
     def serialize_extra(self) -> dict[str, Any]:
         """Type-specific fields for the serialized form (e.g. a BashTask's command)."""
         return {}
-
-    def invoke_callback(self, kind: CallbackKind, ctx: Context, error: BaseException | None = None) -> None:
-        """Call the success/failure/retry callback, if set, with ``ctx`` (and ``error`` if it takes two).
-
-        A failing callback is logged and never changes the task's outcome.
-        """
-        callback = getattr(self, f"on_{kind}_callback")
-        if callback is None:
-            return
-        try:
-            try:
-                takes_error = len(inspect.signature(callback).parameters) >= 2
-            except (TypeError, ValueError):
-                takes_error = False
-            if takes_error:
-                callback(ctx, error)
-            else:
-                callback(ctx)
-        except Exception:
-            logger.exception("on_%s_callback of task %s.%s failed", kind, self.dag.dag_id, self.task_id)
 
     # -- mapping: Airflow spellings that fail clearly (see hareflow.common.dag.mapping) -----------
 
