@@ -23,6 +23,14 @@ the lowest version that can express it, and every version listed here is decoded
 ``log``       worker -> results consumer: one chunk of a try's captured output, numbered by ``seq``
               so a redelivered chunk is stored once.
 ``heartbeat`` worker -> results consumer: who it is, what it consumes, what it is running.
+``lookup``    worker -> control plane, on ``<prefix>.lookups`` (transient, with an expiry): a task
+              asks for one connection (``kind`` ``connection``) or variable (``variable``) by
+              ``name``; ``key`` is the asking try, filled in by the worker from the task message
+              (never by the task), so the control plane can check who asks.
+``lookup_reply`` control plane -> the asking worker, over RabbitMQ's direct reply-to (never queued,
+              never on the broker's disk): ``ok`` with ``value`` (the connection's JSON form or the
+              variable's text, null when not defined) or ``error`` with ``code`` (``denied``,
+              ``not_found``, ``error``).
 ``state``     a state changed (one run, task instance, log or DAG).
 ``events``    results consumer / scheduler -> everyone (fanout, transient): a batch of ``state``
               events, one broker message for all the changes of one transaction.
@@ -188,11 +196,46 @@ class EventBatch(_Message):
         return {"type": self.type, "v": self.version(), "events": [e.to_dict() for e in self.events]}
 
 
-Message = TaskMessage | ResultMessage | LogMessage | HeartbeatMessage | StateEvent | EventBatch
+@dataclass(frozen=True)
+class LookupRequest(_Message):
+    type: ClassVar[str] = "lookup"
+    kind: str  # connection | variable
+    name: str
+    key: TaskKey
+
+
+@dataclass(frozen=True)
+class LookupReply(_Message):
+    type: ClassVar[str] = "lookup_reply"
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    code: str | None = None  # denied | not_found | error
+
+
+Message = (
+    TaskMessage
+    | ResultMessage
+    | LogMessage
+    | HeartbeatMessage
+    | StateEvent
+    | EventBatch
+    | LookupRequest
+    | LookupReply
+)
 
 _TYPES: dict[str, type[_Message]] = {
     cls.type: cls
-    for cls in (TaskMessage, ResultMessage, LogMessage, HeartbeatMessage, StateEvent, EventBatch)
+    for cls in (
+        TaskMessage,
+        ResultMessage,
+        LogMessage,
+        HeartbeatMessage,
+        StateEvent,
+        EventBatch,
+        LookupRequest,
+        LookupReply,
+    )
 }
 
 
@@ -267,5 +310,8 @@ def _check_types(message: _Message) -> None:
             raise MessageError("max_tries must be an integer")
         if message.expand_args is not None and not isinstance(message.expand_args, dict):
             raise MessageError("expand_args must be an object")
+    if isinstance(message, LookupRequest):
+        if message.kind not in ("connection", "variable") or not isinstance(message.name, str):
+            raise MessageError("a lookup names a connection or a variable")
     if isinstance(message, LogMessage) and not isinstance(message.text, str):
         raise MessageError("log text must be a string")

@@ -80,6 +80,17 @@ class Settings:
     admin_username: str = "admin"  # `hareflow db init` creates this admin user once ...
     admin_password: str = ""  # ... with this password (empty: no user is created)
     log_level: str = "INFO"
+    # Integrations (docs/integrations.md)
+    # Fernet keys that encrypt connections and variables at rest, comma-separated: the first
+    # encrypts, all decrypt (rotation). Empty: <home>/fernet.key if it exists.
+    fernet_key: str = ""
+    # Secrets backends asked after the environment and before the metastore, in order, by the
+    # names they register under the hareflow.secrets entry point (built in: files).
+    secrets_backends: str = ""
+    # JSON object of keyword arguments per backend name: {"files": {"directory": "/run/secrets"}}.
+    secrets_backend_options: str = ""
+    lookup_timeout: float = 10.0  # a task's connection/variable lookup fails after this long
+    base_url: str = ""  # the web UI's address as users reach it, for links in notifications
     # Metrics (Prometheus; docs/metrics.md)
     metrics_port: int = 0  # scheduler, results and worker export /metrics here; 0: no exporter
     metrics_host: str = "127.0.0.1"  # the exporter's address; 0.0.0.0 to be scraped from other hosts
@@ -122,7 +133,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in ("database_url", "broker_url"):
                 value = mask_url(str(value)) if value else value
-            if f.name in ("secret_key", "admin_password") and value:
+            if f.name in ("secret_key", "admin_password", "fernet_key") and value:
                 value = "***"
             out[f.name] = "" if value is None else str(value)
         out["database_url (effective)"] = mask_url(self.effective_database_url)
@@ -275,5 +286,7 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"web_session_hours = {settings.web_session_hours!r}: must be at least 1")
     if settings.web_proxy_count < 0:
         raise ConfigError(f"web_proxy_count = {settings.web_proxy_count!r}: 0 (no proxy) or more")
+    if settings.lookup_timeout <= 0:
+        raise ConfigError(f"lookup_timeout = {settings.lookup_timeout!r}: must be more than 0 seconds")
     if not 0 <= settings.metrics_port <= 65535:
         raise ConfigError(f"metrics_port = {settings.metrics_port!r}: a TCP port, or 0 for no exporter")

@@ -321,3 +321,34 @@ class SchedulerHeartbeat(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_heartbeat: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ConnectionRow(Base):
+    """A Connection (``hareflow.common.secrets``). ``password`` and ``extra`` hold Fernet tokens,
+    never plaintext; the rest is not secret and is shown in lists as it is."""
+
+    __tablename__ = "connection"
+
+    conn_id: Mapped[str] = mapped_column(SafeString(ID_LEN), primary_key=True)
+    conn_type: Mapped[str] = mapped_column(SafeString(100))
+    description: Mapped[str | None] = mapped_column(SafeText)
+    host: Mapped[str | None] = mapped_column(SafeString(1000))
+    port: Mapped[int | None] = mapped_column(Integer)
+    login: Mapped[str | None] = mapped_column(SafeText)
+    password: Mapped[str | None] = mapped_column(SafeText)  # Fernet token
+    schema: Mapped[str | None] = mapped_column(SafeString(1000))
+    extra: Mapped[str | None] = mapped_column(SafeText)  # Fernet token of a JSON object
+    # DAG ids allowed to read it from a task; None: every DAG.
+    allowed_dag_ids: Mapped[list[str] | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class VariableRow(Base):
+    """A Variable: ``val`` is the Fernet token of its text (JSON text for structured values)."""
+
+    __tablename__ = "variable"
+
+    key: Mapped[str] = mapped_column(SafeString(ID_LEN), primary_key=True)
+    val: Mapped[str] = mapped_column(SafeText)  # Fernet token
+    description: Mapped[str | None] = mapped_column(SafeText)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
