@@ -29,6 +29,7 @@ from hareflow.common.dag import (
 from hareflow.common.dag.chain import chain, chain_linear, cross_downstream
 from hareflow.common.dag.dag import set_test_runner
 from hareflow.common.dag.decorators import dag, task_group
+from hareflow.common.secrets import Connection, Variable
 
 
 def _run_dag_here(target: DAG, **options: object) -> object:
@@ -44,6 +45,7 @@ __all__ = [
     "BaseTask",
     "BashTask",
     "BranchTask",
+    "Connection",
     "Context",
     "DagDefinitionError",
     "FailTask",
@@ -56,6 +58,7 @@ __all__ = [
     "TaskResultTooLarge",
     "Timetable",
     "TriggerRule",
+    "Variable",
     "chain",
     "chain_linear",
     "cross_downstream",

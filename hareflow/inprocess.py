@@ -117,10 +117,20 @@ def task_payload(
 def run_try(
     task: BaseTask, payload: dict[str, Any], *, max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, out: TextIO
 ) -> TryOutcome:
-    """Run one try of ``task`` through the worker's task body, its output going to ``out``."""
+    """Run one try of ``task`` through the worker's task body, its output going to ``out``.
+    Connections and variables are read from the lookup chain in this process (environment,
+    backends, the configured metastore), as the DAG (its allow-lists apply)."""
     sink = _Sink(out)
-    outcome, result_json, error = run_task(payload, max_result_bytes, sink, loaded=task)  # type: ignore[arg-type]
+    resolver = _resolver_for(payload["key"]["dag_id"])
+    outcome, result_json, error = run_task(payload, max_result_bytes, sink, loaded=task, resolver=resolver)  # type: ignore[arg-type]
     return TryOutcome(outcome, result_json, error, sink.rendered_json, sink.extras)
+
+
+def _resolver_for(dag_id: str) -> Any:
+    """A resolver per try, as on a worker (a try's lookups are cached for that try only)."""
+    from hareflow.common.secrets.client import local_resolver
+
+    return local_resolver(dag_id=dag_id)
 
 
 @dataclass

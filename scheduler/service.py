@@ -14,6 +14,7 @@ from hareflow.common.health import HealthReporter, progress_probe
 from hareflow.common.messages import StateEvent
 from hareflow.common.metrics import start_exporter
 from hareflow.scheduler.dag_processor import DagProcessor
+from hareflow.scheduler.lookups import LookupServer
 from hareflow.scheduler.loop import Scheduler
 from hareflow.scheduler.results import ResultsConsumer
 from sqlalchemy.orm import Session, sessionmaker
@@ -65,6 +66,7 @@ def run_scheduler(
         scheduler.on_events(events, echoed=False)
 
     executor.subscribe_events(lambda e: scheduler.on_broadcast([e]))
+    executor.serve_lookups(LookupServer(settings, sessions).handle)
     threads = []
     # A pass normally ends within the idle wait; a minute without one means it is stuck (or the
     # metastore has been down that long).
@@ -113,6 +115,7 @@ def run_results(settings: Settings, stop: threading.Event) -> None:
     executor.start()
     consumer = ResultsConsumer(executor=executor, session_factory=sessions, settings=settings)
     consumer.start()
+    executor.serve_lookups(LookupServer(settings, sessions).handle)  # any control-plane process may answer
     reporter = _results_health(settings, consumer).start()
     exporter = start_exporter(settings)
     try:

@@ -6,11 +6,18 @@ between two local processes, never the wire); every record names the request's t
 worker discards (and logs) a record naming another one:
   task process -> worker: ``("started", token, pid)``
   worker -> task process: ``("run", token, task_message_dict, max_result_bytes)``
+  task process -> worker: ``("lookup", token, n, kind, name)`` when the task asks for a connection
+                          or variable; the worker answers ``("lookup_reply", token, n, reply)``
+                          (``reply`` holds the ``lookup_reply`` message's fields) and the task
+                          waits for that answer (see ``hareflow.worker.lookups``)
   task process -> worker: ``("log", token, text)`` any number of times, ``("rendered", token,
                           json)`` once its template fields are rendered (tasks having some), then,
                           for a try that decided more than its outcome, ``("extras", token, {...})``
                           (the result message's optional fields: ``no_retry``, ``skip_task_ids``,
                           ``skip_reason``), then ``("done", token, outcome, result_json, error)``
+
+Every text that leaves the process (log, error, rendered fields) is first masked: secret values
+the task has looked up read ``***`` (``hareflow.common.secrets.masking``).
 
 The process leads its own session and process group; it exits right after ``done``, and the zygote
 then kills whatever it started (see the zygote's docstring). It dies with the zygote
@@ -30,6 +37,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from hareflow.common.secrets.masking import masker
+
 LOG_FORMAT = "[%(asctime)s] %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger(__name__)
 
@@ -46,7 +55,7 @@ class _PipeWriter(io.TextIOBase):
 
     def write(self, text: str) -> int:
         if text:
-            self._conn.send(("log", self._token, text))
+            self._conn.send(("log", self._token, masker.redact(text)))
         return len(text)
 
     def flush(self) -> None:
@@ -122,6 +131,56 @@ def _disarm_timeout() -> None:
 
 
 def run_task(
+    payload: dict[str, Any],
+    max_result_bytes: int,
+    conn: Connection,
+    token: str = "",
+    loaded: Any = None,
+    resolver: Any = None,
+) -> tuple[str, str | None, str | None]:
+    """Run one try (see :func:`_run_task`), its connection and variable lookups going to
+    ``resolver`` (default: to the worker over ``conn``), its error text and return value masked."""
+    from hareflow.common.secrets.client import RemoteResolver, set_resolver
+
+    previous = set_resolver(resolver if resolver is not None else RemoteResolver(pipe_ask(conn, token)))
+    try:
+        outcome, result_json, error = _run_task(payload, max_result_bytes, conn, token, loaded)
+    finally:
+        set_resolver(previous)
+    # The return value too: it is stored and shown like a log (a BashTask's is its last output line).
+    # Downstream tasks that need the secret look the connection up themselves.
+    if result_json:
+        result_json = masker.redact(result_json)
+    return outcome, result_json, masker.redact(error) if error else error
+
+
+def pipe_ask(conn: Connection, token: str) -> Any:
+    """The task side of a lookup: ask the worker over the pipe and wait for its answer (the
+    worker always answers, within its ``lookup_timeout``; a closed pipe means it is gone)."""
+    import itertools
+    import threading
+
+    from hareflow.common.secrets.errors import LookupUnavailable
+
+    lock = threading.Lock()
+    numbers = itertools.count(1)
+
+    def ask(kind: str, name: str) -> dict[str, Any]:
+        with lock:
+            n = next(numbers)
+            try:
+                conn.send(("lookup", token, n, kind, name))
+                while True:
+                    item = conn.recv()
+                    if isinstance(item, tuple) and len(item) == 4 and item[:3] == ("lookup_reply", token, n):
+                        return item[3] if isinstance(item[3], dict) else {"ok": False, "error": "bad reply"}
+            except (EOFError, OSError):
+                raise LookupUnavailable(f"the worker went away while looking up {kind} {name!r}") from None
+
+    return ask
+
+
+def _run_task(
     payload: dict[str, Any], max_result_bytes: int, conn: Connection, token: str = "", loaded: Any = None
 ) -> tuple[str, str | None, str | None]:
     """Run one try; return ``(outcome, result_json, error)``. Never raises.
@@ -153,7 +212,7 @@ def run_task(
         ctx = context_from_message(payload)
         task, rendered = rendered_task(task, ctx)
         if rendered:
-            conn.send(("rendered", token, rendered_json(rendered)))
+            conn.send(("rendered", token, masker.redact(rendered_json(rendered))))
         value = task.execute(ctx)
         _disarm_timeout()
         decision = downstream_skips(task, value)

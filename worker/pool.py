@@ -292,6 +292,12 @@ class TaskProcess:
         self.extras: dict[str, Any] = {}  # the optional result fields the task sent
         self.rendered_json: str | None = None  # the try's rendered template fields, once sent
         self._zygote = zygote
+        self._send_lock = threading.Lock()
+
+    def send(self, record: object) -> None:
+        """Send a record to the task process (from any thread: lookup replies come from relay threads)."""
+        with self._send_lock:
+            self.conn.send(record)
 
     def usable(self) -> bool:
         """An unused spare that has not died on its own."""

@@ -50,6 +50,7 @@ from hareflow.common.messages import (
 )
 from hareflow.worker.copies import Copies
 from hareflow.worker.dag_folder import DagFolder
+from hareflow.worker.lookups import LookupRelay
 from hareflow.worker.pool import TaskProcess, TaskProcessPool, TaskStartError, pool_context
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class Worker:
         self._dag_folder = DagFolder(settings.effective_dags_folder())
         self._consumer: object | None = None
         self._reporter = _Reporter(executor)
+        self._lookups = LookupRelay(executor, settings.lookup_timeout, threads=concurrency)
         #: monotonic time a heartbeat last reached the broker (read by the health probe)
         self.last_heartbeat_sent = time.monotonic()
 
@@ -180,6 +182,7 @@ class Worker:
         self._reporter.close(abandon=self._immediate.is_set())
         self._heartbeat("stopped")
         self._pool.close()
+        self._lookups.close()
         for gauge in (metrics.WORKER_SLOTS, metrics.WORKER_SLOTS_USED):
             try:
                 gauge.remove(self.identity.name)
@@ -401,7 +404,7 @@ class Worker:
             try:
                 ready = proc.conn.poll(wait)
                 while ready:
-                    done = _take_record(proc, proc.conn.recv(), logs)
+                    done = _take_record(proc, proc.conn.recv(), logs, message.key, self._lookups)
                     if done is not None:
                         # It exits on its own right after; the zygote reaps it and sweeps up
                         # anything it left. The result need not wait for that.
@@ -434,7 +437,11 @@ def execution_timeout_of(message: TaskMessage) -> float | None:
 
 
 def _take_record(
-    proc: TaskProcess, item: object, logs: _LogBuffer
+    proc: TaskProcess,
+    item: object,
+    logs: _LogBuffer,
+    key: TaskKey | None = None,
+    lookups: LookupRelay | None = None,
 ) -> tuple[str, str | None, str | None] | None:
     """Apply one record from a task process; return the outcome once it is ``done``.
 
@@ -453,6 +460,8 @@ def _take_record(
         proc.extras = item[2]
     elif kind == "rendered" and isinstance(item[2], str):
         proc.rendered_json = item[2]
+    elif kind == "lookup" and len(item) == 5 and lookups is not None and key is not None:
+        lookups.submit(proc, key, item[2], item[3], item[4])
     elif kind == "done" and len(item) == 5:
         return item[2], item[3], item[4]
     else:

@@ -128,6 +128,17 @@ class Executor(abc.ABC):
     def queue_stats(self, queues: Sequence[str]) -> list[QueueStats]:
         """Depth and consumer count of task queues (and the dead-letter queue)."""
 
+    @abc.abstractmethod
+    def serve_lookups(self, handler: Callable[[bytes], bytes]) -> None:
+        """Answer lookup requests (``lookup`` messages) with ``handler``'s reply body. The handler
+        may block (it reads the metastore); it runs off the adapter's own thread. Several servers
+        may serve at once: each request goes to one of them."""
+
+    @abc.abstractmethod
+    def lookup(self, body: bytes, timeout: float) -> bytes:
+        """Send one lookup request and return the reply body. Replies are transient and never
+        queued (they carry secrets). Raises BrokerUnavailable when no reply comes in ``timeout``."""
+
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name}
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hareflow.common.broker.base import (
+    BrokerUnavailable,
     ConsumerHandle,
     Delivery,
     DeliveryHandler,
@@ -84,6 +85,7 @@ class LocalExecutor(Executor):
         self._cond = threading.Condition()
         self._results_handler: DeliveryHandler | None = None
         self._event_handlers: list[Callable[[StateEvent], None]] = []
+        self._lookup_handler: Callable[[bytes], bytes] | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -181,6 +183,16 @@ class LocalExecutor(Executor):
 
     def subscribe_events(self, handler: Callable[[StateEvent], None]) -> None:
         self._event_handlers.append(handler)
+
+    def serve_lookups(self, handler: Callable[[bytes], bytes]) -> None:
+        self._lookup_handler = handler
+
+    def lookup(self, body: bytes, timeout: float) -> bytes:
+        # One process: the answer is a function call (the handler reads the metastore directly).
+        handler = self._lookup_handler
+        if handler is None:
+            raise BrokerUnavailable("no lookup server in this process (is the scheduler running?)")
+        return handler(body)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         with self._cond:

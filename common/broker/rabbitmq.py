@@ -166,6 +166,8 @@ class RabbitMQExecutor(Executor):
         self._declared: set[str] = set()
         self._task_consumers: list[list[tuple[AbstractQueue, str]]] = []
         self._task_channel: AbstractChannel | None = None
+        self._reply_channel: AbstractChannel | None = None
+        self._waiting_replies: dict[str, asyncio.Future[bytes]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -444,6 +446,107 @@ class RabbitMQExecutor(Executor):
                     log.exception("event handler failed")
 
         await queue.consume(on_message, no_ack=True)
+
+    # -- lookups (request/reply) ----------------------------------------------------------------
+    #
+    # Requests name a connection or variable, never a secret: they go to the durable
+    # ``<prefix>.lookups`` queue as transient messages that expire when the asker stops waiting.
+    # Replies carry secrets, so they use direct reply-to: RabbitMQ hands them straight to the
+    # asking channel, never through a queue and never to disk. (TLS, ``amqps://``, keeps them off
+    # the wire in plaintext too.)
+
+    REPLY_TO = "amq.rabbitmq.reply-to"
+
+    def serve_lookups(self, handler: Callable[[bytes], bytes]) -> None:
+        self._call(self._serve_lookups(handler), timeout=30)
+
+    async def _serve_lookups(self, handler: Callable[[bytes], bytes]) -> None:
+        assert self._conn is not None
+        channel = await self._conn.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=16)
+        queue = await channel.declare_queue(
+            self.topology.lookups_queue, durable=True, arguments={"x-queue-type": self.topology.queue_type}
+        )
+        loop = asyncio.get_running_loop()
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            try:
+                if message.reply_to:
+                    reply = await loop.run_in_executor(None, handler, message.body)
+                    await channel.default_exchange.publish(
+                        aio_pika.Message(
+                            reply,
+                            correlation_id=message.correlation_id,
+                            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+                            content_type="application/json",
+                        ),
+                        routing_key=message.reply_to,
+                        mandatory=False,  # direct reply-to routes to no queue: never "returned"
+                    )
+            except Exception:
+                log.exception("answering a lookup failed")
+            finally:
+                await message.ack()
+
+        await queue.consume(on_message)
+
+    def lookup(self, body: bytes, timeout: float) -> bytes:
+        future = asyncio.run_coroutine_threadsafe(self._lookup(body, timeout), self._loop)
+        try:
+            return future.result(timeout + 1.0)
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            future.cancel()
+        except concurrent.futures.CancelledError:
+            pass
+        except _RECOVERABLE as exc:
+            raise BrokerUnavailable(f"lookup: broker at {mask_url(self._url)}: {exc}") from None
+        raise BrokerUnavailable(
+            f"no answer to the lookup within {timeout:g}s: is a scheduler running (it serves lookups)?"
+        )
+
+    async def _reply_channel_ready(self) -> AbstractChannel:
+        if self._reply_channel is None or self._reply_channel.is_closed:
+            assert self._conn is not None
+            channel = await self._conn.channel(publisher_confirms=False)
+            # Declared here too, so a request waits (until it expires) for a server starting late.
+            await channel.declare_queue(
+                self.topology.lookups_queue,
+                durable=True,
+                arguments={"x-queue-type": self.topology.queue_type},
+            )
+            # The pseudo-queue exists on every broker; it must not be declared, only consumed.
+            queue = await channel.get_queue(self.REPLY_TO, ensure=False)
+
+            async def on_reply(message: AbstractIncomingMessage) -> None:
+                waiter = self._waiting_replies.pop(message.correlation_id or "", None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(message.body)
+
+            await queue.consume(on_reply, no_ack=True)
+            self._reply_channel = channel
+        return self._reply_channel
+
+    async def _lookup(self, body: bytes, timeout: float) -> bytes:
+        channel = await self._reply_channel_ready()
+        correlation_id = uuid.uuid4().hex
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting_replies[correlation_id] = waiter
+        try:
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    body,
+                    correlation_id=correlation_id,
+                    reply_to=self.REPLY_TO,
+                    delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+                    expiration=timeout,
+                    content_type="application/json",
+                ),
+                routing_key=self.topology.lookups_queue,
+                mandatory=False,
+            )
+            return await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._waiting_replies.pop(correlation_id, None)
 
     # -- dead letters and inspection ------------------------------------------------------------
 

@@ -41,6 +41,10 @@ class Topology:
     def dead_queue(self) -> str:
         return f"{self.prefix}.dead"
 
+    @property
+    def lookups_queue(self) -> str:
+        return f"{self.prefix}.lookups"
+
     def task_queue(self, name: str) -> str:
         return f"{self.prefix}.q.{name}"
 

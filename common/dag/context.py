@@ -51,6 +51,7 @@ def resolve_params(defaults: Mapping[str, Any], conf: Mapping[str, Any] | None) 
 CONTEXT_NAMES: frozenset[str] = frozenset(
     {
         "conf",
+        "conn",
         "dag",
         "dag_run",
         "data_interval_end",
@@ -66,6 +67,7 @@ CONTEXT_NAMES: frozenset[str] = frozenset(
         "ti",
         "ts",
         "ts_nodash",
+        "var",
     }
 )
 
@@ -121,8 +123,11 @@ def context_values(ctx: Context, task: Any = None) -> dict[str, Any]:
         conf=dict(ctx.conf),
     )
     ts = ctx.logical_date.isoformat() if ctx.logical_date is not None else None
+    from hareflow.common.secrets.accessors import CONN, VAR
+
     return {
         "conf": dict(ctx.conf),
+        "conn": CONN,
         "dag": getattr(task, "dag", None),
         "dag_run": dag_run,
         "data_interval_end": ctx.data_interval_end,
@@ -138,6 +143,7 @@ def context_values(ctx: Context, task: Any = None) -> dict[str, Any]:
         "ti": ti,
         "ts": ts,
         "ts_nodash": _strftime(ctx.logical_date, "%Y%m%dT%H%M%S"),
+        "var": VAR,
     }
 
 

@@ -123,16 +123,19 @@ class MetastoreBackend:
         return self._cipher
 
     def get_connection(self, conn_id: str) -> Connection | None:
+        from hareflow.common.db.models import ConnectionRow
         from hareflow.common.secrets import store
 
         with self._sessions() as session:
-            return store.get_connection(session, conn_id, self._cipher_now())
+            row = session.get(ConnectionRow, conn_id)
+            return None if row is None else store.decode_connection(row, self._cipher_now())
 
     def get_variable(self, key: str) -> str | None:
-        from hareflow.common.secrets import store
+        from hareflow.common.db.models import VariableRow
 
         with self._sessions() as session:
-            return store.get_variable(session, key, self._cipher_now())
+            row = session.get(VariableRow, key)
+            return None if row is None else self._cipher_now().decrypt(row.val, f"variable {key!r}")
 
 
 def configured_backends(settings: Settings) -> list[SecretsBackend]:

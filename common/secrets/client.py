@@ -147,12 +147,36 @@ def current_resolver() -> Resolver:
 
 
 def local_resolver(settings: Any = None, dag_id: str | None = None) -> ChainResolver:
-    """The chain this process can read: environment, backends, and the metastore when the
-    settings name a database that has the tables."""
+    """The chain this process can read: environment, backends, then the configured metastore
+    (opened on first use; a SQLite file that does not exist holds nothing)."""
     from hareflow.common.config import load_settings
-    from hareflow.common.db import create_engine_for, make_session_factory
     from hareflow.common.secrets.backends import chain_from_settings
 
     settings = settings or load_settings()
-    sessions = make_session_factory(create_engine_for(settings.effective_database_url))
-    return ChainResolver(chain_from_settings(settings, sessions), dag_id=dag_id)
+    return ChainResolver(chain_from_settings(settings, _LazySessions(settings)), dag_id=dag_id)
+
+
+class _LazySessions:
+    """A session factory that connects on first use, and a missing SQLite file reads as empty."""
+
+    def __init__(self, settings: Any) -> None:
+        self._settings = settings
+        self._factory: Any = None
+
+    def __call__(self) -> Any:
+        import contextlib
+        from pathlib import Path
+
+        from hareflow.common.db import create_engine_for, make_session_factory
+
+        url = self._settings.effective_database_url
+        if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+            return contextlib.nullcontext(_NoRows())
+        if self._factory is None:
+            self._factory = make_session_factory(create_engine_for(url))
+        return self._factory()
+
+
+class _NoRows:
+    def get(self, *_: Any, **__: Any) -> None:
+        return None

@@ -45,7 +45,7 @@ def put_connection(session: Session, conn: Connection, cipher: Cipher) -> bool:
     return created
 
 
-def _decoded(row: ConnectionRow, cipher: Cipher) -> Connection:
+def decode_connection(row: ConnectionRow, cipher: Cipher) -> Connection:
     what = f"connection {row.conn_id!r}"
     password = cipher.decrypt(row.password, f"{what} password") if row.password else None
     extra: dict[str, Any] = {}
@@ -70,7 +70,7 @@ def _decoded(row: ConnectionRow, cipher: Cipher) -> Connection:
 
 def get_connection(session: Session, conn_id: str, cipher: Cipher) -> Connection | None:
     row = session.get(ConnectionRow, conn_id)
-    return None if row is None else _decoded(row, cipher)
+    return None if row is None else decode_connection(row, cipher)
 
 
 @dataclass(frozen=True)

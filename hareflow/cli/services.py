@@ -67,6 +67,10 @@ def standalone(
     from hareflow.web.security import ensure_secret_key
 
     settings = settings.replace(secret_key=ensure_secret_key(settings))
+    if not settings.fernet_key:  # connections and variables are encrypted with <home>/fernet.key
+        from hareflow.common.secrets.crypto import ensure_key_file
+
+        ensure_key_file(settings.home)
     url = f"http://{settings.web_host}:{listener.getsockname()[1]}/"
     sys.exit(
         _serve_standalone(
