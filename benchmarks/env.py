@@ -109,7 +109,9 @@ def delete_topology(prefix: str, task_queues: tuple[str, ...] = ("default",)) ->
 
     if not prefix.startswith(PREFIX + "-"):
         raise ValueError(f"refusing to delete the topology of {prefix!r}")
-    queues = [f"{prefix}.results", f"{prefix}.dead"] + [f"{prefix}.q.{q}" for q in task_queues]
+    queues = [f"{prefix}.results", f"{prefix}.dead", f"{prefix}.lookups"] + [
+        f"{prefix}.q.{q}" for q in task_queues
+    ]
     exchanges = [f"{prefix}.tasks", f"{prefix}.results", f"{prefix}.dead", f"{prefix}.events"]
     try:
         conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
