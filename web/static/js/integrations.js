@@ -12,7 +12,8 @@
       const fields = option && option.dataset.fields ? option.dataset.fields.split(",") : null;
       for (const node of document.querySelectorAll("[data-hint-for]")) {
         const hint = hints[node.dataset.hintFor];
-        node.textContent = hint ? "(" + hint + ")" : "";
+        // A hint that only repeats the field's name ("host" for Host) says nothing.
+        node.textContent = hint && hint.toLowerCase() !== node.dataset.hintFor ? "(" + hint + ")" : "";
       }
       for (const node of document.querySelectorAll("#connection-form [data-field]")) {
         node.hidden = fields !== null && !fields.includes(node.dataset.field);
