@@ -515,3 +515,30 @@ def test_routes_state_their_roles(app: Flask) -> None:
     }
 
     assert roles and set(roles.values()) == {"op"}
+
+
+def test_the_test_button_without_javascript_reports_the_result_as_a_message(op: Client) -> None:
+    conn_id = new_connection(op, host="127.0.0.1", port=_free_port(), extra={})["conn_id"]
+
+    response = op.form(f"/connections/{conn_id}/test")
+    page = op.get("/connections").text
+
+    assert response.status_code == 302
+    assert f"{conn_id}: failed" in page and SECRET not in page
+
+
+def test_the_variable_forms_create_and_keep_a_sensitive_value_left_empty(
+    op: Client, web_sessions: sessionmaker[Session], web_settings: Settings
+) -> None:
+    key = unique("service_token")
+    created = op.form("/variables", {"key": key, "value": SECRET, "description": "d1"})
+    edit_page = op.get(f"/variables/{key}/edit").text
+    saved = op.form(f"/variables/{key}/edit", {"value": "", "description": "d2"})
+    bad = op.form("/variables", {"key": "bad key", "value": "x"})
+
+    assert created.status_code == saved.status_code == 302
+    assert SECRET not in edit_page and "leave empty to keep" in edit_page
+    assert bad.status_code == 400 and "key" in bad.text
+    with web_sessions() as s:
+        assert store.get_variable(s, key, cipher_from_settings(web_settings)) == SECRET
+    assert op.api("GET", f"/variables/{key}").json["description"] == "d2"
