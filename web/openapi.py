@@ -166,7 +166,169 @@ SCHEMAS: dict[str, Any] = {
         to_date={"type": "string"},
         progress={"type": "object"},
     ),
+    "Connection": _obj(
+        conn_id={"type": "string"},
+        conn_type={"type": "string"},
+        description={"type": "string", "nullable": True},
+        host={"type": "string", "nullable": True},
+        port={**INT, "nullable": True},
+        login={"type": "string", "nullable": True},
+        schema={"type": "string", "nullable": True},
+        extra={"type": "object", "description": "values under sensitive keys read ***"},
+        allowed_dag_ids={
+            "type": "array",
+            "items": {"type": "string"},
+            "nullable": True,
+            "description": "DAGs whose tasks may read it; null: every DAG",
+        },
+        password_set={"type": "boolean", "description": "the password itself is never returned"},
+        updated_at={"type": "string", "format": "date-time"},
+    ),
+    "ConnectionSummary": _obj(
+        conn_id={"type": "string"},
+        conn_type={"type": "string"},
+        description={"type": "string", "nullable": True},
+        host={"type": "string", "nullable": True},
+        port={**INT, "nullable": True},
+        login={"type": "string", "nullable": True},
+        schema={"type": "string", "nullable": True},
+        password_set={"type": "boolean"},
+        extra_set={"type": "boolean"},
+        allowed_dag_ids={"type": "array", "items": {"type": "string"}, "nullable": True},
+        updated_at={"type": "string", "format": "date-time"},
+    ),
+    "ConnectionInput": {
+        **_obj(
+            conn_id={"type": "string", "description": "POST only: 1-250 of A-Z a-z 0-9 _ . -"},
+            uri={"type": "string", "description": "type://login:password@host:port/schema?extra=..."},
+            conn_type={"type": "string"},
+            description={"type": "string", "nullable": True},
+            host={"type": "string", "nullable": True},
+            port={**INT, "nullable": True},
+            login={"type": "string", "nullable": True},
+            password={
+                "type": "string",
+                "nullable": True,
+                "description": "PATCH: left out keeps the stored password, null clears it",
+            },
+            schema={"type": "string", "nullable": True},
+            extra={
+                "oneOf": [{"type": "object"}, {"type": "string"}],
+                "description": "a JSON object (or its text); *** where a sensitive value was keeps it",
+            },
+            allowed_dag_ids={"type": "array", "items": {"type": "string"}, "nullable": True},
+        ),
+        "additionalProperties": False,
+    },
+    "ConnectionType": _obj(
+        conn_type={"type": "string"},
+        label={"type": "string"},
+        fields={"type": "array", "items": {"type": "string"}},
+        hints={"type": "object", "additionalProperties": {"type": "string"}},
+        testable={"type": "boolean"},
+    ),
+    "ProbeResult": _obj(ok={"type": "boolean"}, message={"type": "string"}, seconds={"type": "number"}),
+    "Variable": _obj(
+        key={"type": "string"},
+        value={"type": "string", "description": "*** when the key looks sensitive"},
+        sensitive={"type": "boolean"},
+        description={"type": "string", "nullable": True},
+        updated_at={"type": "string", "format": "date-time"},
+    ),
+    "VariableInput": {
+        **_obj(
+            key={"type": "string", "description": "POST only"},
+            value={"description": "text, or any JSON value (stored as its JSON text)"},
+            description={"type": "string", "nullable": True},
+        ),
+        "additionalProperties": False,
+    },
 }
+
+
+CONN = _param("conn_id")
+VAR_KEY = _param("key")
+CONFLICT = {"409": {"$ref": "#/components/responses/Conflict"}}
+NO_KEY = {"503": {"$ref": "#/components/responses/NoFernetKey"}}
+
+
+def _secret_op(summary: str, response: dict[str, Any], *, extra: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    op = _op(summary, response, role="op", **kw)
+    op["responses"].update(extra)
+    return op
+
+
+def _integration_paths() -> dict[str, Any]:
+    conn = _json(_ref("Connection"))
+    var = _json(_ref("Variable"))
+    deleted = _json(_obj(deleted={"type": "string"}))
+    return {
+        "/connection-types": {
+            "get": _op(
+                "Installed connection types: label, form fields and hints, whether they can be tested",
+                _json(_obj(connection_types={"type": "array", "items": _ref("ConnectionType")})),
+                role="op",
+            )
+        },
+        "/connections": {
+            "get": _op(
+                "Stored connections (never a password: password_set says whether one is stored)",
+                _json(_obj(connections={"type": "array", "items": _ref("ConnectionSummary")})),
+                role="op",
+            ),
+            "post": _secret_op(
+                "Create a connection from fields or a uri (409 if the id exists)",
+                _json(_ref("Connection"), "Created"),
+                body=_ref("ConnectionInput"),
+                status="201",
+                extra={**CONFLICT, **NO_KEY},
+            ),
+        },
+        "/connections/{conn_id}": {
+            "get": _secret_op("One connection, browser-safe", conn, params=[CONN], extra=NO_KEY),
+            "patch": _secret_op(
+                "Change fields; a password left out is kept, null clears it",
+                conn,
+                params=[CONN],
+                body=_ref("ConnectionInput"),
+                extra=NO_KEY,
+            ),
+            "delete": _op("Delete a connection", deleted, params=[CONN], role="op"),
+        },
+        "/connections/{conn_id}/test": {
+            "post": _secret_op(
+                "Reach the system the connection points at (a database: SELECT 1)",
+                _json(_ref("ProbeResult")),
+                params=[CONN],
+                extra=NO_KEY,
+            )
+        },
+        "/variables": {
+            "get": _secret_op(
+                "Variables (values of sensitive keys read ***)",
+                _json(_obj(variables={"type": "array", "items": _ref("Variable")})),
+                extra=NO_KEY,
+            ),
+            "post": _secret_op(
+                "Create a variable (409 if the key exists)",
+                _json(_ref("Variable"), "Created"),
+                body=_ref("VariableInput"),
+                status="201",
+                extra={**CONFLICT, **NO_KEY},
+            ),
+        },
+        "/variables/{key}": {
+            "get": _secret_op("One variable", var, params=[VAR_KEY], extra=NO_KEY),
+            "patch": _secret_op(
+                "Change the value or the description (a field left out is kept)",
+                var,
+                params=[VAR_KEY],
+                body=_ref("VariableInput"),
+                extra=NO_KEY,
+            ),
+            "delete": _op("Delete a variable", deleted, params=[VAR_KEY], role="op"),
+        },
+    }
 
 
 def _paths() -> dict[str, Any]:
@@ -325,6 +487,7 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/openapi.json": {"get": _op("This document", _json({"type": "object"}))},
+        **_integration_paths(),
     }
 
 
@@ -354,7 +517,11 @@ def openapi_document() -> dict[str, Any]:
                 "BadRequest": error("A wrong input (the message says which and why)"),
                 "Unauthorized": error("Not logged in and no valid token"),
                 "Forbidden": error("The user's role does not allow this"),
-                "NotFound": error("No such DAG, run, task or backfill"),
+                "NotFound": error("No such DAG, run, task, backfill, connection or variable"),
+                "Conflict": error("It exists already"),
+                "NoFernetKey": error(
+                    "No Fernet key is configured (the message says how: HAREFLOW_FERNET_KEY)"
+                ),
             },
         },
     }
