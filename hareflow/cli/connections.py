@@ -436,8 +436,8 @@ def connections_export(file: str, fmt: str | None) -> None:
             data = conn.to_dict(secrets=True)
             data.pop("conn_id")
             out[conn.conn_id] = {k: v for k, v in data.items() if v not in (None, {})}
+        write_private(file, dump(out, format_of(file, fmt)))  # a failed write rolls the audit row back
         audit(session, "connection_export", {"file": file, "count": len(out)})
-    write_private(file, dump(out, format_of(file, fmt)))
     if file != "-":
         click.echo(f"exported {len(out)} connection(s) to {file} (with their secrets; mode 0600)")
 

@@ -93,7 +93,7 @@ variables.add_command(
         "add",
         callback=variables_set.callback,
         params=variables_set.params,
-        help="The same as `hareflow variables set`.",
+        help="The same as `hareflow variables set`.\n\n\b\nExample:\n  hareflow variables add threshold 10",
         context_settings=CONTEXT_SETTINGS,
     )
 )
@@ -293,10 +293,11 @@ def variables_export(file: str, fmt: str | None) -> None:
     fernet = cipher(settings)
     with metastore(settings) as sessions, sessions() as session, session.begin(), secrets_mistakes():
         rows = list_variables(session, fernet)
+        out: dict[str, Any] = {
+            v.key: {"value": v.value, "description": v.description} if v.description else v.value
+            for v in rows
+        }
+        write_private(file, dump(out, format_of(file, fmt)))  # a failed write rolls the audit row back
         audit(session, "variable_export", {"file": file, "count": len(rows)})
-    out: dict[str, Any] = {
-        v.key: {"value": v.value, "description": v.description} if v.description else v.value for v in rows
-    }
-    write_private(file, dump(out, format_of(file, fmt)))
     if file != "-":
         click.echo(f"exported {len(out)} variable(s) to {file} (with their values; mode 0600)")

@@ -325,6 +325,17 @@ def test_a_yaml_import_error_names_its_line_and_an_unknown_field(cli: Cli) -> No
     assert cli.rows("connection") == []
 
 
+def test_a_yaml_number_where_text_is_expected_is_an_error_that_does_not_repeat_a_password(cli: Cli) -> None:
+    path = cli.tmp / "conns.yml"
+    path.write_text("db:\n  conn_type: postgresql\n  password: 20260117\n")
+
+    failed = cli.invoke("connections", "import", str(path))
+
+    assert_user_error(failed, f"{path} line 1", "'db'", "password must be text", "quote it")
+    assert "20260117" not in failed.output
+    assert cli.rows("connection") == []
+
+
 def test_an_import_skips_existing_ids_and_reports_them_unless_overwrite(cli: Cli) -> None:
     cli.ok("connections", "add", "db", "--uri", "postgresql://u@old/db")
     path = cli.tmp / "conns.yaml"
