@@ -193,7 +193,7 @@ def variables_delete(key: str) -> None:
 # -- import / export ----------------------------------------------------------------------------------
 
 
-def _entry(entries: Any, key: str, entry: Any) -> tuple[str, str | None]:
+def _entry(key: str, entry: Any) -> tuple[str, str | None]:
     """(text, description) of one import entry, or a SecretsError naming what is wrong."""
     from hareflow.common.secrets.connection import check_id
     from hareflow.common.secrets.errors import SecretsError
@@ -218,7 +218,7 @@ def _parse_all(path: str) -> list[tuple[str, str, str | None]]:
     parsed, bad = [], []
     for key, entry in entries.items.items():
         try:
-            parsed.append((key, *_entry(entries, key, entry)))
+            parsed.append((key, *_entry(key, entry)))
         except SecretsError as exc:
             bad.append(f"{entries.where(key)}: {exc}")
     if bad:
