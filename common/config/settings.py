@@ -238,7 +238,14 @@ def load_settings(
 
 #: HAREFLOW_* variables that are not settings but are read on purpose: the file name, and the test
 #: suite's service addresses and switches.
-_NOT_SETTINGS = ("HAREFLOW_CONFIG", "HAREFLOW_TEST_", "HAREFLOW_REQUIRE_SERVICES", "HAREFLOW_SCREENSHOTS")
+_NOT_SETTINGS = (
+    "HAREFLOW_CONFIG",
+    "HAREFLOW_TEST_",
+    "HAREFLOW_REQUIRE_SERVICES",
+    "HAREFLOW_SCREENSHOTS",
+    "HAREFLOW_CONN_",  # connections and variables from the environment (common.secrets.backends)
+    "HAREFLOW_VAR_",
+)
 
 
 def unknown_variables(env: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:

@@ -57,6 +57,14 @@ class Connection:
             isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536
         ):
             raise SecretsError(f"connection {self.conn_id!r}: port {self.port!r} is not a TCP port")
+        for name in ("host", "login", "password", "schema", "description"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                shown = "" if name == "password" else f" {value!r}"
+                raise SecretsError(
+                    f"connection {self.conn_id!r}: {name}{shown} must be text, not "
+                    f"{type(value).__name__} (in YAML, quote it)"
+                )
         if not isinstance(self.extra, dict):
             raise SecretsError(
                 f"connection {self.conn_id!r}: extra must be a JSON object, got {self.extra!r}"

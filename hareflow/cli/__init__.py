@@ -14,6 +14,7 @@ import click
 from hareflow.cli import backfill as _backfill  # noqa: F401 - adds the backfill commands to `dags`
 from hareflow.cli.common import CONTEXT_SETTINGS, UserError
 from hareflow.cli.config import config, version
+from hareflow.cli.connections import connections
 from hareflow.cli.dags import dags
 from hareflow.cli.db import db
 from hareflow.cli.pools import pools
@@ -21,6 +22,7 @@ from hareflow.cli.runs import runs
 from hareflow.cli.services import health, results, scheduler, standalone, web, worker
 from hareflow.cli.tasks import tasks
 from hareflow.cli.users import users
+from hareflow.cli.variables import variables
 from hareflow.cli.workers import queues, workers
 
 __all__ = ["UserError", "main"]
@@ -58,6 +60,8 @@ for command in (
     tasks,
     users,
     pools,
+    connections,
+    variables,
     workers,
     queues,
     config,

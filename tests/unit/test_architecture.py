@@ -77,7 +77,8 @@ def test_importing_hareflow_loads_only_the_authoring_api() -> None:
 def test_importing_the_cli_loads_no_database_broker_or_web_library() -> None:
     code = (
         "import sys, hareflow.cli; "
-        "heavy = [m for m in ('sqlalchemy', 'pika', 'aio_pika', 'flask', 'werkzeug', 'prometheus_client') "
+        "heavy = [m for m in ('sqlalchemy', 'pika', 'aio_pika', 'flask', 'werkzeug', 'prometheus_client', "
+        "'yaml', 'cryptography') "
         "if m in sys.modules]; "
         "print(heavy)"
     )

@@ -68,6 +68,8 @@ def test_unknown_hareflow_variables_are_found_with_the_closest_real_name() -> No
         "HAREFLOW_BROKER_URL": "amqp://y/",
         "HAREFLOW_CONFIG": "/etc/hareflow.toml",
         "HAREFLOW_TEST_AMQP_URL": "amqp://z/",
+        "HAREFLOW_CONN_WAREHOUSE": "postgresql://etl@db/dwh",  # connections and variables, not settings
+        "HAREFLOW_VAR_THRESHOLD": "10",
         "PATH": "/bin",
     }
     assert unknown_variables(env) == [
