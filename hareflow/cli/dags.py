@@ -432,6 +432,8 @@ def dags_test(dag_id: str, conf: str | None, logical_date: str | None) -> None:
     Tasks run in dependency order, honouring trigger rules, each as a worker runs it (context,
     templates, callbacks); upstream return values flow to the tasks consuming them; retries run at
     once. Each task's log and result are printed; nothing is recorded. Exits 1 if the run fails.
+    Connections and variables are read here: the environment, the secrets backends, then the
+    configured metastore (with the DAG's allow-lists); secrets are masked in the output.
 
     \b
     Example:

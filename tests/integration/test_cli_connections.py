@@ -467,3 +467,58 @@ def test_a_connection_round_trips_through_mariadb(tmp_path: Path, mysql_url: str
         assert original["password"] == PASSWORD and original["extra"] == {"charset": "utf8mb4"}
         assert cli.json("connections", "get", "db", "--show-secrets") == original
         assert PASSWORD not in " ".join(str(v) for row in cli.rows("connection") for v in row)
+
+
+# -- tasks resolve them locally under `dags test` and `tasks test` ---------------------------------
+
+LOCAL_DAG = """
+from hareflow import DAG, BashTask, Connection, Variable, task
+
+with DAG("local_lookups"):
+    @task
+    def show():
+        conn = Connection.get("wh")
+        print("host", conn.host, "password", conn.password, "limit", Variable.get("limit"))
+        return conn.host
+
+    BashTask("rendered", "echo {{ conn.wh.login }} {{ var.value.limit }}")
+    show()
+"""
+
+
+def test_dags_test_and_tasks_test_read_connections_from_the_metastore_and_mask_them(cli: Cli) -> None:
+    dags = cli.tmp / "dags"
+    dags.mkdir()
+    (dags / "local_lookups.py").write_text(LOCAL_DAG)
+    cli.ok("connections", "add", "wh", "--uri", f"postgresql://loader:{PASSWORD}@db.internal:5432/dwh")
+    cli.ok("variables", "set", "limit", "25")
+
+    whole = cli.ok("dags", "test", "local_lookups", HAREFLOW_DAGS_FOLDER=str(dags))
+    one = cli.ok("tasks", "test", "local_lookups", "show", HAREFLOW_DAGS_FOLDER=str(dags))
+    override = cli.ok(
+        "tasks",
+        "test",
+        "local_lookups",
+        "show",
+        HAREFLOW_DAGS_FOLDER=str(dags),
+        HAREFLOW_CONN_WH="http://from-env:1",
+    )
+
+    assert "host db.internal password *** limit 25" in whole.output
+    assert "loader 25" in whole.output  # the BashTask's rendered command ran
+    assert PASSWORD not in whole.output and PASSWORD not in one.output
+    assert "host db.internal password *** limit 25" in one.output
+    assert "host from-env" in override.output  # the environment comes first
+
+
+def test_dags_test_applies_a_connections_allow_list(cli: Cli) -> None:
+    dags = cli.tmp / "dags"
+    dags.mkdir()
+    (dags / "local_lookups.py").write_text(LOCAL_DAG)
+    cli.ok("connections", "add", "wh", "--uri", "postgresql://db.internal/dwh", "--allowed-dag-ids", "other")
+    cli.ok("variables", "set", "limit", "1")
+
+    result = cli.invoke("dags", "test", "local_lookups", HAREFLOW_DAGS_FOLDER=str(dags))
+
+    assert result.exit_code == 1
+    assert "DAG 'local_lookups' may not read connection 'wh'" in result.output
