@@ -29,6 +29,12 @@ from hareflow.common.dag import (
 from hareflow.common.dag.chain import chain, chain_linear, cross_downstream
 from hareflow.common.dag.dag import set_test_runner
 from hareflow.common.dag.decorators import dag, task_group
+from hareflow.common.providers.notifiers import (
+    BaseNotifier,
+    EmailNotifier,
+    SlackWebhookNotifier,
+    WebhookNotifier,
+)
 
 
 def _run_dag_here(target: DAG, **options: object) -> object:
@@ -41,21 +47,25 @@ set_test_runner(_run_dag_here)
 
 __all__ = [
     "DAG",
+    "BaseNotifier",
     "BaseTask",
     "BashTask",
     "BranchTask",
     "Context",
     "DagDefinitionError",
+    "EmailNotifier",
     "FailTask",
     "PythonTask",
     "ShortCircuitTask",
     "SkipTask",
+    "SlackWebhookNotifier",
     "TaskFailed",
     "TaskGroup",
     "TaskOutput",
     "TaskResultTooLarge",
     "Timetable",
     "TriggerRule",
+    "WebhookNotifier",
     "chain",
     "chain_linear",
     "cross_downstream",

@@ -73,6 +73,7 @@ def test_hareflow_exports_the_authoring_api() -> None:
     names += ["DagDefinitionError", "TaskResultTooLarge", "TaskFailed", "load_plugins", "Timetable"]
     names += ["TaskGroup", "TaskOutput", "chain", "chain_linear", "cross_downstream", "dag", "task_group"]
     names += ["BranchTask", "ShortCircuitTask", "SkipTask", "FailTask", "setup", "teardown"]
+    names += ["BaseNotifier", "EmailNotifier", "WebhookNotifier", "SlackWebhookNotifier"]
     assert all(hasattr(hareflow, name) for name in names)
     assert set(hareflow.__all__) == set(names)
 
