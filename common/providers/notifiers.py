@@ -238,6 +238,11 @@ def _connection(conn_id: str, types: tuple[str, ...], who: str) -> Connection:
         conn = Connection.get(conn_id)
     except SecretsError as exc:
         raise NotificationError(f"{who}: {exc}") from None
+    except Exception as exc:  # a lookup backend's own failure (its database, its service)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise NotificationError(
+            f"{who}: cannot look up connection {conn_id!r}: {type(exc).__name__}: {first}"
+        ) from None
     if conn.conn_type not in types:
         raise NotificationError(
             f"{who}: connection {conn_id!r} has type {conn.conn_type!r}; it needs {' or '.join(types)}"
