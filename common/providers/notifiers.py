@@ -355,6 +355,7 @@ class EmailNotifier(BaseNotifier):
 
         conn = _connection(self.conn_id, ("smtp",), "EmailNotifier")
         extra = conn.extra
+        ssl, starttls = _flag(conn, "ssl"), _flag(conn, "starttls")
         sender = self.from_email or extra.get("from")
         if not sender:
             raise NotificationError(
@@ -363,13 +364,12 @@ class EmailNotifier(BaseNotifier):
             )
         msg = self.message(context, str(sender))
         recipients = _addresses(self.to) + _addresses(self.cc)
-        ssl = bool(extra.get("ssl"))
         host, port = conn.host or "localhost", conn.port or (465 if ssl else 25)
         where = f"SMTP {host}:{port} (connection {conn.conn_id!r})"
         try:
             smtp_class = smtplib.SMTP_SSL if ssl else smtplib.SMTP
             with smtp_class(host, port, timeout=_TIMEOUT) as smtp:
-                if extra.get("starttls") and not ssl:
+                if starttls and not ssl:
                     smtp.starttls()
                 if conn.login:
                     smtp.login(conn.login, conn.password or "")
@@ -389,6 +389,21 @@ class EmailNotifier(BaseNotifier):
                 f"{type(exc).__name__}: {exc}"
             ) from None
         print(f"EmailNotifier: sent {msg['Subject']!r} to {', '.join(recipients)} through {where}")
+
+
+def _flag(conn: Connection, key: str) -> bool:
+    """A yes/no of the connection's extra: JSON's true/false, or the text a URI's query gives."""
+    value = conn.extra.get(key, False)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise NotificationError(
+        f"connection {conn.conn_id!r}: extra {key!r} must be true or false, not {value!r}"
+    )
 
 
 def _smtp_text(exc: Any) -> str:

@@ -22,7 +22,9 @@ from urllib.parse import quote
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from hareflow.common.dag.callback_child import run_callback
 from hareflow.common.dag.loader import load_dag_file
+from hareflow.common.dag.serialize import serialize_dag
 from hareflow.common.db import create_engine_for
 from hareflow.common.db.migrate import migrate
 from hareflow.common.secrets.client import set_resolver
@@ -264,6 +266,24 @@ def test_given_text_and_html_bodies_are_rendered_and_sent_as_two_parts(
     assert body_of(msg, "plain").strip() == "team data:"
     assert body_of(msg, "html").strip() == "<p>team <b>data</b></p>"
     assert smtp.envelopes[0][1] == ["data@example.com", "boss@example.com"]
+
+
+def test_flags_written_in_a_uri_query_are_read_as_yes_or_no(
+    smtp: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HAREFLOW_CONN_SMTP_DEFAULT", smtp_uri(smtp) + "&starttls=false&ssl=0")
+    monkeypatch.setenv("HAREFLOW_CONN_TLS", smtp_uri(smtp) + "&starttls=true")
+    callbacks = [EmailNotifier(to="ops@example.com"), EmailNotifier(to="ops@example.com", conn_id="tls")]
+    dag = one_task_dag("flags", on_failure_callback=callbacks)
+
+    _, log = run_here(dag)
+
+    assert len(smtp.messages) == 1  # plain SMTP as asked; the server offers no STARTTLS to the second
+    assert (
+        "on_failure_callback[1] raised: NotificationError: EmailNotifier: cannot send to ops@example.com "
+        in log
+    )
+    assert "STARTTLS extension not supported by server" in log
 
 
 def test_the_connection_login_and_password_authenticate_over_smtp_auth(
@@ -538,6 +558,41 @@ def test_a_dag_level_notifier_with_a_bad_address_is_refused_naming_the_dag(tmp_p
     (error,) = load_dag_file(path).errors
 
     assert "on_failure_callback of DAG 'bad': EmailNotifier: to names no address" in error.message
+
+
+def test_a_dag_callback_list_of_notifiers_runs_in_the_callback_child_with_the_run_s_summary(
+    hook: Hook, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HAREFLOW_CONN_HOOK", hook.url)
+    monkeypatch.setenv("HAREFLOW_CONN_SLACK", f"{hook.url}/services/T1")
+    monkeypatch.setenv("HAREFLOW_BASE_URL", BASE_URL)
+    path = tmp_path / "dag_level.py"
+    path.write_text(
+        "from hareflow import DAG, SlackWebhookNotifier, WebhookNotifier\n"
+        'DAG("lvl", on_failure_callback=[WebhookNotifier("hook"), SlackWebhookNotifier("slack")],\n'
+        "    on_success_callback=[])\n"
+    )
+    (dag,) = load_dag_file(path).dags
+    assert serialize_dag(dag)["callbacks"] == ["failure"]  # an empty list is no callback
+    request = {"dag_id": "lvl", "kind": "failure", "reason": "timed_out", "run_id": "manual__1", "conf": {}}
+
+    assert run_callback(str(path), request) == 0
+
+    summary, slack = (r["json"] for r in hook.requests)
+    assert summary == {
+        "dag_id": "lvl",
+        "run_id": "manual__1",
+        "task_id": None,
+        "map_index": None,
+        "try_number": None,
+        "state": "failed",
+        "logical_date": None,
+        "error": None,
+        "reason": "timed_out",
+        "url": f"{BASE_URL}/dags/lvl/runs/manual__1",
+    }
+    link = f"<{BASE_URL}/dags/lvl/runs/manual__1|View in hareflow>"
+    assert slack == {"text": f"[hareflow] DAG lvl run manual__1 failed (timed_out) {link}"}
 
 
 # -- through the scheduler and a worker ---------------------------------------------------------------
