@@ -30,6 +30,12 @@ from hareflow.common.dag.chain import chain, chain_linear, cross_downstream
 from hareflow.common.dag.dag import set_test_runner
 from hareflow.common.dag.decorators import dag, task_group
 from hareflow.common.secrets import Connection, Variable
+from hareflow.common.providers.notifiers import (
+    BaseNotifier,
+    EmailNotifier,
+    SlackWebhookNotifier,
+    WebhookNotifier,
+)
 
 
 def _run_dag_here(target: DAG, **options: object) -> object:
@@ -42,16 +48,19 @@ set_test_runner(_run_dag_here)
 
 __all__ = [
     "DAG",
+    "BaseNotifier",
     "BaseTask",
     "BashTask",
     "BranchTask",
     "Connection",
     "Context",
     "DagDefinitionError",
+    "EmailNotifier",
     "FailTask",
     "PythonTask",
     "ShortCircuitTask",
     "SkipTask",
+    "SlackWebhookNotifier",
     "TaskFailed",
     "TaskGroup",
     "TaskOutput",
@@ -59,6 +68,7 @@ __all__ = [
     "Timetable",
     "TriggerRule",
     "Variable",
+    "WebhookNotifier",
     "chain",
     "chain_linear",
     "cross_downstream",

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from hareflow.common.dag.callbacks import Callbacks, check_callbacks
 from hareflow.common.dag.errors import DagDefinitionError, user_location
 from hareflow.common.dag.schedule import CONTINUOUS, validate_schedule
 from hareflow.common.dag.settings import check_id, normalize_settings
@@ -107,8 +108,8 @@ class DAG:
         description: str | None = None,
         doc_md: str | None = None,
         dagrun_timeout: timedelta | float | None = None,
-        on_success_callback: Callable[..., Any] | None = None,
-        on_failure_callback: Callable[..., Any] | None = None,
+        on_success_callback: Callbacks | None = None,
+        on_failure_callback: Callbacks | None = None,
     ) -> None:
         self.dag_id = check_id(dag_id, "dag_id")
         self.fileloc, self.lineno = user_location()
@@ -146,14 +147,9 @@ class DAG:
         self.description = description
         self.doc_md = doc_md
         self.dagrun_timeout = self._check_dagrun_timeout(dagrun_timeout)
-        for name, callback in (
-            ("on_success_callback", on_success_callback),
-            ("on_failure_callback", on_failure_callback),
-        ):
-            if callback is not None and not callable(callback):
-                raise DagDefinitionError.here(f"DAG '{dag_id}': {name} must be callable or None")
-        self.on_success_callback = on_success_callback
-        self.on_failure_callback = on_failure_callback
+        where = f"DAG '{dag_id}'"
+        self.on_success_callback = check_callbacks(on_success_callback, "on_success_callback", where)
+        self.on_failure_callback = check_callbacks(on_failure_callback, "on_failure_callback", where)
         self.task_dict: dict[str, BaseTask] = {}
         self.task_groups: dict[str, TaskGroup] = {}
         self._order: dict[str, int] = {}

@@ -7,13 +7,15 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypedDict
 
+from hareflow.common.dag.callbacks import check_callbacks
 from hareflow.common.dag.errors import DagDefinitionError
 from hareflow.common.dag.trigger_rules import TriggerRule
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
-Callback = Callable[..., Any]
+#: one callable, or a list of them called in order (``common.dag.callbacks``)
+Callback = Callable[..., Any] | list[Callable[..., Any]]
 
 
 class TaskSettings(TypedDict, total=False):
@@ -174,9 +176,7 @@ def normalize_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
                 )
             out[name] = value
         elif name.endswith("_callback"):
-            if value is not None and not callable(value):
-                raise DagDefinitionError.here(f"{name} of {where} must be callable or None")
-            out[name] = value
+            out[name] = check_callbacks(value, name, where)
         else:  # doc
             out[name] = _optional_str(value, name, where)
     return out

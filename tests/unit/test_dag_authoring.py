@@ -74,6 +74,7 @@ def test_hareflow_exports_the_authoring_api() -> None:
     names += ["TaskGroup", "TaskOutput", "chain", "chain_linear", "cross_downstream", "dag", "task_group"]
     names += ["BranchTask", "ShortCircuitTask", "SkipTask", "FailTask", "setup", "teardown"]
     names += ["Connection", "Variable"]
+    names += ["BaseNotifier", "EmailNotifier", "WebhookNotifier", "SlackWebhookNotifier"]
     assert all(hasattr(hareflow, name) for name in names)
     assert set(hareflow.__all__) == set(names)
 

@@ -428,7 +428,10 @@ def test_depends_on_past_is_serialized_and_holds_a_task_whose_previous_instance_
     [
         ('DAG("r", dagrun_timeout="1h")', "dagrun_timeout must be a timedelta or a number of seconds"),
         ('DAG("r", dagrun_timeout=timedelta(0))', "dagrun_timeout must be positive"),
-        ('DAG("r", on_failure_callback="notify")', "on_failure_callback must be callable or None"),
+        (
+            'DAG("r", on_failure_callback="notify")',
+            "on_failure_callback of DAG 'r' must be callable, a list of callables or None",
+        ),
         (
             'DAG("r", default_args={"owner": ""})',
             "owner of default_args of DAG 'r' must be a non-empty string",
