@@ -29,6 +29,8 @@ from hareflow.common.dag import (
 from hareflow.common.dag.chain import chain, chain_linear, cross_downstream
 from hareflow.common.dag.dag import set_test_runner
 from hareflow.common.dag.decorators import dag, task_group
+from hareflow.common.providers.http import HttpTask
+from hareflow.common.providers.sql import SqlCopyTask, SqlTask
 
 
 def _run_dag_here(target: DAG, **options: object) -> object:
@@ -47,9 +49,12 @@ __all__ = [
     "Context",
     "DagDefinitionError",
     "FailTask",
+    "HttpTask",
     "PythonTask",
     "ShortCircuitTask",
     "SkipTask",
+    "SqlCopyTask",
+    "SqlTask",
     "TaskFailed",
     "TaskGroup",
     "TaskOutput",

@@ -17,6 +17,7 @@ from hareflow.cli.config import config, version
 from hareflow.cli.dags import dags
 from hareflow.cli.db import db
 from hareflow.cli.pools import pools
+from hareflow.cli.providers import providers
 from hareflow.cli.runs import runs
 from hareflow.cli.services import health, results, scheduler, standalone, web, worker
 from hareflow.cli.tasks import tasks
@@ -58,6 +59,7 @@ for command in (
     tasks,
     users,
     pools,
+    providers,
     workers,
     queues,
     config,
