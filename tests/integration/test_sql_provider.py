@@ -79,6 +79,12 @@ def test_a_sql_task_returns_rows_as_dicts_capped_at_max_rows_and_says_so(db: str
     with DAG("sql_rows") as dag:
         SqlTask("capped", db, "SELECT id, name, joined FROM people ORDER BY id", return_rows=True, max_rows=3)
         SqlTask("all", db, "SELECT id, name, joined FROM people WHERE id < 3 ORDER BY id", return_rows=True)
+        SqlTask(
+            "typed",
+            db,
+            "SELECT CAST(2.50 AS DECIMAL(4, 2)) AS price, CAST(3 AS DECIMAL(4, 0)) AS whole",
+            return_rows=True,
+        )
 
     result, log = run_here(dag)
 
@@ -91,6 +97,7 @@ def test_a_sql_task_returns_rows_as_dicts_capped_at_max_rows_and_says_so(db: str
     assert "more than max_rows=3 rows; the result holds the first 3" in log
     assert len(result.tries["all"].result) == 2
     assert log.count("more than max_rows") == 1
+    assert result.tries["typed"].result == [{"price": 2.5, "whole": 3}]
 
 
 def test_sql_is_a_template_rendered_with_the_run_and_parameters_bind_values(db: str) -> None:
