@@ -7,6 +7,7 @@ if the package were installed beside hareflow.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -35,13 +36,34 @@ def provider_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     target = root / "site"
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            *_isolation(),
+            "--target",
+            str(target),
+            str(source),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return target
+
+
+def _isolation() -> list[str]:
+    """Build with this environment's setuptools when it can build the example (faster, offline);
+    else let pip fetch one into an isolated build environment."""
+    try:
+        major = int(importlib.metadata.version("setuptools").split(".")[0])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return []
+    return ["--no-build-isolation"] if major >= 77 else []
 
 
 def hareflow_env(provider_dir: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
