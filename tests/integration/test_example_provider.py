@@ -208,3 +208,20 @@ def test_a_dag_file_using_the_providers_task_type_runs_with_dags_test(
     assert kv_service.store == {"day-ada": "2026-01-05"}
     assert '--- put: success, returned {"key":"day-ada","value":"2026-01-05"}' in done.stdout
     assert '--- shout: success, returned "saved 2026-01-05"' in done.stdout
+
+
+def test_a_provider_that_fails_to_load_is_left_out_with_a_warning(provider_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    info = broken / "broken_provider-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-provider\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[hareflow.providers]\nbroken = broken_provider:provider_info\n")
+    (broken / "broken_provider.py").write_text("def provider_info():\n    raise RuntimeError('no config')\n")
+    env = hareflow_env(provider_dir, tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(provider_dir), str(broken)])
+
+    done = run(["providers", "list", "--output", "json"], env)
+
+    assert done.returncode == 0, done.stderr
+    assert [p["name"] for p in json.loads(done.stdout)] == ["hareflow", "example"]
+    assert "provider broken failed to load: RuntimeError: no config" in done.stderr

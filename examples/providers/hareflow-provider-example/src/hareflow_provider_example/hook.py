@@ -13,7 +13,7 @@ class KvHook(HttpHook):
 
     conn_types = ("kv",)
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get_value(self, key: str, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default`` when there is none."""
         response = self.run("GET", f"/kv/{quote(key, safe='')}")
         if response.status_code == 404:
@@ -21,6 +21,6 @@ class KvHook(HttpHook):
         response.raise_for_status()
         return response.json()["value"]
 
-    def put(self, key: str, value: Any) -> None:  # type: ignore[override]
+    def put_value(self, key: str, value: Any) -> None:
         """Store ``value`` (any JSON value) under ``key``."""
         self.run("PUT", f"/kv/{quote(key, safe='')}", json={"value": value}).raise_for_status()

@@ -15,7 +15,9 @@ class KvPutTask(BaseTask):
 
     template_fields = ("key", "value")
 
-    def __init__(self, task_id: str, conn_id: str, *, key: str, value: Any, **settings: Unpack[TaskSettings]):
+    def __init__(
+        self, task_id: str, conn_id: str, *, key: str, value: Any, **settings: Unpack[TaskSettings]
+    ) -> None:
         if not isinstance(key, str) or not key:
             raise DagDefinitionError.here(f"key of task '{task_id}' must be a non-empty string, not {key!r}")
         self.conn_id = conn_id
@@ -25,7 +27,7 @@ class KvPutTask(BaseTask):
 
     def execute(self, ctx: Context) -> Any:
         hook = KvHook(self.conn_id)
-        hook.put(self.key, self.value)
-        stored = hook.get(self.key)
+        hook.put_value(self.key, self.value)
+        stored = hook.get_value(self.key)
         print(f"stored {self.key!r} = {stored!r}")
         return {"key": self.key, "value": stored}
