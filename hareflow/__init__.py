@@ -29,13 +29,15 @@ from hareflow.common.dag import (
 from hareflow.common.dag.chain import chain, chain_linear, cross_downstream
 from hareflow.common.dag.dag import set_test_runner
 from hareflow.common.dag.decorators import dag, task_group
-from hareflow.common.secrets import Connection, Variable
+from hareflow.common.providers.http import HttpTask
 from hareflow.common.providers.notifiers import (
     BaseNotifier,
     EmailNotifier,
     SlackWebhookNotifier,
     WebhookNotifier,
 )
+from hareflow.common.providers.sql import SqlCopyTask, SqlTask
+from hareflow.common.secrets import Connection, Variable
 
 
 def _run_dag_here(target: DAG, **options: object) -> object:
@@ -57,10 +59,13 @@ __all__ = [
     "DagDefinitionError",
     "EmailNotifier",
     "FailTask",
+    "HttpTask",
     "PythonTask",
     "ShortCircuitTask",
     "SkipTask",
     "SlackWebhookNotifier",
+    "SqlCopyTask",
+    "SqlTask",
     "TaskFailed",
     "TaskGroup",
     "TaskOutput",

@@ -4,6 +4,9 @@ A provider is a Python package that registers, under the ``hareflow.providers`` 
 a callable returning a :class:`ProviderInfo`. hareflow's own (SQL, HTTP, notifications) is
 registered the same way. The registry below is what the UI's connection form, ``hareflow
 providers list`` and ``hareflow connections test`` read.
+
+The hooks and task types live in ``sql`` and ``http``; this package imports neither SQLAlchemy nor
+httpx until a hook is used.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from hareflow.common.providers.registry import (
     ProbeResult,
     ProviderInfo,
     connection_types,
+    hook_for,
+    load_reference,
     providers,
+    task_types,
     test_connection,
 )
 
@@ -22,6 +28,9 @@ __all__ = [
     "ProbeResult",
     "ProviderInfo",
     "connection_types",
+    "hook_for",
+    "load_reference",
     "providers",
+    "task_types",
     "test_connection",
 ]

@@ -1,9 +1,17 @@
-"""hareflow's own provider: SQL databases, HTTP, SMTP."""
+"""hareflow's own provider: SQL databases, HTTP, SMTP.
+
+Connection tests go through the hooks tasks use (``SqlHook``: ``SELECT 1``; ``HttpHook``: a GET of
+``extra["test_path"]``), so a connection that passes its test is one a task can use.
+"""
 
 from __future__ import annotations
 
+from hareflow.common.providers.http import HttpHook, http_base_url
 from hareflow.common.providers.registry import ConnectionType, ProviderInfo
+from hareflow.common.providers.sql import SqlHook, sqlalchemy_url
 from hareflow.common.secrets.connection import Connection
+
+__all__ = ["SQL_TYPES", "builtin_provider", "http_base_url", "sqlalchemy_url"]
 
 SQL_TYPES = {
     "postgresql": "PostgreSQL",
@@ -12,82 +20,26 @@ SQL_TYPES = {
     "mariadb": "MariaDB",
     "sqlite": "SQLite",
 }
-
-
-def sqlalchemy_url(conn: Connection) -> str:
-    """The SQLAlchemy URL of a SQL connection (drivers: psycopg2, PyMySQL, sqlite3)."""
-    from sqlalchemy.engine import URL
-
-    if conn.conn_type == "sqlite":
-        return f"sqlite:///{conn.host or ''}"
-    driver = {
-        "postgresql": "postgresql+psycopg2",
-        "postgres": "postgresql+psycopg2",
-        "mysql": "mysql+pymysql",
-        "mariadb": "mysql+pymysql",
-    }.get(conn.conn_type)
-    if driver is None:
-        raise ValueError(f"connection {conn.conn_id!r}: type {conn.conn_type!r} is not a SQL database")
-    query = {
-        k: str(v)
-        for k, v in conn.extra.items()
-        if isinstance(v, str | int | float) and not isinstance(v, bool)
-    }
-    return URL.create(
-        driver,
-        username=conn.login,
-        password=conn.password,
-        host=conn.host,
-        port=conn.port,
-        database=conn.schema,
-        query=query,
-    ).render_as_string(hide_password=False)
+SQL_HOOK = "hareflow.common.providers.sql:SqlHook"
+HTTP_HOOK = "hareflow.common.providers.http:HttpHook"
+TASK_TYPES = (
+    "hareflow.common.providers.sql:SqlTask",
+    "hareflow.common.providers.sql:SqlCopyTask",
+    "hareflow.common.providers.http:HttpTask",
+)
 
 
 def _test_sql(conn: Connection) -> str:
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(
-        sqlalchemy_url(conn), connect_args=_timeout_args(conn), poolclass=sqlalchemy.pool.NullPool
-    )
-    try:
-        with engine.connect() as c:
-            c.execute(sqlalchemy.text("SELECT 1"))
-    finally:
-        engine.dispose()
+    with SqlHook.from_connection(conn) as hook:
+        hook.get_first("SELECT 1")
     return f"SELECT 1 on {conn.conn_type} {conn.host or ''}".rstrip()
 
 
-def _timeout_args(conn: Connection) -> dict[str, object]:
-    if conn.conn_type in ("postgresql", "postgres"):
-        return {"connect_timeout": 10}
-    if conn.conn_type in ("mysql", "mariadb"):
-        return {"connect_timeout": 10}
-    return {}
-
-
-def http_base_url(conn: Connection) -> str:
-    scheme = (
-        conn.schema
-        if conn.schema in ("http", "https")
-        else ("https" if conn.conn_type == "https" else "http")
-    )
-    host = conn.host or ""
-    if "://" in host:
-        return host.rstrip("/")
-    port = f":{conn.port}" if conn.port else ""
-    return f"{scheme}://{host}{port}"
-
-
 def _test_http(conn: Connection) -> str:
-    import httpx
-
-    auth = (conn.login, conn.password or "") if conn.login else None
-    url = http_base_url(conn) + "/" + str(conn.extra.get("test_path", "")).lstrip("/")
-    response = httpx.get(url, auth=auth, timeout=10.0, headers=conn.extra.get("headers") or {})
-    if response.status_code >= 500:
-        raise RuntimeError(f"GET {url}: HTTP {response.status_code}")
-    return f"GET {url}: HTTP {response.status_code}"
+    # No retries: a test reports what the service does now, at once.
+    hook = HttpHook.from_connection(conn, retries=0, connect_timeout=10.0, read_timeout=10.0)
+    response = hook.run("GET", str(conn.extra.get("test_path", "")))
+    return f"GET {response.request.url}: HTTP {response.status_code}"
 
 
 def _test_smtp(conn: Connection) -> str:
@@ -106,6 +58,7 @@ def _test_smtp(conn: Connection) -> str:
 
 
 def builtin_provider() -> ProviderInfo:
+    """hareflow's own ProviderInfo (also registered as the ``hareflow`` entry point)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -117,25 +70,27 @@ def builtin_provider() -> ProviderInfo:
             t,
             label,
             hints={"schema": "database", "host": "file path" if t == "sqlite" else "host"},
+            hook=SQL_HOOK,
             test=_test_sql,
         )
         for t, label in SQL_TYPES.items()
     )
+    http_hints = {
+        "schema": "http or https",
+        "extra": '{"headers": {...}, "bearer_token": "...", "timeout": 30, "retries": 3}',
+    }
     return ProviderInfo(
         name="hareflow",
         version=ours,
         description="built in: SQL databases, HTTP, SMTP",
         connection_types=sql
         + (
-            ConnectionType(
-                "http",
-                "HTTP",
-                hints={"schema": "http or https", "extra": '{"headers": {...}}'},
-                test=_test_http,
-            ),
-            ConnectionType("https", "HTTPS", test=_test_http),
+            ConnectionType("http", "HTTP", hints=http_hints, hook=HTTP_HOOK, test=_test_http),
+            ConnectionType("https", "HTTPS", hints=http_hints, hook=HTTP_HOOK, test=_test_http),
             ConnectionType(
                 "smtp", "SMTP (email)", hints={"extra": '{"starttls": true, "from": "..."}'}, test=_test_smtp
             ),
         ),
+        hooks=(SQL_HOOK, HTTP_HOOK),
+        task_types=TASK_TYPES,
     )

@@ -18,6 +18,7 @@ from hareflow.cli.connections import connections
 from hareflow.cli.dags import dags
 from hareflow.cli.db import db
 from hareflow.cli.pools import pools
+from hareflow.cli.providers import providers
 from hareflow.cli.runs import runs
 from hareflow.cli.services import health, results, scheduler, standalone, web, worker
 from hareflow.cli.tasks import tasks
@@ -62,6 +63,7 @@ for command in (
     pools,
     connections,
     variables,
+    providers,
     workers,
     queues,
     config,

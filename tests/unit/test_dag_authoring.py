@@ -75,6 +75,7 @@ def test_hareflow_exports_the_authoring_api() -> None:
     names += ["BranchTask", "ShortCircuitTask", "SkipTask", "FailTask", "setup", "teardown"]
     names += ["Connection", "Variable"]
     names += ["BaseNotifier", "EmailNotifier", "WebhookNotifier", "SlackWebhookNotifier"]
+    names += ["SqlTask", "SqlCopyTask", "HttpTask"]
     assert all(hasattr(hareflow, name) for name in names)
     assert set(hareflow.__all__) == set(names)
 
