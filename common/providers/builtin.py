@@ -43,18 +43,12 @@ def _test_http(conn: Connection) -> str:
 
 
 def _test_smtp(conn: Connection) -> str:
-    import smtplib
+    from hareflow.common.providers.notifiers import smtp_address, smtp_session
 
-    port = conn.port or (465 if conn.extra.get("ssl") else 25)
-    cls = smtplib.SMTP_SSL if conn.extra.get("ssl") else smtplib.SMTP
-    with cls(conn.host or "localhost", port, timeout=10) as smtp:
-        smtp.ehlo()
-        if conn.extra.get("starttls"):
-            smtp.starttls()
-        if conn.login:
-            smtp.login(conn.login, conn.password or "")
+    with smtp_session(conn, 10.0) as smtp:
         smtp.noop()
-    return f"SMTP {conn.host}:{port}"
+    host, port = smtp_address(conn)
+    return f"SMTP {host}:{port}"
 
 
 def builtin_provider() -> ProviderInfo:

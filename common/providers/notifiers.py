@@ -355,7 +355,6 @@ class EmailNotifier(BaseNotifier):
 
         conn = _connection(self.conn_id, ("smtp",), "EmailNotifier")
         extra = conn.extra
-        ssl, starttls = _flag(conn, "ssl"), _flag(conn, "starttls")
         sender = self.from_email or extra.get("from")
         if not sender:
             raise NotificationError(
@@ -364,15 +363,10 @@ class EmailNotifier(BaseNotifier):
             )
         msg = self.message(context, str(sender))
         recipients = _addresses(self.to) + _addresses(self.cc)
-        host, port = conn.host or "localhost", conn.port or (465 if ssl else 25)
+        host, port = smtp_address(conn)
         where = f"SMTP {host}:{port} (connection {conn.conn_id!r})"
         try:
-            smtp_class = smtplib.SMTP_SSL if ssl else smtplib.SMTP
-            with smtp_class(host, port, timeout=_TIMEOUT) as smtp:
-                if starttls and not ssl:
-                    smtp.starttls()
-                if conn.login:
-                    smtp.login(conn.login, conn.password or "")
+            with smtp_session(conn, _TIMEOUT) as smtp:
                 smtp.send_message(msg, from_addr=str(sender), to_addrs=recipients)
         except smtplib.SMTPAuthenticationError as exc:
             raise NotificationError(
@@ -389,6 +383,30 @@ class EmailNotifier(BaseNotifier):
                 f"{type(exc).__name__}: {exc}"
             ) from None
         print(f"EmailNotifier: sent {msg['Subject']!r} to {', '.join(recipients)} through {where}")
+
+
+def smtp_address(conn: Connection) -> tuple[str, int]:
+    return conn.host or "localhost", conn.port or (465 if _flag(conn, "ssl") else 25)
+
+
+def smtp_session(conn: Connection, timeout: float) -> Any:
+    """An SMTP session on ``conn``, TLS and login done (``ssl``/``starttls`` from its extra): the
+    one way both the notifier and ``connections test`` open one."""
+    import smtplib
+
+    host, port = smtp_address(conn)
+    ssl = _flag(conn, "ssl")
+    smtp = (smtplib.SMTP_SSL if ssl else smtplib.SMTP)(host, port, timeout=timeout)
+    try:
+        smtp.ehlo()
+        if _flag(conn, "starttls") and not ssl:
+            smtp.starttls()
+        if conn.login:
+            smtp.login(conn.login, conn.password or "")
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
 
 
 def _flag(conn: Connection, key: str) -> bool:

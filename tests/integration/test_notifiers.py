@@ -286,6 +286,19 @@ def test_flags_written_in_a_uri_query_are_read_as_yes_or_no(
     assert "STARTTLS extension not supported by server" in log
 
 
+def test_connections_test_opens_smtp_the_way_the_notifier_does(smtp_with_auth: Mailbox) -> None:
+    from hareflow.common.providers import test_connection
+    from hareflow.common.secrets import Connection
+
+    uri = smtp_uri(smtp_with_auth, f"alerts:{PASSWORD}@") + "&starttls=false"
+    plain = test_connection(Connection.from_uri("mail", uri))
+    wrong = test_connection(Connection.from_uri("mail", smtp_uri(smtp_with_auth, "alerts:nope@")))
+
+    assert plain.ok, plain.message  # "false" in a query is no, not a truthy string
+    assert smtp_with_auth.logins[0] == ("alerts", PASSWORD)
+    assert not wrong.ok and "SMTPAuthenticationError" in wrong.message
+
+
 def test_the_connection_login_and_password_authenticate_over_smtp_auth(
     smtp_with_auth: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
