@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -50,15 +51,22 @@ def callback_request(
 
 
 def run_callback_child(
-    request: dict[str, Any], dags_folder: str | None, timeout: float
+    request: dict[str, Any], dags_folder: str | None, timeout: float, env: Mapping[str, str] | None = None
 ) -> tuple[int | None, str]:
-    """Run one callback in a child; return its exit code (None: timed out and killed) and its output."""
+    """Run one callback in a child; return its exit code (None: timed out and killed) and its output.
+    ``env`` is added to this process's environment (the scheduler's settings, so a notifier in the
+    callback reads connections from the same metastore with the same key)."""
     command = [sys.executable, "-P", "-m", "hareflow.common.dag.callback_child", request["fileloc"]]
     if dags_folder:
         command.append(dags_folder)
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=err, stderr=err, start_new_session=True
+            command,
+            stdin=subprocess.PIPE,
+            stdout=err,
+            stderr=err,
+            start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
         try:
             assert proc.stdin is not None
@@ -80,9 +88,12 @@ def run_callback_child(
 class DagCallbacks:
     """Runs DAG callbacks in the background, two at a time."""
 
-    def __init__(self, *, dags_folder: str | None, timeout: float) -> None:
+    def __init__(
+        self, *, dags_folder: str | None, timeout: float, env: Mapping[str, str] | None = None
+    ) -> None:
         self._dags_folder = dags_folder
         self._timeout = timeout
+        self._env = dict(env or {})
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dag-callback")
 
     def submit(self, request: dict[str, Any]) -> None:
@@ -91,7 +102,7 @@ class DagCallbacks:
     def _run(self, request: dict[str, Any]) -> None:
         what = f"on_{request['kind']}_callback of {request['dag_id']} (run {request['run_id']})"
         try:
-            code, output = run_callback_child(request, self._dags_folder, self._timeout)
+            code, output = run_callback_child(request, self._dags_folder, self._timeout, self._env)
         except Exception:
             log.exception("could not run %s", what)
             return

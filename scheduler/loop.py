@@ -111,7 +111,9 @@ class Scheduler:
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
         self._started_at = clock()
         self._dag_callbacks = DagCallbacks(
-            dags_folder=str(settings.effective_dags_folder()), timeout=settings.dag_file_processor_timeout
+            dags_folder=str(settings.effective_dags_folder()),
+            timeout=settings.dag_file_processor_timeout,
+            env=settings.as_environment(),
         )
         #: Since when this scheduler has watched workers with the metastore reachable (None: not
         #: yet, or the metastore went away): a worker is lost only after a worker_timeout of silence

@@ -126,6 +126,19 @@ class Settings:
     def replace(self, **changes: typing.Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    def as_environment(self) -> dict[str, str]:
+        """The settings that differ from the defaults as ``HAREFLOW_*`` variables: a child process
+        given them (over the parent's environment) loads these same settings."""
+        defaults = Settings()
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != getattr(defaults, f.name) and value is not None:
+                out[ENV_PREFIX + f.name.upper()] = (
+                    str(value).lower() if isinstance(value, bool) else str(value)
+                )
+        return out
+
     def as_display_dict(self) -> dict[str, str]:
         """Effective values as strings, secrets masked, for ``hareflow config show``."""
         out: dict[str, str] = {}

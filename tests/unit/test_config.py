@@ -121,3 +121,20 @@ def test_the_bundled_examples_are_found_in_a_checkout_and_in_an_installed_packag
     (installed / "common" / "config").mkdir(parents=True)
     assert bundled_examples_folder(checkout) == checkout / "examples" / "dags"
     assert bundled_examples_folder(installed) == installed / "example_dags"
+
+
+def test_settings_exported_as_environment_load_back_the_same(tmp_path) -> None:
+    settings = load_settings(
+        env={},
+        overrides={
+            "home": str(tmp_path),
+            "database_url": "postgresql+psycopg2://u:p@db/x",
+            "fernet_key": "k1,k2",
+            "dags_are_paused_at_creation": False,
+            "lookup_timeout": 2.5,
+            "secrets_backend_options": '{"files": {"directory": "/run/secrets"}}',
+        },
+    )
+    exported = settings.as_environment()
+    assert load_settings(env=exported) == settings
+    assert "HAREFLOW_WORKER_CONCURRENCY" not in exported  # defaults are left to the child
