@@ -10,7 +10,9 @@ The scheduler starts it (``hareflow.scheduler.dag_callbacks``) once a run has fi
 never runs in the scheduler's own process. The callback gets a ``Context`` of the run (its
 ``task_id`` is empty) and, if it takes two arguments, the reason. What it prints goes to stderr;
 exit status 0 when it ran (even if it raised: the traceback is printed), 1 when the DAG or its
-callback could not be found, 2 for bad usage.
+callback could not be found, 2 for bad usage. Connections and variables resolve here from the
+environment the scheduler gives it (its own settings), with the DAG's allow-lists; what the
+callback prints is masked like a task's log.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ def run_callback(path: str, request: dict[str, Any], dags_folder: str | None = N
         conf=conf,
     )
     name = f"on_{request['kind']}_callback of DAG {dag.dag_id!r}"
+    from hareflow.common.secrets.client import local_resolver, set_resolver
+
+    set_resolver(local_resolver(dag_id=dag.dag_id))  # the DAG's allow-lists apply here too
     call_callback(callback, ctx, request.get("reason"), name)
     return 0
 
@@ -67,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     request = json.loads(sys.stdin.read())
-    sys.stdout = sys.stderr  # the callback's prints are its log
+    from hareflow.common.secrets.masking import MaskedStream
+
+    # The callback's prints are its log, with the secrets it looked up masked.
+    sys.stdout = sys.stderr = MaskedStream(sys.__stderr__)  # type: ignore[assignment]
     return run_callback(args[0], request, args[1] if len(args) == 2 else None)
 
 

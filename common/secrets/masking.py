@@ -13,11 +13,12 @@ fields and its callbacks' output pass through :meth:`Masker.redact`.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote
 
 MASK = "***"
@@ -119,3 +120,20 @@ class Masker:
 
 #: The one masker of this process (a task process masks what its own task has seen).
 masker = Masker()
+
+
+class MaskedStream(io.TextIOBase):
+    """A text stream writing through to ``target`` with this process's secrets masked."""
+
+    def __init__(self, target: TextIO) -> None:
+        self._target = target
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._target.write(masker.redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._target.flush()

@@ -240,3 +240,31 @@ def test_a_lookup_with_no_control_plane_answers_unavailable_within_the_timeout(
         executor.close()
     assert reply["ok"] is False and reply["code"] == "unavailable"
     assert "within 0.5s" in reply["error"] and "is a scheduler running" in reply["error"]
+
+
+def test_a_dag_callback_reads_connections_and_its_output_is_masked(tmp_path, monkeypatch) -> None:
+    from hareflow.scheduler.dag_callbacks import run_callback_child
+
+    dag_file = tmp_path / "cb.py"
+    dag_file.write_text(
+        "from hareflow import DAG, BashTask, Connection\n"
+        "def tell(context):\n"
+        "    conn = Connection.get('alerts')\n"
+        "    print('callback got', conn.host, conn.password)\n"
+        "with DAG('cb', on_failure_callback=tell):\n"
+        "    BashTask('t', 'false')\n"
+    )
+    request = {
+        "dag_id": "cb",
+        "kind": "failure",
+        "reason": "task_failure",
+        "run_id": "r1",
+        "fileloc": str(dag_file),
+    }
+    env = {"HAREFLOW_HOME": str(tmp_path), "HAREFLOW_CONN_ALERTS": f"http://u:{PASSWORD}@alerts.internal"}
+
+    code, output = run_callback_child(request, str(tmp_path), 30, env)
+
+    assert code == 0, output
+    assert "callback got alerts.internal ***" in output
+    assert PASSWORD not in output
