@@ -66,6 +66,11 @@ def _op(
     return op
 
 
+def _with_conflict(op: dict[str, Any]) -> dict[str, Any]:
+    op["responses"]["409"] = {"$ref": "#/components/responses/Conflict"}
+    return op
+
+
 def _obj(**props: Any) -> dict[str, Any]:
     return {"type": "object", "properties": props}
 
@@ -388,17 +393,20 @@ def _paths() -> dict[str, Any]:
                 _json(_obj(runs={"type": "array", "items": _ref("Run")}, total=INT)),
                 params=[DAG, _param("state", "query"), _param("run_type", "query"), LIMIT, OFFSET],
             ),
-            "post": _op(
-                "Trigger a run; conf keys naming a param keep its JSON type (else 400 names the field)",
-                _json(_ref("Run"), "Created"),
-                params=[DAG],
-                role="op",
-                status="201",
-                body=_obj(
-                    conf={"type": "object"},
-                    run_id={"type": "string"},
-                    logical_date={"type": "string", "format": "date-time"},
-                ),
+            "post": _with_conflict(
+                _op(
+                    "Trigger a run; conf keys naming a param keep its JSON type (else 400 names the field);"
+                    " 409 if the DAG already has a run with that run id or logical date",
+                    _json(_ref("Run"), "Created"),
+                    params=[DAG],
+                    role="op",
+                    status="201",
+                    body=_obj(
+                        conf={"type": "object"},
+                        run_id={"type": "string"},
+                        logical_date={"type": "string", "format": "date-time"},
+                    ),
+                )
             ),
         },
         run_path: {"get": _op("One run, with its task states", _json(_ref("Run")), params=[DAG, RUN])},

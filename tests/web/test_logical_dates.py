@@ -31,6 +31,13 @@ def test_an_api_trigger_at_a_logical_date_another_run_has_is_a_409_naming_it(
     assert [r["run_id"] for r in client.api("GET", f"/dags/{dag_id}/runs").json["runs"]] == ["first"]
 
 
+def test_the_openapi_document_says_a_trigger_may_answer_409() -> None:
+    from hareflow.web.openapi import openapi_document
+
+    responses = openapi_document()["paths"]["/dags/{dag_id}/runs"]["post"]["responses"]
+    assert responses["409"] == {"$ref": "#/components/responses/Conflict"}
+
+
 def test_the_trigger_form_shows_the_taken_logical_date_as_an_error(client: Client, dag_factory: Any) -> None:
     dag_id = dag_factory()
     client.api("POST", f"/dags/{dag_id}/runs", {"logical_date": WHEN, "run_id": "first"})
