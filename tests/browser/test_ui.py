@@ -83,9 +83,7 @@ def test_a_running_tasks_log_shows_lines_as_they_arrive(open_as: Any, live_syste
     )
     page.wait_for_selector('#ti-state[data-state="success"]')
     # The badge follows the event at once; the return value arrives with the details fetch after it.
-    page.wait_for_function(
-        "() => document.getElementById('ti-result').textContent.includes('\"lines\": 12')"
-    )
+    page.wait_for_function("() => document.getElementById('ti-result').textContent.includes('\"lines\": 12')")
 
     assert first.count("line ") < 12
     assert page.inner_text("#log").count("line ") == 12
