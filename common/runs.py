@@ -237,6 +237,8 @@ def trigger_run(
         raise DagPausedError(f"DAG {dag_id!r} is paused; unpause it with `hareflow dags unpause {dag_id}`")
     conf = check_conf((dag.serialized or {}).get("params") or {}, conf)
     logical = logical_date or now
+    if run_id is None:  # the run id comes from the date: a taken date is the mistake to name
+        _refuse_taken_logical_date(session, dag_id, logical)
     run_id = run_id or f"manual__{logical.isoformat()}"
     if not RUN_ID_PATTERN.match(run_id):
         raise RunError(f"run id {run_id!r}: {RUN_ID_RULE}")

@@ -25,6 +25,7 @@ from hareflow.common.runs import (
     RUN_ID_RULE,
     ConfError,
     DagPausedError,
+    LogicalDateTakenError,
     RunError,
     RunExistsError,
     parse_date,
@@ -97,7 +98,11 @@ def trigger(
                 triggered_by=username,
                 origin=origin(),
             )
-        except (DagPausedError, RunExistsError) as exc:
+        except LogicalDateTakenError as exc:
+            raise ActionError(409, str(exc), "logical_date") from None
+        except RunExistsError as exc:
+            raise ActionError(409, str(exc), "run_id") from None
+        except DagPausedError as exc:
             raise ActionError(409, str(exc)) from None
         except RunError as exc:
             raise ActionError(400, str(exc)) from None
