@@ -133,6 +133,25 @@ def test_a_taken_logical_date_is_shown_under_the_logical_date_field(
     page.screenshot(path=str(target / "trigger_error.png"), full_page=True)
 
 
+def test_the_runs_tab_shows_a_new_run_and_its_end_without_a_reload(
+    open_as: Any, live_system: LiveSystem
+) -> None:
+    page = open_as("viewer")
+    page.goto(f"{live_system.url}/dags/live_dag/runs")
+    page.wait_for_load_state("networkidle")
+    before = page.inner_text("#runs-total")
+    mark_no_reload(page)
+
+    run_id = live_system.cluster.trigger("live_dag", conf={"lines": 3, "delay": 0.2})
+    row = f'#runs-table tr[data-run="{run_id}"]'
+    page.wait_for_selector(row)
+    page.wait_for_selector(f'{row} .badge[data-state="success"]', timeout=30_000)
+
+    assert page.inner_text("#runs-total") != before
+    assert_not_reloaded(page)
+    assert live_system.wait_run("live_dag", run_id) == "success"
+
+
 def test_a_viewer_cannot_trigger(open_as: Any, live_system: LiveSystem) -> None:
     page = open_as("viewer")
     page.goto(f"{live_system.url}/dags/live_dag/grid")

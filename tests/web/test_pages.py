@@ -187,6 +187,8 @@ def test_the_runs_page_lists_runs_newest_first_and_filters_by_state(
 
     assert html.index(new) < html.index(old)
     assert old in failed and new not in failed
+    assert '<option value="failed" selected>' in failed  # the filter shows what it filters by
+    assert 'data-state="failed"' in failed  # and the live refresh asks for the same
 
 
 def test_the_source_page_shows_the_stored_source_and_never_opens_a_path_a_dag_names(

@@ -104,7 +104,7 @@ def dag_runs(dag_id: str) -> Any:
         total=total,
         offset=offset,
         limit=50,
-        state=state or "",
+        state_filter=state or "",  # not "state": that name is the state badge macro in the template
         tab="runs",
     )
 
