@@ -152,6 +152,33 @@ def test_the_runs_tab_shows_a_new_run_and_its_end_without_a_reload(
     assert live_system.wait_run("live_dag", run_id) == "success"
 
 
+def test_the_backfills_page_shows_a_backfill_and_its_progress_without_a_reload(
+    open_as: Any, live_system: LiveSystem
+) -> None:
+    page = open_as("viewer")
+    page.goto(f"{live_system.url}/backfills")
+    page.wait_for_load_state("networkidle")
+    mark_no_reload(page)
+    with live_system.cluster.sessions() as s, s.begin():
+        backfill, _ = create_backfill(
+            s,
+            "daily_report",
+            datetime(2026, 2, 10, tzinfo=UTC),
+            datetime(2026, 2, 11, tzinfo=UTC),
+            max_active_runs=2,
+            created_by="op",
+        )
+        backfill_id = backfill.id
+
+    row = f'#backfills-table tr[data-backfill="{backfill_id}"]'
+    page.wait_for_selector(row, timeout=30_000)
+    page.wait_for_function(
+        "sel => (document.querySelector(sel) || {}).textContent.includes('2 ok')", arg=row, timeout=30_000
+    )
+
+    assert_not_reloaded(page)
+
+
 def test_a_viewer_cannot_trigger(open_as: Any, live_system: LiveSystem) -> None:
     page = open_as("viewer")
     page.goto(f"{live_system.url}/dags/live_dag/grid")
