@@ -240,21 +240,20 @@ class BaseSensor(SensorMixin, BaseTask):
     setting (``retries``, ``queue``, ``pool``...).
     """
 
-    def __init__(self, task_id: str, **arguments: Any) -> None:
+    def __init__(self, task_id: str, *args: Any, **arguments: Any) -> None:
         self.sensor = _pop_sensor_args(task_id, arguments)
-        super().__init__(task_id, **arguments)
+        super().__init__(task_id, *args, **arguments)
 
 
 #: Airflow's name for the same base class.
 BaseSensorOperator = BaseSensor
 
 
-class PythonSensor(SensorMixin, PythonTask):
+class PythonSensor(BaseSensor, PythonTask):
     """A sensor poking with a Python callable (what ``@task.sensor`` makes; Airflow's
     ``PythonSensor``): the callable returns a bool or a ``PokeReturnValue``."""
 
     def __init__(self, task_id: str, python_callable: Callable[..., Any], **arguments: Any) -> None:
-        self.sensor = _pop_sensor_args(task_id, arguments)
         super().__init__(task_id, python_callable, **arguments)
 
     def poke(self, ctx: Context) -> bool | PokeReturnValue:
