@@ -215,9 +215,12 @@ def _apply_result(ti: _TI, m: ResultMessage, now: datetime, stored: dict[int, di
         # A sensor's poke found nothing: no retry is used, the try number stays; the scheduler
         # dispatches it again at next_retry_at as delivery ``reschedules`` + 1 of this try.
         first = ti.first_poke_at or _ts(m.first_poke_at or m.started_at or m.at)
+        start = ti.start_date or (_ts(m.started_at) if m.started_at else at)  # this delivery's
         ti.set(
             state=TaskState.UP_FOR_RESCHEDULE,
+            start_date=start,
             end_date=at,
+            duration=max(0.0, (at - start).total_seconds()),
             next_retry_at=_ts(m.reschedule_at or m.at),
             reschedules=(ti.reschedules or 0) + 1,
             first_poke_at=first,

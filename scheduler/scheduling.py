@@ -215,7 +215,9 @@ class _Writes:
             "queued_at": now,
             "confirmed_at": None,  # a new message: not confirmed yet
             "next_retry_at": None,
+            "start_date": None,  # start, end and duration are each delivery's; first_poke_at spans them
             "end_date": None,
+            "duration": None,
             "worker": None,
             "hostname": None,
             "pid": None,
