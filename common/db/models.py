@@ -160,7 +160,6 @@ class TaskInstance(Base):
         Index("ix_task_instance_dag_state", "dag_id", "state"),
         Index("ix_task_instance_worker_state", "worker", "state"),
         Index("ix_task_instance_run_state", "run_pk", "state"),
-        Index("ix_task_instance_state_next_retry", "state", "next_retry_at"),
     )
 
     def label(self) -> str:

@@ -1,5 +1,5 @@
 """Migration 0009 gives every existing task instance ``reschedules = 0`` and no first poke, and
-adds the (state, next_retry_at) index the scheduler's timers use."""
+goes back down."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy import inspect, text
 
 
 @pytest.mark.parametrize("database_url", ["postgres_url", "mysql_url", "sqlite_url"])
-def test_existing_task_instances_get_no_reschedules_and_the_timer_index_exists(
+def test_existing_task_instances_get_no_reschedules_and_the_columns_go_on_downgrade(
     request: pytest.FixtureRequest, database_url: str
 ) -> None:
     engine = create_engine_for(request.getfixturevalue(database_url))
@@ -35,12 +35,10 @@ def test_existing_task_instances_get_no_reschedules_and_the_timer_index_exists(
             row = conn.execute(
                 text("SELECT reschedules, first_poke_at FROM task_instance WHERE id = 1")
             ).one()
-        indexes = {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("task_instance")}
         downgrade(engine, "0008")  # and back down
         columns = {c["name"] for c in inspect(engine).get_columns("task_instance")}
     finally:
         engine.dispose()
 
     assert tuple(row) == (0, None)
-    assert indexes["ix_task_instance_state_next_retry"] == ["state", "next_retry_at"]
     assert "reschedules" not in columns and "first_poke_at" not in columns
