@@ -227,6 +227,11 @@ _SENSOR_ARGS = ("poke_interval", "timeout", "mode", "soft_fail", "exponential_ba
 
 
 def _pop_sensor_args(task_id: str, arguments: dict[str, Any]) -> SensorOptions:
+    if "deferrable" in arguments:
+        raise DagDefinitionError.here(
+            f"sensor '{task_id}': deferrable sensors are not supported (there is no triggerer); "
+            f"mode='reschedule' frees the worker slot between pokes instead"
+        )
     given = {name: arguments.pop(name) for name in _SENSOR_ARGS if name in arguments}
     return SensorOptions.check(task_id, **given)
 

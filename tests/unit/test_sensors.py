@@ -71,6 +71,10 @@ def default_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"soft_fail": "yes"}, "soft_fail of sensor 'wait' must be True or False"),
         ({"mode": "reschedule", "poke_interval": 0.2}, "below the 1s minimum of mode='reschedule'"),
         ({"poke_interval": 10, "max_wait": 5}, "max_wait of sensor 'wait' (5s) is below its poke_interval"),
+        (
+            {"deferrable": True},
+            "deferrable sensors are not supported (there is no triggerer); mode='reschedule'",
+        ),
     ],
 )
 def test_bad_sensor_arguments_fail_at_parse_time_naming_the_task(kwargs: dict, fragment: str) -> None:
