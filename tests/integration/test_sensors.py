@@ -342,7 +342,7 @@ def test_an_external_task_sensor_follows_another_dags_task_at_the_same_logical_d
         assert (final, ti.state) == ("success", "success")
 
 
-def test_dags_test_runs_a_dag_with_sensors_in_both_modes(tmp_path: Path) -> None:
+def test_dags_test_runs_a_dag_with_sensors_in_both_modes_and_tasks_test_pokes_once(tmp_path: Path) -> None:
     dags = tmp_path / "dags"
     dags.mkdir()
     marker = tmp_path / "marker"
@@ -363,12 +363,17 @@ with DAG("sensing"):
     def never():
         return False
 
+    @task.sensor(poke_interval=0.1, timeout=0.3, mode="reschedule", soft_fail=True)
+    def later():
+        return False
+
     @task
     def show(n):
         return f"after {{n}} pokes"
 
     show(counted())
     never()
+    later()
 """
     )
     env = {
@@ -388,3 +393,13 @@ with DAG("sensing"):
     assert done.stdout.count("--- counted: up_for_reschedule, poking again in") == 2
     assert '--- show: success, returned "after 3 pokes"' in done.stdout
     assert "--- never: skipped: sensor 'never' timed out" in done.stdout
+    assert "--- later: skipped: sensor 'later' timed out" in done.stdout
+    one = subprocess.run(
+        [sys.executable, "-m", "hareflow.cli", "tasks", "test", "sensing", "later"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert "sensor later found nothing yet; in a run it would give its slot back and poke again" in one.stderr
