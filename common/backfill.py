@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from hareflow.common.audit import audit
 from hareflow.common.dag.schedule import DagRunInfo, runs_between
 from hareflow.common.db import Backfill, Dag, DagRun, TaskInstance, cas
 from hareflow.common.runs import RunError, schedule_args
@@ -112,9 +113,11 @@ def create_backfill(
     max_active_runs: int = 1,
     rerun_failed: bool = False,
     created_by: str | None = None,
+    origin: str | None = None,
     now: datetime | None = None,
 ) -> tuple[Backfill, BackfillPlan]:
-    """Record a backfill and queue its runs. An empty plan is recorded as already finished."""
+    """Record a backfill and queue its runs (audited as ``created_by`` from ``origin``). An empty
+    plan is recorded as already finished."""
     now = now or datetime.now(UTC)
     if max_active_runs < 1:
         raise BackfillError("--max-active-runs must be at least 1")
@@ -155,6 +158,21 @@ def create_backfill(
     if plan.to_rerun:
         _rerun_failed(session, dag, plan.to_rerun, backfill.id, now)
     session.flush()
+    audit(
+        session,
+        "backfill",
+        username=created_by,
+        dag_id=dag_id,
+        details={
+            "backfill_id": backfill.id,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "runs_created": len(plan.to_create),
+            "runs_rerun": len(plan.to_rerun),
+        },
+        origin=origin,
+        now=now,
+    )
     return backfill, plan
 
 
@@ -193,8 +211,16 @@ def _rerun_failed(session: Session, dag: Dag, run_ids: list[str], backfill_id: i
         cas.set_each_task_state(session, TaskTransition.CLEAR, rows)
 
 
-def cancel_backfill(session: Session, backfill_id: int, *, now: datetime | None = None) -> int:
-    """Cancel the backfill's runs that have not started; runs already going are left to finish."""
+def cancel_backfill(
+    session: Session,
+    backfill_id: int,
+    *,
+    username: str | None = None,
+    origin: str | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Cancel the backfill's runs that have not started; runs already going are left to finish.
+    Audited as ``username`` from ``origin``."""
     now = now or datetime.now(UTC)
     backfill = session.get(Backfill, backfill_id)
     if backfill is None:
@@ -210,7 +236,17 @@ def cancel_backfill(session: Session, backfill_id: int, *, now: datetime | None 
     )
     backfill.state = "cancelled"
     backfill.completed_at = now
-    return int(result.rowcount or 0)
+    dropped = int(result.rowcount or 0)
+    audit(
+        session,
+        "backfill_cancel",
+        username=username,
+        dag_id=backfill.dag_id,
+        details={"backfill_id": backfill_id, "runs_dropped": dropped},
+        origin=origin,
+        now=now,
+    )
+    return dropped
 
 
 def backfill_progress(session: Session, backfill_id: int) -> BackfillProgress:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hareflow.common.audit import audit
 from hareflow.common.dag.schedule import DagRunInfo, next_dagrun_info
 from hareflow.common.dag.serialize import SerializedDag
-from hareflow.common.db import AuditLog, Dag, DagRun, Pool, TaskInstance, cas
+from hareflow.common.db import Dag, DagRun, Pool, TaskInstance, cas
 from hareflow.common.runs import last_scheduled_logical_date, schedule_args
 from hareflow.common.states import (
     RUN_FINISHED,
@@ -42,31 +43,6 @@ class AmbiguousRunError(OperationError):
 
 def _now(now: datetime | None) -> datetime:
     return now or datetime.now(UTC)
-
-
-def audit(
-    session: Session,
-    action: str,
-    *,
-    username: str | None,
-    dag_id: str | None = None,
-    run_id: str | None = None,
-    task_id: str | None = None,
-    details: Mapping[str, Any] | None = None,
-    now: datetime | None = None,
-) -> AuditLog:
-    """Record who did what (the web UI's audit page and incident reviews read these rows)."""
-    row = AuditLog(
-        at=_now(now),
-        username=username,
-        action=action,
-        dag_id=dag_id,
-        run_id=run_id,
-        task_id=task_id,
-        details=dict(details) if details is not None else None,
-    )
-    session.add(row)
-    return row
 
 
 # -- lookups ----------------------------------------------------------------------------------------

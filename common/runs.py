@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from hareflow.common.audit import audit
 from hareflow.common.dag.schedule import DagRunInfo, manual_data_interval, next_dagrun_info
 from hareflow.common.db import Dag, DagRun
 from hareflow.common.states import RUN_ACTIVE, RunState
@@ -78,6 +80,53 @@ def load_conf(text: str) -> dict[str, Any]:
     except RecursionError:
         raise RunError(f"conf nests more than {MAX_CONF_DEPTH} levels deep") from None
     return check_conf_limits(value)
+
+
+class ConfError(RunError):
+    """A trigger's conf does not fit the DAG's params; ``field`` names the offending key."""
+
+    def __init__(self, message: str, field: str = "conf") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+_JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "boolean"),
+    ((int, float), "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
+
+
+def json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    for types, name in _JSON_TYPES:
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def check_conf(params: Mapping[str, Any], conf: object) -> dict[str, Any]:
+    """Validate a trigger's conf against the DAG's params: an object whose keys that name a param
+    have that param's JSON type (a param whose default is null takes anything). Keys that are not
+    params are allowed: the run's tasks see them in ``ctx.conf``. The one check every door uses
+    (CLI, UI, API, event triggers)."""
+    if conf is None:
+        return {}
+    if not isinstance(conf, dict):
+        raise ConfError(f"conf must be a JSON object, not {json_type(conf)}")
+    check_conf_limits(conf)
+    for key, value in conf.items():
+        if key not in params or params[key] is None:
+            continue
+        expected, got = json_type(params[key]), json_type(value)
+        if expected != got:
+            raise ConfError(
+                f"conf.{key} must be a {expected} (like the param's default), not {got}", f"conf.{key}"
+            )
+    return conf
 
 
 class DagNotFoundError(RunError):
@@ -168,6 +217,7 @@ def trigger_run(
     run_id: str | None = None,
     logical_date: datetime | None = None,
     triggered_by: str | None = None,
+    origin: str | None = None,
     allow_paused: bool = False,
     now: datetime | None = None,
 ) -> DagRun:
@@ -176,6 +226,8 @@ def trigger_run(
     Its logical date is ``logical_date`` or now, and must be free: a DAG has one run per logical
     date (the database's unique key on ``interval_key`` holds it even against a concurrent trigger).
     A scheduled DAG's manual run covers the latest complete data interval at its logical date.
+    ``conf`` is checked against the DAG's params (:func:`check_conf`), and the trigger is audited
+    as ``triggered_by`` from ``origin``, in the same transaction.
     """
     now = now or datetime.now(UTC)
     dag = session.get(Dag, dag_id)
@@ -183,9 +235,10 @@ def trigger_run(
         raise DagNotFoundError(f"no DAG named {dag_id!r} (see `hareflow dags list`)")
     if dag.is_paused and not allow_paused:
         raise DagPausedError(f"DAG {dag_id!r} is paused; unpause it with `hareflow dags unpause {dag_id}`")
-    if conf is not None:
-        check_conf_limits(conf)
+    conf = check_conf((dag.serialized or {}).get("params") or {}, conf)
     logical = logical_date or now
+    if run_id is None:  # the run id comes from the date: a taken date is the mistake to name
+        _refuse_taken_logical_date(session, dag_id, logical)
     run_id = run_id or f"manual__{logical.isoformat()}"
     if not RUN_ID_PATTERN.match(run_id):
         raise RunError(f"run id {run_id!r}: {RUN_ID_RULE}")
@@ -229,6 +282,16 @@ def trigger_run(
                 f"run per logical date: pick another date or clear that run"
             ) from None
         raise RunExistsError(f"DAG {dag_id!r} already has a run {run_id!r}") from None
+    audit(
+        session,
+        "trigger",
+        username=triggered_by,
+        dag_id=dag_id,
+        run_id=run_id,
+        details={"conf": run.conf},
+        origin=origin,
+        now=now,
+    )
     return run
 
 

@@ -15,7 +15,6 @@ from hareflow.common.backfill import BackfillError, cancel_backfill
 from hareflow.common.db import Backfill, Dag
 from hareflow.common.operations import (
     OperationError,
-    audit,
     clear_task_instances,
     mark_task_instance,
     set_paused,
@@ -24,23 +23,17 @@ from hareflow.common.records import run_dict, ti_dict
 from hareflow.common.runs import (
     RUN_ID_PATTERN,
     RUN_ID_RULE,
+    ConfError,
     DagPausedError,
+    LogicalDateTakenError,
     RunError,
     RunExistsError,
-    check_conf_limits,
     parse_date,
     trigger_run,
 )
+from hareflow.common.runs import check_conf as runs_check_conf
 from hareflow.web import queries
 from hareflow.web.runtime import event, open_session, runtime
-
-JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
-    (bool, "boolean"),
-    ((int, float), "number"),
-    (str, "string"),
-    (list, "array"),
-    (dict, "object"),
-)
 
 
 class ActionError(Exception):
@@ -51,36 +44,22 @@ class ActionError(Exception):
         self.field = field
 
 
-def json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    for types, name in JSON_TYPES:
-        if isinstance(value, types):
-            return name
-    return type(value).__name__
-
-
 def check_conf(params: dict[str, Any], conf: object) -> dict[str, Any]:
-    """Validate a trigger's conf against the DAG's params: an object whose keys that name a param
-    have that param's JSON type (a param whose default is null takes anything). Keys that are not
-    params are allowed: the run's tasks see them in ``ctx.conf``."""
-    if conf is None:
-        return {}
-    if not isinstance(conf, dict):
-        raise ActionError(400, f"conf must be a JSON object, not {json_type(conf)}", "conf")
+    """``common.runs.check_conf`` (the one check every door uses), its mistakes as a 400 naming
+    the field."""
     try:
-        check_conf_limits(conf)
+        return runs_check_conf(params, conf)
+    except ConfError as exc:
+        raise ActionError(400, str(exc), exc.field) from None
     except RunError as exc:
         raise ActionError(400, str(exc), "conf") from None
-    for key, value in conf.items():
-        if key not in params or params[key] is None:
-            continue
-        expected, got = json_type(params[key]), json_type(value)
-        if expected != got:
-            raise ActionError(
-                400, f"conf.{key} must be a {expected} (like the param's default), not {got}", f"conf.{key}"
-            )
-    return conf
+
+
+def origin() -> str | None:
+    """Where a web action came from: ``web <client address>`` inside a request."""
+    from flask import has_request_context, request
+
+    return f"web {request.remote_addr}" if has_request_context() else None
 
 
 def _dag_or_404(s: Any, dag_id: str) -> Dag:
@@ -111,13 +90,22 @@ def trigger(
         checked = check_conf((dag.serialized or {}).get("params") or {}, conf)
         try:
             run = trigger_run(
-                s, dag_id, conf=checked, run_id=run_id, logical_date=when, triggered_by=username
+                s,
+                dag_id,
+                conf=checked,
+                run_id=run_id,
+                logical_date=when,
+                triggered_by=username,
+                origin=origin(),
             )
-        except (DagPausedError, RunExistsError) as exc:
+        except LogicalDateTakenError as exc:
+            raise ActionError(409, str(exc), "logical_date") from None
+        except RunExistsError as exc:
+            raise ActionError(409, str(exc), "run_id") from None
+        except DagPausedError as exc:
             raise ActionError(409, str(exc)) from None
         except RunError as exc:
             raise ActionError(400, str(exc)) from None
-        audit(s, "trigger", username=username, dag_id=dag_id, run_id=run.run_id, details={"conf": checked})
         result = run_dict(run)
     runtime().notify([event("run", dag_id, "queued", result["run_id"])])
     return result
@@ -227,16 +215,9 @@ def cancel(backfill_id: int, *, username: str) -> dict[str, Any]:
         if backfill is None:
             raise ActionError(404, f"no backfill with id {backfill_id}")
         try:
-            dropped = cancel_backfill(s, backfill_id)
+            dropped = cancel_backfill(s, backfill_id, username=username, origin=origin())
         except BackfillError as exc:
             raise ActionError(409, str(exc)) from None
-        audit(
-            s,
-            "backfill_cancel",
-            username=username,
-            dag_id=backfill.dag_id,
-            details={"backfill_id": backfill_id, "runs_dropped": dropped},
-        )
         dag_id = backfill.dag_id
     runtime().notify([event("dag", dag_id, "backfill_cancelled")])
     return {"backfill_id": backfill_id, "state": "cancelled", "runs_dropped": dropped}

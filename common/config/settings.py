@@ -80,6 +80,8 @@ class Settings:
     admin_username: str = "admin"  # `hareflow db init` creates this admin user once ...
     admin_password: str = ""  # ... with this password (empty: no user is created)
     log_level: str = "INFO"
+    # Who the CLI records in the audit log; empty: the OS user running it.
+    audit_user: str = ""
     # Integrations (docs/integrations.md)
     # Fernet keys that encrypt connections and variables at rest, comma-separated: the first
     # encrypts, all decrypt (rotation). Empty: <home>/fernet.key if it exists.

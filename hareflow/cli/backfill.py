@@ -59,6 +59,8 @@ def dags_backfill(
     Example:
       hareflow dags backfill daily_sales --start 2026-01-01 --end 2026-01-31 --max-active-runs 4 --wait
     """
+    from hareflow.common.audit import cli_origin, cli_user
+
     settings = get_settings()
     start_at = parse_date(start, "--start")
     end_at = parse_date(end, "--end")
@@ -80,7 +82,8 @@ def dags_backfill(
                 end_at,
                 max_active_runs=max_active_runs,
                 rerun_failed=rerun_failed,
-                created_by="cli",
+                created_by=cli_user(settings),
+                origin=cli_origin(),
             )
             backfill_id = backfill.id
         notify_scheduler(settings, [{"kind": "dag", "dag_id": dag_id, "state": "backfill"}])
@@ -143,11 +146,15 @@ def dags_backfill_cancel(backfill_id: int) -> None:
     Example:
       hareflow dags backfill-cancel 3
     """
+    from hareflow.common.audit import cli_origin, cli_user
+
     settings = get_settings()
     api = _backfill_api()
     with metastore(settings) as sessions:
         with user_mistakes(), sessions() as session, session.begin():
-            cancelled = api.cancel_backfill(session, backfill_id)
+            cancelled = api.cancel_backfill(
+                session, backfill_id, username=cli_user(settings), origin=cli_origin()
+            )
             progress = api.backfill_progress(session, backfill_id)
         notify_scheduler(
             settings, [{"kind": "dag", "dag_id": progress.dag_id, "state": "backfill_cancelled"}]

@@ -322,3 +322,10 @@ def complete_dag_id(ctx: click.Context, param: click.Parameter, incomplete: str)
             engine.dispose()
     except Exception:  # noqa: BLE001 - completion must never print a traceback into the shell
         return []
+
+
+def cli_user(settings: Any = None) -> str:
+    """Who runs this command, for the audit log (``hareflow.common.audit.cli_user``)."""
+    from hareflow.common.audit import cli_user as who
+
+    return who(settings)

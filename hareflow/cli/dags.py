@@ -11,6 +11,7 @@ import click
 from hareflow.cli.common import (
     CONTEXT_SETTINGS,
     INTERRUPTED,
+    cli_user,
     complete_dag_id,
     get_settings,
     iso,
@@ -210,7 +211,7 @@ def _set_paused(dag_id: str, paused: bool) -> None:
 
     with metastore(settings) as sessions, user_mistakes():
         with sessions() as session, session.begin():
-            changed = set_paused(session, dag_id, paused, username="cli")
+            changed = set_paused(session, dag_id, paused, username=cli_user(settings))
     word = "paused" if paused else "unpaused"
     if not changed:
         click.echo(f"DAG {dag_id} was already {word}")
@@ -360,12 +361,19 @@ def dags_trigger(
     settings = get_settings()
     conf_obj = parse_conf(conf)
     when_ = parse_date(logical_date, "--logical-date")
+    from hareflow.common.audit import cli_origin
     from hareflow.common.runs import trigger_run
 
     with metastore(settings) as sessions:
         with user_mistakes(), sessions() as session, session.begin():
             run = trigger_run(
-                session, dag_id, conf=conf_obj, run_id=run_id, logical_date=when_, triggered_by="cli"
+                session,
+                dag_id,
+                conf=conf_obj,
+                run_id=run_id,
+                logical_date=when_,
+                triggered_by=cli_user(settings),
+                origin=cli_origin(),
             )
             run_pk, created_id = run.id, run.run_id
         notify_scheduler(

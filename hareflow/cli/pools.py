@@ -6,6 +6,7 @@ import click
 
 from hareflow.cli.common import (
     CONTEXT_SETTINGS,
+    cli_user,
     get_settings,
     metastore,
     output_option,
@@ -64,7 +65,7 @@ def pools_set(name: str, slots: int, description: str | None) -> None:
     from hareflow.common.operations import set_pool
 
     with metastore(settings) as sessions, user_mistakes(), sessions() as session, session.begin():
-        _, created = set_pool(session, name, slots, description=description, username="cli")
+        _, created = set_pool(session, name, slots, description=description, username=cli_user(settings))
     click.echo(f"pool {name} {'created' if created else 'updated'} with {slots} slot(s)")
 
 
@@ -81,5 +82,5 @@ def pools_delete(name: str) -> None:
     from hareflow.common.operations import delete_pool
 
     with metastore(settings) as sessions, user_mistakes(), sessions() as session, session.begin():
-        delete_pool(session, name, username="cli")
+        delete_pool(session, name, username=cli_user(settings))
     click.echo(f"pool {name} deleted")

@@ -8,7 +8,6 @@ layer are imported by the functions that need them.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import re
@@ -29,11 +28,10 @@ _WS = re.compile(r"\s*")
 
 
 def os_user() -> str:
-    """Who ran the command, for the audit log ("cli" where the user has no passwd entry)."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return "cli"
+    """Who ran the command, for the audit log (see ``hareflow.common.audit.cli_user``)."""
+    from hareflow.common.audit import cli_user
+
+    return cli_user()
 
 
 @contextmanager
@@ -60,9 +58,10 @@ def cipher(settings: Any) -> Any:
 
 def audit(session: Any, action: str, details: dict[str, Any]) -> None:
     """One audit_log row for a change to connections or variables: ids and counts, never values."""
-    from hareflow.common.operations import audit as write
+    from hareflow.common.audit import audit as write
+    from hareflow.common.audit import cli_origin
 
-    write(session, action, username=os_user(), details=details)
+    write(session, action, username=os_user(), details=details, origin=cli_origin())
 
 
 # -- output -----------------------------------------------------------------------------------------

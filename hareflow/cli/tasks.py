@@ -13,6 +13,7 @@ from hareflow.cli.common import (
     CONTEXT_SETTINGS,
     INTERRUPTED,
     UserError,
+    cli_user,
     complete_dag_id,
     get_settings,
     metastore,
@@ -471,7 +472,7 @@ def tasks_clear(
                 err=True,
             )
         with user_mistakes(), sessions() as session, session.begin():
-            result = clear_task_instances(session, dag_id, username="cli", **options)
+            result = clear_task_instances(session, dag_id, username=cli_user(settings), **options)
     notify_scheduler(
         settings,
         [{"kind": "run", "dag_id": dag_id, "run_id": r, "state": "queued"} for r in result.runs_touched],

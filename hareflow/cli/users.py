@@ -10,6 +10,7 @@ import click
 from hareflow.cli.common import (
     CONTEXT_SETTINGS,
     UserError,
+    cli_user,
     get_settings,
     iso,
     metastore,
@@ -60,7 +61,7 @@ def users_create(username: str, role: str, password_stdin: bool) -> None:
     with metastore(settings) as sessions:
         password = _read_password(password_stdin)
         with user_mistakes(), sessions() as session, session.begin():
-            create_user(session, username, password, role, created_by="cli")
+            create_user(session, username, password, role, created_by=cli_user(settings))
     click.echo(f"user {username} created with role {role}")
 
 
@@ -103,7 +104,7 @@ def users_delete(username: str, yes: bool) -> None:
         if not yes:
             click.confirm(f"Delete user {username}?", abort=True, err=True)
         with user_mistakes(), sessions() as session, session.begin():
-            delete_user(session, username, deleted_by="cli")
+            delete_user(session, username, deleted_by=cli_user(settings))
     click.echo(f"user {username} deleted")
 
 
@@ -121,7 +122,7 @@ def users_set_role(username: str, role: str) -> None:
     from hareflow.common.users import set_role
 
     with metastore(settings) as sessions, user_mistakes(), sessions() as session, session.begin():
-        set_role(session, username, role, changed_by="cli")
+        set_role(session, username, role, changed_by=cli_user(settings))
     click.echo(f"user {username} now has role {role}")
 
 
@@ -145,7 +146,7 @@ def users_set_password(username: str, password_stdin: bool) -> None:
             get_user(session, username)  # an unknown user is an error before any prompt
         password = _read_password(password_stdin)
         with user_mistakes(), sessions() as session, session.begin():
-            set_password(session, username, password, changed_by="cli")
+            set_password(session, username, password, changed_by=cli_user(settings))
     click.echo(f"password of user {username} changed")
 
 
@@ -170,7 +171,7 @@ def users_token(username: str, days: int | None) -> None:
 
     lifetime = settings.api_token_expiry_days if days is None else days
     with metastore(settings) as sessions, user_mistakes(), sessions() as session, session.begin():
-        token = issue_token(session, username, days=lifetime, issued_by="cli")
+        token = issue_token(session, username, days=lifetime, issued_by=cli_user(settings))
     click.echo(token)
 
 
@@ -239,7 +240,7 @@ def users_tokens_revoke(token_id: int) -> None:
     from hareflow.web.security import revoke_token
 
     with metastore(settings) as sessions, sessions() as session, session.begin():
-        revoked = revoke_token(session, token_id, revoked_by="cli")
+        revoked = revoke_token(session, token_id, revoked_by=cli_user(settings))
     if revoked is None:
         raise UserError(f"no API token with id {token_id} (see `hareflow users tokens list`)")
     click.echo(f"revoked API token {token_id} of {revoked['user']}")

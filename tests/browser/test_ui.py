@@ -83,9 +83,7 @@ def test_a_running_tasks_log_shows_lines_as_they_arrive(open_as: Any, live_syste
     )
     page.wait_for_selector('#ti-state[data-state="success"]')
     # The badge follows the event at once; the return value arrives with the details fetch after it.
-    page.wait_for_function(
-        "() => document.getElementById('ti-result').textContent.includes('\"lines\": 12')"
-    )
+    page.wait_for_function("() => document.getElementById('ti-result').textContent.includes('\"lines\": 12')")
 
     assert first.count("line ") < 12
     assert page.inner_text("#log").count("line ") == 12
@@ -108,6 +106,31 @@ def test_pausing_and_unpausing_a_dag_from_the_list(open_as: Any, live_system: Li
     page.wait_for_selector(f"{toggle}.on")
     with live_system.cluster.sessions() as s:
         assert s.get(Dag, "daily_report").is_paused is False  # type: ignore[union-attr]
+
+
+def test_a_taken_logical_date_is_shown_under_the_logical_date_field(
+    open_as: Any, live_system: LiveSystem, tmp_path: Path
+) -> None:
+    first = live_system.cluster.trigger("daily_report")
+    with live_system.cluster.sessions() as s:
+        taken = s.scalar(select(DagRun.logical_date).where(DagRun.run_id == first))
+    assert taken is not None
+    page = open_as("op")
+    page.goto(f"{live_system.url}/dags/daily_report/trigger")
+    page.fill('input[name="logical_date"]', taken.isoformat())
+    page.click("#trigger-submit")
+    page.wait_for_selector("#logical_date-error")
+
+    date_box = page.locator('input[name="logical_date"]').bounding_box()
+    error_box = page.locator("#logical_date-error").bounding_box()
+    run_id_box = page.locator('input[name="run_id"]').bounding_box()
+    assert date_box and error_box and run_id_box
+    assert "already has a run at logical date" in page.inner_text("#logical_date-error")
+    assert page.query_selector("#run_id-error") is None
+    assert abs(error_box["x"] - date_box["x"]) < 2  # in the logical date's column, not the run id's
+    assert error_box["x"] > run_id_box["x"] + run_id_box["width"]
+    target = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
+    page.screenshot(path=str(target / "trigger_error.png"), full_page=True)
 
 
 def test_a_viewer_cannot_trigger(open_as: Any, live_system: LiveSystem) -> None:

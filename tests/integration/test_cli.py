@@ -8,9 +8,11 @@ order.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -79,8 +81,8 @@ class CliSystem:
         """Run ``hareflow ARGS`` in-process; HAREFLOW_* variables other than ours are unset."""
         return invoke_hareflow({**self.env, **(env or {})}, *args, input=input)
 
-    def ok(self, *args: str, input: str | None = None) -> Result:
-        result = self.invoke(*args, input=input)
+    def ok(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+        result = self.invoke(*args, input=input, env=env)
         assert result.exit_code == 0, f"hareflow {' '.join(args)} -> {result.exit_code}\n{result.output}"
         return result
 
@@ -340,7 +342,7 @@ def test_pausing_a_dag_records_who_did_it_and_a_paused_dag_cannot_be_triggered(h
     assert listed["pausable"]["paused"] is True
     assert_user_error(trigger, "paused", "hareflow dags unpause pausable")
     assert unpaused.stdout.strip() == "DAG pausable unpaused"
-    assert [(a.action, a.username) for a in hf.audit("pause", "pausable")] == [("pause", "cli")]
+    assert [(a.action, a.username) for a in hf.audit("pause", "pausable")] == [("pause", getpass.getuser())]
     assert len(hf.audit("unpause", "pausable")) == 1
     assert hf.cluster.trigger("pausable")  # unpaused: triggering works again
 
@@ -424,8 +426,27 @@ def test_trigger_takes_a_run_id_and_a_logical_date_and_refuses_a_duplicate_run_i
     assert created.stdout.strip() == "created run nightly-42 of succeeds"
     [run] = [r for r in hf.json("runs", "list", "succeeds") if r["run_id"] == "nightly-42"]
     assert run["logical_date"] == "2026-03-01T02:00:00+00:00"
-    assert run["triggered_by"] == "cli"
+    assert run["triggered_by"] == getpass.getuser()
     assert_user_error(duplicate, "already has a run 'nightly-42'")
+
+
+def test_a_cli_trigger_is_audited_with_who_and_where_and_a_configured_identity_wins(hf: CliSystem) -> None:
+    hf.ok("dags", "trigger", "succeeds", "--run-id", "audited-1", "--conf", '{"greeting": "hi"}')
+    hf.ok("dags", "trigger", "succeeds", "--run-id", "audited-2", env={"HAREFLOW_AUDIT_USER": "deploy-bot"})
+
+    rows = {a.run_id: a for a in hf.audit("trigger", "succeeds") if a.run_id in ("audited-1", "audited-2")}
+    assert rows["audited-1"].username == getpass.getuser()
+    assert rows["audited-1"].details == {"conf": {"greeting": "hi"}, "origin": f"cli@{socket.gethostname()}"}
+    assert rows["audited-2"].username == "deploy-bot"
+    [run] = [r for r in hf.json("runs", "list", "succeeds") if r["run_id"] == "audited-2"]
+    assert run["triggered_by"] == "deploy-bot"
+
+
+def test_a_cli_trigger_checks_conf_against_the_params_like_the_ui_and_the_api(hf: CliSystem) -> None:
+    refused = hf.invoke("dags", "trigger", "succeeds", "--run-id", "typed-1", "--conf", '{"greeting": 5}')
+
+    assert_user_error(refused, "conf.greeting must be a string (like the param's default), not number")
+    assert not [r for r in hf.json("runs", "list", "succeeds") if r["run_id"] == "typed-1"]
 
 
 @pytest.mark.parametrize("run_id", ["nightly/42", "has space", "x" * 251])
@@ -534,7 +555,7 @@ def test_clearing_a_failed_task_and_its_downstream_reruns_them_with_fresh_retrie
     assert after["report"].state == "success"
     [row] = hf.audit("clear", "etl")
     assert (
-        row.username == "cli"
+        row.username == getpass.getuser()
         and row.run_id == run_id
         and sorted(row.details["task_ids"]) == ["load", "report"]
     )

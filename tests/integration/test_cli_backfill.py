@@ -6,9 +6,11 @@ pseudo-terminal, and Ctrl-C (SIGINT to the real process) stopping only the watch
 
 from __future__ import annotations
 
+import getpass
 import os
 import pty
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from datetime import datetime
@@ -140,7 +142,7 @@ def test_a_backfill_with_wait_runs_one_run_per_day_within_max_active_runs_and_ex
     assert most_at_once(runs) <= 2
     backfill_id = int(lines[0].split()[1])
     row = backfill_row(hf, backfill_id)
-    assert (row.state, row.created_by, row.max_active_runs) == ("failed", "cli", 2)
+    assert (row.state, row.created_by, row.max_active_runs) == ("failed", getpass.getuser(), 2)
     assert {r.backfill_id for r in runs} == {backfill_id}
 
 
@@ -217,6 +219,12 @@ def test_ctrl_c_stops_watching_says_how_to_resume_or_cancel_and_cancel_removes_r
     assert backfill_row(hf, backfill_id).state == "cancelled"
     assert watched.exit_code == 1 and f"backfill {backfill_id} of bf_slow: cancelled" in watched.stdout
     assert_user_error(twice, "already cancelled")
+    started = [a for a in hf.audit("backfill", "bf_slow") if a.details["backfill_id"] == backfill_id]
+    [stopped] = [a for a in hf.audit("backfill_cancel", "bf_slow") if a.details["backfill_id"] == backfill_id]
+    assert [(a.username, a.details["runs_created"], a.details["origin"]) for a in started] == [
+        (getpass.getuser(), 8, f"cli@{socket.gethostname()}")
+    ]
+    assert (stopped.username, stopped.details["runs_dropped"]) == (getpass.getuser(), removed)
 
 
 def test_on_a_terminal_backfill_wait_draws_a_live_progress_bar(hf: CliSystem) -> None:

@@ -26,6 +26,7 @@ from tests.conftest import PG_URL
 from tests.integration.test_cli import assert_user_error, invoke_hareflow
 
 PASSWORD = "pw-Zq8-unlikely-anywhere"
+ORIGIN = f"cli@{socket.gethostname()}"  # where each change came from
 
 
 @dataclass
@@ -268,7 +269,9 @@ def test_rotate_key_re_encrypts_everything_so_the_old_key_can_be_dropped(cli: Cl
     }
     assert variable == "10"
     assert_user_error(old_only, "does not decrypt")
-    assert [a.details for a in cli.audit("secrets_rotate_key")] == [{"connections": 2, "variables": 1}]
+    assert [a.details for a in cli.audit("secrets_rotate_key")] == [
+        {"connections": 2, "variables": 1, "origin": ORIGIN}
+    ]
 
 
 def test_rotate_key_without_the_old_key_changes_nothing_and_says_what_does_not_decrypt(cli: Cli) -> None:
@@ -443,11 +446,11 @@ def test_changes_are_audited_with_the_os_user_and_never_a_secret(cli: Cli) -> No
     rows = added + cli.audit("connection_import") + cli.audit("connection_delete")
 
     assert [a.details for a in added] == [
-        {"conn_id": "db", "replaced": False},
-        {"conn_id": "db", "replaced": True},
+        {"conn_id": "db", "replaced": False, "origin": ORIGIN},
+        {"conn_id": "db", "replaced": True, "origin": ORIGIN},
     ]
     assert cli.audit("connection_import")[0].details["added"] == ["more"]
-    assert cli.audit("connection_delete")[0].details == {"conn_id": "db"}
+    assert cli.audit("connection_delete")[0].details == {"conn_id": "db", "origin": ORIGIN}
     assert {a.username for a in rows} == {getpass.getuser()}
     assert PASSWORD not in " ".join(str(v) for row in cli.rows("audit_log") for v in row)
 

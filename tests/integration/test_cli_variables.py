@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from tests.integration.test_cli import assert_user_error
 from tests.integration.test_cli_connections import Cli, make_cli
 
 SECRET = "sv-Zq8-unlikely-anywhere"
+ORIGIN = f"cli@{socket.gethostname()}"  # where each change came from
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -186,8 +188,10 @@ def test_variable_changes_are_audited_with_the_os_user_and_never_the_value(cli: 
 
     rows = cli.audit("variable_set") + cli.audit("variable_import") + cli.audit("variable_delete")
 
-    assert [r.details for r in cli.audit("variable_set")] == [{"key": "db_password", "created": True}]
+    assert [r.details for r in cli.audit("variable_set")] == [
+        {"key": "db_password", "created": True, "origin": ORIGIN}
+    ]
     assert cli.audit("variable_import")[0].details["added"] == ["other_secret"]
-    assert cli.audit("variable_delete")[0].details == {"key": "db_password"}
+    assert cli.audit("variable_delete")[0].details == {"key": "db_password", "origin": ORIGIN}
     assert {r.username for r in rows} == {getpass.getuser()}
     assert SECRET not in " ".join(str(v) for row in cli.rows("audit_log") for v in row)

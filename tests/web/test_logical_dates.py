@@ -45,8 +45,25 @@ def test_the_trigger_form_shows_the_taken_logical_date_as_an_error(client: Clien
     response = client.form(f"/dags/{dag_id}/trigger", {"conf": "{}", "run_id": "", "logical_date": WHEN})
 
     assert response.status_code == 409
-    assert "already has a run at logical date" in html.unescape(response.text)
+    text = html.unescape(response.text)
+    under_the_date = text.split('id="logical_date-error">', 1)[1].split("</div>", 1)[0]
+    assert "already has a run at logical date" in under_the_date  # under its own field
+    assert 'id="run_id-error"' not in text
     assert client.api("GET", f"/dags/{dag_id}/runs").json["total"] == 1
+
+
+def test_the_trigger_form_shows_a_taken_run_id_under_the_run_id_field(
+    client: Client, dag_factory: Any
+) -> None:
+    dag_id = dag_factory()
+    client.api("POST", f"/dags/{dag_id}/runs", {"run_id": "taken"})
+
+    response = client.form(f"/dags/{dag_id}/trigger", {"conf": "{}", "run_id": "taken", "logical_date": ""})
+
+    text = html.unescape(response.text)
+    assert response.status_code == 409
+    assert "already has a run 'taken'" in text.split('id="run_id-error">', 1)[1].split("</div>", 1)[0]
+    assert 'id="logical_date-error"' not in text
 
 
 def test_a_manual_run_of_a_scheduled_dag_covers_the_latest_complete_interval(
