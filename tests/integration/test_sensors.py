@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from hareflow.common.db import Pool
 from hareflow.common.runs import trigger_run
 from hareflow.common.secrets import Connection, store
 from hareflow.common.secrets.crypto import Cipher, generate_key
@@ -403,3 +404,39 @@ with DAG("sensing"):
     )
     assert one.returncode == 0, one.stdout + one.stderr
     assert "sensor later found nothing yet; in a run it would give its slot back and poke again" in one.stderr
+
+
+def test_waiting_sensors_hold_no_pool_slot_and_no_place_in_max_active_tasks(
+    system: System, write_dag, tmp_path: Path
+) -> None:
+    # Two sensors share a one-slot pool in a DAG allowing one active task. Each is done once the
+    # other has poked. A waiting sensor holding the pool slot or its max_active_tasks place would
+    # keep the other from ever poking.
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    write_dag(
+        "pooled_sensors.py",
+        f"""
+        import os
+        from hareflow import DAG, task
+
+        with DAG("pooled_sensors", max_active_tasks=1):
+            def waiter(me, other):
+                @task.sensor(task_id=me, poke_interval=0.2, mode="reschedule", timeout=60, pool="single")
+                def wait():
+                    open(os.path.join({str(marks)!r}, me), "w").close()
+                    return os.path.exists(os.path.join({str(marks)!r}, other))
+                return wait()
+
+            waiter("a", "b")
+            waiter("b", "a")
+        """,
+    )
+    system.start()
+    with system.c.sessions() as session, session.begin():
+        session.add(Pool(name="single", slots=1, description="one at a time"))
+    run_id, state = system.run_dag("pooled_sensors")
+    assert state == "success"
+    tis = system.tis("pooled_sensors", run_id)
+    assert max(tis["a"].reschedules, tis["b"].reschedules) >= 1
+    assert {tis["a"].try_number, tis["b"].try_number} == {1}
