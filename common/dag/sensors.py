@@ -326,7 +326,8 @@ class TimeDeltaSensor(DateTimeSensor):
 
 class FileSensor(BaseSensor):
     """Waits for a file (or a glob pattern) to exist: ``filepath`` is relative to the base path of
-    connection ``fs_conn_id`` (type ``fs``, the path in ``extra.path`` or ``host``). Without that
+    connection ``fs_conn_id`` (type ``fs``: ``extra.path``, ``host`` or the URI's path, as in
+    ``fs:///data/landing``). Without that
     connection the base is the filesystem root, so absolute paths work as they are. A directory
     counts once it holds a file (as in Airflow); ``recursive`` lets ``**`` match subdirectories."""
 
@@ -351,6 +352,7 @@ class FileSensor(BaseSensor):
         super().__init__(task_id, **arguments)
 
     def base_path(self) -> str:
+        from hareflow.common.providers.builtin import fs_base_path
         from hareflow.common.secrets import Connection
         from hareflow.common.secrets.errors import ConnectionNotFound
 
@@ -360,7 +362,7 @@ class FileSensor(BaseSensor):
             if self.fs_conn_id == "fs_default":
                 return os.sep
             raise
-        return str(conn.extra.get("path") or conn.host or os.sep)
+        return fs_base_path(conn)
 
     def poke(self, ctx: Context) -> bool:
         full = os.path.join(self.base_path(), self.filepath)

@@ -267,3 +267,26 @@ def test_a_waiting_sensor_is_dispatched_again_once_its_poke_is_due(
     assert decision.schedule == [] and decision.run_state is None
     assert next_wakeup(decision) == wakeup
     assert decision.decides_anything() == bool(reschedule)
+
+
+def test_file_sensor_paths_are_relative_to_the_fs_connections_base(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hareflow.common.secrets.client import set_resolver
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.csv").write_text("1")
+    monkeypatch.setenv("HAREFLOW_CONN_LANDING", f"fs://{tmp_path}")  # the path in the URI
+    monkeypatch.setenv(
+        "HAREFLOW_CONN_BYEXTRA", json.dumps({"conn_type": "fs", "extra": {"path": str(tmp_path)}})
+    )
+    set_resolver(None)
+    try:
+        with DAG("d"):
+            by_uri = FileSensor(task_id="a", filepath="in/*.csv", fs_conn_id="landing")
+            by_extra = FileSensor(task_id="b", filepath="in/x.csv", fs_conn_id="byextra")
+            missing = FileSensor(task_id="c", filepath="in/y.csv", fs_conn_id="byextra")
+        assert by_uri.base_path() == str(tmp_path)
+        assert by_uri.poke(ctx()) and by_extra.poke(ctx()) and not missing.poke(ctx())
+    finally:
+        set_resolver(None)
