@@ -8,6 +8,10 @@ the lowest version that can express it, and every version listed here is decoded
 - ``2``: a ``task`` message may carry ``expand_args``, a mapped task instance's own keyword
   arguments (its element of the expansion). Only such messages are stamped 2, so a worker that
   reads version 1 only still runs every task that is not mapped.
+- ``3``: a ``task`` message may carry ``reschedules`` (how many times this try of a sensor in
+  reschedule mode has been rescheduled: each re-dispatch is a new delivery of the same try, and
+  the number tells them apart) and ``first_poke_at`` (epoch seconds of the try's first poke, which
+  its timeout counts from). Only such messages are stamped 3.
 
 ``task``      scheduler -> worker, on ``<prefix>.tasks`` routed by queue name. Everything a worker
               needs to run one try: the DAG file, the try, the run's conf and params, and the return
@@ -18,15 +22,20 @@ the lowest version that can express it, and every version listed here is decoded
               when unset (so a result without them is encoded exactly as before they existed):
               ``no_retry`` (true: the task raised FailTask, fail it whatever tries are left),
               ``skip_task_ids`` with ``skip_reason`` (a branch or short-circuit success: the
-              downstream task ids of the same run to skip, and why) and ``rendered_json`` (final
-              reports of a task with template fields: them rendered, a JSON object).
+              downstream task ids of the same run to skip, and why), ``rendered_json`` (final
+              reports of a task with template fields: them rendered, a JSON object),
+              ``reschedules`` (copied from the task message: which delivery of the try reports)
+              and, with outcome ``up_for_reschedule`` (a sensor's poke found nothing and returns
+              its slot), ``reschedule_at`` and ``first_poke_at`` (epoch seconds).
 ``log``       worker -> results consumer: one chunk of a try's captured output, numbered by ``seq``
               so a redelivered chunk is stored once.
 ``heartbeat`` worker -> results consumer: who it is, what it consumes, what it is running.
 ``lookup``    worker -> control plane, on ``<prefix>.lookups`` (transient, with an expiry): a task
               asks for one connection (``kind`` ``connection``) or variable (``variable``) by
-              ``name``; ``key`` is the asking try, filled in by the worker from the task message
-              (never by the task), so the control plane can check who asks.
+              ``name``, or for another DAG's run or task state (``task_state``, ``name`` a JSON
+              object ``{"dag_id", "logical_date", "task_id"}``, task_id null for the run: the
+              ``ExternalTaskSensor``); ``key`` is the asking try, filled in by the worker from the
+              task message (never by the task), so the control plane can check who asks.
 ``lookup_reply`` control plane -> the asking worker, over RabbitMQ's direct reply-to (never queued,
               never on the broker's disk): ``ok`` with ``value`` (the connection's JSON form or the
               variable's text, null when not defined) or ``error`` with ``code`` (``denied``,
@@ -46,9 +55,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 #: The versions :func:`decode` accepts.
-SUPPORTED_VERSIONS = frozenset({1, 2})
+SUPPORTED_VERSIONS = frozenset({1, 2, 3})
 
 
 class MessageError(ValueError):
@@ -108,14 +117,22 @@ class TaskMessage(_Message):
     upstream_results: dict[str, Any] = field(default_factory=dict)
     published_at: float = 0.0
     expand_args: dict[str, Any] | None = None  # v2: a mapped instance's own keyword arguments
+    reschedules: int = 0  # v3: which delivery of a rescheduled sensor's try this is
+    first_poke_at: float | None = None  # v3: when the try's first poke ran (epoch seconds)
 
     def version(self) -> int:
+        if self.reschedules or self.first_poke_at is not None:
+            return 3
         return 1 if self.expand_args is None else 2
 
     def to_dict(self) -> dict[str, Any]:
         body = super().to_dict()
         if self.expand_args is None:
             del body["expand_args"]  # the version 1 form, readable by every worker
+        if not self.reschedules:
+            del body["reschedules"]
+        if self.first_poke_at is None:
+            del body["first_poke_at"]
         return body
 
 
@@ -135,12 +152,18 @@ class ResultMessage(_Message):
     skip_task_ids: list[str] | None = None
     skip_reason: str | None = None
     rendered_json: str | None = None  # final reports: the try's rendered template fields (JSON object)
+    reschedules: int = 0  # the task message's: which delivery of a rescheduled try reports
+    reschedule_at: float | None = None  # up_for_reschedule: when to poke again (epoch seconds)
+    first_poke_at: float | None = None  # up_for_reschedule: when the try's first poke ran
 
     _OPTIONAL: ClassVar[dict[str, Any]] = {
         "no_retry": False,
         "skip_task_ids": None,
         "skip_reason": None,
         "rendered_json": None,
+        "reschedules": 0,
+        "reschedule_at": None,
+        "first_poke_at": None,
     }
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,7 +222,7 @@ class EventBatch(_Message):
 @dataclass(frozen=True)
 class LookupRequest(_Message):
     type: ClassVar[str] = "lookup"
-    kind: str  # connection | variable
+    kind: str  # connection | variable | task_state
     name: str
     key: TaskKey
 
@@ -296,8 +319,12 @@ def decode(body: bytes | str) -> Message:
 
 def _check_types(message: _Message) -> None:
     if isinstance(message, ResultMessage):
-        if message.outcome not in ("running", "success", "failed", "skipped"):
+        if message.outcome not in ("running", "success", "failed", "skipped", "up_for_reschedule"):
             raise MessageError(f"bad outcome {message.outcome!r}")
+        if message.outcome == "up_for_reschedule" and not _is_number(message.reschedule_at):
+            raise MessageError("an up_for_reschedule result needs reschedule_at (epoch seconds)")
+        if isinstance(message.reschedules, bool) or not isinstance(message.reschedules, int):
+            raise MessageError("reschedules must be an integer")
         skips = message.skip_task_ids
         if skips is not None and not (isinstance(skips, list) and all(isinstance(t, str) for t in skips)):
             raise MessageError("skip_task_ids must be a list of task ids")
@@ -310,8 +337,16 @@ def _check_types(message: _Message) -> None:
             raise MessageError("max_tries must be an integer")
         if message.expand_args is not None and not isinstance(message.expand_args, dict):
             raise MessageError("expand_args must be an object")
+        if isinstance(message.reschedules, bool) or not isinstance(message.reschedules, int):
+            raise MessageError("reschedules must be an integer")
+        if message.first_poke_at is not None and not _is_number(message.first_poke_at):
+            raise MessageError("first_poke_at must be a number of epoch seconds")
     if isinstance(message, LookupRequest):
-        if message.kind not in ("connection", "variable") or not isinstance(message.name, str):
-            raise MessageError("a lookup names a connection or a variable")
+        if message.kind not in ("connection", "variable", "task_state") or not isinstance(message.name, str):
+            raise MessageError("a lookup names a connection, a variable or a task state")
     if isinstance(message, LogMessage) and not isinstance(message.text, str):
         raise MessageError("log text must be a string")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

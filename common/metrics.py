@@ -56,8 +56,9 @@ TASK_INSTANCES = Gauge(
 TASK_STATE_CHANGES = Counter(
     "hareflow_task_state_changes_total",
     "Task-instance state changes made by this process, by new state (the scheduler: scheduled, "
-    "queued, upstream_failed, skipped, removed, and failed or up_for_retry for the tasks of a lost "
-    "worker; the results consumer: running, success, failed, up_for_retry).",
+    "queued (a sensor's next poke too), upstream_failed, skipped, removed, and failed or up_for_retry "
+    "for the tasks of a lost worker; the results consumer: running, success, failed, up_for_retry, "
+    "up_for_reschedule).",
     ["state"],
 )
 RUN_STATE_CHANGES = Counter(
@@ -75,8 +76,9 @@ TASK_DISPATCH_TO_START = Histogram(
 )
 TASK_DURATION = Histogram(
     "hareflow_task_duration_seconds",
-    "Seconds a worker spent running one try of a task, by queue and the worker's outcome (success "
-    "or failed; a failed try with retries left becomes up_for_retry in the metastore).",
+    "Seconds a worker spent running one try of a task, by queue and the worker's outcome (success, "
+    "failed, skipped, or up_for_reschedule for one poke of a sensor in reschedule mode; a failed try "
+    "with retries left becomes up_for_retry in the metastore).",
     ["queue", "outcome"],
     buckets=TASK_BUCKETS,
 )

@@ -76,6 +76,8 @@ def ti_dict(ti: TaskInstance) -> dict[str, Any]:
         "end_date": iso(ti.end_date),
         "duration": ti.duration,
         "next_retry_at": iso(ti.next_retry_at),
+        "reschedules": ti.reschedules or 0,
+        "first_poke_at": iso(ti.first_poke_at),
         "error": ti.error,
         "updated_at": iso(ti.updated_at),
     }

@@ -321,3 +321,36 @@ def create_scheduled_run(session: Session, dag: Dag, info: DagRunInfo, now: date
     session.add(run)
     session.flush()
     return run
+
+
+def external_state(session: Session, query: dict[str, Any]) -> dict[str, Any] | None:
+    """What an ``ExternalTaskSensor`` asks (the ``task_state`` lookup): the latest run of
+    ``query["dag_id"]`` at ``query["logical_date"]`` (ISO 8601), its state and, when
+    ``query["task_id"]`` is set, the states of that task's instances in it (one, or one per map
+    index). None when there is no such run."""
+    from hareflow.common.db import TaskInstance
+
+    dag_id, task_id = query.get("dag_id"), query.get("task_id")
+    if not isinstance(dag_id, str) or (task_id is not None and not isinstance(task_id, str)):
+        raise RunError("a task_state lookup names a dag_id and, optionally, a task_id")
+    try:
+        when = datetime.fromisoformat(str(query.get("logical_date")))
+    except ValueError:
+        raise RunError(f"bad logical_date {query.get('logical_date')!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    run = session.scalars(
+        select(DagRun).where(DagRun.dag_id == dag_id, DagRun.logical_date == when).order_by(DagRun.id.desc())
+    ).first()
+    if run is None:
+        return None
+    states: list[str] = []
+    if task_id is not None:
+        states = list(
+            session.scalars(
+                select(TaskInstance.state)
+                .where(TaskInstance.run_pk == run.id, TaskInstance.task_id == task_id)
+                .order_by(TaskInstance.map_index)
+            )
+        )
+    return {"run_id": run.run_id, "run_state": run.state, "states": states}

@@ -30,6 +30,7 @@ class TaskState(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     UP_FOR_RETRY = "up_for_retry"
+    UP_FOR_RESCHEDULE = "up_for_reschedule"  # a sensor between two pokes: holds no slot
     UPSTREAM_FAILED = "upstream_failed"
     SKIPPED = "skipped"
     REMOVED = "removed"
@@ -44,7 +45,8 @@ TASK_FINISHED = frozenset(
 )
 #: States in which a worker may hold the task.
 TASK_DISPATCHED = frozenset({TaskState.QUEUED, TaskState.RUNNING})
-#: States that count against max_active_tasks and pool slots.
+#: States that count against max_active_tasks and pool slots (a sensor ``up_for_reschedule``
+#: holds neither: it returned its slot until its next poke, as in Airflow).
 TASK_OCCUPYING = frozenset({TaskState.QUEUED, TaskState.RUNNING})
 
 
@@ -62,9 +64,13 @@ class TaskTransition(StrEnum):
     REPORT_RUNNING = "report_running"  # results consumer: a worker started the try
     REPORT_FINAL = "report_final"  # results consumer: the try ended (success, failed, up_for_retry,
     # skipped: the task skipped itself)
+    REPORT_RESCHEDULE = "report_reschedule"  # results consumer: a sensor's poke found nothing yet and
+    # returned its slot until ``next_retry_at`` (same try; ``reschedules`` + 1)
     SCHEDULE = "schedule"  # scheduler: trigger rule met, or the retry delay passed
     RETRY_DELAY = "retry_delay"  # scheduler: records when an up_for_retry try may run again
     QUEUE = "queue"  # scheduler: dispatched, as a new try (try number + 1)
+    REQUEUE_RESCHEDULED = "requeue_rescheduled"  # scheduler: a sensor's next poke is due: dispatched
+    # again with the same try number (a new delivery of that try, numbered by ``reschedules``)
     UPSTREAM_FAILED = "upstream_failed"  # scheduler: trigger rule can no longer be met
     SKIP = "skip"  # scheduler: trigger rule says skip
     SKIP_DOWNSTREAM = "skip_downstream"  # results consumer: a branch or short-circuit upstream skipped it
@@ -78,13 +84,17 @@ class TaskTransition(StrEnum):
 
 
 _UNFINISHED = frozenset(TaskState) - TASK_FINISHED
-#: States an operator may clear: every finished one but ``removed``, and ``up_for_retry``.
-TASK_CLEARABLE = frozenset(TASK_FINISHED - {TaskState.REMOVED} | {TaskState.UP_FOR_RETRY})
+#: States an operator may clear: every finished one but ``removed``, ``up_for_retry`` and
+#: ``up_for_reschedule`` (neither holds a worker).
+TASK_CLEARABLE = frozenset(
+    TASK_FINISHED - {TaskState.REMOVED} | {TaskState.UP_FOR_RETRY, TaskState.UP_FOR_RESCHEDULE}
+)
 _ENDED = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.UP_FOR_RETRY, TaskState.SKIPPED})
 
 TASK_TRANSITIONS: dict[TaskTransition, Rule] = {
     TaskTransition.REPORT_RUNNING: Rule(TASK_DISPATCHED, frozenset({TaskState.RUNNING})),
     TaskTransition.REPORT_FINAL: Rule(TASK_DISPATCHED, _ENDED),
+    TaskTransition.REPORT_RESCHEDULE: Rule(TASK_DISPATCHED, frozenset({TaskState.UP_FOR_RESCHEDULE})),
     TaskTransition.SCHEDULE: Rule(
         frozenset({TaskState.NONE, TaskState.UP_FOR_RETRY}), frozenset({TaskState.SCHEDULED})
     ),
@@ -92,6 +102,9 @@ TASK_TRANSITIONS: dict[TaskTransition, Rule] = {
         frozenset({TaskState.UP_FOR_RETRY}), frozenset({TaskState.UP_FOR_RETRY})
     ),
     TaskTransition.QUEUE: Rule(frozenset({TaskState.SCHEDULED}), frozenset({TaskState.QUEUED})),
+    TaskTransition.REQUEUE_RESCHEDULED: Rule(
+        frozenset({TaskState.UP_FOR_RESCHEDULE}), frozenset({TaskState.QUEUED})
+    ),
     TaskTransition.UPSTREAM_FAILED: Rule(frozenset({TaskState.NONE}), frozenset({TaskState.UPSTREAM_FAILED})),
     TaskTransition.SKIP: Rule(frozenset({TaskState.NONE}), frozenset({TaskState.SKIPPED})),
     # Only a task instance nobody has decided on yet: one already scheduled, queued or running
@@ -132,20 +145,32 @@ class WorkerOutcome(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
+    UP_FOR_RESCHEDULE = "up_for_reschedule"  # a sensor in reschedule mode: poke again at reschedule_at
 
 
-def accepts_report(current: TaskState, current_try: int, reported: WorkerOutcome, reported_try: int) -> bool:
+def accepts_report(
+    current: TaskState,
+    current_try: int,
+    reported: WorkerOutcome,
+    reported_try: int,
+    *,
+    current_reschedules: int = 0,
+    reported_reschedules: int = 0,
+) -> bool:
     """Whether a worker's report for ``reported_try`` may change a task instance.
 
-    Reports for another try are stale. A ``running`` report is accepted while the try is queued or
-    running (a redelivered message may start it again elsewhere). A final report is accepted while
-    the try is queued or running, once: a duplicate finds the instance already finished.
+    Reports for another try are stale, and so are reports for another delivery of a rescheduled
+    try (``reschedules``: how many times the try had been rescheduled when it was dispatched). A
+    ``running`` report is accepted while the try is queued or running (a redelivered message may
+    start it again elsewhere). A final report (``up_for_reschedule`` included) is accepted while the
+    try is queued or running, once: a duplicate finds the instance already finished or waiting.
     """
-    if reported_try != current_try:
+    if reported_try != current_try or reported_reschedules != current_reschedules:
         return False
-    transition = (
-        TaskTransition.REPORT_RUNNING if reported is WorkerOutcome.RUNNING else TaskTransition.REPORT_FINAL
-    )
+    transition = {
+        WorkerOutcome.RUNNING: TaskTransition.REPORT_RUNNING,
+        WorkerOutcome.UP_FOR_RESCHEDULE: TaskTransition.REPORT_RESCHEDULE,
+    }.get(reported, TaskTransition.REPORT_FINAL)
     return current in TASK_TRANSITIONS[transition].sources
 
 
@@ -160,4 +185,6 @@ def outcome_state(
         return TaskState.RUNNING
     if outcome is WorkerOutcome.SKIPPED:
         return TaskState.SKIPPED
+    if outcome is WorkerOutcome.UP_FOR_RESCHEDULE:
+        return TaskState.UP_FOR_RESCHEDULE
     return TaskState.UP_FOR_RETRY if try_number < max_tries and not no_retry else TaskState.FAILED

@@ -38,6 +38,17 @@ from hareflow.common.providers.notifiers import (
 )
 from hareflow.common.providers.sql import SqlCopyTask, SqlTask
 from hareflow.common.secrets import Connection, Variable
+from hareflow.sensors import (
+    BaseSensor,
+    DateTimeSensor,
+    ExternalTaskSensor,
+    FileSensor,
+    HttpSensor,
+    PokeReturnValue,
+    PythonSensor,
+    SqlSensor,
+    TimeDeltaSensor,
+)
 
 
 def _run_dag_here(target: DAG, **options: object) -> object:
@@ -50,6 +61,15 @@ set_test_runner(_run_dag_here)
 
 __all__ = [
     "DAG",
+    "BaseSensor",
+    "DateTimeSensor",
+    "ExternalTaskSensor",
+    "FileSensor",
+    "HttpSensor",
+    "PokeReturnValue",
+    "PythonSensor",
+    "SqlSensor",
+    "TimeDeltaSensor",
     "BaseNotifier",
     "BaseTask",
     "BashTask",

@@ -2,12 +2,20 @@
 
 ``from airflow.exceptions import AirflowSkipException`` ports to
 ``from hareflow.exceptions import AirflowSkipException``: the Airflow names are the same classes as
-hareflow's ``SkipTask`` and ``FailTask``.
+hareflow's ``SkipTask``, ``FailTask`` and ``SensorTimeout``.
 """
 
-from hareflow.common.dag.exceptions import FailTask, SkipTask
+from hareflow.common.dag.exceptions import FailTask, SensorTimeout, SkipTask
 
 AirflowSkipException = SkipTask
 AirflowFailException = FailTask
+AirflowSensorTimeout = SensorTimeout
 
-__all__ = ["AirflowFailException", "AirflowSkipException", "FailTask", "SkipTask"]
+__all__ = [
+    "AirflowFailException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
+    "FailTask",
+    "SensorTimeout",
+    "SkipTask",
+]

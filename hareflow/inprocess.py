@@ -4,13 +4,16 @@
 (``scheduler.decisions.evaluate_run``, hence the same trigger rules), and run every try through
 the worker's own task body (``worker.child.run_task``: context from the task message, templates
 rendered, callbacks, result encoding), so a DAG behaves here as it does on a worker. Upstream
-return values flow to the tasks consuming them; retries run at once, without their delay.
+return values flow to the tasks consuming them; retries run at once, without their delay. A sensor
+in reschedule mode waits here, in this process, until its next poke is due, then pokes again as
+the same try (its timeout spanning the reschedules, as on a worker).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -84,6 +87,8 @@ def task_payload(
     data_interval: tuple[datetime | None, datetime | None] | None = None,
     map_index: int = -1,
     expand_args: Mapping[str, Any] | None = None,
+    reschedules: int = 0,
+    first_poke_at: float | None = None,
 ) -> dict[str, Any]:
     """The task message a scheduler would send for this try, as the dict a task process receives.
 
@@ -110,6 +115,8 @@ def task_payload(
         params=resolve_params(dag.params, conf),
         upstream_results=dict(upstream_results),
         expand_args=dict(expand_args) if expand_args is not None else None,
+        reschedules=reschedules,
+        first_poke_at=first_poke_at,
     )
     return json.loads(message.encode())
 
@@ -170,6 +177,17 @@ class _TestRun:
             expand_args=expand_args,
         )
         outcome = run_try(task, payload, max_result_bytes=self.max_result_bytes, out=self.stream)
+        while outcome.outcome == WorkerOutcome.UP_FOR_RESCHEDULE:
+            # No scheduler here to hand the slot to: wait for the next poke in this process.
+            wait = max(0.0, float(outcome.extras.get("reschedule_at") or 0) - time.time())
+            self.say(f"--- {label}: up_for_reschedule, poking again in {wait:.1f}s")
+            time.sleep(wait)
+            payload = {
+                **payload,
+                "reschedules": int(payload.get("reschedules") or 0) + 1,
+                "first_poke_at": outcome.extras.get("first_poke_at"),
+            }
+            outcome = run_try(task, payload, max_result_bytes=self.max_result_bytes, out=self.stream)
         no_retry = bool(outcome.extras.get("no_retry"))
         state = outcome_state(WorkerOutcome(outcome.outcome), try_number, task.max_tries, no_retry=no_retry)
         self.tries[label] = outcome

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from hareflow.common.dag.retries import retry_delay_seconds
 from hareflow.common.dag.trigger_rules import TriggerDecision, evaluate_trigger_rule
@@ -45,12 +45,22 @@ class TIView:
     next_retry_at: datetime | None = None
 
 
+def next_wakeup(decision: RunDecision) -> datetime | None:
+    """The earliest retry or poke time a run waits for (None: it waits for nothing timed)."""
+    times = [*decision.retry_at.values(), *decision.retry_at_instances.values()]
+    return min(times) if times else None
+
+
 @dataclass
 class RunDecision:
     schedule: list[str] = field(default_factory=list)
     upstream_failed: list[str] = field(default_factory=list)
     skip: list[str] = field(default_factory=list)
-    retry_at: dict[str, datetime] = field(default_factory=dict)  # up_for_retry -> when it may run
+    #: up_for_retry -> when it may run; up_for_reschedule -> when the sensor pokes again
+    retry_at: dict[str, datetime] = field(default_factory=dict)
+    #: up_for_reschedule sensors whose next poke is due: dispatched again, same try
+    reschedule: list[str] = field(default_factory=list)
+    reschedule_instances: list[tuple[str, int]] = field(default_factory=list)
     run_state: RunState | None = None  # set when every task instance has finished
     #: mapped tasks whose trigger rule is met: expand them (their placeholder is never scheduled)
     expand: list[str] = field(default_factory=list)
@@ -64,6 +74,8 @@ class RunDecision:
         """Whether applying this decision would write something (retry times aside)."""
         return bool(
             self.schedule
+            or self.reschedule
+            or self.reschedule_instances
             or self.upstream_failed
             or self.skip
             or self.expand
@@ -88,6 +100,7 @@ _VERDICT_STATE = {
     "run": TaskState.SCHEDULED,
     "upstream_failed": TaskState.UPSTREAM_FAILED,
     "skip": TaskState.SKIPPED,
+    "reschedule": TaskState.UP_FOR_RESCHEDULE,  # stays so until the dispatch takes it
 }
 
 
@@ -106,13 +119,17 @@ def _upstream_states(task: TaskSpec, current: Mapping[str, str], multi: Mapping[
 
 def _next_step(
     task: TaskSpec, ti: TIState, now: datetime, upstream: Callable[[], tuple[list[str], list[str]]]
-) -> TriggerDecision | datetime | None:
-    """What one task instance does next: "run", "upstream_failed" or "skip", a retry time not yet
-    reached, or None (it waits, or is past deciding). ``upstream`` gives the states its trigger rule
+) -> TriggerDecision | Literal["reschedule"] | datetime | None:
+    """What one task instance does next: "run", "upstream_failed" or "skip", "reschedule" (a
+    sensor's next poke is due), a retry or poke time not yet reached, or None (it waits, or is past
+    deciding). ``upstream`` gives the states its trigger rule
     counts and those of its setup tasks; it is called only for an instance that is still ``none``."""
     if ti.state == TaskState.UP_FOR_RETRY:
         when = retry_time(task, ti, now)
         return "run" if when <= now else when
+    if ti.state == TaskState.UP_FOR_RESCHEDULE:
+        when = ti.next_retry_at or now  # the results consumer always sets it
+        return "reschedule" if when <= now else when
     if ti.state != TaskState.NONE:
         return None
     verdict = evaluate_trigger_rule(task.trigger_rule, *upstream())
@@ -133,6 +150,7 @@ def _decide_instances(
         "run": decision.schedule_instances,
         "upstream_failed": decision.upstream_failed_instances,
         "skip": decision.skip_instances,
+        "reschedule": decision.reschedule_instances,
     }
     counted = functools.cache(upstream)  # the same for every instance
     for position, map_index in enumerate(sorted(by_index)):
@@ -185,6 +203,8 @@ def evaluate_run(
         if step == "run":
             expands = ti.state == TaskState.NONE and getattr(task, "is_mapped", False)
             (decision.expand if expands else decision.schedule).append(task_id)
+        elif step == "reschedule":
+            decision.reschedule.append(task_id)
         elif step == "upstream_failed":
             decision.upstream_failed.append(task_id)
         else:

@@ -95,6 +95,8 @@ def build_messages(
                     upstream_results={u: results[u] for u in task.input_tasks if u in results},
                     published_at=now,
                     expand_args=elements.of(ti.task_id, ti.map_index),
+                    reschedules=ti.reschedules or 0,
+                    first_poke_at=ti.first_poke_at.timestamp() if ti.first_poke_at is not None else None,
                 )
             )
     return messages

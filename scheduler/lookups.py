@@ -1,6 +1,7 @@
 """The control plane's side of task lookups: who may read what, answered from the lookup chain.
 
-A task on a worker asks for a connection or a variable; its worker relays the request with the
+A task on a worker asks for a connection or a variable (or, for an ``ExternalTaskSensor``, the
+state of another DAG's task or run: ``task_state``); its worker relays the request with the
 asking try's key (taken from the task message it holds, not from the task). This server, run by
 every scheduler and results consumer (any of them may answer), checks that the try is live —
 the task instance exists, has that DAG and try number, and is queued or running — and that the
@@ -11,12 +12,14 @@ forged request learns nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from hareflow.common.config import Settings
 from hareflow.common.db.models import TaskInstance
 from hareflow.common.messages import LookupReply, LookupRequest, MessageError, decode
+from hareflow.common.runs import RunError, external_state
 from hareflow.common.secrets.backends import SecretsChain, chain_from_settings
 from hareflow.common.secrets.errors import AccessDenied, ConnectionNotFound, SecretsError
 from hareflow.common.states import TaskState
@@ -70,6 +73,8 @@ class LookupServer:
             return _reply(False, error=f"{key.label()} is not a running try: lookups refused", code="denied")
         if request.kind == "variable":
             return _reply(True, value=self._chain.variable(request.name))
+        if request.kind == "task_state":
+            return self._task_state(request)
         try:
             conn = self._chain.connection(request.name, dag_id=key.dag_id)
         except AccessDenied as exc:
@@ -78,6 +83,21 @@ class LookupServer:
         except ConnectionNotFound as exc:
             return _reply(False, error=str(exc), code="not_found")
         return _reply(True, value=conn.to_dict(secrets=True))
+
+    def _task_state(self, request: LookupRequest) -> bytes:
+        """Another DAG's run or task state, for an ``ExternalTaskSensor``: states only (no
+        secrets, no results), so any live try may ask, as in Airflow."""
+        try:
+            query = json.loads(request.name)
+        except ValueError:
+            return _reply(False, error="a task_state lookup's name is a JSON object", code="error")
+        if not isinstance(query, dict):
+            return _reply(False, error="a task_state lookup's name is a JSON object", code="error")
+        with self._sessions() as session:
+            try:
+                return _reply(True, value=external_state(session, query))
+            except RunError as exc:
+                return _reply(False, error=str(exc), code="error")
 
 
 def _reply(ok: bool, *, value: Any = None, error: str | None = None, code: str | None = None) -> bytes:

@@ -56,7 +56,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 log = logging.getLogger(__name__)
 
 #: Events that mean there may be new work for the scheduler.
-WAKING_TASK_STATES = frozenset({"success", "failed", "up_for_retry", "skipped", "upstream_failed", "removed"})
+WAKING_TASK_STATES = frozenset(
+    {"success", "failed", "up_for_retry", "up_for_reschedule", "skipped", "upstream_failed", "removed"}
+)
 #: How many in-process events to remember until their broadcast copy arrives (oldest dropped).
 HEARD_LIMIT = 50_000
 #: The name ``Executor.queue_stats`` gives the dead-letter queue (part of the executor contract).
@@ -100,6 +102,9 @@ class Scheduler:
         #: process vouch for nothing: the first iteration forgets them.
         self._volatile_checked = self._executor.durable
         self._rows = RowCache()
+        #: The earliest retry or sensor poke time the last pass saw runs wait for: the idle wait
+        #: ends then (the times come from rows the pass read anyway; no query of their own).
+        self._next_wakeup: datetime | None = None
         self._changed: set[int] = set()  # task instances named in state events since the last pass
         self._changed_lock = threading.Lock()
         self._heard: dict[StateEvent, None] = {}  # handed over in-process, not yet seen broadcast
@@ -202,7 +207,10 @@ class Scheduler:
     def _wait_for_work(self, stop: threading.Event) -> None:
         """Until an event wakes us, the idle wait passes, or ``stop`` is set (checked twice a
         second, so a long idle wait never delays shutdown)."""
-        deadline = time.monotonic() + self._settings.scheduler_idle_wait
+        wait = self._settings.scheduler_idle_wait
+        if self._next_wakeup is not None:
+            wait = min(wait, max(0.0, (self._next_wakeup - self._clock()).total_seconds()))
+        deadline = time.monotonic() + wait
         while not stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._wake.wait(min(remaining, 0.5)):
@@ -300,6 +308,7 @@ class Scheduler:
             )
         report.runs_finished += result.runs_finished
         report.events.extend(result.events)
+        self._next_wakeup = result.next_wakeup
         for outcome, count in result.expansions.items():
             metrics.MAPPED_EXPANSIONS.labels(outcome).inc(count)
         if result.mapped_instances:

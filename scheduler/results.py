@@ -69,6 +69,8 @@ class _TI:
     try_number: int
     max_tries: int
     start_date: datetime | None
+    reschedules: int
+    first_poke_at: datetime | None
     dirty: dict[str, Any] = field(default_factory=dict)
 
     def set(self, **values: Any) -> None:
@@ -124,13 +126,19 @@ def write_reports(session: Session, batch: ReportBatch, now: datetime) -> list[S
             events.append((ti.id, task_event(ti)))  # type: ignore[arg-type]
             if m.skip_task_ids and ti.state == TaskState.SUCCESS:
                 skips.append((ti, m))
-            if m.rendered_json is not None and m.outcome != WorkerOutcome.RUNNING.value:
+            # Stored once per try: a rescheduled sensor's later deliveries render the same fields.
+            if m.rendered_json is not None and m.outcome != WorkerOutcome.RUNNING.value and not m.reschedules:
                 rendered[ti.id] = _rendered_row(ti.id, ti.try_number, m.rendered_json, now)
     dirty = [ti for ti in batch.tis.values() if ti.dirty]
-    running = [(ti.id, ti.try_number, ti.dirty) for ti in dirty if ti.state == TaskState.RUNNING]
-    final = [(ti.id, ti.try_number, ti.dirty) for ti in dirty if ti.state != TaskState.RUNNING]
-    changed = set_each_task_state(session, TaskTransition.REPORT_RUNNING, running)
-    changed |= set_each_task_state(session, TaskTransition.REPORT_FINAL, final)
+    # The compare-and-set is on the reschedules number read too (a reschedule report changes it).
+    read = {ti.id: ti.dirty.pop("_reschedules_read", ti.reschedules) for ti in dirty}
+    by_transition: dict[TaskTransition, list[tuple[int, int, dict[str, Any]]]] = {}
+    for ti in dirty:
+        transition = _REPORT_TRANSITION.get(TaskState(ti.state), TaskTransition.REPORT_FINAL)
+        by_transition.setdefault(transition, []).append((ti.id, ti.try_number, ti.dirty))
+    changed: set[int] = set()
+    for transition, rows_ in by_transition.items():
+        changed |= set_each_task_state(session, transition, rows_, reschedules=read)
     rows = [row for ti_id, row in stored.items() if ti_id in changed]
     if rows:
         session.execute(insert(TaskResult), rows)
@@ -144,6 +152,12 @@ def write_reports(session: Session, batch: ReportBatch, now: datetime) -> list[S
     out.extend(_store_logs(session, batch.logs, batch.tis, now))
     _record_heartbeats(session, batch.beats, now)
     return out
+
+
+_REPORT_TRANSITION = {
+    TaskState.RUNNING: TaskTransition.REPORT_RUNNING,
+    TaskState.UP_FOR_RESCHEDULE: TaskTransition.REPORT_RESCHEDULE,
+}
 
 
 def apply_results(session: Session, messages: Sequence[Message], now: datetime) -> list[StateEvent]:
@@ -183,10 +197,38 @@ def _skip_downstream(session: Session, ti: _TI, m: ResultMessage, now: datetime)
 
 def _apply_result(ti: _TI, m: ResultMessage, now: datetime, stored: dict[int, dict[str, Any]]) -> bool:
     outcome = WorkerOutcome(m.outcome)
-    if not accepts_report(TaskState(ti.state), ti.try_number, outcome, m.key.try_number):
+    accepted = accepts_report(
+        TaskState(ti.state),
+        ti.try_number,
+        outcome,
+        m.key.try_number,
+        current_reschedules=ti.reschedules or 0,
+        reported_reschedules=m.reschedules,
+    )
+    if not accepted:
         return False
     at = _ts(m.at)
+    if "_reschedules_read" not in ti.dirty:
+        ti.dirty["_reschedules_read"] = ti.reschedules or 0
     ti.set(worker=m.worker, hostname=m.hostname, pid=m.pid, updated_at=now)
+    if outcome is WorkerOutcome.UP_FOR_RESCHEDULE:
+        # A sensor's poke found nothing: no retry is used, the try number stays; the scheduler
+        # dispatches it again at next_retry_at as delivery ``reschedules`` + 1 of this try.
+        first = ti.first_poke_at or _ts(m.first_poke_at or m.started_at or m.at)
+        start = ti.start_date or (_ts(m.started_at) if m.started_at else at)  # this delivery's
+        ti.set(
+            state=TaskState.UP_FOR_RESCHEDULE,
+            start_date=start,
+            end_date=at,
+            duration=max(0.0, (at - start).total_seconds()),
+            next_retry_at=_ts(m.reschedule_at or m.at),
+            reschedules=(ti.reschedules or 0) + 1,
+            first_poke_at=first,
+            error=None,
+        )
+        ti.first_poke_at = first
+        ti.reschedules = (ti.reschedules or 0) + 1
+        return True
     if outcome is WorkerOutcome.RUNNING:
         if ti.state == TaskState.RUNNING:  # a redelivered message started the same try elsewhere
             log.info("%s restarted on %s", m.key.label(), m.worker)

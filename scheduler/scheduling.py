@@ -37,7 +37,14 @@ from hareflow.common.states import (
 )
 from hareflow.scheduler import expansion
 from hareflow.scheduler.dag_callbacks import callback_request
-from hareflow.scheduler.decisions import Candidate, Occupant, RunDecision, evaluate_run, select_dispatch
+from hareflow.scheduler.decisions import (
+    Candidate,
+    Occupant,
+    RunDecision,
+    evaluate_run,
+    next_wakeup,
+    select_dispatch,
+)
 from hareflow.scheduler.dispatch import build_messages
 from hareflow.scheduler.past import past_blockers
 from sqlalchemy import insert, select
@@ -63,6 +70,8 @@ class TIRow:
     pool_slots: int
     end_date: datetime | None
     next_retry_at: datetime | None
+    reschedules: int
+    first_poke_at: datetime | None
 
 
 _COLUMNS = [TaskInstance.__table__.c[f] for f in TIRow.__dataclass_fields__]
@@ -81,6 +90,8 @@ class PassResult:
     incremental: bool = False
     #: DAG callbacks to run once this pass has committed (``scheduler.dag_callbacks``)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    #: the earliest retry or sensor poke time the evaluated runs wait for (the loop wakes then)
+    next_wakeup: datetime | None = None
 
 
 class RowCache:
@@ -114,6 +125,10 @@ class _Writes:
         self.failed: list[tuple[TIRow, str]] = []
         self.expand_failed: list[tuple[TIRow, str]] = []
         self.queued: list[TIRow] = []
+        #: up_for_reschedule sensors whose next poke is due (ids), and those dispatched again
+        self.due_pokes: set[int] = set()
+        self.requeued: list[TIRow] = []
+        self.next_wakeup: datetime | None = None
         self.finished: list[tuple[DagRun, str]] = []
         self.timed_out: list[tuple[TIRow, int]] = []
         self.timed_out_runs: set[int] = set()
@@ -130,6 +145,7 @@ class _Writes:
             or self.failed
             or self.expand_failed
             or self.queued
+            or self.requeued
             or self.finished
             or self.created
             or self.timed_out
@@ -163,8 +179,9 @@ class _Writes:
         for row, error in self.expand_failed:
             values = {"state": row.state, "error": error, "end_date": now, "updated_at": now}
             self._write(session, TaskTransition.FAIL_EXPANSION, [(row, row.try_number)], values)
+        requeued = self._requeue(session)
         if not self.queued:
-            return set()
+            return requeued
         # The rows carry the new try number; the compare-and-set is on the one read.
         keys = [(r.id, r.try_number - 1) for r in self.queued]
         values = {
@@ -179,11 +196,37 @@ class _Writes:
             "hostname": None,
             "pid": None,
             "error": None,
+            "reschedules": 0,  # a new try: a sensor starts its wait (and its timeout) afresh
+            "first_poke_at": None,
             "updated_at": now,
         }
         queued = cas.set_task_states(session, TaskTransition.QUEUE, keys, values)
         self.events.extend(task_event(r) for r in self.queued if r.id in queued)  # type: ignore[arg-type]
-        return queued
+        return queued | requeued
+
+    def _requeue(self, session: Session) -> set[int]:
+        """Dispatch the due sensors again: the same try (its number unchanged), a new delivery of
+        it (``reschedules``, already counted when the reschedule was recorded)."""
+        if not self.requeued:
+            return set()
+        now = self.now
+        values = {
+            "state": TaskState.QUEUED,
+            "queued_at": now,
+            "confirmed_at": None,  # a new message: not confirmed yet
+            "next_retry_at": None,
+            "start_date": None,  # start, end and duration are each delivery's; first_poke_at spans them
+            "end_date": None,
+            "duration": None,
+            "worker": None,
+            "hostname": None,
+            "pid": None,
+            "updated_at": now,
+        }
+        keys = [(r.id, r.try_number) for r in self.requeued]
+        done = cas.set_task_states(session, TaskTransition.REQUEUE_RESCHEDULED, keys, values)
+        self.events.extend(task_event(r) for r in self.requeued if r.id in done)  # type: ignore[arg-type]
+        return done
 
     def _write(
         self,
@@ -274,9 +317,10 @@ def schedule_pass(
         cache is not None
         and changed is not None
         and not result.events
-        and _nothing_to_decide(session, running, dags, sdags, cache, changed, now, held)
+        and _nothing_to_decide(session, running, dags, sdags, cache, changed, now, held, wakeups := [])
     ):
         result.incremental = True
+        result.next_wakeup = min(wakeups) if wakeups else None
         return result
     rows_by_run: dict[int, list[TIRow]] = defaultdict(list)
     # Core, not ORM loading: thousands of rows per pass on a wide run.
@@ -305,6 +349,7 @@ def schedule_pass(
     chosen = [r for r in chosen if r.id in queued]
     result.events.extend(writes.events)
     result.expansions, result.mapped_instances = dict(writes.expansions), writes.mapped_instances
+    result.next_wakeup = writes.next_wakeup
     for run in writes.finish_runs(session):
         result.runs_finished += 1
         result.events.append(run_event(run))
@@ -420,9 +465,11 @@ def _nothing_to_decide(
     changed: Collection[int],
     now: datetime,
     held: dict[int, set[str]],
+    wakeups: list[datetime],
 ) -> bool:
     """True when a full pass over the cached rows, refreshed with the ``changed`` ones, would
-    create, change and dispatch nothing. False whenever the cache does not cover a running run
+    create, change and dispatch nothing (``wakeups`` then holds the retry and poke times the runs
+    wait for). False whenever the cache does not cover a running run
     (new run, new DAG version, a task instance it has never seen)."""
     for run in running:
         cached = cache.runs.get(run.id)
@@ -462,6 +509,9 @@ def _nothing_to_decide(
             return False
         if any(instances[t][i].next_retry_at != when for (t, i), when in decision.retry_at_instances.items()):
             return False
+        when = next_wakeup(decision)
+        if when is not None:
+            wakeups.append(when)
     return True
 
 
@@ -499,6 +549,12 @@ def _time_out(run: DagRun, rows: list[TIRow], writes: _Writes) -> None:
     writes.timed_out_runs.add(run.id)
 
 
+def _note_wakeup(writes: _Writes, decision: RunDecision) -> None:
+    when = next_wakeup(decision)
+    if when is not None and (writes.next_wakeup is None or when < writes.next_wakeup):
+        writes.next_wakeup = when
+
+
 def _hold(decision: RunDecision, held: Iterable[str]) -> None:
     """Keep the tasks ``depends_on_past`` holds (and their mapped instances) from being scheduled."""
     held = set(held)
@@ -528,6 +584,9 @@ def _evaluate(
             writes.set_state(by_task[task_id], state)
         for task_id, map_index in keys:
             writes.set_state(instances[task_id][map_index], state)
+    writes.due_pokes.update(by_task[t].id for t in decision.reschedule)
+    writes.due_pokes.update(instances[t][i].id for t, i in decision.reschedule_instances)
+    _note_wakeup(writes, decision)
     retries = [(by_task[t], when) for t, when in decision.retry_at.items()]
     retries += [(instances[t][i], when) for (t, i), when in decision.retry_at_instances.items()]
     for row, when in retries:
@@ -607,7 +666,9 @@ def _choose_dispatch(
     cands: list[Candidate] = []
     for order, run in enumerate(runs):
         for r in rows_by_run[run.id]:
-            if r.state != TaskState.SCHEDULED:
+            # A due sensor competes for max_active_tasks and pool slots like any scheduled task:
+            # waiting, it held none of them.
+            if r.state != TaskState.SCHEDULED and r.id not in writes.due_pokes:
                 continue
             candidates[r.id] = r
             cands.append(
@@ -637,9 +698,14 @@ def _choose_dispatch(
     out = []
     for c in chosen:
         row = candidates[c.ti_id]
-        row.state = TaskState.QUEUED
-        row.try_number += 1
-        writes.queued.append(row)
+        if row.state == TaskState.UP_FOR_RESCHEDULE:
+            row.state = TaskState.QUEUED  # the same try, poking again
+            writes.requeued.append(row)
+        else:
+            row.state = TaskState.QUEUED
+            row.try_number += 1
+            row.reschedules, row.first_poke_at = 0, None
+            writes.queued.append(row)
         out.append(row)
     return out
 

@@ -19,6 +19,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 REQUIRE_SERVICES = os.environ.get("HAREFLOW_REQUIRE_SERVICES") == "1"
+# Sensors in the tests poke every fraction of a second, in reschedule mode too. Set before any
+# process is started: a worker's fork server keeps the environment it started with.
+os.environ.setdefault("HAREFLOW_SENSOR_MIN_RESCHEDULE_INTERVAL", "0")
 AMQP_URL = os.environ.get("HAREFLOW_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_URL = os.environ.get(
     "HAREFLOW_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

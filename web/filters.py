@@ -17,6 +17,7 @@ STATE_CLASSES = frozenset(
         "success",
         "failed",
         "up_for_retry",
+        "up_for_reschedule",
         "upstream_failed",
         "skipped",
         "removed",

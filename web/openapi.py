@@ -147,6 +147,13 @@ SCHEMAS: dict[str, Any] = {
         start_date={"type": "string", "nullable": True},
         end_date={"type": "string", "nullable": True},
         duration={"type": "number", "nullable": True},
+        next_retry_at={
+            "type": "string",
+            "nullable": True,
+            "description": "up_for_retry: when the next try may start; up_for_reschedule: the next poke",
+        },
+        reschedules={**INT, "description": "a sensor in reschedule mode: times this try was rescheduled"},
+        first_poke_at={"type": "string", "nullable": True, "description": "when this try's first poke ran"},
         error={"type": "string", "nullable": True},
     ),
     "LogChunks": _obj(

@@ -339,6 +339,7 @@ SUMMARY_ORDER = (
     "running",
     "queued",
     "up_for_retry",
+    "up_for_reschedule",
     "scheduled",
     "none",
     "failed",

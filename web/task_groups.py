@@ -16,6 +16,7 @@ GROUP_STATE_ORDER = (
     "up_for_retry",
     "running",
     "queued",
+    "up_for_reschedule",
     "scheduled",
     "none",
     "removed",

@@ -14,7 +14,8 @@ worker discards (and logs) a record naming another one:
                           json)`` once its template fields are rendered (tasks having some), then,
                           for a try that decided more than its outcome, ``("extras", token, {...})``
                           (the result message's optional fields: ``no_retry``, ``skip_task_ids``,
-                          ``skip_reason``), then ``("done", token, outcome, result_json, error)``
+                          ``skip_reason``; ``reschedule_at`` and ``first_poke_at`` for a sensor
+                          rescheduling itself), then ``("done", token, outcome, result_json, error)``
 
 Every text that leaves the process (log, error, rendered fields) is first masked: secret values
 the task has looked up read ``***`` (``hareflow.common.secrets.masking``).
@@ -33,6 +34,7 @@ import os
 import signal
 import sys
 import traceback
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -196,7 +198,7 @@ def _run_task(
     from hareflow.common.dag.branching import downstream_skips
     from hareflow.common.dag.callbacks import call_callback
     from hareflow.common.dag.context import context_from_message
-    from hareflow.common.dag.exceptions import FailTask, SkipTask
+    from hareflow.common.dag.exceptions import FailTask, RescheduleTask, SkipTask
     from hareflow.common.dag.loader import get_task
     from hareflow.common.dag.templating import rendered_json, rendered_task
 
@@ -217,6 +219,14 @@ def _run_task(
         _disarm_timeout()
         decision = downstream_skips(task, value)
         result_json = encode_result(value, max_result_bytes, task_id=key["task_id"])
+    except RescheduleTask as exc:
+        # A sensor's poke found nothing and it returns its slot: not a failure, no callback.
+        _disarm_timeout()
+        when = datetime.fromtimestamp(exc.reschedule_at, UTC).isoformat(timespec="milliseconds")
+        print(f"Rescheduling: the sensor pokes again at {when}", file=sys.stderr)
+        _send_extras(conn, token, {"reschedule_at": exc.reschedule_at, "first_poke_at": exc.first_poke_at})
+        sys.stdout, sys.stderr = saved
+        return "up_for_reschedule", None, None
     except SkipTask as exc:
         _disarm_timeout()
         reason = str(exc) or "the task skipped itself"

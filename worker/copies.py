@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 #: How many confirmed tries to remember.
 RECENT = 10_000
 
-TryKey = tuple[int, int]  # (task instance id, try number)
+TryKey = tuple[int, int, int]  # (task instance id, try number, reschedules: which delivery of the try)
 
 
 class Run(Delivery):
@@ -99,12 +99,12 @@ class Copies:
         run = self._runs.get(key)
         if run is not None:
             run.deliveries.append(delivery)
-            log.info("task instance %d try %d: a copy arrived while it runs here; not run again", *key)
+            log.info("task instance %d try %d (%d): a copy arrived while it runs here; not run again", *key)
             if run.acked:
                 delivery.ack()
             return True
         if key in self._recent:
-            log.info("task instance %d try %d: a copy arrived after it finished here; acked", *key)
+            log.info("task instance %d try %d (%d): a copy arrived after it finished here; acked", *key)
             delivery.ack()
             return True
         return False

@@ -40,7 +40,7 @@ class LookupRelay:
 
     def ask(self, key: TaskKey, kind: str, name: str) -> dict[str, Any]:
         """The control plane's reply to one lookup, as a dict; never raises."""
-        if kind not in ("connection", "variable") or not isinstance(name, str):
+        if kind not in ("connection", "variable", "task_state") or not isinstance(name, str):
             return {"ok": False, "code": "error", "error": f"bad lookup {kind!r} {name!r}"}
         body = LookupRequest(kind=kind, name=name, key=key).encode()
         try:

@@ -246,9 +246,7 @@ class Worker:
                 message = decode(delivery.body)
             except MessageError:
                 message = None  # the slot dead-letters it
-            if isinstance(message, TaskMessage) and self._copies.absorb(
-                (message.key.ti_id, message.key.try_number), delivery
-            ):
+            if isinstance(message, TaskMessage) and self._copies.absorb(copy_key(message), delivery):
                 return
         self._inbox.put(delivery)
 
@@ -270,25 +268,30 @@ class Worker:
                 f"(max_deliveries={self._settings.max_deliveries}); moved to the dead-letter queue"
             )
             log.error("%s: %s", message.key.label(), reason)
-            self._report(message.key, "failed", error=reason)
+            self._report(message.key, "failed", error=reason, reschedules=message.reschedules)
             self._executor.dead_letter(delivery, reason)
             metrics.DEAD_LETTERED.labels("too_many_deliveries").inc()
             return
         refusal = self._dag_folder.refusal(message.dag_file)
         if refusal is not None:
             log.error("%s: %s; moved to the dead-letter queue", message.key.label(), refusal)
-            self._report(message.key, "failed", error=refusal)
+            self._report(message.key, "failed", error=refusal, reschedules=message.reschedules)
             self._executor.dead_letter(delivery, refusal)
             metrics.DEAD_LETTERED.labels("outside_dags_folder").inc()
             return
-        run = self._copies.start((message.key.ti_id, message.key.try_number), delivery)
+        run = self._copies.start(copy_key(message), delivery)
         if run is None:
-            return  # a copy of a try this worker runs or has just finished
+            return  # a copy of a try (a delivery of it) this worker runs or has just finished
         with self._lock:
             self._running[slot] = message.key.ti_id
         started_at = time.time()
         metrics.task_started(message.queue, message.published_at, started_at)
-        logs = _LogBuffer(self._executor, message.key, self._settings.log_chunk_interval)
+        logs = _LogBuffer(
+            self._executor,
+            message.key,
+            self._settings.log_chunk_interval,
+            first_seq=message.reschedules * LOG_SEQ_PER_RESCHEDULE,
+        )
         try:
             outcome, result_json, error, extras = self._run_in_child(message, run, logs)
         except TaskStartError as exc:
@@ -306,7 +309,13 @@ class Worker:
         try:
             metrics.task_finished(message.queue, outcome, time.time() - started_at)
             final = self._result(
-                message.key, outcome, result_json=result_json, error=error, started_at=started_at, **extras
+                message.key,
+                outcome,
+                result_json=result_json,
+                error=error,
+                started_at=started_at,
+                reschedules=message.reschedules,
+                **extras,
             )
             run.final = True
             self._reporter.submit(final, run)  # every copy acked once the broker confirms the result
@@ -314,8 +323,17 @@ class Worker:
             run.requeue()
             raise
 
-    def _report(self, key: TaskKey, outcome: str, *, error: str | None = None, confirm: bool = True) -> None:
-        self._executor.publish_results([self._result(key, outcome, error=error)], confirm=confirm)
+    def _report(
+        self,
+        key: TaskKey,
+        outcome: str,
+        *,
+        error: str | None = None,
+        confirm: bool = True,
+        reschedules: int = 0,
+    ) -> None:
+        result = self._result(key, outcome, error=error, reschedules=reschedules)
+        self._executor.publish_results([result], confirm=confirm)
 
     def _result(
         self,
@@ -393,7 +411,7 @@ class Worker:
                 delivery.ack()  # see the module docstring: heartbeats protect it from here on
                 acked_early = True
             if running_due is not None and now >= running_due:
-                self._report(message.key, "running", confirm=False)
+                self._report(message.key, "running", confirm=False, reschedules=message.reschedules)
                 running_due = None
             wait = self._settings.log_chunk_interval
             if running_due is not None:
@@ -422,6 +440,18 @@ class Worker:
                 logs.flush()
                 return "failed", None, text
             logs.maybe_flush()
+
+
+#: Log chunk numbers each delivery of a rescheduled sensor's try starts from (chunks are unique
+#: per try and number): 10,000 chunks of up to 64 KiB each per poke, 200,000 pokes per try.
+LOG_SEQ_PER_RESCHEDULE = 10_000
+
+
+def copy_key(message: TaskMessage) -> tuple[int, int, int]:
+    """What makes two deliveries copies of one another: the same try of the same task instance,
+    and the same delivery of that try (a rescheduled sensor's next poke is a new delivery of its
+    try, not a copy of the previous one)."""
+    return (message.key.ti_id, message.key.try_number, message.reschedules)
 
 
 def execution_timeout_of(message: TaskMessage) -> float | None:
@@ -469,7 +499,11 @@ def _take_record(
     return None
 
 
-_EXTRAS = {"success": ("skip_task_ids", "skip_reason"), "failed": ("no_retry",)}
+_EXTRAS = {
+    "success": ("skip_task_ids", "skip_reason"),
+    "failed": ("no_retry",),
+    "up_for_reschedule": ("reschedule_at", "first_poke_at"),
+}
 
 
 def _extras_for(outcome: str, extras: dict[str, Any]) -> dict[str, Any]:
@@ -578,13 +612,13 @@ class _LogBuffer:
 
     MAX_CHUNK = 64 * 1024
 
-    def __init__(self, executor: Executor, key: TaskKey, interval: float) -> None:
+    def __init__(self, executor: Executor, key: TaskKey, interval: float, first_seq: int = 0) -> None:
         self._executor = executor
         self._key = key
         self._interval = interval
         self._parts: list[str] = []
         self._size = 0
-        self._seq = 0
+        self._seq = first_seq
         self._last = time.monotonic()
 
     def add(self, text: str) -> None:

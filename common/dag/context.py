@@ -31,6 +31,10 @@ class Context:
     upstream_results: dict[str, Any] = field(default_factory=dict)
     #: a mapped task instance's own element (its mapped keyword arguments); None when not mapped
     expand_args: dict[str, Any] | None = None
+    #: a sensor in reschedule mode: how many times this try was rescheduled, and when (epoch
+    #: seconds) its first poke ran; 0 and None otherwise
+    reschedules: int = 0
+    first_poke_at: float | None = None
 
     @property
     def log(self) -> logging.Logger:
@@ -168,4 +172,6 @@ def context_from_message(payload: Mapping[str, Any]) -> Context:
         map_index=key["map_index"],
         upstream_results=payload.get("upstream_results") or {},
         expand_args=payload.get("expand_args"),
+        reschedules=int(payload.get("reschedules") or 0),
+        first_poke_at=payload.get("first_poke_at"),
     )

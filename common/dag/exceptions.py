@@ -17,5 +17,22 @@ class FailTask(Exception):  # noqa: N818
     """Raised by a task to fail its try without any further retry; the message is the error."""
 
 
+class RescheduleTask(Exception):  # noqa: N818
+    """Raised by a sensor in reschedule mode whose poke found nothing yet: the try ends
+    ``up_for_reschedule`` (no retry used, same try number) and its slot is free until
+    ``reschedule_at`` (epoch seconds), when the scheduler dispatches it again. ``first_poke_at`` is
+    when the try's first poke ran: its timeout counts from there, across reschedules."""
+
+    def __init__(self, reschedule_at: float, first_poke_at: float) -> None:
+        super().__init__(f"poke again at {reschedule_at}")
+        self.reschedule_at = reschedule_at
+        self.first_poke_at = first_poke_at
+
+
+class SensorTimeout(FailTask):
+    """A sensor waited longer than its ``timeout``: the try fails without retry (as Airflow's
+    ``AirflowSensorTimeout``), or is skipped with ``soft_fail``."""
+
+
 class BranchError(Exception):
     """A branch task chose something that is not one of its direct downstream tasks."""

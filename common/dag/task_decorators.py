@@ -1,4 +1,5 @@
-"""The decorators beyond ``@task``: ``@task.branch``, ``@task.short_circuit``, ``@setup``, ``@teardown``.
+"""The decorators beyond ``@task``: ``@task.branch``, ``@task.short_circuit``, ``@task.sensor``,
+``@setup``, ``@teardown``.
 
 Each returns a ``TaskFactory`` like ``@task`` does (calling it inside a DAG creates the task, with
 arguments and settings handled the same way), whose tasks are branch or short-circuit tasks, or
@@ -14,6 +15,7 @@ from hareflow.common.dag.branching import BranchTask, ShortCircuitTask
 from hareflow.common.dag.dag import DAG
 from hareflow.common.dag.errors import DagDefinitionError
 from hareflow.common.dag.python_task import PythonTask, TaskFactory, task
+from hareflow.common.dag.sensors import PythonSensor
 from hareflow.common.dag.settings import normalize_settings
 
 
@@ -81,6 +83,15 @@ short_circuit.__doc__ = (
     "``@task.short_circuit``: a falsy return value skips the downstream tasks (all of them, "
     "transitively, unless ignore_downstream_trigger_rules=False)."
 )
+sensor = _decorator(
+    "@task.sensor",
+    task_class=PythonSensor,
+    options=("poke_interval", "timeout", "mode", "soft_fail", "exponential_backoff", "max_wait"),
+)
+sensor.__doc__ = (
+    "``@task.sensor(poke_interval=..., timeout=..., mode='poke'|'reschedule', soft_fail=...)``: the "
+    "function is the sensor's poke; it returns a bool or a PokeReturnValue."
+)
 setup = _decorator("@setup", role="setup")
 setup.__doc__ = "``@setup``: the function's tasks are setup tasks (``task.as_setup()``)."
 teardown = _decorator("@teardown", role="teardown")
@@ -91,3 +102,4 @@ teardown.__doc__ = (
 # Airflow spells these as attributes of the task decorator.
 task.branch = branch  # type: ignore[attr-defined]
 task.short_circuit = short_circuit  # type: ignore[attr-defined]
+task.sensor = sensor  # type: ignore[attr-defined]

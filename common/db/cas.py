@@ -99,10 +99,17 @@ def set_task_states(
 
 
 def set_each_task_state(
-    session: Session, transition: TaskTransition, rows: Sequence[tuple[int, int, Mapping[str, Any]]]
+    session: Session,
+    transition: TaskTransition,
+    rows: Sequence[tuple[int, int, Mapping[str, Any]]],
+    *,
+    reschedules: Mapping[int, int] | None = None,
 ) -> set[int]:
     """Like :func:`set_task_states` with values per row: ``rows`` = (id, try number read, values).
-    Rows with the same columns go in one executemany; return the ids changed."""
+    Rows with the same columns go in one executemany; return the ids changed.
+
+    ``reschedules`` (id -> the ``reschedules`` number read): compare and set on it too, so a
+    report from an earlier delivery of a rescheduled sensor's try changes nothing."""
     if not rows:
         return set()
     sources = sorted(_check_target(transition, rows[0][2]))
@@ -114,28 +121,35 @@ def set_each_task_state(
     sqlite = session.get_bind().dialect.name == "sqlite"
     for start in range(0, len(ids), _CHUNK):
         query = (
-            select(_TI.c.id, _TI.c.try_number)
+            select(_TI.c.id, _TI.c.try_number, _TI.c.reschedules)
             .where(_TI.c.id.in_(ids[start : start + _CHUNK]), _TI.c.state.in_(sources))
             .order_by(_TI.c.id)
         )
         if not sqlite:  # SQLite: BEGIN IMMEDIATE already holds the database's write lock
             query = query.with_for_update()
-        qualifying.update(i for i, t in session.execute(query).tuples() if expected[i] == t)
+        qualifying.update(
+            i
+            for i, t, r in session.execute(query).tuples()
+            if expected[i] == t and (reschedules is None or reschedules.get(i, 0) == (r or 0))
+        )
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for ti_id, try_number, values in rows:
         if ti_id in qualifying:
             params = {f"v_{k}": v for k, v in values.items()}
+            if reschedules is not None:
+                params["b_resch"] = reschedules.get(ti_id, 0)
             groups[tuple(sorted(values))].append({"b_id": ti_id, "b_try": try_number, **params})
     for columns, params in groups.items():
+        where = [
+            _TI.c.id == bindparam("b_id"),
+            _TI.c.try_number == bindparam("b_try"),
+            # one bound value each: an expanding IN cannot be used in an executemany
+            _TI.c.state.in_([literal(state, _TI.c.state.type) for state in sources]),
+        ]
+        if reschedules is not None:
+            where.append(_TI.c.reschedules == bindparam("b_resch"))
         stmt = (
-            update(_TI)
-            .where(
-                _TI.c.id == bindparam("b_id"),
-                _TI.c.try_number == bindparam("b_try"),
-                # one bound value each: an expanding IN cannot be used in an executemany
-                _TI.c.state.in_([literal(state, _TI.c.state.type) for state in sources]),
-            )
-            .values({c: bindparam(f"v_{c}", type_=_TI.c[c].type) for c in columns})
+            update(_TI).where(*where).values({c: bindparam(f"v_{c}", type_=_TI.c[c].type) for c in columns})
         )
         session.execute(stmt, params)
     _lost(transition, set(ids) - qualifying)

@@ -142,9 +142,15 @@ class TaskInstance(Base):
     start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     duration: Mapped[float | None] = mapped_column(Float)
+    # up_for_retry: when the next try may start; up_for_reschedule: when the sensor pokes again.
     next_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     error: Mapped[str | None] = mapped_column(LongText)
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # A sensor in reschedule mode: how many times this try has been rescheduled (each re-dispatch
+    # is a new delivery of the same try, told apart by this number), and when its first poke ran
+    # (its timeout counts from there, across reschedules). Reset with every new try.
+    reschedules: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    first_poke_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     dag_run: Mapped[DagRun] = relationship(back_populates="task_instances")
 

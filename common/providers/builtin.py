@@ -26,7 +26,36 @@ TASK_TYPES = (
     "hareflow.common.providers.sql:SqlTask",
     "hareflow.common.providers.sql:SqlCopyTask",
     "hareflow.common.providers.http:HttpTask",
+    "hareflow.common.providers.sensors:SqlSensor",
+    "hareflow.common.providers.sensors:HttpSensor",
+    "hareflow.common.dag.sensors:FileSensor",
+    "hareflow.common.dag.sensors:DateTimeSensor",
+    "hareflow.common.dag.sensors:TimeDeltaSensor",
+    "hareflow.common.dag.sensors:ExternalTaskSensor",
 )
+
+
+def fs_base_path(conn: Connection) -> str:
+    """The base path of an ``fs`` connection: ``extra["path"]``, else ``host``, else the URI's path
+    (``fs:///data/landing``), else the filesystem root."""
+    import os
+
+    if conn.extra.get("path"):
+        return str(conn.extra["path"])
+    if conn.host:
+        return conn.host
+    if conn.schema:
+        return os.sep + conn.schema.lstrip("/")
+    return os.sep
+
+
+def _test_fs(conn: Connection) -> str:
+    import os
+
+    base = fs_base_path(conn)
+    if not os.path.isdir(base):
+        raise FileNotFoundError(f"{base} is not a directory on this host")
+    return f"{base} is a directory on this host"
 
 
 def _test_sql(conn: Connection) -> str:
@@ -76,13 +105,20 @@ def builtin_provider() -> ProviderInfo:
     return ProviderInfo(
         name="hareflow",
         version=ours,
-        description="built in: SQL databases, HTTP, SMTP",
+        description="built in: SQL databases, HTTP, SMTP, file system",
         connection_types=sql
         + (
             ConnectionType("http", "HTTP", hints=http_hints, hook=HTTP_HOOK, test=_test_http),
             ConnectionType("https", "HTTPS", hints=http_hints, hook=HTTP_HOOK, test=_test_http),
             ConnectionType(
                 "smtp", "SMTP (email)", hints={"extra": '{"starttls": true, "from": "..."}'}, test=_test_smtp
+            ),
+            ConnectionType(
+                "fs",
+                "File system (FileSensor)",
+                fields=("host", "extra"),
+                hints={"host": "base path", "extra": '{"path": "/data/landing"}'},
+                test=_test_fs,
             ),
         ),
         hooks=(SQL_HOOK, HTTP_HOOK),

@@ -28,6 +28,8 @@ class Resolver(Protocol):
 
     def variable(self, key: str) -> str | None: ...
 
+    def task_state(self, query: dict[str, Any]) -> dict[str, Any] | None: ...
+
 
 class _Cached:
     def __init__(self, mask: Masker) -> None:
@@ -63,14 +65,32 @@ class _Cached:
     def _fetch_variable(self, key: str) -> str | None:
         raise NotImplementedError
 
+    def task_state(self, query: dict[str, Any]) -> dict[str, Any] | None:
+        """Another DAG's run (and task) state (``hareflow.common.runs.external_state``); never
+        cached: a sensor asks again at every poke."""
+        raise NotImplementedError
+
 
 class ChainResolver(_Cached):
     """Reads the chain in this process, as ``dag_id`` (its allow-lists apply) when given."""
 
-    def __init__(self, chain: SecretsChain, dag_id: str | None = None, mask: Masker = masker) -> None:
+    def __init__(
+        self, chain: SecretsChain, dag_id: str | None = None, mask: Masker = masker, sessions: Any = None
+    ) -> None:
         super().__init__(mask)
         self._chain = chain
         self._dag_id = dag_id
+        self._sessions = sessions
+
+    def task_state(self, query: dict[str, Any]) -> dict[str, Any] | None:
+        from hareflow.common.runs import external_state
+
+        if self._sessions is None:
+            raise SecretsError("no metastore to read another DAG's state from")
+        with self._sessions() as session:
+            if isinstance(session, _NoRows):
+                return None
+            return external_state(session, query)
 
     def _fetch_connection(self, conn_id: str) -> Connection:
         return self._chain.connection(conn_id, dag_id=self._dag_id)
@@ -122,6 +142,12 @@ class RemoteResolver(_Cached):
         value = self._reply("variable", key)
         return None if value is None else str(value)
 
+    def task_state(self, query: dict[str, Any]) -> dict[str, Any] | None:
+        import json
+
+        value = self._reply("task_state", json.dumps(query, sort_keys=True))
+        return value if isinstance(value, dict) else None
+
 
 _current: Resolver | None = None
 _default_lock = threading.Lock()
@@ -153,7 +179,8 @@ def local_resolver(settings: Any = None, dag_id: str | None = None) -> ChainReso
     from hareflow.common.secrets.backends import chain_from_settings
 
     settings = settings or load_settings()
-    return ChainResolver(chain_from_settings(settings, _LazySessions(settings)), dag_id=dag_id)
+    sessions = _LazySessions(settings)
+    return ChainResolver(chain_from_settings(settings, sessions), dag_id=dag_id, sessions=sessions)
 
 
 class _LazySessions:

@@ -275,6 +275,14 @@ def tasks_test(
     if outcome.outcome == "skipped":
         click.echo(f"task {task_id} skipped itself: {outcome.error}", err=True)
         return
+    if outcome.outcome == "up_for_reschedule":
+        when = datetime.fromtimestamp(float(outcome.extras.get("reschedule_at") or 0), UTC)
+        click.echo(
+            f"sensor {task_id} found nothing yet; in a run it would give its slot back and poke again "
+            f"at {when.isoformat(timespec='seconds')} (up_for_reschedule)",
+            err=True,
+        )
+        return
     if outcome.outcome != "success":
         click.echo(f"task {task_id} failed: {outcome.error}", err=True)
         sys.exit(1)

@@ -181,3 +181,30 @@ def test_a_stale_success_does_not_store_a_second_result_for_the_try(session: Ses
     with session.begin():
         assert write_reports(session, stale, NOW) == []
     assert session.scalars(select(TaskResult.value_json)).all() == ["2"]
+
+
+def test_a_reschedule_keeps_the_try_counts_the_delivery_and_a_late_report_of_it_changes_nothing(
+    session: Session,
+) -> None:
+    events = apply(
+        session,
+        result("running", at=100.0),
+        result("up_for_reschedule", at=101.0, reschedule_at=131.0, first_poke_at=100.5),
+    )
+    t = ti(session)
+    assert (t.state, t.try_number, t.reschedules) == ("up_for_reschedule", 1, 1)
+    assert t.next_retry_at == datetime.fromtimestamp(131.0, tz=UTC)
+    assert t.first_poke_at == datetime.fromtimestamp(100.5, tz=UTC)
+    assert [e.state for e in events] == ["running", "up_for_reschedule"]
+    session.commit()
+    with session.begin():  # the scheduler dispatches the next poke: same try, delivery 1
+        session.get(TaskInstance, 1).state = "queued"  # type: ignore[union-attr]
+    assert apply(session, result("success", at=140.0, result_json="1")) == []  # delivery 0, late
+    assert ti(session).state == "queued"
+    apply(
+        session,
+        result("up_for_reschedule", at=150.0, reschedule_at=180.0, first_poke_at=149.0, reschedules=1),
+    )
+    t = ti(session)
+    assert (t.state, t.reschedules) == ("up_for_reschedule", 2)
+    assert t.first_poke_at == datetime.fromtimestamp(100.5, tz=UTC)  # the first poke's, kept

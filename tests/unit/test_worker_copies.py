@@ -28,45 +28,55 @@ class Settled(Delivery):
 def test_a_copy_of_a_running_try_is_acked_with_its_final_result() -> None:
     copies = Copies()
     first, copy = Settled("first"), Settled("copy")
-    run = copies.start((1, 1), first)
+    run = copies.start((1, 1, 0), first)
     assert run is not None
-    assert copies.absorb((1, 1), copy) and copy.how == []  # held: not run, not acked yet
+    assert copies.absorb((1, 1, 0), copy) and copy.how == []  # held: not run, not acked yet
     run.final = True
     run.ack()  # the final result is confirmed
     assert (first.how, copy.how) == (["ack"], ["ack"])
     late = Settled("late")
-    assert copies.absorb((1, 1), late) and late.how == ["ack"]  # finished here: acked at once
+    assert copies.absorb((1, 1, 0), late) and late.how == ["ack"]  # finished here: acked at once
 
 
 def test_after_an_early_ack_a_copy_is_acked_on_arrival_and_the_run_stays_open() -> None:
     copies = Copies()
-    run = copies.start((2, 1), Settled("first"))
+    run = copies.start((2, 1, 0), Settled("first"))
     assert run is not None
     run.ack()  # long_task_ack_after: acked while still running
     copy = Settled("copy")
-    assert copies.absorb((2, 1), copy) and copy.how == ["ack"]
-    assert copies.start((2, 1), Settled("again")) is None
+    assert copies.absorb((2, 1, 0), copy) and copy.how == ["ack"]
+    assert copies.start((2, 1, 0), Settled("again")) is None
 
 
 def test_other_tries_and_abandoned_runs_are_not_copies() -> None:
     copies = Copies()
-    run = copies.start((3, 1), Settled("first"))
+    run = copies.start((3, 1, 0), Settled("first"))
     assert run is not None
-    assert not copies.absorb((3, 2), Settled("retry"))  # a new try is new work
-    assert not copies.absorb((4, 1), Settled("other"))
+    assert not copies.absorb((3, 2, 0), Settled("retry"))  # a new try is new work
+    assert not copies.absorb((4, 1, 0), Settled("other"))
     held = Settled("held")
-    copies.absorb((3, 1), held)
+    copies.absorb((3, 1, 0), held)
     run.requeue()  # the run ends without a result: every delivery goes back
     assert held.how == ["requeue"]
-    assert copies.start((3, 1), Settled("redelivered")) is not None
+    assert copies.start((3, 1, 0), Settled("redelivered")) is not None
 
 
 def test_only_the_latest_finished_tries_are_remembered() -> None:
     copies = Copies()
     for n in range(RECENT + 1):
-        run = copies.start((n, 1), Settled(str(n)))
+        run = copies.start((n, 1, 0), Settled(str(n)))
         assert run is not None
         run.final = True
         run.ack()
-    assert not copies.absorb((0, 1), Settled("oldest"))
-    assert copies.absorb((RECENT, 1), Settled("newest"))
+    assert not copies.absorb((0, 1, 0), Settled("oldest"))
+    assert copies.absorb((RECENT, 1, 0), Settled("newest"))
+
+
+def test_a_rescheduled_sensors_next_poke_is_new_work_and_its_redelivered_copy_is_not() -> None:
+    copies = Copies()
+    run = copies.start((5, 1, 0), Settled("first poke"))
+    assert run is not None
+    run.final = True
+    run.ack()  # up_for_reschedule confirmed
+    assert not copies.absorb((5, 1, 1), Settled("second poke"))  # same try, next delivery: runs
+    assert copies.absorb((5, 1, 0), Settled("late copy of the first"))  # acked, not run

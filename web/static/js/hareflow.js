@@ -7,7 +7,7 @@
   const meta = document.querySelector('meta[name="csrf-token"]');
   const csrf = meta ? meta.getAttribute("content") : "";
   const STATES = new Set(["none", "scheduled", "queued", "running", "success", "failed", "up_for_retry",
-    "upstream_failed", "skipped", "removed", "cancelled", "active", "stopping", "stopped", "lost"]);
+    "up_for_reschedule", "upstream_failed", "skipped", "removed", "cancelled", "active", "stopping", "stopped", "lost"]);
 
   const hf = (window.hf = {});
 
@@ -61,8 +61,8 @@
   };
 
   /* A task group's state: its most urgent member's (the rule of web/task_groups.py). */
-  const GROUP_STATE_ORDER = ["failed", "upstream_failed", "up_for_retry", "running", "queued", "scheduled",
-    "none", "removed", "skipped", "success"];
+  const GROUP_STATE_ORDER = ["failed", "upstream_failed", "up_for_retry", "running", "queued",
+    "up_for_reschedule", "scheduled", "none", "removed", "skipped", "success"];
   hf.groupState = function (states) {
     const present = new Set(states.map(function (s) { return s || "none"; }));
     for (const state of GROUP_STATE_ORDER) if (present.has(state)) return state;
