@@ -49,6 +49,9 @@ class Settings:
     dag_file_processor_parallelism: int = 2
     max_result_bytes: int = 1_048_576  # cap on one task's JSON return value
     max_map_length: int = 1024  # most task instances one mapped task may expand to
+    # Smallest poke_interval of a reschedule-mode sensor (read from the environment when DAG files
+    # are parsed: set it where the scheduler and the workers run).
+    sensor_min_reschedule_interval: float = 1.0
     run_results_consumer: bool = True  # the scheduler runs the results consumer in-process
     # Results consumer
     results_batch_size: int = 500
