@@ -8,6 +8,8 @@ the lowest version that can express it, and every version listed here is decoded
 - ``2``: a ``task`` message may carry ``expand_args``, a mapped task instance's own keyword
   arguments (its element of the expansion). Only such messages are stamped 2, so a worker that
   reads version 1 only still runs every task that is not mapped.
+- ``3``: a ``task`` message may carry ``triggering_asset_events`` (a run an asset event started:
+  asset URI -> the events, see ``hareflow.common.assets``). Only such messages are stamped 3.
 
 ``task``      scheduler -> worker, on ``<prefix>.tasks`` routed by queue name. Everything a worker
               needs to run one try: the DAG file, the try, the run's conf and params, and the return
@@ -19,7 +21,9 @@ the lowest version that can express it, and every version listed here is decoded
               ``no_retry`` (true: the task raised FailTask, fail it whatever tries are left),
               ``skip_task_ids`` with ``skip_reason`` (a branch or short-circuit success: the
               downstream task ids of the same run to skip, and why) and ``rendered_json`` (final
-              reports of a task with template fields: them rendered, a JSON object).
+              reports of a task with template fields: them rendered, a JSON object) and
+              ``outlet_events`` (a success of a task with outlets: one ``{"uri", "extra"}`` per
+              outlet, recorded as asset events with the success).
 ``log``       worker -> results consumer: one chunk of a try's captured output, numbered by ``seq``
               so a redelivered chunk is stored once.
 ``heartbeat`` worker -> results consumer: who it is, what it consumes, what it is running.
@@ -46,9 +50,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 #: The versions :func:`decode` accepts.
-SUPPORTED_VERSIONS = frozenset({1, 2})
+SUPPORTED_VERSIONS = frozenset({1, 2, 3})
 
 
 class MessageError(ValueError):
@@ -108,14 +112,20 @@ class TaskMessage(_Message):
     upstream_results: dict[str, Any] = field(default_factory=dict)
     published_at: float = 0.0
     expand_args: dict[str, Any] | None = None  # v2: a mapped instance's own keyword arguments
+    #: v3: the asset events that started an asset-triggered run (URI -> events), else None
+    triggering_asset_events: dict[str, list[dict[str, Any]]] | None = None
 
     def version(self) -> int:
+        if self.triggering_asset_events is not None:
+            return 3
         return 1 if self.expand_args is None else 2
 
     def to_dict(self) -> dict[str, Any]:
         body = super().to_dict()
         if self.expand_args is None:
             del body["expand_args"]  # the version 1 form, readable by every worker
+        if self.triggering_asset_events is None:
+            del body["triggering_asset_events"]
         return body
 
 
@@ -135,12 +145,14 @@ class ResultMessage(_Message):
     skip_task_ids: list[str] | None = None
     skip_reason: str | None = None
     rendered_json: str | None = None  # final reports: the try's rendered template fields (JSON object)
+    outlet_events: list[dict[str, Any]] | None = None  # a success's asset events: {"uri", "extra"}
 
     _OPTIONAL: ClassVar[dict[str, Any]] = {
         "no_retry": False,
         "skip_task_ids": None,
         "skip_reason": None,
         "rendered_json": None,
+        "outlet_events": None,
     }
 
     def to_dict(self) -> dict[str, Any]:
@@ -303,6 +315,15 @@ def _check_types(message: _Message) -> None:
             raise MessageError("skip_task_ids must be a list of task ids")
         if not isinstance(message.no_retry, bool):
             raise MessageError("no_retry must be a boolean")
+        events = message.outlet_events
+        if events is not None and not (
+            isinstance(events, list)
+            and all(
+                isinstance(e, dict) and isinstance(e.get("uri"), str) and isinstance(e.get("extra", {}), dict)
+                for e in events
+            )
+        ):
+            raise MessageError("outlet_events must be a list of {uri, extra} objects")
     if isinstance(message, TaskMessage):
         if not isinstance(message.dag_file, str) or not isinstance(message.upstream_results, dict):
             raise MessageError("bad task message fields")
@@ -310,6 +331,11 @@ def _check_types(message: _Message) -> None:
             raise MessageError("max_tries must be an integer")
         if message.expand_args is not None and not isinstance(message.expand_args, dict):
             raise MessageError("expand_args must be an object")
+        triggering = message.triggering_asset_events
+        if triggering is not None and not (
+            isinstance(triggering, dict) and all(isinstance(v, list) for v in triggering.values())
+        ):
+            raise MessageError("triggering_asset_events must map asset URIs to lists of events")
     if isinstance(message, LookupRequest):
         if message.kind not in ("connection", "variable") or not isinstance(message.name, str):
             raise MessageError("a lookup names a connection or a variable")

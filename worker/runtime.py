@@ -469,7 +469,7 @@ def _take_record(
     return None
 
 
-_EXTRAS = {"success": ("skip_task_ids", "skip_reason"), "failed": ("no_retry",)}
+_EXTRAS = {"success": ("skip_task_ids", "skip_reason", "outlet_events"), "failed": ("no_retry",)}
 
 
 def _extras_for(outcome: str, extras: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class TaskSettings(TypedDict, total=False):
     depends_on_past: bool
     weight_rule: str
     priority_weight: int
+    outlets: Any  # an Asset or a list of them (``common.dag.assets``)
 
 
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -57,6 +58,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "owner": None,
     "depends_on_past": False,
     "weight_rule": "absolute",
+    "outlets": (),
 }
 
 #: Airflow's names for settings hareflow spells differently.
@@ -173,6 +175,10 @@ def normalize_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
                     f"owner of {where} must be a non-empty string of at most 100 characters"
                 )
             out[name] = value
+        elif name == "outlets":
+            from hareflow.common.dag.assets import check_outlets
+
+            out[name] = check_outlets(value, where)
         elif name.endswith("_callback"):
             if value is not None and not callable(value):
                 raise DagDefinitionError.here(f"{name} of {where} must be callable or None")

@@ -74,6 +74,8 @@ def test_hareflow_exports_the_authoring_api() -> None:
     names += ["TaskGroup", "TaskOutput", "chain", "chain_linear", "cross_downstream", "dag", "task_group"]
     names += ["BranchTask", "ShortCircuitTask", "SkipTask", "FailTask", "setup", "teardown"]
     names += ["Connection", "Variable"]
+    names += ["Asset", "AssetAll", "AssetAny", "AssetOrTimeSchedule"]
+    names += ["Dataset", "DatasetAll", "DatasetAny", "DatasetOrTimeSchedule"]
     assert all(hasattr(hareflow, name) for name in names)
     assert set(hareflow.__all__) == set(names)
 
