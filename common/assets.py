@@ -71,7 +71,11 @@ def ensure_assets(session: Session, assets: Iterable[Mapping[str, Any]], now: da
     if not wanted:
         return {}
     table = AssetRow.__table__
-    known = dict(session.execute(select(AssetRow.uri, AssetRow.id).where(AssetRow.uri.in_(wanted))).tuples())
+    known = dict(
+        session.execute(select(AssetRow.uri, AssetRow.id).where(AssetRow.uri.in_(sorted(wanted))))
+        .tuples()
+        .all()
+    )
     for uri in sorted(set(wanted) - set(known)):  # sorted: concurrent writers lock in one order
         a = wanted[uri]
         values = {"uri": uri, "name": a.get("name") or uri, "extra": a.get("extra") or {}}
@@ -79,7 +83,9 @@ def ensure_assets(session: Session, assets: Iterable[Mapping[str, Any]], now: da
     missing = set(wanted) - set(known)
     if missing:
         known.update(
-            session.execute(select(AssetRow.uri, AssetRow.id).where(AssetRow.uri.in_(missing))).tuples()
+            session.execute(select(AssetRow.uri, AssetRow.id).where(AssetRow.uri.in_(sorted(missing))))
+            .tuples()
+            .all()
         )
     return known
 
@@ -267,7 +273,9 @@ def consume_if_ready(
     uris = dict(
         session.execute(
             select(AssetRow.id, AssetRow.uri).where(AssetRow.id.in_([q.asset_id for q in queued]))
-        ).tuples()
+        )
+        .tuples()
+        .all()
     )
     pending = [(q, uris[q.asset_id]) for q in queued]
     if schedule is None:  # no longer asset-scheduled: what was queued is dropped
