@@ -81,7 +81,9 @@ def events_of(system: System, uri: str) -> list[AssetEvent]:
     with system.c.sessions() as session:
         return list(
             session.scalars(
-                select(AssetEvent).join(AssetRow, AssetRow.id == AssetEvent.asset_id).where(AssetRow.uri == uri)
+                select(AssetEvent)
+                .join(AssetRow, AssetRow.id == AssetEvent.asset_id)
+                .where(AssetRow.uri == uri)
             )
         )
 
