@@ -12,6 +12,7 @@ import logging
 import click
 
 from hareflow.cli import backfill as _backfill  # noqa: F401 - adds the backfill commands to `dags`
+from hareflow.cli.assets import assets
 from hareflow.cli.common import CONTEXT_SETTINGS, UserError
 from hareflow.cli.config import config, version
 from hareflow.cli.connections import connections
@@ -62,6 +63,7 @@ for command in (
     pools,
     connections,
     variables,
+    assets,
     workers,
     queues,
     config,
