@@ -4,6 +4,7 @@ MariaDB with RabbitMQ and SQLite with the local executor)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,7 +67,9 @@ with DAG("{dag_id}", schedule={schedule}):
 
 def extra_scheduler_creates_nothing(system: System) -> None:
     """More asset steps (another scheduler, on top of the cluster's own) create no run."""
-    extra = Scheduler(settings=system.settings, session_factory=system.c.sessions, executor=LocalExecutor())
+    extra = Scheduler(
+        settings=system.settings, session_factory=system.c.sessions, executor=LocalExecutor()
+    )
     for _ in range(3):
         report = LoopReport()
         extra.create_asset_runs(datetime.now(UTC), report)
@@ -90,7 +93,9 @@ def events_of(system: System, uri: str) -> list[AssetEvent]:
 
 def finished_asset_run(system: System, dag_id: str, count: int = 1) -> DagRun:
     runs = wait_until(
-        lambda: [r for r in asset_runs(system, dag_id) if r.state in ("success", "failed")][count - 1 :],
+        lambda: [r for r in asset_runs(system, dag_id) if r.state in ("success", "failed")][
+            count - 1 :
+        ],
         message=f"{count} finished asset-triggered run(s) of {dag_id}",
     )
     return runs[0]
@@ -166,6 +171,74 @@ def test_an_asset_with_many_events_since_the_last_run_starts_one_run_with_all_of
     assert system.run_dag("make_customers")[1] == "success"
     run = finished_asset_run(system, "both")
     seen = system.result("both", run.run_id, "read")
-    assert len(seen["warehouse://sales/orders"]) == 2 and len(seen["warehouse://sales/customers"]) == 1
+    assert (
+        len(seen["warehouse://sales/orders"]) == 2 and len(seen["warehouse://sales/customers"]) == 1
+    )
     with system.c.sessions() as session:
         assert session.scalar(select(func.count()).select_from(AssetEvent)) == 3
+
+
+def test_an_event_posted_over_the_api_triggers_the_consumer_with_its_extra(
+    system: System, write_dag: Any
+) -> None:
+    from hareflow.web import create_app
+
+    from tests.web.conftest import add_user, login
+
+    write_dag("producers.py", PRODUCERS)
+    write_dag("consumer.py", consumer("orders_report", "[orders]"))
+    system.start(secret_key="asset-tests-secret-key-0123")
+    add_user(system.c.sessions, "op", "op")
+    system.c.wait_for_dag("orders_report")
+    app = create_app(system.settings, sessions=system.c.sessions, executor=system.c._shared)
+    client = login(app.test_client(), "op")
+
+    posted = client.api(
+        "POST", "/assets/events", {"uri": "warehouse://sales/orders", "extra": {"from": "api"}}
+    )
+    assert posted.status_code == 201, posted.text
+
+    run = finished_asset_run(system, "orders_report")
+    assert run.state == "success"
+    assert system.result("orders_report", run.run_id, "read") == {
+        "warehouse://sales/orders": [
+            {"dag": None, "run": None, "task": None, "extra": {"from": "api"}}
+        ]
+    }
+
+
+def test_an_event_emitted_from_the_command_line_triggers_the_consumer(
+    system: System, write_dag: Any
+) -> None:
+    from tests.integration.test_cli import invoke_hareflow
+
+    write_dag("producers.py", PRODUCERS)
+    write_dag("consumer.py", consumer("orders_report", "orders | customers"))
+    system.start()
+    system.c.wait_for_dag("orders_report")
+    env = {
+        "HAREFLOW_DATABASE_URL": system.settings.effective_database_url,
+        "HAREFLOW_HOME": str(system.settings.home),
+    }
+
+    unknown = invoke_hareflow(env, "assets", "emit", "warehouse://sales/typo")
+    assert unknown.exit_code == 2 and "no asset 'warehouse://sales/typo'" in unknown.output
+    emitted = invoke_hareflow(
+        env, "assets", "emit", "warehouse://sales/customers", "--extra", '{"batch": 3}'
+    )
+    assert emitted.exit_code == 0, emitted.output
+
+    run = finished_asset_run(system, "orders_report")
+    seen = system.result("orders_report", run.run_id, "read")
+    assert seen == {
+        "warehouse://sales/customers": [
+            {"dag": None, "run": None, "task": None, "extra": {"batch": 3}}
+        ]
+    }
+    listed = invoke_hareflow(env, "assets", "events", "warehouse://sales/customers", "-o", "json")
+    assert [e["extra"] for e in json.loads(listed.output)] == [{"batch": 3}]
+    table = invoke_hareflow(env, "assets", "list")
+    assert (
+        "warehouse://sales/customers" in table.output
+        and "make_customers.write_customers" in table.output
+    )
