@@ -87,7 +87,7 @@ class DagRun(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     dag_id: Mapped[str] = mapped_column(SafeString(ID_LEN))
     run_id: Mapped[str] = mapped_column(SafeString(ID_LEN))
-    run_type: Mapped[str] = mapped_column(SafeString(20))  # scheduled | manual | backfill
+    run_type: Mapped[str] = mapped_column(SafeString(20))  # scheduled | manual | backfill | asset_triggered
     state: Mapped[str] = mapped_column(SafeString(20))
     logical_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # The run's logical date, unique per DAG (as in Airflow), so one interval is never run twice and
