@@ -6,7 +6,9 @@ schedule names the asset, widens that DAG's ``asset_dag_run_queue`` row for the 
 the events it has not consumed yet). The results consumer calls it in the transaction that records
 the producing try's success, and only for successes whose compare-and-set took effect, so one
 successful try records one event per outlet however many copies of its result arrive; the unique
-key on (source try, asset) holds it even so.
+key on (source try, asset) holds it even so. Event ids are given at insert and committed in any
+order, so a range may also span an event an earlier run consumed (one committed late): reading a
+range skips the events already linked to a run of the consumer.
 
 Creating a consumer run (:func:`consume_if_ready`) happens with the consumer's ``dag`` row locked
 (``FOR UPDATE SKIP LOCKED``: another scheduler skips the DAG) and its queue rows locked: the run,
@@ -36,7 +38,8 @@ from hareflow.common.db import (
 from hareflow.common.db.upsert import insert_if_absent
 from hareflow.common.messages import StateEvent
 from hareflow.common.states import RunState
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import Session
 
 #: The most events per asset a consumer run's context lists (the newest); all are linked to the run.
@@ -99,13 +102,15 @@ def sync_dag_assets(session: Session, dag_id: str, serialized: Mapping[str, Any]
     outlets = {(t["task_id"], uri) for t in serialized.get("tasks") or () for uri in t.get("outlets") or ()}
     needed = consumed | {uri for _, uri in outlets}
     ids = ensure_assets(session, [declared.get(u) or {"uri": u} for u in sorted(needed)], now)
-    for uri, a in declared.items():  # a DAG's own description of its assets wins
-        if uri in ids and (a.get("name") or a.get("extra")):
-            session.execute(
-                update(AssetRow)
-                .where(AssetRow.id == ids[uri], (AssetRow.name != a.get("name")) | (AssetRow.name.is_(None)))
-                .values(name=a.get("name") or uri, extra=a.get("extra") or {}, updated_at=now)
-            )
+    # A DAG's own description of its assets wins (the last parsed, if two differ); rows are
+    # written only when it changed, so re-parsing a DAG does not rewrite the assets it names.
+    stored = {r.uri: r for r in session.scalars(select(AssetRow).where(AssetRow.uri.in_(sorted(declared))))}
+    for uri, a in declared.items():
+        row = stored.get(uri)
+        name, extra = a.get("name") or uri, a.get("extra") or {}
+        described = name != uri or bool(extra)  # a bare Asset(uri) does not undo another DAG's name
+        if row is not None and described and (row.name != name or (row.extra or {}) != extra):
+            row.name, row.extra, row.updated_at = name, extra, now
     have = set(session.scalars(select(DagScheduleAsset.asset_id).where(DagScheduleAsset.dag_id == dag_id)))
     want = {ids[u] for u in consumed}
     if have - want:
@@ -182,36 +187,54 @@ def record_events(session: Session, events: Sequence[NewEvent], now: datetime) -
 
 
 def _enqueue(session: Session, rows: Sequence[AssetEvent], now: datetime) -> None:
-    """Widen each consumer's queue row of each asset to take in the new events."""
+    """Widen each consumer's queue row of each asset to take in the new events: one upsert per
+    (consumer, asset), in one lock order for every writer. An upsert, not "insert if absent, then
+    update": a row the scheduler is consuming (locked, about to be deleted) makes this wait and then
+    insert a fresh row, where an update would find nothing and lose the event."""
     by_asset: dict[int, tuple[int, int]] = {}
     for r in rows:
         low, high = by_asset.get(r.asset_id, (r.id, r.id))
         by_asset[r.asset_id] = (min(low, r.id), max(high, r.id))
     consumers = session.execute(
         select(DagScheduleAsset.dag_id, DagScheduleAsset.asset_id).where(
-            DagScheduleAsset.asset_id.in_(by_asset)
+            DagScheduleAsset.asset_id.in_(sorted(by_asset))
         )
     ).tuples()
-    table = AssetDagRunQueue.__table__
-    for dag_id, asset_id in sorted(consumers):  # one lock order for every writer
+    for dag_id, asset_id in sorted(consumers):
         low, high = by_asset[asset_id]
-        values = {
-            "target_dag_id": dag_id,
-            "asset_id": asset_id,
-            "first_event_id": low,
-            "last_event_id": high,
-            "created_at": now,
-        }
-        insert_if_absent(session, table, values)  # type: ignore[arg-type]
         session.execute(
-            update(AssetDagRunQueue)
-            .where(
-                AssetDagRunQueue.target_dag_id == dag_id,
-                AssetDagRunQueue.asset_id == asset_id,
-                AssetDagRunQueue.last_event_id < high,
+            _widen_queue_row(
+                session.get_bind().dialect.name,
+                {
+                    "target_dag_id": dag_id,
+                    "asset_id": asset_id,
+                    "first_event_id": low,
+                    "last_event_id": high,
+                    "created_at": now,
+                },
             )
-            .values(last_event_id=high)
         )
+
+
+def _widen_queue_row(dialect: str, values: dict[str, Any]) -> Any:
+    table = AssetDagRunQueue.__table__
+    first, last = table.c.first_event_id, table.c.last_event_id  # type: ignore[attr-defined]
+    if dialect in ("mysql", "mariadb"):
+        stmt = mysql.insert(table).values(**values)
+        return stmt.on_duplicate_key_update(
+            first_event_id=func.least(first, stmt.inserted.first_event_id),
+            last_event_id=func.greatest(last, stmt.inserted.last_event_id),
+        )
+    module = postgresql if dialect == "postgresql" else sqlite
+    least, greatest = (func.least, func.greatest) if dialect == "postgresql" else (func.min, func.max)
+    stmt = module.insert(table).values(**values)
+    return stmt.on_conflict_do_update(
+        index_elements=["target_dag_id", "asset_id"],
+        set_={
+            "first_event_id": least(first, stmt.excluded.first_event_id),
+            "last_event_id": greatest(last, stmt.excluded.last_event_id),
+        },
+    )
 
 
 def record_external_event(
@@ -291,6 +314,11 @@ def consume_if_ready(
                 AssetEvent.asset_id == q.asset_id,
                 AssetEvent.id >= q.first_event_id,
                 AssetEvent.id <= q.last_event_id,
+                ~exists(
+                    select(DagRunAssetEvent.event_id)
+                    .join(DagRun, DagRun.id == DagRunAssetEvent.run_pk)
+                    .where(DagRunAssetEvent.event_id == AssetEvent.id, DagRun.dag_id == dag.dag_id)
+                ),
             )
             .order_by(AssetEvent.id)
         ).all()

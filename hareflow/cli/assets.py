@@ -35,7 +35,13 @@ def assets() -> None:
 @assets.command("list")
 @output_option
 def assets_list(output: str) -> None:
-    """Every asset: who produces it (dag.task), which DAGs are scheduled on it, its last event."""
+    """Every asset: who produces it (dag.task), which DAGs are scheduled on it, its last event.
+
+    \b
+    Example:
+      hareflow assets list
+      hareflow assets list -o json
+    """
     from hareflow.common.assets import list_assets
 
     with metastore(get_settings()) as sessions, sessions() as session:
@@ -62,7 +68,12 @@ def assets_list(output: str) -> None:
 )
 @output_option
 def assets_events(uri: str, limit: int, output: str) -> None:
-    """The latest events of the asset URI, newest first."""
+    """The latest events of the asset URI, newest first.
+
+    \b
+    Example:
+      hareflow assets events warehouse://sales/orders --limit 5
+    """
     from hareflow.common.assets import list_assets
 
     with metastore(get_settings()) as sessions, sessions() as session:
@@ -103,7 +114,12 @@ def _extra(extra: dict[str, Any]) -> str:
 @output_option
 def assets_emit(uri: str, extra: str | None, output: str) -> None:
     """Record an event of the asset URI from outside: DAGs scheduled on it react as to a
-    producer's event. The asset must exist (a DAG names it); the event is audited."""
+    producer's event. The asset must exist (a DAG names it); the event is audited.
+
+    \b
+    Example:
+      hareflow assets emit warehouse://sales/orders --extra '{"rows": 1200}'
+    """
     import json
 
     from hareflow.cli.secretfiles import os_user
