@@ -5,12 +5,19 @@ Trigger ``example_assets_producer`` (or run ``hareflow assets emit warehouse://s
 watch the consumers start on the Assets page.
 """
 
+from datetime import datetime
+
 from hareflow import DAG, Asset, task
 
 orders = Asset("warehouse://sales/orders", name="sales.orders")
 customers = Asset("warehouse://sales/customers", name="sales.customers")
 
-with DAG("example_assets_producer", tags=["example", "assets"], description="Writes two warehouse tables"):
+with DAG(
+    "example_assets_producer",
+    start_date=datetime(2026, 1, 1),
+    tags=["example", "assets"],
+    description="Writes two warehouse tables",
+):
 
     @task(outlets=[orders])
     def load_orders(outlet_events):
@@ -29,6 +36,7 @@ with DAG("example_assets_producer", tags=["example", "assets"], description="Wri
 with DAG(
     "example_assets_report",
     schedule=[orders, customers],
+    start_date=datetime(2026, 1, 1),
     tags=["example", "assets"],
     description="Runs once both tables have new data",
 ):
@@ -46,6 +54,7 @@ with DAG(
 with DAG(
     "example_assets_audit",
     schedule=orders | customers,
+    start_date=datetime(2026, 1, 1),
     tags=["example", "assets"],
     description="Runs whenever either table has new data",
 ):
