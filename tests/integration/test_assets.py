@@ -242,3 +242,36 @@ def test_an_event_emitted_from_the_command_line_triggers_the_consumer(
         "warehouse://sales/customers" in table.output
         and "make_customers.write_customers" in table.output
     )
+
+
+def test_an_asset_or_time_schedule_runs_on_the_asset_and_keeps_its_timetable(
+    system: System, write_dag: Any
+) -> None:
+    from hareflow.common.db import Dag
+
+    write_dag("producers.py", PRODUCERS)
+    write_dag(
+        "consumer.py",
+        """
+from datetime import datetime
+from hareflow import DAG, Asset, AssetOrTimeSchedule, task
+
+with DAG("yearly_or_fresh", start_date=datetime(2026, 1, 1),
+         schedule=AssetOrTimeSchedule(timetable="@yearly", assets=[Asset("warehouse://sales/orders")])):
+    @task
+    def read():
+        return 1
+    read()
+""",
+    )
+    system.start()
+    system.c.wait_for_dag("yearly_or_fresh")
+    with system.c.sessions() as s:
+        before = s.get(Dag, "yearly_or_fresh").next_run_after  # type: ignore[union-attr]
+    assert system.run_dag("make_orders")[1] == "success"
+    run = finished_asset_run(system, "yearly_or_fresh")
+    assert run.state == "success"
+    assert [r.run_type for r in system.runs("yearly_or_fresh")] == ["asset_triggered"]
+    with system.c.sessions() as s:
+        assert s.get(Dag, "yearly_or_fresh").next_run_after == before  # type: ignore[union-attr]
+    assert before is not None and before > datetime.now(UTC)  # the yearly run is still ahead
