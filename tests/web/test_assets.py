@@ -16,7 +16,7 @@ from hareflow.web import socketio_of
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.web.conftest import Client, make_dag, unique
+from tests.web.conftest import Client, make_dag, path_of, unique
 from tests.web.test_live import received, wait_for
 
 
@@ -133,3 +133,27 @@ def test_an_asset_event_is_relayed_to_the_assets_room_only(app: Flask, as_role: 
     finally:
         watching.disconnect()
         dag_room.disconnect()
+
+
+def test_an_asset_triggered_run_page_lists_the_events_that_started_it(
+    web_sessions: sessionmaker[Session], as_role: Any
+) -> None:
+    from hareflow.common.assets import consume_if_ready
+    from hareflow.common.dag import SerializedDag
+
+    uri, _, consumer = producer_and_consumer(web_sessions)
+    assert as_role("op").api("POST", "/assets/events", {"uri": uri, "extra": {"n": 2}}).status_code == 201
+    with web_sessions() as s, s.begin():
+        dag = s.get(Dag, consumer)
+        assert dag is not None
+        run = consume_if_ready(
+            s, dag, SerializedDag.from_dict(dag.serialized).asset_schedule, datetime.now(UTC)
+        )
+        assert run is not None
+        run_id = run.run_id
+
+    client = as_role("viewer")
+    page = client.get(path_of("dags", consumer, "runs", run_id)).get_data(as_text=True)
+    assert "Triggering asset events" in page and uri in page and "posted by op" in page
+    run = client.api("GET", path_of("dags", consumer, "runs", run_id)).json
+    assert run["run_type"] == "asset_triggered" and run["conf"] == {}
