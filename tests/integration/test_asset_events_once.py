@@ -35,7 +35,7 @@ from hareflow.scheduler.dag_processor import DagProcessor
 from hareflow.scheduler.loop import LoopReport, Scheduler
 from hareflow.scheduler.results import apply_results, read_reports, write_reports
 from hareflow.scheduler.scheduling import schedule_pass
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 DATABASES = {"postgresql": "postgres_url", "mariadb": "mysql_url", "sqlite": "sqlite_url"}
@@ -147,9 +147,9 @@ def test_duplicate_and_racing_success_results_record_one_asset_event(
 
     with sessions() as s:
         events = s.scalars(select(AssetEvent)).all()
-        assert [(e.source_dag_id, e.source_task_id, e.source_try_number, e.extra) for e in events] == [
-            ("producer", "write", 1, {"rows": 1})
-        ]
+        assert [
+            (e.source_dag_id, e.source_task_id, e.source_try_number, e.extra) for e in events
+        ] == [("producer", "write", 1, {"rows": 1})]
         queued = s.scalars(select(AssetDagRunQueue)).all()
         assert [(q.target_dag_id, q.first_event_id, q.last_event_id) for q in queued] == [
             ("consumer", events[0].id, events[0].id)
@@ -189,3 +189,37 @@ def test_two_schedulers_create_one_consumer_run_for_one_set_of_events(
         assert [(r.run_type, r.conf) for r in runs] == [("asset_triggered", {})]
     assert _count(sessions, DagRunAssetEvent) == 1
     assert _count(sessions, AssetDagRunQueue) == 0
+
+
+def test_a_queue_range_spanning_an_event_already_consumed_does_not_hand_it_to_a_second_run(
+    metastore: tuple[sessionmaker[Session], Settings],
+) -> None:
+    """Ids are given at insert and committed in any order, so a widened range can span an event a
+    run already consumed (one committed late): the next run gets only the new ones."""
+    from hareflow.common.assets import NewEvent, consume_if_ready, record_events
+
+    sessions, _ = metastore
+    uri = "warehouse://sales/orders"
+
+    def consume() -> DagRun | None:
+        with sessions() as s, s.begin():
+            dag = s.get(Dag, "consumer")
+            assert dag is not None
+            schedule = SerializedDag.from_dict(dag.serialized).asset_schedule
+            return consume_if_ready(s, dag, schedule, datetime.now(UTC))
+
+    with sessions() as s, s.begin():
+        (first,) = record_events(s, [NewEvent(uri=uri, extra={"n": 1})], datetime.now(UTC))
+        first_id = first.id
+    assert consume() is not None
+    with sessions() as s, s.begin():
+        (second,) = record_events(s, [NewEvent(uri=uri, extra={"n": 2})], datetime.now(UTC))
+        second_id = second.id
+        s.execute(update(AssetDagRunQueue).values(first_event_id=first_id))  # the widened range
+    run = consume()
+    assert run is not None
+    with sessions() as s:
+        linked = s.scalars(
+            select(DagRunAssetEvent.event_id).where(DagRunAssetEvent.run_pk == run.id)
+        ).all()
+    assert linked == [second_id]
