@@ -147,9 +147,9 @@ def test_duplicate_and_racing_success_results_record_one_asset_event(
 
     with sessions() as s:
         events = s.scalars(select(AssetEvent)).all()
-        assert [
-            (e.source_dag_id, e.source_task_id, e.source_try_number, e.extra) for e in events
-        ] == [("producer", "write", 1, {"rows": 1})]
+        assert [(e.source_dag_id, e.source_task_id, e.source_try_number, e.extra) for e in events] == [
+            ("producer", "write", 1, {"rows": 1})
+        ]
         queued = s.scalars(select(AssetDagRunQueue)).all()
         assert [(q.target_dag_id, q.first_event_id, q.last_event_id) for q in queued] == [
             ("consumer", events[0].id, events[0].id)
@@ -219,7 +219,5 @@ def test_a_queue_range_spanning_an_event_already_consumed_does_not_hand_it_to_a_
     run = consume()
     assert run is not None
     with sessions() as s:
-        linked = s.scalars(
-            select(DagRunAssetEvent.event_id).where(DagRunAssetEvent.run_pk == run.id)
-        ).all()
+        linked = s.scalars(select(DagRunAssetEvent.event_id).where(DagRunAssetEvent.run_pk == run.id)).all()
     assert linked == [second_id]

@@ -67,9 +67,7 @@ with DAG("{dag_id}", schedule={schedule}):
 
 def extra_scheduler_creates_nothing(system: System) -> None:
     """More asset steps (another scheduler, on top of the cluster's own) create no run."""
-    extra = Scheduler(
-        settings=system.settings, session_factory=system.c.sessions, executor=LocalExecutor()
-    )
+    extra = Scheduler(settings=system.settings, session_factory=system.c.sessions, executor=LocalExecutor())
     for _ in range(3):
         report = LoopReport()
         extra.create_asset_runs(datetime.now(UTC), report)
@@ -93,9 +91,7 @@ def events_of(system: System, uri: str) -> list[AssetEvent]:
 
 def finished_asset_run(system: System, dag_id: str, count: int = 1) -> DagRun:
     runs = wait_until(
-        lambda: [r for r in asset_runs(system, dag_id) if r.state in ("success", "failed")][
-            count - 1 :
-        ],
+        lambda: [r for r in asset_runs(system, dag_id) if r.state in ("success", "failed")][count - 1 :],
         message=f"{count} finished asset-triggered run(s) of {dag_id}",
     )
     return runs[0]
@@ -171,9 +167,7 @@ def test_an_asset_with_many_events_since_the_last_run_starts_one_run_with_all_of
     assert system.run_dag("make_customers")[1] == "success"
     run = finished_asset_run(system, "both")
     seen = system.result("both", run.run_id, "read")
-    assert (
-        len(seen["warehouse://sales/orders"]) == 2 and len(seen["warehouse://sales/customers"]) == 1
-    )
+    assert len(seen["warehouse://sales/orders"]) == 2 and len(seen["warehouse://sales/customers"]) == 1
     with system.c.sessions() as session:
         assert session.scalar(select(func.count()).select_from(AssetEvent)) == 3
 
@@ -201,15 +195,11 @@ def test_an_event_posted_over_the_api_triggers_the_consumer_with_its_extra(
     run = finished_asset_run(system, "orders_report")
     assert run.state == "success"
     assert system.result("orders_report", run.run_id, "read") == {
-        "warehouse://sales/orders": [
-            {"dag": None, "run": None, "task": None, "extra": {"from": "api"}}
-        ]
+        "warehouse://sales/orders": [{"dag": None, "run": None, "task": None, "extra": {"from": "api"}}]
     }
 
 
-def test_an_event_emitted_from_the_command_line_triggers_the_consumer(
-    system: System, write_dag: Any
-) -> None:
+def test_an_event_emitted_from_the_command_line_triggers_the_consumer(system: System, write_dag: Any) -> None:
     from tests.integration.test_cli import invoke_hareflow
 
     write_dag("producers.py", PRODUCERS)
@@ -223,25 +213,18 @@ def test_an_event_emitted_from_the_command_line_triggers_the_consumer(
 
     unknown = invoke_hareflow(env, "assets", "emit", "warehouse://sales/typo")
     assert unknown.exit_code == 2 and "no asset 'warehouse://sales/typo'" in unknown.output
-    emitted = invoke_hareflow(
-        env, "assets", "emit", "warehouse://sales/customers", "--extra", '{"batch": 3}'
-    )
+    emitted = invoke_hareflow(env, "assets", "emit", "warehouse://sales/customers", "--extra", '{"batch": 3}')
     assert emitted.exit_code == 0, emitted.output
 
     run = finished_asset_run(system, "orders_report")
     seen = system.result("orders_report", run.run_id, "read")
     assert seen == {
-        "warehouse://sales/customers": [
-            {"dag": None, "run": None, "task": None, "extra": {"batch": 3}}
-        ]
+        "warehouse://sales/customers": [{"dag": None, "run": None, "task": None, "extra": {"batch": 3}}]
     }
     listed = invoke_hareflow(env, "assets", "events", "warehouse://sales/customers", "-o", "json")
     assert [e["extra"] for e in json.loads(listed.output)] == [{"batch": 3}]
     table = invoke_hareflow(env, "assets", "list")
-    assert (
-        "warehouse://sales/customers" in table.output
-        and "make_customers.write_customers" in table.output
-    )
+    assert "warehouse://sales/customers" in table.output and "make_customers.write_customers" in table.output
 
 
 def test_an_asset_or_time_schedule_runs_on_the_asset_and_keeps_its_timetable(
