@@ -12,6 +12,8 @@ the lowest version that can express it, and every version listed here is decoded
   reschedule mode has been rescheduled: each re-dispatch is a new delivery of the same try, and
   the number tells them apart) and ``first_poke_at`` (epoch seconds of the try's first poke, which
   its timeout counts from). Only such messages are stamped 3.
+- ``4``: a ``task`` message may carry ``triggering_asset_events`` (a run an asset event started:
+  asset URI -> the events, see ``hareflow.common.assets``). Only such messages are stamped 4.
 
 ``task``      scheduler -> worker, on ``<prefix>.tasks`` routed by queue name. Everything a worker
               needs to run one try: the DAG file, the try, the run's conf and params, and the return
@@ -26,7 +28,9 @@ the lowest version that can express it, and every version listed here is decoded
               reports of a task with template fields: them rendered, a JSON object),
               ``reschedules`` (copied from the task message: which delivery of the try reports)
               and, with outcome ``up_for_reschedule`` (a sensor's poke found nothing and returns
-              its slot), ``reschedule_at`` and ``first_poke_at`` (epoch seconds).
+              its slot), ``reschedule_at`` and ``first_poke_at`` (epoch seconds),
+              and, with outcome ``success``, ``outlet_events`` (a task with outlets: one
+              ``{"uri", "extra"}`` per outlet, recorded as asset events with the success).
 ``log``       worker -> results consumer: one chunk of a try's captured output, numbered by ``seq``
               so a redelivered chunk is stored once.
 ``heartbeat`` worker -> results consumer: who it is, what it consumes, what it is running.
@@ -55,9 +59,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 #: The versions :func:`decode` accepts.
-SUPPORTED_VERSIONS = frozenset({1, 2, 3})
+SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4})
 
 
 class MessageError(ValueError):
@@ -119,8 +123,12 @@ class TaskMessage(_Message):
     expand_args: dict[str, Any] | None = None  # v2: a mapped instance's own keyword arguments
     reschedules: int = 0  # v3: which delivery of a rescheduled sensor's try this is
     first_poke_at: float | None = None  # v3: when the try's first poke ran (epoch seconds)
+    #: v4: the asset events that started an asset-triggered run (URI -> events), else None
+    triggering_asset_events: dict[str, list[dict[str, Any]]] | None = None
 
     def version(self) -> int:
+        if self.triggering_asset_events is not None:
+            return 4
         if self.reschedules or self.first_poke_at is not None:
             return 3
         return 1 if self.expand_args is None else 2
@@ -133,6 +141,8 @@ class TaskMessage(_Message):
             del body["reschedules"]
         if self.first_poke_at is None:
             del body["first_poke_at"]
+        if self.triggering_asset_events is None:
+            del body["triggering_asset_events"]
         return body
 
 
@@ -155,6 +165,7 @@ class ResultMessage(_Message):
     reschedules: int = 0  # the task message's: which delivery of a rescheduled try reports
     reschedule_at: float | None = None  # up_for_reschedule: when to poke again (epoch seconds)
     first_poke_at: float | None = None  # up_for_reschedule: when the try's first poke ran
+    outlet_events: list[dict[str, Any]] | None = None  # a success's asset events: {"uri", "extra"}
 
     _OPTIONAL: ClassVar[dict[str, Any]] = {
         "no_retry": False,
@@ -164,6 +175,7 @@ class ResultMessage(_Message):
         "reschedules": 0,
         "reschedule_at": None,
         "first_poke_at": None,
+        "outlet_events": None,
     }
 
     def to_dict(self) -> dict[str, Any]:
@@ -330,6 +342,15 @@ def _check_types(message: _Message) -> None:
             raise MessageError("skip_task_ids must be a list of task ids")
         if not isinstance(message.no_retry, bool):
             raise MessageError("no_retry must be a boolean")
+        events = message.outlet_events
+        if events is not None and not (
+            isinstance(events, list)
+            and all(
+                isinstance(e, dict) and isinstance(e.get("uri"), str) and isinstance(e.get("extra", {}), dict)
+                for e in events
+            )
+        ):
+            raise MessageError("outlet_events must be a list of {uri, extra} objects")
     if isinstance(message, TaskMessage):
         if not isinstance(message.dag_file, str) or not isinstance(message.upstream_results, dict):
             raise MessageError("bad task message fields")
@@ -341,6 +362,11 @@ def _check_types(message: _Message) -> None:
             raise MessageError("reschedules must be an integer")
         if message.first_poke_at is not None and not _is_number(message.first_poke_at):
             raise MessageError("first_poke_at must be a number of epoch seconds")
+        triggering = message.triggering_asset_events
+        if triggering is not None and not (
+            isinstance(triggering, dict) and all(isinstance(v, list) for v in triggering.values())
+        ):
+            raise MessageError("triggering_asset_events must map asset URIs to lists of events")
     if isinstance(message, LookupRequest):
         if message.kind not in ("connection", "variable", "task_state") or not isinstance(message.name, str):
             raise MessageError("a lookup names a connection, a variable or a task state")

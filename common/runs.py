@@ -165,9 +165,12 @@ def schedule_args(dag: Dag) -> dict[str, Any]:
 
 
 def last_scheduled_logical_date(session: Session, dag_id: str) -> datetime | None:
-    """The latest logical date of a scheduled or backfill run: manual runs do not move the schedule."""
+    """The latest logical date of a scheduled or backfill run: manual and asset-triggered runs do
+    not move the schedule."""
     return session.scalar(
-        select(func.max(DagRun.interval_key)).where(DagRun.dag_id == dag_id, DagRun.run_type != "manual")
+        select(func.max(DagRun.interval_key)).where(
+            DagRun.dag_id == dag_id, DagRun.run_type.not_in(("manual", "asset_triggered"))
+        )
     )
 
 

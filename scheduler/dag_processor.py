@@ -25,7 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hareflow.common.assets import sync_dag_assets
 from hareflow.common.config import Settings
+from hareflow.common.dag.assets import describe as describe_assets
 from hareflow.common.dag.loader import find_dag_files
 from hareflow.common.dag.processor_child import read_source
 from hareflow.common.dag.serialize import dag_hash
@@ -373,7 +375,7 @@ class DagProcessor:
             return False
         dag.fileloc = data["fileloc"]
         dag.is_active = True
-        dag.schedule = data.get("schedule")
+        dag.schedule = _schedule_text(data)
         dag.timezone = data.get("timezone") or "UTC"
         dag.owner = data.get("owner") or "hareflow"
         dag.tags = list(data.get("tags") or [])
@@ -385,6 +387,7 @@ class DagProcessor:
         dag.last_parsed_at = now
         session.flush()
         refresh_next_run(session, dag, now)
+        sync_dag_assets(session, dag.dag_id, data, now)
         return True
 
     def _deactivate_missing(self, present: set[str], now: datetime, report: ProcessReport) -> None:
@@ -399,3 +402,12 @@ class DagProcessor:
             for code in session.scalars(select(DagCode)):
                 if code.fileloc not in present:
                     session.delete(code)
+
+
+def _schedule_text(data: dict[str, Any]) -> str | None:
+    """The schedule column: the time schedule, the asset expression, or both (at most 100 chars)."""
+    parts = [data.get("schedule")]
+    if data.get("asset_schedule"):
+        parts.append(f"assets: {describe_assets(data['asset_schedule'])}")
+    text = " or ".join(p for p in parts if p)
+    return (text if len(text) <= 100 else text[:99] + "…") or None

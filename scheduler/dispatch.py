@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from hareflow.common.assets import RUN_TYPE as ASSET_RUN_TYPE
+from hareflow.common.assets import triggering_events
 from hareflow.common.dag.context import resolve_params
 from hareflow.common.db import DagRun, TaskInstance, TaskResult
 from hareflow.common.messages import TaskKey, TaskMessage
@@ -57,6 +59,8 @@ def build_messages(
         by_run[ti.run_pk].append(ti)
     messages = []
     now = time.time()
+    # The events that started asset-triggered runs travel in their messages: workers have no DB.
+    triggering = triggering_events(session, [pk for pk in by_run if runs[pk].run_type == ASSET_RUN_TYPE])
     for run_pk, run_tis in by_run.items():
         run = runs[run_pk]
         sdag = serialized[run.dag_id]
@@ -97,6 +101,9 @@ def build_messages(
                     expand_args=elements.of(ti.task_id, ti.map_index),
                     reschedules=ti.reschedules or 0,
                     first_poke_at=ti.first_poke_at.timestamp() if ti.first_poke_at is not None else None,
+                    triggering_asset_events=(
+                        triggering.get(run_pk, {}) if run.run_type == ASSET_RUN_TYPE else None
+                    ),
                 )
             )
     return messages

@@ -1,6 +1,7 @@
 """The scheduler loop: a list of named steps, each with its own transaction.
 
-    create_due_runs -> schedule_runs (start runs, evaluate trigger rules, dispatch) ->
+    create_due_runs -> create_asset_runs -> schedule_runs (start runs, evaluate trigger rules,
+    dispatch) ->
     republish_stale -> handle_lost_workers -> heartbeat -> refresh_gauges -> wait
 
 ``run_once(now)`` is one iteration and takes the clock as a parameter, so tests drive it without
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from hareflow.common import metrics
+from hareflow.common.assets import consume_if_ready, waiting_dag_ids
 from hareflow.common.backfill import finish_backfills
 from hareflow.common.broker import BrokerUnavailable, Executor
 from hareflow.common.config import Settings
@@ -107,6 +109,7 @@ class Scheduler:
         self._next_wakeup: datetime | None = None
         self._changed: set[int] = set()  # task instances named in state events since the last pass
         self._changed_lock = threading.Lock()
+        self._assets_changed = threading.Event()  # an asset event was announced since the last look
         self._heard: dict[StateEvent, None] = {}  # handed over in-process, not yet seen broadcast
         self._last_heartbeat = 0.0
         self._last_housekeeping: datetime | None = None
@@ -144,8 +147,10 @@ class Scheduler:
                     self._heard[e] = None
                 while len(self._heard) > HEARD_LIMIT:
                     del self._heard[next(iter(self._heard))]
+        if any(e.kind in ("asset", "dag") for e in events):
+            self._assets_changed.set()
         for e in events:
-            if e.kind == "task" and e.state in WAKING_TASK_STATES or e.kind in ("run", "dag"):
+            if e.kind == "task" and e.state in WAKING_TASK_STATES or e.kind in ("run", "dag", "asset"):
                 self._wake.set()
                 return
 
@@ -234,6 +239,9 @@ class Scheduler:
         if housekeeping:
             self._last_housekeeping = now
             self.create_due_runs(now, report)
+        if housekeeping or self._assets_changed.is_set():
+            self._assets_changed.clear()
+            self.create_asset_runs(now, report)
         self.schedule_runs(now, report, incremental=incremental and not housekeeping)
         if housekeeping or self._unpublished or self._unmarked:
             self.republish_stale(now, report)
@@ -279,6 +287,29 @@ class Scheduler:
                     report.runs_created += created
             except IntegrityError:
                 log.info("another scheduler created the run for %s first", dag_id)
+
+    # -- step: asset-triggered runs ------------------------------------------------------------------
+
+    def create_asset_runs(self, now: datetime, report: LoopReport) -> None:
+        """One run per DAG whose unconsumed asset events meet its asset schedule, each DAG in its
+        own transaction with its row locked (another scheduler skips it and, once this commits,
+        finds the events consumed)."""
+        with self._sessions() as session:
+            waiting = waiting_dag_ids(session)
+        for dag_id in waiting:
+            try:
+                with self._sessions() as session, session.begin():
+                    sqlite = session.get_bind().dialect.name == "sqlite"
+                    dag = session.get(Dag, dag_id, with_for_update=None if sqlite else {"skip_locked": True})
+                    if dag is None or not dag.is_active or dag.is_paused:
+                        continue
+                    sdag = self._serialized_dag(session, dag)
+                    run = consume_if_ready(session, dag, sdag.asset_schedule, now)
+                    if run is not None:
+                        report.events.append(run_event(run))
+                        report.runs_created += 1
+            except IntegrityError:
+                log.info("another scheduler created the asset-triggered run of %s first", dag_id)
 
     # -- step: evaluate runs and dispatch ----------------------------------------------------------------
 

@@ -14,6 +14,10 @@ A branch or short-circuit success names the downstream task ids it skips; those 
 the same run are skipped in the transaction that records the success, and only if that success
 write took effect (a duplicate result skips nothing), each by a compare-and-set from ``none``
 (nothing already scheduled or running is skipped).
+
+A success of a task with outlets carries one ``{"uri", "extra"}`` per outlet; they are recorded as
+asset events in the same transaction, again only if the success write took effect
+(``hareflow.common.assets``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hareflow.common import metrics
+from hareflow.common.assets import NewEvent, asset_event_notice, record_events
 from hareflow.common.broker import Delivery, Executor
 from hareflow.common.config import Settings
 from hareflow.common.db import TaskInstance, TaskLog, TaskRendered, TaskResult, Worker
@@ -117,6 +122,7 @@ def write_reports(session: Session, batch: ReportBatch, now: datetime) -> list[S
     rendered: dict[int, dict[str, Any]] = {}
     events: list[tuple[int, StateEvent]] = []
     skips: list[tuple[_TI, ResultMessage]] = []
+    outlets: list[tuple[_TI, ResultMessage]] = []
     for m in batch.results:
         ti = batch.tis.get(m.key.ti_id)
         if ti is None or ti.task_id != m.key.task_id or ti.run_id != m.key.run_id:
@@ -126,6 +132,8 @@ def write_reports(session: Session, batch: ReportBatch, now: datetime) -> list[S
             events.append((ti.id, task_event(ti)))  # type: ignore[arg-type]
             if m.skip_task_ids and ti.state == TaskState.SUCCESS:
                 skips.append((ti, m))
+            if m.outlet_events and ti.state == TaskState.SUCCESS:
+                outlets.append((ti, m))
             # Stored once per try: a rescheduled sensor's later deliveries render the same fields.
             if m.rendered_json is not None and m.outcome != WorkerOutcome.RUNNING.value and not m.reschedules:
                 rendered[ti.id] = _rendered_row(ti.id, ti.try_number, m.rendered_json, now)
@@ -149,6 +157,7 @@ def write_reports(session: Session, batch: ReportBatch, now: datetime) -> list[S
     for ti, m in skips:
         if ti.id in changed:
             out.extend(_skip_downstream(session, ti, m, now))
+    out.extend(_record_asset_events(session, [(ti, m) for ti, m in outlets if ti.id in changed], now))
     out.extend(_store_logs(session, batch.logs, batch.tis, now))
     _record_heartbeats(session, batch.beats, now)
     return out
@@ -193,6 +202,28 @@ def _skip_downstream(session: Session, ti: _TI, m: ResultMessage, now: datetime)
             row.state = TaskState.SKIPPED
             events.append(task_event(row))  # type: ignore[arg-type]
     return events
+
+
+def _record_asset_events(
+    session: Session, successes: Sequence[tuple[_TI, ResultMessage]], now: datetime
+) -> list[StateEvent]:
+    """One asset event per outlet of each success whose write took effect (so a duplicate or
+    redelivered result records none), in the transaction that records the success."""
+    new = [
+        NewEvent(
+            uri=str(e["uri"]),
+            extra=dict(e.get("extra") or {}),
+            source_ti_id=ti.id,
+            source_dag_id=ti.dag_id,
+            source_run_id=ti.run_id,
+            source_task_id=ti.task_id,
+            source_map_index=ti.map_index,
+            source_try_number=ti.try_number,
+        )
+        for ti, m in successes
+        for e in m.outlet_events or ()
+    ]
+    return [asset_event_notice(row) for row in record_events(session, new, now)]
 
 
 def _apply_result(ti: _TI, m: ResultMessage, now: datetime, stored: dict[int, dict[str, Any]]) -> bool:

@@ -84,6 +84,28 @@ CLEAR_BODY = _obj(
 )
 
 SCHEMAS: dict[str, Any] = {
+    "AssetEvent": _obj(
+        id=INT,
+        uri={"type": "string"},
+        extra={"type": "object"},
+        source_dag_id={"type": "string", "nullable": True},
+        source_run_id={"type": "string", "nullable": True},
+        source_task_id={"type": "string", "nullable": True},
+        source_map_index=INT,
+        source_try_number={"type": "integer", "nullable": True},
+        created_by={"type": "string", "nullable": True, "description": "who posted it from outside"},
+        timestamp={"type": "string", "format": "date-time"},
+    ),
+    "Asset": _obj(
+        id=INT,
+        uri={"type": "string"},
+        name={"type": "string"},
+        extra={"type": "object"},
+        producers={"type": "array", "items": {"type": "string"}, "description": "dag_id.task_id"},
+        consumers={"type": "array", "items": {"type": "string"}, "description": "DAG ids"},
+        created_at={"type": "string", "format": "date-time"},
+        latest_events={"type": "array", "items": {"$ref": "#/components/schemas/AssetEvent"}},
+    ),
     "Error": {
         "type": "object",
         "required": ["error", "status"],
@@ -503,6 +525,55 @@ def _paths() -> dict[str, Any]:
         },
         "/openapi.json": {"get": _op("This document", _json({"type": "object"}))},
         **_integration_paths(),
+        **_asset_paths(),
+    }
+
+
+def _asset_paths() -> dict[str, Any]:
+    asset_id = _param("asset_id", schema=INT)
+    return {
+        "/assets": {
+            "get": _op(
+                "Assets by URI: producers (dag.task), consumer DAGs and latest events",
+                _json(_obj(assets={"type": "array", "items": _ref("Asset")})),
+                params=[
+                    _param("uri", "query", description="only the asset with this URI"),
+                    _param("latest", "query", INT, "latest events per asset (default 5)"),
+                ],
+            )
+        },
+        "/assets/lineage": {
+            "get": _op(
+                "The lineage graph: producer DAG -> asset -> consumer DAG",
+                _json(_obj(nodes={"type": "array", "items": {"type": "object"}}, edges={"type": "array"})),
+            )
+        },
+        "/assets/{asset_id}/events": {
+            "get": _op(
+                "One asset and its events, newest first",
+                _json(
+                    _obj(
+                        asset=_ref("Asset"),
+                        events={"type": "array", "items": _ref("AssetEvent")},
+                        total=INT,
+                    )
+                ),
+                params=[asset_id, LIMIT, OFFSET],
+            )
+        },
+        "/assets/events": {
+            "post": _op(
+                "Record an event of a known asset from outside (404 for a URI no asset has); "
+                "DAGs scheduled on it react as to a producer's event",
+                _json(_ref("AssetEvent"), "Created"),
+                body={
+                    **_obj(uri={"type": "string"}, extra={"type": "object"}),
+                    "required": ["uri"],
+                },
+                role="op",
+                status="201",
+            )
+        },
     }
 
 

@@ -189,12 +189,14 @@ def _run_task(
 
     A task raising ``SkipTask`` ends ``skipped`` (the message is the reason); one raising
     ``FailTask`` fails with no retry; a branch or short-circuit success names the downstream tasks
-    it skips. Those extras are sent as an ``extras`` record first.
+    it skips, and a success of a task with outlets names the asset events to record (with the
+    ``extra`` the task set). Those extras are sent as one ``extras`` record first.
 
     ``loaded`` is the task object when the caller has it already (``dags test`` runs a DAG it has
     built); otherwise the task is loaded from the message's DAG file.
     """
     from hareflow.common.dag import encode_result
+    from hareflow.common.dag.assets import outlet_payload
     from hareflow.common.dag.branching import downstream_skips
     from hareflow.common.dag.callbacks import call_callback
     from hareflow.common.dag.context import context_from_message
@@ -219,6 +221,7 @@ def _run_task(
         _disarm_timeout()
         decision = downstream_skips(task, value)
         result_json = encode_result(value, max_result_bytes, task_id=key["task_id"])
+        outlet_events = outlet_payload(getattr(task, "outlets", ()), ctx.outlet_events)
     except RescheduleTask as exc:
         # A sensor's poke found nothing and it returns its slot: not a failure, no callback.
         _disarm_timeout()
@@ -251,9 +254,14 @@ def _run_task(
             call_callback(getattr(task, name, None), ctx, exc, name)
         sys.stdout, sys.stderr = saved
         return "failed", None, error
+    extras: dict[str, Any] = {}
     if decision is not None:
         print(f"{decision.reason}; skipping: {', '.join(decision.task_ids)}", file=sys.stderr)
-        _send_extras(conn, token, {"skip_task_ids": list(decision.task_ids), "skip_reason": decision.reason})
+        extras.update(skip_task_ids=list(decision.task_ids), skip_reason=decision.reason)
+    if outlet_events:
+        extras["outlet_events"] = outlet_events
+    if extras:
+        _send_extras(conn, token, extras)
     call_callback(getattr(task, "on_success_callback", None), ctx, None, "on_success_callback")
     sys.stdout, sys.stderr = saved
     return "success", result_json, None

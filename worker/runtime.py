@@ -500,7 +500,7 @@ def _take_record(
 
 
 _EXTRAS = {
-    "success": ("skip_task_ids", "skip_reason"),
+    "success": ("skip_task_ids", "skip_reason", "outlet_events"),
     "failed": ("no_retry",),
     "up_for_reschedule": ("reschedule_at", "first_poke_at"),
 }

@@ -3,6 +3,16 @@
 Pure Python plus croniter: importing this package never touches a database or a broker.
 """
 
+from hareflow.common.dag.assets import (
+    Asset,
+    AssetAll,
+    AssetAny,
+    AssetOrTimeSchedule,
+    Dataset,
+    DatasetAll,
+    DatasetAny,
+    DatasetOrTimeSchedule,
+)
 from hareflow.common.dag.bash_task import BashTask
 from hareflow.common.dag.branching import BranchTask, ShortCircuitTask
 from hareflow.common.dag.context import Context, resolve_params
@@ -50,6 +60,14 @@ from hareflow.common.dag.timetables import Timetable, UnknownTimetable
 from hareflow.common.dag.trigger_rules import TriggerRule, evaluate_trigger_rule
 
 __all__ = [
+    "Asset",
+    "AssetAll",
+    "AssetAny",
+    "AssetOrTimeSchedule",
+    "Dataset",
+    "DatasetAll",
+    "DatasetAny",
+    "DatasetOrTimeSchedule",
     "Timetable",
     "UnknownTimetable",
     "DAG",

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from hareflow.common.dag import macros
+from hareflow.common.dag.assets import OutletEventAccessors, TriggeringAssetEvent, triggering_from_message
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +36,10 @@ class Context:
     #: seconds) its first poke ran; 0 and None otherwise
     reschedules: int = 0
     first_poke_at: float | None = None
+    #: ``outlet_events[asset].extra = {...}``: the extra of the event this try's success records
+    outlet_events: OutletEventAccessors = field(default_factory=OutletEventAccessors)
+    #: an asset-triggered run's events, by asset URI (empty for other runs)
+    triggering_asset_events: dict[str, list[TriggeringAssetEvent]] = field(default_factory=dict)
 
     @property
     def log(self) -> logging.Logger:
@@ -64,11 +69,13 @@ CONTEXT_NAMES: frozenset[str] = frozenset(
         "ds_nodash",
         "logical_date",
         "macros",
+        "outlet_events",
         "params",
         "run_id",
         "task",
         "task_instance",
         "ti",
+        "triggering_asset_events",
         "ts",
         "ts_nodash",
         "var",
@@ -140,11 +147,13 @@ def context_values(ctx: Context, task: Any = None) -> dict[str, Any]:
         "ds_nodash": _strftime(ctx.logical_date, "%Y%m%d"),
         "logical_date": ctx.logical_date,
         "macros": macros,
+        "outlet_events": ctx.outlet_events,
         "params": dict(ctx.params),
         "run_id": ctx.run_id,
         "task": task,
         "task_instance": ti,
         "ti": ti,
+        "triggering_asset_events": ctx.triggering_asset_events,
         "ts": ts,
         "ts_nodash": _strftime(ctx.logical_date, "%Y%m%dT%H%M%S"),
         "var": VAR,
@@ -174,4 +183,5 @@ def context_from_message(payload: Mapping[str, Any]) -> Context:
         expand_args=payload.get("expand_args"),
         reschedules=int(payload.get("reschedules") or 0),
         first_poke_at=payload.get("first_poke_at"),
+        triggering_asset_events=triggering_from_message(payload.get("triggering_asset_events")),
     )

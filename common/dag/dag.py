@@ -18,6 +18,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from hareflow.common.dag.assets import (
+    Asset,
+    AssetError,
+    AssetExpression,
+    AssetOrTimeSchedule,
+    as_expression,
+    is_asset_schedule,
+)
 from hareflow.common.dag.callbacks import Callbacks, check_callbacks
 from hareflow.common.dag.errors import DagDefinitionError, user_location
 from hareflow.common.dag.schedule import CONTINUOUS, validate_schedule
@@ -94,7 +102,7 @@ class DAG:
         self,
         dag_id: str,
         *,
-        schedule: str | timedelta | Timetable | None = None,
+        schedule: Any = None,  # cron str, timedelta, Timetable, asset expression or None
         start_date: datetime | None = None,
         end_date: datetime | None = None,
         catchup: bool = False,
@@ -114,12 +122,15 @@ class DAG:
         self.dag_id = check_id(dag_id, "dag_id")
         self.fileloc, self.lineno = user_location()
         self.schedule = schedule
-        self.schedule_summary, self.timetable = self._check_schedule(schedule)
+        #: the asset condition the DAG runs on (``common.dag.assets``), None when it has none
+        self.asset_schedule: AssetExpression | None = None
+        time_schedule = self._split_asset_schedule(schedule)
+        self.schedule_summary, self.timetable = self._check_schedule(time_schedule)
         self.timezone = self._resolve_timezone(timezone, start_date)
         self.timezone_name: str = self.timezone.key
         self.start_date = self._aware(start_date)
         self.end_date = self._aware(end_date)
-        if schedule is not None and self.start_date is None:
+        if time_schedule is not None and self.start_date is None:
             raise DagDefinitionError.here(f"DAG '{dag_id}' has schedule {schedule!r} but no start_date")
         if self.start_date and self.end_date and self.end_date < self.start_date:
             raise DagDefinitionError.here(f"DAG '{dag_id}': end_date is before start_date")
@@ -161,6 +172,34 @@ class DAG:
             collected.append(self)
 
     # -- construction helpers -------------------------------------------------------------------
+
+    def _split_asset_schedule(self, schedule: object) -> object:
+        """Keep the asset part of ``schedule`` in ``asset_schedule``; return its time part."""
+        if not is_asset_schedule(schedule):
+            return schedule
+        try:
+            if isinstance(schedule, AssetOrTimeSchedule):
+                self.asset_schedule = schedule.assets
+                if is_asset_schedule(schedule.timetable):
+                    raise DagDefinitionError.here(
+                        "the timetable of AssetOrTimeSchedule must be a time schedule"
+                    )
+                return schedule.timetable
+            self.asset_schedule = as_expression(schedule)
+        except AssetError as exc:
+            raise DagDefinitionError.here(f"DAG '{self.dag_id}': {exc.message}") from None
+        return None
+
+    def assets(self) -> list[Asset]:
+        """Every asset the DAG names: its tasks' outlets, then its schedule's (each once)."""
+        found: dict[str, Asset] = {}
+        for t in self.task_dict.values():
+            for a in getattr(t, "outlets", ()):
+                found.setdefault(a.uri, a)
+        if self.asset_schedule is not None:
+            for a in self.asset_schedule.iter_assets():
+                found.setdefault(a.uri, a)
+        return list(found.values())
 
     def _check_schedule(self, schedule: object) -> tuple[str | None, dict[str, Any] | None]:
         """The schedule's display text and, for a timedelta or Timetable, its serialized form."""

@@ -22,7 +22,12 @@ Format, version 1 (a JSON object)::
                 "is_setup", "is_teardown", "on_failure_fail_dagrun" (the last three absent when
                 false)}],
      "task_groups": [{"group_id", "label" (the name given, without parents' prefix),
-                      "parent" (group id|null), "tooltip"}] (parents before their children)}
+                      "parent" (group id|null), "tooltip"}] (parents before their children),
+     "asset_schedule" (an asset expression, see ``hareflow.common.dag.assets``; absent when the
+     DAG is not scheduled on assets), "assets" ([{"uri", "name", "extra"}]: every asset the DAG
+     names; absent when none)}
+
+A task's "outlets" (the URIs its successes record events for) is absent when it has none.
 
 ``task_group``, ``task_groups`` and ``expand`` came later: a stored DAG without them reads as
 ungrouped and unmapped.
@@ -96,6 +101,7 @@ class SerializedTask:
     priority_weight: int | None = None
     weight_rule: str = "absolute"
     depends_on_past: bool = False
+    outlets: tuple[str, ...] = ()  # URIs of the assets a success records an event for
 
     @property
     def max_tries(self) -> int:
@@ -139,6 +145,7 @@ class SerializedTask:
             priority_weight=task.priority,
             weight_rule=task.weight_rule,
             depends_on_past=task.depends_on_past,
+            outlets=tuple(a.uri for a in getattr(task, "outlets", ())),
         )
 
     @classmethod
@@ -169,12 +176,17 @@ class SerializedTask:
             priority_weight=data.get("priority_weight"),
             weight_rule=data.get("weight_rule", "absolute"),
             depends_on_past=bool(data.get("depends_on_past", False)),
+            outlets=tuple(data.get("outlets") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["upstream"] = list(self.upstream)
         out["input_tasks"] = list(self.input_tasks)
+        if self.outlets:
+            out["outlets"] = list(self.outlets)
+        else:
+            del out["outlets"]
         for role in _ROLE_FIELDS:  # absent when false: the form (and hash) of other DAGs is unchanged
             if not out[role]:
                 del out[role]
@@ -233,6 +245,10 @@ class SerializedDag:
     timetable: dict[str, Any] | None = None
     dagrun_timeout: float | None = None
     callbacks: tuple[str, ...] = ()
+    #: the asset expression the DAG is scheduled on (``common.dag.assets``), None if it is not
+    asset_schedule: dict[str, Any] | None = None
+    #: every asset the DAG names (outlets and schedule): {"uri", "name", "extra"}
+    assets: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SerializedDag:
@@ -262,10 +278,12 @@ class SerializedDag:
             timetable=data.get("timetable"),
             dagrun_timeout=data.get("dagrun_timeout"),
             callbacks=tuple(data.get("callbacks") or ()),
+            asset_schedule=data.get("asset_schedule"),
+            assets=tuple(data.get("assets") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": self.version,
             "dag_id": self.dag_id,
             "fileloc": self.fileloc,
@@ -288,6 +306,12 @@ class SerializedDag:
             "tasks": [t.to_dict() for t in self.tasks],
             "task_groups": [g.to_dict() for g in self.task_groups],
         }
+        # Absent when unused: the form (and hash) of DAGs without assets is unchanged.
+        if self.asset_schedule is not None:
+            out["asset_schedule"] = self.asset_schedule
+        if self.assets:
+            out["assets"] = [dict(a) for a in self.assets]
+        return out
 
     @cached_property
     def task_dict(self) -> dict[str, SerializedTask]:
@@ -372,6 +396,8 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         doc_md=dag.doc_md,
         tasks=tuple(SerializedTask.from_task(t, weights[t.task_id]) for t in dag.topological_order()),
         task_groups=tuple(SerializedTaskGroup.from_group(g) for g in dag.task_groups.values()),
+        asset_schedule=dag.asset_schedule.to_dict() if dag.asset_schedule is not None else None,
+        assets=tuple(a.describe_self() for a in dag.assets()),
     ).to_dict()
 
 

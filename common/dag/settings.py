@@ -39,6 +39,7 @@ class TaskSettings(TypedDict, total=False):
     depends_on_past: bool
     weight_rule: str
     priority_weight: int
+    outlets: Any  # an Asset or a list of them (``common.dag.assets``)
 
 
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -59,6 +60,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "owner": None,
     "depends_on_past": False,
     "weight_rule": "absolute",
+    "outlets": (),
 }
 
 #: Airflow's names for settings hareflow spells differently.
@@ -175,6 +177,10 @@ def normalize_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
                     f"owner of {where} must be a non-empty string of at most 100 characters"
                 )
             out[name] = value
+        elif name == "outlets":
+            from hareflow.common.dag.assets import check_outlets
+
+            out[name] = check_outlets(value, where)
         elif name.endswith("_callback"):
             out[name] = check_callbacks(value, name, where)
         else:  # doc

@@ -87,7 +87,7 @@ class DagRun(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     dag_id: Mapped[str] = mapped_column(SafeString(ID_LEN))
     run_id: Mapped[str] = mapped_column(SafeString(ID_LEN))
-    run_type: Mapped[str] = mapped_column(SafeString(20))  # scheduled | manual | backfill
+    run_type: Mapped[str] = mapped_column(SafeString(20))  # scheduled | manual | backfill | asset_triggered
     state: Mapped[str] = mapped_column(SafeString(20))
     logical_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # The run's logical date, unique per DAG (as in Airflow), so one interval is never run twice and
@@ -358,3 +358,92 @@ class VariableRow(Base):
     val: Mapped[str] = mapped_column(SafeText)  # Fernet token
     description: Mapped[str | None] = mapped_column(SafeText)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AssetRow(Base):
+    """An asset (``hareflow.common.dag.assets``), stored when a DAG naming it is parsed or its
+    first event is recorded. Assets are never deleted: their events are history."""
+
+    __tablename__ = "asset"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uri: Mapped[str] = mapped_column(SafeString(500), unique=True)
+    name: Mapped[str | None] = mapped_column(SafeString(500))
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AssetEvent(Base):
+    """One update of an asset: a producing task's successful try (``source_*``), or an event
+    posted from outside (``source_*`` empty, ``created_by`` the user). One row per asset and
+    successful try, whatever the number of copies of the result delivered."""
+
+    __tablename__ = "asset_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"))
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source_ti_id: Mapped[int | None] = mapped_column(Integer)
+    source_dag_id: Mapped[str | None] = mapped_column(SafeString(ID_LEN))
+    source_run_id: Mapped[str | None] = mapped_column(SafeString(ID_LEN))
+    source_task_id: Mapped[str | None] = mapped_column(SafeString(ID_LEN))
+    source_map_index: Mapped[int] = mapped_column(Integer, default=-1)
+    source_try_number: Mapped[int | None] = mapped_column(Integer)
+    created_by: Mapped[str | None] = mapped_column(SafeString(100))
+    timestamp: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        # NULLs (external events) are distinct on every supported database.
+        UniqueConstraint("source_ti_id", "source_try_number", "asset_id"),
+        # An asset's latest events, and the pending range of a consumer (id BETWEEN first AND last).
+        Index("ix_asset_event_asset_id", "asset_id", "id"),
+    )
+
+
+class DagScheduleAsset(Base):
+    """DAG ``dag_id``'s schedule names asset ``asset_id`` (from its serialized DAG)."""
+
+    __tablename__ = "dag_schedule_asset"
+
+    dag_id: Mapped[str] = mapped_column(SafeString(ID_LEN), primary_key=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"), primary_key=True)
+
+    __table_args__ = (Index("ix_dag_schedule_asset_asset_id", "asset_id"),)
+
+
+class TaskOutletAsset(Base):
+    """Task ``dag_id.task_id`` has asset ``asset_id`` among its outlets (from its serialized DAG)."""
+
+    __tablename__ = "task_outlet_asset"
+
+    dag_id: Mapped[str] = mapped_column(SafeString(ID_LEN), primary_key=True)
+    task_id: Mapped[str] = mapped_column(SafeString(ID_LEN), primary_key=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"), primary_key=True)
+
+    __table_args__ = (Index("ix_task_outlet_asset_asset_id", "asset_id"),)
+
+
+class AssetDagRunQueue(Base):
+    """Asset ``asset_id`` has events DAG ``target_dag_id`` has not yet consumed: those with ids
+    from ``first_event_id`` to ``last_event_id``. Written with each event, deleted by the run
+    that consumes them, so it holds one row per waiting (consumer, asset) pair, never history."""
+
+    __tablename__ = "asset_dag_run_queue"
+
+    target_dag_id: Mapped[str] = mapped_column(SafeString(ID_LEN), primary_key=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"), primary_key=True)
+    first_event_id: Mapped[int] = mapped_column(Integer)
+    last_event_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DagRunAssetEvent(Base):
+    """Asset event ``event_id`` is one of those that started run ``run_pk``."""
+
+    __tablename__ = "dag_run_asset_event"
+
+    run_pk: Mapped[int] = mapped_column(ForeignKey("dag_run.id", ondelete="CASCADE"), primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("asset_event.id", ondelete="CASCADE"), primary_key=True)
+
+    __table_args__ = (Index("ix_dag_run_asset_event_event_id", "event_id"),)

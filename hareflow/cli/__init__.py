@@ -12,6 +12,7 @@ import logging
 import click
 
 from hareflow.cli import backfill as _backfill  # noqa: F401 - adds the backfill commands to `dags`
+from hareflow.cli.assets import assets
 from hareflow.cli.common import CONTEXT_SETTINGS, UserError
 from hareflow.cli.config import config, version
 from hareflow.cli.connections import connections
@@ -64,6 +65,7 @@ for command in (
     connections,
     variables,
     providers,
+    assets,
     workers,
     queues,
     config,

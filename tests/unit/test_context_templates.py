@@ -153,7 +153,7 @@ def test_a_parameter_nothing_fills_is_refused_at_parse_time_with_file_line_and_n
     error = result.errors[0]
     assert (error.file, error.line) == (str(dag_file.resolve()), 7)
     assert "task 'load'" in error.message and "parameter 'dss'" in error.message
-    assert "ds, ds_nodash" in error.message and "ti, ts" in error.message
+    assert "ds, ds_nodash" in error.message and "ti, triggering_asset_events, ts" in error.message
 
 
 def test_a_missing_argument_is_a_definition_error_when_building_the_dag_in_code() -> None:

@@ -78,6 +78,8 @@ def test_hareflow_exports_the_authoring_api() -> None:
     names += ["SqlTask", "SqlCopyTask", "HttpTask"]
     names += ["BaseSensor", "PythonSensor", "PokeReturnValue", "FileSensor", "SqlSensor", "HttpSensor"]
     names += ["DateTimeSensor", "TimeDeltaSensor", "ExternalTaskSensor"]
+    names += ["Asset", "AssetAll", "AssetAny", "AssetOrTimeSchedule"]
+    names += ["Dataset", "DatasetAll", "DatasetAny", "DatasetOrTimeSchedule"]
     assert all(hasattr(hareflow, name) for name in names)
     assert set(hareflow.__all__) == set(names)
 

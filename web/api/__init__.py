@@ -58,4 +58,4 @@ def body_bool(body: dict[str, Any], name: str, default: bool = False) -> bool:
     return value
 
 
-from hareflow.web.api import dags, integrations, system  # noqa: E402,F401 - the routes register themselves on bp
+from hareflow.web.api import assets, dags, integrations, system  # noqa: E402,F401 - the routes register themselves on bp

@@ -47,4 +47,4 @@ def arg_int(name: str, default: int, lo: int = 0, hi: int = 10**9) -> int:
         return default
 
 
-from hareflow.web.pages import dags, integrations, runs, system  # noqa: E402,F401 - the routes register themselves on bp
+from hareflow.web.pages import assets, dags, integrations, runs, system  # noqa: E402,F401 - the routes register themselves on bp

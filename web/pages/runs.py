@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, flash, g, render_template, request, url_for
+from hareflow.common.assets import RUN_TYPE as ASSET_RUN_TYPE
+from hareflow.common.assets import triggering_events
 from hareflow.common.records import run_dict, ti_dict
 from hareflow.web import actions, queries
 from hareflow.web.pages import back, bp, flash_error, form_bool
@@ -45,8 +47,11 @@ def run(dag_id: str, run_id: str) -> Any:
         detail = queries.dag_detail(dag)
         tis = [ti_dict(ti) for ti in queries.run_task_instances(s, run, dag.serialized)]
         run_data = run_dict(run)
+        triggering = triggering_events(s, [run.id]).get(run.id, {}) if run.run_type == ASSET_RUN_TYPE else {}
     missing = [t for t in queries.task_order(dag.serialized) if t not in {ti["task_id"] for ti in tis}]
-    return render_template("run.html", dag=detail, run=run_data, tis=tis, missing=missing, tab="runs")
+    return render_template(
+        "run.html", dag=detail, run=run_data, tis=tis, missing=missing, triggering=triggering, tab="runs"
+    )
 
 
 @bp.get("/dags/<dag_id>/runs/<run_id>/tasks/<task_id>")
