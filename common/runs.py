@@ -67,6 +67,58 @@ def check_conf_limits(conf: Any) -> dict[str, Any]:
     return conf
 
 
+class ConfError(RunError):
+    """A conf that does not fit the DAG's params; ``field`` names the offending key (``conf.x``)."""
+
+    def __init__(self, message: str, field: str = "conf") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "boolean"),
+    ((int, float), "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
+
+
+def json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    for types, name in JSON_TYPES:
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def check_conf(params: dict[str, Any], conf: object) -> dict[str, Any]:
+    """Validate a run's conf against the DAG's params: an object within the limits whose keys that
+    name a param have that param's JSON type (a param whose default is null takes anything). Keys
+    that are not params are allowed: the run's tasks see them in ``ctx.conf``. The one check every
+    way of starting a run goes through (trigger form, API, CLI, broker and webhook events)."""
+    if conf is None:
+        return {}
+    if not isinstance(conf, dict):
+        raise ConfError(f"conf must be a JSON object, not {json_type(conf)}")
+    try:
+        check_conf_limits(conf)
+    except ConfError:
+        raise
+    except RunError as exc:
+        raise ConfError(str(exc)) from None
+    for key, value in conf.items():
+        if key not in params or params[key] is None:
+            continue
+        expected, got = json_type(params[key]), json_type(value)
+        if expected != got:
+            raise ConfError(
+                f"conf.{key} must be a {expected} (like the param's default), not {got}", f"conf.{key}"
+            )
+    return conf
+
+
 def load_conf(text: str) -> dict[str, Any]:
     """Parse a conf given as JSON text (CLI option, trigger form) and check it, or raise RunError."""
     if len(text.encode()) > MAX_CONF_BYTES:
@@ -116,9 +168,12 @@ def schedule_args(dag: Dag) -> dict[str, Any]:
 
 
 def last_scheduled_logical_date(session: Session, dag_id: str) -> datetime | None:
-    """The latest logical date of a scheduled or backfill run: manual runs do not move the schedule."""
+    """The latest logical date of a scheduled or backfill run: manual and event runs do not move
+    the schedule."""
     return session.scalar(
-        select(func.max(DagRun.interval_key)).where(DagRun.dag_id == dag_id, DagRun.run_type != "manual")
+        select(func.max(DagRun.interval_key)).where(
+            DagRun.dag_id == dag_id, DagRun.run_type.in_(("scheduled", "backfill"))
+        )
     )
 
 

@@ -29,6 +29,7 @@ from hareflow.common.config import Settings
 from hareflow.common.dag.loader import find_dag_files
 from hareflow.common.dag.processor_child import read_source
 from hareflow.common.dag.serialize import dag_hash
+from hareflow.common.dag.triggers import describe_trigger
 from hareflow.common.db import Dag, DagCode, ImportError_
 from hareflow.common.db.upsert import locked_row
 from hareflow.common.messages import StateEvent
@@ -326,6 +327,10 @@ class DagProcessor:
                         }
                     )
                     continue
+                unsupported = self._unsupported_triggers(data)
+                if unsupported:
+                    errors.append({"file": path, "line": data.get("lineno"), "message": unsupported})
+                    continue
                 defined.add(dag_id)
                 data["fileloc"] = path
                 if self._upsert(session, dag, data, now):
@@ -348,6 +353,18 @@ class DagProcessor:
                     "import error in %s:%s: %s", path, err.get("line"), err["message"].splitlines()[0]
                 )
             report.errors += len(errors)
+
+    def _unsupported_triggers(self, data: dict[str, Any]) -> str | None:
+        """Why this deployment cannot honour the DAG's triggers (a BrokerTrigger needs a broker)."""
+        if self._settings.effective_executor != "local":
+            return None
+        if any(t.get("kind") == "broker" for t in data.get("triggers") or ()):
+            return (
+                f"DAG {data['dag_id']!r} has a BrokerTrigger, but this deployment uses the local "
+                f"executor, which has no broker: set executor = rabbitmq (and broker_url), or use a "
+                f"WebhookTrigger"
+            )
+        return None
 
     def _dag_row(self, session: Session, dag_id: str, path: str, now: datetime) -> Dag:
         """The DAG's row, locked; inserted first (inactive, to be filled in) if it does not exist.
@@ -373,7 +390,9 @@ class DagProcessor:
             return False
         dag.fileloc = data["fileloc"]
         dag.is_active = True
-        dag.schedule = data.get("schedule")
+        # Display text (the DAG list's schedule column): the schedule and any event triggers.
+        shown = [data.get("schedule"), *(describe_trigger(t) for t in data.get("triggers") or ())]
+        dag.schedule = " + ".join(x for x in shown if x)[:100] or None
         dag.timezone = data.get("timezone") or "UTC"
         dag.owner = data.get("owner") or "hareflow"
         dag.tags = list(data.get("tags") or [])

@@ -73,7 +73,7 @@ def pretty_json(value: Any) -> str:
 
 
 def _json_type(value: Any) -> str:
-    from hareflow.web.actions import json_type
+    from hareflow.common.runs import json_type
 
     return json_type(value)
 

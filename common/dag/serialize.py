@@ -22,7 +22,8 @@ Format, version 1 (a JSON object)::
                 "is_setup", "is_teardown", "on_failure_fail_dagrun" (the last three absent when
                 false)}],
      "task_groups": [{"group_id", "label" (the name given, without parents' prefix),
-                      "parent" (group id|null), "tooltip"}] (parents before their children)}
+                      "parent" (group id|null), "tooltip"}] (parents before their children),
+     "triggers": [event triggers, see ``hareflow.common.dag.triggers``] (absent when none)}
 
 ``task_group``, ``task_groups`` and ``expand`` came later: a stored DAG without them reads as
 ungrouped and unmapped.
@@ -233,6 +234,8 @@ class SerializedDag:
     timetable: dict[str, Any] | None = None
     dagrun_timeout: float | None = None
     callbacks: tuple[str, ...] = ()
+    #: Event triggers, as ``common.dag.triggers`` serializes them.
+    triggers: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SerializedDag:
@@ -262,10 +265,11 @@ class SerializedDag:
             timetable=data.get("timetable"),
             dagrun_timeout=data.get("dagrun_timeout"),
             callbacks=tuple(data.get("callbacks") or ()),
+            triggers=tuple(dict(t) for t in data.get("triggers") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "version": self.version,
             "dag_id": self.dag_id,
             "fileloc": self.fileloc,
@@ -288,6 +292,9 @@ class SerializedDag:
             "tasks": [t.to_dict() for t in self.tasks],
             "task_groups": [g.to_dict() for g in self.task_groups],
         }
+        if self.triggers:  # absent when none, so DAGs without triggers keep their stored hash
+            out["triggers"] = [dict(t) for t in self.triggers]
+        return out
 
     @cached_property
     def task_dict(self) -> dict[str, SerializedTask]:
@@ -359,6 +366,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         timetable=dag.timetable,
         dagrun_timeout=_seconds(dag.dagrun_timeout),
         callbacks=tuple(k for k in ("success", "failure") if getattr(dag, f"on_{k}_callback") is not None),
+        triggers=tuple(t.serialize() for t in dag.triggers),
         timezone=dag.timezone_name,
         start_date=dag.start_date,
         end_date=dag.end_date,

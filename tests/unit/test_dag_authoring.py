@@ -76,6 +76,7 @@ def test_hareflow_exports_the_authoring_api() -> None:
     names += ["Connection", "Variable"]
     names += ["BaseNotifier", "EmailNotifier", "WebhookNotifier", "SlackWebhookNotifier"]
     names += ["SqlTask", "SqlCopyTask", "HttpTask"]
+    names += ["BrokerTrigger", "WebhookTrigger"]
     assert all(hasattr(hareflow, name) for name in names)
     assert set(hareflow.__all__) == set(names)
 
