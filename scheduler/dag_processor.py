@@ -317,6 +317,10 @@ class DagProcessor:
             defined: set[str] = set()
             for data in file_report.dags:
                 dag_id = data["dag_id"]
+                unsupported = self._unsupported_triggers(data)
+                if unsupported:
+                    errors.append({"file": path, "line": data.get("lineno"), "message": unsupported})
+                    continue
                 dag = self._dag_row(session, dag_id, path, now)
                 if dag.fileloc != path and dag.is_active and Path(dag.fileloc).exists():
                     errors.append(
@@ -326,10 +330,6 @@ class DagProcessor:
                             "message": f"DAG id {dag_id!r} is already defined in {dag.fileloc}",
                         }
                     )
-                    continue
-                unsupported = self._unsupported_triggers(data)
-                if unsupported:
-                    errors.append({"file": path, "line": data.get("lineno"), "message": unsupported})
                     continue
                 defined.add(dag_id)
                 data["fileloc"] = path
