@@ -331,3 +331,52 @@ def _queue_exists(url: str, name: str) -> bool:
     finally:
         if conn.is_open:
             conn.close()
+
+
+KILLED_AFTER_COMMIT = """
+import json, os, signal, sys
+from hareflow.common.broker.rabbitmq import RabbitMQExecutor
+from hareflow.common.config import load_settings
+from hareflow.common.db import create_engine_for, make_session_factory
+from hareflow.scheduler.event_triggers import TriggerConsumer
+
+class DiesAfterCommit(TriggerConsumer):
+    def _before_ack(self):
+        os.kill(os.getpid(), signal.SIGKILL)  # committed, nothing acked: the worst moment
+
+settings = load_settings(env={}, overrides=json.loads(sys.argv[1]))
+executor = RabbitMQExecutor(settings, connection_name="hareflow-killed-consumer")
+executor.start()
+sessions = make_session_factory(create_engine_for(settings.database_url))
+consumer = DiesAfterCommit(settings=settings, session_factory=sessions, executor=executor)
+while True:
+    consumer.run_once(wait=0.2)
+"""
+
+
+def test_a_consumer_process_killed_right_after_committing_leaves_one_run_per_event(rig: Rig) -> None:
+    import subprocess
+    import sys
+
+    dag_id = rig.dag("killed_after_commit")
+    rig.consumer().close()  # declares and binds the queue before the publish
+    rig.publish([(f"k-{i}", {"i": i}) for i in range(50)])
+    overrides = {
+        "database_url": rig.settings.database_url,
+        "broker_url": rig.settings.broker_url,
+        "broker_prefix": rig.settings.broker_prefix,
+        "home": str(rig.settings.home),
+    }
+
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_COMMIT, json.dumps(overrides)], timeout=60, capture_output=True
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    committed = len(_run_ids(rig.sessions, dag_id))
+    assert committed > 0  # it died after a commit, before any ack
+
+    survivor = rig.consumer()
+    drain(survivor, lambda: len(_run_ids(rig.sessions, dag_id)) == 50)
+    survivor.run_once(wait=0.3)
+
+    assert _run_ids(rig.sessions, dag_id) == sorted(f"event__k-{i}" for i in range(50))
