@@ -170,6 +170,11 @@ class RabbitMQExecutor(Executor):
         self._task_channel: AbstractChannel | None = None
         self._reply_channel: AbstractChannel | None = None
         self._waiting_replies: dict[str, asyncio.Future[bytes]] = {}
+        #: Held while opening a channel that may be closed by the broker (a passive declaration of
+        #: a missing queue) and while opening trigger channels: aiormq can hand a number the broker
+        #: has not finished closing to a channel opened at that moment ("second 'channel.open'
+        #: seen", which closes the whole connection).
+        self._channel_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -420,6 +425,13 @@ class RabbitMQExecutor(Executor):
         assert self._conn is not None
         # A channel of its own: its prefetch bounds how many events wait in this process for the
         # next batch insert, and closing it hands every unacked one back to the broker.
+        async with self._channel_lock:
+            return await self._open_trigger_consumer(source, prefetch, handler)
+
+    async def _open_trigger_consumer(
+        self, source: TriggerSource, prefetch: int, handler: DeliveryHandler
+    ) -> tuple[AbstractChannel, str]:
+        assert self._conn is not None
         channel = await self._conn.channel()
         try:
             await channel.set_qos(prefetch_count=prefetch)
@@ -635,17 +647,18 @@ class RabbitMQExecutor(Executor):
         out = []
         names = [(q, self.topology.task_queue(q)) for q in queues]
         names.append(("(dead letters)", self.topology.dead_queue))
-        for label, amqp_name in names:
-            channel = await self._conn.channel()
-            try:
-                queue = await channel.declare_queue(amqp_name, passive=True)
-                result = queue.declaration_result
-                out.append(QueueStats(label, result.message_count or 0, result.consumer_count or 0))
-            except aio_pika.exceptions.ChannelClosed:
-                out.append(QueueStats(label, 0, 0))
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
+        async with self._channel_lock:
+            for label, amqp_name in names:
+                channel = await self._conn.channel()
+                try:
+                    queue = await channel.declare_queue(amqp_name, passive=True)
+                    result = queue.declaration_result
+                    out.append(QueueStats(label, result.message_count or 0, result.consumer_count or 0))
+                except aio_pika.exceptions.ChannelClosed:
+                    out.append(QueueStats(label, 0, 0))
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
         return out
 
     def describe(self) -> dict[str, Any]:
