@@ -300,6 +300,9 @@ def test_a_published_event_starts_a_run_whose_task_sees_the_body_as_params(
     write_dag("orders.py", ORDERS_DAG.format(exchange=exchange))
     system.start()
     system.c.wait_for_dag("orders")
+    with system.c.sessions() as s:
+        dag = s.get(Dag, "orders")
+        assert dag is not None and dag.schedule == f"on event: {exchange}/order.*"  # the list's column
     queue = f"{system.settings.broker_prefix}.trigger.orders"
     wait_until(lambda: _queue_exists(system.settings.broker_url, queue), message="the trigger queue")
 

@@ -124,3 +124,19 @@ def test_a_viewer_token_cannot_send_events(
     )
 
     assert response.status_code == 403
+
+
+def test_the_runs_page_filters_event_runs_by_their_type(
+    post: Any, as_role: Any, dag_factory: Any, run_factory: Any
+) -> None:
+    dag_id = dag_factory(triggers=[WEBHOOK])
+    manual = run_factory(dag_id)
+    post(dag_id, {"n": 1}, key="page-1")
+    viewer = as_role("viewer")
+
+    events_only = viewer.http.get(f"/dags/{dag_id}/runs?run_type=event").text
+    everything = viewer.http.get(f"/dags/{dag_id}/runs").text
+
+    assert "event__page-1" in events_only and manual not in events_only
+    assert '<option value="event" selected>' in events_only
+    assert "event__page-1" in everything and manual in everything
