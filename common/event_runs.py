@@ -36,7 +36,7 @@ RUN_TYPE = "event"
 #: A key used in the run id as it is: the run id pattern minus ``~``, which marks hashed keys.
 READABLE_KEY = re.compile(r"^[A-Za-z0-9_.:+-]{1,200}$")
 MAX_KEY_LENGTH = 1000
-#: Rows per INSERT: 12 parameters a row stays far below every driver's parameter limit.
+#: Rows per executemany (SQLAlchemy splits it further into statements within each driver's limits).
 INSERT_CHUNK = 500
 
 
@@ -153,12 +153,13 @@ def insert_event_runs(
     ]
     created = 0
     dialect = session.get_bind().dialect.name
+    statement = _insert_ignoring_duplicates(dialect)
     for start in range(0, len(rows), INSERT_CHUNK):
         chunk = rows[start : start + INSERT_CHUNK]
         if dialect in ("mysql", "mariadb"):
-            # The driver counts a duplicate as a matched row (CLIENT_FOUND_ROWS), so count the new
-            # keys first. Only a writer racing on the same keys can make this count too high; the
-            # unique key still stores one run.
+            # No RETURNING here, and the driver counts a duplicate as a matched row
+            # (CLIENT_FOUND_ROWS): count the new keys first. Only a writer racing on the same keys
+            # can make this count too high; the unique key still stores one run.
             known = set(
                 session.scalars(
                     select(DagRun.run_id).where(
@@ -166,25 +167,24 @@ def insert_event_runs(
                     )
                 )
             )
-            session.execute(_insert_ignoring_duplicates(session, chunk))
+            session.execute(statement, chunk)
             created += len(chunk) - len(known)
             continue
-        # One multi-row VALUES statement per chunk: its row count is exact on every database
-        # (inserted rows count 1, skipped duplicates 0), which an executemany's is not.
-        result = session.execute(_insert_ignoring_duplicates(session, chunk))
-        created += max(0, int(result.rowcount or 0))
+        # One statement compiled once (cached) and sent as batched multi-row VALUES by SQLAlchemy's
+        # "insertmanyvalues"; RETURNING names exactly the rows inserted (a skipped duplicate
+        # returns nothing), which an executemany's row count would not.
+        created += len(session.execute(statement, chunk).all())
     return created
 
 
-def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> Any:
+def _insert_ignoring_duplicates(dialect: str) -> Any:
     table = DagRun.__table__
-    dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        return postgresql.insert(table).values(rows).on_conflict_do_nothing()
+        return postgresql.insert(table).on_conflict_do_nothing().returning(table.c.id)
     if dialect == "sqlite":
-        return sqlite.insert(table).values(rows).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing().returning(table.c.id)
     if dialect in ("mysql", "mariadb"):
         # Not INSERT IGNORE: that would also swallow every other error (a too-long value...).
-        statement = mysql.insert(table).values(rows)
+        statement = mysql.insert(table)
         return statement.on_duplicate_key_update({"run_id": statement.inserted.run_id})
     raise NotImplementedError(f"event runs do not support {dialect!r}")  # pragma: no cover

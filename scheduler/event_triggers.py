@@ -242,43 +242,25 @@ class TriggerConsumer:
         and ack every delivery whose run is committed (new or already there)."""
         now = now or datetime.now(UTC)
         report = BatchReport()
-        by_dag: dict[str, list[tuple[Event, Delivery]]] = {}
-        for spec, delivery in batch:
-            params = self._known.get(spec.dag_id, ("", [], {}))[2]
-            try:
-                ev = make_event(params, decode_body(delivery.body), spec.dedupe_key, delivery.message_id)
-            except RunError as exc:  # not a JSON object, fails the params check, lacks its key field
-                self._reject(spec, delivery, str(exc), report)
-                continue
-            by_dag.setdefault(spec.dag_id, []).append((ev, delivery))
-        if not by_dag:
-            return report
-        acks: list[Delivery] = []
-        requeue: list[Delivery] = []
+        # Deliveries not yet settled: whatever goes wrong before the commit hands them all back.
+        pending = {id(d): d for _, d in batch}
         try:
-            with self._sessions() as session, session.begin():
-                for dag_id, items in by_dag.items():
-                    dag = session.get(Dag, dag_id)
-                    if dag is None or not dag.is_active or dag.is_paused:
-                        # Paused or removed since the message was taken: it waits in its queue.
-                        requeue.extend(d for _, d in items)
-                        continue
-                    created = insert_event_runs(
-                        session, dag, [ev for ev, _ in items], now, triggered_by="event:broker"
-                    )
-                    report.created += created
-                    report.duplicates += len(items) - created
-                    acks.extend(d for _, d in items)
-                    if created:
-                        report.events.append(
-                            StateEvent(kind="run", dag_id=dag_id, run_id=None, state="queued", at=time.time())
-                        )
+            by_dag: dict[str, list[tuple[Event, Delivery]]] = {}
+            for spec, delivery in batch:
+                params = self._known.get(spec.dag_id, ("", [], {}))[2]
+                try:
+                    ev = make_event(params, decode_body(delivery.body), spec.dedupe_key, delivery.message_id)
+                except RunError as exc:  # not a JSON object, fails the params check, lacks its key
+                    self._reject(spec, delivery, str(exc), report)
+                    pending.pop(id(delivery))
+                    continue
+                by_dag.setdefault(spec.dag_id, []).append((ev, delivery))
+            acks, requeue = self._store(by_dag, now, report) if by_dag else ([], [])
         except BaseException:
             # Nothing committed: every delivery goes back and is redelivered (to us or another
             # scheduler), where the same keys make the same runs.
-            for _, items in by_dag.items():
-                for _, d in items:
-                    d.requeue()
+            for d in pending.values():
+                d.requeue()
             raise
         # Committed: only now may the broker forget the messages. A crash before these acks
         # redelivers them, and their keys find the runs committed here.
@@ -293,6 +275,31 @@ class TriggerConsumer:
         if report.events and self._on_created is not None:
             self._on_created(report.events)
         return report
+
+    def _store(
+        self, by_dag: dict[str, list[tuple[Event, Delivery]]], now: datetime, report: BatchReport
+    ) -> tuple[list[Delivery], list[Delivery]]:
+        """One transaction for the whole batch; returns (to ack, to hand back) once committed."""
+        acks: list[Delivery] = []
+        requeue: list[Delivery] = []
+        with self._sessions() as session, session.begin():
+            for dag_id, items in by_dag.items():
+                dag = session.get(Dag, dag_id)
+                if dag is None or not dag.is_active or dag.is_paused:
+                    # Paused or removed since the message was taken: it waits in its queue.
+                    requeue.extend(d for _, d in items)
+                    continue
+                created = insert_event_runs(
+                    session, dag, [ev for ev, _ in items], now, triggered_by="event:broker"
+                )
+                report.created += created
+                report.duplicates += len(items) - created
+                acks.extend(d for _, d in items)
+                if created:
+                    report.events.append(
+                        StateEvent(kind="run", dag_id=dag_id, run_id=None, state="queued", at=time.time())
+                    )
+        return acks, requeue
 
     def _before_ack(self) -> None:
         """Called between the commit and the acks (a seam for crash tests; does nothing)."""
