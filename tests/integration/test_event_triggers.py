@@ -284,10 +284,11 @@ with DAG("orders", trigger=BrokerTrigger(exchange="{exchange}", routing_key="ord
 """
 
 
+@pytest.mark.parametrize("system", ["local", "rabbitmq", "sqlite-local", "mariadb-rabbitmq"], indirect=True)
 def test_a_published_event_starts_a_run_whose_task_sees_the_body_as_params(
     system: System, write_dag: Callable[[str, str], Path]
 ) -> None:
-    if system.executor == "local":
+    if system.executor == "local":  # the local executor, on PostgreSQL or SQLite
         # No broker: the DAG is refused with an import error saying so, and nothing is stored.
         write_dag("orders.py", ORDERS_DAG.format(exchange="x"))
         system.start()
