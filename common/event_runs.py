@@ -149,7 +149,9 @@ def insert_event_runs(
             "queued_at": now,
             "dag_hash": dag.dag_hash,
         }
-        for run_id, ev in unique.items()
+        # In key order: two schedulers inserting overlapping batches then wait for each other's
+        # rows in the same order instead of deadlocking.
+        for run_id, ev in sorted(unique.items())
     ]
     created = 0
     dialect = session.get_bind().dialect.name

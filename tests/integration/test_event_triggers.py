@@ -384,3 +384,26 @@ def test_a_consumer_process_killed_right_after_committing_leaves_one_run_per_eve
     survivor.run_once(wait=0.3)
 
     assert _run_ids(rig.sessions, dag_id) == sorted(f"event__k-{i}" for i in range(50))
+
+
+def test_two_schedulers_consuming_one_queue_make_one_run_per_key(rig: Rig) -> None:
+    import threading
+
+    dag_id = rig.dag("two_schedulers")
+    consumers = [rig.consumer(), rig.consumer()]
+    events = make_events(1000, 0.1)
+    # The same events again from a second publisher: copies now reach both schedulers at once.
+    publish(rig.url, rig.exchange, "order.created", events)
+    publish(rig.url, rig.exchange, "order.created", events)
+    stop = threading.Event()
+    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in consumers]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: len(_run_ids(rig.sessions, dag_id)) >= 900, timeout=60, message="900 runs")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+
+    assert _run_ids(rig.sessions, dag_id) == sorted(f"event__{k}" for k in {m for m, _ in events})
