@@ -44,7 +44,7 @@ def _events(harness: Harness, dag_id: str, keys: list[str], when: object) -> Non
 
 
 def test_a_pass_reads_only_the_queued_runs_each_limit_lets_start_and_starves_no_dag(harness: Harness) -> None:
-    _events(harness, "busy", [f"b{i}" for i in range(50)], NOW)
+    _events(harness, "busy", [f"b{i:02d}" for i in range(50)], NOW)
     _events(harness, "quiet", ["q0", "q1"], NOW + timedelta(seconds=1))  # newer than the whole backlog
 
     with harness.sessions() as s:
@@ -52,18 +52,18 @@ def test_a_pass_reads_only_the_queued_runs_each_limit_lets_start_and_starves_no_
     with harness.sessions() as s, s.begin():
         schedule_pass(s, NOW, harness.scheduler._serialized_dag)
 
-    assert sorted(r.run_id for r in candidates) == ["event__b0", "event__b1", "event__q0"]
+    assert sorted(r.run_id for r in candidates) == ["event__b00", "event__b01", "event__q0"]
     running = {
         (r.dag_id, r.run_id) for d in ("busy", "quiet") for r in harness.runs(d) if r.state == "running"
     }
-    assert running == {("busy", "event__b0"), ("busy", "event__b1"), ("quiet", "event__q0")}
+    assert running == {("busy", "event__b00"), ("busy", "event__b01"), ("quiet", "event__q0")}
     with harness.sessions() as s:
         # after the pass: the running runs, and again at most `limit` of each DAG's queued ones
         assert sorted(r.run_id for r in _active_runs(s)) == [
-            "event__b0",
-            "event__b1",
-            "event__b2",
-            "event__b3",
+            "event__b00",
+            "event__b01",
+            "event__b02",
+            "event__b03",
             "event__q0",
             "event__q1",
         ]
