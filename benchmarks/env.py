@@ -103,7 +103,13 @@ def backend_pids(db_name: str) -> list[int]:
 # -- broker ---------------------------------------------------------------------------------------------
 
 
-def delete_topology(prefix: str, task_queues: tuple[str, ...] = ("default",)) -> None:
+def delete_topology(
+    prefix: str,
+    task_queues: tuple[str, ...] = ("default",),
+    *,
+    extra_queues: tuple[str, ...] = (),
+    extra_exchanges: tuple[str, ...] = (),
+) -> None:
     """Delete every queue and exchange a run with ``prefix`` declared (idempotent)."""
     import pika
 
@@ -112,7 +118,9 @@ def delete_topology(prefix: str, task_queues: tuple[str, ...] = ("default",)) ->
     queues = [f"{prefix}.results", f"{prefix}.dead", f"{prefix}.lookups"] + [
         f"{prefix}.q.{q}" for q in task_queues
     ]
+    queues += [q for q in extra_queues if q.startswith(prefix + ".")]
     exchanges = [f"{prefix}.tasks", f"{prefix}.results", f"{prefix}.dead", f"{prefix}.events"]
+    exchanges += [x for x in extra_exchanges if x.startswith(prefix + ".")]
     try:
         conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     except Exception as exc:

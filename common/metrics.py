@@ -67,6 +67,13 @@ RUN_STATE_CHANGES = Counter(
     "success, failed), by new state.",
     ["state"],
 )
+EVENTS = Counter(
+    "hareflow_events_total",
+    "Trigger events (broker messages and webhook calls) handled by this process, by outcome: "
+    "run_created, duplicate (a run with the event's key existed: a redelivery or a repeat), "
+    "rejected (a bad body: dead-lettered, or answered 400).",
+    ["source", "outcome"],
+)
 TASK_DISPATCH_TO_START = Histogram(
     "hareflow_task_dispatch_to_start_seconds",
     "Seconds from the scheduler building a task message to a worker starting the task (the "

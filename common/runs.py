@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,28 +68,15 @@ def check_conf_limits(conf: Any) -> dict[str, Any]:
     return conf
 
 
-def load_conf(text: str) -> dict[str, Any]:
-    """Parse a conf given as JSON text (CLI option, trigger form) and check it, or raise RunError."""
-    if len(text.encode()) > MAX_CONF_BYTES:
-        raise RunError(f"conf is over {MAX_CONF_BYTES} bytes")
-    try:
-        value = json.loads(text or "{}")
-    except ValueError as exc:
-        raise RunError(f"conf is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise RunError(f"conf nests more than {MAX_CONF_DEPTH} levels deep") from None
-    return check_conf_limits(value)
-
-
 class ConfError(RunError):
-    """A trigger's conf does not fit the DAG's params; ``field`` names the offending key."""
+    """A conf that does not fit the DAG's params; ``field`` names the offending key (``conf.x``)."""
 
     def __init__(self, message: str, field: str = "conf") -> None:
         super().__init__(message)
         self.field = field
 
 
-_JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
     (bool, "boolean"),
     ((int, float), "number"),
     (str, "string"),
@@ -102,22 +88,27 @@ _JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
 def json_type(value: object) -> str:
     if value is None:
         return "null"
-    for types, name in _JSON_TYPES:
+    for types, name in JSON_TYPES:
         if isinstance(value, types):
             return name
     return type(value).__name__
 
 
-def check_conf(params: Mapping[str, Any], conf: object) -> dict[str, Any]:
-    """Validate a trigger's conf against the DAG's params: an object whose keys that name a param
-    have that param's JSON type (a param whose default is null takes anything). Keys that are not
-    params are allowed: the run's tasks see them in ``ctx.conf``. The one check every door uses
-    (CLI, UI, API, event triggers)."""
+def check_conf(params: dict[str, Any], conf: object) -> dict[str, Any]:
+    """Validate a run's conf against the DAG's params: an object within the limits whose keys that
+    name a param have that param's JSON type (a param whose default is null takes anything). Keys
+    that are not params are allowed: the run's tasks see them in ``ctx.conf``. The one check every
+    way of starting a run goes through (trigger form, API, CLI, broker and webhook events)."""
     if conf is None:
         return {}
     if not isinstance(conf, dict):
         raise ConfError(f"conf must be a JSON object, not {json_type(conf)}")
-    check_conf_limits(conf)
+    try:
+        check_conf_limits(conf)
+    except ConfError:
+        raise
+    except RunError as exc:
+        raise ConfError(str(exc)) from None
     for key, value in conf.items():
         if key not in params or params[key] is None:
             continue
@@ -127,6 +118,19 @@ def check_conf(params: Mapping[str, Any], conf: object) -> dict[str, Any]:
                 f"conf.{key} must be a {expected} (like the param's default), not {got}", f"conf.{key}"
             )
     return conf
+
+
+def load_conf(text: str) -> dict[str, Any]:
+    """Parse a conf given as JSON text (CLI option, trigger form) and check it, or raise RunError."""
+    if len(text.encode()) > MAX_CONF_BYTES:
+        raise RunError(f"conf is over {MAX_CONF_BYTES} bytes")
+    try:
+        value = json.loads(text or "{}")
+    except ValueError as exc:
+        raise RunError(f"conf is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RunError(f"conf nests more than {MAX_CONF_DEPTH} levels deep") from None
+    return check_conf_limits(value)
 
 
 class DagNotFoundError(RunError):
@@ -165,11 +169,11 @@ def schedule_args(dag: Dag) -> dict[str, Any]:
 
 
 def last_scheduled_logical_date(session: Session, dag_id: str) -> datetime | None:
-    """The latest logical date of a scheduled or backfill run: manual and asset-triggered runs do
-    not move the schedule."""
+    """The latest logical date of a scheduled or backfill run: manual, asset-triggered and event
+    runs do not move the schedule."""
     return session.scalar(
         select(func.max(DagRun.interval_key)).where(
-            DagRun.dag_id == dag_id, DagRun.run_type.not_in(("manual", "asset_triggered"))
+            DagRun.dag_id == dag_id, DagRun.run_type.in_(("scheduled", "backfill"))
         )
     )
 

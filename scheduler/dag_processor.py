@@ -31,6 +31,7 @@ from hareflow.common.dag.assets import describe as describe_assets
 from hareflow.common.dag.loader import find_dag_files
 from hareflow.common.dag.processor_child import read_source
 from hareflow.common.dag.serialize import dag_hash
+from hareflow.common.dag.triggers import describe_trigger
 from hareflow.common.db import Dag, DagCode, ImportError_
 from hareflow.common.db.upsert import locked_row
 from hareflow.common.messages import StateEvent
@@ -318,6 +319,10 @@ class DagProcessor:
             defined: set[str] = set()
             for data in file_report.dags:
                 dag_id = data["dag_id"]
+                unsupported = self._unsupported_triggers(data)
+                if unsupported:
+                    errors.append({"file": path, "line": data.get("lineno"), "message": unsupported})
+                    continue
                 dag = self._dag_row(session, dag_id, path, now)
                 if dag.fileloc != path and dag.is_active and Path(dag.fileloc).exists():
                     errors.append(
@@ -350,6 +355,18 @@ class DagProcessor:
                     "import error in %s:%s: %s", path, err.get("line"), err["message"].splitlines()[0]
                 )
             report.errors += len(errors)
+
+    def _unsupported_triggers(self, data: dict[str, Any]) -> str | None:
+        """Why this deployment cannot honour the DAG's triggers (a BrokerTrigger needs a broker)."""
+        if self._settings.effective_executor != "local":
+            return None
+        if any(t.get("kind") == "broker" for t in data.get("triggers") or ()):
+            return (
+                f"DAG {data['dag_id']!r} has a BrokerTrigger, but this deployment uses the local "
+                f"executor, which has no broker: set executor = rabbitmq (and broker_url), or use a "
+                f"WebhookTrigger"
+            )
+        return None
 
     def _dag_row(self, session: Session, dag_id: str, path: str, now: datetime) -> Dag:
         """The DAG's row, locked; inserted first (inactive, to be filled in) if it does not exist.
@@ -410,4 +427,6 @@ def _schedule_text(data: dict[str, Any]) -> str | None:
     if data.get("asset_schedule"):
         parts.append(f"assets: {describe_assets(data['asset_schedule'])}")
     text = " or ".join(p for p in parts if p)
+    # Then its event triggers: "0 2 * * * + on event: orders/order.created".
+    text = " + ".join(x for x in [text, *(describe_trigger(t) for t in data.get("triggers") or ())] if x)
     return (text if len(text) <= 100 else text[:99] + "…") or None

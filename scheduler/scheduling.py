@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hareflow.common.dag.serialize import SerializedDag
@@ -47,7 +47,7 @@ from hareflow.scheduler.decisions import (
 )
 from hareflow.scheduler.dispatch import build_messages
 from hareflow.scheduler.past import past_blockers
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, defer
 
 
@@ -281,10 +281,7 @@ def schedule_pass(
     instances a mapped task may expand to (``hareflow.scheduler.expansion``).
     """
     result = PassResult()
-    query = select(DagRun).where(DagRun.state.in_(RUN_ACTIVE)).order_by(DagRun.logical_date, DagRun.id)
-    if session.get_bind().dialect.name != "sqlite":
-        query = query.with_for_update(skip_locked=True)  # several schedulers share the runs
-    active = list(session.scalars(query))
+    active = _active_runs(session)
     if not active:
         return result
     dag_ids = {r.dag_id for r in active}
@@ -367,6 +364,42 @@ def schedule_pass(
         result.messages = build_messages(session, chosen, runs, sdags)  # type: ignore[arg-type]
         result.dispatched_ids = [r.id for r in chosen]
     return result
+
+
+def _active_runs(session: Session) -> list[DagRun]:
+    """The running runs, and the queued runs that could start now, oldest first, locked.
+
+    Of each limit's queued runs (a DAG's max_active_runs, a backfill's own) only the oldest
+    ``limit`` are read: no more of them can start in one pass, and a burst of event runs or a long
+    backlog then costs a pass no more than the runs it can start.
+    """
+    lock = session.get_bind().dialect.name != "sqlite"  # several schedulers share the runs
+    running = select(DagRun).where(DagRun.state == RunState.RUNNING)
+    rank = (
+        func.row_number()
+        .over(partition_by=(DagRun.dag_id, DagRun.backfill_id), order_by=(DagRun.logical_date, DagRun.id))
+        .label("rank")
+    )
+    ranked = (
+        select(
+            DagRun.id,
+            rank,
+            func.coalesce(Backfill.max_active_runs, Dag.max_active_runs, 1).label("limit"),
+        )
+        .join(Dag, Dag.dag_id == DagRun.dag_id, isouter=True)
+        .join(Backfill, Backfill.id == DagRun.backfill_id, isouter=True)
+        .where(DagRun.state == RunState.QUEUED)
+        .subquery()
+    )
+    startable = select(ranked.c.id).where(ranked.c.rank <= ranked.c.limit)
+    queued = select(DagRun).where(DagRun.id.in_(startable))
+    if lock:
+        running = running.with_for_update(skip_locked=True)
+        queued = queued.with_for_update(skip_locked=True)
+    runs = list(session.scalars(running)) + list(session.scalars(queued))
+    far = datetime.max.replace(tzinfo=UTC)
+    runs.sort(key=lambda r: (r.logical_date is None, r.logical_date or far, r.id))
+    return runs
 
 
 def _run_pool(dag_id: str, backfill_id: int | None) -> tuple[str, object]:

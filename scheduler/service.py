@@ -14,6 +14,7 @@ from hareflow.common.health import HealthReporter, progress_probe
 from hareflow.common.messages import StateEvent
 from hareflow.common.metrics import start_exporter
 from hareflow.scheduler.dag_processor import DagProcessor
+from hareflow.scheduler.event_triggers import TriggerConsumer
 from hareflow.scheduler.lookups import LookupServer
 from hareflow.scheduler.loop import Scheduler
 from hareflow.scheduler.results import ResultsConsumer
@@ -62,10 +63,23 @@ def run_scheduler(
     def on_results(events: Sequence[StateEvent]) -> None:  # also published: their copies come back
         scheduler.on_events(events)
 
+    def on_runs(events: Sequence[StateEvent]) -> None:  # event runs were created: start them now
+        scheduler.on_events(events, echoed=False)
+        executor.publish_events(events)  # the other schedulers and the web servers
+
+    triggers = TriggerConsumer(
+        settings=settings, session_factory=sessions, executor=executor, on_created=on_runs
+    )
+
     def on_dags(events: Sequence[StateEvent]) -> None:  # only handed over here
         scheduler.on_events(events, echoed=False)
+        triggers.dags_changed()
 
-    executor.subscribe_events(lambda e: scheduler.on_broadcast([e]))
+    def on_broadcast(event: StateEvent) -> None:
+        scheduler.on_broadcast([event])
+        triggers.on_event(event)  # a DAG paused or unpaused in the web or CLI
+
+    executor.subscribe_events(on_broadcast)
     executor.serve_lookups(LookupServer(settings, sessions).handle)
     threads = []
     # A pass normally ends within the idle wait; a minute without one means it is stuck (or the
@@ -90,6 +104,7 @@ def run_scheduler(
     # Parsing never holds up scheduling: the first scan runs in the processor's thread too, and each
     # file's DAGs are stored (and scheduled) as soon as that file is parsed.
     threads.append(_thread(processor.run, "hareflow-dag-processor", stop))
+    threads.append(_thread(triggers.run, "hareflow-event-triggers", stop))
     for reporter in reporters:
         reporter.start()
     exporter = start_exporter(settings)

@@ -8,11 +8,14 @@ commits, then wakes the schedulers and the other web servers with a state event.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from hareflow.common import metrics
+from hareflow.common.audit import audit
 from hareflow.common.backfill import BackfillError, cancel_backfill
-from hareflow.common.db import Backfill, Dag
+from hareflow.common.db import Backfill, Dag, DagRun
+from hareflow.common.event_runs import EventError, insert_event_runs, make_event
 from hareflow.common.operations import (
     OperationError,
     clear_task_instances,
@@ -34,6 +37,7 @@ from hareflow.common.runs import (
 from hareflow.common.runs import check_conf as runs_check_conf
 from hareflow.web import queries
 from hareflow.web.runtime import event, open_session, runtime
+from sqlalchemy import select
 
 
 class ActionError(Exception):
@@ -109,6 +113,53 @@ def trigger(
         result = run_dict(run)
     runtime().notify([event("run", dag_id, "queued", result["run_id"])])
     return result
+
+
+def receive_event(
+    dag_id: str, body: object, *, idempotency_key: str | None, username: str
+) -> tuple[dict[str, Any], bool]:
+    """A webhook event for a DAG with a WebhookTrigger: its run (created, or the one its key already
+    has) and whether it was created now. Exactly one run per key: the key is the run id, unique."""
+    with open_session() as s, s.begin():
+        dag = _dag_or_404(s, dag_id)
+        webhook = next(
+            (t for t in (dag.serialized or {}).get("triggers") or () if t.get("kind") == "webhook"), None
+        )
+        if webhook is None:
+            raise ActionError(
+                404, f"DAG {dag_id!r} takes no webhook events (give it trigger=WebhookTrigger())"
+            )
+        if not dag.is_active:
+            raise ActionError(404, f"no DAG named {dag_id!r}")
+        if dag.is_paused:
+            # Refused rather than stored: a sender retries a 409, and nothing runs while paused.
+            raise ActionError(409, f"DAG {dag_id!r} is paused; unpause it to take events")
+        try:
+            ev = make_event(
+                (dag.serialized or {}).get("params") or {},
+                body,  # type: ignore[arg-type]
+                webhook.get("dedupe_key") if not idempotency_key else None,
+                idempotency_key,
+            )
+        except (ConfError, EventError) as exc:
+            metrics.EVENTS.labels("webhook", "rejected").inc()
+            raise ActionError(400, str(exc), exc.field) from None
+        created = insert_event_runs(s, dag, [ev], datetime.now(UTC), triggered_by=f"event:webhook:{username}")
+        run = s.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == ev.run_id))
+        assert run is not None  # inserted now or found: the key's run exists in this transaction
+        audit(
+            s,
+            "event",
+            username=username,
+            dag_id=dag_id,
+            run_id=ev.run_id,
+            details={"key": ev.key, "created": bool(created)},
+        )
+        result = run_dict(run)
+    metrics.EVENTS.labels("webhook", "run_created" if created else "duplicate").inc()
+    if created:
+        runtime().notify([event("run", dag_id, "queued", result["run_id"])])
+    return result, bool(created)
 
 
 def pause(dag_id: str, paused: bool, *, username: str) -> bool:

@@ -71,6 +71,11 @@ def _with_conflict(op: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
+def _event_op(op: dict[str, Any]) -> dict[str, Any]:
+    op["responses"]["200"] = _json(_ref("Run"), "The run this event's key already has (a repeat)")
+    return op
+
+
 def _obj(**props: Any) -> dict[str, Any]:
     return {"type": "object", "properties": props}
 
@@ -435,6 +440,32 @@ def _paths() -> dict[str, Any]:
                         run_id={"type": "string"},
                         logical_date={"type": "string", "format": "date-time"},
                     ),
+                )
+            ),
+        },
+        "/dags/{dag_id}/events": {
+            "post": _with_conflict(
+                _event_op(
+                    _op(
+                        "Webhook event for a DAG with a WebhookTrigger: the JSON body becomes the run's conf"
+                        " (checked like a trigger's: 400 names the field). One run per event key (the"
+                        " Idempotency-Key header, else the trigger's dedupe_key body field, else a hash of"
+                        " the body): 201 with the new run, or 200 with the run the key already has"
+                        " (duplicate: true); 409 if the DAG is paused",
+                        _json(_ref("Run"), "Created"),
+                        params=[
+                            DAG,
+                            {
+                                "name": "Idempotency-Key",
+                                "in": "header",
+                                "required": False,
+                                "schema": {"type": "string", "maxLength": 255},
+                            },
+                        ],
+                        role="op",
+                        status="201",
+                        body={"type": "object", "additionalProperties": True},
+                    )
                 )
             ),
         },

@@ -5,8 +5,19 @@ from hareflow.common.broker.base import (
     BrokerUnavailable,
     Delivery,
     Executor,
+    NoBrokerTriggers,
     QueueStats,
+    TriggerSource,
 )
 from hareflow.common.broker.factory import make_executor
 
-__all__ = ["BrokerError", "BrokerUnavailable", "Delivery", "Executor", "QueueStats", "make_executor"]
+__all__ = [
+    "BrokerError",
+    "BrokerUnavailable",
+    "Delivery",
+    "Executor",
+    "NoBrokerTriggers",
+    "QueueStats",
+    "TriggerSource",
+    "make_executor",
+]

@@ -26,6 +26,22 @@ class BrokerUnavailable(BrokerError):
     """The broker cannot be reached (recoverable: callers retry with backoff)."""
 
 
+class NoBrokerTriggers(BrokerError):
+    """This executor has no broker to consume event messages from (the local executor)."""
+
+
+@dataclass(frozen=True)
+class TriggerSource:
+    """Where a DAG's event messages come from: ``queue`` (declared durable by us and bound to
+    ``exchange`` with ``routing_key`` when ``exchange`` is set; else an existing queue, consumed as
+    it is)."""
+
+    queue: str
+    exchange: str | None = None
+    routing_key: str = "#"
+    exchange_type: str = "topic"
+
+
 class Delivery(abc.ABC):
     """One message handed to a consumer, to be acked or handed back exactly once."""
 
@@ -101,6 +117,19 @@ class Executor(abc.ABC):
     def stop_consuming_tasks(self, handle: ConsumerHandle | None = None) -> None:
         """Stop receiving new task messages on ``handle`` (default: every consumer of this
         executor). Graceful worker shutdown; several workers may share one local executor."""
+
+    @abc.abstractmethod
+    def consume_trigger(
+        self, source: TriggerSource, prefetch: int, handler: DeliveryHandler
+    ) -> ConsumerHandle:
+        """Declare ``source``'s queue and binding (if it is ours) and consume it on a channel of its
+        own, at most ``prefetch`` unacked at once. Raises NoBrokerTriggers on an executor without a
+        broker, BrokerError if the queue or exchange cannot be declared as asked."""
+
+    @abc.abstractmethod
+    def stop_consuming_trigger(self, handle: ConsumerHandle) -> None:
+        """Cancel a ``consume_trigger`` consumer. Messages stay in the queue; deliveries not yet
+        acked go back to it when the consumer's channel closes."""
 
     @abc.abstractmethod
     def publish_results(self, messages: Sequence[ResultLike], *, confirm: bool = True) -> None:

@@ -22,8 +22,10 @@ from hareflow.common.broker.base import (
     Delivery,
     DeliveryHandler,
     Executor,
+    NoBrokerTriggers,
     QueueStats,
     ResultLike,
+    TriggerSource,
 )
 from hareflow.common.messages import StateEvent, TaskMessage
 
@@ -125,6 +127,17 @@ class LocalExecutor(Executor):
             for c in self._state.consumers:
                 if handle is None or c is handle:
                     c.active = False
+
+    def consume_trigger(
+        self, source: TriggerSource, prefetch: int, handler: DeliveryHandler
+    ) -> ConsumerHandle:
+        raise NoBrokerTriggers(
+            f"the local executor has no broker, so it cannot consume {source.queue!r}: a BrokerTrigger "
+            f"needs executor = rabbitmq (a WebhookTrigger works with either executor)"
+        )
+
+    def stop_consuming_trigger(self, handle: ConsumerHandle) -> None:
+        return None  # it never started one
 
     def _settled(self, consumer: _Consumer, delivery: LocalDelivery, requeue: bool) -> None:
         with self._cond:

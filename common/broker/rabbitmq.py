@@ -39,6 +39,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from hareflow.common.broker.base import (
+    BrokerError,
     BrokerUnavailable,
     ConsumerHandle,
     Delivery,
@@ -46,6 +47,7 @@ from hareflow.common.broker.base import (
     Executor,
     QueueStats,
     ResultLike,
+    TriggerSource,
 )
 from hareflow.common.broker.topology import Topology
 from hareflow.common.config import Settings, mask_url
@@ -168,6 +170,11 @@ class RabbitMQExecutor(Executor):
         self._task_channel: AbstractChannel | None = None
         self._reply_channel: AbstractChannel | None = None
         self._waiting_replies: dict[str, asyncio.Future[bytes]] = {}
+        #: Held while opening a channel that may be closed by the broker (a passive declaration of
+        #: a missing queue) and while opening trigger channels: aiormq can hand a number the broker
+        #: has not finished closing to a channel opened at that moment ("second 'channel.open'
+        #: seen", which closes the whole connection).
+        self._channel_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -404,6 +411,63 @@ class RabbitMQExecutor(Executor):
                     log.debug("cancel consumer: %s", exc)
             self._task_consumers.remove(handle)
 
+    def consume_trigger(
+        self, source: TriggerSource, prefetch: int, handler: DeliveryHandler
+    ) -> ConsumerHandle:
+        try:
+            return self._call(self._consume_trigger(source, prefetch, handler), timeout=30)
+        except aio_pika.exceptions.ChannelClosed as exc:  # a missing queue, a mismatched declaration
+            raise BrokerError(f"cannot consume {source.queue!r}: {exc}") from None
+
+    async def _consume_trigger(
+        self, source: TriggerSource, prefetch: int, handler: DeliveryHandler
+    ) -> tuple[AbstractChannel, str]:
+        assert self._conn is not None
+        # A channel of its own: its prefetch bounds how many events wait in this process for the
+        # next batch insert, and closing it hands every unacked one back to the broker.
+        async with self._channel_lock:
+            return await self._open_trigger_consumer(source, prefetch, handler)
+
+    async def _open_trigger_consumer(
+        self, source: TriggerSource, prefetch: int, handler: DeliveryHandler
+    ) -> tuple[AbstractChannel, str]:
+        assert self._conn is not None
+        channel = await self._conn.channel()
+        try:
+            await channel.set_qos(prefetch_count=prefetch)
+            if source.exchange is not None:
+                exchange = await channel.declare_exchange(
+                    source.exchange, aio_pika.ExchangeType(source.exchange_type), durable=True
+                )
+                queue = await channel.declare_queue(
+                    source.queue, durable=True, arguments={"x-queue-type": self.topology.queue_type}
+                )
+                await queue.bind(exchange, routing_key=source.routing_key)
+            else:
+                queue = await channel.declare_queue(source.queue, passive=True)
+
+            async def on_message(message: AbstractIncomingMessage) -> None:
+                handler(RabbitDelivery(message, self._delivery_count(message), self._loop, queue=queue.name))
+
+            tag = await queue.consume(on_message)
+        except BaseException:
+            if not channel.is_closed:
+                await channel.close()
+            raise
+        return channel, tag
+
+    def stop_consuming_trigger(self, handle: ConsumerHandle) -> None:
+        channel, _tag = handle  # type: ignore[misc]
+        if self._thread.is_alive():
+            self._call(self._close_channel(channel), timeout=10)
+
+    async def _close_channel(self, channel: AbstractChannel) -> None:
+        try:
+            if not channel.is_closed:
+                await channel.close()
+        except Exception as exc:
+            log.debug("closing a trigger channel: %s", exc)
+
     def consume_results(self, prefetch: int, handler: DeliveryHandler) -> None:
         self._call(self._consume_results(prefetch, handler), timeout=30)
 
@@ -583,17 +647,18 @@ class RabbitMQExecutor(Executor):
         out = []
         names = [(q, self.topology.task_queue(q)) for q in queues]
         names.append(("(dead letters)", self.topology.dead_queue))
-        for label, amqp_name in names:
-            channel = await self._conn.channel()
-            try:
-                queue = await channel.declare_queue(amqp_name, passive=True)
-                result = queue.declaration_result
-                out.append(QueueStats(label, result.message_count or 0, result.consumer_count or 0))
-            except aio_pika.exceptions.ChannelClosed:
-                out.append(QueueStats(label, 0, 0))
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
+        async with self._channel_lock:
+            for label, amqp_name in names:
+                channel = await self._conn.channel()
+                try:
+                    queue = await channel.declare_queue(amqp_name, passive=True)
+                    result = queue.declaration_result
+                    out.append(QueueStats(label, result.message_count or 0, result.consumer_count or 0))
+                except aio_pika.exceptions.ChannelClosed:
+                    out.append(QueueStats(label, 0, 0))
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
         return out
 
     def describe(self) -> dict[str, Any]:

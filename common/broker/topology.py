@@ -45,6 +45,10 @@ class Topology:
     def lookups_queue(self) -> str:
         return f"{self.prefix}.lookups"
 
+    def trigger_queue(self, dag_id: str, index: int = 0) -> str:
+        """The queue a DAG's ``index``-th BrokerTrigger binding declares (the first has no suffix)."""
+        return f"{self.prefix}.trigger.{dag_id}" + (f".{index}" if index else "")
+
     def task_queue(self, name: str) -> str:
         return f"{self.prefix}.q.{name}"
 

@@ -56,6 +56,9 @@ class Settings:
     # Results consumer
     results_batch_size: int = 500
     results_prefetch: int = 2000
+    # Event triggers (BrokerTrigger consumers in the scheduler)
+    event_batch_size: int = 500  # events turned into runs per transaction
+    event_prefetch: int = 1000  # unacked event messages one scheduler holds per trigger queue
     # Worker
     hostname: str = ""  # empty: the machine's hostname (recorded on every task instance)
     worker_concurrency: int = 4
@@ -299,6 +302,8 @@ def _validate(settings: Settings) -> None:
         "worker_prefetch_multiplier",
         "max_deliveries",
         "results_batch_size",
+        "event_batch_size",
+        "event_prefetch",
         "max_result_bytes",
         "max_map_length",
         "web_threads",

@@ -58,6 +58,7 @@ from hareflow.common.dag.task_decorators import setup, teardown
 from hareflow.common.dag.task_group import TaskGroup
 from hareflow.common.dag.timetables import Timetable, UnknownTimetable
 from hareflow.common.dag.trigger_rules import TriggerRule, evaluate_trigger_rule
+from hareflow.common.dag.triggers import BrokerTrigger, WebhookTrigger
 
 __all__ = [
     "Asset",
@@ -95,6 +96,8 @@ __all__ = [
     "TaskResultNotSerializable",
     "TaskResultTooLarge",
     "TriggerRule",
+    "BrokerTrigger",
+    "WebhookTrigger",
     "current_dag",
     "dag_hash",
     "decode_result",

@@ -118,7 +118,23 @@ class Asset(AssetExpression):
     itself (each event has its own ``extra`` too).
     """
 
-    def __init__(self, uri: str, name: str | None = None, extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        name: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        *,
+        watchers: Any = None,
+        group: Any = None,
+    ) -> None:
+        if watchers is not None:
+            raise _err(
+                f"asset {uri!r}: watchers (Airflow's triggerer watching a message queue) are not "
+                "supported; start the DAG from messages with DAG(trigger=BrokerTrigger(exchange=..., "
+                "routing_key=...)) instead"
+            )
+        if group is not None:
+            raise _err(f"asset {uri!r}: asset groups are not supported; give the asset a name= instead")
         self.uri = check_uri(uri)
         if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 500):
             raise _err(f"asset name {name!r} must be a non-empty string of at most 500 characters")

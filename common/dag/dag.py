@@ -31,6 +31,7 @@ from hareflow.common.dag.errors import DagDefinitionError, user_location
 from hareflow.common.dag.schedule import CONTINUOUS, validate_schedule
 from hareflow.common.dag.settings import check_id, normalize_settings
 from hareflow.common.dag.timetables import Timetable, registered_timetables, timetable_spec
+from hareflow.common.dag.triggers import Trigger, check_triggers
 
 if TYPE_CHECKING:
     from hareflow.common.dag.task import BaseTask
@@ -118,6 +119,7 @@ class DAG:
         dagrun_timeout: timedelta | float | None = None,
         on_success_callback: Callbacks | None = None,
         on_failure_callback: Callbacks | None = None,
+        trigger: Trigger | Sequence[Trigger] | None = None,
     ) -> None:
         self.dag_id = check_id(dag_id, "dag_id")
         self.fileloc, self.lineno = user_location()
@@ -161,6 +163,7 @@ class DAG:
         where = f"DAG '{dag_id}'"
         self.on_success_callback = check_callbacks(on_success_callback, "on_success_callback", where)
         self.on_failure_callback = check_callbacks(on_failure_callback, "on_failure_callback", where)
+        self.triggers = check_triggers(trigger, dag_id)
         self.task_dict: dict[str, BaseTask] = {}
         self.task_groups: dict[str, TaskGroup] = {}
         self._order: dict[str, int] = {}

@@ -25,7 +25,8 @@ Format, version 1 (a JSON object)::
                       "parent" (group id|null), "tooltip"}] (parents before their children),
      "asset_schedule" (an asset expression, see ``hareflow.common.dag.assets``; absent when the
      DAG is not scheduled on assets), "assets" ([{"uri", "name", "extra"}]: every asset the DAG
-     names; absent when none)}
+     names; absent when none),
+     "triggers": [event triggers, see ``hareflow.common.dag.triggers``] (absent when none)}
 
 A task's "outlets" (the URIs its successes record events for) is absent when it has none.
 
@@ -249,6 +250,8 @@ class SerializedDag:
     asset_schedule: dict[str, Any] | None = None
     #: every asset the DAG names (outlets and schedule): {"uri", "name", "extra"}
     assets: tuple[dict[str, Any], ...] = ()
+    #: Event triggers, as ``common.dag.triggers`` serializes them.
+    triggers: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SerializedDag:
@@ -280,10 +283,11 @@ class SerializedDag:
             callbacks=tuple(data.get("callbacks") or ()),
             asset_schedule=data.get("asset_schedule"),
             assets=tuple(data.get("assets") or ()),
+            triggers=tuple(dict(t) for t in data.get("triggers") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "version": self.version,
             "dag_id": self.dag_id,
             "fileloc": self.fileloc,
@@ -311,6 +315,8 @@ class SerializedDag:
             out["asset_schedule"] = self.asset_schedule
         if self.assets:
             out["assets"] = [dict(a) for a in self.assets]
+        if self.triggers:  # absent when none, so DAGs without triggers keep their stored hash
+            out["triggers"] = [dict(t) for t in self.triggers]
         return out
 
     @cached_property
@@ -383,6 +389,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         timetable=dag.timetable,
         dagrun_timeout=_seconds(dag.dagrun_timeout),
         callbacks=tuple(k for k in ("success", "failure") if getattr(dag, f"on_{k}_callback") is not None),
+        triggers=tuple(t.serialize() for t in dag.triggers),
         timezone=dag.timezone_name,
         start_date=dag.start_date,
         end_date=dag.end_date,

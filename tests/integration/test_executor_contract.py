@@ -425,3 +425,46 @@ def test_connections_use_a_15_second_heartbeat_unless_the_url_sets_one(
         assert _broker_side_timeout(name) == expected
     finally:
         executor.close()
+
+
+def test_a_trigger_consumer_gets_what_its_binding_routes_and_cancelling_leaves_the_rest_queued(
+    adapter: Adapter, broker_prefix: str
+) -> None:
+    from hareflow.common.broker import NoBrokerTriggers, TriggerSource
+
+    executor = adapter.client()
+    source = TriggerSource(
+        queue=f"{broker_prefix}.trigger.contract", exchange=f"{broker_prefix}.orders", routing_key="order.*"
+    )
+    inbox: queue.Queue[Delivery] = queue.Queue()
+    if adapter.name == "local":
+        with pytest.raises(NoBrokerTriggers):
+            executor.consume_trigger(source, 10, inbox.put)
+        return
+    import pika
+
+    handle = executor.consume_trigger(source, 10, inbox.put)
+    url = executor._url  # type: ignore[attr-defined]
+
+    def send(routing_key: str, message_id: str) -> None:
+        conn = pika.BlockingConnection(pika.URLParameters(url))
+        channel = conn.channel()
+        channel.confirm_delivery()
+        props = pika.BasicProperties(message_id=message_id, delivery_mode=2)
+        channel.basic_publish(source.exchange, routing_key, b"{}", props)
+        conn.close()
+
+    send("order.created", "e-1")
+    send("invoice.created", "e-2")  # not bound: never arrives
+    (first,) = take(inbox, 1)
+    assert first.message_id == "e-1" and first.queue == source.queue
+    first.ack()
+    assert_nothing_more(inbox)
+
+    executor.stop_consuming_trigger(handle)
+    send("order.paid", "e-3")
+    assert_nothing_more(inbox)
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    waiting = conn.channel().queue_declare(source.queue, passive=True).method.message_count
+    conn.close()
+    assert waiting == 1

@@ -268,3 +268,10 @@ def test_only_task_messages_of_asset_triggered_runs_carry_their_events_and_are_s
     (seen,) = ctx.triggering_asset_events[A.uri]
     assert (seen.source_dag_id, seen.source_task_id, seen.extra) == ("p", "write", {"rows": 3})
     assert seen.timestamp == datetime.fromisoformat("2026-01-01T00:00:00+00:00")
+
+
+def test_airflow_asset_watchers_and_groups_are_refused_with_what_to_write_instead() -> None:
+    with pytest.raises(DagDefinitionError, match=r"watchers .* not supported.*BrokerTrigger"):
+        Asset("queue://orders", watchers=["a watcher"])
+    with pytest.raises(DagDefinitionError, match="asset groups are not supported"):
+        Asset("s3://bucket/x", group="ml")

@@ -80,6 +80,7 @@ def test_hareflow_exports_the_authoring_api() -> None:
     names += ["DateTimeSensor", "TimeDeltaSensor", "ExternalTaskSensor"]
     names += ["Asset", "AssetAll", "AssetAny", "AssetOrTimeSchedule"]
     names += ["Dataset", "DatasetAll", "DatasetAny", "DatasetOrTimeSchedule"]
+    names += ["BrokerTrigger", "WebhookTrigger"]
     assert all(hasattr(hareflow, name) for name in names)
     assert set(hareflow.__all__) == set(names)
 

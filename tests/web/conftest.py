@@ -183,8 +183,10 @@ def serialized_dag(
     description: str | None = None,
     fileloc: str = "/nonexistent/dags/file.py",
     schedule: str | None = None,
+    triggers: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     return SerializedDag(
+        triggers=tuple(triggers),
         dag_id=dag_id,
         fileloc=fileloc,
         lineno=1,

@@ -177,6 +177,18 @@ def trigger(dag_id: str) -> Any:
     return jsonify(run), 201
 
 
+@bp.post("/dags/<dag_id>/events")
+@require_role("op")
+def receive_event(dag_id: str) -> Any:
+    """A webhook event: the JSON body is the run's conf; 201 with the new run, or 200 with the run
+    the event's key already has (a retried or repeated delivery: the same run, never a second)."""
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > 255:
+        abort(400, "Idempotency-Key is over 255 characters")
+    run, created = actions.receive_event(dag_id, json_body(), idempotency_key=key, username=g.user.username)
+    return jsonify({**run, "duplicate": not created}), 201 if created else 200
+
+
 @bp.get("/dags/<dag_id>/runs/<run_id>")
 @require_role("viewer")
 def get_run(dag_id: str, run_id: str) -> Any:

@@ -87,15 +87,22 @@ def dag_graph(dag_id: str) -> Any:
     )
 
 
+#: Every run type, for the runs page's filter: a run started by a broker or webhook event is "event".
+RUN_TYPES = ("scheduled", "manual", "backfill", "asset_triggered", "event")
+
+
 @bp.get("/dags/<dag_id>/runs")
 @require_role("viewer")
 def dag_runs(dag_id: str) -> Any:
     offset = arg_int("offset", 0)
     state = request.args.get("state") or None
+    run_type = request.args.get("run_type") or None
     with open_session() as s:
         dag = _load_dag(s, dag_id)
         detail = queries.dag_detail(dag)
-        runs, total = queries.list_runs(s, dag_id, state=state, limit=50, offset=offset) or ([], 0)
+        runs, total = queries.list_runs(
+            s, dag_id, state=state, run_type=run_type, limit=50, offset=offset
+        ) or ([], 0)
         items = [run_dict(r) for r in runs]
     return render_template(
         "dag_runs.html",
@@ -105,6 +112,8 @@ def dag_runs(dag_id: str) -> Any:
         offset=offset,
         limit=50,
         state_filter=state or "",  # not "state": that name is the state badge macro in the template
+        run_type=run_type or "",
+        run_types=RUN_TYPES,
         tab="runs",
     )
 

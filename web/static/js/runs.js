@@ -39,6 +39,7 @@
   async function refresh() {
     const q = new URLSearchParams({ limit: table.dataset.limit, offset: table.dataset.offset });
     if (table.dataset.state) q.set("state", table.dataset.state);
+    if (table.dataset.runType) q.set("run_type", table.dataset.runType);
     let data;
     try { data = await hf.api("/dags/" + hf.enc(dagId) + "/runs?" + q.toString()); } catch (e) { return; }
     render(data.runs || [], data.total || 0);
