@@ -149,6 +149,26 @@ def delete_topology(
         conn.close()
 
 
+def worker_environment(settings: Any, **extra: str) -> dict[str, str]:
+    """The environment of a separate worker process, as production gives one: this process's
+    environment without any ``HAREFLOW_*`` variable, then only the broker URL and prefix, the DAG
+    folder, the home and the log level — no database URL — and ``extra`` (``HAREFLOW_*`` names)."""
+    child = {k: v for k, v in os.environ.items() if not k.startswith("HAREFLOW_")}
+    child.update(
+        {
+            "HAREFLOW_HOME": str(settings.home),
+            "HAREFLOW_BROKER_URL": settings.broker_url,
+            "HAREFLOW_EXECUTOR": "rabbitmq",
+            "HAREFLOW_BROKER_PREFIX": settings.broker_prefix,
+            "HAREFLOW_QUEUE_TYPE": settings.queue_type,
+            "HAREFLOW_DAGS_FOLDER": str(settings.dags_folder),
+            "HAREFLOW_LOG_LEVEL": "WARNING",
+        }
+    )
+    child.update(extra)
+    return child
+
+
 # -- the machine ----------------------------------------------------------------------------------------
 
 

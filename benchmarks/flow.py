@@ -193,25 +193,13 @@ class BenchSystem:
         self.cpu = env.CpuMeter(self.cfg.db_name if self.cfg.database == "postgres" else None)
 
     def _start_worker_processes(self) -> None:
-        import os
         import subprocess
         import sys
 
         if self.cfg.executor != "rabbitmq":
             raise ValueError("separate worker processes need the rabbitmq executor")
-        s = self._settings
-        child_env = {k: v for k, v in os.environ.items() if not k.startswith("HAREFLOW_")}
-        child_env.update(
-            {
-                "HAREFLOW_HOME": str(s.home),
-                "HAREFLOW_BROKER_URL": s.broker_url,
-                "HAREFLOW_EXECUTOR": "rabbitmq",
-                "HAREFLOW_BROKER_PREFIX": s.broker_prefix,
-                "HAREFLOW_QUEUE_TYPE": s.queue_type,
-                "HAREFLOW_DAGS_FOLDER": str(s.dags_folder),
-                "HAREFLOW_LOG_LEVEL": "WARNING",
-                "HAREFLOW_WORKER_CONCURRENCY": str(self.cfg.concurrency),
-            }
+        child_env = env.worker_environment(
+            self._settings, HAREFLOW_WORKER_CONCURRENCY=str(self.cfg.concurrency)
         )
         for i in range(self.cfg.workers):
             stats = self.cfg.workdir / f"worker{i}.stats.json"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -91,16 +90,7 @@ def _seed(cluster: Any, key: str, count: int) -> None:
 
 
 def _worker(settings: Any, workdir: Path) -> subprocess.Popen[bytes]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("HAREFLOW_")}
-    child_env.update(
-        {
-            "HAREFLOW_HOME": str(workdir / "worker-home"),
-            "HAREFLOW_BROKER_URL": settings.broker_url,
-            "HAREFLOW_BROKER_PREFIX": settings.broker_prefix,
-            "HAREFLOW_DAGS_FOLDER": str(settings.dags_folder),
-            "HAREFLOW_LOG_LEVEL": "WARNING",
-        }
-    )
+    child_env = env.worker_environment(settings, HAREFLOW_HOME=str(workdir / "worker-home"))
     return subprocess.Popen(
         [sys.executable, "-m", "hareflow.cli", "worker", "--concurrency", "1"],
         env=child_env,

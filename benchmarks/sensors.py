@@ -105,7 +105,6 @@ def _busy_slots(sessions: Any) -> int:
 
 
 def run(n: int, interval: float, concurrency: int, worker_mode: str, window: float) -> dict[str, Any]:
-    import os
     import subprocess
     import sys
 
@@ -162,17 +161,7 @@ def run(n: int, interval: float, concurrency: int, worker_mode: str, window: flo
             cluster.migrate()
             cluster.start()
             if not in_process:
-                child_env = {k: v for k, v in os.environ.items() if not k.startswith("HAREFLOW_")}
-                child_env.update(
-                    {
-                        "HAREFLOW_HOME": str(settings.home),
-                        "HAREFLOW_BROKER_URL": settings.broker_url,
-                        "HAREFLOW_BROKER_PREFIX": prefix,
-                        "HAREFLOW_DAGS_FOLDER": str(dags),
-                        "HAREFLOW_LOG_LEVEL": "WARNING",
-                        "HAREFLOW_HEARTBEAT_INTERVAL": "1",
-                    }
-                )
+                child_env = env.worker_environment(settings, HAREFLOW_HEARTBEAT_INTERVAL="1")
                 stats = workdir / "worker.stats.json"
                 procs.append(
                     subprocess.Popen(
