@@ -290,8 +290,10 @@ class Worker:
             self._executor,
             message.key,
             self._settings.log_chunk_interval,
-            first_seq=message.reschedules * LOG_SEQ_PER_RESCHEDULE,
+            first_seq=first_log_seq(delivery.delivery_count, message.reschedules),
         )
+        if delivery.delivery_count > 1:
+            logs.add(self._redelivery_banner(message, delivery.delivery_count))
         try:
             outcome, result_json, error, extras = self._run_in_child(message, run, logs)
         except TaskStartError as exc:
@@ -322,6 +324,15 @@ class Worker:
         except BaseException:
             run.requeue()
             raise
+
+    def _redelivery_banner(self, message: TaskMessage, delivery_count: int) -> str:
+        """The line that opens a redelivered try's log: which delivery this is, where and when."""
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return (
+            f"\n--- delivery {delivery_count} of try {message.key.try_number}, on worker "
+            f"{self.identity.name} ({self.identity.hostname}) at {at}: an earlier delivery of this "
+            "try did not finish (its worker was lost or restarted); its output, if any, is above ---\n"
+        )
 
     def _report(
         self,
@@ -445,6 +456,14 @@ class Worker:
 #: Log chunk numbers each delivery of a rescheduled sensor's try starts from (chunks are unique
 #: per try and number): 10,000 chunks of up to 64 KiB each per poke, 200,000 pokes per try.
 LOG_SEQ_PER_RESCHEDULE = 10_000
+#: ... and each broker delivery of one message (a redelivery after its worker died): the lost
+#: delivery's chunks keep their numbers, the new delivery's follow them, both stored.
+LOG_SEQ_PER_DELIVERY = 2**32
+
+
+def first_log_seq(delivery_count: int, reschedules: int) -> int:
+    """The number a delivery's first log chunk follows."""
+    return max(0, delivery_count - 1) * LOG_SEQ_PER_DELIVERY + reschedules * LOG_SEQ_PER_RESCHEDULE
 
 
 def copy_key(message: TaskMessage) -> tuple[int, int, int]:

@@ -14,6 +14,7 @@ from typing import Any
 from hareflow.common.db.types import LongText, SafeString, SafeText, UtcDateTime
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -195,14 +196,17 @@ class TaskRendered(Base):
 
 
 class TaskLog(Base):
-    """One chunk of a try's captured output. ``seq`` makes a redelivered chunk land once."""
+    """One chunk of a try's captured output. ``seq`` makes a redelivered chunk land once; each
+    delivery of a try numbers its chunks from its own base (``worker.runtime.first_log_seq``), so
+    the chunks of a delivery that died and of the one that finished the try are both kept."""
 
     __tablename__ = "task_log"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ti_id: Mapped[int] = mapped_column(ForeignKey("task_instance.id", ondelete="CASCADE"))
     try_number: Mapped[int] = mapped_column(Integer)
-    seq: Mapped[int] = mapped_column(Integer)
+    # 64-bit (SQLite's INTEGER is already): deliveries start 2**32 apart.
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
     text: Mapped[str] = mapped_column(LongText)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

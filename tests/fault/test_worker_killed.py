@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hareflow.common.db import Worker
+from hareflow.common.db import TaskLog, Worker
 from sqlalchemy import select
 
 from tests.fault.conftest import (
@@ -141,6 +141,17 @@ def test_a_task_whose_worker_is_killed_is_redelivered_and_finished_by_the_other_
             )
             assert len(starts) == 2 and starts[0] == victim_child, figures
             assert ends == [starts[1]], figures
+            # The try's log keeps the redelivery apart: a banner naming the delivery, the worker
+            # and the time, then the whole of the second delivery's output.
+            with cluster.sessions() as session:
+                log = "".join(
+                    session.scalars(
+                        select(TaskLog.text).where(TaskLog.ti_id == slow.id).order_by(TaskLog.seq)
+                    )
+                )
+            banner = log.index(f"--- delivery 2 of try 1, on worker {survivor_name} ")
+            assert log.index("slow starts try 1", banner) < log.index("slow ends", banner), log
+            assert log.count("slow ends") == 1, log
             assert workers[survivor_name].proc.poll() is None, "the surviving worker keeps running"
         finally:
             for w in workers.values():

@@ -80,3 +80,12 @@ def test_a_rescheduled_sensors_next_poke_is_new_work_and_its_redelivered_copy_is
     run.ack()  # up_for_reschedule confirmed
     assert not copies.absorb((5, 1, 1), Settled("second poke"))  # same try, next delivery: runs
     assert copies.absorb((5, 1, 0), Settled("late copy of the first"))  # acked, not run
+
+
+def test_each_delivery_of_a_try_numbers_its_log_chunks_from_its_own_base() -> None:
+    from hareflow.worker.runtime import LOG_SEQ_PER_DELIVERY, LOG_SEQ_PER_RESCHEDULE, first_log_seq
+
+    assert first_log_seq(1, 0) == 0  # a first delivery numbers from 1, as before
+    assert first_log_seq(2, 0) == LOG_SEQ_PER_DELIVERY
+    assert first_log_seq(3, 2) == 2 * LOG_SEQ_PER_DELIVERY + 2 * LOG_SEQ_PER_RESCHEDULE
+    assert first_log_seq(2, 200_000) < 2 * LOG_SEQ_PER_DELIVERY  # pokes never reach the next delivery

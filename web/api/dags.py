@@ -263,7 +263,7 @@ def clear_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
 @bp.get("/dags/<dag_id>/runs/<run_id>/tasks/<task_id>/logs/<int:try_number>")
 @require_role("viewer")
 def task_log(dag_id: str, run_id: str, task_id: str, try_number: int) -> Any:
-    offset = int_arg("offset", 0, hi=10**9)
+    offset = int_arg("offset", 0, hi=2**62)  # a chunk number: deliveries start 2**32 apart
     with open_session() as s:
         _require_dag(s, dag_id)
         ti = _ti_or_404(s, _run_or_404(s, dag_id, run_id), task_id)
