@@ -523,6 +523,13 @@ def _paths() -> dict[str, Any]:
                 ],
             )
         },
+        ti_path + "/logs/{try_number}/download": {
+            "get": _op(
+                "The whole log of one try as a text file (attachment)",
+                {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                params=[DAG, RUN, TASK, _param("try_number", schema=INT), MAP_INDEX],
+            )
+        },
         "/import-errors": {"get": _op("DAG files that failed to load", _json({"type": "object"}))},
         "/workers": {"get": _op("Workers and their heartbeats", _json({"type": "object"}))},
         "/queues": {"get": _op("Queue depths and consumers (from the executor)", _json({"type": "object"}))},

@@ -407,6 +407,16 @@ def log_chunks(
     }
 
 
+def log_text(s: Session, ti: TaskInstance, try_number: int) -> str:
+    """The whole log of one try, every chunk in order (what a download gives)."""
+    rows = s.scalars(
+        select(TaskLog.text)
+        .where(TaskLog.ti_id == ti.id, TaskLog.try_number == try_number)
+        .order_by(TaskLog.seq)
+    )
+    return "".join(rows)
+
+
 def grid(s: Session, dag: Dag, limit: int = 25) -> dict[str, Any]:
     """Runs as columns (oldest first), tasks as rows (topological), each cell a state. Plain Core
     on the session's connection: the ORM's row handling would cost more than the rest for the

@@ -179,6 +179,36 @@ def test_the_backfills_page_shows_a_backfill_and_its_progress_without_a_reload(
     assert_not_reloaded(page)
 
 
+def test_a_log_can_be_searched_and_downloaded_and_an_empty_one_says_so(
+    open_as: Any, live_system: LiveSystem, tmp_path: Path
+) -> None:
+    run_id = live_system.cluster.trigger("live_dag", conf={"lines": 4, "delay": 0.01})
+    assert live_system.wait_run("live_dag", run_id) == "success"
+    page = open_as("viewer")
+    page.goto(f"{live_system.url}/dags/live_dag/runs/{run_id}/tasks/slow_logger")
+    page.wait_for_selector("#log:has-text('line 4 of 4')")
+
+    page.fill("#log-search", "LINE 3")
+    page.wait_for_selector("#log-filtered:not([hidden]) mark")
+    shown = page.inner_text("#log-filtered")
+    assert "line 3 of 4" in shown and "line 2 of 4" not in shown
+    assert page.inner_text("#log-matches") == "1 line"
+    assert page.is_hidden("#log")
+    target = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
+    page.screenshot(path=str(target / "log_search.png"), full_page=True)
+    page.fill("#log-search", "")
+    page.wait_for_selector("#log:not([hidden])")
+
+    href = page.get_attribute("#log-download", "href")
+    assert href is not None and href.endswith("/logs/1/download")
+    text = page.evaluate("async url => await (await fetch(url)).text()", href)
+    assert all(f"line {i} of 4" in text for i in range(1, 5))
+
+    page.goto(f"{live_system.url}/dags/live_dag/runs/{run_id}/tasks/check")  # returns, prints nothing
+    assert page.is_visible("#log-empty") and page.inner_text("#log-empty") == "no output"
+    assert page.is_hidden("#log")
+
+
 def test_a_viewer_cannot_trigger(open_as: Any, live_system: LiveSystem) -> None:
     page = open_as("viewer")
     page.goto(f"{live_system.url}/dags/live_dag/grid")

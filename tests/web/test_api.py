@@ -252,6 +252,34 @@ def test_logs_are_read_by_try_and_tailed_with_the_offset(
     assert other_try["chunks"] == [] and other_try["finished"] is True
 
 
+def test_a_whole_log_downloads_as_a_text_file_with_every_delivery_and_a_tail_past_32_bits(
+    client: Client, dag_factory: Any, run_factory: Any
+) -> None:
+    dag_id = dag_factory()
+    second_delivery = 2**32 + 1
+    run_id = run_factory(
+        dag_id,
+        state="running",
+        tis={"extract": "running"},
+        logs={"extract": [(1, 1, "one\n"), (1, 2, "two\n"), (1, second_delivery, "again\n")]},
+    )
+    base = path_of("dags", dag_id, "runs", run_id, "tasks", "extract", "logs")
+
+    download = client.api("GET", f"{base}/1/download")
+    tail = client.api("GET", f"{base}/1?offset=2").json
+    missing = client.api(
+        "GET", path_of("dags", dag_id, "runs", run_id, "tasks", "nope", "logs") + "/1/download"
+    )
+
+    assert download.status_code == 200 and download.mimetype == "text/plain"
+    assert download.text == "one\ntwo\nagain\n"
+    assert download.headers["Content-Disposition"].startswith(f'attachment; filename="{dag_id}.')
+    assert download.headers["Content-Disposition"].endswith('.extract.try1.log"')
+    assert [c["seq"] for c in tail["chunks"]] == [second_delivery]
+    assert client.api("GET", f"{base}/1?offset={second_delivery}").json["chunks"] == []
+    assert missing.status_code == 404
+
+
 def test_clearing_through_the_api_with_upstream_and_downstream(
     client: Client, dag_factory: Any, run_factory: Any, web_sessions: sessionmaker[Session]
 ) -> None:

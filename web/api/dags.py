@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from flask import abort, g, jsonify, request
+from flask import Response, abort, g, jsonify, request
 from hareflow.common.records import run_dict, ti_dict
 from hareflow.web import actions, queries
 from hareflow.web.api import body_bool, bool_arg, bp, int_arg, json_body
@@ -268,3 +269,20 @@ def task_log(dag_id: str, run_id: str, task_id: str, try_number: int) -> Any:
         _require_dag(s, dag_id)
         ti = _ti_or_404(s, _run_or_404(s, dag_id, run_id), task_id)
         return jsonify(queries.log_chunks(s, ti, try_number, offset))
+
+
+@bp.get("/dags/<dag_id>/runs/<run_id>/tasks/<task_id>/logs/<int:try_number>/download")
+@require_role("viewer")
+def task_log_download(dag_id: str, run_id: str, task_id: str, try_number: int) -> Any:
+    """The whole log of one try as a text file (every delivery of it, in order)."""
+    with open_session() as s:
+        _require_dag(s, dag_id)
+        ti = _ti_or_404(s, _run_or_404(s, dag_id, run_id), task_id)
+        text = queries.log_text(s, ti, try_number)
+    index = f".{ti.map_index}" if ti.map_index >= 0 else ""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dag_id}.{run_id}.{task_id}{index}.try{try_number}.log")
+    return Response(
+        text,
+        mimetype="text/plain",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -18,6 +18,46 @@
   const which = mapIndex >= 0 ? "map_index=" + mapIndex : ""; // one instance of a mapped task
   const logBox = document.getElementById("log");
   const status = document.getElementById("log-status");
+  const empty = document.getElementById("log-empty");
+  const search = document.getElementById("log-search");
+  const filtered = document.getElementById("log-filtered");
+  const matches = document.getElementById("log-matches");
+
+  /* Search: the lines that contain the text (case-insensitive), the text marked; the whole log
+     again when the box is empty. Re-applied as new lines arrive. */
+  function applySearch() {
+    if (!search || !filtered) return;
+    const q = search.value.trim().toLowerCase();
+    if (!q) {
+      filtered.hidden = true;
+      logBox.hidden = !logBox.textContent && finished;
+      matches.textContent = "";
+      return;
+    }
+    const lines = logBox.textContent.split("\n").filter(function (line) { return line.toLowerCase().includes(q); });
+    const nodes = [];
+    for (const line of lines) {
+      let rest = line;
+      let at = rest.toLowerCase().indexOf(q);
+      while (at >= 0) {
+        nodes.push(document.createTextNode(rest.slice(0, at)), hf.el("mark", null, rest.slice(at, at + q.length)));
+        rest = rest.slice(at + q.length);
+        at = rest.toLowerCase().indexOf(q);
+      }
+      nodes.push(document.createTextNode(rest + "\n"));
+    }
+    filtered.replaceChildren.apply(filtered, nodes);
+    filtered.hidden = false;
+    logBox.hidden = true;
+    matches.textContent = lines.length + " line" + (lines.length === 1 ? "" : "s");
+  }
+  if (search) search.addEventListener("input", applySearch);
+
+  function showEmpty() {
+    const none = !logBox.textContent;
+    if (empty) empty.hidden = !(none && finished);
+    if (!search || !search.value.trim()) logBox.hidden = none && finished;
+  }
   let busy = false;
   let again = false;
 
@@ -41,6 +81,8 @@
         more = r.more;
       }
       status.textContent = finished ? "" : "following\u2026";
+      showEmpty();
+      applySearch();
     } catch (e) {
       status.textContent = "log: " + e.message;
     } finally {
