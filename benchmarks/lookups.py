@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -158,6 +159,7 @@ def run(count: int, repeat: int) -> dict[str, Any]:
         cluster.stop()
         env.drop_database("postgres", db_name)
         env.delete_topology(prefix)
+        shutil.rmtree(workdir, ignore_errors=True)
 
     def joined(name: str) -> list[float]:
         return [v for r in runs for v in r[name]]
