@@ -53,10 +53,8 @@ def check_conf(params: dict[str, Any], conf: object) -> dict[str, Any]:
     the field."""
     try:
         return runs_check_conf(params, conf)
-    except ConfError as exc:
+    except ConfError as exc:  # it turns every conf mistake (limits too) into one, naming the field
         raise ActionError(400, str(exc), exc.field) from None
-    except RunError as exc:
-        raise ActionError(400, str(exc), "conf") from None
 
 
 def origin() -> str | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from hareflow.common.config import mask_url
 from hareflow.common.secrets.errors import SecretsError
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
@@ -98,7 +99,7 @@ class Connection:
         uri = uri.strip()
         scheme, sep, rest = uri.partition("://")
         if not sep or not scheme:
-            raise SecretsError(f"connection {conn_id!r}: {_safe(uri)!r} is not a URI (scheme://...)")
+            raise SecretsError(f"connection {conn_id!r}: {mask_url(uri)!r} is not a URI (scheme://...)")
         conn_type = scheme.replace("-", "_").lower()
         if conn_type == "sqlite":
             path, _, query = rest.partition("?")
@@ -110,7 +111,7 @@ class Connection:
             parts = urlsplit(f"x://{rest}")
             port = parts.port
         except ValueError as exc:
-            raise SecretsError(f"connection {conn_id!r}: bad URI {_safe(uri)!r}: {exc}") from None
+            raise SecretsError(f"connection {conn_id!r}: bad URI {mask_url(uri)!r}: {exc}") from None
         schema = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
         return cls(
             conn_id,
@@ -240,11 +241,6 @@ def _extra_from_query(conn_id: str, query: str) -> dict[str, Any]:
             raise SecretsError(f"connection {conn_id!r}: __extra__ must be a JSON object")
         return extra
     return as_dict
-
-
-def _safe(uri: str) -> str:
-    """A URI for an error message, its password hidden."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", uri)
 
 
 class Variable:

@@ -122,7 +122,7 @@ def assets_emit(uri: str, extra: str | None, output: str) -> None:
     """
     import json
 
-    from hareflow.cli.secretfiles import os_user
+    from hareflow.cli.common import cli_user
     from hareflow.common.assets import (
         UnknownAssetError,
         asset_event_notice,
@@ -141,7 +141,7 @@ def assets_emit(uri: str, extra: str | None, output: str) -> None:
         raise UserError(f"--extra is not valid JSON: {exc}") from None
     settings = get_settings()
     now = datetime.now(UTC)
-    user = os_user()
+    user = cli_user(settings)
     with metastore(settings) as sessions, sessions() as session, session.begin():
         try:
             event = record_external_event(session, uri, payload, user, now)

@@ -27,13 +27,6 @@ FORMATS = ("json", "yaml")
 _WS = re.compile(r"\s*")
 
 
-def os_user() -> str:
-    """Who ran the command, for the audit log (see ``hareflow.common.audit.cli_user``)."""
-    from hareflow.common.audit import cli_user
-
-    return cli_user()
-
-
 @contextmanager
 def secrets_mistakes() -> Iterator[None]:
     """Turn the secrets layer's errors (a bad field, a missing or wrong Fernet key, a broken
@@ -59,9 +52,9 @@ def cipher(settings: Any) -> Any:
 def audit(session: Any, action: str, details: dict[str, Any]) -> None:
     """One audit_log row for a change to connections or variables: ids and counts, never values."""
     from hareflow.common.audit import audit as write
-    from hareflow.common.audit import cli_origin
+    from hareflow.common.audit import cli_origin, cli_user
 
-    write(session, action, username=os_user(), details=details, origin=cli_origin())
+    write(session, action, username=cli_user(), details=details, origin=cli_origin())
 
 
 # -- output -----------------------------------------------------------------------------------------
