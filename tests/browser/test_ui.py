@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from hareflow.common.backfill import create_backfill
-from hareflow.common.db import Dag, DagRun
+from hareflow.common.db import Backfill, Dag, DagRun
 from sqlalchemy import select
 
 from tests.browser.conftest import LiveSystem
@@ -177,6 +177,48 @@ def test_the_backfills_page_shows_a_backfill_and_its_progress_without_a_reload(
     )
 
     assert_not_reloaded(page)
+
+
+def test_a_backfill_is_previewed_created_watched_and_cancelled_from_the_ui(
+    open_as: Any, live_system: LiveSystem, tmp_path: Path
+) -> None:
+    page = open_as("op")
+    page.goto(f"{live_system.url}/dags/daily_report/grid")
+    page.click("#backfill-button")
+    page.wait_for_url("**/dags/daily_report/backfill")
+    page.fill("input[name=start]", "2026-03-01")
+    page.fill("input[name=end]", "2026-04-29")
+    page.fill("input[name=max_active_runs]", "1")
+    page.click("#backfill-preview")
+    page.wait_for_selector("#plan-table")
+
+    assert page.locator("#plan-table tr.plan-create").count() == 60
+    assert "Nothing has changed yet" in page.inner_text("#plan-summary")
+    with live_system.cluster.sessions() as s:
+        assert not s.scalars(
+            select(Backfill).where(Backfill.from_date == datetime(2026, 3, 1, tzinfo=UTC))
+        ).all()
+    target = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
+    page.screenshot(path=str(target / "backfill_form.png"), full_page=True)
+
+    page.click("#backfill-create")
+    page.wait_for_url("**/backfills?dag_id=daily_report")
+    assert "60 run(s) to go" in page.inner_text(".flash")
+    row = page.locator("#backfills-table tbody tr").first
+    backfill_id = row.get_attribute("data-backfill")
+    mark_no_reload(page)
+    # One run at a time: the progress moves on the page while the backfill runs.
+    page.wait_for_function(
+        "sel => /[1-9][0-9]* ok/.test((document.querySelector(sel) || {}).textContent || '')",
+        arg=f'#backfills-table tr[data-backfill="{backfill_id}"]',
+        timeout=30_000,
+    )
+    page.click(f'#backfills-table tr[data-backfill="{backfill_id}"] button.danger')
+    page.wait_for_selector(".flash:has-text('cancelled')")
+    with live_system.cluster.sessions() as s:
+        backfill = s.get(Backfill, int(backfill_id or 0))
+        assert backfill is not None and backfill.state == "cancelled"
+        assert backfill.created_by == "op" and backfill.max_active_runs == 1
 
 
 def test_a_log_can_be_searched_and_downloaded_and_an_empty_one_says_so(

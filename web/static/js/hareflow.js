@@ -103,10 +103,13 @@
     return Math.floor(m / 60) + "h " + String(m % 60).padStart(2, "0") + "m " + String(s).padStart(2, "0") + "s";
   };
 
+  /* Coalesce a burst of calls into one call of fn, ms after the first of them. Later calls in
+     the burst do not push it back: under a steady stream of events (a busy backfill, a wide
+     fan-out) the page still redraws every ms instead of waiting for the stream to stop. */
   hf.debounce = function (fn, ms) {
     let timer = null;
     return function () {
-      if (timer) clearTimeout(timer);
+      if (timer) return;
       timer = setTimeout(function () { timer = null; fn(); }, ms);
     };
   };
