@@ -29,6 +29,7 @@ from hareflow.common.db import (
 )
 from hareflow.common.records import iso
 from hareflow.common.states import TASK_DISPATCHED
+from hareflow.common.workers import WorkerList, list_workers
 from hareflow.web import task_groups
 from sqlalchemy import DateTime, Integer, Row, Select, bindparam, exists, func, select, type_coerce
 from sqlalchemy.orm import Session
@@ -525,24 +526,8 @@ def pretty_json(value_json: str | None) -> str | None:
 # -- workers, health, backfills ---------------------------------------------------------------------
 
 
-def workers(s: Session, now: datetime | None = None) -> list[dict[str, Any]]:
-    now = now or now_utc()
-    rows = s.scalars(select(Worker).order_by(Worker.state, Worker.hostname, Worker.name))
-    return [
-        {
-            "name": w.name,
-            "hostname": w.hostname,
-            "pid": w.pid,
-            "queues": list(w.queues or []),
-            "concurrency": w.concurrency,
-            "running": w.running,
-            "state": w.state,
-            "first_seen": iso(w.first_seen),
-            "last_heartbeat": iso(w.last_heartbeat),
-            "heartbeat_age": round((now - w.last_heartbeat).total_seconds(), 1),
-        }
-        for w in rows
-    ]
+def workers(s: Session, *, include_gone: bool = False, now: datetime | None = None) -> WorkerList:
+    return list_workers(s, include_gone=include_gone, now=now)
 
 
 def known_queues(s: Session, default_queue: str) -> list[str]:

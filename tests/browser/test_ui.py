@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,73 @@ def test_a_backfill_is_previewed_created_watched_and_cancelled_from_the_ui(
         backfill = s.get(Backfill, int(backfill_id or 0))
         assert backfill is not None and backfill.state == "cancelled"
         assert backfill.created_by == "op" and backfill.max_active_runs == 1
+
+
+NO_POLLING = (
+    "(() => { const set = window.setInterval; window.setInterval = (fn, ms, ...rest) =>"
+    " ms === 5000 ? 0 : set(fn, ms, ...rest); })();"
+)
+
+
+def _text_of(page: Any, selector: str) -> str:
+    return page.evaluate("sel => (document.querySelector(sel) || {}).textContent || ''", selector)
+
+
+def _wait_text(page: Any, selector: str, predicate: Any, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = _text_of(page, selector)
+        if predicate(text):
+            return text
+        assert time.monotonic() < deadline, f"{selector} still shows {text!r}"
+        page.wait_for_timeout(100)
+
+
+def test_the_workers_and_queues_pages_follow_tasks_live_without_their_5_s_refresh(
+    open_as: Any, live_system: LiveSystem
+) -> None:
+    """Their 5-second refresh is switched off here, so only live events can change the counts."""
+    workers = open_as("viewer")
+    workers.context.add_init_script(NO_POLLING)
+    workers.goto(f"{live_system.url}/workers")
+    queues = workers.context.new_page()
+    queues.goto(f"{live_system.url}/queues")
+    running = '#workers-table tr[data-worker="worker-1"] td.running'
+    _wait_text(workers, running, lambda t: t == "0")
+    mark_no_reload(workers)
+
+    run_id = live_system.cluster.trigger("live_dag", conf={"lines": 12, "delay": 0.4})
+    _wait_text(workers, running, lambda t: t == "1")
+    _wait_text(
+        queues, "#queues-table tbody", lambda t: re.search(r"default\s*\S+\s*\S+\s*0\s*1", t) is not None
+    )
+    assert live_system.wait_run("live_dag", run_id) == "success"
+    _wait_text(workers, running, lambda t: t == "0")
+
+    assert_not_reloaded(workers)
+
+
+def test_the_audit_log_shows_a_new_action_without_a_reload(open_as: Any, live_system: LiveSystem) -> None:
+    page = open_as("op")
+    page.goto(f"{live_system.url}/audit")
+    mark_no_reload(page)
+
+    page.evaluate(
+        """async () => fetch('/api/v1/dags/daily_report', {method: 'PATCH',
+             headers: {'Content-Type': 'application/json',
+                       'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content},
+             body: JSON.stringify({is_paused: true})})"""
+    )
+    _wait_text(page, "#audit-table tbody tr", lambda t: "pause" in t and "daily_report" in t)
+    page.evaluate(
+        """async () => fetch('/api/v1/dags/daily_report', {method: 'PATCH',
+             headers: {'Content-Type': 'application/json',
+                       'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content},
+             body: JSON.stringify({is_paused: false})})"""
+    )
+    _wait_text(page, "#audit-table tbody tr", lambda t: "unpause" in t)
+
+    assert_not_reloaded(page)
 
 
 def test_a_log_can_be_searched_and_downloaded_and_an_empty_one_says_so(

@@ -433,32 +433,66 @@ def test_cancelling_a_backfill_drops_its_runs_not_started(
         assert s.get(Backfill, backfill_id).state == "cancelled"  # type: ignore[union-attr]
 
 
+def _worker(
+    name: str, *, state: str = "active", running: int = 0, age: timedelta = timedelta(seconds=3)
+) -> Worker:
+    now = datetime.now(UTC)
+    return Worker(
+        name=name,
+        hostname="gpu-host-7",
+        pid=99,
+        queues=["default", "heavy"],
+        concurrency=8,
+        running=running,
+        state=state,
+        first_seen=now - age - timedelta(hours=1),
+        last_heartbeat=now - age,
+    )
+
+
 def test_the_workers_page_shows_host_queues_load_and_heartbeat_age(
-    client: Client, web_sessions: sessionmaker[Session]
+    client: Client, web_sessions: sessionmaker[Session], dag_factory: Any, run_factory: Any
 ) -> None:
     name = unique("worker")
-    now = datetime.now(UTC)
+    dag_id = dag_factory(tasks=[(t, ()) for t in "abcde"])
+    run_id = run_factory(
+        dag_id,
+        state="running",
+        tis={"a": "running", "b": "running", "c": "running", "d": "running", "e": "success"},
+    )
     with web_sessions() as s, s.begin():
-        s.add(
-            Worker(
-                name=name,
-                hostname="gpu-host-7",
-                pid=99,
-                queues=["default", "heavy"],
-                concurrency=8,
-                running=4,
-                state="active",
-                first_seen=now - timedelta(hours=1),
-                last_heartbeat=now - timedelta(seconds=3),
-            )
-        )
+        # The heartbeat's count (1) is stale: four of the worker's task instances are running.
+        s.add(_worker(name, running=1))
+        for ti in s.scalars(select(TaskInstance).where(TaskInstance.run_id == run_id)):
+            ti.worker = name
 
     html = client.get("/workers").text
 
     row = html.split(f"<td>{name}</td>")[1].split("</tr>")[0]
-    assert "gpu-host-7" in row and ">heavy<" in row and "<td>4</td><td>8</td>" in row
+    assert "gpu-host-7" in row and ">heavy<" in row and '<td class="running">4</td><td>8</td>' in row
     assert re.search(r"[34]\.\d s ago", row)
     assert "load-5" in row
+
+
+def test_workers_gone_for_over_a_day_are_hidden_unless_asked_and_a_lost_one_runs_nothing(
+    client: Client, web_sessions: sessionmaker[Session]
+) -> None:
+    old, lost = unique("old"), unique("lost")
+    with web_sessions() as s, s.begin():
+        s.add(_worker(old, state="stopped", age=timedelta(days=2)))
+        s.add(_worker(lost, state="lost", running=3, age=timedelta(minutes=5)))
+
+    default = client.get("/workers").text
+    everything = client.get("/workers?all=true").text
+    api = client.api("GET", "/workers").json
+    api_all = client.api("GET", "/workers?all=true").json
+
+    assert old not in default and "stopped or lost for over a day not shown" in default
+    assert old in everything and lost in default
+    lost_row = default.split(f"<td>{lost}</td>")[1].split("</tr>")[0]
+    assert '<td class="running">0</td>' in lost_row  # its last heartbeat said 3
+    assert old not in {w["name"] for w in api["workers"]} and api["hidden"] >= 1
+    assert old in {w["name"] for w in api_all["workers"]} and api_all["hidden"] == 0
 
 
 def test_the_queues_page_shows_depth_and_consumers_from_the_executor(client: Client) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import g, jsonify, request
 from hareflow.web import actions, queries
-from hareflow.web.api import bp, int_arg, json_body
+from hareflow.web.api import bool_arg, bp, int_arg, json_body
 from hareflow.web.openapi import openapi_document
 from hareflow.web.runtime import open_session, runtime
 from hareflow.web.security import require_role
@@ -23,7 +23,8 @@ def me() -> Any:
 @require_role("viewer")
 def workers() -> Any:
     with open_session() as s:
-        return jsonify({"workers": queries.workers(s)})
+        listed = queries.workers(s, include_gone=bool(bool_arg("all")))
+    return jsonify({"workers": listed.workers, "hidden": listed.hidden})
 
 
 def queue_report() -> dict[str, Any]:
