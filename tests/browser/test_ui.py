@@ -16,6 +16,7 @@ from hareflow.common.db import Backfill, Dag, DagRun
 from sqlalchemy import select
 
 from tests.browser.conftest import LiveSystem
+from tests.web.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
 
@@ -287,6 +288,42 @@ def test_the_audit_log_shows_a_new_action_without_a_reload(open_as: Any, live_sy
     _wait_text(page, "#audit-table tbody tr", lambda t: "unpause" in t)
 
     assert_not_reloaded(page)
+
+
+def test_times_follow_the_zone_picked_in_the_header(browser: Any, live_system: LiveSystem) -> None:
+    run_id = live_system.cluster.trigger("live_dag", conf={"lines": 1, "delay": 0.01})
+    assert live_system.wait_run("live_dag", run_id) == "success"
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id="Asia/Tokyo")
+    try:
+        page = context.new_page()
+        page.goto(live_system.url + "/login")
+        page.fill("input[name=username]", "viewer")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dags")
+        url = f"{live_system.url}/dags/live_dag/runs/{run_id}/tasks/prepare"
+        page.goto(url)
+        started = "td[data-field=start_date]"
+        utc_text = _wait_text(page, started, lambda t: t.endswith(" UTC"))
+
+        with page.expect_navigation():  # the page reloads in the browser's zone
+            page.select_option("#tz-select", "local")
+        tokyo = _wait_text(page, started, lambda t: t.endswith("GMT+9"))
+        logical = page.locator("time[data-ts]").first
+
+        utc = datetime.strptime(utc_text.removesuffix(" UTC"), "%Y-%m-%d %H:%M:%S")
+        assert datetime.strptime(tokyo.removesuffix(" GMT+9"), "%Y-%m-%d %H:%M:%S") - utc == timedelta(
+            hours=9
+        )
+        assert logical.inner_text().endswith("GMT+9") and logical.get_attribute("title").endswith(" UTC")
+        page.goto(f"{live_system.url}/dags/live_dag/runs")  # remembered across pages
+        assert page.input_value("#tz-select") == "local"
+        with page.expect_navigation():
+            page.select_option("#tz-select", "utc")
+        page.goto(url)
+        assert _wait_text(page, started, lambda t: t.endswith(" UTC")) == utc_text
+    finally:
+        context.close()
 
 
 def test_a_log_can_be_searched_and_downloaded_and_an_empty_one_says_so(

@@ -158,7 +158,9 @@ def test_set_password_in_a_real_process_replaces_the_password_and_is_audited(hf:
         assert verify_password(session, "frank", "second password") is None
         assert verify_password(session, "frank", "third password") is not None
     audited = [(a.username, a.details) for a in hf.audit("user_set_password")]
-    assert audited[-2:] == [(getpass.getuser(), {"user": "frank"})] * 2
+    assert (
+        audited[-2:] == [(getpass.getuser(), {"user": "frank", "origin": f"cli@{socket.gethostname()}"})] * 2
+    )
 
 
 def test_set_password_refuses_an_unknown_user_a_short_password_and_a_mismatched_confirmation(

@@ -608,3 +608,37 @@ def test_an_unknown_address_is_a_404_page_and_under_the_api_a_404_json(client: C
         assert "Not Found" in page.text
         api = http.get("/api/v1/no/such/thing")
         assert api.status_code == 404 and api.json == {"error": "Not Found", "status": 404}
+
+
+# -- times and zones ---------------------------------------------------------------------------------
+
+
+def test_every_time_on_a_page_is_labelled_with_its_zone(
+    client: Client, dag_factory: Any, run_factory: Any
+) -> None:
+    dag_id = dag_factory()
+    run_id = run_factory(dag_id, tis={"extract": "success"})
+
+    html = client.get(path_of("dags", dag_id, "runs", run_id)).text
+
+    times = re.findall(r'<time datetime="([^"]+)" data-ts>([^<]+)</time>', html)
+    assert times and all(text.endswith(" UTC") for _, text in times)
+    assert ("2026-03-01T12:00:00+00:00", "2026-03-01 12:00:00 UTC") in times  # the logical date
+
+
+def test_the_dag_list_shows_the_next_run_in_the_dags_zone_with_utc_on_hover(
+    client: Client, dag_factory: Any, web_sessions: sessionmaker[Session]
+) -> None:
+    dag_id = dag_factory(schedule="@daily")
+    with web_sessions() as s, s.begin():
+        dag = s.get(Dag, dag_id)
+        assert dag is not None
+        dag.timezone = "Europe/Paris"
+
+    html = client.get(f"/dags?q={dag_id}").text
+    header = client.get(f"/dags/{dag_id}/grid").text
+
+    next_run = '<time datetime="2026-03-02T12:00:00+00:00" data-pinned title="2026-03-02 12:00:00 UTC"'
+    assert next_run + ' data-tz="Europe/Paris">2026-03-02 13:00:00 CET</time>' in html
+    assert "2026-03-02 13:00:00 CET</time>" in header and 'data-tz="Europe/Paris"' in header
+    assert 'id="tz-select"' in html  # the zone picker in the header
