@@ -201,7 +201,7 @@ def test_a_backfill_is_previewed_created_watched_and_cancelled_from_the_ui(
             select(Backfill).where(Backfill.from_date == datetime(2026, 3, 1, tzinfo=UTC))
         ).all()
     target = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
-    page.screenshot(path=str(target / "backfill_form.png"), full_page=True)
+    page.screenshot(path=str(target / "backfill_preview.png"), full_page=True)
 
     page.click("#backfill-create")
     page.wait_for_url("**/backfills?dag_id=daily_report")
@@ -406,6 +406,7 @@ def test_screenshots_of_the_main_pages(open_as: Any, live_system: LiveSystem, tm
         "workers": "/workers",
         "queues": "/queues",
         "backfills": "/backfills",
+        "backfill_form": "/dags/daily_report/backfill",
         "users": "/users",
         "audit": "/audit",
     }
@@ -416,13 +417,18 @@ def test_screenshots_of_the_main_pages(open_as: Any, live_system: LiveSystem, tm
             page.click('span.cell[data-task="slow_logger"]')
             page.wait_for_selector("#grid-detail h4")
         page.screenshot(path=str(target / f"{name}.png"), full_page=True)
-    login = page.context.browser.new_page(viewport={"width": 1360, "height": 820})
+        page.set_viewport_size({"width": 800, "height": 900})  # and as on a narrow window
+        page.wait_for_timeout(100)
+        page.screenshot(path=str(target / f"{name}_narrow.png"), full_page=True)
+        page.set_viewport_size({"width": 1400, "height": 900})
+    login = page.context.browser.new_page(viewport={"width": 1400, "height": 900})
     login.goto(url + "/login")
     login.screenshot(path=str(target / "login.png"))
     login.close()
     # Each page's file was written (the folder may hold others: docs/screenshots has every test's).
-    written = [name for name in [*shots, "login"] if (target / f"{name}.png").stat().st_size > 0]
-    assert written == [*shots, "login"]
+    expected = [*shots, *(f"{name}_narrow" for name in shots), "login"]
+    written = [name for name in expected if (target / f"{name}.png").stat().st_size > 0]
+    assert written == expected
 
 
 def test_the_scheduler_banner_appears_when_it_stops_and_goes_when_it_is_back(
