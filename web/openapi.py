@@ -192,7 +192,14 @@ SCHEMAS: dict[str, Any] = {
     ),
     "LogChunks": _obj(
         try_number=INT,
-        chunks={"type": "array", "items": _obj(seq=INT, text={"type": "string"})},
+        chunks={
+            "type": "array",
+            "items": _obj(
+                seq=INT,
+                text={"type": "string"},
+                at={"type": "string", "nullable": True, "description": "when the worker sent it"},
+            ),
+        },
         offset={**INT, "description": "last seq returned: pass it back as ?offset= to get what follows"},
         more={"type": "boolean"},
         finished={"type": "boolean"},

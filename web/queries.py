@@ -388,16 +388,17 @@ def rendered_of(s: Session, ti: TaskInstance, try_number: int) -> dict[str, Any]
 def log_chunks(
     s: Session, ti: TaskInstance, try_number: int, after: int = 0, limit: int = 1000
 ) -> dict[str, Any]:
-    """Log chunks of one try with ``seq > after`` (chunks are numbered from 1). ``offset`` in the
+    """Log chunks of one try with ``seq > after`` (chunks are numbered from 1), each with ``at``,
+    when its worker sent it (the lines' timestamps, within ``log_chunk_interval``). ``offset`` in the
     answer is the last seq returned: pass it back to get only what came next. ``finished`` says
     the try is over, so once a read returns no chunks there is nothing more to wait for."""
     rows = s.execute(
-        select(TaskLog.seq, TaskLog.text)
+        select(TaskLog.seq, TaskLog.text, TaskLog.created_at)
         .where(TaskLog.ti_id == ti.id, TaskLog.try_number == try_number, TaskLog.seq > after)
         .order_by(TaskLog.seq)
         .limit(limit)
     ).all()
-    chunks = [{"seq": seq, "text": text} for seq, text in rows]
+    chunks = [{"seq": seq, "text": text, "at": iso(at)} for seq, text, at in rows]
     return {
         "try_number": try_number,
         "chunks": chunks,

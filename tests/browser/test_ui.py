@@ -326,6 +326,35 @@ def test_times_follow_the_zone_picked_in_the_header(browser: Any, live_system: L
         context.close()
 
 
+def test_log_lines_show_their_timestamps_when_asked_and_the_text_stays_the_log(
+    open_as: Any, live_system: LiveSystem
+) -> None:
+    run_id = live_system.cluster.trigger("live_dag", conf={"lines": 3, "delay": 0.3})
+    assert live_system.wait_run("live_dag", run_id) == "success"
+    page = open_as("viewer")
+    page.goto(f"{live_system.url}/dags/live_dag/runs/{run_id}/tasks/slow_logger")
+    page.wait_for_selector("#log:has-text('line 3 of 3')")
+    shown = "Array.from(document.querySelectorAll('#log .ts')).map(e => getComputedStyle(e).display)"
+    stamps = (
+        "Array.from(document.querySelectorAll('#log .ts')).map(e => getComputedStyle(e, '::before').content)"
+    )
+
+    assert set(page.evaluate(shown)) == {"none"}
+    page.check("#log-timestamps")
+    contents = page.evaluate(stamps)
+
+    lines = [line for line in page.evaluate("document.getElementById('log').textContent").split("\n") if line]
+    assert len(contents) == len(lines) and set(page.evaluate(shown)) == {"inline"}
+    assert all(re.fullmatch(r'"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\] "', c) for c in contents), contents
+    # Lines are stamped in the order they came.
+    assert contents == sorted(contents)
+    text = page.evaluate("document.getElementById('log').textContent")
+    assert "UTC]" not in text and "line 1 of 3" in text  # search, copy and download see the log alone
+    page.reload()  # remembered
+    assert page.is_checked("#log-timestamps") and set(page.evaluate(shown)) == {"inline"}
+    page.uncheck("#log-timestamps")
+
+
 def test_a_log_can_be_searched_and_downloaded_and_an_empty_one_says_so(
     open_as: Any, live_system: LiveSystem, tmp_path: Path
 ) -> None:

@@ -247,7 +247,9 @@ def test_the_task_instance_page_shows_timings_host_result_error_and_the_log_of_e
     html = client.get(url).text
     other_try = client.get(url + "?try=2").text
 
-    assert "first try line\nsecond line\n" in html
+    log = html.split('<pre id="log" class="log" >')[1].split("</pre>")[0]
+    assert re.sub(r"<[^>]+>", "", log) == "first try line\nsecond line\n"  # one span per chunk
+    assert log.count('<span class="chunk" data-at="2026-') == 2  # when each chunk was sent
     assert "worker-host-1" in html and "2026-03-01 12:00:00" in html and "2.0 s" in html
     assert "&#34;rows&#34;: 3" in html or '"rows": 3' in html
     assert 'data-offset="2"' in html and 'data-finished="true"' in html
