@@ -28,6 +28,7 @@ from hareflow.common.states import (
     TaskState,
     TaskTransition,
 )
+from hareflow.common.tries import keep_tries
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -293,6 +294,7 @@ def clear_task_instances(
             task = sdag.task_dict.get(ti.task_id)
             values[ti.id] = _cleared_values(ti, task.retries if task else 0, now)
         rows = [(ti.id, ti.try_number, values[ti.id]) for ti, _ in wanted]
+        keep_tries(session, [(ti.id, ti.try_number) for ti, _ in wanted])  # before its end is blanked
         done = cas.set_each_task_state(session, TaskTransition.CLEAR, rows)
         wanted = [(ti, ref) for ti, ref in wanted if ti.id in done]
         for ti, _ in wanted:

@@ -35,6 +35,7 @@ from hareflow.common.states import (
     WorkerOutcome,
     outcome_state,
 )
+from hareflow.common.tries import keep_tries
 from hareflow.scheduler import expansion
 from hareflow.scheduler.dag_callbacks import callback_request
 from hareflow.scheduler.decisions import (
@@ -184,6 +185,8 @@ class _Writes:
             return requeued
         # The rows carry the new try number; the compare-and-set is on the one read.
         keys = [(r.id, r.try_number - 1) for r in self.queued]
+        # A retry: its ended try is kept first (a cleared instance's was kept by the clear).
+        keep_tries(session, keys, ended_as=TaskState.UP_FOR_RETRY)
         values = {
             "state": TaskState.QUEUED,
             "try_number": TaskInstance.try_number + 1,

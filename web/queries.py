@@ -25,10 +25,12 @@ from hareflow.common.db import (
     TaskLog,
     TaskRendered,
     TaskResult,
+    TaskTry,
     Worker,
 )
 from hareflow.common.records import iso
 from hareflow.common.states import TASK_DISPATCHED
+from hareflow.common.tries import COLUMNS as TRY_COLUMNS
 from hareflow.common.workers import WorkerList, list_workers
 from hareflow.web import task_groups
 from sqlalchemy import DateTime, Integer, Row, Select, bindparam, exists, func, select, type_coerce
@@ -359,13 +361,32 @@ def summary_state(states: Iterable[str]) -> str:
 
 
 def tries_of(s: Session, ti: TaskInstance) -> list[int]:
-    """Every try that left a trace (a log or a result), plus the current one."""
+    """Every try that left a trace (a log, a result or a kept row), plus the current one."""
     logged = s.scalars(select(TaskLog.try_number).where(TaskLog.ti_id == ti.id).distinct())
     returned = s.scalars(select(TaskResult.try_number).where(TaskResult.ti_id == ti.id))
-    tries = set(logged) | set(returned)
+    kept = s.scalars(select(TaskTry.try_number).where(TaskTry.ti_id == ti.id))
+    tries = set(logged) | set(returned) | set(kept)
     if ti.try_number > 0:
         tries.add(ti.try_number)
     return sorted(tries)
+
+
+def try_view(s: Session, current: dict[str, Any], try_number: int) -> tuple[dict[str, Any], bool]:
+    """The task instance as of one of its tries: the current try as it is, an earlier one with the
+    state, times, worker, host and error it ended with (``common.tries``). The flag is False for an
+    earlier try that was not kept (it ended before tries were kept): then the fields are blank."""
+    if try_number == current["try_number"]:
+        return current, True
+    kept = s.get(TaskTry, (current["id"], try_number))
+    view = {**current, "try_number": try_number}
+    for name in TRY_COLUMNS:
+        value = getattr(kept, name) if kept is not None else None
+        view[name] = iso(value) if isinstance(value, datetime) else value
+    if kept is None:
+        view["state"] = "none"
+    view["next_retry_at"] = None
+    view["reschedules"] = 0
+    return view, kept is not None
 
 
 def result_of(s: Session, ti: TaskInstance, try_number: int) -> str | None:

@@ -167,6 +167,26 @@ class TaskInstance(Base):
         return f"{self.dag_id}/{self.run_id}/{self.task_id}"
 
 
+class TaskTry(Base):
+    """An earlier try of a task instance, as it ended: the task instance row holds only its latest
+    try, so before a retry or a clear starts the next one, the finished try is copied here (the
+    task-instance page shows a chosen try's times, host and error from it)."""
+
+    __tablename__ = "task_try"
+
+    ti_id: Mapped[int] = mapped_column(ForeignKey("task_instance.id", ondelete="CASCADE"), primary_key=True)
+    try_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(SafeString(20))
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    duration: Mapped[float | None] = mapped_column(Float)
+    worker: Mapped[str | None] = mapped_column(SafeString(200))
+    hostname: Mapped[str | None] = mapped_column(SafeString(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(LongText)
+
+
 class TaskResult(Base):
     """The JSON value a task returned, one row per try."""
 

@@ -17,6 +17,7 @@ from hareflow.common.db import (
     ImportError_,
     SchedulerHeartbeat,
     TaskInstance,
+    TaskTry,
     User,
     Worker,
 )
@@ -254,6 +255,46 @@ def test_the_task_instance_page_shows_timings_host_result_error_and_the_log_of_e
     assert "&#34;rows&#34;: 3" in html or '"rows": 3' in html
     assert 'data-offset="2"' in html and 'data-finished="true"' in html
     assert "first try line" not in other_try
+
+
+def test_the_side_panel_follows_the_selected_try(
+    client: Client, dag_factory: Any, run_factory: Any, web_sessions: sessionmaker[Session]
+) -> None:
+    dag_id = dag_factory()
+    run_id = run_factory(dag_id, tis={"extract": "success"})
+    with web_sessions() as s, s.begin():
+        ti = s.scalars(select(TaskInstance).where(TaskInstance.run_id == run_id)).one()
+        ti.try_number, ti.max_tries = 3, 3
+        s.add(
+            TaskTry(
+                ti_id=ti.id,
+                try_number=1,
+                state="up_for_retry",
+                worker="w-old",
+                hostname="old-host",
+                pid=7,
+                start_date=T0,
+                end_date=T0 + timedelta(seconds=9),
+                duration=9.0,
+                error="ConnectionError: warehouse unavailable",
+            )
+        )
+    url = path_of("dags", dag_id, "runs", run_id, "tasks", "extract")
+
+    current = client.get(url).text
+    first = client.get(url + "?try=1").text
+    second = client.get(url + "?try=2").text  # ended before tries were kept
+
+    assert "old-host" not in current and 'id="try-note"' not in current
+    meta = first.split('id="ti-meta"')[1].split("</table>")[0]
+    assert "old-host" in meta and "w-old" in meta and "9.0 s" in meta and "up_for_retry" in meta
+    assert "ConnectionError: warehouse unavailable" in first
+    assert "Try 1 as it ended" in first and "on try 3" in first
+    assert 'data-current-try="3"' in first and 'data-try="1"' in first
+    assert (
+        "ended before its details were kept" in second
+        and "worker-host-1" not in second.split('id="ti-meta"')[1]
+    )
 
 
 def test_the_task_instance_page_shows_why_a_task_was_skipped(

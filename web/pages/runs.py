@@ -73,7 +73,9 @@ def task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
         log = queries.log_chunks(s, ti, selected, 0, limit=100_000)
         result = queries.pretty_json(queries.result_of(s, ti, selected))
         rendered = queries.rendered_of(s, ti, selected)
-        ti_data = ti_dict(ti)
+        current = ti_dict(ti)
+        # The side panel describes the try shown: an earlier one as it ended, when it was kept.
+        ti_data, try_kept = queries.try_view(s, current, selected)
         detail = queries.dag_detail(dag)
         run_data = run_dict(run)
     task = next((t for t in detail["tasks"] if t["task_id"] == task_id), None)
@@ -82,6 +84,8 @@ def task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
         dag=detail,
         run=run_data,
         ti=ti_data,
+        current=current,
+        try_kept=try_kept,
         task=task,
         tries=tries,
         selected_try=selected,

@@ -149,6 +149,7 @@
     let ti;
     try { ti = await hf.api(base + (which ? "?" + which : "")); } catch (e) { return; }
     setState(ti.state, ti.try_number);
+    if (ti.try_number !== selectedTry) return;  /* the side panel shows an earlier try, as it ended */
     field("state", hf.badge(ti.state));
     field("queued_at", hf.fmtDate(ti.queued_at));
     field("start_date", hf.fmtDate(ti.start_date));
@@ -156,7 +157,6 @@
     field("duration", hf.fmtDuration(ti.duration));
     field("hostname", (ti.hostname || "") + (ti.pid ? " (pid " + ti.pid + ")" : ""));
     field("worker", ti.worker || "");
-    if (ti.try_number !== selectedTry) return;
     document.getElementById("ti-error-box").hidden = !ti.error;
     document.getElementById("ti-error-title").textContent = ti.state === "skipped" ? "Why it was skipped" : "Error";
     document.getElementById("ti-error").textContent = (ti.error || "").slice(0, 65536);
