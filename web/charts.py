@@ -130,14 +130,18 @@ def durations(s: Session, dag: Dag, limit: int) -> dict[str, Any]:
             .where(_ti.run_pk.in_(list(column)))
             .group_by(_ti.run_pk, _ti.task_id)
         )
-        empty = [None] * len(runs)
-        for r in rows:
-            i = column[r.run_pk]
-            finished = r.ended == r.instances
-            running.setdefault(r.task_id, list(empty))[i] = (
-                seconds_between(r.start_date, r.end_date) if finished else None
-            )
-            queued.setdefault(r.task_id, list(empty))[i] = _queued_seconds(r.queued_at, r.start_date)
+        width = len(runs)
+        # Tuples, not attribute access: 365 runs of 50 tasks are 18,250 rows.
+        for run_pk, task_id, queued_at, start, end, instances, ended in rows:
+            if task_id not in running:
+                running[task_id], queued[task_id] = [None] * width, [None] * width
+            if start is None:
+                continue
+            i = column[run_pk]  # the datetimes are all naive UTC (naive_utc): subtract directly
+            if ended == instances and end is not None:
+                running[task_id][i] = round((end - start).total_seconds(), 3)
+            if queued_at is not None:
+                queued[task_id][i] = max(round((start - queued_at).total_seconds(), 3), 0.0)
     return {
         "dag_id": dag.dag_id,
         "limit": limit,
