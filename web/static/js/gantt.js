@@ -28,9 +28,13 @@
   const serverNow = function () { return ms(data.now) + (Date.now() - fetchedAt); };
   const clock = function (t) { return isNaN(t) ? "" : new Date(t).toISOString().slice(11, 19); };
 
+  // Finished without running: no bar to hover, so the row's label says why.
+  const BARLESS = new Set(["upstream_failed", "skipped", "removed"]);
+
   function label(ti) {
     let text = ti.task_id + (ti.map_index >= 0 ? " [" + ti.map_index + "]" : "");
     if (ti.try_number > 1) text += " · try " + ti.try_number;
+    if (BARLESS.has(ti.state) && !ti.start_date) text += " · " + ti.state;
     return text;
   }
 
@@ -112,7 +116,7 @@
   function xMax() {
     let end = 0;
     for (const r of rows) for (const pair of [r.spans.wait, r.spans.run]) if (pair) end = Math.max(end, pair[1]);
-    return end ? Math.max((end - origin) / 1000, 1) : 1;
+    return end ? Math.max((end - origin) / 1000, 0.01) : 1;
   }
 
   const chart = new window.Chart(document.getElementById("gantt-chart"), {
@@ -166,10 +170,15 @@
 
   function draw() {
     buildRows();
-    box.style.height = (rows.length * ROW_HEIGHT + 96) + "px";  // CSSOM, which the CSP allows
+    // Thousands of mapped instances get thinner rows (a canvas taller than about 32,000 px is not
+    // drawn) and only some of their labels.
+    const many = rows.length > 300;
+    const rowHeight = many ? Math.max(6, Math.min(14, Math.floor(28000 / rows.length))) : ROW_HEIGHT;
+    chart.options.scales.y.ticks.autoSkip = many;
+    box.style.height = (rows.length * rowHeight + 96) + "px";  // CSSOM, which the CSP allows
     chart.data.labels = rows.map(function (r) { return r.label; });
     chart.data.datasets = datasets();
-    chart.options.scales.x.max = xMax();
+    chart.options.scales.x.suggestedMax = xMax();  // "suggested": the axis ends on a round tick
     chart.options.scales.x.title.text = "time since the run was queued (" + clock(origin) + " UTC)";
     chart.update();
     const counts = {};
