@@ -138,8 +138,10 @@ def test_the_gantt_has_one_bar_per_task_instance_in_task_order_with_its_queued_a
 
 def test_the_gantt_of_an_unknown_run_or_dag_is_a_404(client: Client, dag_factory: Any) -> None:
     dag_id = dag_factory()
-    assert client.api("GET", path_of("dags", dag_id, "runs", "nope") + "/gantt").status_code == 404
-    assert client.api("GET", path_of("dags", "no_such_dag", "runs", "nope") + "/gantt").status_code == 404
+    no_run = client.api("GET", path_of("dags", dag_id, "runs", "nope") + "/gantt")
+    no_dag = client.api("GET", path_of("dags", "no_such_dag", "runs", "nope") + "/gantt")
+    assert (no_run.status_code, no_run.json["error"]) == (404, f"DAG {dag_id!r} has no run 'nope'")
+    assert (no_dag.status_code, no_dag.json["error"]) == (404, "no DAG named 'no_such_dag'")
 
 
 def test_the_gantt_page_embeds_its_data_and_the_vendored_chart_library_and_the_run_page_links_to_it(
