@@ -133,7 +133,9 @@ def test_a_finished_runs_gantt_draws_one_bar_per_task_instance_and_a_click_opens
 ) -> None:
     with live_system.cluster.sessions() as s:
         instances = s.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == "pipeline_dag", TaskInstance.run_id == pipeline_run)
+            select(TaskInstance).where(
+                TaskInstance.dag_id == "pipeline_dag", TaskInstance.run_id == pipeline_run
+            )
         ).all()
     page = open_as("viewer")
     errors = console_errors(page)
@@ -153,7 +155,8 @@ def test_a_finished_runs_gantt_draws_one_bar_per_task_instance_and_a_click_opens
         "load",
     ]
     assert all(r["spans"].get("success") for r in drawn["rows"]), drawn  # every instance ran and ended
-    assert all(r["spans"]["queued"][1] == r["spans"]["success"][0] for r in drawn["rows"] if "queued" in r["spans"])
+    waited = [r["spans"] for r in drawn["rows"] if "queued" in r["spans"]]
+    assert waited and all(s["queued"][1] == s["success"][0] for s in waited)  # queued, then ran
     legend = page.evaluate("() => window.hf.charts.gantt.legend.legendItems.map(i => i.text)")
     assert "success" in legend and "queued" in legend
     shots = screenshots()
@@ -189,8 +192,10 @@ def test_a_running_runs_gantt_grows_and_gains_bars_without_a_reload(
     start, end = row(first, "slow_logger")["spans"]["running"]
     grown = poll(
         lambda: bars(page),
-        lambda d: "running" in row(d, "slow_logger")["spans"]
-        and row(d, "slow_logger")["spans"]["running"][1] > end + 1.0,
+        lambda d: (
+            "running" in row(d, "slow_logger")["spans"]
+            and row(d, "slow_logger")["spans"]["running"][1] > end + 1.0
+        ),
         timeout=10,
     )
     assert row(grown, "slow_logger")["spans"]["running"][0] == start  # the same bar, longer
@@ -276,9 +281,12 @@ def test_the_durations_tab_shows_the_chosen_number_of_runs_and_a_click_opens_the
     page.fill("#task-filter", "pub")
     assert poll(points, lambda p: p[1] == 1)[1] == 1
     latest = page.evaluate("() => window.hf.charts.runs.data.labels.length") - 1
-    run_id = page.evaluate(f"() => JSON.parse(document.getElementById('durations-data').textContent).runs[{latest}].run_id")
+    run_id = page.evaluate(
+        "i => JSON.parse(document.getElementById('durations-data').textContent).runs[i].run_id", latest
+    )
     key = page.evaluate(
-        f"() => window.hf.charts.runs.data.datasets.find(ds => ds.data[{latest}] !== null && ds.key !== 'queued').key"
+        "i => window.hf.charts.runs.data.datasets.find(ds => ds.data[i] !== null && ds.key !== 'queued').key",
+        latest,
     )
     click_bar(page, "runs", key, latest)
     page.wait_for_url(re.compile(r".*/dags/daily_report/runs/[^/]+$"))
