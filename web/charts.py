@@ -51,6 +51,7 @@ def gantt(s: Session, dag: Dag, run: DagRun) -> dict[str, Any]:
                 naive_utc(_ti.end_date),
                 _ti.duration,
                 _ti.hostname,
+                naive_utc(_ti.next_retry_at),
             ).where(_ti.run_pk == run.id)
         )
         .all()
@@ -79,6 +80,7 @@ def gantt(s: Session, dag: Dag, run: DagRun) -> dict[str, Any]:
                 "end_date": iso(r.end_date),
                 "duration": r.duration,
                 "hostname": r.hostname,
+                "next_retry_at": iso(r.next_retry_at),
             }
             for r in rows
         ],

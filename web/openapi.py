@@ -194,6 +194,12 @@ SCHEMAS: dict[str, Any] = {
         end_date={"type": "string", "format": "date-time", "nullable": True},
         duration={"type": "number", "nullable": True},
         hostname={"type": "string", "nullable": True},
+        next_retry_at={
+            "type": "string",
+            "format": "date-time",
+            "nullable": True,
+            "description": "up_for_retry: when the next try may start",
+        },
     ),
     "Gantt": _obj(
         dag_id={"type": "string"},

@@ -132,6 +132,7 @@ def test_the_gantt_has_one_bar_per_task_instance_in_task_order_with_its_queued_a
     assert extract["start_date"] == (T0 + timedelta(seconds=2)).isoformat()
     assert extract["end_date"] == (T0 + timedelta(seconds=5)).isoformat()
     assert load["end_date"] is None and load["try_number"] == 2 and load["max_tries"] == 3
+    assert load["hostname"] == "host-1" and load["next_retry_at"] is None
     assert data["missing"] == ["report"]
     assert data["run_state"] == "running" and data["now"] and data["end_date"] is None
 

@@ -56,9 +56,9 @@
     return { background: color, border: color, width: 0 };
   };
 
-  /* Colour-blind-safe colours (Okabe & Ito) and point shapes for the lines of several tasks: two
-     lines never share both. */
-  const SERIES = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442"];
+  /* Colour-blind-safe colours (Okabe & Ito's, with olive for their yellow, which is unreadable on
+     white) and point shapes for the lines of several tasks: two lines never share both. */
+  const SERIES = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#999933"];
   const SHAPES = ["circle", "triangle", "rect", "rectRot", "crossRot", "star", "rectRounded", "cross"];
   charts.series = function (i) {
     return { color: SERIES[i % SERIES.length], shape: SHAPES[Math.floor(i / SERIES.length) % SHAPES.length] };

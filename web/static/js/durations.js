@@ -13,7 +13,7 @@
   const filterInput = document.getElementById("task-filter");
   const queuedToggle = document.getElementById("show-queued");
   const taskSummary = document.getElementById("task-summary");
-  const MAX_LINES = 10;
+  const MAX_LINES = 6;  // more lines than this are a tangle: the filter picks others
   const RUN_STATES = ["success", "failed", "running", "queued"];
 
   let data = JSON.parse(document.getElementById("durations-data").textContent);
@@ -126,7 +126,8 @@
         label: task, key: task,
         data: shown.source[task] || [],
         borderColor: series.color, backgroundColor: series.color, pointStyle: series.shape,
-        pointRadius: data.runs.length > 100 ? 2 : 3.5, pointHoverRadius: 6, borderWidth: 1.6, spanGaps: false, tension: 0,
+        pointRadius: data.runs.length > 50 ? 1.5 : 3.5, pointHitRadius: 6, pointHoverRadius: 6,
+        borderWidth: 1.6, spanGaps: false, tension: 0,
       };
     });
   }

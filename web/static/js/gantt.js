@@ -104,6 +104,7 @@
     let tries = "try " + ti.try_number + " of " + ti.max_tries;
     if (ti.try_number > 1) tries += " (" + (ti.try_number - 1) + " earlier: their times are not kept)";
     lines.push(tries);
+    if (ti.state === "up_for_retry" && ti.next_retry_at) lines.push("next try from " + clock(ms(ti.next_retry_at)));
     if (ti.hostname) lines.push("host " + ti.hostname);
     return lines;
   }
