@@ -280,6 +280,12 @@ def test_the_durations_tab_shows_the_chosen_number_of_runs_and_a_click_opens_the
 
     page.fill("#task-filter", "pub")
     assert poll(points, lambda p: p[1] == 1)[1] == 1
+    point = page.evaluate("() => window.hf.charts.tasks.data.datasets[0].data.findLastIndex(v => v !== null)")
+    click_bar(page, "tasks", "publish", point)  # a point of the task chart opens that task instance
+    page.wait_for_url(re.compile(r".*/dags/daily_report/runs/[^/]+/tasks/publish$"))
+    page.go_back()
+    page.wait_for_url("**/durations?runs=50")
+    poll(points, lambda p: p[0] == min(total, 50))
     latest = page.evaluate("() => window.hf.charts.runs.data.labels.length") - 1
     run_id = page.evaluate(
         "i => JSON.parse(document.getElementById('durations-data').textContent).runs[i].run_id", latest
