@@ -23,7 +23,12 @@
   const secondsAxis = function (title) {
     return { beginAtZero: true, title: { display: true, text: title }, ticks: { callback: function (v) { return charts.fmtSeconds(v); } } };
   };
-  const dateAxis = { ticks: { maxRotation: 0, autoSkip: true, autoSkipPadding: 12 }, grid: { display: false } };
+  const dateAxis = function () {
+    return {
+      title: { display: true, text: "logical date (UTC)" },
+      ticks: { maxRotation: 0, autoSkip: true, autoSkipPadding: 12 }, grid: { display: false },
+    };
+  };
 
   function median(values) {
     const v = values.filter(function (x) { return x !== null && x !== undefined; }).sort(function (a, b) { return a - b; });
@@ -69,7 +74,7 @@
       responsive: true, maintainAspectRatio: false,
       interaction: { mode: "index", intersect: false },
       datasets: { bar: { maxBarThickness: 28, categoryPercentage: 0.85, barPercentage: 0.95 } },
-      scales: { x: Object.assign({ stacked: true }, dateAxis), y: Object.assign({ stacked: true }, secondsAxis("seconds")) },
+      scales: { x: Object.assign({ stacked: true }, dateAxis()), y: Object.assign({ stacked: true }, secondsAxis("seconds")) },
       plugins: {
         legend: { position: "bottom", labels: { boxWidth: 14, boxHeight: 10, color: charts.ink } },
         tooltip: {
@@ -138,7 +143,7 @@
     options: {
       responsive: true, maintainAspectRatio: false,
       interaction: { mode: "nearest", intersect: true },
-      scales: { x: dateAxis, y: secondsAxis("seconds") },
+      scales: { x: dateAxis(), y: secondsAxis("seconds") },
       plugins: {
         legend: { position: "bottom", labels: { usePointStyle: true, boxWidth: 8, boxHeight: 8, color: charts.ink } },
         tooltip: {

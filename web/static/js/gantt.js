@@ -94,11 +94,11 @@
     if (!ti) return ["no task instance yet"];
     const lines = ["state: " + ti.state];
     const wait = row.spans.wait, run = row.spans.run;
-    if (wait) lines.push("queued " + clock(wait[0]) + " → " + (run ? "started " + clock(wait[1]) : "still waiting") +
+    if (wait) lines.push("queued " + clock(wait[0]) + " UTC → " + (run ? "started " + clock(wait[1]) : "still waiting") +
       " (" + hf.fmtDuration((wait[1] - wait[0]) / 1000) + ")");
     if (run) {
       const open = isNaN(ms(ti.end_date));
-      lines.push((open ? "running since " : "ran ") + clock(run[0]) + (open ? "" : " → " + clock(run[1])) +
+      lines.push((open ? "running since " : "ran ") + clock(run[0]) + " UTC" + (open ? "" : " → " + clock(run[1])) +
         " (" + hf.fmtDuration((run[1] - run[0]) / 1000) + ")");
     }
     let tries = "try " + ti.try_number + " of " + ti.max_tries;
