@@ -298,3 +298,27 @@ def test_the_durations_tab_shows_the_chosen_number_of_runs_and_a_click_opens_the
     page.wait_for_url(re.compile(r".*/dags/daily_report/runs/[^/]+$"))
     assert page.inner_text("h2 .mono") == run_id
     assert errors == []
+
+
+def test_the_durations_tab_gains_a_run_live_and_its_bar_when_it_finishes(
+    open_as: Any, console_errors: Any, live_system: LiveSystem
+) -> None:
+    page = open_as("viewer")
+    errors = console_errors(page)
+    page.goto(f"{live_system.url}/dags/flaky_dag/durations")
+    mark_no_reload(page)
+
+    def last_run() -> list[Any]:
+        return page.evaluate(
+            """() => { const c = window.hf.charts.runs; const i = c.data.labels.length - 1;
+                const failed = c.data.datasets.find(ds => ds.key === 'failed');
+                return [c.data.labels.length, i >= 0 && !!failed && failed.data[i] !== null]; }"""
+        )
+
+    before = poll(last_run, lambda r: r[0] >= 0)[0]
+    run_id = live_system.cluster.trigger("flaky_dag")
+    assert poll(last_run, lambda r: r[0] == before + 1)[0] == before + 1  # the new run, while it runs
+    assert live_system.wait_run("flaky_dag", run_id) == "failed"
+    assert poll(last_run, lambda r: r[1] is True)[1] is True  # its bar, in the failed colour, once it ended
+    assert_not_reloaded(page)
+    assert errors == []
