@@ -190,6 +190,78 @@ SCHEMAS: dict[str, Any] = {
         first_poke_at={"type": "string", "nullable": True, "description": "when this try's first poke ran"},
         error={"type": "string", "nullable": True},
     ),
+    "GanttBar": _obj(
+        task_id={"type": "string"},
+        map_index={**INT, "description": "-1 unless the task is mapped"},
+        state={"type": "string"},
+        try_number={**INT, "description": "the current try; earlier tries' times are not kept"},
+        max_tries=INT,
+        queued_at={"type": "string", "format": "date-time", "nullable": True},
+        start_date={"type": "string", "format": "date-time", "nullable": True},
+        end_date={"type": "string", "format": "date-time", "nullable": True},
+        duration={"type": "number", "nullable": True},
+        hostname={"type": "string", "nullable": True},
+        next_retry_at={
+            "type": "string",
+            "format": "date-time",
+            "nullable": True,
+            "description": "up_for_retry: when the next try may start",
+        },
+    ),
+    "Gantt": _obj(
+        dag_id={"type": "string"},
+        run_id={"type": "string"},
+        run_state={"type": "string"},
+        queued_at={"type": "string", "format": "date-time", "nullable": True},
+        start_date={"type": "string", "format": "date-time", "nullable": True},
+        end_date={"type": "string", "format": "date-time", "nullable": True},
+        now={
+            "type": "string",
+            "format": "date-time",
+            "description": "the server's clock: a bar still running ends here",
+        },
+        task_instances={
+            "type": "array",
+            "items": _ref("GanttBar"),
+            "description": "topological order, a mapped task's instances by map index",
+        },
+        missing={
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "tasks of the DAG with no task instance in this run yet",
+        },
+    ),
+    "Durations": _obj(
+        dag_id={"type": "string"},
+        limit=INT,
+        runs={
+            "type": "array",
+            "description": "the latest runs, oldest first",
+            "items": _obj(
+                run_id={"type": "string"},
+                state={"type": "string"},
+                run_type={"type": "string"},
+                logical_date={"type": "string", "format": "date-time", "nullable": True},
+                queued_at={"type": "string", "format": "date-time", "nullable": True},
+                start_date={"type": "string", "format": "date-time", "nullable": True},
+                end_date={"type": "string", "format": "date-time", "nullable": True},
+                duration={"type": "number", "nullable": True, "description": "running seconds"},
+                queued={"type": "number", "nullable": True, "description": "seconds from queued to start"},
+            ),
+        },
+        tasks={"type": "array", "items": {"type": "string"}, "description": "topological order"},
+        task_durations={
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "number", "nullable": True}},
+            "description": "per task, running seconds in each run (aligned with runs; null: did not"
+            " finish); a mapped task from its first instance's start to its last one's end",
+        },
+        task_queued={
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "number", "nullable": True}},
+            "description": "per task, seconds from queued to start in each run",
+        },
+    ),
     "LogChunks": _obj(
         try_number=INT,
         chunks={
@@ -440,6 +512,16 @@ def _paths() -> dict[str, Any]:
                 params=[DAG, _param("limit", "query", INT)],
             )
         },
+        "/dags/{dag_id}/durations": {
+            "get": _op(
+                "Run and task durations over the latest runs (the Durations chart)",
+                _json(_ref("Durations")),
+                params=[
+                    DAG,
+                    _param("limit", "query", INT, "how many of the latest runs (1-365, default 25)"),
+                ],
+            )
+        },
         "/dags/{dag_id}/clear": {
             "post": _op(
                 "Clear task instances in every run of the DAG",
@@ -505,6 +587,13 @@ def _paths() -> dict[str, Any]:
                 params=[DAG, RUN],
                 body=CLEAR_BODY,
                 role="op",
+            )
+        },
+        run_path + "/gantt": {
+            "get": _op(
+                "Queued and running spans of each task instance of a run (the Gantt chart)",
+                _json(_ref("Gantt")),
+                params=[DAG, RUN],
             )
         },
         run_path + "/tasks": {

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Response, abort, g, jsonify, request
 from hareflow.common.records import run_dict, ti_dict
-from hareflow.web import actions, queries
+from hareflow.web import actions, charts, queries
 from hareflow.web.api import body_bool, bool_arg, bp, int_arg, json_body
 from hareflow.web.runtime import open_session, request_session
 from hareflow.web.security import require_role
@@ -99,6 +99,14 @@ def dag_grid(dag_id: str) -> Any:
     limit = int_arg("limit", 25, lo=1, hi=365)
     s = request_session()
     return jsonify(queries.grid(s, _dag_or_404(s, dag_id), limit))
+
+
+@bp.get("/dags/<dag_id>/durations")
+@require_role("viewer")
+def dag_durations(dag_id: str) -> Any:
+    limit = int_arg("limit", 25, lo=1, hi=max(charts.DURATION_RUNS))
+    s = request_session()
+    return jsonify(charts.durations(s, _dag_or_404(s, dag_id), limit))
 
 
 @bp.post("/dags/<dag_id>/clear")
@@ -201,6 +209,14 @@ def get_run(dag_id: str, run_id: str) -> Any:
             ti.task_id: ti.state for ti in queries.run_task_instances(s, run, dag.serialized)
         }
     return jsonify(out)
+
+
+@bp.get("/dags/<dag_id>/runs/<run_id>/gantt")
+@require_role("viewer")
+def run_gantt(dag_id: str, run_id: str) -> Any:
+    s = request_session()
+    dag = _dag_or_404(s, dag_id)
+    return jsonify(charts.gantt(s, dag, _run_or_404(s, dag_id, run_id)))
 
 
 @bp.post("/dags/<dag_id>/runs/<run_id>/clear")

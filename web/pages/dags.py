@@ -1,4 +1,5 @@
-"""Pages: the DAG list and one DAG (grid, graph, runs, source, details), pause, trigger and backfill."""
+"""Pages: the DAG list and one DAG (grid, graph, runs, durations, source, details), pause, trigger and
+backfill."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from flask import abort, flash, g, redirect, render_template, request, url_for
 from hareflow.common.records import run_dict
 from hareflow.common.runs import RunError, load_conf
-from hareflow.web import actions, queries
+from hareflow.web import actions, charts, queries
 from hareflow.web.pages import arg_int, back, bp, flash_error
 from hareflow.web.runtime import open_session, request_session
 from hareflow.web.security import require_role
@@ -115,6 +116,23 @@ def dag_runs(dag_id: str) -> Any:
         run_type=run_type or "",
         run_types=RUN_TYPES,
         tab="runs",
+    )
+
+
+@bp.get("/dags/<dag_id>/durations")
+@require_role("viewer")
+def dag_durations(dag_id: str) -> Any:
+    limit = arg_int("runs", charts.DURATION_RUNS[0], lo=1, hi=max(charts.DURATION_RUNS))
+    s = request_session()
+    dag = _load_dag(s, dag_id)
+    data = charts.durations(s, dag, limit)
+    return render_template(
+        "dag_durations.html",
+        dag=queries.dag_detail(dag),
+        durations=data,
+        runs_shown=limit,
+        run_choices=charts.DURATION_RUNS,
+        tab="durations",
     )
 
 

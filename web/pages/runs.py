@@ -1,4 +1,5 @@
-"""Pages: one run, one task instance (tries, result, live log), clear and mark."""
+"""Pages: one run (its task instances, its Gantt), one task instance (tries, result, live log),
+clear and mark."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from flask import abort, flash, g, render_template, request, url_for
 from hareflow.common.assets import RUN_TYPE as ASSET_RUN_TYPE
 from hareflow.common.assets import triggering_events
 from hareflow.common.records import run_dict, ti_dict
-from hareflow.web import actions, queries
+from hareflow.web import actions, charts, queries
 from hareflow.web.pages import back, bp, flash_error, form_bool
-from hareflow.web.runtime import open_session
+from hareflow.web.runtime import open_session, request_session
 from hareflow.web.security import require_role
 
 
@@ -51,6 +52,20 @@ def run(dag_id: str, run_id: str) -> Any:
     missing = [t for t in queries.task_order(dag.serialized) if t not in {ti["task_id"] for ti in tis}]
     return render_template(
         "run.html", dag=detail, run=run_data, tis=tis, missing=missing, triggering=triggering, tab="runs"
+    )
+
+
+@bp.get("/dags/<dag_id>/runs/<run_id>/gantt")
+@require_role("viewer")
+def run_gantt(dag_id: str, run_id: str) -> Any:
+    s = request_session()
+    dag, run = _load(s, dag_id, run_id)
+    return render_template(
+        "run_gantt.html",
+        dag=queries.dag_detail(dag),
+        run=run_dict(run),
+        gantt=charts.gantt(s, dag, run),
+        tab="runs",
     )
 
 
