@@ -6,8 +6,9 @@ durations chart reads the latest N runs (the ``(dag_id, logical_date)`` index) a
 task instances of those runs (the ``(run_pk, task_id, map_index)`` unique index), aggregated per
 run and task by the database. However long a DAG's history, the cost is N runs × its tasks.
 
-The metastore keeps one row per task instance, holding its current try's times: the Gantt shows
-that try's span exactly and says how many tries came before (their times are not kept).
+The metastore keeps one row per task instance, holding its current try's times, and the tries
+before it as they ended (``task_try``, kept since a retry or a clear started the next one): the
+Gantt draws each instance's earlier tries on its row, before the current one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from hareflow.common.db import Dag, DagRun, TaskInstance
+from hareflow.common.db import Dag, DagRun, TaskInstance, TaskTry
 from hareflow.common.records import iso, seconds_between
 from hareflow.web.queries import naive_utc, now_utc, task_order
 from sqlalchemy import DateTime, func, select, type_coerce
@@ -26,6 +27,7 @@ DURATION_RUNS = (25, 50, 100, 365)
 
 _run = DagRun.__table__.c
 _ti = TaskInstance.__table__.c
+_try = TaskTry.__table__.c
 
 
 def _naive(expression: Any, name: str) -> Any:
@@ -41,6 +43,7 @@ def gantt(s: Session, dag: Dag, run: DagRun) -> dict[str, Any]:
         s.connection()
         .execute(
             select(
+                _ti.id,
                 _ti.task_id,
                 _ti.map_index,
                 _ti.state,
@@ -60,6 +63,33 @@ def gantt(s: Session, dag: Dag, run: DagRun) -> dict[str, Any]:
     position = {t: i for i, t in enumerate(order)}
     rows.sort(key=lambda r: (position[r.task_id], r.map_index))
     present = {r.task_id for r in rows}
+    earlier: dict[int, list[dict[str, Any]]] = {}
+    if any(r.try_number > 1 for r in rows):
+        kept = s.connection().execute(
+            select(
+                _try.ti_id,
+                _try.try_number,
+                _try.state,
+                naive_utc(_try.queued_at),
+                naive_utc(_try.start_date),
+                naive_utc(_try.end_date),
+                _try.hostname,
+            )
+            .join(TaskInstance, TaskInstance.id == _try.ti_id)
+            .where(_ti.run_pk == run.id)
+            .order_by(_try.ti_id, _try.try_number)
+        )
+        for ti_id, number, state, queued_at, start, end, host in kept:
+            earlier.setdefault(ti_id, []).append(
+                {
+                    "try_number": number,
+                    "state": state,
+                    "queued_at": iso(queued_at),
+                    "start_date": iso(start),
+                    "end_date": iso(end),
+                    "hostname": host,
+                }
+            )
     return {
         "dag_id": run.dag_id,
         "run_id": run.run_id,
@@ -81,6 +111,7 @@ def gantt(s: Session, dag: Dag, run: DagRun) -> dict[str, Any]:
                 "duration": r.duration,
                 "hostname": r.hostname,
                 "next_retry_at": iso(r.next_retry_at),
+                "earlier_tries": earlier.get(r.id, []),
             }
             for r in rows
         ],

@@ -68,7 +68,10 @@ def fmt_time(value: datetime | str | None, tz: str | None = None, *, pin: bool =
         if local is not None:
             shown = local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or tz)
             return Markup('<time datetime="%s" data-pinned title="%s"%s>%s</time>') % (
-                iso, text, zone_attr, shown,
+                iso,
+                text,
+                zone_attr,
+                shown,
             )
     return Markup('<time datetime="%s" data-ts%s>%s</time>') % (iso, zone_attr, escape(text))
 

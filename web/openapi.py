@@ -194,7 +194,7 @@ SCHEMAS: dict[str, Any] = {
         task_id={"type": "string"},
         map_index={**INT, "description": "-1 unless the task is mapped"},
         state={"type": "string"},
-        try_number={**INT, "description": "the current try; earlier tries' times are not kept"},
+        try_number={**INT, "description": "the current try (earlier ones are in earlier_tries)"},
         max_tries=INT,
         queued_at={"type": "string", "format": "date-time", "nullable": True},
         start_date={"type": "string", "format": "date-time", "nullable": True},
@@ -206,6 +206,19 @@ SCHEMAS: dict[str, Any] = {
             "format": "date-time",
             "nullable": True,
             "description": "up_for_retry: when the next try may start",
+        },
+        earlier_tries={
+            "type": "array",
+            "description": "the tries before the current one, as they ended (those kept: since a retry or a "
+            "clear started the next one)",
+            "items": _obj(
+                try_number=INT,
+                state={"type": "string"},
+                queued_at={"type": "string", "format": "date-time", "nullable": True},
+                start_date={"type": "string", "format": "date-time", "nullable": True},
+                end_date={"type": "string", "format": "date-time", "nullable": True},
+                hostname={"type": "string", "nullable": True},
+            ),
         },
     ),
     "Gantt": _obj(

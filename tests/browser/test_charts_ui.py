@@ -159,6 +159,11 @@ def test_a_finished_runs_gantt_draws_one_bar_per_task_instance_and_a_click_opens
     assert waited and all(s["queued"][1] == s["success"][0] for s in waited)  # queued, then ran
     legend = page.evaluate("() => window.hf.charts.gantt.legend.legendItems.map(i => i.text)")
     assert "success" in legend and "queued" in legend
+    # publish failed its first try: that try is drawn on its row, before the one that succeeded.
+    publish = drawn["rows"][labels.index("publish · try 2")]["spans"]
+    assert publish["earlier:0"][1] <= publish["success"][0], publish
+    assert legend.count("earlier tries") == 1
+    assert [r["label"] for r in drawn["rows"] if "earlier:0" in r["spans"]] == ["publish · try 2"]
     shots = screenshots()
     if shots:
         page.set_viewport_size({"width": 1400, "height": 900})

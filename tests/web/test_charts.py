@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hareflow.common.db import DagRun, TaskInstance
+from hareflow.common.db import DagRun, TaskInstance, TaskTry
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -135,6 +135,42 @@ def test_the_gantt_has_one_bar_per_task_instance_in_task_order_with_its_queued_a
     assert load["hostname"] == "host-1" and load["next_retry_at"] is None
     assert data["missing"] == ["report"]
     assert data["run_state"] == "running" and data["now"] and data["end_date"] is None
+    assert extract["earlier_tries"] == [] and load["earlier_tries"] == []  # try 1 of load not kept
+
+
+def test_the_gantt_gives_each_instance_its_earlier_tries_as_they_ended(
+    client: Client, dag_factory: Any, web_sessions: sessionmaker[Session]
+) -> None:
+    dag_id = dag_factory(tasks=(("load", ()),))
+    run_id = _run(
+        web_sessions,
+        dag_id,
+        0,
+        [{"task_id": "load", "state": "success", "queued": 20, "start": 22, "end": 30, "try_number": 3}],
+    )
+    with web_sessions() as s, s.begin():
+        ti = s.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id)).one()
+        for number, start in ((1, 2), (2, 10)):
+            s.add(
+                TaskTry(
+                    ti_id=ti.id,
+                    try_number=number,
+                    state="up_for_retry",
+                    hostname=f"h{number}",
+                    queued_at=T0 + timedelta(seconds=start - 1),
+                    start_date=T0 + timedelta(seconds=start),
+                    end_date=T0 + timedelta(seconds=start + 3),
+                )
+            )
+
+    [load] = client.api("GET", path_of("dags", dag_id, "runs", run_id) + "/gantt").json["task_instances"]
+
+    assert [(t["try_number"], t["state"], t["hostname"]) for t in load["earlier_tries"]] == [
+        (1, "up_for_retry", "h1"),
+        (2, "up_for_retry", "h2"),
+    ]
+    assert load["earlier_tries"][1]["start_date"] == (T0 + timedelta(seconds=10)).isoformat()
+    assert load["earlier_tries"][1]["end_date"] == (T0 + timedelta(seconds=13)).isoformat()
 
 
 def test_the_gantt_of_an_unknown_run_or_dag_is_a_404(client: Client, dag_factory: Any) -> None:

@@ -1,5 +1,5 @@
 /* The run's Gantt chart: one row per task instance, the time it waited in its queue (hatched)
-   then its current try running (coloured by state). Live: every state event of this run refetches
+   then its current try running (coloured by state), after its earlier tries as they ended. Live: every state event of this run refetches
    /gantt (debounced), and while something is queued or running a one-second tick stretches the
    open bars to the server's "now", so bars grow without a reload. */
 (function () {
@@ -53,14 +53,25 @@
     return out;
   }
 
+  /* An earlier try's running span, as it ended (kept by the metastore when the next try began). */
+  function earlierSpans(ti) {
+    return (ti.earlier_tries || []).map(function (t) {
+      const start = ms(t.start_date), end = ms(t.end_date);
+      return isNaN(start) ? null : { t: t, run: [start, isNaN(end) ? start : Math.max(end, start)] };
+    }).filter(Boolean);
+  }
+
   function buildRows() {
     const now = serverNow();
-    rows = data.task_instances.map(function (ti) { return { ti: ti, label: label(ti), spans: spans(ti, now) }; });
-    for (const task of data.missing) rows.push({ ti: null, label: task, spans: { wait: null, run: null } });
+    rows = data.task_instances.map(function (ti) {
+      return { ti: ti, label: label(ti), spans: spans(ti, now), earlier: earlierSpans(ti) };
+    });
+    for (const task of data.missing) rows.push({ ti: null, label: task, spans: { wait: null, run: null }, earlier: [] });
     const starts = [ms(data.queued_at)];
     for (const r of rows) {
       if (r.spans.wait) starts.push(r.spans.wait[0]);
       if (r.spans.run) starts.push(r.spans.run[0]);
+      for (const e of r.earlier) starts.push(e.run[0]);
     }
     origin = Math.min.apply(null, starts.filter(function (t) { return !isNaN(t); }).concat([now]));
   }
@@ -75,6 +86,19 @@
       data: rows.map(function (r) { return seconds(r.spans.wait); }),
       backgroundColor: waitStyle.background, borderColor: waitStyle.border, borderWidth: waitStyle.width,
     }, common)];
+    // Earlier tries: one dataset per try position (a row has at most one bar per dataset), the
+    // first named in the legend; each drawn in the state its try ended with (up_for_retry, mostly).
+    const most = Math.max(0, ...rows.map(function (r) { return r.earlier.length; }));
+    for (let k = 0; k < most; k++) {
+      const styles = rows.map(function (r) { return r.earlier[k] ? charts.stateStyle(r.earlier[k].t.state) : null; });
+      out.push(Object.assign({
+        label: "earlier tries", key: "earlier:" + k, earlierIndex: k, hideInLegend: k > 0,
+        data: rows.map(function (r) { return r.earlier[k] ? seconds(r.earlier[k].run) : null; }),
+        backgroundColor: styles.map(function (st) { return st ? st.background : null; }),
+        borderColor: styles.map(function (st) { return st ? st.border : null; }),
+        borderWidth: styles.map(function (st) { return st ? st.width : 0; }),
+      }, common));
+    }
     const present = new Set(rows.filter(function (r) { return r.spans.run; }).map(function (r) { return r.ti.state; }));
     const order = STATES.concat(Array.from(present).filter(function (s) { return !STATES.includes(s); }).sort());
     for (const state of order) {
@@ -102,8 +126,13 @@
         " (" + hf.fmtDuration((run[1] - run[0]) / 1000) + ")");
     }
     let tries = "try " + ti.try_number + " of " + ti.max_tries;
-    if (ti.try_number > 1) tries += " (" + (ti.try_number - 1) + " earlier: their times are not kept)";
+    const unkept = ti.try_number - 1 - row.earlier.length;
+    if (unkept > 0) tries += " (" + unkept + " earlier tr" + (unkept === 1 ? "y ended" : "ies ended") + " before tries were kept)";
     lines.push(tries);
+    for (const e of row.earlier) {
+      lines.push("try " + e.t.try_number + ": " + e.t.state + ", ran " + clock(e.run[0]) + " → " + clock(e.run[1]) +
+        " UTC (" + hf.fmtDuration((e.run[1] - e.run[0]) / 1000) + ")" + (e.t.hostname ? " on " + e.t.hostname : ""));
+    }
     if (ti.state === "up_for_retry" && ti.next_retry_at) lines.push("next try from " + clock(ms(ti.next_retry_at)));
     if (ti.hostname) lines.push("host " + ti.hostname);
     return lines;
@@ -116,7 +145,10 @@
 
   function xMax() {
     let end = 0;
-    for (const r of rows) for (const pair of [r.spans.wait, r.spans.run]) if (pair) end = Math.max(end, pair[1]);
+    for (const r of rows) {
+      for (const pair of [r.spans.wait, r.spans.run]) if (pair) end = Math.max(end, pair[1]);
+      for (const e of r.earlier) end = Math.max(end, e.run[1]);
+    }
     return end ? Math.max((end - origin) / 1000, 0.01) : 1;
   }
 
@@ -142,7 +174,8 @@
         },
       },
       plugins: {
-        legend: { position: "bottom", labels: { boxWidth: 14, boxHeight: 10, color: charts.ink } },
+        legend: { position: "bottom", labels: { boxWidth: 14, boxHeight: 10, color: charts.ink,
+          filter: function (item, legendData) { return !legendData.datasets[item.datasetIndex].hideInLegend; } } },
         tooltip: {
           callbacks: {
             title: function (items) { return items.length ? rows[items[0].dataIndex].label : ""; },
