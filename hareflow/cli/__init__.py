@@ -17,6 +17,7 @@ from hareflow.cli.common import CONTEXT_SETTINGS, UserError
 from hareflow.cli.config import config, version
 from hareflow.cli.connections import connections
 from hareflow.cli.dags import dags
+from hareflow.cli.deadletters import deadletters
 from hareflow.cli.db import db
 from hareflow.cli.pools import pools
 from hareflow.cli.providers import providers
@@ -68,6 +69,7 @@ for command in (
     assets,
     workers,
     queues,
+    deadletters,
     config,
     version,
     health,
