@@ -170,6 +170,7 @@ class RabbitMQExecutor(Executor):
         self._task_consumers: list[list[tuple[AbstractQueue, str]]] = []
         self._task_channel: AbstractChannel | None = None
         self._reply_channel: AbstractChannel | None = None
+        self._requeue_channel: AbstractChannel | None = None
         self._waiting_replies: dict[str, asyncio.Future[bytes]] = {}
         #: Held while opening a channel that may be closed by the broker (a passive declaration of
         #: a missing queue) and while opening trigger channels: aiormq can hand a number the broker
@@ -669,11 +670,18 @@ class RabbitMQExecutor(Executor):
         content_type: str | None,
     ) -> None:
         async def publish() -> None:
-            assert self._confirm_channel is not None
-            # The default exchange routes to the queue of that name, whatever its bindings: the
-            # message goes back exactly where it was dead-lettered from. Mandatory: a queue that no
-            # longer exists returns the message instead of dropping it silently.
-            await self._confirm_channel.default_exchange.publish(
+            assert self._conn is not None
+            if self._requeue_channel is None or self._requeue_channel.is_closed:
+                # Its own channel: only here must a returned message raise (on_return_raises).
+                self._requeue_channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+            exchange_name, routing_key = self._route_to(queue)
+            exchange = (
+                self._requeue_channel.default_exchange
+                if not exchange_name
+                else await self._requeue_channel.get_exchange(exchange_name, ensure=False)
+            )
+            # Mandatory: a queue that no longer exists returns the message instead of dropping it.
+            await exchange.publish(
                 aio_pika.Message(
                     body,
                     headers=dict(headers),
@@ -681,7 +689,7 @@ class RabbitMQExecutor(Executor):
                     message_id=message_id,
                     content_type=content_type,
                 ),
-                routing_key=queue,
+                routing_key=routing_key,
                 mandatory=True,
             )
 
@@ -689,6 +697,18 @@ class RabbitMQExecutor(Executor):
             self._retrying(publish, f"requeue to {queue}")
         except aiormq.exceptions.DeliveryError:  # returned unroutable (PublishError) or nacked
             raise BrokerError(f"the broker has no queue {queue!r} to requeue to") from None
+
+    def _route_to(self, queue: str) -> tuple[str, str]:
+        """The exchange and routing key that reach ``queue`` the way its messages normally do: a
+        task message's routing key is its queue's name, and a worker re-publishes a redelivered or
+        handed-back task with the routing key it arrived with. Other queues: the default exchange,
+        which routes to the queue of that name."""
+        topo = self.topology
+        if queue.startswith(f"{topo.prefix}.q."):
+            return topo.tasks_exchange, queue.removeprefix(f"{topo.prefix}.q.")
+        if queue == topo.results_queue:
+            return topo.results_exchange, "result"
+        return "", queue
 
     def queue_stats(self, queues: Sequence[str]) -> list[QueueStats]:
         return self._call(self._queue_stats(queues), timeout=30)
