@@ -413,10 +413,15 @@ def requeue_refusal(row: DeadLetter, ti: TaskState | None, *, kind: str) -> str 
             "its body is not a JSON object: no hareflow component can read it, it would only be "
             "dead-lettered again; discard it"
         )
-    fits = {"task": (TaskMessage.type,), "results": (ResultMessage.type, LogMessage.type, HeartbeatMessage.type)}
+    fits = {
+        "task": (TaskMessage.type,),
+        "results": (ResultMessage.type, LogMessage.type, HeartbeatMessage.type),
+    }
     if row.message_type in fits.get(kind, ()):
         return None
-    return f"a {row.message_type!r} message does not belong in {row.queue}: it would only be dead-lettered again"
+    return (
+        f"a {row.message_type!r} message does not belong in {row.queue}: it would only be dead-lettered again"
+    )
 
 
 def requeue_headers(row: DeadLetter) -> dict[str, Any]:
@@ -458,14 +463,23 @@ def requeue(
     if refusal is not None:
         raise RequeueRefused(f"dead letter {row.id} cannot be requeued: {refusal}")
     executor.requeue_dead_letter(
-        row.queue, row.body, headers=requeue_headers(row), message_id=row.message_id, content_type=row.content_type
+        row.queue,
+        row.body,
+        headers=requeue_headers(row),
+        message_id=row.message_id,
+        content_type=row.content_type,
     )
     _settle(session, row, "requeued", "dead_letter_requeue", username, origin, now)
     return row
 
 
 def discard(
-    session: Session, dead_letter_id: int, *, username: str | None, origin: str | None, now: datetime | None = None
+    session: Session,
+    dead_letter_id: int,
+    *,
+    username: str | None,
+    origin: str | None,
+    now: datetime | None = None,
 ) -> DeadLetter:
     """Mark the dead letter discarded (the row stays, for the audit trail) and audit it."""
     now = now or datetime.now(UTC)
@@ -486,7 +500,12 @@ def _settle(
     now: datetime,
 ) -> None:
     row.state, row.state_by, row.state_at = state, username, now
-    details = {"dead_letter_id": row.id, "queue": row.queue, "reason": row.reason, "message_id": row.message_id}
+    details = {
+        "dead_letter_id": row.id,
+        "queue": row.queue,
+        "reason": row.reason,
+        "message_id": row.message_id,
+    }
     audit(
         session,
         action,

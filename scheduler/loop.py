@@ -35,9 +35,9 @@ from hareflow.common.backfill import finish_backfills
 from hareflow.common.broker import BrokerUnavailable, Executor
 from hareflow.common.config import Settings
 from hareflow.common.dag.serialize import SerializedDag
-from hareflow.common.dead_letters import depth_by_queue
 from hareflow.common.db import Dag, DagRun, SchedulerHeartbeat, TaskInstance, Worker, cas
 from hareflow.common.db.upsert import insert_if_absent
+from hareflow.common.dead_letters import depth_by_queue
 from hareflow.common.events import run_event, task_event
 from hareflow.common.messages import StateEvent
 from hareflow.common.runs import active_run_count, create_scheduled_run, refresh_next_run

@@ -287,7 +287,9 @@ def dead_letter_action(dead_letter_id: int, what: str, *, username: str) -> dict
 
     executor = runtime().executor()
     if what == "requeue" and executor is None:
-        raise ActionError(503, f"cannot reach the broker to requeue: {runtime().last_broker_error or 'not connected'}")
+        raise ActionError(
+            503, f"cannot reach the broker to requeue: {runtime().last_broker_error or 'not connected'}"
+        )
     try:
         with open_session() as s, s.begin():
             if what == "requeue":

@@ -158,7 +158,10 @@ def on_disconnect(*_reason: object) -> None:
 def on_join(data: object) -> dict[str, Any]:
     rooms = data.get("rooms") if isinstance(data, dict) else None
     if not isinstance(rooms, list) or not all(isinstance(r, str) and ROOM.match(r) for r in rooms):
-        return {"ok": False, "error": "rooms must be a list of 'dags', 'assets', 'deadletters' or 'dag:<dag_id>'"}
+        return {
+            "ok": False,
+            "error": "rooms must be a list of 'dags', 'assets', 'deadletters' or 'dag:<dag_id>'",
+        }
     for room in rooms:
         join_room(room)
     return {"ok": True, "rooms": rooms}

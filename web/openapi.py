@@ -213,7 +213,11 @@ SCHEMAS: dict[str, Any] = {
         reason={"type": "string"},
         deliveries={**INT, "description": "times it had been delivered"},
         message_id={"type": "string", "nullable": True},
-        message_type={"type": "string", "nullable": True, "description": "task, result...; null: unparseable"},
+        message_type={
+            "type": "string",
+            "nullable": True,
+            "description": "task, result...; null: unparseable",
+        },
         dag_id={"type": "string", "nullable": True},
         run_id={"type": "string", "nullable": True},
         task_id={"type": "string", "nullable": True},

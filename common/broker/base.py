@@ -18,7 +18,6 @@ from typing import Any
 
 from hareflow.common.messages import HeartbeatMessage, LogMessage, ResultMessage, StateEvent, TaskMessage
 
-
 #: Headers of a dead-lettered copy: how many times the original had been delivered, why it was
 #: moved, the queue it was consumed from, and an id of this dead-lettering (what makes recording
 #: it idempotent: a redelivered copy has the same id, the same message dead-lettered again a new one).

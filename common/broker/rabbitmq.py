@@ -673,7 +673,9 @@ class RabbitMQExecutor(Executor):
             assert self._conn is not None
             if self._requeue_channel is None or self._requeue_channel.is_closed:
                 # Its own channel: only here must a returned message raise (on_return_raises).
-                self._requeue_channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+                self._requeue_channel = await self._conn.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
             exchange_name, routing_key = self._route_to(queue)
             exchange = (
                 self._requeue_channel.default_exchange

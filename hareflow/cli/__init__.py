@@ -17,8 +17,8 @@ from hareflow.cli.common import CONTEXT_SETTINGS, UserError
 from hareflow.cli.config import config, version
 from hareflow.cli.connections import connections
 from hareflow.cli.dags import dags
-from hareflow.cli.deadletters import deadletters
 from hareflow.cli.db import db
+from hareflow.cli.deadletters import deadletters
 from hareflow.cli.pools import pools
 from hareflow.cli.providers import providers
 from hareflow.cli.runs import runs

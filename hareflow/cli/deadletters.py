@@ -111,7 +111,9 @@ def deadletters_show(dead_letter_id: int, output: str) -> None:
 
     with metastore(get_settings()) as sessions, sessions() as session:
         try:
-            d = dead_letters.dead_letter_dict(dead_letters.get_dead_letter(session, dead_letter_id), full=True)
+            d = dead_letters.dead_letter_dict(
+                dead_letters.get_dead_letter(session, dead_letter_id), full=True
+            )
         except dead_letters.DeadLetterError as exc:
             raise UserError(exc.message) from None
     if output == "json":
@@ -211,7 +213,9 @@ def _settle_each(settings: Any, ids: Sequence[int], what: str, output: str, exec
                     done.append(dead_letters.dead_letter_dict(row))
             except (dead_letters.DeadLetterError, BrokerError) as exc:
                 failed.append({"id": dead_letter_id, "error": getattr(exc, "message", str(exc))})
-    notify_scheduler(settings, [{"kind": "deadletter", "dag_id": d["dag_id"] or "", "state": d["state"]} for d in done])
+    notify_scheduler(
+        settings, [{"kind": "deadletter", "dag_id": d["dag_id"] or "", "state": d["state"]} for d in done]
+    )
     verb = "requeued" if what == "requeue" else "discarded"
     if output == "json":
         print_json({verb: done, "errors": failed})

@@ -15,7 +15,7 @@ from hareflow.common.audit import cli_user
 from hareflow.common.broker import Delivery
 from hareflow.common.broker.rabbitmq import RabbitMQExecutor
 from hareflow.common.broker.topology import Topology
-from hareflow.common.db import DeadLetter, TaskInstance
+from hareflow.common.db import DeadLetter
 from hareflow.common.messages import TaskKey, TaskMessage
 from sqlalchemy import select
 
@@ -158,7 +158,11 @@ def test_a_malformed_message_sent_to_a_task_queue_is_listed_by_the_api_and_the_c
         started = time.monotonic()
         ch.basic_publish("", topo.task_queue("default"), body, pika.BasicProperties(delivery_mode=2))
         listed = wait_until(
-            lambda: [d for d in dl_api("GET", "/deadletters").get_json()["deadletters"] if d["body_size"] == len(body)],
+            lambda: [
+                d
+                for d in dl_api("GET", "/deadletters").get_json()["deadletters"]
+                if d["body_size"] == len(body)
+            ],
             timeout=5,
             message="the dead letter listed by the API",
         )
@@ -205,7 +209,9 @@ def test_a_rejected_task_message_is_requeued_to_its_queue_and_a_worker_runs_it(
     try:
         # No worker consumes dl_side: the message waits; RabbitMQ dead-letters it when rejected.
         ch.queue_declare(side, durable=True, arguments=topo.task_queue_arguments())
-        wait_until(lambda: ch.queue_declare(side, passive=True).method.message_count == 1, message="the task message")
+        wait_until(
+            lambda: ch.queue_declare(side, passive=True).method.message_count == 1, message="the task message"
+        )
         method, _props, body = ch.basic_get(side)
         assert method is not None
         ch.basic_nack(method.delivery_tag, requeue=False)
@@ -222,7 +228,9 @@ def test_a_rejected_task_message_is_requeued_to_its_queue_and_a_worker_runs_it(
         requeued = dl_system.json("deadletters", "requeue", str(letter.id))
         assert [d["id"] for d in requeued["requeued"]] == [letter.id] and requeued["errors"] == []
 
-        wait_until(lambda: ch.queue_declare(side, passive=True).method.message_count == 1, message="it is back")
+        wait_until(
+            lambda: ch.queue_declare(side, passive=True).method.message_count == 1, message="it is back"
+        )
         method, props, again = ch.basic_get(side)
         assert method is not None and again == body
         headers = props.headers or {}
@@ -325,7 +333,9 @@ def test_a_copy_redelivered_after_its_recorder_died_before_acking_is_stored_once
         wait_until(lambda: survivor.run_once(timeout=0.2) == 1, message="the redelivered copy")
         with sessions() as s:
             rows = list(s.scalars(select(DeadLetter)))
-        assert [(r.queue, r.reason) for r in rows] == [(worker.topology.task_queue("dlq"), "malformed message: not JSON")]
+        assert [(r.queue, r.reason) for r in rows] == [
+            (worker.topology.task_queue("dlq"), "malformed message: not JSON")
+        ]
         wait_until(
             lambda: {q.name: q.messages for q in second.queue_stats([])}["(dead letters)"] == 0,
             message="the copy acked by the second recorder",

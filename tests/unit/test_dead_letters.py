@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hareflow.common.db import DeadLetter
 from hareflow.common.dead_letters import (
     DEAD_LETTERING_HEADERS,
     TaskState,
@@ -18,7 +19,6 @@ from hareflow.common.dead_letters import (
     requeue_headers,
     requeue_refusal,
 )
-from hareflow.common.db import DeadLetter
 from hareflow.common.messages import ResultMessage, TaskKey, TaskMessage
 
 NOW = datetime(2026, 12, 3, 11, 0, tzinfo=UTC)
@@ -67,7 +67,11 @@ def row(**values: Any) -> DeadLetter:
 
 def test_our_dead_letters_say_why_from_where_and_after_how_many_deliveries_and_whose_task_they_are() -> None:
     d = describe(TASK, OURS, message_id="m-1", content_type="application/json", now=NOW)
-    assert (d["reason"], d["queue"], d["deliveries"]) == ("malformed message: not JSON", "hareflow.q.default", 3)
+    assert (d["reason"], d["queue"], d["deliveries"]) == (
+        "malformed message: not JSON",
+        "hareflow.q.default",
+        3,
+    )
     assert (d["message_type"], d["ti_id"], d["dag_id"], d["run_id"], d["task_id"]) == (
         "task",
         42,
@@ -165,7 +169,9 @@ RESULT = ResultMessage(KEY, "success", "w", "h", 1, 0.0).encode()
         ({"body": b"not json", "message_type": None}, None, "other", None),
     ],
 )
-def test_when_a_requeue_is_refused(values: dict[str, Any], ti: TaskState | None, kind: str, refused: str | None) -> None:
+def test_when_a_requeue_is_refused(
+    values: dict[str, Any], ti: TaskState | None, kind: str, refused: str | None
+) -> None:
     reason = requeue_refusal(row(**values), ti, kind=kind)
     if refused is None:
         assert reason is None
@@ -174,7 +180,11 @@ def test_when_a_requeue_is_refused(values: dict[str, Any], ti: TaskState | None,
 
 
 def test_a_requeued_message_keeps_its_headers_but_not_those_of_its_dead_lettering() -> None:
-    dead = row(headers={**describe(TASK, {**OURS, **X_DEATH}, message_id=None, content_type=None, now=NOW)["headers"]})
+    dead = row(
+        headers={
+            **describe(TASK, {**OURS, **X_DEATH}, message_id=None, content_type=None, now=NOW)["headers"]
+        }
+    )
     headers = requeue_headers(dead)
     assert headers == {"trace": "kept", "x-hareflow-requeued-from": 7}
     assert not DEAD_LETTERING_HEADERS & set(headers) - {"x-hareflow-requeued-from"}

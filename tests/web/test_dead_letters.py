@@ -44,7 +44,9 @@ def record(
         "x-hareflow-dead-id": uuid.uuid4().hex,
         "x-custom": "kept",
     }
-    values = dead_letters.describe(body, headers, message_id="mid-1", content_type="application/json", now=NOW)
+    values = dead_letters.describe(
+        body, headers, message_id="mid-1", content_type="application/json", now=NOW
+    )
     with sessions() as s, s.begin():
         (row,) = dead_letters.record(s, [values])
         return row.id
@@ -55,7 +57,9 @@ def run_tis(web_sessions: sessionmaker[Session]) -> dict[str, TaskInstance]:
     dag_id = make_dag(web_sessions, unique("dl"))
     run_id = make_run(web_sessions, dag_id, state="running", tis={"extract": "failed", "transform": "queued"})
     with web_sessions() as s:
-        rows = s.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id))
+        rows = s.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+        )
         return {ti.task_id: ti for ti in rows}
 
 
@@ -63,7 +67,9 @@ def test_the_page_lists_a_dead_letter_with_its_reason_queue_deliveries_task_inst
     web_sessions: sessionmaker[Session], as_role: Any
 ) -> None:
     queue = f"dl_{uuid.uuid4().hex[:6]}"
-    dl_id = record(web_sessions, b'<script>alert(1)</script>\x00\xff', queue=queue, reason="malformed <b>message</b>")
+    dl_id = record(
+        web_sessions, b"<script>alert(1)</script>\x00\xff", queue=queue, reason="malformed <b>message</b>"
+    )
     page = as_role("viewer").get(f"/deadletters?queue={queue}")
     assert page.status_code == 200
     html = page.text
@@ -89,7 +95,11 @@ def test_the_detail_page_and_the_api_show_headers_and_the_whole_payload(
     shown = as_role("viewer").api("GET", f"/deadletters/{dl_id}").get_json()
     assert shown["headers"]["x-custom"] == "kept"
     assert (shown["dag_id"], shown["task_id"], shown["try_number"]) == (ti.dag_id, "extract", ti.try_number)
-    assert shown["message_type"] == "task" and shown["deliveries"] == 2 and shown["queue"] == "hareflow.q.default"
+    assert (
+        shown["message_type"] == "task"
+        and shown["deliveries"] == 2
+        and shown["queue"] == "hareflow.q.default"
+    )
     import base64
 
     assert base64.b64decode(shown["body_base64"]) == body
@@ -129,7 +139,9 @@ def test_discard_hides_it_by_default_keeps_it_listed_as_discarded_and_audits_it(
     assert any(a.details and a.details["dead_letter_id"] == dl_id and a.username == "op" for a in audit)
 
 
-def test_the_page_forms_requeue_and_discard_with_csrf(web_sessions: sessionmaker[Session], as_role: Any) -> None:
+def test_the_page_forms_requeue_and_discard_with_csrf(
+    web_sessions: sessionmaker[Session], as_role: Any
+) -> None:
     dl_id = record(web_sessions, b"garbage", queue="default")
     admin = as_role("admin")
     assert admin.form(f"/deadletters/{dl_id}/discard", csrf=False).status_code == 400
@@ -143,7 +155,10 @@ def test_the_page_forms_requeue_and_discard_with_csrf(web_sessions: sessionmaker
 
 
 def test_a_task_message_whose_try_still_waits_is_requeued_to_its_queue_with_a_fresh_count(
-    web_sessions: sessionmaker[Session], web_executor: LocalExecutor, as_role: Any, run_tis: dict[str, TaskInstance]
+    web_sessions: sessionmaker[Session],
+    web_executor: LocalExecutor,
+    as_role: Any,
+    run_tis: dict[str, TaskInstance],
 ) -> None:
     queue = f"dl_{uuid.uuid4().hex[:6]}"
     web_executor.declare_queues([queue])
@@ -161,7 +176,10 @@ def test_a_task_message_whose_try_still_waits_is_requeued_to_its_queue_with_a_fr
 
 
 def test_a_task_message_whose_try_has_ended_is_not_requeued_the_user_is_told_to_clear_it(
-    web_sessions: sessionmaker[Session], web_executor: LocalExecutor, as_role: Any, run_tis: dict[str, TaskInstance]
+    web_sessions: sessionmaker[Session],
+    web_executor: LocalExecutor,
+    as_role: Any,
+    run_tis: dict[str, TaskInstance],
 ) -> None:
     ti = run_tis["extract"]  # failed
     queue = f"dl_{uuid.uuid4().hex[:6]}"
