@@ -188,3 +188,52 @@ def test_a_requeued_message_keeps_its_headers_but_not_those_of_its_dead_letterin
     headers = requeue_headers(dead)
     assert headers == {"trace": "kept", "x-hareflow-requeued-from": 7}
     assert not DEAD_LETTERING_HEADERS & set(headers) - {"x-hareflow-requeued-from"}
+
+
+def test_the_local_executors_dead_letters_are_recorded_once_and_requeued_to_their_queue(
+    tmp_path: Any,
+) -> None:
+    """``hareflow standalone``: no broker, the same table. A worker's dead letter reaches the
+    recorder beside the results consumer; requeue puts it back in the in-process queue."""
+    from hareflow.common import dead_letters
+    from hareflow.common.broker.local import LocalExecutor
+    from hareflow.common.db import Base, create_engine_for, make_session_factory
+    from hareflow.scheduler.dead_letters import DeadLetterRecorder
+
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'm.db'}")
+    Base.metadata.create_all(engine)
+    sessions = make_session_factory(engine)
+    executor = LocalExecutor()
+    executor.start()
+    try:
+        inbox: list[Any] = []
+        executor.consume_tasks(["default"], 1, inbox.append)
+        executor.declare_queues(["default"])
+        with executor._cond:
+            executor._state.queues["default"].append((b'{"type": "task", "v": 99}', 0))
+            executor._cond.notify_all()
+        import time
+
+        deadline = time.monotonic() + 5
+        while not inbox and time.monotonic() < deadline:
+            time.sleep(0.01)
+        executor.dead_letter(inbox.pop(), "malformed message: unsupported protocol version 99")
+        executor.stop_consuming_tasks()
+
+        recorder = DeadLetterRecorder(executor=executor, session_factory=sessions)
+        recorder.start()  # after the dead-lettering: it gets what waited for it
+        assert recorder.run_once(timeout=1, now=NOW) == 1
+        assert {q.name: q.messages for q in executor.queue_stats(["default"])}["(dead letters)"] == 0
+        with sessions() as s:
+            (row,) = dead_letters.list_dead_letters(s)
+            assert (row.queue, row.deliveries, row.reason) == (
+                "default",
+                1,
+                "malformed message: unsupported protocol version 99",
+            )
+        with sessions() as s, s.begin():
+            dead_letters.requeue(s, executor, row.id, username="tests", origin=None, prefix=None, now=NOW)
+        assert list(executor._state.queues["default"]) == [(b'{"type": "task", "v": 99}', 0)]
+    finally:
+        executor.close()
+        engine.dispose()
