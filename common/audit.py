@@ -12,11 +12,21 @@ import getpass
 import os
 import socket
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from hareflow.common.db import AuditLog
 from sqlalchemy.orm import Session
+
+#: Where the actions of this thread come from, for audit rows that do not say: the CLI sets it
+#: once per command (``cli@host``), the web server once per request (``web <client address>``).
+_current_origin: ContextVar[str | None] = ContextVar("hareflow_audit_origin", default=None)
+
+
+def set_origin(origin: str | None) -> None:
+    """Name where this thread's actions come from (see ``_current_origin``)."""
+    _current_origin.set(origin)
 
 
 def audit(
@@ -33,6 +43,7 @@ def audit(
 ) -> AuditLog:
     """Record who did what; ``origin`` says from where (``cli@host``, ``web 10.0.0.5``)."""
     data = dict(details) if details is not None else None
+    origin = origin or _current_origin.get()
     if origin:
         data = {**(data or {}), "origin": origin}
     row = AuditLog(

@@ -48,6 +48,7 @@ from hareflow.common.states import (
     WorkerOutcome,
     outcome_state,
 )
+from hareflow.common.workers import prune_workers
 from hareflow.scheduler.dag_callbacks import DagCallbacks
 from hareflow.scheduler.dispatch import build_messages, claim_for_republish, mark_confirmed
 from hareflow.scheduler.scheduling import RowCache, schedule_pass
@@ -66,6 +67,8 @@ WAKING_TASK_STATES = frozenset(
 HEARD_LIMIT = 50_000
 #: The name ``Executor.queue_stats`` gives the dead-letter queue (part of the executor contract).
 DEAD_LETTERS = "(dead letters)"
+#: How often workers long stopped or lost are pruned (``worker_retention_days``).
+PRUNE_WORKERS_EVERY = timedelta(hours=1)
 
 
 def utcnow() -> datetime:
@@ -129,6 +132,7 @@ class Scheduler:
         #: yet, or the metastore went away): a worker is lost only after a worker_timeout of silence
         #: *watched*, never because its heartbeats waited in the results queue during an outage.
         self._watching_since: datetime | None = None
+        self._last_prune: datetime | None = None
         #: monotonic time of the last pass that completed (read by the health probe)
         self.last_pass = time.monotonic()
 
@@ -249,6 +253,7 @@ class Scheduler:
             self.republish_stale(now, report)
         if housekeeping:
             self.handle_lost_workers(now, report)
+            self.prune_workers(now)
             self.finish_backfills(now)
             self.heartbeat(now)
             self.refresh_gauges(now)
@@ -475,6 +480,7 @@ class Scheduler:
             lost = list(session.scalars(query))
             for w in lost:
                 w.state = "lost"
+                w.running = 0  # its running tries are failed or retried just below
                 report.lost_workers += 1
                 age = (now - w.last_heartbeat).total_seconds()
                 log.warning("worker %s on %s lost (no heartbeat for %.0fs)", w.name, w.hostname, age)
@@ -485,6 +491,20 @@ class Scheduler:
                 ).all()
                 error = f"worker {w.name} on {w.hostname} was lost (no heartbeat for {age:.0f}s)"
                 report.events.extend(_fail_lost_tries(session, held, error, now))
+
+    def prune_workers(self, now: datetime) -> None:
+        """Hourly: delete workers stopped or lost for longer than ``worker_retention_days``."""
+        if self._last_prune is not None and now - self._last_prune < PRUNE_WORKERS_EVERY:
+            return
+        self._last_prune = now
+        with self._sessions() as session, session.begin():
+            pruned = prune_workers(session, self._settings.worker_retention_days, now=now)
+        if pruned:
+            log.info(
+                "pruned %d worker(s) stopped or lost for over %g day(s)",
+                pruned,
+                self._settings.worker_retention_days,
+            )
 
     # -- step: backfills ------------------------------------------------------------------------------------
 

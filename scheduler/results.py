@@ -61,6 +61,18 @@ def _ts(value: float) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)
 
 
+#: A worker clock further than this from the consumer's is not taken for a log chunk's time.
+MAX_CLOCK_SKEW = 3600.0
+
+
+def _sent_at(value: float, now: datetime) -> datetime:
+    try:
+        sent = _ts(value)
+    except (OverflowError, OSError, ValueError):
+        return now
+    return sent if abs((sent - now).total_seconds()) <= MAX_CLOCK_SKEW else now
+
+
 @dataclass
 class _TI:
     """The columns of a task instance a report can change, plus the changes (``dirty``)."""
@@ -321,7 +333,8 @@ def _store_logs(
                 "try_number": m.key.try_number,
                 "seq": m.seq,
                 "text": m.text,
-                "created_at": now,
+                # When the worker sent it (the page's line timestamps); a clock far off is not believed.
+                "created_at": _sent_at(m.at, now),
             }
         )
         ti = tis[m.key.ti_id]

@@ -13,7 +13,13 @@ from typing import Any
 
 from hareflow.common import metrics
 from hareflow.common.audit import audit
-from hareflow.common.backfill import BackfillError, cancel_backfill
+from hareflow.common.backfill import (
+    BackfillError,
+    BackfillPlan,
+    cancel_backfill,
+    create_backfill,
+    plan_backfill,
+)
 from hareflow.common.db import Backfill, Dag, DagRun
 from hareflow.common.event_runs import EventError, insert_event_runs, make_event
 from hareflow.common.operations import (
@@ -270,6 +276,90 @@ def cancel(backfill_id: int, *, username: str) -> dict[str, Any]:
         dag_id = backfill.dag_id
     runtime().notify([event("dag", dag_id, "backfill_cancelled")])
     return {"backfill_id": backfill_id, "state": "cancelled", "runs_dropped": dropped}
+
+
+def _backfill_date(value: object, field: str) -> datetime:
+    if not isinstance(value, str) or not value.strip():
+        raise ActionError(400, f"{field}: give a logical date (ISO 8601, e.g. 2026-01-01)", field)
+    try:
+        parsed = parse_date(value.strip())
+    except ValueError:
+        raise ActionError(400, f"{field} {value!r} is not an ISO 8601 date", field) from None
+    assert parsed is not None
+    return parsed
+
+
+def plan_dict(plan: BackfillPlan) -> dict[str, Any]:
+    """What a backfill would do, interval by interval (the dry-run preview)."""
+    return {
+        "dag_id": plan.dag_id,
+        "to_create": [
+            {
+                "logical_date": info.logical_date.isoformat(),
+                "data_interval_start": info.data_interval_start.isoformat(),
+                "data_interval_end": info.data_interval_end.isoformat(),
+            }
+            for info in plan.to_create
+        ],
+        "to_rerun": list(plan.to_rerun),
+        "existing": list(plan.existing),
+        "total": plan.total,
+    }
+
+
+def backfill(
+    dag_id: object,
+    *,
+    start: object,
+    end: object,
+    max_active_runs: object = 1,
+    rerun_failed: object = False,
+    dry_run: object = False,
+    username: str,
+) -> dict[str, Any]:
+    """``hareflow dags backfill`` from the web: the same plan and the same ``create_backfill``.
+    With ``dry_run`` nothing changes and the answer is the plan alone."""
+    if not isinstance(dag_id, str) or not dag_id:
+        raise ActionError(400, "dag_id: name the DAG to backfill", "dag_id")
+    start_at = _backfill_date(start, "start")
+    end_at = _backfill_date(end, "end")
+    if start_at > end_at:
+        raise ActionError(400, f"end {end_at.isoformat()} is before start {start_at.isoformat()}", "end")
+    if isinstance(max_active_runs, str) and max_active_runs.strip().isdigit():
+        max_active_runs = int(max_active_runs)
+    if isinstance(max_active_runs, bool) or not isinstance(max_active_runs, int) or max_active_runs < 1:
+        raise ActionError(
+            400, f"max_active_runs {max_active_runs!r}: give a whole number of at least 1", "max_active_runs"
+        )
+    for name, flag in (("rerun_failed", rerun_failed), ("dry_run", dry_run)):
+        if not isinstance(flag, bool):
+            raise ActionError(400, f"{name} {flag!r}: give true or false", name)
+    with open_session() as s, s.begin():
+        _dag_or_404(s, dag_id)
+        try:
+            if dry_run:
+                return {
+                    "dry_run": True,
+                    "plan": plan_dict(
+                        plan_backfill(s, dag_id, start_at, end_at, rerun_failed=bool(rerun_failed))
+                    ),
+                }
+            created, plan = create_backfill(
+                s,
+                dag_id,
+                start_at,
+                end_at,
+                max_active_runs=max_active_runs,
+                rerun_failed=bool(rerun_failed),
+                created_by=username,
+                origin=origin(),
+            )
+        except BackfillError as exc:
+            raise ActionError(400, str(exc)) from None
+        s.flush()
+        result = {"dry_run": False, "backfill": queries.backfill_dict(created), "plan": plan_dict(plan)}
+    runtime().notify([event("dag", dag_id, "backfill")])
+    return result
 
 
 # -- dead letters -----------------------------------------------------------------------------------

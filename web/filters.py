@@ -1,4 +1,9 @@
-"""Jinja filters for dates, durations and states (times are shown in UTC, as stored)."""
+"""Jinja filters for dates, durations and states.
+
+Times are stored in UTC and rendered as ``<time>`` elements labelled with their zone ("UTC");
+the page's script shows them in the zone the user picked in the header (UTC, the browser's, or
+the DAG's), so the server needs no per-user setting. ``dt(tz, pin=True)`` renders a time in a
+given zone for good (the DAG list's next run, in the DAG's zone, UTC on hover)."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
+from markupsafe import Markup, escape
 
 STATE_CLASSES = frozenset(
     {
@@ -44,6 +50,42 @@ def _parse(value: datetime | str | None) -> datetime | None:
 def fmt_datetime(value: datetime | str | None) -> str:
     parsed = _parse(value)
     return "" if parsed is None else parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_time(value: datetime | str | None, tz: str | None = None, *, pin: bool = False) -> Markup:
+    """A ``<time>`` element: UTC text labelled ``UTC`` (the page script re-renders it in the
+    user's zone; ``tz`` is the zone "the DAG's" means for it), or with ``pin``, the text in ``tz``
+    with the UTC time as its title, left alone by the script."""
+    parsed = _parse(value)
+    if parsed is None:
+        return Markup("")
+    utc = parsed.astimezone(UTC)
+    iso = utc.isoformat()
+    text = utc.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+    zone_attr = Markup(' data-tz="%s"') % tz if tz else Markup("")
+    if pin and tz and tz != "UTC":
+        local = _in_zone(utc, tz)
+        if local is not None:
+            shown = local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or tz)
+            return Markup('<time datetime="%s" data-pinned title="%s"%s>%s</time>') % (
+                iso, text, zone_attr, shown,
+            )
+    return Markup('<time datetime="%s" data-ts%s>%s</time>') % (iso, zone_attr, escape(text))
+
+
+def _in_zone(value: datetime, tz: str) -> datetime | None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return value.astimezone(ZoneInfo(tz))
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def fmt_datetime_text(value: datetime | str | None) -> str:
+    """For attributes and ``<option>`` text, where an element cannot go: UTC, labelled."""
+    text = fmt_datetime(value)
+    return text + " UTC" if text else ""
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -86,7 +128,8 @@ def state_class(state: Any) -> str:
 
 def init_filters(app: Flask) -> None:
     app.jinja_env.filters.update(
-        dt=fmt_datetime,
+        dt=fmt_time,
+        dt_text=fmt_datetime_text,
         duration=fmt_duration,
         ago=fmt_ago,
         state=state_class,

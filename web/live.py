@@ -3,9 +3,10 @@
 Each web process subscribes once (``Executor.subscribe_events`` gives it a private, exclusive
 queue bound to the events fanout, so every web process sees every event) and relays each event to
 the room of its DAG, ``dag:<dag_id>``; run and DAG events also go to ``dags`` (the DAG list), and
-asset events (kind ``asset``: an asset has a new event) go to ``assets`` only (the Assets pages),
-dead-letter events (kind ``deadletter``: one was recorded, requeued or discarded) to ``deadletters``
-only (the Dead letters page). A
+asset events (kind ``asset``: an asset has a new event) go to ``assets`` only (the Assets pages);
+``workers`` (the workers and queues pages) gets one task event per batch, enough to refetch counts;
+dead-letter events (kind ``deadletter``: one was recorded, requeued or discarded) go to
+``deadletters`` only (the Dead letters page). A
 page joins only the rooms of what it shows. Events are small (what changed, not the new data): a
 page fetches the details it needs from the API, and after a reconnect it refetches everything, so
 an event missed while disconnected never leaves stale state on screen.
@@ -32,7 +33,7 @@ from hareflow.web.runtime import WebRuntime, runtime
 
 log = logging.getLogger(__name__)
 
-ROOM = re.compile(r"^(dags|assets|deadletters|dag:[A-Za-z0-9_.\-]{1,250})$")
+ROOM = re.compile(r"^(dags|assets|workers|deadletters|dag:[A-Za-z0-9_.\-]{1,250})$")
 BATCH_WINDOW = 0.05
 MAX_BATCH = 2000
 #: Socket.IO sessions of this process that were accepted and are still connected. A set rather than
@@ -121,6 +122,8 @@ class EventRelay:
             rooms[f"dag:{e.dag_id}"].append(item)
             if e.kind in ("run", "dag"):
                 rooms["dags"].append(item)
+            elif e.kind == "task" and "workers" not in rooms:
+                rooms["workers"].append(item)  # the workers and queues pages only refetch counts
         for room, items in rooms.items():
             self._socketio.emit("events", items, to=room)
         self.relayed += len(batch)
@@ -160,7 +163,7 @@ def on_join(data: object) -> dict[str, Any]:
     if not isinstance(rooms, list) or not all(isinstance(r, str) and ROOM.match(r) for r in rooms):
         return {
             "ok": False,
-            "error": "rooms must be a list of 'dags', 'assets', 'deadletters' or 'dag:<dag_id>'",
+            "error": "rooms must be a list of 'dags', 'assets', 'workers', 'deadletters' or 'dag:<dag_id>'",
         }
     for room in rooms:
         join_room(room)

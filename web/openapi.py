@@ -71,6 +71,13 @@ def _with_conflict(op: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
+def _with_dry_run(op: dict[str, Any]) -> dict[str, Any]:
+    op["responses"]["200"] = _json(
+        _obj(dry_run={"type": "boolean"}, plan=_ref("BackfillPlan")), "The plan of a dry run; nothing changed"
+    )
+    return op
+
+
 def _event_op(op: dict[str, Any]) -> dict[str, Any]:
     op["responses"]["200"] = _json(_ref("Run"), "The run this event's key already has (a repeat)")
     return op
@@ -185,7 +192,14 @@ SCHEMAS: dict[str, Any] = {
     ),
     "LogChunks": _obj(
         try_number=INT,
-        chunks={"type": "array", "items": _obj(seq=INT, text={"type": "string"})},
+        chunks={
+            "type": "array",
+            "items": _obj(
+                seq=INT,
+                text={"type": "string"},
+                at={"type": "string", "nullable": True, "description": "when the worker sent it"},
+            ),
+        },
         offset={**INT, "description": "last seq returned: pass it back as ?offset= to get what follows"},
         more={"type": "boolean"},
         finished={"type": "boolean"},
@@ -204,6 +218,20 @@ SCHEMAS: dict[str, Any] = {
         from_date={"type": "string"},
         to_date={"type": "string"},
         progress={"type": "object"},
+    ),
+    "BackfillPlan": _obj(
+        dag_id={"type": "string"},
+        to_create={
+            "type": "array",
+            "items": _obj(
+                logical_date={"type": "string"},
+                data_interval_start={"type": "string"},
+                data_interval_end={"type": "string"},
+            ),
+        },
+        to_rerun={"type": "array", "items": {"type": "string"}},
+        existing={"type": "array", "items": {"type": "string"}},
+        total=INT,
     ),
     "DeadLetter": _obj(
         id=INT,
@@ -586,7 +614,29 @@ def _paths() -> dict[str, Any]:
                 "Backfills with their progress",
                 _json(_obj(backfills={"type": "array", "items": _ref("Backfill")})),
                 params=[_param("dag_id", "query"), _param("state", "query"), LIMIT],
-            )
+            ),
+            "post": _with_dry_run(
+                _op(
+                    "Backfill a DAG over a range of logical dates (as `hareflow dags backfill`); with "
+                    "dry_run, only the plan: the intervals it would create, re-run and skip",
+                    _json(
+                        _obj(
+                            dry_run={"type": "boolean"}, backfill=_ref("Backfill"), plan=_ref("BackfillPlan")
+                        ),
+                        "The backfill created and its plan",
+                    ),
+                    body=_obj(
+                        dag_id={"type": "string"},
+                        start={"type": "string", "format": "date-time"},
+                        end={"type": "string", "format": "date-time"},
+                        max_active_runs={**INT, "minimum": 1, "default": 1},
+                        rerun_failed={"type": "boolean", "default": False},
+                        dry_run={"type": "boolean", "default": False},
+                    ),
+                    role="op",
+                    status="201",
+                )
+            ),
         },
         "/backfills/{backfill_id}/cancel": {
             "post": _op(

@@ -29,6 +29,7 @@ from hareflow.common.db import (
 )
 from hareflow.common.records import iso
 from hareflow.common.states import TASK_DISPATCHED
+from hareflow.common.workers import WorkerList, list_workers
 from hareflow.web import task_groups
 from sqlalchemy import DateTime, Integer, Row, Select, bindparam, exists, func, select, type_coerce
 from sqlalchemy.orm import Session
@@ -387,16 +388,17 @@ def rendered_of(s: Session, ti: TaskInstance, try_number: int) -> dict[str, Any]
 def log_chunks(
     s: Session, ti: TaskInstance, try_number: int, after: int = 0, limit: int = 1000
 ) -> dict[str, Any]:
-    """Log chunks of one try with ``seq > after`` (chunks are numbered from 1). ``offset`` in the
+    """Log chunks of one try with ``seq > after`` (chunks are numbered from 1), each with ``at``,
+    when its worker sent it (the lines' timestamps, within ``log_chunk_interval``). ``offset`` in the
     answer is the last seq returned: pass it back to get only what came next. ``finished`` says
     the try is over, so once a read returns no chunks there is nothing more to wait for."""
     rows = s.execute(
-        select(TaskLog.seq, TaskLog.text)
+        select(TaskLog.seq, TaskLog.text, TaskLog.created_at)
         .where(TaskLog.ti_id == ti.id, TaskLog.try_number == try_number, TaskLog.seq > after)
         .order_by(TaskLog.seq)
         .limit(limit)
     ).all()
-    chunks = [{"seq": seq, "text": text} for seq, text in rows]
+    chunks = [{"seq": seq, "text": text, "at": iso(at)} for seq, text, at in rows]
     return {
         "try_number": try_number,
         "chunks": chunks,
@@ -525,24 +527,8 @@ def pretty_json(value_json: str | None) -> str | None:
 # -- workers, health, backfills ---------------------------------------------------------------------
 
 
-def workers(s: Session, now: datetime | None = None) -> list[dict[str, Any]]:
-    now = now or now_utc()
-    rows = s.scalars(select(Worker).order_by(Worker.state, Worker.hostname, Worker.name))
-    return [
-        {
-            "name": w.name,
-            "hostname": w.hostname,
-            "pid": w.pid,
-            "queues": list(w.queues or []),
-            "concurrency": w.concurrency,
-            "running": w.running,
-            "state": w.state,
-            "first_seen": iso(w.first_seen),
-            "last_heartbeat": iso(w.last_heartbeat),
-            "heartbeat_age": round((now - w.last_heartbeat).total_seconds(), 1),
-        }
-        for w in rows
-    ]
+def workers(s: Session, *, include_gone: bool = False, now: datetime | None = None) -> WorkerList:
+    return list_workers(s, include_gone=include_gone, now=now)
 
 
 def known_queues(s: Session, default_queue: str) -> list[str]:

@@ -382,7 +382,14 @@ def _add_headers(response: Response) -> Response:
     return response
 
 
+def _set_audit_origin() -> None:
+    from hareflow.common.audit import set_origin
+
+    set_origin(f"web {request.remote_addr}")
+
+
 def init_app(app: Flask) -> None:
+    app.before_request(_set_audit_origin)
     app.before_request(_authenticate)
     app.before_request(_check_csrf)
     app.after_request(_add_headers)

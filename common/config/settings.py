@@ -44,6 +44,7 @@ class Settings:
     scheduler_idle_wait: float = 1.0  # longest sleep when nothing wakes the scheduler
     queued_timeout: float = 300.0  # re-publish a queued task never confirmed by the broker after this long
     worker_timeout: float = 60.0  # a worker silent this long is lost; its tasks follow retry policy
+    worker_retention_days: float = 7.0  # workers stopped or lost this long are deleted (0: kept)
     dag_dir_list_interval: float = 2.0  # how often DAG files are checked for changes
     dag_file_processor_timeout: float = 30.0
     dag_file_processor_parallelism: int = 2

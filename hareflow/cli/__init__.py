@@ -49,6 +49,11 @@ def main() -> None:
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(logging.NullHandler())
+    # Every audit row a command writes says it came from the CLI on this host.
+    from hareflow.common.audit import cli_origin, set_origin
+
+    set_origin(cli_origin())
+    click.get_current_context().call_on_close(lambda: set_origin(None))
 
 
 for command in (

@@ -1,4 +1,4 @@
-"""``hareflow tasks``: list a DAG's tasks, test or render one, clear, read logs and states."""
+"""``hareflow tasks``: list a DAG's tasks, test or render one, clear or mark, read logs and states."""
 
 from __future__ import annotations
 
@@ -512,6 +512,51 @@ def _report_clear(result: Any, output: str, *, done: bool) -> None:
         click.echo(f"skipped {len(result.skipped)} queued or running task instance(s):")
         for r in result.skipped:
             click.echo(f"  {r.run_id}  {_label(r)}  ({r.state})")
+
+
+@tasks.command("mark")
+@click.argument("state", type=click.Choice(["success", "failed"]))
+@click.argument("run_id")
+@click.argument("task_id")
+@dag_option
+@map_index_option
+@output_option
+def tasks_mark(
+    state: str, run_id: str, task_id: str, dag_id: str | None, map_index: int | None, output: str
+) -> None:
+    """Set one task instance to success or failed by hand, as the UI's Mark buttons do.
+
+    A report the worker sends later for the same try changes nothing. A finished run goes back to
+    queued, so the scheduler re-evaluates the downstream tasks and the run's outcome. Audited.
+
+    \b
+    Example:
+      hareflow tasks mark success manual__2026-01-05T10:00:00+00:00 load --dag example_etl
+    """
+    settings = get_settings()
+    from hareflow.cli.runs import ti_dict
+    from hareflow.common.operations import find_run, find_task_instance, mark_task_instance
+
+    with metastore(settings) as sessions, user_mistakes(), sessions() as session, session.begin():
+        run = find_run(session, run_id, dag_id)
+        previous = find_task_instance(session, run, task_id, map_index).state
+        ti = mark_task_instance(
+            session, run.dag_id, run.run_id, task_id, state, map_index=map_index, username=cli_user(settings)
+        )
+        result = ti_dict(ti)
+        dag_id = run.dag_id
+    notify_scheduler(
+        settings,
+        [
+            {"kind": "task", "dag_id": dag_id, "run_id": run_id, "state": state},
+            {"kind": "run", "dag_id": dag_id, "run_id": run_id, "state": "queued"},
+        ],
+    )
+    if output == "json":
+        print_json(result)
+        return
+    label = task_id if ti.map_index < 0 else f"{task_id}[{ti.map_index}]"
+    click.echo(f"marked {label} of {run_id} {state} (was {previous})")
 
 
 # -- logs and state -----------------------------------------------------------------------------

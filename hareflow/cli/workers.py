@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
 
@@ -10,7 +10,6 @@ from hareflow.cli.common import (
     CONTEXT_SETTINGS,
     UserError,
     get_settings,
-    iso,
     metastore,
     output_option,
     print_json,
@@ -30,56 +29,45 @@ def workers() -> None:
 
 
 @workers.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Also workers stopped or lost for over a day.")
 @output_option
-def workers_list(output: str) -> None:
+def workers_list(show_all: bool, output: str) -> None:
     """List workers: name, host, queues, concurrency, tasks running, state and last heartbeat.
+
+    Tasks running are counted from the metastore, so they are right the moment a task finishes.
+    Workers stopped or lost for over a day are left out unless --all (the scheduler deletes them
+    after worker_retention_days).
 
     \b
     Example:
       hareflow workers list -o json
     """
     settings = get_settings()
-    from sqlalchemy import select
-
-    from hareflow.common.db import Worker
+    from hareflow.common.workers import list_workers
 
     with metastore(settings) as sessions, sessions() as session:
-        rows = list(session.scalars(select(Worker).order_by(Worker.state, Worker.name)))
-    now = datetime.now(UTC)
+        listed = list_workers(session, include_gone=show_all)
     if output == "json":
-        print_json(
-            [
-                {
-                    "name": w.name,
-                    "hostname": w.hostname,
-                    "pid": w.pid,
-                    "queues": list(w.queues or []),
-                    "concurrency": w.concurrency,
-                    "running": w.running,
-                    "state": w.state,
-                    "first_seen": iso(w.first_seen),
-                    "last_heartbeat": iso(w.last_heartbeat),
-                }
-                for w in rows
-            ]
-        )
+        print_json([{k: v for k, v in w.items() if k != "heartbeat_age"} for w in listed.workers])
         return
     print_table(
         ["name", "host", "queues", "concurrency", "running", "state", "last heartbeat"],
         [
             [
-                w.name,
-                w.hostname,
-                ",".join(w.queues or []),
-                w.concurrency,
-                w.running,
-                w.state,
-                f"{when(w.last_heartbeat)} ({(now - w.last_heartbeat).total_seconds():.0f}s ago)",
+                w["name"],
+                w["hostname"],
+                ",".join(w["queues"]),
+                w["concurrency"],
+                w["running"],
+                w["state"],
+                f"{when(datetime.fromisoformat(w['last_heartbeat']))} ({w['heartbeat_age']:.0f}s ago)",
             ]
-            for w in rows
+            for w in listed.workers
         ],
         empty="no workers have reported yet",
     )
+    if listed.hidden:
+        click.echo(f"({listed.hidden} stopped or lost for over a day not shown: --all)", err=True)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)

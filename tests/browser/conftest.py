@@ -216,7 +216,7 @@ def open_as(browser: Any, live_system: LiveSystem) -> Iterator[Any]:
     errors: list[str] = []
 
     def open_page(role: str) -> Any:
-        context = browser.new_context(viewport={"width": 1360, "height": 820})
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(20_000)

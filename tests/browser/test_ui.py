@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hareflow.common.backfill import create_backfill
-from hareflow.common.db import Dag, DagRun
+from hareflow.common.db import Backfill, Dag, DagRun
 from sqlalchemy import select
 
 from tests.browser.conftest import LiveSystem
+from tests.web.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
 
@@ -179,6 +181,180 @@ def test_the_backfills_page_shows_a_backfill_and_its_progress_without_a_reload(
     assert_not_reloaded(page)
 
 
+def test_a_backfill_is_previewed_created_watched_and_cancelled_from_the_ui(
+    open_as: Any, live_system: LiveSystem, tmp_path: Path
+) -> None:
+    page = open_as("op")
+    page.goto(f"{live_system.url}/dags/daily_report/grid")
+    page.click("#backfill-button")
+    page.wait_for_url("**/dags/daily_report/backfill")
+    page.fill("input[name=start]", "2026-03-01")
+    page.fill("input[name=end]", "2026-04-29")
+    page.fill("input[name=max_active_runs]", "1")
+    page.click("#backfill-preview")
+    page.wait_for_selector("#plan-table")
+
+    assert page.locator("#plan-table tr.plan-create").count() == 60
+    assert "Nothing has changed yet" in page.inner_text("#plan-summary")
+    with live_system.cluster.sessions() as s:
+        assert not s.scalars(
+            select(Backfill).where(Backfill.from_date == datetime(2026, 3, 1, tzinfo=UTC))
+        ).all()
+    target = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
+    page.screenshot(path=str(target / "backfill_preview.png"), full_page=True)
+
+    page.click("#backfill-create")
+    page.wait_for_url("**/backfills?dag_id=daily_report")
+    assert "60 run(s) to go" in page.inner_text(".flash")
+    row = page.locator("#backfills-table tbody tr").first
+    backfill_id = row.get_attribute("data-backfill")
+    mark_no_reload(page)
+    # One run at a time: the progress moves on the page while the backfill runs.
+    page.wait_for_function(
+        "sel => /[1-9][0-9]* ok/.test((document.querySelector(sel) || {}).textContent || '')",
+        arg=f'#backfills-table tr[data-backfill="{backfill_id}"]',
+        timeout=30_000,
+    )
+    page.click(f'#backfills-table tr[data-backfill="{backfill_id}"] button.danger')
+    page.wait_for_selector(".flash:has-text('cancelled')")
+    with live_system.cluster.sessions() as s:
+        backfill = s.get(Backfill, int(backfill_id or 0))
+        assert backfill is not None and backfill.state == "cancelled"
+        assert backfill.created_by == "op" and backfill.max_active_runs == 1
+
+
+NO_POLLING = (
+    "(() => { const set = window.setInterval; window.setInterval = (fn, ms, ...rest) =>"
+    " ms === 5000 ? 0 : set(fn, ms, ...rest); })();"
+)
+
+
+def _text_of(page: Any, selector: str) -> str:
+    return page.evaluate("sel => (document.querySelector(sel) || {}).textContent || ''", selector)
+
+
+def _wait_text(page: Any, selector: str, predicate: Any, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = _text_of(page, selector)
+        if predicate(text):
+            return text
+        assert time.monotonic() < deadline, f"{selector} still shows {text!r}"
+        page.wait_for_timeout(100)
+
+
+def test_the_workers_and_queues_pages_follow_tasks_live_without_their_5_s_refresh(
+    open_as: Any, live_system: LiveSystem
+) -> None:
+    """Their 5-second refresh is switched off here, so only live events can change the counts."""
+    workers = open_as("viewer")
+    workers.context.add_init_script(NO_POLLING)
+    workers.goto(f"{live_system.url}/workers")
+    queues = workers.context.new_page()
+    queues.goto(f"{live_system.url}/queues")
+    running = '#workers-table tr[data-worker="worker-1"] td.running'
+    _wait_text(workers, running, lambda t: t == "0")
+    mark_no_reload(workers)
+
+    run_id = live_system.cluster.trigger("live_dag", conf={"lines": 12, "delay": 0.4})
+    _wait_text(workers, running, lambda t: t == "1")
+    _wait_text(
+        queues, "#queues-table tbody", lambda t: re.search(r"default\s*\S+\s*\S+\s*0\s*1", t) is not None
+    )
+    assert live_system.wait_run("live_dag", run_id) == "success"
+    _wait_text(workers, running, lambda t: t == "0")
+
+    assert_not_reloaded(workers)
+
+
+def test_the_audit_log_shows_a_new_action_without_a_reload(open_as: Any, live_system: LiveSystem) -> None:
+    page = open_as("op")
+    page.goto(f"{live_system.url}/audit")
+    mark_no_reload(page)
+
+    page.evaluate(
+        """async () => fetch('/api/v1/dags/daily_report', {method: 'PATCH',
+             headers: {'Content-Type': 'application/json',
+                       'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content},
+             body: JSON.stringify({is_paused: true})})"""
+    )
+    _wait_text(page, "#audit-table tbody tr", lambda t: "pause" in t and "daily_report" in t)
+    page.evaluate(
+        """async () => fetch('/api/v1/dags/daily_report', {method: 'PATCH',
+             headers: {'Content-Type': 'application/json',
+                       'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content},
+             body: JSON.stringify({is_paused: false})})"""
+    )
+    _wait_text(page, "#audit-table tbody tr", lambda t: "unpause" in t)
+
+    assert_not_reloaded(page)
+
+
+def test_times_follow_the_zone_picked_in_the_header(browser: Any, live_system: LiveSystem) -> None:
+    run_id = live_system.cluster.trigger("live_dag", conf={"lines": 1, "delay": 0.01})
+    assert live_system.wait_run("live_dag", run_id) == "success"
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id="Asia/Tokyo")
+    try:
+        page = context.new_page()
+        page.goto(live_system.url + "/login")
+        page.fill("input[name=username]", "viewer")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dags")
+        url = f"{live_system.url}/dags/live_dag/runs/{run_id}/tasks/prepare"
+        page.goto(url)
+        started = "td[data-field=start_date]"
+        utc_text = _wait_text(page, started, lambda t: t.endswith(" UTC"))
+
+        with page.expect_navigation():  # the page reloads in the browser's zone
+            page.select_option("#tz-select", "local")
+        tokyo = _wait_text(page, started, lambda t: t.endswith("GMT+9"))
+        logical = page.locator("time[data-ts]").first
+
+        utc = datetime.strptime(utc_text.removesuffix(" UTC"), "%Y-%m-%d %H:%M:%S")
+        assert datetime.strptime(tokyo.removesuffix(" GMT+9"), "%Y-%m-%d %H:%M:%S") - utc == timedelta(
+            hours=9
+        )
+        assert logical.inner_text().endswith("GMT+9") and logical.get_attribute("title").endswith(" UTC")
+        page.goto(f"{live_system.url}/dags/live_dag/runs")  # remembered across pages
+        assert page.input_value("#tz-select") == "local"
+        with page.expect_navigation():
+            page.select_option("#tz-select", "utc")
+        page.goto(url)
+        assert _wait_text(page, started, lambda t: t.endswith(" UTC")) == utc_text
+    finally:
+        context.close()
+
+
+def test_log_lines_show_their_timestamps_when_asked_and_the_text_stays_the_log(
+    open_as: Any, live_system: LiveSystem
+) -> None:
+    run_id = live_system.cluster.trigger("live_dag", conf={"lines": 3, "delay": 0.3})
+    assert live_system.wait_run("live_dag", run_id) == "success"
+    page = open_as("viewer")
+    page.goto(f"{live_system.url}/dags/live_dag/runs/{run_id}/tasks/slow_logger")
+    page.wait_for_selector("#log:has-text('line 3 of 3')")
+    shown = "Array.from(document.querySelectorAll('#log .ts')).map(e => getComputedStyle(e).display)"
+    stamps = (
+        "Array.from(document.querySelectorAll('#log .ts')).map(e => getComputedStyle(e, '::before').content)"
+    )
+
+    assert set(page.evaluate(shown)) == {"none"}
+    page.check("#log-timestamps")
+    contents = page.evaluate(stamps)
+
+    lines = [line for line in page.evaluate("document.getElementById('log').textContent").split("\n") if line]
+    assert len(contents) == len(lines) and set(page.evaluate(shown)) == {"inline"}
+    assert all(re.fullmatch(r'"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\] "', c) for c in contents), contents
+    # Lines are stamped in the order they came.
+    assert contents == sorted(contents)
+    text = page.evaluate("document.getElementById('log').textContent")
+    assert "UTC]" not in text and "line 1 of 3" in text  # search, copy and download see the log alone
+    page.reload()  # remembered
+    assert page.is_checked("#log-timestamps") and set(page.evaluate(shown)) == {"inline"}
+    page.uncheck("#log-timestamps")
+
+
 def test_a_log_can_be_searched_and_downloaded_and_an_empty_one_says_so(
     open_as: Any, live_system: LiveSystem, tmp_path: Path
 ) -> None:
@@ -259,6 +435,7 @@ def test_screenshots_of_the_main_pages(open_as: Any, live_system: LiveSystem, tm
         "workers": "/workers",
         "queues": "/queues",
         "backfills": "/backfills",
+        "backfill_form": "/dags/daily_report/backfill",
         "users": "/users",
         "audit": "/audit",
     }
@@ -269,13 +446,18 @@ def test_screenshots_of_the_main_pages(open_as: Any, live_system: LiveSystem, tm
             page.click('span.cell[data-task="slow_logger"]')
             page.wait_for_selector("#grid-detail h4")
         page.screenshot(path=str(target / f"{name}.png"), full_page=True)
-    login = page.context.browser.new_page(viewport={"width": 1360, "height": 820})
+        page.set_viewport_size({"width": 800, "height": 900})  # and as on a narrow window
+        page.wait_for_timeout(100)
+        page.screenshot(path=str(target / f"{name}_narrow.png"), full_page=True)
+        page.set_viewport_size({"width": 1400, "height": 900})
+    login = page.context.browser.new_page(viewport={"width": 1400, "height": 900})
     login.goto(url + "/login")
     login.screenshot(path=str(target / "login.png"))
     login.close()
     # Each page's file was written (the folder may hold others: docs/screenshots has every test's).
-    written = [name for name in [*shots, "login"] if (target / f"{name}.png").stat().st_size > 0]
-    assert written == [*shots, "login"]
+    expected = [*shots, *(f"{name}_narrow" for name in shots), "login"]
+    written = [name for name in expected if (target / f"{name}.png").stat().st_size > 0]
+    assert written == expected
 
 
 def test_the_scheduler_banner_appears_when_it_stops_and_goes_when_it_is_back(

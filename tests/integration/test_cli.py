@@ -703,6 +703,25 @@ def test_marking_a_failed_task_success_requeues_its_run_and_the_scheduler_finish
     assert row.username == "alice" and row.task_id == "broken" and row.details == {"previous_state": "failed"}
 
 
+def test_tasks_mark_sets_a_state_by_hand_and_the_run_follows_audited_from_the_cli(hf: CliSystem) -> None:
+    failed_run = hf.run_to_end("fails")
+    good_run = hf.run_to_end("succeeds")
+
+    marked = hf.ok("tasks", "mark", "success", failed_run, "broken", "--dag", "fails")
+    as_json = hf.json("tasks", "mark", "failed", good_run, "fine", "--dag", "succeeds")
+
+    assert marked.stdout.strip() == f"marked broken of {failed_run} success (was failed)"
+    assert as_json["state"] == "failed" and as_json["task_id"] == "fine"
+    assert hf.cluster.wait_for_run("fails", failed_run) == "success"
+    assert hf.cluster.wait_for_run("succeeds", good_run) == "failed"
+    [row] = [a for a in hf.audit("mark_success", "fails") if a.run_id == failed_run]
+    assert row.username == getpass.getuser() and row.task_id == "broken"
+    assert row.details == {"previous_state": "failed", "origin": f"cli@{socket.gethostname()}"}
+    assert_user_error(hf.invoke("tasks", "mark", "success", failed_run, "nope", "--dag", "fails"), "nope")
+    refused = hf.invoke("tasks", "mark", "running", failed_run, "broken", "--dag", "fails")
+    assert refused.exit_code == 2 and "'running' is not one of 'success', 'failed'" in refused.stderr
+
+
 def test_shell_completion_offers_dag_ids_from_the_metastore(hf: CliSystem) -> None:
     done = subprocess.run(
         hareflow_command(),

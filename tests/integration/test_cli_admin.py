@@ -4,6 +4,7 @@ on RabbitMQ (trigger --wait and queue depths read from the broker)."""
 from __future__ import annotations
 
 import getpass
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,7 +158,9 @@ def test_set_password_in_a_real_process_replaces_the_password_and_is_audited(hf:
         assert verify_password(session, "frank", "second password") is None
         assert verify_password(session, "frank", "third password") is not None
     audited = [(a.username, a.details) for a in hf.audit("user_set_password")]
-    assert audited[-2:] == [(getpass.getuser(), {"user": "frank"})] * 2
+    assert (
+        audited[-2:] == [(getpass.getuser(), {"user": "frank", "origin": f"cli@{socket.gethostname()}"})] * 2
+    )
 
 
 def test_set_password_refuses_an_unknown_user_a_short_password_and_a_mismatched_confirmation(
@@ -193,6 +196,10 @@ def test_pools_can_be_set_resized_listed_and_deleted(hf: CliSystem) -> None:
     assert deleted.stdout.strip() == "pool warehouse deleted"
     assert hf.json("pools", "list") == []
     assert len(hf.audit("pool_set")) == 2 and len(hf.audit("pool_delete")) == 1
+    # Who and from where: the OS user, on this host's CLI.
+    assert {(a.username, a.details["origin"]) for a in hf.audit("pool_delete")} == {
+        (getpass.getuser(), f"cli@{socket.gethostname()}")
+    }
 
 
 def test_pool_mistakes_exit_two(hf: CliSystem) -> None:

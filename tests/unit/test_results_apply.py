@@ -1,6 +1,6 @@
 """The results consumer's state application, on a real (file) SQLite metastore."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -208,3 +208,14 @@ def test_a_reschedule_keeps_the_try_counts_the_delivery_and_a_late_report_of_it_
     t = ti(session)
     assert (t.state, t.reschedules) == ("up_for_reschedule", 2)
     assert t.first_poke_at == datetime.fromtimestamp(100.5, tz=UTC)  # the first poke's, kept
+
+
+def test_a_log_chunk_is_dated_by_when_its_worker_sent_it_unless_that_clock_is_far_off() -> None:
+    from hareflow.scheduler.results import _sent_at
+
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    sent = now.timestamp() - 2.5  # the chunk waited in the results queue
+
+    assert _sent_at(sent, now) == now - timedelta(seconds=2.5)
+    assert _sent_at(now.timestamp() - 7200, now) == now  # a clock two hours off
+    assert _sent_at(float("nan"), now) == now and _sent_at(1e20, now) == now

@@ -224,6 +224,77 @@ def test_a_worker_that_stops_heartbeating_has_its_tasks_retried(harness: Harness
         assert s.get(Worker, "w9").state == "lost"  # type: ignore[union-attr]
 
 
+def test_workers_stopped_or_lost_past_the_retention_are_pruned_hourly(tmp_path: Path) -> None:
+    h = Harness(tmp_path, worker_retention_days=2)
+    try:
+        with h.sessions() as s, s.begin():
+            for name, state, age in [
+                ("gone", "stopped", timedelta(days=3)),
+                ("lost-long-ago", "lost", timedelta(days=2, hours=1)),
+                ("recent", "stopped", timedelta(days=1)),
+                ("quiet", "active", timedelta(days=5)),  # silent, not yet judged lost: kept
+            ]:
+                s.add(
+                    Worker(
+                        name=name,
+                        hostname="h",
+                        pid=1,
+                        queues=["default"],
+                        concurrency=1,
+                        first_seen=NOW - age,
+                        last_heartbeat=NOW - age,
+                        state=state,
+                    )
+                )
+        h.scheduler.prune_workers(NOW)
+        with h.sessions() as s:
+            assert sorted(s.scalars(select(Worker.name))) == ["quiet", "recent"]
+            s.add(
+                Worker(
+                    name="gone2",
+                    hostname="h",
+                    pid=1,
+                    queues=[],
+                    concurrency=1,
+                    first_seen=NOW - timedelta(days=9),
+                    last_heartbeat=NOW - timedelta(days=9),
+                    state="stopped",
+                )
+            )
+            s.commit()
+        h.scheduler.prune_workers(NOW + timedelta(minutes=30))  # once an hour
+        with h.sessions() as s:
+            assert s.get(Worker, "gone2") is not None
+        h.scheduler.prune_workers(NOW + timedelta(hours=1))
+        with h.sessions() as s:
+            assert s.get(Worker, "gone2") is None
+    finally:
+        h.close()
+
+
+def test_a_retention_of_zero_keeps_every_worker(tmp_path: Path) -> None:
+    h = Harness(tmp_path, worker_retention_days=0)
+    try:
+        with h.sessions() as s, s.begin():
+            s.add(
+                Worker(
+                    name="ancient",
+                    hostname="h",
+                    pid=1,
+                    queues=[],
+                    concurrency=1,
+                    first_seen=NOW - timedelta(days=900),
+                    last_heartbeat=NOW - timedelta(days=900),
+                    state="stopped",
+                )
+            )
+        h.scheduler.prune_workers(NOW)
+        with h.sessions() as s:
+            assert s.get(Worker, "ancient") is not None
+    finally:
+        h.close()
+
+
 ONE_TASK = """
     from datetime import datetime
     from hareflow import DAG, task

@@ -71,7 +71,9 @@ def test_the_asset_list_names_producers_and_consumers_and_an_op_can_post_an_even
         assert [q.last_event_id for q in queued] == [posted.json["id"]]
         audit = s.scalars(select(AuditLog).where(AuditLog.action == "asset_event")).all()
         assert any(
-            a.details == {"uri": uri, "event_id": posted.json["id"]} and a.username == "op" for a in audit
+            a.details == {"uri": uri, "event_id": posted.json["id"], "origin": "web 127.0.0.1"}
+            and a.username == "op"
+            for a in audit
         )
 
 

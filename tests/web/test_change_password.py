@@ -52,7 +52,7 @@ def test_every_role_changes_their_own_password_and_keeps_working_in_this_session
         [row] = s.scalars(
             select(AuditLog).where(AuditLog.action == "user_set_password", AuditLog.username == name)
         )
-    assert row.details == {"user": name}
+    assert row.details == {"user": name, "origin": "web 127.0.0.1"}
     login(app.test_client(), name, "a brand new password")
 
 

@@ -247,7 +247,9 @@ def test_the_task_instance_page_shows_timings_host_result_error_and_the_log_of_e
     html = client.get(url).text
     other_try = client.get(url + "?try=2").text
 
-    assert "first try line\nsecond line\n" in html
+    log = html.split('<pre id="log" class="log" >')[1].split("</pre>")[0]
+    assert re.sub(r"<[^>]+>", "", log) == "first try line\nsecond line\n"  # one span per chunk
+    assert log.count('<span class="chunk" data-at="2026-') == 2  # when each chunk was sent
     assert "worker-host-1" in html and "2026-03-01 12:00:00" in html and "2.0 s" in html
     assert "&#34;rows&#34;: 3" in html or '"rows": 3' in html
     assert 'data-offset="2"' in html and 'data-finished="true"' in html
@@ -433,32 +435,66 @@ def test_cancelling_a_backfill_drops_its_runs_not_started(
         assert s.get(Backfill, backfill_id).state == "cancelled"  # type: ignore[union-attr]
 
 
+def _worker(
+    name: str, *, state: str = "active", running: int = 0, age: timedelta = timedelta(seconds=3)
+) -> Worker:
+    now = datetime.now(UTC)
+    return Worker(
+        name=name,
+        hostname="gpu-host-7",
+        pid=99,
+        queues=["default", "heavy"],
+        concurrency=8,
+        running=running,
+        state=state,
+        first_seen=now - age - timedelta(hours=1),
+        last_heartbeat=now - age,
+    )
+
+
 def test_the_workers_page_shows_host_queues_load_and_heartbeat_age(
-    client: Client, web_sessions: sessionmaker[Session]
+    client: Client, web_sessions: sessionmaker[Session], dag_factory: Any, run_factory: Any
 ) -> None:
     name = unique("worker")
-    now = datetime.now(UTC)
+    dag_id = dag_factory(tasks=[(t, ()) for t in "abcde"])
+    run_id = run_factory(
+        dag_id,
+        state="running",
+        tis={"a": "running", "b": "running", "c": "running", "d": "running", "e": "success"},
+    )
     with web_sessions() as s, s.begin():
-        s.add(
-            Worker(
-                name=name,
-                hostname="gpu-host-7",
-                pid=99,
-                queues=["default", "heavy"],
-                concurrency=8,
-                running=4,
-                state="active",
-                first_seen=now - timedelta(hours=1),
-                last_heartbeat=now - timedelta(seconds=3),
-            )
-        )
+        # The heartbeat's count (1) is stale: four of the worker's task instances are running.
+        s.add(_worker(name, running=1))
+        for ti in s.scalars(select(TaskInstance).where(TaskInstance.run_id == run_id)):
+            ti.worker = name
 
     html = client.get("/workers").text
 
     row = html.split(f"<td>{name}</td>")[1].split("</tr>")[0]
-    assert "gpu-host-7" in row and ">heavy<" in row and "<td>4</td><td>8</td>" in row
+    assert "gpu-host-7" in row and ">heavy<" in row and '<td class="running">4</td><td>8</td>' in row
     assert re.search(r"[34]\.\d s ago", row)
     assert "load-5" in row
+
+
+def test_workers_gone_for_over_a_day_are_hidden_unless_asked_and_a_lost_one_runs_nothing(
+    client: Client, web_sessions: sessionmaker[Session]
+) -> None:
+    old, lost = unique("old"), unique("lost")
+    with web_sessions() as s, s.begin():
+        s.add(_worker(old, state="stopped", age=timedelta(days=2)))
+        s.add(_worker(lost, state="lost", running=3, age=timedelta(minutes=5)))
+
+    default = client.get("/workers").text
+    everything = client.get("/workers?all=true").text
+    api = client.api("GET", "/workers").json
+    api_all = client.api("GET", "/workers?all=true").json
+
+    assert old not in default and "stopped or lost for over a day not shown" in default
+    assert old in everything and lost in default
+    lost_row = default.split(f"<td>{lost}</td>")[1].split("</tr>")[0]
+    assert '<td class="running">0</td>' in lost_row  # its last heartbeat said 3
+    assert old not in {w["name"] for w in api["workers"]} and api["hidden"] >= 1
+    assert old in {w["name"] for w in api_all["workers"]} and api_all["hidden"] == 0
 
 
 def test_the_queues_page_shows_depth_and_consumers_from_the_executor(client: Client) -> None:
@@ -574,3 +610,37 @@ def test_an_unknown_address_is_a_404_page_and_under_the_api_a_404_json(client: C
         assert "Not Found" in page.text
         api = http.get("/api/v1/no/such/thing")
         assert api.status_code == 404 and api.json == {"error": "Not Found", "status": 404}
+
+
+# -- times and zones ---------------------------------------------------------------------------------
+
+
+def test_every_time_on_a_page_is_labelled_with_its_zone(
+    client: Client, dag_factory: Any, run_factory: Any
+) -> None:
+    dag_id = dag_factory()
+    run_id = run_factory(dag_id, tis={"extract": "success"})
+
+    html = client.get(path_of("dags", dag_id, "runs", run_id)).text
+
+    times = re.findall(r'<time datetime="([^"]+)" data-ts>([^<]+)</time>', html)
+    assert times and all(text.endswith(" UTC") for _, text in times)
+    assert ("2026-03-01T12:00:00+00:00", "2026-03-01 12:00:00 UTC") in times  # the logical date
+
+
+def test_the_dag_list_shows_the_next_run_in_the_dags_zone_with_utc_on_hover(
+    client: Client, dag_factory: Any, web_sessions: sessionmaker[Session]
+) -> None:
+    dag_id = dag_factory(schedule="@daily")
+    with web_sessions() as s, s.begin():
+        dag = s.get(Dag, dag_id)
+        assert dag is not None
+        dag.timezone = "Europe/Paris"
+
+    html = client.get(f"/dags?q={dag_id}").text
+    header = client.get(f"/dags/{dag_id}/grid").text
+
+    next_run = '<time datetime="2026-03-02T12:00:00+00:00" data-pinned title="2026-03-02 12:00:00 UTC"'
+    assert next_run + ' data-tz="Europe/Paris">2026-03-02 13:00:00 CET</time>' in html
+    assert "2026-03-02 13:00:00 CET</time>" in header and 'data-tz="Europe/Paris"' in header
+    assert 'id="tz-select"' in html  # the zone picker in the header

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import g, jsonify, request
 from hareflow.web import actions, queries
-from hareflow.web.api import bp, int_arg
+from hareflow.web.api import bool_arg, bp, int_arg, json_body
 from hareflow.web.openapi import openapi_document
 from hareflow.web.runtime import open_session, runtime
 from hareflow.web.security import require_role
@@ -23,7 +23,8 @@ def me() -> Any:
 @require_role("viewer")
 def workers() -> Any:
     with open_session() as s:
-        return jsonify({"workers": queries.workers(s)})
+        listed = queries.workers(s, include_gone=bool(bool_arg("all")))
+    return jsonify({"workers": listed.workers, "hidden": listed.hidden})
 
 
 def queue_report() -> dict[str, Any]:
@@ -130,6 +131,22 @@ def backfills() -> Any:
             s, dag_id=request.args.get("dag_id"), state=request.args.get("state"), limit=limit
         )
     return jsonify({"backfills": items})
+
+
+@bp.post("/backfills")
+@require_role("op")
+def create_backfill() -> Any:
+    body = json_body()
+    result = actions.backfill(
+        body.get("dag_id"),
+        start=body.get("start"),
+        end=body.get("end"),
+        max_active_runs=body.get("max_active_runs", 1),
+        rerun_failed=body.get("rerun_failed", False),
+        dry_run=body.get("dry_run", False),
+        username=g.user.username,
+    )
+    return jsonify(result), 200 if result["dry_run"] else 201
 
 
 @bp.post("/backfills/<int:backfill_id>/cancel")

@@ -1,4 +1,4 @@
-"""Pages: the DAG list and one DAG (grid, graph, runs, source, details), pause and trigger."""
+"""Pages: the DAG list and one DAG (grid, graph, runs, source, details), pause, trigger and backfill."""
 
 from __future__ import annotations
 
@@ -183,3 +183,50 @@ def trigger(dag_id: str) -> Any:
                 return redirect(url_for("pages.dag_grid", dag_id=dag_id))
     status = error["status"] if error else 200
     return render_template("trigger.html", dag=detail, form=form, error=error, tab="trigger"), status
+
+
+@bp.route("/dags/<dag_id>/backfill", methods=["GET", "POST"])
+@require_role("op")
+def backfill(dag_id: str) -> Any:
+    """The CLI's backfill as a form: Preview shows the intervals (a dry run), Create starts it."""
+    with open_session() as s:
+        detail = queries.dag_detail(_load_dag(s, dag_id))
+    form = {"start": "", "end": "", "max_active_runs": "1", "rerun_failed": False}
+    error: dict[str, Any] | None = None
+    plan: dict[str, Any] | None = None
+    if request.method == "POST":
+        form = {
+            "start": request.form.get("start", "").strip(),
+            "end": request.form.get("end", "").strip(),
+            "max_active_runs": request.form.get("max_active_runs", "1").strip(),
+            "rerun_failed": request.form.get("rerun_failed") == "on",
+        }
+        preview = request.form.get("action") == "preview"
+        try:
+            result = actions.backfill(
+                dag_id,
+                start=form["start"],
+                end=form["end"],
+                max_active_runs=form["max_active_runs"],
+                rerun_failed=form["rerun_failed"],
+                dry_run=preview,
+                username=g.user.username,
+            )
+        except actions.ActionError as exc:
+            error = {"field": exc.field, "message": exc.message, "status": exc.status}
+        else:
+            if preview:
+                plan = result["plan"]
+            else:
+                created, total = result["backfill"], result["plan"]["total"]
+                flash(
+                    f"backfill {created['id']} of {dag_id} created: {total} run(s) to go"
+                    if total
+                    else f"backfill {created['id']}: nothing to run, every interval in the range has a run"
+                )
+                return redirect(url_for("pages.backfills", dag_id=dag_id))
+    status = error["status"] if error else 200
+    return (
+        render_template("backfill_form.html", dag=detail, form=form, error=error, plan=plan, tab="backfill"),
+        status,
+    )

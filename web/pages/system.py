@@ -18,9 +18,16 @@ from sqlalchemy import select
 @bp.get("/workers")
 @require_role("viewer")
 def workers() -> Any:
+    show_all = request.args.get("all", "").lower() in ("1", "true", "yes")
     with open_session() as s:
-        items = queries.workers(s)
-    return render_template("workers.html", workers=items, active_nav="pages.workers")
+        listed = queries.workers(s, include_gone=show_all)
+    return render_template(
+        "workers.html",
+        workers=listed.workers,
+        hidden=listed.hidden,
+        show_all=show_all,
+        active_nav="pages.workers",
+    )
 
 
 @bp.get("/queues")

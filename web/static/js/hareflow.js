@@ -87,12 +87,75 @@
     return b;
   };
 
-  hf.fmtDate = function (iso) {
+  /* Times: stored in UTC, shown in the zone picked in the header — "utc", "local" (the
+     browser's) or "dag" (the DAG's timezone on a DAG's pages; a <time data-tz> names its own) —
+     remembered in this browser. Every time shown carries its zone's label. */
+  const ZONE_KEY = "hareflow.timezone";
+  hf.zoneMode = function () {
+    let mode = null;
+    try { mode = window.localStorage.getItem(ZONE_KEY); } catch (e) { mode = null; }
+    return mode === "local" || mode === "dag" ? mode : "utc";
+  };
+  const dagHeader = document.getElementById("dag-header");
+  const pageDagZone = dagHeader && dagHeader.dataset.tz ? dagHeader.dataset.tz : null;
+  const formats = {};
+
+  function zoneFor(dagZone) {
+    const mode = hf.zoneMode();
+    if (mode === "local") return undefined;  /* Intl: the browser's own zone */
+    if (mode === "dag") return dagZone || pageDagZone || "UTC";
+    return "UTC";
+  }
+
+  hf.fmtDate = function (iso, dagZone) {
     if (!iso) return "";
     const d = new Date(iso);
     if (isNaN(d)) return "";
-    return d.toISOString().replace("T", " ").slice(0, 19);
+    const zone = zoneFor(dagZone);
+    if (zone === "UTC") return d.toISOString().replace("T", " ").slice(0, 19) + " UTC";
+    const key = zone || "local";
+    if (!formats[key]) {
+      try {
+        formats[key] = new Intl.DateTimeFormat("en-CA", {
+          timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+          hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+        });
+      } catch (e) {  /* a zone this browser does not know: UTC, labelled so */
+        return d.toISOString().replace("T", " ").slice(0, 19) + " UTC";
+      }
+    }
+    const p = {};
+    for (const part of formats[key].formatToParts(d)) p[part.type] = part.value;
+    return p.year + "-" + p.month + "-" + p.day + " " + p.hour + ":" + p.minute + ":" + p.second + " " + p.timeZoneName;
   };
+
+  /* Server-rendered <time data-ts> elements (and those a live redraw brings) follow the zone;
+     data-pinned ones keep the zone the server chose. The UTC time is always on hover. */
+  function zoneTimes(root) {
+    if (hf.zoneMode() === "utc") return;
+    const nodes = root.querySelectorAll ? root.querySelectorAll("time[data-ts]") : [];
+    for (const node of nodes) {
+      const iso = node.getAttribute("datetime");
+      const shown = hf.fmtDate(iso, node.dataset.tz);
+      if (shown && node.textContent !== shown) {
+        if (!node.title) node.title = new Date(iso).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+        node.textContent = shown;
+      }
+    }
+  }
+  zoneTimes(document);
+  new MutationObserver(function (changes) {
+    for (const change of changes) for (const node of change.addedNodes) if (node.nodeType === 1) zoneTimes(node);
+  }).observe(document.body, { childList: true, subtree: true });
+
+  const zoneSelect = document.getElementById("tz-select");
+  if (zoneSelect) {
+    zoneSelect.value = hf.zoneMode();
+    zoneSelect.addEventListener("change", function () {
+      try { window.localStorage.setItem(ZONE_KEY, zoneSelect.value); } catch (e) { /* private mode */ }
+      window.location.reload();  /* every time on the page, scripts' included, in the new zone */
+    });
+  }
 
   hf.fmtDuration = function (seconds) {
     if (seconds === null || seconds === undefined) return "";
@@ -103,10 +166,13 @@
     return Math.floor(m / 60) + "h " + String(m % 60).padStart(2, "0") + "m " + String(s).padStart(2, "0") + "s";
   };
 
+  /* Coalesce a burst of calls into one call of fn, ms after the first of them. Later calls in
+     the burst do not push it back: under a steady stream of events (a busy backfill, a wide
+     fan-out) the page still redraws every ms instead of waiting for the stream to stop. */
   hf.debounce = function (fn, ms) {
     let timer = null;
     return function () {
-      if (timer) clearTimeout(timer);
+      if (timer) return;
       timer = setTimeout(function () { timer = null; fn(); }, ms);
     };
   };

@@ -53,6 +53,38 @@
   }
   if (search) search.addEventListener("input", applySearch);
 
+  /* Timestamps: each line start gets an empty marker whose ::before shows the time its chunk was
+     sent; being CSS content, it is not in the log's text (search, "no output" and copy ignore it).
+     The toggle is remembered in this browser. */
+  const stampsBox = document.getElementById("log-timestamps");
+  let lineStart = true;
+  function stamp(chunk) {
+    const at = chunk.dataset.at ? hf.fmtDate(chunk.dataset.at) : "";
+    const text = chunk.textContent;
+    const parts = [];
+    let from = 0;
+    while (from < text.length) {
+      const nl = text.indexOf("\n", from);
+      const end = nl < 0 ? text.length : nl + 1;
+      if (lineStart) parts.push(hf.el("span", { class: "ts", "data-t": at ? "[" + at + "] " : "" }));
+      parts.push(document.createTextNode(text.slice(from, end)));
+      lineStart = nl >= 0;
+      from = end;
+    }
+    chunk.replaceChildren.apply(chunk, parts);
+  }
+  for (const chunk of logBox.querySelectorAll(".chunk")) stamp(chunk);
+  if (stampsBox) {
+    let saved = null;
+    try { saved = window.localStorage.getItem("hareflow.logTimestamps"); } catch (e) { saved = null; }
+    stampsBox.checked = saved === "on";
+    logBox.classList.toggle("show-ts", stampsBox.checked);
+    stampsBox.addEventListener("change", function () {
+      logBox.classList.toggle("show-ts", stampsBox.checked);
+      try { window.localStorage.setItem("hareflow.logTimestamps", stampsBox.checked ? "on" : "off"); } catch (e) { /* private mode */ }
+    });
+  }
+
   function showEmpty() {
     const none = !logBox.textContent;
     if (empty) empty.hidden = !(none && finished);
@@ -73,7 +105,11 @@
         const stick = atBottom();
         const r = await hf.api(base + "/logs/" + selectedTry + "?offset=" + offset + (which ? "&" + which : ""));
         if (r.chunks.length) {
-          logBox.append(document.createTextNode(r.chunks.map(function (c) { return c.text; }).join("")));
+          for (const c of r.chunks) {
+            const chunk = hf.el("span", { class: "chunk", "data-at": c.at || "" }, c.text);
+            stamp(chunk);
+            logBox.append(chunk);
+          }
           if (stick) logBox.scrollTop = logBox.scrollHeight;
         }
         offset = r.offset;

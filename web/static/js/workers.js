@@ -1,4 +1,5 @@
-/* Workers and queues pages: refreshed from the API every 5 s (heartbeats are not events). */
+/* Workers and queues pages: refreshed from the API every 5 s (heartbeats are not events), and at
+   once when task states change (the "workers" room), so running counts follow finished tasks. */
 (function () {
   "use strict";
   const hf = window.hf;
@@ -15,17 +16,21 @@
   }
 
   async function refreshWorkers() {
-    const data = await hf.api("/workers");
+    const data = await hf.api("/workers" + (workers.dataset.all === "true" ? "?all=true" : ""));
     document.getElementById("worker-count").textContent = String(data.workers.length);
+    const hidden = document.getElementById("workers-hidden");
+    if (hidden && workers.dataset.all !== "true") {
+      hidden.replaceChildren(data.hidden ? hf.el("a", { href: "?all=true" }, data.hidden + " stopped or lost for over a day not shown") : "");
+    }
     fill(workers, data.workers.map(function (w) {
       const load = w.concurrency ? Math.round(w.running / w.concurrency * 10) : 0;
       const stale = w.heartbeat_age > 30 && w.state === "active";
-      return hf.el("tr", null,
+      return hf.el("tr", { "data-worker": w.name },
         hf.el("td", null, hf.badge(w.state)),
         hf.el("td", null, w.name),
         hf.el("td", null, w.hostname + " ", hf.el("span", { class: "muted small" }, "pid " + w.pid)),
         hf.el("td", null, ...w.queues.map(function (q) { return hf.el("span", { class: "tag" }, q); })),
-        hf.el("td", null, String(w.running)),
+        hf.el("td", { class: "running" }, String(w.running)),
         hf.el("td", null, String(w.concurrency)),
         hf.el("td", null, hf.el("span", { class: "bar" }, hf.el("span", { class: "fill load-" + load }))),
         hf.el("td", { class: stale ? "stale" : null }, hf.fmtDuration(w.heartbeat_age) + " ago"),
@@ -56,4 +61,6 @@
     Promise.all(jobs).catch(function () { /* keep the last table */ });
   }
   setInterval(tick, 5000);
+  // The queues page also follows dead letters (its Dead letters column).
+  hf.live(queues ? ["workers", "deadletters"] : ["workers"], hf.debounce(tick, 300), tick);
 })();
