@@ -357,3 +357,34 @@ class _AckLost:
 
     def ack(self) -> None:
         return None
+
+
+@pytest.mark.parametrize("database", ["postgres_url", "mysql_url", "sqlite_url"])
+def test_every_database_keeps_a_whole_mebibyte_body_and_stores_a_copy_once(
+    request: pytest.FixtureRequest, database: str
+) -> None:
+    """MySQL's BLOB stops at 64 KiB (the column is LONGBLOB there); binary bodies and bytes in the
+    headers survive; the second insert of one fingerprint, from another session, adds nothing."""
+    from datetime import UTC, datetime
+
+    from hareflow.common import dead_letters
+    from hareflow.common.db import create_engine_for, make_session_factory
+    from hareflow.common.db.migrate import migrate
+
+    engine = create_engine_for(request.getfixturevalue(database))
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    body = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    headers = {"x-hareflow-reason": "r\x00eason", "x-hareflow-dead-id": "same", "raw": b"\x00\xff"}
+    values = dead_letters.describe(body, headers, message_id="m", content_type=None, now=datetime.now(UTC))
+    try:
+        for _ in range(2):
+            with sessions() as s, s.begin():
+                dead_letters.record(s, [values])
+        with sessions() as s:
+            rows = list(s.scalars(select(DeadLetter)))
+        assert len(rows) == 1
+        assert rows[0].body == body and rows[0].body_size == len(body)
+        assert rows[0].headers["raw"] == "\x00\ufffd" and rows[0].reason == "r\u2400eason"
+    finally:
+        engine.dispose()
