@@ -539,9 +539,10 @@ class Scheduler:
     # -- step: gauges ----------------------------------------------------------------------------------------
 
     def refresh_gauges(self, now: datetime) -> None:
-        """Recount task instances of active runs by state, and read the task queues' depths, at
-        most every ``metrics_refresh_interval``: one GROUP BY and one broker round trip per queue,
-        never on the path between a task's end and the next one's start."""
+        """Recount task instances of active runs by state and dead letters waiting by queue, and
+        read the task queues' depths, at most every ``metrics_refresh_interval``: two GROUP BYs and
+        one broker round trip per queue, never on the path between a task's end and the next one's
+        start."""
         every = timedelta(seconds=self._settings.metrics_refresh_interval)
         if self._last_gauges is not None and now - self._last_gauges < every:
             return

@@ -377,6 +377,11 @@ def dead_letter_action(dead_letter_id: int, what: str, *, username: str) -> dict
 
     executor = runtime().executor()
     if what == "requeue" and executor is None:
+        if not runtime().has_broker:  # a web process of its own on the local executor
+            raise ActionError(
+                503,
+                "the local executor keeps its queues inside the `hareflow standalone` process: requeue there",
+            )
         raise ActionError(
             503, f"cannot reach the broker to requeue: {runtime().last_broker_error or 'not connected'}"
         )
