@@ -77,7 +77,7 @@ def deadletters_list(queue: str | None, state: str, limit: int, output: str) -> 
         for d in items
     ]
     print_table(
-        ["id", "state", "received", "queue", "reason", "deliveries", "belongs to"],
+        ["id", "state", "received (UTC)", "queue", "reason", "deliveries", "belongs to"],
         table,
         empty="No dead letters." if state == "dead" else f"No dead letters in state {state}.",
     )
