@@ -151,7 +151,14 @@ QUEUE_CONSUMERS = Gauge(
 )
 DEAD_LETTER_MESSAGES = Gauge(
     "hareflow_dead_letter_messages",
-    "Messages in the dead-letter queue; refreshed with hareflow_queue_messages.",
+    "Messages waiting in the dead-letter queue, not yet recorded in the metastore; refreshed with "
+    "hareflow_queue_messages.",
+)
+DEAD_LETTERS = Gauge(
+    "hareflow_dead_letters",
+    "Dead letters recorded in the metastore and neither requeued nor discarded, by the queue they "
+    "were dead-lettered from; refreshed with hareflow_queue_messages.",
+    ["queue"],
 )
 
 # -- results consumer ------------------------------------------------------------------------------------

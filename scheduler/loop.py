@@ -37,6 +37,7 @@ from hareflow.common.config import Settings
 from hareflow.common.dag.serialize import SerializedDag
 from hareflow.common.db import Dag, DagRun, SchedulerHeartbeat, TaskInstance, Worker, cas
 from hareflow.common.db.upsert import insert_if_absent
+from hareflow.common.dead_letters import depth_by_queue
 from hareflow.common.events import run_event, task_event
 from hareflow.common.messages import StateEvent
 from hareflow.common.runs import active_run_count, create_scheduled_run, refresh_next_run
@@ -118,6 +119,7 @@ class Scheduler:
         self._last_housekeeping: datetime | None = None
         self._housekeeping_every = timedelta(seconds=min(1.0, settings.scheduler_idle_wait))
         self._last_gauges: datetime | None = None
+        self._dead_queues_seen: set[str] = set()
         self._queues_seen: set[str] = {settings.default_queue}
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
         self._started_at = clock()
@@ -537,9 +539,10 @@ class Scheduler:
     # -- step: gauges ----------------------------------------------------------------------------------------
 
     def refresh_gauges(self, now: datetime) -> None:
-        """Recount task instances of active runs by state, and read the task queues' depths, at
-        most every ``metrics_refresh_interval``: one GROUP BY and one broker round trip per queue,
-        never on the path between a task's end and the next one's start."""
+        """Recount task instances of active runs by state and dead letters waiting by queue, and
+        read the task queues' depths, at most every ``metrics_refresh_interval``: two GROUP BYs and
+        one broker round trip per queue, never on the path between a task's end and the next one's
+        start."""
         every = timedelta(seconds=self._settings.metrics_refresh_interval)
         if self._last_gauges is not None and now - self._last_gauges < every:
             return
@@ -555,10 +558,17 @@ class Scheduler:
             consumed = session.scalars(select(Worker.queues).where(Worker.state.in_(("active", "stopping"))))
             for queues in consumed:
                 self._queues_seen.update(queues or ())
+            dead = depth_by_queue(session)
         for queue, state, n in rows:
             counts[state] = counts.get(state, 0) + int(n)
             self._queues_seen.add(queue)
         metrics.set_task_instance_counts(counts, [s.value for s in TaskState])
+        # A queue whose dead letters were all requeued or discarded reads 0, not its last count.
+        for queue in self._dead_queues_seen - set(dead):
+            metrics.DEAD_LETTERS.labels(queue).set(0)
+        for queue, n in dead.items():
+            metrics.DEAD_LETTERS.labels(queue).set(n)
+        self._dead_queues_seen |= set(dead)
         try:
             stats = self._executor.queue_stats(sorted(self._queues_seen))
         except Exception as exc:  # noqa: BLE001 - the gauges keep their last values

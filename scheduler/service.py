@@ -14,6 +14,7 @@ from hareflow.common.health import HealthReporter, progress_probe
 from hareflow.common.messages import StateEvent
 from hareflow.common.metrics import start_exporter
 from hareflow.scheduler.dag_processor import DagProcessor
+from hareflow.scheduler.dead_letters import DeadLetterRecorder
 from hareflow.scheduler.event_triggers import TriggerConsumer
 from hareflow.scheduler.lookups import LookupServer
 from hareflow.scheduler.loop import Scheduler
@@ -98,6 +99,7 @@ def run_scheduler(
         )
         consumer.start()
         threads.append(_thread(consumer.run, "hareflow-results", stop))
+        threads.append(_thread(_start_recorder(executor, sessions).run, "hareflow-dead-letters", stop))
         reporters.append(_results_health(settings, consumer))
     processor = DagProcessor(settings=settings, session_factory=sessions, on_change=on_dags)
     log.info("DAG folder: %s", processor.folder)
@@ -130,15 +132,25 @@ def run_results(settings: Settings, stop: threading.Event) -> None:
     executor.start()
     consumer = ResultsConsumer(executor=executor, session_factory=sessions, settings=settings)
     consumer.start()
+    recorder = _thread(_start_recorder(executor, sessions).run, "hareflow-dead-letters", stop)
     executor.serve_lookups(LookupServer(settings, sessions).handle)  # any control-plane process may answer
     reporter = _results_health(settings, consumer).start()
     exporter = start_exporter(settings)
     try:
         consumer.run(stop)
     finally:
+        stop.set()
+        recorder.join(timeout=10)
         exporter.close()
         reporter.stop()
         executor.close()
+
+
+def _start_recorder(executor: Executor, sessions: sessionmaker[Session]) -> DeadLetterRecorder:
+    """Dead letters are recorded wherever results are: every results consumer records them too."""
+    recorder = DeadLetterRecorder(executor=executor, session_factory=sessions)
+    recorder.start()
+    return recorder
 
 
 def _results_health(settings: Settings, consumer: ResultsConsumer) -> HealthReporter:

@@ -360,3 +360,45 @@ def backfill(
         result = {"dry_run": False, "backfill": queries.backfill_dict(created), "plan": plan_dict(plan)}
     runtime().notify([event("dag", dag_id, "backfill")])
     return result
+
+
+# -- dead letters -----------------------------------------------------------------------------------
+
+
+def _broker_prefix() -> str | None:
+    executor = runtime().executor()
+    return None if executor is None or executor.name == "local" else runtime().settings.broker_prefix
+
+
+def dead_letter_action(dead_letter_id: int, what: str, *, username: str) -> dict[str, Any]:
+    """Requeue (``what`` = ``requeue``) or discard one dead letter; notify the other pages."""
+    from hareflow.common import dead_letters
+    from hareflow.common.broker import BrokerError
+
+    executor = runtime().executor()
+    if what == "requeue" and executor is None:
+        if not runtime().has_broker:  # a web process of its own on the local executor
+            raise ActionError(
+                503,
+                "the local executor keeps its queues inside the `hareflow standalone` process: requeue there",
+            )
+        raise ActionError(
+            503, f"cannot reach the broker to requeue: {runtime().last_broker_error or 'not connected'}"
+        )
+    try:
+        with open_session() as s, s.begin():
+            if what == "requeue":
+                assert executor is not None
+                row = dead_letters.requeue(
+                    s, executor, dead_letter_id, username=username, origin=origin(), prefix=_broker_prefix()
+                )
+            else:
+                row = dead_letters.discard(s, dead_letter_id, username=username, origin=origin())
+            result = dead_letters.dead_letter_dict(row)
+            notice = dead_letters.dead_letter_event(row)
+    except dead_letters.DeadLetterError as exc:
+        raise ActionError(exc.status, exc.message) from None
+    except BrokerError as exc:
+        raise ActionError(503, f"dead letter {dead_letter_id} was not requeued: {exc}") from None
+    runtime().notify([notice])
+    return result

@@ -4,7 +4,9 @@ Each web process subscribes once (``Executor.subscribe_events`` gives it a priva
 queue bound to the events fanout, so every web process sees every event) and relays each event to
 the room of its DAG, ``dag:<dag_id>``; run and DAG events also go to ``dags`` (the DAG list), and
 asset events (kind ``asset``: an asset has a new event) go to ``assets`` only (the Assets pages);
-``workers`` (the workers and queues pages) gets one task event per batch, enough to refetch counts. A
+``workers`` (the workers and queues pages) gets one task event per batch, enough to refetch counts;
+dead-letter events (kind ``deadletter``: one was recorded, requeued or discarded) go to
+``deadletters`` only (the Dead letters page). A
 page joins only the rooms of what it shows. Events are small (what changed, not the new data): a
 page fetches the details it needs from the API, and after a reconnect it refetches everything, so
 an event missed while disconnected never leaves stale state on screen.
@@ -31,7 +33,7 @@ from hareflow.web.runtime import WebRuntime, runtime
 
 log = logging.getLogger(__name__)
 
-ROOM = re.compile(r"^(dags|assets|workers|dag:[A-Za-z0-9_.\-]{1,250})$")
+ROOM = re.compile(r"^(dags|assets|workers|deadletters|dag:[A-Za-z0-9_.\-]{1,250})$")
 BATCH_WINDOW = 0.05
 MAX_BATCH = 2000
 #: Socket.IO sessions of this process that were accepted and are still connected. A set rather than
@@ -114,6 +116,9 @@ class EventRelay:
             if e.kind == "asset":  # a new asset event: the Assets pages refetch
                 rooms["assets"].append(item)
                 continue
+            if e.kind == "deadletter":  # recorded, requeued or discarded: the Dead letters pages redraw
+                rooms["deadletters"].append(item)
+                continue
             rooms[f"dag:{e.dag_id}"].append(item)
             if e.kind in ("run", "dag"):
                 rooms["dags"].append(item)
@@ -156,7 +161,10 @@ def on_disconnect(*_reason: object) -> None:
 def on_join(data: object) -> dict[str, Any]:
     rooms = data.get("rooms") if isinstance(data, dict) else None
     if not isinstance(rooms, list) or not all(isinstance(r, str) and ROOM.match(r) for r in rooms):
-        return {"ok": False, "error": "rooms must be a list of 'dags', 'assets', 'workers' or 'dag:<dag_id>'"}
+        return {
+            "ok": False,
+            "error": "rooms must be a list of 'dags', 'assets', 'workers', 'deadletters' or 'dag:<dag_id>'",
+        }
     for room in rooms:
         join_room(room)
     return {"ok": True, "rooms": rooms}

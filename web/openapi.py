@@ -318,6 +318,41 @@ SCHEMAS: dict[str, Any] = {
         existing={"type": "array", "items": {"type": "string"}},
         total=INT,
     ),
+    "DeadLetter": _obj(
+        id=INT,
+        state={"type": "string", "enum": ["dead", "requeued", "discarded"]},
+        received_at={"type": "string", "format": "date-time"},
+        queue={"type": "string", "description": "the queue it was dead-lettered from"},
+        reason={"type": "string"},
+        deliveries={**INT, "description": "times it had been delivered"},
+        message_id={"type": "string", "nullable": True},
+        message_type={
+            "type": "string",
+            "nullable": True,
+            "description": "task, result...; null: unparseable",
+        },
+        dag_id={"type": "string", "nullable": True},
+        run_id={"type": "string", "nullable": True},
+        task_id={"type": "string", "nullable": True},
+        map_index={**INT, "nullable": True},
+        try_number={**INT, "nullable": True},
+        body_size=INT,
+        preview={"type": "string", "description": "the payload's start as text, control characters escaped"},
+        state_by={"type": "string", "nullable": True},
+        state_at={"type": "string", "format": "date-time", "nullable": True},
+    ),
+    "DeadLetterDetail": {
+        "allOf": [
+            {"$ref": "#/components/schemas/DeadLetter"},
+            _obj(
+                content_type={"type": "string", "nullable": True},
+                headers={"type": "object"},
+                truncated={"type": "boolean", "description": "only the body's first 1 MiB was kept"},
+                body={"type": "string", "description": "the payload as text (JSON pretty-printed)"},
+                body_base64={"type": "string", "description": "the payload exactly, base64"},
+            ),
+        ]
+    },
     "Connection": _obj(
         conn_id={"type": "string"},
         conn_type={"type": "string"},
@@ -714,8 +749,61 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/openapi.json": {"get": _op("This document", _json({"type": "object"}))},
+        **_dead_letter_paths(),
         **_integration_paths(),
         **_asset_paths(),
+    }
+
+
+def _dead_letter_paths() -> dict[str, Any]:
+    dead_letter_id = _param("dead_letter_id", schema=INT)
+    return {
+        "/deadletters": {
+            "get": _op(
+                "Dead-lettered messages, newest first",
+                _json(_obj(deadletters={"type": "array", "items": _ref("DeadLetter")})),
+                params=[
+                    _param("queue", "query", description="only those dead-lettered from this queue"),
+                    _param(
+                        "state",
+                        "query",
+                        {"type": "string", "enum": ["dead", "requeued", "discarded", "all"]},
+                        "default dead: neither requeued nor discarded",
+                    ),
+                    LIMIT,
+                    OFFSET,
+                ],
+            )
+        },
+        "/deadletters/{dead_letter_id}": {
+            "get": _op(
+                "One dead letter with its headers and whole payload",
+                _json(_ref("DeadLetterDetail")),
+                params=[dead_letter_id],
+            )
+        },
+        "/deadletters/{dead_letter_id}/requeue": {
+            "post": _with_conflict(
+                _op(
+                    "Publish it back to its queue (confirmed) with its original headers; 409 when "
+                    "it must not be (already requeued or discarded, a task try that has ended: "
+                    "clear the task instead, a body nothing can read), 503 when the broker is out of reach",
+                    _json(_ref("DeadLetter")),
+                    params=[dead_letter_id],
+                    role="op",
+                )
+            )
+        },
+        "/deadletters/{dead_letter_id}/discard": {
+            "post": _with_conflict(
+                _op(
+                    "Mark it discarded (it stays listed under that state); 409 if it is not dead",
+                    _json(_ref("DeadLetter")),
+                    params=[dead_letter_id],
+                    role="op",
+                )
+            )
+        },
     }
 
 
@@ -793,7 +881,7 @@ def openapi_document() -> dict[str, Any]:
                 "BadRequest": error("A wrong input (the message says which and why)"),
                 "Unauthorized": error("Not logged in and no valid token"),
                 "Forbidden": error("The user's role does not allow this"),
-                "NotFound": error("No such DAG, run, task, backfill, connection or variable"),
+                "NotFound": error("No such DAG, run, task, backfill, connection, variable or dead letter"),
                 "Conflict": error("It exists already"),
                 "NoFernetKey": error(
                     "No Fernet key is configured (the message says how: HAREFLOW_FERNET_KEY)"

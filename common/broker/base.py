@@ -11,11 +11,22 @@ thread.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from hareflow.common.messages import HeartbeatMessage, LogMessage, ResultMessage, StateEvent, TaskMessage
+
+#: Headers of a dead-lettered copy: how many times the original had been delivered, why it was
+#: moved, the queue it was consumed from, and an id of this dead-lettering (what makes recording
+#: it idempotent: a redelivered copy has the same id, the same message dead-lettered again a new one).
+DELIVERIES_HEADER = "x-hareflow-deliveries"
+REASON_HEADER = "x-hareflow-reason"
+QUEUE_HEADER = "x-hareflow-queue"
+DEAD_ID_HEADER = "x-hareflow-dead-id"
+#: On a message requeued from the dead letters: the id of the dead letter it came from.
+REQUEUED_FROM_HEADER = "x-hareflow-requeued-from"
 
 
 class BrokerError(RuntimeError):
@@ -53,6 +64,9 @@ class Delivery(abc.ABC):
     message_id: str | None = None
     #: The queue it was consumed from.
     queue: str = ""
+    #: The message's headers and content type (empty where the adapter has none).
+    headers: Mapping[str, Any] = MappingProxyType({})
+    content_type: str | None = None
 
     @abc.abstractmethod
     def ack(self) -> None:
@@ -152,6 +166,25 @@ class Executor(abc.ABC):
         """Move a message to the dead-letter queue with ``reason``, then ack the original. The copy
         keeps the original's message id and says why, from which queue and after how many
         deliveries it was moved."""
+
+    @abc.abstractmethod
+    def consume_dead_letters(self, prefetch: int, handler: DeliveryHandler) -> None:
+        """Start consuming the dead-letter queue (the results-consumer side records each one in
+        the metastore, then acks it). Deliveries carry the dead-lettered copy's headers."""
+
+    @abc.abstractmethod
+    def requeue_dead_letter(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, Any],
+        message_id: str | None,
+        content_type: str | None,
+    ) -> None:
+        """Publish ``body`` with ``headers`` straight to ``queue`` (the queue it was dead-lettered
+        from) and return once the broker has confirmed it. Raises BrokerError when the queue does
+        not exist, BrokerUnavailable when the broker cannot be reached."""
 
     @abc.abstractmethod
     def queue_stats(self, queues: Sequence[str]) -> list[QueueStats]:

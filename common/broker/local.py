@@ -13,10 +13,17 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from hareflow.common.broker.base import (
+    DEAD_ID_HEADER,
+    DELIVERIES_HEADER,
+    QUEUE_HEADER,
+    REASON_HEADER,
+    BrokerError,
     BrokerUnavailable,
     ConsumerHandle,
     Delivery,
@@ -31,10 +38,20 @@ from hareflow.common.messages import StateEvent, TaskMessage
 
 log = logging.getLogger(__name__)
 
+#: The queue name results (and log chunks, heartbeats) are consumed from here, which a dead-lettered
+#: result names as its queue and a requeued one goes back to.
+RESULTS_QUEUE = "(results)"
+
 
 class LocalDelivery(Delivery):
-    def __init__(self, body: bytes, on_settle: Callable[[LocalDelivery, bool], None] | None) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        on_settle: Callable[[LocalDelivery, bool], None] | None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
         self.body = body
+        self.headers = dict(headers or {})
         self.delivery_count = 1
         self.redelivered = False
         self._on_settle = on_settle
@@ -76,6 +93,8 @@ class _State:
     queues: dict[str, collections.deque[tuple[bytes, int]]] = field(default_factory=dict)
     consumers: list[_Consumer] = field(default_factory=list)
     dead: list[tuple[bytes, str]] = field(default_factory=list)
+    # Dead letters not yet recorded by a dead-letter consumer (acked), by dead-letter id.
+    dead_pending: dict[str, LocalDelivery] = field(default_factory=dict)
 
 
 class LocalExecutor(Executor):
@@ -86,6 +105,7 @@ class LocalExecutor(Executor):
         self._state = _State()
         self._cond = threading.Condition()
         self._results_handler: DeliveryHandler | None = None
+        self._dead_handler: DeliveryHandler | None = None
         self._event_handlers: list[Callable[[StateEvent], None]] = []
         self._lookup_handler: Callable[[bytes], bytes] | None = None
         self._thread: threading.Thread | None = None
@@ -181,7 +201,9 @@ class LocalExecutor(Executor):
             log.debug("no results consumer yet; dropping %d result(s)", len(messages))
             return
         for m in messages:
-            handler(LocalDelivery(m.encode(), None))
+            delivery = LocalDelivery(m.encode(), None)
+            delivery.queue = RESULTS_QUEUE
+            handler(delivery)
 
     def consume_results(self, prefetch: int, handler: DeliveryHandler) -> None:
         self._results_handler = handler
@@ -208,9 +230,62 @@ class LocalExecutor(Executor):
         return handler(body)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Hand a copy with the same headers as RabbitMQ's to the dead-letter consumer (or keep it
+        until one starts: ``hareflow standalone`` starts one with its results consumer)."""
+        dead_id = uuid.uuid4().hex
+        headers = {
+            **dict(delivery.headers),
+            REASON_HEADER: reason[:1000],
+            DELIVERIES_HEADER: delivery.delivery_count,
+            QUEUE_HEADER: delivery.queue,
+            DEAD_ID_HEADER: dead_id,
+        }
+        copy = LocalDelivery(delivery.body, lambda d, _requeue: self._dead_settled(dead_id), headers)
+        copy.message_id = delivery.message_id
+        copy.content_type = delivery.content_type or "application/json"
         with self._cond:
             self._state.dead.append((delivery.body, reason))
+            self._state.dead_pending[dead_id] = copy
+            handler = self._dead_handler
         delivery.ack()
+        if handler is not None:
+            handler(copy)
+
+    def _dead_settled(self, dead_id: str) -> None:
+        # Recorded (ack) or given up (the consumer stopped): either way it is in the metastore or
+        # dies with this process, like every other in-process message.
+        with self._cond:
+            self._state.dead_pending.pop(dead_id, None)
+
+    def consume_dead_letters(self, prefetch: int, handler: DeliveryHandler) -> None:
+        with self._cond:
+            self._dead_handler = handler
+            waiting = list(self._state.dead_pending.values())
+        for copy in waiting:
+            handler(copy)
+
+    def requeue_dead_letter(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, Any],
+        message_id: str | None,
+        content_type: str | None,
+    ) -> None:
+        if queue == RESULTS_QUEUE:
+            handler = self._results_handler
+            if handler is None:
+                raise BrokerUnavailable("no results consumer in this process to requeue a result to")
+            delivery = LocalDelivery(body, None, headers)
+            delivery.queue = RESULTS_QUEUE
+            handler(delivery)
+            return
+        with self._cond:
+            if queue not in self._state.queues:
+                raise BrokerError(f"this process has no queue {queue!r} to requeue to")
+            self._state.queues[queue].append((body, 0))
+            self._cond.notify_all()
 
     @property
     def dead_letters(self) -> list[tuple[bytes, str]]:
@@ -223,5 +298,6 @@ class LocalExecutor(Executor):
             for q in queues:
                 consumers = sum(1 for c in self._state.consumers if c.active and q in c.queues)
                 out.append(QueueStats(q, len(self._state.queues.get(q, ())), consumers))
-            out.append(QueueStats("(dead letters)", len(self._state.dead), 0))
+            consumers = 1 if self._dead_handler is not None else 0
+            out.append(QueueStats("(dead letters)", len(self._state.dead_pending), consumers))
             return out

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aio_pika
@@ -39,6 +39,10 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from hareflow.common.broker.base import (
+    DEAD_ID_HEADER,
+    DELIVERIES_HEADER,
+    QUEUE_HEADER,
+    REASON_HEADER,
     BrokerError,
     BrokerUnavailable,
     ConsumerHandle,
@@ -61,10 +65,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT = 15
 T = TypeVar("T")
 
-DELIVERIES_HEADER = "x-hareflow-deliveries"
-#: On a dead-lettered copy: why it was moved, and the queue it was consumed from.
-REASON_HEADER = "x-hareflow-reason"
-QUEUE_HEADER = "x-hareflow-queue"
+__all__ = ["DELIVERIES_HEADER", "QUEUE_HEADER", "REASON_HEADER", "RabbitMQExecutor"]
 _RECOVERABLE = (
     aiormq.exceptions.AMQPConnectionError,
     aiormq.exceptions.ChannelInvalidStateError,
@@ -169,6 +170,7 @@ class RabbitMQExecutor(Executor):
         self._task_consumers: list[list[tuple[AbstractQueue, str]]] = []
         self._task_channel: AbstractChannel | None = None
         self._reply_channel: AbstractChannel | None = None
+        self._requeue_channel: AbstractChannel | None = None
         self._waiting_replies: dict[str, asyncio.Future[bytes]] = {}
         #: Held while opening a channel that may be closed by the broker (a passive declaration of
         #: a missing queue) and while opening trigger channels: aiormq can hand a number the broker
@@ -621,6 +623,9 @@ class RabbitMQExecutor(Executor):
                 REASON_HEADER: reason[:1000],
                 DELIVERIES_HEADER: delivery.delivery_count,
                 QUEUE_HEADER: delivery.queue,
+                # Set once per dead-lettering (the retry below publishes the same id): the recorder
+                # keys its row on it, so a redelivered copy is stored once.
+                DEAD_ID_HEADER: uuid.uuid4().hex,
             }
         )
 
@@ -638,6 +643,74 @@ class RabbitMQExecutor(Executor):
 
         self._retrying(publish, "dead-letter")
         delivery.ack()
+
+    def consume_dead_letters(self, prefetch: int, handler: DeliveryHandler) -> None:
+        self._call(self._consume_dead_letters(prefetch, handler), timeout=30)
+
+    async def _consume_dead_letters(self, prefetch: int, handler: DeliveryHandler) -> None:
+        assert self._conn is not None
+        channel = await self._conn.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.declare_queue(
+            self.topology.dead_queue, durable=True, arguments={"x-queue-type": self.topology.queue_type}
+        )
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            handler(RabbitDelivery(message, self._delivery_count(message), self._loop, queue=queue.name))
+
+        await queue.consume(on_message)
+
+    def requeue_dead_letter(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, Any],
+        message_id: str | None,
+        content_type: str | None,
+    ) -> None:
+        async def publish() -> None:
+            assert self._conn is not None
+            if self._requeue_channel is None or self._requeue_channel.is_closed:
+                # Its own channel: only here must a returned message raise (on_return_raises).
+                self._requeue_channel = await self._conn.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+            exchange_name, routing_key = self._route_to(queue)
+            exchange = (
+                self._requeue_channel.default_exchange
+                if not exchange_name
+                else await self._requeue_channel.get_exchange(exchange_name, ensure=False)
+            )
+            # Mandatory: a queue that no longer exists returns the message instead of dropping it.
+            await exchange.publish(
+                aio_pika.Message(
+                    body,
+                    headers=dict(headers),
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=message_id,
+                    content_type=content_type,
+                ),
+                routing_key=routing_key,
+                mandatory=True,
+            )
+
+        try:
+            self._retrying(publish, f"requeue to {queue}")
+        except aiormq.exceptions.DeliveryError:  # returned unroutable (PublishError) or nacked
+            raise BrokerError(f"the broker has no queue {queue!r} to requeue to") from None
+
+    def _route_to(self, queue: str) -> tuple[str, str]:
+        """The exchange and routing key that reach ``queue`` the way its messages normally do: a
+        task message's routing key is its queue's name, and a worker re-publishes a redelivered or
+        handed-back task with the routing key it arrived with. Other queues: the default exchange,
+        which routes to the queue of that name."""
+        topo = self.topology
+        if queue.startswith(f"{topo.prefix}.q."):
+            return topo.tasks_exchange, queue.removeprefix(f"{topo.prefix}.q.")
+        if queue == topo.results_queue:
+            return topo.results_exchange, "result"
+        return "", queue
 
     def queue_stats(self, queues: Sequence[str]) -> list[QueueStats]:
         return self._call(self._queue_stats(queues), timeout=30)

@@ -11,7 +11,7 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from hareflow.common.db.types import LongText, SafeString, SafeText, UtcDateTime
+from hareflow.common.db.types import LongBinary, LongText, SafeString, SafeText, UtcDateTime
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -471,3 +471,44 @@ class DagRunAssetEvent(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("asset_event.id", ondelete="CASCADE"), primary_key=True)
 
     __table_args__ = (Index("ix_dag_run_asset_event_event_id", "event_id"),)
+
+
+class DeadLetter(Base):
+    """A message moved to the dead-letter queue, as the dead-letter consumer recorded it: where it
+    came from, why, and its whole body and headers (so a requeue publishes it exactly as it was).
+    ``fingerprint`` identifies one dead-lettering (``hareflow.common.dead_letters``), so a copy
+    delivered twice is stored once. Rows are kept after a requeue or discard, for the audit trail;
+    ``state`` says which (``dead``, ``requeued``, ``discarded``), ``state_by``/``state_at`` who and
+    when."""
+
+    __tablename__ = "dead_letter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(SafeString(64), unique=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    queue: Mapped[str] = mapped_column(SafeString(255))
+    reason: Mapped[str] = mapped_column(SafeText)
+    deliveries: Mapped[int] = mapped_column(Integer)
+    message_id: Mapped[str | None] = mapped_column(SafeString(255))
+    content_type: Mapped[str | None] = mapped_column(SafeString(255))
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    body: Mapped[bytes] = mapped_column(LongBinary)
+    #: The body's size as received; more than ``len(body)`` when only its first bytes were kept.
+    body_size: Mapped[int] = mapped_column(Integer)
+    #: The hareflow message type the body decodes to (task, result, log, heartbeat), or None.
+    message_type: Mapped[str | None] = mapped_column(SafeString(50))
+    ti_id: Mapped[int | None] = mapped_column(Integer)
+    dag_id: Mapped[str | None] = mapped_column(SafeString(ID_LEN))
+    run_id: Mapped[str | None] = mapped_column(SafeString(ID_LEN))
+    task_id: Mapped[str | None] = mapped_column(SafeString(ID_LEN))
+    map_index: Mapped[int | None] = mapped_column(Integer)
+    try_number: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(SafeString(20), default="dead")
+    state_by: Mapped[str | None] = mapped_column(SafeString(100))
+    state_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        # The page and the depth per queue: rows of a state, by queue, newest first.
+        Index("ix_dead_letter_state_queue", "state", "queue"),
+        Index("ix_dead_letter_received_at", "received_at"),
+    )

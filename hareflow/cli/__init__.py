@@ -18,6 +18,7 @@ from hareflow.cli.config import config, version
 from hareflow.cli.connections import connections
 from hareflow.cli.dags import dags
 from hareflow.cli.db import db
+from hareflow.cli.deadletters import deadletters
 from hareflow.cli.pools import pools
 from hareflow.cli.providers import providers
 from hareflow.cli.runs import runs
@@ -73,6 +74,7 @@ for command in (
     assets,
     workers,
     queues,
+    deadletters,
     config,
     version,
     health,

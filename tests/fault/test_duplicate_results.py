@@ -8,7 +8,7 @@ from pathlib import Path
 import pika
 import pytest
 from hareflow.common.broker.topology import Topology
-from hareflow.common.db import TaskInstance, TaskLog, TaskResult, Worker
+from hareflow.common.db import DeadLetter, TaskInstance, TaskLog, TaskResult, Worker
 from hareflow.common.messages import HeartbeatMessage, LogMessage, ResultMessage, TaskKey
 from sqlalchemy import select
 
@@ -149,7 +149,12 @@ def test_duplicate_and_stale_reports_change_nothing_after_a_run_succeeded(
         assert _snapshot(cluster, run_id) == before
         assert run_states(cluster, "fault_duplicates", run_id)[0] == "success"
 
-        with amqp_channel(private_rabbitmq.url) as ch:
-            method, props, body = ch.basic_get(topo.dead_queue, auto_ack=True)
-        assert method is not None and body == b"\x00 garbage result"
-        assert props.headers["x-hareflow-reason"].startswith("malformed result: not JSON")
+        # The results consumer side records the dead letter (and acks it from <prefix>.dead).
+        with cluster.sessions() as session:
+            letters = session.scalars(select(DeadLetter)).all()
+        assert [row.body for row in letters] == [b"\x00 garbage result"]
+        assert letters[0].reason.startswith("malformed result: not JSON")
+        assert (
+            letters[0].queue == topo.results_queue
+            and letters[0].headers["x-hareflow-queue"] == topo.results_queue
+        )

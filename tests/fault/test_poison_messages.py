@@ -10,7 +10,7 @@ from pathlib import Path
 import pika
 import pytest
 from hareflow.common.broker.topology import Topology
-from hareflow.common.db import Worker
+from hareflow.common.db import DeadLetter, Worker
 from sqlalchemy import select
 
 from hareflow.cluster import WorkerSpec
@@ -76,20 +76,18 @@ def _worker_active(cluster, name: str) -> bool:
         return worker is not None and worker.state == "active"
 
 
-def _dead_letters(url: str, topo: Topology, expected: int) -> list[tuple[bytes, dict]]:
-    """Take every message off the dead-letter queue once ``expected`` of them are there."""
-    with amqp_channel(url) as ch:
-        wait_for(
-            lambda: ch.queue_declare(topo.dead_queue, passive=True).method.message_count >= expected,
-            timeout=60,
-            what=f"{expected} message(s) in {topo.dead_queue}",
-        )
-        out = []
-        while True:
-            method, props, body = ch.basic_get(topo.dead_queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append((body, dict(props.headers or {})))
+def _dead_letters(cluster, expected: int) -> list[tuple[bytes, dict]]:
+    """The dead letters the results consumer recorded, once ``expected`` of them are there (it
+    consumes ``<prefix>.dead`` and keeps each message's body and headers in the metastore)."""
+
+    def recorded() -> list[tuple[bytes, dict]]:
+        with cluster.sessions() as session:
+            rows = session.scalars(select(DeadLetter).order_by(DeadLetter.id)).all()
+            return [(row.body, dict(row.headers)) for row in rows]
+
+    return wait_for(
+        lambda: len(recorded()) >= expected and recorded(), timeout=60, what=f"{expected} dead letter(s)"
+    )
 
 
 def test_malformed_task_messages_are_dead_lettered_and_the_worker_keeps_working(
@@ -126,7 +124,7 @@ def test_malformed_task_messages_are_dead_lettered_and_the_worker_keeps_working(
             for body in (garbage, unknown_type, not_a_task):
                 ch.basic_publish("", topo.task_queue("default"), body, PERSISTENT)
 
-        letters = _dead_letters(private_rabbitmq.url, topo, 3)
+        letters = _dead_letters(cluster, 3)
         reasons = {body: headers.get("x-hareflow-reason", "") for body, headers in letters}
         assert set(reasons) == {garbage, unknown_type, not_a_task}
         assert reasons[garbage].startswith("malformed message: not JSON")
@@ -207,7 +205,7 @@ def test_a_task_message_delivered_too_often_is_dead_lettered_and_its_task_instan
         )
         assert not marker.exists(), "a message over the delivery limit is not run again"
 
-        letters = _dead_letters(private_rabbitmq.url, topo, 1)
+        letters = _dead_letters(cluster, 1)
         assert len(letters) == 1
         dead_body, dead_headers = letters[0]
         assert dead_body == body
@@ -291,7 +289,7 @@ def test_a_task_message_naming_a_file_outside_the_dag_folder_is_dead_lettered_no
         )
         assert not marker.exists(), "a file outside the DAG folder was imported"
 
-        letters = _dead_letters(private_rabbitmq.url, topo, 1)
+        letters = _dead_letters(cluster, 1)
         assert [(b, h["x-hareflow-reason"]) for b, h in letters] == [(forged_body, reason)]
         assert cluster.workers[0].thread.is_alive()
 

@@ -280,6 +280,60 @@ class TestExecutorContract:
         # Had the original not been acked, dropping the consumer would have put it back.
         assert messages_in(observer) == 0
 
+    def test_the_dead_letter_consumer_gets_the_copy_with_why_from_where_and_how_often(
+        self, adapter: Adapter
+    ) -> None:
+        worker = adapter.client()
+        worker.publish_tasks([task_message(11)])
+        inbox: queue.Queue[Delivery] = queue.Queue()
+        worker.consume_tasks([QUEUE], 1, inbox.put)
+        (poison,) = take(inbox, 1)
+        worker.dead_letter(poison, "refused for the contract test")
+
+        recorder = adapter.client()
+        dead: queue.Queue[Delivery] = queue.Queue()
+        recorder.consume_dead_letters(10, dead.put)
+        (copy,) = take(dead, 1)
+        assert copy.body == task_message(11).encode()
+        assert copy.headers["x-hareflow-reason"] == "refused for the contract test"
+        assert copy.headers["x-hareflow-queue"] == poison.queue
+        assert copy.headers["x-hareflow-deliveries"] == 1
+        assert copy.headers["x-hareflow-dead-id"]
+        copy.ack()
+        wait_until(lambda: messages_in(recorder, DEAD) == 0, message="the recorded copy acked")
+
+    def test_a_dead_letter_requeued_to_its_queue_is_delivered_again_as_new(self, adapter: Adapter) -> None:
+        from hareflow.common.broker import BrokerError
+
+        worker = adapter.client()
+        worker.publish_tasks([task_message(12)])
+        inbox: queue.Queue[Delivery] = queue.Queue()
+        worker.consume_tasks([QUEUE], 1, inbox.put)
+        (poison,) = take(inbox, 1)
+        worker.dead_letter(poison, "refused for the contract test")
+        recorder = adapter.client()
+        dead: queue.Queue[Delivery] = queue.Queue()
+        recorder.consume_dead_letters(10, dead.put)
+        (copy,) = take(dead, 1)
+        copy.ack()
+
+        recorder.requeue_dead_letter(
+            copy.headers["x-hareflow-queue"],
+            copy.body,
+            headers={"x-hareflow-requeued-from": 1},
+            message_id=copy.message_id,
+            content_type="application/json",
+        )
+
+        (again,) = take(inbox, 1)
+        assert again.body == task_message(12).encode()
+        assert again.delivery_count == 1 and not again.redelivered
+        again.ack()
+        with pytest.raises(BrokerError):
+            recorder.requeue_dead_letter(
+                "no-such-queue-anywhere", b"{}", headers={}, message_id=None, content_type=None
+            )
+
     def test_stop_consuming_tasks_stops_new_deliveries(self, adapter: Adapter) -> None:
         executor = adapter.client()
         inbox: queue.Queue[Delivery] = queue.Queue()

@@ -250,3 +250,35 @@ def test_every_metric_is_documented_and_every_documented_metric_exists() -> None
     text = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"^\| `(hareflow_\w+)` \|", text, flags=re.MULTILINE))
     assert defined == documented
+
+
+def test_the_dead_letters_gauge_counts_waiting_dead_letters_by_queue_and_drops_to_zero(
+    tmp_path: Path,
+) -> None:
+    from hareflow.common import dead_letters
+
+    queue = f"q_{uuid.uuid4().hex[:8]}"
+    h = Harness(tmp_path, metrics_refresh_interval=30.0)
+    try:
+        rows = [
+            dead_letters.describe(
+                b"x",
+                {"x-hareflow-queue": queue, "x-hareflow-reason": "r", "x-hareflow-dead-id": str(n)},
+                message_id=None,
+                content_type=None,
+                now=NOW,
+            )
+            for n in range(3)
+        ]
+        with h.sessions() as s, s.begin():
+            stored = dead_letters.record(s, rows)
+        h.scheduler.refresh_gauges(NOW)
+        assert REGISTRY.get_sample_value("hareflow_dead_letters", {"queue": queue}) == 3
+
+        with h.sessions() as s, s.begin():
+            for row in stored:
+                dead_letters.discard(s, row.id, username="tests", origin=None, now=NOW)
+        h.scheduler.refresh_gauges(NOW + timedelta(seconds=30))
+        assert REGISTRY.get_sample_value("hareflow_dead_letters", {"queue": queue}) == 0
+    finally:
+        h.close()

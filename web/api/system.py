@@ -30,9 +30,13 @@ def workers() -> Any:
 def queue_report() -> dict[str, Any]:
     """Depth and consumers per queue from the executor, with the metastore's view beside them."""
     rt = runtime()
+    from hareflow.common.broker.topology import Topology
+    from hareflow.common.dead_letters import depth_by_queue
+
     with open_session() as s:
         names = queries.known_queues(s, rt.settings.default_queue)
         counts = queries.queue_task_counts(s)
+        dead = depth_by_queue(s)
     executor = rt.executor()
     error = None
     stats = []
@@ -44,8 +48,13 @@ def queue_report() -> dict[str, Any]:
     elif rt.has_broker:
         error = f"cannot reach the broker: {rt.last_broker_error or 'not connected'}"
     by_name = {q.name: q for q in stats}
+    # Dead letters name the queue as the broker does (<prefix>.q.<name>; the local executor: the
+    # name itself). Those of other queues (results, a BrokerTrigger's) get rows of their own.
+    topology = Topology(prefix=rt.settings.broker_prefix)
+    amqp = {name: topology.task_queue(name) for name in names}
+    others = sorted(set(dead) - set(names) - set(amqp.values()))
     items = []
-    for name in names + [q.name for q in stats if q.name not in names]:
+    for name in names + [q.name for q in stats if q.name not in names] + others:
         q = by_name.get(name)
         items.append(
             {
@@ -54,6 +63,11 @@ def queue_report() -> dict[str, Any]:
                 "consumers": None if q is None else q.consumers,
                 "queued_tasks": counts.get(name, {}).get("queued", 0),
                 "running_tasks": counts.get(name, {}).get("running", 0),
+                "dead_letters": None
+                if q is not None and name not in names
+                else dead.get(name, 0) + dead.get(amqp.get(name, ""), 0),
+                # The page of this queue's dead letters filters on this name.
+                "dead_letters_queue": name if dead.get(name) else amqp.get(name, name),
             }
         )
     executor_name = executor.name if executor is not None else rt.settings.effective_executor
@@ -139,6 +153,54 @@ def create_backfill() -> Any:
 @require_role("op")
 def cancel_backfill(backfill_id: int) -> Any:
     return jsonify(actions.cancel(backfill_id, username=g.user.username))
+
+
+@bp.get("/deadletters")
+@require_role("viewer")
+def dead_letters_list() -> Any:
+    from hareflow.common import dead_letters
+
+    state = request.args.get("state", dead_letters.DEFAULT_STATE)
+    limit = int_arg("limit", 100, lo=1, hi=1000)
+    offset = int_arg("offset", 0, lo=0, hi=10**9)
+    try:
+        with open_session() as s:
+            rows = dead_letters.list_dead_letters(
+                s,
+                queue=request.args.get("queue") or None,
+                state=None if state == "all" else state,
+                limit=limit,
+                offset=offset,
+            )
+            items = [dead_letters.dead_letter_dict(r) for r in rows]
+    except dead_letters.DeadLetterError as exc:
+        raise actions.ActionError(400, f"{exc.message} (or all)", "state") from None
+    return jsonify({"deadletters": items})
+
+
+@bp.get("/deadletters/<int:dead_letter_id>")
+@require_role("viewer")
+def dead_letter_show(dead_letter_id: int) -> Any:
+    from hareflow.common import dead_letters
+
+    with open_session() as s:
+        try:
+            row = dead_letters.get_dead_letter(s, dead_letter_id)
+        except dead_letters.DeadLetterError as exc:
+            raise actions.ActionError(exc.status, exc.message) from None
+        return jsonify(dead_letters.dead_letter_dict(row, full=True))
+
+
+@bp.post("/deadletters/<int:dead_letter_id>/requeue")
+@require_role("op")
+def dead_letter_requeue(dead_letter_id: int) -> Any:
+    return jsonify(actions.dead_letter_action(dead_letter_id, "requeue", username=g.user.username))
+
+
+@bp.post("/deadletters/<int:dead_letter_id>/discard")
+@require_role("op")
+def dead_letter_discard(dead_letter_id: int) -> Any:
+    return jsonify(actions.dead_letter_action(dead_letter_id, "discard", username=g.user.username))
 
 
 @bp.get("/openapi.json")

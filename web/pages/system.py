@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, g, redirect, render_template, request, url_for
+from flask import abort, flash, g, redirect, render_template, request, url_for
 from hareflow.common.db import AuditLog
 from hareflow.common.users import ROLES, UserAccountError, create_user, delete_user, list_users, set_role
 from hareflow.web import actions, queries
@@ -77,6 +77,73 @@ def audit() -> Any:
         dag_id=dag_id or "",
         active_nav="pages.audit",
     )
+
+
+# -- dead letters ---------------------------------------------------------------------------------
+
+
+@bp.get("/deadletters")
+@require_role("viewer")
+def dead_letters() -> Any:
+    from hareflow.common import dead_letters as dl
+
+    queue = request.args.get("queue") or ""
+    state = request.args.get("state") or dl.DEFAULT_STATE
+    if state not in (*dl.STATES, "all"):
+        state = dl.DEFAULT_STATE
+    offset = arg_int("offset", 0)
+    with open_session() as s:
+        rows = dl.list_dead_letters(
+            s, queue=queue or None, state=None if state == "all" else state, limit=101, offset=offset
+        )
+        items = [dl.dead_letter_dict(r) for r in rows[:100]]
+        queues = dl.source_queues(s)
+    return render_template(
+        "deadletters.html",
+        items=items,
+        more=len(rows) > 100,
+        offset=offset,
+        queue=queue,
+        queues=queues,
+        state=state,
+        states=(*dl.STATES, "all"),
+        active_nav="pages.dead_letters",
+    )
+
+
+@bp.get("/deadletters/<int:dead_letter_id>")
+@require_role("viewer")
+def dead_letter(dead_letter_id: int) -> Any:
+    from hareflow.common import dead_letters as dl
+
+    with open_session() as s:
+        try:
+            item = dl.dead_letter_dict(dl.get_dead_letter(s, dead_letter_id), full=True)
+        except dl.DeadLetterError as exc:
+            abort(exc.status, exc.message)
+    return render_template("deadletter.html", d=item, active_nav="pages.dead_letters")
+
+
+def _dead_letter_form(dead_letter_id: int, what: str, done: str) -> Any:
+    try:
+        actions.dead_letter_action(dead_letter_id, what, username=g.user.username)
+    except actions.ActionError as exc:
+        flash_error(exc.message)
+    else:
+        flash(done)
+    return back(url_for("pages.dead_letters"))
+
+
+@bp.post("/deadletters/<int:dead_letter_id>/requeue")
+@require_role("op")
+def requeue_dead_letter(dead_letter_id: int) -> Any:
+    return _dead_letter_form(dead_letter_id, "requeue", f"dead letter {dead_letter_id} requeued")
+
+
+@bp.post("/deadletters/<int:dead_letter_id>/discard")
+@require_role("op")
+def discard_dead_letter(dead_letter_id: int) -> Any:
+    return _dead_letter_form(dead_letter_id, "discard", f"dead letter {dead_letter_id} discarded")
 
 
 # -- users (admin) ----------------------------------------------------------------------------------

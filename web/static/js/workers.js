@@ -42,8 +42,15 @@
     const data = await hf.api("/queues");
     const show = function (v) { return v === null || v === undefined ? "?" : String(v); };
     fill(queues, data.queues.map(function (q) {
+      let dead = "\u2013";
+      if (q.dead_letters) {
+        dead = hf.el("a", { class: "danger-text", href: "/deadletters?queue=" + encodeURIComponent(q.dead_letters_queue) }, String(q.dead_letters));
+      } else if (q.dead_letters === 0) {
+        dead = "0";
+      }
       return hf.el("tr", null, hf.el("td", null, q.name), hf.el("td", null, show(q.messages)),
-        hf.el("td", null, show(q.consumers)), hf.el("td", null, String(q.queued_tasks)), hf.el("td", null, String(q.running_tasks)));
+        hf.el("td", null, show(q.consumers)), hf.el("td", null, String(q.queued_tasks)), hf.el("td", null, String(q.running_tasks)),
+        hf.el("td", { class: "dead-depth" }, dead));
     }), "No queues.");
   }
 
@@ -54,5 +61,6 @@
     Promise.all(jobs).catch(function () { /* keep the last table */ });
   }
   setInterval(tick, 5000);
-  hf.live(["workers"], hf.debounce(tick, 300), tick);
+  // The queues page also follows dead letters (its Dead letters column).
+  hf.live(queues ? ["workers", "deadletters"] : ["workers"], hf.debounce(tick, 300), tick);
 })();
