@@ -130,13 +130,12 @@ def list_versions(session: Session, dag: Dag, limit: int = 100) -> list[VersionI
     ids = [r.id for r in rows]
     counts: dict[int, int] = {}
     if ids:
-        counts = dict(
-            session.execute(  # type: ignore[arg-type]
-                select(DagRun.dag_version_id, func.count())
-                .where(DagRun.dag_version_id.in_(ids))
-                .group_by(DagRun.dag_version_id)
-            ).tuples()
+        query = (
+            select(DagRun.dag_version_id, func.count())
+            .where(DagRun.dag_version_id.in_(ids))
+            .group_by(DagRun.dag_version_id)
         )
+        counts = {vid: int(n) for vid, n in session.execute(query).tuples().all() if vid is not None}
     return [
         VersionInfo(
             id=r.id,
