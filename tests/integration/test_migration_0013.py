@@ -52,8 +52,9 @@ def test_stored_dags_get_version_one_and_runs_of_that_form_record_it(
             for pk, run_hash in ((1, "h-now"), (2, "h-before"), (3, None)):
                 conn.execute(
                     text(
-                        "INSERT INTO dag_run (id, dag_id, run_id, run_type, state, conf, queued_at, dag_hash)"
-                        " VALUES (:pk, 'sales', :run_id, 'manual', 'success', '{}', '2026-01-01 00:00:00', :h)"
+                        "INSERT INTO dag_run (id, dag_id, run_id, run_type, state, conf, queued_at,"
+                        " dag_hash) VALUES (:pk, 'sales', :run_id, 'manual', 'success', '{}',"
+                        " '2026-01-01 00:00:00', :h)"
                     ),
                     {"pk": pk, "run_id": f"manual__{pk}", "h": run_hash},
                 )

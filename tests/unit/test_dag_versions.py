@@ -42,7 +42,9 @@ def harness(tmp_path: Path):
 def versions(h: Harness, dag_id: str = "versioned") -> list[DagVersion]:
     with h.sessions() as s:
         return list(
-            s.scalars(select(DagVersion).where(DagVersion.dag_id == dag_id).order_by(DagVersion.version_number))
+            s.scalars(
+                select(DagVersion).where(DagVersion.dag_id == dag_id).order_by(DagVersion.version_number)
+            )
         )
 
 
@@ -110,9 +112,7 @@ def test_two_writers_of_the_same_version_store_one_row(harness: Harness) -> None
             dag = s.get(Dag, "versioned")
             assert dag is not None
             dag.dag_version_id = None
-            got = record_version(
-                s, dag, source=stored.source, source_digest=_digest(stored.source), now=NOW
-            )
+            got = record_version(s, dag, source=stored.source, source_digest=_digest(stored.source), now=NOW)
             assert got.id == stored.id
     assert len(versions(harness)) == 1
     assert current(harness) == stored.id

@@ -111,7 +111,9 @@ def _create_first_versions() -> None:
         )
     ).all()
     for dag_id, fileloc, dag_hash, parsed_at, created_at in dags:
-        found = bind.execute(sa.select(code.c.source, code.c.source_hash).where(code.c.fileloc == fileloc)).first()
+        found = bind.execute(
+            sa.select(code.c.source, code.c.source_hash).where(code.c.fileloc == fileloc)
+        ).first()
         source, source_hash = (found[0], found[1]) if found is not None else (None, "")
         serialized = bind.execute(sa.select(dag.c.serialized).where(dag.c.dag_id == dag_id)).scalar()
         bind.execute(
