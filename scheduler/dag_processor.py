@@ -48,6 +48,8 @@ class FileReport:
     dags: list[dict[str, Any]]
     errors: list[dict[str, Any]]
     source: str | None = None
+    #: seconds the child spent importing the file and serializing its DAGs (None: it did not say)
+    import_duration: float | None = None
 
 
 @dataclass
@@ -114,7 +116,9 @@ def parse_file(
         message = f"DAG processor exited with code {code}: {' / '.join(tail)}"
         return FileReport(path, [], [{"file": path, "line": None, "message": message}])
     data = json.loads(lines[-1])
-    return FileReport(path, data.get("dags", []), data.get("errors", []), data.get("source"))
+    return FileReport(
+        path, data.get("dags", []), data.get("errors", []), data.get("source"), data.get("import_duration")
+    )
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float, on_slow: Callable[[], None] | None) -> int | None:
