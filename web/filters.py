@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
+from hareflow.web.markdown import render_markdown
 
 STATE_CLASSES = frozenset(
     {
@@ -92,6 +93,7 @@ def init_filters(app: Flask) -> None:
         state=state_class,
         pretty=pretty_json,
         json_type=_json_type,
+        markdown=render_markdown,
     )
     app.jinja_env.globals.update(page_url=page_url)
 
