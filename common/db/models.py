@@ -133,8 +133,9 @@ class DagRun(Base):
     # Snapshot of the DAG's hash at creation: the run keeps the shape it was created with.
     dag_hash: Mapped[str | None] = mapped_column(SafeString(64))
     # The DAG version current when the run was created (``common.dag_versions``); NULL for a run
-    # created before migration 0013 whose DAG had changed since (shown as "unknown").
-    dag_version_id: Mapped[int | None] = mapped_column(ForeignKey("dag_version.id", ondelete="SET NULL"))
+    # created before migration 0013 whose DAG had changed since (shown as "unknown"). No foreign
+    # key: versions are never deleted (and SQLite then adds the column in place).
+    dag_version_id: Mapped[int | None] = mapped_column(Integer)
     #: That version's number, read only when asked for (the run's JSON form): the scheduler's
     #: reads of runs never pay for it.
     dag_version_number: Mapped[int | None] = column_property(

@@ -58,8 +58,16 @@ def test_stored_dags_get_version_one_and_runs_of_that_form_record_it(
                     ),
                     {"pk": pk, "run_id": f"manual__{pk}", "h": run_hash},
                 )
+            conn.execute(  # a row pointing at dag_run: the migration must keep it (SQLite too)
+                text(
+                    "INSERT INTO task_instance (id, run_pk, dag_id, run_id, task_id, map_index, state,"
+                    " try_number, max_tries, queue, priority, pool_slots, reschedules)"
+                    " VALUES (1, 1, 'sales', 'manual__1', 't', -1, 'success', 1, 1, 'default', 1, 1, 0)"
+                )
+            )
         migrate(engine)
         with engine.connect() as conn:
+            instances = conn.execute(text("SELECT count(*) FROM task_instance")).scalar()
             versions = conn.execute(
                 text("SELECT id, dag_id, version_number, version_hash, dag_hash, source FROM dag_version")
             ).all()
@@ -79,4 +87,4 @@ def test_stored_dags_get_version_one_and_runs_of_that_form_record_it(
     assert (json.loads(serialized) if isinstance(serialized, str) else serialized) == SERIALIZED
     assert current == vid
     assert runs == {1: vid, 2: None, 3: None}
-    assert kept == 3
+    assert kept == 3 and instances == 1

@@ -54,18 +54,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("dag_id", "version_hash", name=op.f("uq_dag_version_dag_id_version_hash")),
         sa.UniqueConstraint("dag_id", "version_number", name=op.f("uq_dag_version_dag_id_version_number")),
     )
-    with op.batch_alter_table("dag") as batch:
-        batch.add_column(sa.Column("dag_version_id", sa.Integer(), nullable=True))
-    with op.batch_alter_table("dag_run") as batch:
-        batch.add_column(sa.Column("dag_version_id", sa.Integer(), nullable=True))
-        batch.create_foreign_key(
-            op.f("fk_dag_run_dag_version_id_dag_version"),
-            "dag_version",
-            ["dag_version_id"],
-            ["id"],
-            ondelete="SET NULL",
-        )
-        batch.create_index(op.f("ix_dag_run_dag_version_id"), ["dag_version_id"])
+    op.add_column("dag", sa.Column("dag_version_id", sa.Integer(), nullable=True))
+    # No foreign key (as asset_event.source_ti_id): versions are never deleted, and SQLite adds
+    # and drops a plain column in place, where a constrained one would make it copy dag_run, the
+    # table task_instance's foreign keys point at.
+    op.add_column("dag_run", sa.Column("dag_version_id", sa.Integer(), nullable=True))
+    op.create_index(op.f("ix_dag_run_dag_version_id"), "dag_run", ["dag_version_id"])
     _create_first_versions()
 
 
@@ -140,11 +134,7 @@ def _create_first_versions() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("dag_run") as batch:
-        # The foreign key first: MySQL/MariaDB will not drop an index a foreign key uses.
-        batch.drop_constraint(op.f("fk_dag_run_dag_version_id_dag_version"), type_="foreignkey")
-        batch.drop_index(op.f("ix_dag_run_dag_version_id"))
-        batch.drop_column("dag_version_id")
-    with op.batch_alter_table("dag") as batch:
-        batch.drop_column("dag_version_id")
+    op.drop_index(op.f("ix_dag_run_dag_version_id"), table_name="dag_run")
+    op.drop_column("dag_run", "dag_version_id")
+    op.drop_column("dag", "dag_version_id")
     op.drop_table("dag_version")
