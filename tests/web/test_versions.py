@@ -139,3 +139,12 @@ def test_the_details_page_lists_versions_with_when_they_appeared(client: Client,
     table = html.split('id="versions"')[1].split("</table>")[0]
     assert table.index('data-version="2"') < table.index('data-version="1"')
     assert "latest" in table and f"/dags/{versioned}/graph?version=1" in table
+
+
+def test_the_run_page_names_its_version_with_links_to_its_graph_and_source(
+    client: Client, versioned: str
+) -> None:
+    html = client.get(f"/dags/{versioned}/runs/old").text
+
+    cell = html.split('id="run-dag-version">')[1].split("</td>")[0]
+    assert cell.startswith("v1") and "graph?run_id=old" in cell and "source?run_id=old" in cell
