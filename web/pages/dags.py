@@ -147,8 +147,9 @@ def dag_source(dag_id: str) -> Any:
         dag = _load_dag(s, dag_id)
         detail = queries.dag_detail(dag)
         shown = _shown(s, dag)
-        if shown.version is not None and shown.version.source is not None:
-            text, problem, fileloc = shown.version.source, None, shown.version.fileloc
+        if shown.version is not None:
+            text, fileloc = shown.version.source, shown.version.fileloc
+            problem = None if text is not None else f"the source of version {shown.number} was not stored"
         else:
             text, problem = queries.stored_source(s, detail["fileloc"])
             fileloc = detail["fileloc"]
