@@ -156,3 +156,34 @@ def test_the_details_page_lists_versions_and_renders_doc_md_without_running_its_
     page.goto(system.url + f"/dags/ver_sales/runs/{new.replace('+', '%2B')}/tasks/load")
     assert page.locator("#task-doc ol li").count() == 2 and page.locator("#task-doc blockquote").count() == 1
     page.screenshot(path=str(screenshots / "doc_md.png"), full_page=True)
+
+
+VERSION_3 = VERSION_2.replace("        load(extract())", "        load(extract()) >> report()").replace(
+    '        @task(doc_md="' + LOAD_DOC + '")',
+    '        @task\n        def report():\n            return 3\n\n        @task(doc_md="' + LOAD_DOC + '")',
+)
+
+
+def test_a_graph_following_the_newest_run_redraws_when_a_run_of_a_new_version_arrives(
+    open_as: Any, two_versions: tuple[LiveSystem, str, str]
+) -> None:
+    system, _, _ = two_versions  # runs last in this module: it makes version 3
+    page = open_as("viewer")
+    page.goto(system.url + "/dags/ver_sales/graph")
+    page.wait_for_selector("#graph svg g.node")
+    assert _drawn(page) == ["extract", "load"]
+
+    before = _version_id(system)
+    (Path(system.cluster.settings.dags_folder) / "ver_sales.py").write_text(textwrap.dedent(VERSION_3))
+    wait_until(lambda: _version_id(system) not in (None, before), timeout=60, message="version 3")
+    newest = system.cluster.trigger("ver_sales")
+    wait_until(lambda: _drawn_now(page) == ["extract", "load", "report"], timeout=30, message="the new graph")
+    assert page.input_value("#graph-run") == newest and page.input_value("#version-select") == "3"
+
+
+def _drawn_now(page: Any) -> list[str] | None:
+    """The drawn tasks, or None while the page is reloading."""
+    try:
+        return _drawn(page)
+    except Exception:  # noqa: BLE001 - the page's context goes away during a reload
+        return None

@@ -19,6 +19,7 @@
   const query = new URLSearchParams(window.location.search);
   let followLatest = !query.get("run_id") && !query.get("version");
   const runVersions = JSON.parse(document.getElementById("run-versions").textContent || "{}");
+  const initialRuns = Object.assign({}, runVersions);
   const nodes = new Map(); // drawn node id (task or collapsed group) -> {group, sub, tasks}
   const clusters = new Map(); // expanded group id -> its <g>
   const groups = new Map((graph.groups || []).map(function (g) { return [g.id, g]; }));
@@ -214,8 +215,19 @@
       grid = await hf.api(dagPath + "/grid?limit=25");
       fillRuns();
       paint(grid.states[select.value]);
+      await followNewVersion();
     } catch (e) { /* retried on the next event */ }
   }, 150);
+
+  /* Following the newest run, and it arrived live with another version of the DAG (the file was
+     edited since the page opened): reload, which draws the latest version. Only a run the page
+     did not start with can do this, so a reload never leads to another. */
+  async function followNewVersion() {
+    const runId = select.value;
+    if (!followLatest || !runId || runId in initialRuns) return;
+    const version = await versionOf(runId);
+    if (version !== null && version !== undefined && version !== graph.version) window.location.reload();
+  }
 
   function onEvents(events) {
     let stale = false;
