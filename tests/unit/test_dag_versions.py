@@ -221,3 +221,20 @@ def test_runs_keep_their_version_after_the_dag_changes_and_the_listing_counts_th
         assert s.scalar(select(func.count()).select_from(DagVersion)) == 2
     assert numbers == {"before": 1, "after": 2}
     assert listed == [(2, 1, True), (1, 1, False)]
+
+
+def test_every_place_that_creates_runs_takes_their_version_from_run_version() -> None:
+    """A new way of creating runs must record their version too: each module that builds a
+    ``DagRun`` (or inserts into its table) spreads ``run_version(dag)`` into it."""
+    root = Path(__file__).resolve().parents[2]
+    creating = []
+    for folder in ("common", "scheduler", "web", "worker", "hareflow"):
+        for path in sorted((root / folder).rglob("*.py")):
+            text = path.read_text()
+            if path.name == "models.py" or "migrations" in path.parts:
+                continue
+            if "DagRun(" in text or ("DagRun.__table__" in text and "insert(" in text):
+                creating.append(path.relative_to(root))
+                assert "**run_version(dag)" in text, f"{path}: creates runs without run_version(dag)"
+    assert {str(p) for p in creating} >= {"common/runs.py", "common/backfill.py", "common/assets.py"}
+    assert "common/event_runs.py" in {str(p) for p in creating}
