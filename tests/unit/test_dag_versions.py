@@ -13,7 +13,7 @@ from hareflow.common.dag_versions import list_versions, record_version, run_vers
 from hareflow.common.db import Dag, DagCode, DagRun, DagVersion
 from hareflow.common.event_runs import insert_event_runs, make_event
 from hareflow.common.runs import trigger_run
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from tests.unit.test_scheduler_loop import NOW, Harness
 
@@ -152,7 +152,12 @@ def test_parsing_an_unchanged_file_asks_nothing_about_versions(harness: Harness,
         raise AssertionError("an unchanged parse recorded a version")
 
     monkeypatch.setattr(processor, "record_version", fail)
+    statements: list[str] = []
+    listen = event.listens_for(harness.engine, "before_cursor_execute")
+    listen(lambda conn, cursor, statement, *_: statements.append(statement))
     harness.dag_file("v.py", TWO.format(extra=""))
+    parsed = list(statements)
+    assert parsed and not [s for s in parsed if "dag_version " in s or "dag_version\n" in s]
     assert len(versions(harness)) == 1
 
 
