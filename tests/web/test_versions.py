@@ -109,6 +109,7 @@ def test_the_graph_of_an_old_run_is_the_dag_as_that_run_saw_it(client: Client, v
     assert '<option value="1" selected>' in old and '<option value="2" selected>' in latest
     assert _embedded(latest, "run-versions") == {"old": 1, "new": 2}
     assert 'src="/static/js/versions.js"' in old
+    assert '<input type="hidden" name="run_id" value="old">' in old  # the picker keeps the run
 
 
 def test_the_source_page_shows_a_runs_version_of_the_file(client: Client, versioned: str) -> None:
