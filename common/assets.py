@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from hareflow.common.dag.assets import condition_met, uris_of
+from hareflow.common.dag_versions import run_version
 from hareflow.common.db import (
     AssetDagRunQueue,
     AssetEvent,
@@ -336,7 +337,7 @@ def consume_if_ready(
         conf={},
         triggered_by="assets",
         queued_at=now,
-        dag_hash=dag.dag_hash,
+        **run_version(dag),
     )
     session.add(run)
     session.flush()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from hareflow.common.audit import audit
 from hareflow.common.dag.schedule import DagRunInfo, runs_between
+from hareflow.common.dag_versions import run_version
 from hareflow.common.db import Backfill, Dag, DagRun, TaskInstance, cas
 from hareflow.common.runs import RunError, schedule_args
 from hareflow.common.states import RUN_ACTIVE, RunState, RunTransition, TaskState, TaskTransition
@@ -152,7 +153,7 @@ def create_backfill(
                 backfill_id=backfill.id,
                 triggered_by=created_by,
                 queued_at=now,
-                dag_hash=dag.dag_hash,
+                **run_version(dag),
             )
         )
     if plan.to_rerun:

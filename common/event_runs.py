@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from hareflow.common.dag_versions import run_version
 from hareflow.common.db import Dag, DagRun
 from hareflow.common.runs import RunError, check_conf
 from hareflow.common.states import RunState
@@ -147,7 +148,7 @@ def insert_event_runs(
             "conf": ev.conf,
             "triggered_by": triggered_by,
             "queued_at": now,
-            "dag_hash": dag.dag_hash,
+            **run_version(dag),
         }
         # In key order: two schedulers inserting overlapping batches then wait for each other's
         # rows in the same order instead of deadlocking.

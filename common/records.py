@@ -51,6 +51,9 @@ def run_dict(run: DagRun | Row[Any]) -> dict[str, Any]:
         "start_date": iso(run.start_date),
         "end_date": iso(run.end_date),
         "duration": seconds_between(run.start_date, run.end_date),
+        # The number of the DAG version the run was created with (None: unknown, a run older
+        # than DAG versions). A row carries it as ``dag_version_number`` when its query has it.
+        "dag_version": getattr(run, "dag_version_number", None),
     }
 
 

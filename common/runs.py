@@ -12,6 +12,7 @@ from typing import Any
 
 from hareflow.common.audit import audit
 from hareflow.common.dag.schedule import DagRunInfo, manual_data_interval, next_dagrun_info
+from hareflow.common.dag_versions import run_version
 from hareflow.common.db import Dag, DagRun
 from hareflow.common.states import RUN_ACTIVE, RunState
 from sqlalchemy import func, select
@@ -271,7 +272,7 @@ def trigger_run(
         conf=conf or {},
         triggered_by=triggered_by,
         queued_at=now,
-        dag_hash=dag.dag_hash,
+        **run_version(dag),
     )
     try:
         # A savepoint: the same run id triggered at the same moment elsewhere (another web server,
@@ -323,7 +324,7 @@ def create_scheduled_run(session: Session, dag: Dag, info: DagRunInfo, now: date
         data_interval_end=info.data_interval_end,
         conf={},
         queued_at=now,
-        dag_hash=dag.dag_hash,
+        **run_version(dag),
     )
     session.add(run)
     session.flush()

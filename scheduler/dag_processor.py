@@ -8,7 +8,6 @@ are upserted, DAGs that left the file (or whose file is gone) are deactivated, a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,8 +31,9 @@ from hareflow.common.dag.loader import find_dag_files
 from hareflow.common.dag.processor_child import read_source
 from hareflow.common.dag.serialize import dag_hash
 from hareflow.common.dag.triggers import describe_trigger
+from hareflow.common.dag_versions import record_version, source_hash
 from hareflow.common.db import Dag, DagCode, ImportError_
-from hareflow.common.db.upsert import locked_row
+from hareflow.common.db.upsert import lock_row, locked_row
 from hareflow.common.messages import StateEvent
 from hareflow.common.runs import refresh_next_run
 from sqlalchemy import delete, select
@@ -48,6 +48,8 @@ class FileReport:
     dags: list[dict[str, Any]]
     errors: list[dict[str, Any]]
     source: str | None = None
+    #: seconds the child spent importing the file and serializing its DAGs (None: it did not say)
+    import_duration: float | None = None
 
 
 @dataclass
@@ -114,7 +116,9 @@ def parse_file(
         message = f"DAG processor exited with code {code}: {' / '.join(tail)}"
         return FileReport(path, [], [{"file": path, "line": None, "message": message}])
     data = json.loads(lines[-1])
-    return FileReport(path, data.get("dags", []), data.get("errors", []), data.get("source"))
+    return FileReport(
+        path, data.get("dags", []), data.get("errors", []), data.get("source"), data.get("import_duration")
+    )
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float, on_slow: Callable[[], None] | None) -> int | None:
@@ -139,16 +143,20 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def store_source(session: Session, fileloc: str, source: str, now: datetime) -> DagCode:
+def store_source(session: Session, fileloc: str, source: str, now: datetime) -> tuple[DagCode, bool]:
     """Keep the file's source for the web (which never opens a DAG's path itself), and lock the
-    file's row for this transaction: several schedulers storing the same file take turns."""
-    digest = hashlib.sha256(source.encode()).hexdigest()
+    file's row for this transaction: several schedulers storing the same file take turns. Also
+    says whether the stored source changed (or was stored for the first time)."""
+    digest = source_hash(source)
     key = DagCode.key(fileloc)
-    values = {"fileloc_hash": key, "fileloc": fileloc, "source": source, "source_hash": digest}
-    code = locked_row(session, DagCode, key, {**values, "updated_at": now})
+    code = lock_row(session, DagCode, key)
+    if code is None:
+        values = {"fileloc_hash": key, "fileloc": fileloc, "source": source, "source_hash": digest}
+        return locked_row(session, DagCode, key, {**values, "updated_at": now}), True
     if code.source_hash != digest:
         code.source, code.source_hash, code.updated_at = source, digest, now
-    return code
+        return code, True
+    return code, False
 
 
 class DagProcessor:
@@ -313,8 +321,10 @@ class DagProcessor:
         # A parse that crashed or timed out sends no source: read it here (text only, never run).
         source = file_report.source if file_report.source is not None else read_source(path)
         with self._sessions() as session, session.begin():
+            code: DagCode | None = None
+            source_changed = False
             if source is not None:
-                store_source(session, path, source, now)
+                code, source_changed = store_source(session, path, source, now)
             existing = {d.dag_id: d for d in session.scalars(select(Dag).where(Dag.fileloc == path))}
             defined: set[str] = set()
             for data in file_report.dags:
@@ -335,7 +345,7 @@ class DagProcessor:
                     continue
                 defined.add(dag_id)
                 data["fileloc"] = path
-                if self._upsert(session, dag, data, now):
+                if self._upsert(session, dag, data, now, code, source_changed=source_changed):
                     report.dags_changed.append(dag_id)
             for dag_id, dag in existing.items():
                 if dag_id not in defined and dag.is_active:
@@ -384,10 +394,25 @@ class DagProcessor:
         }
         return locked_row(session, Dag, dag_id, placeholder)
 
-    def _upsert(self, session: Session, dag: Dag, data: dict[str, Any], now: datetime) -> bool:
-        """Bring the (locked) row up to date with the parsed DAG; True if anything changed."""
+    def _upsert(
+        self,
+        session: Session,
+        dag: Dag,
+        data: dict[str, Any],
+        now: datetime,
+        code: DagCode | None,
+        *,
+        source_changed: bool,
+    ) -> bool:
+        """Bring the (locked) row up to date with the parsed DAG; True if anything changed. The
+        DAG's version (``common.dag_versions``) is looked up or recorded only when its serialized
+        form or its file's source changed: an unchanged parse costs no version query."""
         digest = dag_hash(data)
-        if dag.dag_hash == digest and dag.is_active:
+        if dag.dag_hash == digest and dag.is_active and dag.dag_version_id is not None and not source_changed:
+            dag.last_parsed_at = now
+            return False
+        if dag.dag_hash == digest and dag.is_active:  # the source alone changed (a comment...)
+            self._record_version(session, dag, code, now)
             dag.last_parsed_at = now
             return False
         dag.fileloc = data["fileloc"]
@@ -403,9 +428,21 @@ class DagProcessor:
         dag.dag_hash = digest
         dag.last_parsed_at = now
         session.flush()
+        self._record_version(session, dag, code, now)
         refresh_next_run(session, dag, now)
         sync_dag_assets(session, dag.dag_id, data, now)
         return True
+
+    @staticmethod
+    def _record_version(session: Session, dag: Dag, code: DagCode | None, now: datetime) -> None:
+        # No source (the file could not be read as text): the version is the serialized form alone.
+        record_version(
+            session,
+            dag,
+            source=code.source if code is not None else None,
+            source_digest=code.source_hash if code is not None else "",
+            now=now,
+        )
 
     def _deactivate_missing(self, present: set[str], now: datetime, report: ProcessReport) -> None:
         with self._sessions() as session, session.begin():

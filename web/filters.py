@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Flask
 from markupsafe import Markup, escape
+from hareflow.web.markdown import render_markdown
 
 STATE_CLASSES = frozenset(
     {
@@ -138,6 +139,7 @@ def init_filters(app: Flask) -> None:
         state=state_class,
         pretty=pretty_json,
         json_type=_json_type,
+        markdown=render_markdown,
     )
     app.jinja_env.globals.update(page_url=page_url)
 

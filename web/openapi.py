@@ -165,6 +165,38 @@ SCHEMAS: dict[str, Any] = {
         start_date={"type": "string", "nullable": True},
         end_date={"type": "string", "nullable": True},
         duration={"type": "number", "nullable": True},
+        dag_version={
+            "type": "integer",
+            "nullable": True,
+            "description": "number of the DAG version the run was created with (null: unknown, a run"
+            " older than DAG versions)",
+        },
+    ),
+    "DagVersion": _obj(
+        dag_id={"type": "string"},
+        version_number={**INT, "description": "1, 2, 3... per DAG"},
+        version_hash={
+            "type": "string",
+            "description": "SHA-256 of the serialized form's and the source's hashes",
+        },
+        fileloc={"type": "string"},
+        created_at={
+            "type": "string",
+            "format": "date-time",
+            "description": "when the version first appeared",
+        },
+        runs={**INT, "description": "runs that recorded this version"},
+        is_latest={"type": "boolean", "description": "the DAG's current version"},
+    ),
+    "DagVersionDetail": _obj(
+        dag_id={"type": "string"},
+        version_number=INT,
+        version_hash={"type": "string"},
+        fileloc={"type": "string"},
+        created_at={"type": "string", "format": "date-time"},
+        is_latest={"type": "boolean"},
+        serialized={"type": "object", "description": "the serialized DAG of this version"},
+        source={"type": "string", "nullable": True, "description": "the DAG file's source of this version"},
     ),
     "TaskInstance": _obj(
         id=INT,
@@ -552,6 +584,20 @@ def _paths() -> dict[str, Any]:
                 body=_obj(is_paused={"type": "boolean"}),
                 role="op",
             ),
+        },
+        "/dags/{dag_id}/versions": {
+            "get": _op(
+                "The DAG's versions, newest first, with when each appeared and how many runs used it",
+                _json(_obj(versions={"type": "array", "items": _ref("DagVersion")})),
+                params=[DAG, LIMIT],
+            )
+        },
+        "/dags/{dag_id}/versions/{number}": {
+            "get": _op(
+                "One version of the DAG: its serialized form and source as the DAG processor stored them",
+                _json(_ref("DagVersionDetail")),
+                params=[DAG, _param("number", schema=INT, description="the version number")],
+            )
         },
         "/dags/{dag_id}/grid": {
             "get": _op(

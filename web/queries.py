@@ -19,6 +19,7 @@ from hareflow.common.db import (
     Dag,
     DagCode,
     DagRun,
+    DagVersion,
     ImportError_,
     SchedulerHeartbeat,
     TaskInstance,
@@ -245,6 +246,11 @@ _RUN_COLUMNS = (
     naive_utc(_run.queued_at),
     naive_utc(_run.start_date),
     naive_utc(_run.end_date),
+    # The number of the DAG version the run recorded (one primary-key lookup per listed run).
+    select(DagVersion.version_number)
+    .where(DagVersion.id == _run.dag_version_id)
+    .scalar_subquery()
+    .label("dag_version_number"),
 )
 
 
@@ -507,9 +513,10 @@ def grid(s: Session, dag: Dag, limit: int = 25) -> dict[str, Any]:
     }
 
 
-def graph(dag: Dag) -> dict[str, Any]:
-    """Tasks (with their innermost group), edges, and the groups the graph draws as boxes."""
-    serialized = dag.serialized or {}
+def graph(dag: Dag, serialized: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Tasks (with their innermost group), edges, and the groups the graph draws as boxes: of the
+    DAG's current form, or of ``serialized`` (one of its versions)."""
+    serialized = serialized if serialized is not None else (dag.serialized or {})
     tasks = serialized.get("tasks") or []
     return {
         "dag_id": dag.dag_id,

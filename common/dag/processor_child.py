@@ -5,7 +5,7 @@ current directory off ``sys.path`` (a ``hareflow/`` folder where the scheduler w
 shadow the installed package); ``DAGS_FOLDER`` goes on it instead. Output on stdout, exactly one line::
 
     {"file": "/abs/path.py", "dags": [<serialized DAG>, ...], "errors": [{"file", "line", "message"}],
-     "source": "<the file's text>"}
+     "source": "<the file's text>", "import_duration": <seconds spent importing and serializing>}
 
 The exit status is 0 even for a broken DAG file (the errors say what is wrong); 2 means bad usage.
 Anything the DAG file prints while it is imported goes to stderr so it cannot corrupt the output.
@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -27,6 +28,7 @@ from hareflow.common.dag.serialize import serialize_dag
 def process_file(path: str, dags_folder: str | None = None) -> dict[str, Any]:
     """Load ``path`` and return the JSON-able report printed by ``main``."""
     abs_path = os.path.abspath(path)
+    started = time.perf_counter()
     result = load_dag_file(abs_path, dags_folder=dags_folder)
     dags: list[dict[str, Any]] = []
     errors = [e.to_dict() for e in result.errors]
@@ -40,7 +42,14 @@ def process_file(path: str, dags_folder: str | None = None) -> dict[str, Any]:
             errors.append(error.to_dict())
         else:
             dags.append(serialized)
-    return {"file": abs_path, "dags": dags, "errors": errors, "source": read_source(abs_path)}
+    elapsed = round(time.perf_counter() - started, 6)
+    return {
+        "file": abs_path,
+        "dags": dags,
+        "errors": errors,
+        "source": read_source(abs_path),
+        "import_duration": elapsed,
+    }
 
 
 #: Stored in the metastore for the web's source page; a larger file is cut there, with a note.

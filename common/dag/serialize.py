@@ -15,7 +15,8 @@ Format, version 1 (a JSON object)::
                 "execution_timeout" (s|null), "queue", "priority" (the effective priority, after the
                 weight rule), "priority_weight" (the task's own), "weight_rule", "depends_on_past",
                 "pool", "pool_slots",
-                "input_tasks" (sorted ids whose results are arguments), "lineno", "doc",
+                "input_tasks" (sorted ids whose results are arguments), "lineno", "doc" (plain
+                text), "doc_md" (Markdown; absent when unset),
                 "bash_command" (BashTask only, else null),
                 "task_group" (id of the innermost group holding the task, or null),
                 "expand" (a mapped task's expansion, see ``hareflow.common.dag.mapping``, else null),
@@ -103,6 +104,7 @@ class SerializedTask:
     weight_rule: str = "absolute"
     depends_on_past: bool = False
     outlets: tuple[str, ...] = ()  # URIs of the assets a success records an event for
+    doc_md: str | None = None  # Markdown, rendered (sanitized) on the task pages
 
     @property
     def max_tries(self) -> int:
@@ -147,6 +149,7 @@ class SerializedTask:
             weight_rule=task.weight_rule,
             depends_on_past=task.depends_on_past,
             outlets=tuple(a.uri for a in getattr(task, "outlets", ())),
+            doc_md=getattr(task, "doc_md", None),
         )
 
     @classmethod
@@ -178,6 +181,7 @@ class SerializedTask:
             weight_rule=data.get("weight_rule", "absolute"),
             depends_on_past=bool(data.get("depends_on_past", False)),
             outlets=tuple(data.get("outlets") or ()),
+            doc_md=data.get("doc_md"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,6 +192,8 @@ class SerializedTask:
             out["outlets"] = list(self.outlets)
         else:
             del out["outlets"]
+        if out["doc_md"] is None:  # absent when unset: the form (and hash) of other DAGs is unchanged
+            del out["doc_md"]
         for role in _ROLE_FIELDS:  # absent when false: the form (and hash) of other DAGs is unchanged
             if not out[role]:
                 del out[role]

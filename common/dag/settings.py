@@ -35,6 +35,7 @@ class TaskSettings(TypedDict, total=False):
     on_failure_callback: Callback | None
     on_retry_callback: Callback | None
     doc: str | None
+    doc_md: str | None
     owner: str | None
     depends_on_past: bool
     weight_rule: str
@@ -57,6 +58,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "on_failure_callback": None,
     "on_retry_callback": None,
     "doc": None,
+    "doc_md": None,
     "owner": None,
     "depends_on_past": False,
     "weight_rule": "absolute",
@@ -70,6 +72,13 @@ WEIGHT_RULES = ("absolute", "downstream", "upstream")
 
 SETTING_NAMES: frozenset[str] = frozenset(DEFAULT_SETTINGS) | frozenset(ALIASES)
 
+#: Airflow settings hareflow refuses with a reason, rather than as merely unknown: a task's
+#: documentation is plain text (``doc``) or Markdown (``doc_md``), and only Markdown is rendered.
+UNSUPPORTED: dict[str, str] = {
+    name: f"{name} is not supported: hareflow renders Markdown only; write the documentation as doc_md"
+    for name in ("doc_rst", "doc_json", "doc_yaml")
+}
+
 
 def check_id(value: object, what: str) -> str:
     """Validate a dag or task id; raise DagDefinitionError pointing at the user's statement."""
@@ -82,6 +91,8 @@ def check_id(value: object, what: str) -> str:
 
 def check_setting_names(names: Mapping[str, Any], where: str) -> None:
     """Reject keywords that are not task settings, listing the valid ones."""
+    for name in sorted(set(names) & set(UNSUPPORTED)):
+        raise DagDefinitionError.here(f"{UNSUPPORTED[name]} (in {where})")
     unknown = sorted(set(names) - SETTING_NAMES)
     if unknown:
         valid = ", ".join(sorted(SETTING_NAMES))
@@ -183,6 +194,6 @@ def normalize_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
             out[name] = check_outlets(value, where)
         elif name.endswith("_callback"):
             out[name] = check_callbacks(value, name, where)
-        else:  # doc
+        else:  # doc, doc_md
             out[name] = _optional_str(value, name, where)
     return out

@@ -53,6 +53,7 @@ class BaseTask(SetupTeardownMixin, RefusesXComArgMethods):
     on_failure_callback: Callback | None
     on_retry_callback: Callback | None
     doc: str | None
+    doc_md: str | None
     lineno: int | None
 
     def __init__(self, task_id: str, *, dag: DAG | None = None, **settings: Unpack[TaskSettings]) -> None:

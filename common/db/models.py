@@ -22,8 +22,9 @@ from sqlalchemy import (
     Integer,
     MetaData,
     UniqueConstraint,
+    select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
 ID_LEN = 250
 
@@ -57,6 +58,8 @@ class Dag(Base):
     max_active_tasks: Mapped[int] = mapped_column(Integer, default=16)
     serialized: Mapped[dict[str, Any]] = mapped_column(JSON)
     dag_hash: Mapped[str] = mapped_column(SafeString(64))
+    #: The DAG's current version (``dag_version``): what a run created now records.
+    dag_version_id: Mapped[int | None] = mapped_column(Integer)
     # The next scheduled interval: created once next_run_after has passed.
     next_logical_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     next_data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -65,6 +68,30 @@ class Dag(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (Index("ix_dag_due", "is_active", "is_paused", "next_run_after"),)
+
+
+class DagVersion(Base):
+    """One version of a DAG: its serialized form and its file's source as they were when the DAG
+    processor first stored them. A new row only when the hash of both changes (a DAG that goes
+    back to an earlier form is that earlier version again); numbered 1, 2, 3... per DAG."""
+
+    __tablename__ = "dag_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(SafeString(ID_LEN))
+    version_number: Mapped[int] = mapped_column(Integer)
+    #: sha256 of the serialized form's hash and the source's (``common.dag_versions.version_hash``)
+    version_hash: Mapped[str] = mapped_column(SafeString(64))
+    dag_hash: Mapped[str] = mapped_column(SafeString(64))  # the serialized form's alone
+    fileloc: Mapped[str] = mapped_column(SafeString(1000))
+    serialized: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str | None] = mapped_column(LongText)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("dag_id", "version_hash"),
+        UniqueConstraint("dag_id", "version_number"),
+    )
 
 
 class Backfill(Base):
@@ -105,6 +132,16 @@ class DagRun(Base):
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Snapshot of the DAG's hash at creation: the run keeps the shape it was created with.
     dag_hash: Mapped[str | None] = mapped_column(SafeString(64))
+    # The DAG version current when the run was created (``common.dag_versions``); NULL for a run
+    # created before migration 0013 whose DAG had changed since (shown as "unknown"). No foreign
+    # key: versions are never deleted (and SQLite then adds the column in place).
+    dag_version_id: Mapped[int | None] = mapped_column(Integer)
+    #: That version's number, read only when asked for (the run's JSON form): the scheduler's
+    #: reads of runs never pay for it.
+    dag_version_number: Mapped[int | None] = column_property(
+        select(DagVersion.version_number).where(DagVersion.id == dag_version_id).scalar_subquery(),
+        deferred=True,
+    )
 
     task_instances: Mapped[list[TaskInstance]] = relationship(back_populates="dag_run")
 
@@ -114,6 +151,7 @@ class DagRun(Base):
         Index("ix_dag_run_state_dag", "state", "dag_id"),
         Index("ix_dag_run_dag_logical", "dag_id", "logical_date"),
         Index("ix_dag_run_backfill", "backfill_id", "state"),
+        Index("ix_dag_run_dag_version_id", "dag_version_id"),
     )
 
 

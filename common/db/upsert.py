@@ -28,9 +28,11 @@ def insert_if_absent(session: Session, table: Table, values: dict[str, Any]) -> 
     elif dialect == "sqlite":
         session.execute(sqlite.insert(table).values(**values).on_conflict_do_nothing())
     elif dialect in ("mysql", "mariadb"):
+        # ``key = key``: the existing row keeps its own value, whichever unique key was hit (a
+        # table with an auto-increment key and another unique key is left untouched too).
         key = table.primary_key.columns.values()[0]
         statement = mysql.insert(table).values(**values)
-        session.execute(statement.on_duplicate_key_update({key.name: statement.inserted[key.name]}))
+        session.execute(statement.on_duplicate_key_update({key.name: key}))
     else:  # pragma: no cover - the three supported databases are above
         raise NotImplementedError(f"insert_if_absent does not support {dialect!r}")
 

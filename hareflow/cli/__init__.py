@@ -12,6 +12,7 @@ import logging
 import click
 
 from hareflow.cli import backfill as _backfill  # noqa: F401 - adds the backfill commands to `dags`
+from hareflow.cli import dag_reports as _dag_reports  # noqa: F401 - adds `dags versions` and `dags report`
 from hareflow.cli.assets import assets
 from hareflow.cli.common import CONTEXT_SETTINGS, UserError
 from hareflow.cli.config import config, version

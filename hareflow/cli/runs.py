@@ -45,6 +45,7 @@ def runs_list(dag_id: str | None, state: str | None, limit: int, output: str) ->
     """
     settings = get_settings()
     from sqlalchemy import select
+    from sqlalchemy.orm import undefer
 
     from hareflow.common.db import Dag, DagRun
     from hareflow.common.operations import OperationError
@@ -52,7 +53,12 @@ def runs_list(dag_id: str | None, state: str | None, limit: int, output: str) ->
     with metastore(settings) as sessions, sessions() as session, user_mistakes():
         if dag_id is not None and session.get(Dag, dag_id) is None:
             raise OperationError(f"no DAG named {dag_id!r} (see `hareflow dags list`)")
-        query = select(DagRun).order_by(DagRun.queued_at.desc(), DagRun.id.desc()).limit(limit)
+        query = (
+            select(DagRun)
+            .options(undefer(DagRun.dag_version_number))
+            .order_by(DagRun.queued_at.desc(), DagRun.id.desc())
+            .limit(limit)
+        )
         if dag_id is not None:
             query = query.where(DagRun.dag_id == dag_id)
         if state is not None:
@@ -111,7 +117,7 @@ def runs_show(run_id: str, dag_id: str | None, output: str) -> None:
                 select(TaskInstance).where(TaskInstance.run_pk == run.id).order_by(TaskInstance.id)
             )
         )
-    data = run_dict(run)
+        data = run_dict(run)  # in the session: it reads the run's version number
     if output == "json":
         print_json({**data, "task_instances": [ti_dict(t) for t in tis]})
         return
@@ -127,6 +133,7 @@ def runs_show(run_id: str, dag_id: str | None, output: str) -> None:
         value = when(getattr(run, key)) if key in dates else data[key]
         click.echo(f"{key + ':':<22}{'-' if value is None else value}")
     click.echo(f"{'duration:':<22}{duration(data['duration'])}")
+    click.echo(f"{'dag_version:':<22}{data['dag_version'] or 'unknown'}")
     if run.conf:
         import json
 

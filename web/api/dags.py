@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from flask import Response, abort, g, jsonify, request
+from hareflow.common import dag_versions
 from hareflow.common.records import run_dict, ti_dict
 from hareflow.web import actions, charts, queries
 from hareflow.web.api import body_bool, bool_arg, bp, int_arg, json_body
@@ -91,6 +92,28 @@ def patch_dag(dag_id: str) -> Any:
         detail = queries.dag_detail(_dag_or_404(s, dag_id))
     detail["changed"] = changed
     return jsonify(detail)
+
+
+@bp.get("/dags/<dag_id>/versions")
+@require_role("viewer")
+def list_versions(dag_id: str) -> Any:
+    limit = int_arg("limit", 100, lo=1, hi=1000)
+    with open_session() as s:
+        dag = _dag_or_404(s, dag_id)
+        items = [v.to_dict() for v in dag_versions.list_versions(s, dag, limit)]
+    return jsonify({"versions": items})
+
+
+@bp.get("/dags/<dag_id>/versions/<int:number>")
+@require_role("viewer")
+def get_version(dag_id: str, number: int) -> Any:
+    """One version in full: its serialized form and its file's source as the DAG processor stored them."""
+    with open_session() as s:
+        dag = _dag_or_404(s, dag_id)
+        version = dag_versions.get_version(s, dag_id, number)
+        if version is None:
+            abort(404, f"DAG {dag_id!r} has no version {number}")
+        return jsonify(dag_versions.version_dict(version, dag.dag_version_id))
 
 
 @bp.get("/dags/<dag_id>/grid")

@@ -7,9 +7,10 @@ import json
 from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
+from hareflow.common.dag_versions import list_versions
 from hareflow.common.records import run_dict
 from hareflow.common.runs import RunError, load_conf
-from hareflow.web import actions, charts, queries
+from hareflow.web import actions, charts, queries, versions
 from hareflow.web.pages import arg_int, back, bp, flash_error
 from hareflow.web.runtime import open_session, request_session
 from hareflow.web.security import require_role
@@ -74,6 +75,16 @@ def dag_grid(dag_id: str) -> Any:
     return render_template("dag_grid.html", dag=detail, grid=data, runs_shown=limit, tab="grid")
 
 
+def _shown(s: Any, dag: Any) -> versions.Shown:
+    """The version a graph or source page shows (``?version=``, else ``?run_id=``'s)."""
+    try:
+        return versions.shown_version(
+            s, dag, run_id=request.args.get("run_id"), version=request.args.get("version")
+        )
+    except versions.NoSuchVersion as exc:
+        abort(404, str(exc))
+
+
 @bp.get("/dags/<dag_id>/graph")
 @require_role("viewer")
 def dag_graph(dag_id: str) -> Any:
@@ -81,10 +92,21 @@ def dag_graph(dag_id: str) -> Any:
         dag = _load_dag(s, dag_id)
         detail = queries.dag_detail(dag)
         data = queries.grid(s, dag, GRID_RUNS)
-        graph = queries.graph(dag)
+        shown = _shown(s, dag)
+        graph = queries.graph(dag, shown.serialized(dag))
+        graph["version"] = shown.number
+        graph["latest_version"] = shown.latest_number
+        run_versions = versions.run_versions(s, dag_id, [r["run_id"] for r in data["runs"]])
     selected = request.args.get("run_id") or (data["runs"][-1]["run_id"] if data["runs"] else None)
     return render_template(
-        "dag_graph.html", dag=detail, graph=graph, grid=data, selected=selected, tab="graph"
+        "dag_graph.html",
+        dag=detail,
+        graph=graph,
+        grid=data,
+        selected=selected,
+        shown=shown.context(),
+        run_versions=run_versions,
+        tab="graph",
     )
 
 
@@ -140,18 +162,36 @@ def dag_durations(dag_id: str) -> Any:
 @require_role("viewer")
 def dag_source(dag_id: str) -> Any:
     with open_session() as s:
-        detail = queries.dag_detail(_load_dag(s, dag_id))
-        text, problem = queries.stored_source(s, detail["fileloc"])
+        dag = _load_dag(s, dag_id)
+        detail = queries.dag_detail(dag)
+        shown = _shown(s, dag)
+        if shown.version is not None:
+            text, fileloc = shown.version.source, shown.version.fileloc
+            problem = None if text is not None else f"the source of version {shown.number} was not stored"
+        else:
+            text, problem = queries.stored_source(s, detail["fileloc"])
+            fileloc = detail["fileloc"]
     lines = text.splitlines() if text is not None else []
-    return render_template("dag_source.html", dag=detail, lines=lines, problem=problem, tab="source")
+    return render_template(
+        "dag_source.html",
+        dag=detail,
+        lines=lines,
+        problem=problem,
+        fileloc=fileloc,
+        shown=shown.context(),
+        run_id=request.args.get("run_id") or "",
+        tab="source",
+    )
 
 
 @bp.get("/dags/<dag_id>/details")
 @require_role("viewer")
 def dag_details(dag_id: str) -> Any:
     with open_session() as s:
-        detail = queries.dag_detail(_load_dag(s, dag_id))
-    return render_template("dag_details.html", dag=detail, tab="details")
+        dag = _load_dag(s, dag_id)
+        detail = queries.dag_detail(dag)
+        listed = [v.to_dict() for v in list_versions(s, dag, versions.PICKER_VERSIONS)]
+    return render_template("dag_details.html", dag=detail, versions=listed, tab="details")
 
 
 @bp.post("/dags/<dag_id>/pause")

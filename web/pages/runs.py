@@ -8,6 +8,7 @@ from typing import Any
 from flask import abort, flash, g, render_template, request, url_for
 from hareflow.common.assets import RUN_TYPE as ASSET_RUN_TYPE
 from hareflow.common.assets import triggering_events
+from hareflow.common.dag_versions import get_version_by_id
 from hareflow.common.records import run_dict, ti_dict
 from hareflow.web import actions, charts, queries
 from hareflow.web.pages import back, bp, flash_error, form_bool
@@ -93,7 +94,10 @@ def task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
         ti_data, try_kept = queries.try_view(s, current, selected)
         detail = queries.dag_detail(dag)
         run_data = run_dict(run)
-    task = next((t for t in detail["tasks"] if t["task_id"] == task_id), None)
+        # The task as the run saw it: from the DAG version the run recorded, else the current DAG.
+        version = get_version_by_id(s, dag_id, run.dag_version_id)
+        tasks = (version.serialized.get("tasks") if version is not None else None) or detail["tasks"]
+    task = next((t for t in tasks if t["task_id"] == task_id), None)
     return render_template(
         "task_instance.html",
         dag=detail,

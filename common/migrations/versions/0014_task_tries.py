@@ -16,7 +16,7 @@ from alembic import op
 from hareflow.common.db.types import LongText, SafeString, UtcDateTime
 
 revision = "0014"
-down_revision = "0011"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

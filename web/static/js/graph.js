@@ -2,7 +2,9 @@
    updated live. The newest run stays selected while new runs arrive unless another was chosen.
    Task groups are boxes (dagre compound nodes); a collapsed group is one node showing its task
    count and its most urgent member's state, and the edges of its tasks end on it.
-   A mapped task carries a badge with the number of its instances in the selected run. */
+   A mapped task carries a badge with the number of its instances in the selected run.
+   The graph is the DAG's version the page was opened with (?version=, or ?run_id='s): choosing a
+   run that recorded another version opens the graph of that version. */
 (function () {
   "use strict";
   const hf = window.hf;
@@ -14,7 +16,10 @@
   const graph = JSON.parse(document.getElementById("graph-data").textContent);
   let grid = JSON.parse(document.getElementById("grid-data").textContent);
   const select = document.getElementById("graph-run");
-  let followLatest = !new URLSearchParams(window.location.search).get("run_id");
+  const query = new URLSearchParams(window.location.search);
+  let followLatest = !query.get("run_id") && !query.get("version");
+  const runVersions = JSON.parse(document.getElementById("run-versions").textContent || "{}");
+  const initialRuns = Object.assign({}, runVersions);
   const nodes = new Map(); // drawn node id (task or collapsed group) -> {group, sub, tasks}
   const clusters = new Map(); // expanded group id -> its <g>
   const groups = new Map((graph.groups || []).map(function (g) { return [g.id, g]; }));
@@ -210,8 +215,19 @@
       grid = await hf.api(dagPath + "/grid?limit=25");
       fillRuns();
       paint(grid.states[select.value]);
+      await followNewVersion();
     } catch (e) { /* retried on the next event */ }
   }, 150);
+
+  /* Following the newest run, and it arrived live with another version of the DAG (the file was
+     edited since the page opened): reload, which draws the latest version. Only a run the page
+     did not start with can do this, so a reload never leads to another. */
+  async function followNewVersion() {
+    const runId = select.value;
+    if (!followLatest || !runId || runId in initialRuns) return;
+    const version = await versionOf(runId);
+    if (version !== null && version !== undefined && version !== graph.version) window.location.reload();
+  }
 
   function onEvents(events) {
     let stale = false;
@@ -231,9 +247,23 @@
     if (stale) resync();
   }
 
-  select.addEventListener("change", function () {
-    followLatest = grid.runs.length > 0 && select.value === grid.runs[grid.runs.length - 1].run_id;
-    paint(grid.states[select.value]);
+  /* The version number a run recorded (null: unknown), asked for once for a run that came live. */
+  async function versionOf(runId) {
+    if (!(runId in runVersions)) {
+      try { runVersions[runId] = (await hf.api(dagPath + "/runs/" + hf.enc(runId))).dag_version; } catch (e) { return null; }
+    }
+    return runVersions[runId];
+  }
+
+  select.addEventListener("change", async function () {
+    const runId = select.value;
+    const version = runId ? await versionOf(runId) : null;
+    if (version !== null && version !== undefined && version !== graph.version) {
+      window.location.href = dagPath + "/graph?run_id=" + hf.enc(runId);
+      return;
+    }
+    followLatest = grid.runs.length > 0 && runId === grid.runs[grid.runs.length - 1].run_id;
+    paint(grid.states[runId]);
   });
 
   if (groups.size && expandAll && collapseAll) {
