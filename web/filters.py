@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
-from markupsafe import Markup, escape
 from hareflow.web.markdown import render_markdown
+from markupsafe import Markup, escape
 
 STATE_CLASSES = frozenset(
     {
