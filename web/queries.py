@@ -417,26 +417,66 @@ def log_text(s: Session, ti: TaskInstance, try_number: int) -> str:
     return "".join(rows)
 
 
-def grid(s: Session, dag: Dag, limit: int = 25) -> dict[str, Any]:
-    """Runs as columns (oldest first), tasks as rows (topological), each cell a state. Plain Core
-    on the session's connection: the ORM's row handling would cost more than the rest for the
-    thousands of cells of a large grid."""
+#: Run states and run types the grid filters on (a run started by a broker or webhook event is "event").
+RUN_STATES = ("queued", "running", "success", "failed")
+RUN_TYPES = ("scheduled", "manual", "backfill", "asset_triggered", "event")
+#: How many of the latest runs the grid offers to show (any number from 1 to the last is accepted).
+GRID_RUN_CHOICES = (25, 50, 100, 365)
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else round(max(0.0, (end - start).total_seconds()), 3)
+
+
+def _grid_run(r: Any) -> dict[str, Any]:
+    """One column head: the run's type, dates and the two parts of its duration bar (queued:
+    ``queued_at`` to ``start_date``; running: ``start_date`` to ``end_date``, None while it runs)."""
+    return {
+        "run_id": r.run_id,
+        "state": r.state,
+        "run_type": r.run_type,
+        "logical_date": iso(r.logical_date),
+        "queued_at": iso(r.queued_at),
+        "start_date": iso(r.start_date),
+        "end_date": iso(r.end_date),
+        "queued_duration": _seconds(r.queued_at, r.start_date),
+        "duration": _seconds(r.start_date, r.end_date),
+    }
+
+
+def grid(
+    s: Session,
+    dag: Dag,
+    limit: int = 25,
+    *,
+    run_type: str | None = None,
+    state: str | None = None,
+) -> dict[str, Any]:
+    """The latest ``limit`` runs (of ``run_type``, in ``state`` when given) as columns, oldest
+    first, tasks as rows (topological), each cell a state. Plain Core on the session's
+    connection: the ORM's row handling would cost more than the rest for the thousands of cells
+    of a large grid."""
     conn = s.connection()
-    runs = conn.execute(
+    query = (
         select(
             _run.id,
             _run.run_id,
             _run.state,
             _run.run_type,
             naive_utc(_run.logical_date),
+            naive_utc(_run.queued_at),
             naive_utc(_run.start_date),
             naive_utc(_run.end_date),
         )
         .where(_run.dag_id == dag.dag_id)
         .order_by(_run.logical_date.desc(), _run.id.desc())
         .limit(limit)
-    ).all()
-    runs = list(reversed(runs))
+    )
+    if run_type:
+        query = query.where(_run.run_type == run_type)
+    if state:
+        query = query.where(_run.state == state)
+    runs = list(reversed(conn.execute(query).all()))
     by_pk = {r.id: r.run_id for r in runs}
     states: dict[str, dict[str, str]] = {r.run_id: {} for r in runs}
     #: run id -> mapped task id -> each instance's state, in map-index order
@@ -449,11 +489,11 @@ def grid(s: Session, dag: Dag, limit: int = 25) -> dict[str, Any]:
             .where(ti.run_pk.in_(list(by_pk)))
             .order_by(ti.map_index)
         )
-        for run_pk, task_id, map_index, state in rows:
+        for run_pk, task_id, map_index, ti_state in rows:
             if map_index >= 0:
-                mapped[by_pk[run_pk]].setdefault(task_id, []).append(state)
+                mapped[by_pk[run_pk]].setdefault(task_id, []).append(ti_state)
             else:
-                states[by_pk[run_pk]][task_id] = state
+                states[by_pk[run_pk]][task_id] = ti_state
             seen.add(task_id)
     for run_id, tasks in mapped.items():
         for task_id, instance_states in tasks.items():
@@ -463,23 +503,15 @@ def grid(s: Session, dag: Dag, limit: int = 25) -> dict[str, Any]:
     group_list = task_groups.groups(serialized)
     return {
         "dag_id": dag.dag_id,
+        "timezone": "UTC",
+        "filters": {"limit": limit, "run_type": run_type, "state": state},
         "tasks": order,
         "rows": task_groups.rows(serialized, order),
         "groups": group_list,
         "group_states": task_groups.group_states(group_list, states),
         "mapped_tasks": [t["task_id"] for t in serialized.get("tasks") or [] if t.get("expand")],
         "mapped": mapped,
-        "runs": [
-            {
-                "run_id": r.run_id,
-                "state": r.state,
-                "run_type": r.run_type,
-                "logical_date": iso(r.logical_date),
-                "start_date": iso(r.start_date),
-                "end_date": iso(r.end_date),
-            }
-            for r in runs
-        ],
+        "runs": [_grid_run(r) for r in runs],
         "states": states,
     }
 

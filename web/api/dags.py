@@ -97,8 +97,14 @@ def patch_dag(dag_id: str) -> Any:
 @require_role("viewer")
 def dag_grid(dag_id: str) -> Any:
     limit = int_arg("limit", 25, lo=1, hi=365)
+    filters = {}
+    for name, allowed in (("run_type", queries.RUN_TYPES), ("state", queries.RUN_STATES)):
+        value = request.args.get(name) or None
+        if value is not None and value not in allowed:
+            abort(400, f"{name} must be one of {', '.join(allowed)}")
+        filters[name] = value
     s = request_session()
-    return jsonify(queries.grid(s, _dag_or_404(s, dag_id), limit))
+    return jsonify(queries.grid(s, _dag_or_404(s, dag_id), limit, **filters))
 
 
 @bp.post("/dags/<dag_id>/clear")
