@@ -414,6 +414,12 @@ def _paths() -> dict[str, Any]:
                     _param("limit", "query", INT, "the latest N runs (1 to 365, default 25)"),
                     _param("run_type", "query", description="only runs of this type"),
                     _param("state", "query", description="only runs in this state"),
+                    _param(
+                        "compact",
+                        "query",
+                        {"type": "boolean"},
+                        "cells (one letter per task and run, see state_codes) instead of states",
+                    ),
                 ],
             )
         },

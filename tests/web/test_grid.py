@@ -139,3 +139,21 @@ def test_the_grid_page_has_a_legend_naming_every_task_state(client: Client, dag_
     legend = html.split('class="legend"')[1].split("</div>")[0]
     for state in TaskState:
         assert f'data-state="{state.value}"' in legend, (dag_id, state)
+
+
+def test_the_compact_grid_has_a_letter_per_task_and_run_instead_of_a_dict_of_states(
+    client: Client, dag_factory: Any, run_factory: Any
+) -> None:
+    dag_id = dag_factory()
+    run_id = run_factory(dag_id, state="running", tis={"extract": "success", "transform": "up_for_retry"})
+
+    full = client.api("GET", path_of("dags", dag_id, "grid")).json
+    compact = client.api("GET", path_of("dags", dag_id, "grid") + "?compact=true").json
+
+    codes = compact["state_codes"]
+    assert codes[:5] == ["none", "scheduled", "queued", "running", "success"] and "up_for_retry" in codes
+    letters = compact["cells"][run_id]
+    assert len(letters) == len(compact["tasks"]) == 3
+    decoded = {t: codes[ord(c) - ord("a")] for t, c in zip(compact["tasks"], letters) if c != "."}
+    assert decoded == full["states"][run_id] == {"extract": "success", "transform": "up_for_retry"}
+    assert "states" not in compact and "group_states" not in compact and "cells" not in full

@@ -104,7 +104,8 @@ def dag_grid(dag_id: str) -> Any:
             abort(400, f"{name} must be one of {', '.join(allowed)}")
         filters[name] = value
     s = request_session()
-    return jsonify(queries.grid(s, _dag_or_404(s, dag_id), limit, **filters))
+    compact = bool_arg("compact") or False
+    return jsonify(queries.grid(s, _dag_or_404(s, dag_id), limit, **filters, compact=compact))
 
 
 @bp.post("/dags/<dag_id>/clear")

@@ -73,7 +73,7 @@ def dag_grid(dag_id: str) -> Any:
     state = request.args.get("state") if request.args.get("state") in queries.RUN_STATES else None
     s = request_session()
     dag = _load_dag(s, dag_id)
-    data = queries.grid(s, dag, limit, run_type=run_type, state=state)
+    data = queries.grid(s, dag, limit, run_type=run_type, state=state, compact=True)
     detail = queries.dag_detail(dag)
     choices = sorted({*queries.GRID_RUN_CHOICES, limit})
     return render_template(

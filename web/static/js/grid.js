@@ -38,7 +38,7 @@
   const ACTIVE_RUN = new Set(["queued", "running"]);
   const BAR_HEIGHT = 44; // px of the longest run's bar
 
-  let data = JSON.parse(document.getElementById("grid-data").textContent);
+  let data = decode(JSON.parse(document.getElementById("grid-data").textContent));
   let colOf = new Map(); // run id -> column index
   let taskRows = new Map(); // task id -> its row (a mapped task's: the summary row)
   let groupRows = new Map(); // group id -> its row
@@ -46,6 +46,24 @@
   let heads = []; // column index -> head element
   let ignoredRuns = new Set(); // runs a refetch did not bring (filtered out or too old)
   let selected = null; // {run, task, index}, {run, task, summary}, {run, group} or {run}
+
+  /* The compact form's cells (one letter per task, see web/queries.py) as run -> task -> state. */
+  function decode(d) {
+    if (!d.cells || d.states) return d;
+    const codes = d.state_codes;
+    d.states = {};
+    for (const run of d.runs) {
+      const letters = d.cells[run.run_id] || "";
+      const states = {};
+      for (let i = 0; i < letters.length; i++) {
+        const code = letters.charCodeAt(i) - 97;
+        if (code >= 0) states[d.tasks[i]] = codes[code] || "none";
+      }
+      d.states[run.run_id] = states;
+    }
+    delete d.cells;
+    return d;
+  }
 
   const esc = function (text) {
     return String(text).replace(/[&<>"']/g, function (c) {
@@ -409,7 +427,7 @@
 
   function jsonPath() {
     const f = currentFilters();
-    const query = new URLSearchParams({ limit: f.runs });
+    const query = new URLSearchParams({ limit: f.runs, compact: "true" });
     if (f.run_type) query.set("run_type", f.run_type);
     if (f.state) query.set("state", f.state);
     return dagPath + "/grid?" + query.toString();
@@ -432,7 +450,7 @@
     const askedFor = asked;
     asked = new Set();
     try {
-      update(await hf.api(jsonPath()));
+      update(decode(await hf.api(jsonPath())));
       for (const run of askedFor) if (!colOf.has(run)) ignoredRuns.add(run);
       const missed = backlog;
       backlog = null;
