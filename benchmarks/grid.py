@@ -8,9 +8,13 @@ with ``--runs`` runs, the newest one running; serves the application with the re
 local executor on a free port; drives headless Chromium (``/usr/bin/chromium``) with Playwright and
 prints the medians of:
 
-- ``json``: ``GET /api/v1/dags/<dag>/grid`` from the page (request to last byte) and its size;
+- ``json``: ``GET /api/v1/dags/<dag>/grid`` from the page (request to last byte) and its size,
+  in the full form (``states``: run -> task -> state) and the compact one the page uses
+  (``?compact=true``: a letter per task and run), where the server has it;
 - ``first_render``: navigation start to the grid's table in the DOM (``dom``) and to the frame
-  after it (``painted``: a ``requestAnimationFrame`` then a task, so layout and paint are done);
+  after it (``painted``: a ``requestAnimationFrame`` then a task, so layout and paint are done),
+  with the part spent in grid.js (``script``: its ``hareflow:grid-start`` to
+  ``hareflow:grid-rendered`` marks, where it has them) and when the HTML had arrived;
 - ``live_event``: one state event of a task instance, from its arrival on the socket to the
   grid's DOM showing the new state (``apply``), and from its publication on the server
   (``end_to_end``: the relay batches events for up to 50 ms); once for a plain task and once for
@@ -251,7 +255,7 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 1)
 
 
-def measure_json(page: Any, url: str, repeat: int) -> dict[str, Any]:
+def measure_json(page: Any, url: str, repeat: int, form: str) -> dict[str, Any]:
     timings, size = [], 0
     for _ in range(repeat + 1):  # the first is a warm-up
         took, size = page.evaluate(
@@ -260,11 +264,17 @@ def measure_json(page: Any, url: str, repeat: int) -> dict[str, Any]:
             url,
         )
         timings.append(took)
-    return {"type": "json", "median_ms": median(timings[1:]), "min_ms": round(min(timings[1:]), 1), "bytes": size}
+    return {
+        "type": "json",
+        "form": form,
+        "median_ms": median(timings[1:]),
+        "min_ms": round(min(timings[1:]), 1),
+        "bytes": size,
+    }
 
 
 def measure_first_render(page: Any, url: str, repeat: int) -> dict[str, Any]:
-    dom, painted, html = [], [], []
+    dom, painted, html, script = [], [], [], []
     for i in range(repeat + 1):
         page.goto(url)
         deadline = time.monotonic() + 30
@@ -273,18 +283,23 @@ def measure_first_render(page: Any, url: str, repeat: int) -> dict[str, Any]:
                 raise RuntimeError("the grid did not render within 30 s")
             time.sleep(0.02)
         times = page.evaluate(
-            "[window.__grid.dom, window.__grid.painted, performance.getEntriesByType('navigation')[0].responseEnd]"
+            """[window.__grid.dom, window.__grid.painted, performance.getEntriesByType('navigation')[0].responseEnd,
+                (performance.getEntriesByName('hareflow:grid-rendered')[0] || {}).startTime -
+                (performance.getEntriesByName('hareflow:grid-start')[0] || {}).startTime]"""
         )
         if i:  # the first is a warm-up
             dom.append(times[0])
             painted.append(times[1])
             html.append(times[2])
+            if times[3] is not None:
+                script.append(times[3])
     size = page.evaluate("document.documentElement.outerHTML.length")
     return {
         "type": "first_render",
         "dom_ms": median(dom),
         "painted_ms": median(painted),
         "html_received_ms": median(html),
+        "script_ms": median(script) if script else None,
         "page_bytes": size,
         "cells": page.evaluate("document.querySelectorAll('#grid .cell').length"),
     }
@@ -400,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
                     page.click("button[type=submit]")
                     page.wait_for_url("**/dags")
                     grid_page = f"{base}/dags/{DAG_ID}/grid?runs={args.runs}"
-                    emit(measure_json(page, f"/api/v1/dags/{DAG_ID}/grid?limit={args.runs}", args.repeat))
+                    api = f"/api/v1/dags/{DAG_ID}/grid?limit={args.runs}"
+                    emit(measure_json(page, api, args.repeat, "full"))
+                    emit(measure_json(page, api + "&compact=true", args.repeat, "compact"))
                     emit(measure_first_render(page, grid_page, args.repeat))
                     page.goto(grid_page)
                     emit(measure_events(page, sessions, executor, run_id, task_id, -1, args.repeat))

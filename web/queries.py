@@ -425,7 +425,7 @@ GRID_RUN_CHOICES = (25, 50, 100, 365)
 #: The grid's compact form writes each task's state in a run as one letter: the state's position
 #: here ("a" none, "b" scheduled, ...), "." where the run has no such task instance.
 GRID_STATE_CODES = tuple(state.value for state in TaskState)
-_CODE_OF = {state: chr(ord("a") + i) for i, state in enumerate(GRID_STATE_CODES)}
+_CODE_OF = {state: chr(ord("a") + i) for i, state in enumerate(GRID_STATE_CODES)}  # "": no instance
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -494,11 +494,11 @@ def grid(
     seen: set[str] = set()
     if by_pk:
         ti = TaskInstance.__table__.c
-        rows = conn.execute(
+        rows = conn.execute(  # .all(): one fetchall, several times faster than row by row
             select(ti.run_pk, ti.task_id, ti.map_index, ti.state)
             .where(ti.run_pk.in_(list(by_pk)))
             .order_by(ti.map_index)
-        )
+        ).all()
         for run_pk, task_id, map_index, ti_state in rows:
             if map_index >= 0:
                 mapped[by_pk[run_pk]].setdefault(task_id, []).append(ti_state)
@@ -525,7 +525,7 @@ def grid(
     if compact:
         out["state_codes"] = list(GRID_STATE_CODES)
         out["cells"] = {
-            run_id: "".join(_CODE_OF.get(by_task[t], "a") if t in by_task else "." for t in order)
+            run_id: "".join([_CODE_OF.get(by_task.get(t, ""), ".") for t in order])
             for run_id, by_task in states.items()
         }
     else:

@@ -23,6 +23,7 @@
   const hf = window.hf;
   const root = document.getElementById("grid");
   if (!root) return;
+  if (window.performance && performance.mark) performance.mark("hareflow:grid-start");
   const dagId = root.dataset.dag;
   const canOp = root.dataset.canOp === "true";
   const panel = document.getElementById("grid-detail");
