@@ -20,6 +20,7 @@ from hareflow.common.db import DagRun, TaskInstance
 from sqlalchemy import insert, select
 
 from tests.browser.conftest import LiveSystem
+from tests.browser.test_reconnect import NO_SAFETY_POLL
 from tests.browser.test_ui import SCREENSHOTS_ENV, assert_not_reloaded, mark_no_reload
 
 pytestmark = pytest.mark.browser
@@ -285,12 +286,14 @@ def test_squares_change_live_without_a_grid_refetch_per_event_a_mapped_tasks_too
 ) -> None:
     add_dag(live_system, "mapped_live", MAPPED_LIVE_DAG)
     page = open_as("viewer")
+    page.context.add_init_script(NO_SAFETY_POLL)  # no resync every 30 s in the middle of the count
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url) if "/api/v1/dags/mapped_live/grid" in r.url else None)
     page.goto(f"{live_system.url}/dags/mapped_live/grid")
     page.wait_for_selector("#gridtable .task-row[data-task='work'] .expand-toggle")
     page.click("#gridtable .task-row[data-task='work'] .expand-toggle")  # its instance rows, once it expands
     poll(lambda: page.evaluate("!!(window.hf.socket && window.hf.socket.connected)"), what="the socket")
+    poll(lambda: requests, what="the resync that follows connecting")  # not counted below
     page.wait_for_load_state("networkidle")
     mark_no_reload(page)
     # Every 50 ms, note what the squares of the newest run show, and count the task events.
@@ -328,6 +331,6 @@ def test_squares_change_live_without_a_grid_refetch_per_event_a_mapped_tasks_too
     # refetches only for the new run and the expansion (plus a throttled spare).
     assert seen["events"] >= 20, seen
     assert len(requests) <= 4, requests
-    head = page.get_attribute(f'#gridtable .run-col[data-run="{run_id}"]', "data-state")
-    assert head == "success"
+    head = f'#gridtable .run-col[data-run="{run_id}"]'
+    poll(lambda: page.get_attribute(head, "data-state") == "success", what="the run's head to succeed")
     assert_not_reloaded(page)
