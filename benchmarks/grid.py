@@ -14,7 +14,8 @@ prints the medians of:
 - ``first_render``: navigation start to the grid's table in the DOM (``dom``) and to the frame
   after it (``painted``: a ``requestAnimationFrame`` then a task, so layout and paint are done),
   with the part spent in grid.js (``script``: its ``hareflow:grid-start`` to
-  ``hareflow:grid-rendered`` marks, where it has them) and when the HTML had arrived;
+  ``hareflow:grid-rendered`` marks, where it has them), when it started and when the HTML had
+  arrived;
 - ``live_event``: one state event of a task instance, from its arrival on the socket to the
   grid's DOM showing the new state (``apply``), and from its publication on the server
   (``end_to_end``: the relay batches events for up to 50 ms); once for a plain task and once for
@@ -67,7 +68,9 @@ new MutationObserver(function (list, observer) {
   if (!document.getElementById("gridtable")) return;
   observer.disconnect();
   window.__grid.dom = performance.now();
-  requestAnimationFrame(function () { setTimeout(function () { window.__grid.painted = performance.now(); }, 0); });
+  requestAnimationFrame(function () {
+    setTimeout(function () { window.__grid.painted = performance.now(); }, 0);
+  });
 }).observe(document, { childList: true, subtree: true });
 """
 
@@ -167,7 +170,14 @@ def populate(sessions: Any, n_runs: int, n_tasks: int) -> tuple[str, str]:
     now = datetime.now(UTC)
     data = serialized(n_tasks)
     with sessions() as s, s.begin():
-        s.add(User(username="bench", password_hash=generate_password_hash("benchmark"), role="admin", created_at=now))
+        s.add(
+            User(
+                username="bench",
+                password_hash=generate_password_hash("benchmark"),
+                role="admin",
+                created_at=now,
+            )
+        )
         s.add(
             Dag(
                 dag_id=DAG_ID,
@@ -274,7 +284,7 @@ def measure_json(page: Any, url: str, repeat: int, form: str) -> dict[str, Any]:
 
 
 def measure_first_render(page: Any, url: str, repeat: int) -> dict[str, Any]:
-    dom, painted, html, script = [], [], [], []
+    dom, painted, html, script, started = [], [], [], [], []
     for i in range(repeat + 1):
         page.goto(url)
         deadline = time.monotonic() + 30
@@ -283,8 +293,10 @@ def measure_first_render(page: Any, url: str, repeat: int) -> dict[str, Any]:
                 raise RuntimeError("the grid did not render within 30 s")
             time.sleep(0.02)
         times = page.evaluate(
-            """[window.__grid.dom, window.__grid.painted, performance.getEntriesByType('navigation')[0].responseEnd,
+            """[window.__grid.dom, window.__grid.painted,
+                performance.getEntriesByType('navigation')[0].responseEnd,
                 (performance.getEntriesByName('hareflow:grid-rendered')[0] || {}).startTime -
+                (performance.getEntriesByName('hareflow:grid-start')[0] || {}).startTime,
                 (performance.getEntriesByName('hareflow:grid-start')[0] || {}).startTime]"""
         )
         if i:  # the first is a warm-up
@@ -293,12 +305,14 @@ def measure_first_render(page: Any, url: str, repeat: int) -> dict[str, Any]:
             html.append(times[2])
             if times[3] is not None:
                 script.append(times[3])
+                started.append(times[4])
     size = page.evaluate("document.documentElement.outerHTML.length")
     return {
         "type": "first_render",
         "dom_ms": median(dom),
         "painted_ms": median(painted),
         "html_received_ms": median(html),
+        "script_started_ms": median(started) if started else None,
         "script_ms": median(script) if script else None,
         "page_bytes": size,
         "cells": page.evaluate("document.querySelectorAll('#grid .cell').length"),
@@ -332,7 +346,11 @@ def measure_events(
         with sessions() as s, s.begin():
             s.execute(
                 update(TaskInstance)
-                .where(TaskInstance.run_pk == run_pk, TaskInstance.task_id == task_id, TaskInstance.map_index == map_index)
+                .where(
+                    TaskInstance.run_pk == run_pk,
+                    TaskInstance.task_id == task_id,
+                    TaskInstance.map_index == map_index,
+                )
                 .values(state=state)
             )
         page.evaluate(WATCH, [run_id, task_id, shown])
@@ -391,7 +409,14 @@ def main(argv: list[str] | None = None) -> int:
         sessions = make_session_factory(engine)
         started = time.perf_counter()
         run_id, task_id = populate(sessions, args.runs, args.tasks)
-        emit({"type": "setup", "runs": args.runs, "tasks": args.tasks, "seconds": round(time.perf_counter() - started, 2)})
+        emit(
+            {
+                "type": "setup",
+                "runs": args.runs,
+                "tasks": args.tasks,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
         from hareflow.web.server import make_web_server, serve_until
 
         with tempfile.TemporaryDirectory() as home:
@@ -402,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
             base = f"http://127.0.0.1:{server.server_port}"
             with sync_playwright() as p:
                 browser = p.chromium.launch(
-                    executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+                    executable_path=CHROMIUM,
+                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
                 )
                 try:
                     context = browser.new_context(viewport={"width": 1400, "height": 900})

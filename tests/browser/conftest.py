@@ -174,7 +174,9 @@ GRID_CELL_ENGINE = """({
 })"""
 
 
-def grid_cell(run_id: str, task_id: str | None = None, *, group: str | None = None, index: int | None = None) -> str:
+def grid_cell(
+    run_id: str, task_id: str | None = None, *, group: str | None = None, index: int | None = None
+) -> str:
     """The selector of one grid square (see ``GRID_CELL_ENGINE``)."""
     import json
 

@@ -157,15 +157,18 @@ def test_run_heads_show_the_logical_date_run_type_and_a_duration_bar_and_the_leg
     page.goto(f"{live_system.url}/dags/live_dag/grid")
     head = f'#gridtable .run-col[data-run="{running}"]'
     page.wait_for_selector(f'{head}[data-state="running"]')
-    poll(lambda: page.evaluate(CELL_STATE, [running, "slow_logger", None]) == "running", what="slow_logger running")
+    poll(
+        lambda: page.evaluate(CELL_STATE, [running, "slow_logger", None]) == "running",
+        what="slow_logger running",
+    )
 
     with cluster.sessions() as s:
         logical = s.scalar(select(DagRun.logical_date).where(DagRun.run_id == short))
     assert logical is not None
     label = page.inner_text(f'#gridtable .run-col[data-run="{short}"] .run-label')
-    assert label == logical.astimezone(UTC).strftime("%m-%d %H:%M") or label == logical.astimezone(UTC).strftime(
-        "%m-%d %H:%M:%S"
-    )
+    assert label == logical.astimezone(UTC).strftime("%m-%d %H:%M") or label == logical.astimezone(
+        UTC
+    ).strftime("%m-%d %H:%M:%S")
     assert "logical date (UTC)" in page.inner_text("#gridtable .grid-corner")
     assert page.inner_text(f"{head} .run-type") == "M"
     assert page.get_attribute(f"{head} .run-type", "title") == "manual run"
@@ -193,19 +196,23 @@ def test_run_heads_show_the_logical_date_run_type_and_a_duration_bar_and_the_leg
         "skipped",
         "removed",
     ]
-    marks = legend.evaluate_all("els => els.map(e => getComputedStyle(e.querySelector('.cell'), '::after').content)")
+    marks = legend.evaluate_all(
+        "els => els.map(e => getComputedStyle(e.querySelector('.cell'), '::after').content)"
+    )
     # A mark per state, but for the plain filled square of success and the empty outlined one of none.
-    marked = [m for name, m in zip(names, marks) if name not in ("none", "success")]
+    marked = [m for name, m in zip(names, marks, strict=True) if name not in ("none", "success")]
     assert len(set(marked)) == len(marked) == len(names) - 2 and "none" not in marked, marks
     assert marks[names.index("none")] == marks[names.index("success")] == "none"
-    colours = dict(
-        zip(names, legend.evaluate_all("els => els.map(e => getComputedStyle(e.querySelector('.cell')).backgroundColor)"))
+    backgrounds = legend.evaluate_all(
+        "els => els.map(e => getComputedStyle(e.querySelector('.cell')).backgroundColor)"
     )
+    colours = dict(zip(names, backgrounds, strict=True))
     assert colours["running"] != colours["success"]
     running_cell = page.evaluate(
         """([runId]) => { const heads = Array.from(document.querySelectorAll('#gridtable .run-col'));
            const col = heads.findIndex(h => h.dataset.run === runId);
-           const cell = document.querySelector('#gridtable .task-row[data-task="slow_logger"]').children[col + 1];
+           const row = document.querySelector('#gridtable .task-row[data-task="slow_logger"]');
+           const cell = row.children[col + 1];
            return [getComputedStyle(cell).backgroundColor, getComputedStyle(cell, '::after').content]; }""",
         [running],
     )
@@ -233,7 +240,9 @@ def test_the_task_column_and_run_heads_stay_in_view_while_a_wide_grid_scrolls(
     first_task = page.locator('#gridtable .task-row[data-task="step_05_with_a_long_name"] .task')
     first_head = page.locator("#gridtable .grid-corner")
     before_task, before_head = first_task.bounding_box(), first_head.bounding_box()
-    assert page.evaluate("document.getElementById('grid').scrollWidth > document.getElementById('grid').clientWidth")
+    assert page.evaluate(
+        "document.getElementById('grid').scrollWidth > document.getElementById('grid').clientWidth"
+    )
 
     page.evaluate("document.getElementById('grid').scrollTo(100000, 60)")
     poll(lambda: page.evaluate("document.getElementById('grid').scrollLeft > 500"), what="the grid to scroll")
@@ -243,7 +252,9 @@ def test_the_task_column_and_run_heads_stay_in_view_while_a_wide_grid_scrolls(
     assert box is not None and before_task and after_task and before_head and after_head and newest
     assert abs(after_task["x"] - before_task["x"]) < 1 and after_task["x"] >= box["x"]  # the name stays left
     assert abs(after_head["y"] - before_head["y"]) < 1  # the heads stay on top
-    assert newest["x"] > after_task["x"] + after_task["width"] - 1  # the newest column shows right of the names
+    assert (
+        newest["x"] > after_task["x"] + after_task["width"] - 1
+    )  # the newest column shows right of the names
     assert newest["x"] + newest["width"] <= box["x"] + box["width"] + 1
 
 
@@ -263,7 +274,9 @@ def test_filters_go_into_the_url_and_the_link_shows_the_same_runs(
     page.select_option("#grid-run-state", "success")
     wanted = [r["run_id"] for r in wide_runs if r["run_type"] == "backfill" and r["state"] == "success"]
     poll(
-        lambda: page.locator("#gridtable .run-col").evaluate_all("els => els.map(e => e.dataset.run)") == wanted,
+        lambda: (
+            page.locator("#gridtable .run-col").evaluate_all("els => els.map(e => e.dataset.run)") == wanted
+        ),
         what="the successful backfill runs",
     )
     assert_not_reloaded(page)
@@ -274,11 +287,16 @@ def test_filters_go_into_the_url_and_the_link_shows_the_same_runs(
     other.goto(page.url)
     other.wait_for_selector("#gridtable .run-col")
     assert other.locator("#gridtable .run-col").evaluate_all("els => els.map(e => e.dataset.run)") == wanted
-    assert other.input_value("#grid-run-type") == "backfill" and other.input_value("#grid-run-state") == "success"
+    assert (
+        other.input_value("#grid-run-type") == "backfill"
+        and other.input_value("#grid-run-state") == "success"
+    )
     assert other.input_value("#grid-runs") == "365"
     page.go_back()
     poll(lambda: page.input_value("#grid-run-state") == "", what="the filter before")
-    poll(lambda: page.locator("#gridtable .run-col").count() == len(backfills), what="the backfill runs again")
+    poll(
+        lambda: page.locator("#gridtable .run-col").count() == len(backfills), what="the backfill runs again"
+    )
 
 
 def test_squares_change_live_without_a_grid_refetch_per_event_a_mapped_tasks_too(
@@ -320,12 +338,15 @@ def test_squares_change_live_without_a_grid_refetch_per_event_a_mapped_tasks_too
 
     run_id = live_system.cluster.trigger("mapped_live")
     assert live_system.wait_run("mapped_live", run_id, timeout=90) == "success"
-    poll(lambda: page.evaluate("window.__seen.total.slice(-1)[0] === 'success'"), what="total's square to succeed")
+    poll(
+        lambda: page.evaluate("window.__seen.total.slice(-1)[0] === 'success'"),
+        what="total's square to succeed",
+    )
     seen = page.evaluate("window.__seen")
 
     assert "running" in seen["summary"] and seen["summary"][-1] == "success", seen
     assert "running" in seen["instance"] and seen["instance"][-1] == "success", seen
-    assert page.inner_text(f"#gridtable .task-row[data-task='work'] .cell.mapped") == "6"
+    assert page.inner_text("#gridtable .task-row[data-task='work'] .cell.mapped") == "6"
     assert page.locator("#gridtable .instance-row[data-task='work']").count() == 6
     # 6 instances x (queued, running, success) and the other tasks: over 20 task events, and
     # refetches only for the new run and the expansion (plus a throttled spare).

@@ -64,7 +64,9 @@ def test_a_mapped_task_is_one_summary_square_that_expands_into_its_instances(
     assert page.query_selector('.instance-row[data-task="check"]') is None
 
     page.click(".task.mapped-task button.expand-toggle")
-    page.wait_for_selector('.instance-row[data-task="check"][data-map-index="3"] > .cell[data-state="success"]')
+    page.wait_for_selector(
+        '.instance-row[data-task="check"][data-map-index="3"] > .cell[data-state="success"]'
+    )
     assert page.locator(".instance-row").count() == 4
     page.click(summary)
     page.wait_for_selector("#grid-detail .instance-squares")

@@ -54,7 +54,9 @@ def test_an_op_triggers_a_run_from_the_form_and_watches_the_grid_change_colour_l
     cell = '.task-row[data-task="slow_logger"] > .cell:last-child'
     page.wait_for_selector(f'{cell}[data-state="running"]')
     running_colour = page.eval_on_selector(cell, "el => getComputedStyle(el).backgroundColor")
-    page.wait_for_selector('.task-row[data-task="done"] > .cell:last-child[data-state="success"]', timeout=30_000)
+    page.wait_for_selector(
+        '.task-row[data-task="done"] > .cell:last-child[data-state="success"]', timeout=30_000
+    )
     success_colour = page.eval_on_selector(cell, "el => getComputedStyle(el).backgroundColor")
 
     assert running_colour != success_colour

@@ -70,7 +70,9 @@ def test_each_run_carries_its_type_dates_and_the_queued_and_running_parts_of_its
     assert [r["run_type"] for r in grid["runs"]] == ["scheduled", "manual", "backfill", "scheduled", "manual"]
     assert first["logical_date"] == "2026-03-01T12:00:00+00:00"
     assert (first["queued_duration"], first["duration"]) == (3.0, 5.0)
-    assert first["queued_at"] == "2026-03-01T11:59:57+00:00" and first["end_date"] == "2026-03-01T12:00:05+00:00"
+    assert (
+        first["queued_at"] == "2026-03-01T11:59:57+00:00" and first["end_date"] == "2026-03-01T12:00:05+00:00"
+    )
     assert running["state"] == "running" and running["duration"] is None and running["start_date"]
     assert queued["start_date"] is None and queued["queued_duration"] is None and queued["duration"] is None
 
@@ -154,6 +156,8 @@ def test_the_compact_grid_has_a_letter_per_task_and_run_instead_of_a_dict_of_sta
     assert codes[:5] == ["none", "scheduled", "queued", "running", "success"] and "up_for_retry" in codes
     letters = compact["cells"][run_id]
     assert len(letters) == len(compact["tasks"]) == 3
-    decoded = {t: codes[ord(c) - ord("a")] for t, c in zip(compact["tasks"], letters) if c != "."}
+    decoded = {
+        t: codes[ord(c) - ord("a")] for t, c in zip(compact["tasks"], letters, strict=True) if c != "."
+    }
     assert decoded == full["states"][run_id] == {"extract": "success", "transform": "up_for_retry"}
     assert "states" not in compact and "group_states" not in compact and "cells" not in full

@@ -153,7 +153,9 @@ def test_the_grid_page_embeds_runs_and_task_states_for_its_script(
     assert [r["run_id"] for r in data["runs"]] == [first, second]
     # The compact form: a letter per task (extract, transform, load) of the codes it lists; "." none yet.
     codes = data["state_codes"]
-    assert data["cells"][second] == "".join(chr(ord("a") + codes.index(s)) for s in ("success", "running")) + "."
+    assert (
+        data["cells"][second] == "".join(chr(ord("a") + codes.index(s)) for s in ("success", "running")) + "."
+    )
     assert 'src="/static/js/grid.js"' in html and "socket.io-4.8.4.min.js" in html
 
 
