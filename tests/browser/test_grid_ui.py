@@ -19,7 +19,7 @@ import pytest
 from hareflow.common.db import DagRun, TaskInstance
 from sqlalchemy import insert, select
 
-from tests.browser.conftest import LiveSystem
+from tests.browser.conftest import LiveSystem, grid_cell
 from tests.browser.test_reconnect import NO_SAFETY_POLL
 from tests.browser.test_ui import SCREENSHOTS_ENV, assert_not_reloaded, mark_no_reload
 
@@ -256,6 +256,16 @@ def test_the_task_column_and_run_heads_stay_in_view_while_a_wide_grid_scrolls(
         newest["x"] > after_task["x"] + after_task["width"] - 1
     )  # the newest column shows right of the names
     assert newest["x"] + newest["width"] <= box["x"] + box["width"] + 1
+
+    # The keyboard: from the newest run's first task, down one task and left one run.
+    page.focus("#grid")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_selector("#grid-detail h4:text-is('step_00_with_a_long_name')")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_selector("#grid-detail h4:text-is('step_01_with_a_long_name')")
+    selected = page.locator(grid_cell(wide_runs[-2]["run_id"], "step_01_with_a_long_name"))
+    assert "selected" in (selected.get_attribute("class") or "")
 
 
 def test_filters_go_into_the_url_and_the_link_shows_the_same_runs(

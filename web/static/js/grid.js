@@ -342,21 +342,44 @@
     if (groupToggle) return toggleGroup(groupToggle);
     const expandToggle = event.target.closest(".expand-toggle");
     if (expandToggle) return toggleExpanded(expandToggle.closest(".grid-row").dataset.task);
-    const where = locate(event.target);
+    openAt(locate(event.target));
+  });
+
+  function openAt(where) {
     if (!where) return;
     if (where.head) showRun(where.run);
     else if (where.group) showGroup(where.run, where.group);
     else if (where.index !== undefined) showTask(where.run, where.task, false, where.index);
     else if (instancesOf(where.run, where.task)) showMapped(where.run, where.task);
     else showTask(where.run, where.task);
-  });
+  }
 
+  /* The keyboard: the grid is one tab stop; the arrow keys move the selection from square to
+     square (over hidden rows), Enter or Space on a run head opens it. */
+  const MOVES = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
   root.addEventListener("keydown", function (event) {
-    if (event.key !== "Enter" && event.key !== " ") return;
     const head = event.target.closest(".run-col");
-    if (!head) return;
+    if (head && (event.key === "Enter" || event.key === " ")) {
+      event.preventDefault();
+      showRun(head.dataset.run);
+      return;
+    }
+    const move = MOVES[event.key];
+    if (!move || !data.runs.length || event.target.closest("button")) return;
     event.preventDefault();
-    showRun(head.dataset.run);
+    const rows = Array.from(root.querySelectorAll(".grid-body .grid-row")).filter(function (r) { return !r.hidden; });
+    const current = root.querySelector(".grid-body .cell.selected");
+    let row = current ? rows.indexOf(current.parentNode) : -1;
+    let col = current ? Array.prototype.indexOf.call(current.parentNode.children, current) - 1 : data.runs.length - 1;
+    if (row < 0) row = 0;
+    else {
+      row = Math.max(0, Math.min(rows.length - 1, row + move[0]));
+      col = Math.max(0, Math.min(data.runs.length - 1, col + move[1]));
+    }
+    const cell = cellAt(rows[row], col);
+    if (!cell || cell.classList.contains("blank")) return;
+    cell.scrollIntoView({ block: "nearest", inline: "nearest" });
+    openAt(locate(cell));
   });
 
   function toggleGroup(toggle) {
