@@ -601,9 +601,20 @@ def _paths() -> dict[str, Any]:
         },
         "/dags/{dag_id}/grid": {
             "get": _op(
-                "Latest runs x tasks states (the grid view)",
+                "Latest runs x tasks states (the grid view), filtered by run type and run state",
                 _json({"type": "object"}),
-                params=[DAG, _param("limit", "query", INT)],
+                params=[
+                    DAG,
+                    _param("limit", "query", INT, "the latest N runs (1 to 365, default 25)"),
+                    _param("run_type", "query", description="only runs of this type"),
+                    _param("state", "query", description="only runs in this state"),
+                    _param(
+                        "compact",
+                        "query",
+                        {"type": "boolean"},
+                        "cells (one letter per task and run, see state_codes) instead of states",
+                    ),
+                ],
             )
         },
         "/dags/{dag_id}/durations": {

@@ -151,6 +151,42 @@ def missing(message: str) -> None:
     pytest.skip(message)
 
 
+#: A Playwright selector engine for one square of the grid, ``grid-cell={"run": ..., "task": ...}``
+#: (or ``"group"`` for a group's square, ``"index"`` for a mapped instance's): squares carry no run
+#: id of their own (a run is a column), so the engine finds the run's column and the row's square.
+GRID_CELL_ENGINE = """({
+  query(root, selector) { return this.queryAll(root, selector)[0] || null; },
+  queryAll(root, selector) {
+    const want = JSON.parse(selector);
+    const doc = root.ownerDocument || root;
+    const heads = Array.from(doc.querySelectorAll("#gridtable .run-col"));
+    const col = heads.findIndex(h => h.dataset.run === want.run);
+    if (col < 0) return [];
+    let row;
+    if (want.group) row = '.group-row[data-group="' + CSS.escape(want.group) + '"]';
+    else if (want.index !== undefined && want.index !== null) {
+      row = '.instance-row[data-task="' + CSS.escape(want.task) + '"][data-map-index="' + want.index + '"]';
+    } else row = '.task-row[data-task="' + CSS.escape(want.task) + '"]';
+    const found = doc.querySelector("#gridtable " + row);
+    const cell = found && found.children[col + 1];
+    return cell ? [cell] : [];
+  }
+})"""
+
+
+def grid_cell(
+    run_id: str, task_id: str | None = None, *, group: str | None = None, index: int | None = None
+) -> str:
+    """The selector of one grid square (see ``GRID_CELL_ENGINE``)."""
+    import json
+
+    return "grid-cell=" + json.dumps({"run": run_id, "task": task_id, "group": group, "index": index})
+
+
+def grid_head(run_id: str) -> str:
+    return f'#gridtable .run-col[data-run="{run_id}"]'
+
+
 @dataclass
 class LiveSystem:
     url: str
@@ -202,6 +238,7 @@ def browser(live_system: LiveSystem) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
+        p.selectors.register("grid-cell", GRID_CELL_ENGINE)
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield chromium

@@ -58,18 +58,20 @@ def test_a_mapped_task_is_one_summary_square_that_expands_into_its_instances(
     page = open_as("op")
     page.goto(f"{live_system.url}/dags/mapped_dag/grid")
     mark_no_reload(page)
-    summary = 'span.cell.mapped[data-task="check"]'
+    summary = '.task-row[data-task="check"] > .cell.mapped'
     page.wait_for_selector(f'{summary}[data-state="success"]')
     assert page.inner_text(summary) == "4"
-    assert page.query_selector('span.cell[data-task="check"][data-map-index]') is None
+    assert page.query_selector('.instance-row[data-task="check"]') is None
 
-    page.click("th.mapped-task button.expand-toggle")
-    page.wait_for_selector('span.cell[data-task="check"][data-map-index="3"]')
-    assert page.locator("tr.instance-row").count() == 4
+    page.click(".task.mapped-task button.expand-toggle")
+    page.wait_for_selector(
+        '.instance-row[data-task="check"][data-map-index="3"] > .cell[data-state="success"]'
+    )
+    assert page.locator(".instance-row").count() == 4
     page.click(summary)
     page.wait_for_selector("#grid-detail .instance-squares")
     assert "check (mapped)" in page.inner_text("#grid-detail h4")
-    page.click('span.cell[data-task="check"][data-map-index="2"]')
+    page.click('.instance-row[data-task="check"][data-map-index="2"] > .cell[data-state]')
     page.wait_for_function("() => document.querySelector('#grid-detail h4').textContent === 'check [2]'")
     page.screenshot(path=str(target / "grid_mapped.png"), full_page=True)
 

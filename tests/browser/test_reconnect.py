@@ -15,7 +15,7 @@ import pytest
 from hareflow.common.db import DagRun
 from sqlalchemy import select
 
-from tests.browser.conftest import LiveSystem
+from tests.browser.conftest import LiveSystem, grid_cell, grid_head
 
 pytestmark = pytest.mark.browser
 
@@ -38,11 +38,11 @@ CATCH_UP = 20_000
 
 
 def cell(run_id: str, task_id: str) -> str:
-    return f'#grid span.cell[data-run="{run_id}"][data-task="{task_id}"]'
+    return grid_cell(run_id, task_id)
 
 
 def head(run_id: str) -> str:
-    return f'#grid span.run-head[data-run="{run_id}"]'
+    return grid_head(run_id)
 
 
 def run_state(live: LiveSystem, run_id: str) -> str | None:

@@ -73,12 +73,12 @@ def test_a_rescheduled_sensor_shows_its_own_state_in_the_grid_graph_and_task_pag
     target.mkdir(parents=True, exist_ok=True)
     page = open_as("viewer")
     page.goto(f"{live_system.url}/dags/sensor_dag/grid")
-    page.wait_for_selector('span.cell[data-task="wait_for_export"][data-state="up_for_reschedule"]')
-    cell = page.locator('span.cell[data-task="wait_for_export"]').first
+    page.wait_for_selector('.task-row[data-task="wait_for_export"] > .cell[data-state="up_for_reschedule"]')
+    cell = page.locator('.task-row[data-task="wait_for_export"] > .cell').first
     colour = cell.evaluate("el => getComputedStyle(el).backgroundColor")
     assert colour == "rgb(63, 193, 201)"  # --s-up_for_reschedule, not up_for_retry's or queued's
-    assert "up_for_reschedule" in page.inner_text(".grid-toolbar .legend")
-    page.click('span.cell[data-task="wait_for_export"]')
+    assert "up_for_reschedule" in page.inner_text("#grid-legend")
+    page.click('.task-row[data-task="wait_for_export"] > .cell')
     page.wait_for_selector("#grid-detail h4")
     page.screenshot(path=str(target / "sensor_reschedule.png"), full_page=True)
 

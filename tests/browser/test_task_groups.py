@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import LiveSystem
+from tests.browser.conftest import LiveSystem, grid_cell
 
 pytestmark = pytest.mark.browser
 
@@ -71,9 +71,9 @@ def test_grid_group_rows_summarise_each_run_and_hide_their_tasks_when_collapsed(
 ) -> None:
     page = open_as("viewer")
     page.goto(f"{live_system.url}/dags/grouped_dag/grid")
-    summary = f'span.group-cell[data-group="checks"][data-run="{grouped_run}"]'
+    summary = grid_cell(grouped_run, group="checks")
     page.wait_for_selector(summary)
-    rows = page.locator("#gridtable tbody th").evaluate_all("els => els.map(e => e.textContent)")
+    rows = page.locator("#gridtable .grid-body .task").evaluate_all("els => els.map(e => e.textContent)")
     assert rows == [
         "\u25be extract",
         "\u25be db",
@@ -86,7 +86,7 @@ def test_grid_group_rows_summarise_each_run_and_hide_their_tasks_when_collapsed(
         "load",
     ]
     assert page.get_attribute(summary, "data-state") == "failed"
-    extract = f'span.group-cell[data-group="extract"][data-run="{grouped_run}"]'
+    extract = grid_cell(grouped_run, group="extract")
     assert page.get_attribute(extract, "data-state") == "success"
 
     page.click(summary)
@@ -95,13 +95,11 @@ def test_grid_group_rows_summarise_each_run_and_hide_their_tasks_when_collapsed(
     assert page.locator('#grid-detail .badge[data-state="failed"]').count() == 2  # the group's and fresh's
     page.screenshot(path=str(screenshots(tmp_path) / "grid_groups.png"), full_page=True)
 
-    orders = f'span.cell[data-task="extract.db.orders"][data-run="{grouped_run}"]'
+    orders = grid_cell(grouped_run, "extract.db.orders")
     page.click('button.group-toggle[data-group="extract"]')
     assert not page.is_visible(orders) and not page.is_visible('button.group-toggle[data-group="extract.db"]')
     assert page.is_visible(summary) and page.is_visible(extract)
     page.click('button.group-toggle[data-group="extract"]')
     assert page.is_visible(orders)
     page.click('button.group-toggle[data-group="extract.db"]')
-    assert not page.is_visible(orders) and page.is_visible(
-        f'span.cell[data-task="extract.api"][data-run="{grouped_run}"]'
-    )
+    assert not page.is_visible(orders) and page.is_visible(grid_cell(grouped_run, "extract.api"))

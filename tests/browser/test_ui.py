@@ -53,14 +53,16 @@ def test_an_op_triggers_a_run_from_the_form_and_watches_the_grid_change_colour_l
     assert "triggered run" in page.inner_text(".flash")
     mark_no_reload(page)
 
-    cell = 'span.cell[data-task="slow_logger"]'
+    cell = '.task-row[data-task="slow_logger"] > .cell:last-child'
     page.wait_for_selector(f'{cell}[data-state="running"]')
     running_colour = page.eval_on_selector(cell, "el => getComputedStyle(el).backgroundColor")
-    page.wait_for_selector('span.cell[data-task="done"][data-state="success"]', timeout=30_000)
+    page.wait_for_selector(
+        '.task-row[data-task="done"] > .cell:last-child[data-state="success"]', timeout=30_000
+    )
     success_colour = page.eval_on_selector(cell, "el => getComputedStyle(el).backgroundColor")
 
     assert running_colour != success_colour
-    assert page.get_attribute("span.run-head:last-of-type", "data-state") in ("running", "success")
+    assert page.get_attribute("#gridtable .run-col:last-child", "data-state") in ("running", "success")
     assert_not_reloaded(page)
     assert live_system.wait_run("live_dag", latest_run(live_system, "live_dag")) == "success"
 
@@ -69,8 +71,8 @@ def test_a_running_tasks_log_shows_lines_as_they_arrive(open_as: Any, live_syste
     run_id = live_system.cluster.trigger("live_dag", conf={"lines": 12, "delay": 0.35})
     page = open_as("viewer")
     page.goto(f"{live_system.url}/dags/live_dag/grid")
-    page.wait_for_selector('span.cell[data-task="slow_logger"][data-state="running"]')
-    page.click('span.cell[data-task="slow_logger"][data-state="running"]')
+    page.wait_for_selector('.task-row[data-task="slow_logger"] > .cell:last-child[data-state="running"]')
+    page.click('.task-row[data-task="slow_logger"] > .cell:last-child[data-state="running"]')
     page.click("#grid-detail a:text('Log and details')")
     page.wait_for_url(re.compile(r".*/tasks/slow_logger$"))
     mark_no_reload(page)
@@ -423,7 +425,6 @@ def test_screenshots_of_the_main_pages(open_as: Any, live_system: LiveSystem, tm
     url = live_system.url
     shots = {
         "dags": "/dags",
-        "grid": "/dags/live_dag/grid",
         "graph": "/dags/flaky_dag/graph",
         "runs": "/dags/live_dag/runs",
         "run": f"/dags/flaky_dag/runs/{flaky}",
@@ -457,9 +458,6 @@ def test_screenshots_of_the_main_pages(open_as: Any, live_system: LiveSystem, tm
     for name, path in shots.items():
         page.goto(url + path)
         page.wait_for_load_state("networkidle")
-        if name == "grid":
-            page.click('span.cell[data-task="slow_logger"]')
-            page.wait_for_selector("#grid-detail h4")
         page.screenshot(path=str(target / f"{name}.png"), full_page=True)
         page.set_viewport_size({"width": 800, "height": 900})  # and as on a narrow window
         page.wait_for_timeout(100)

@@ -120,8 +120,15 @@ def get_version(dag_id: str, number: int) -> Any:
 @require_role("viewer")
 def dag_grid(dag_id: str) -> Any:
     limit = int_arg("limit", 25, lo=1, hi=365)
+    filters = {}
+    for name, allowed in (("run_type", queries.RUN_TYPES), ("state", queries.RUN_STATES)):
+        value = request.args.get(name) or None
+        if value is not None and value not in allowed:
+            abort(400, f"{name} must be one of {', '.join(allowed)}")
+        filters[name] = value
     s = request_session()
-    return jsonify(queries.grid(s, _dag_or_404(s, dag_id), limit))
+    compact = bool_arg("compact") or False
+    return jsonify(queries.grid(s, _dag_or_404(s, dag_id), limit, **filters, compact=compact))
 
 
 @bp.get("/dags/<dag_id>/durations")

@@ -10,6 +10,7 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from hareflow.common.dag_versions import list_versions
 from hareflow.common.records import run_dict
 from hareflow.common.runs import RunError, load_conf
+from hareflow.common.states import TaskState
 from hareflow.web import actions, charts, queries, versions
 from hareflow.web.pages import arg_int, back, bp, flash_error
 from hareflow.web.runtime import open_session, request_session
@@ -67,12 +68,27 @@ def dag(dag_id: str) -> Any:
 @bp.get("/dags/<dag_id>/grid")
 @require_role("viewer")
 def dag_grid(dag_id: str) -> Any:
+    """The grid, filtered by ``?runs=N&run_type=...&state=...`` (kept in the URL, so a link shows
+    the same view; a value that is not a run type or a run state shows them all)."""
     limit = arg_int("runs", GRID_RUNS, lo=1, hi=365)
+    run_type = request.args.get("run_type") if request.args.get("run_type") in queries.RUN_TYPES else None
+    state = request.args.get("state") if request.args.get("state") in queries.RUN_STATES else None
     s = request_session()
     dag = _load_dag(s, dag_id)
-    data = queries.grid(s, dag, limit)
+    data = queries.grid(s, dag, limit, run_type=run_type, state=state, compact=True)
     detail = queries.dag_detail(dag)
-    return render_template("dag_grid.html", dag=detail, grid=data, runs_shown=limit, tab="grid")
+    choices = sorted({*queries.GRID_RUN_CHOICES, limit})
+    return render_template(
+        "dag_grid.html",
+        dag=detail,
+        grid=data,
+        runs_shown=limit,
+        run_choices=choices,
+        run_types=queries.RUN_TYPES,
+        run_states=queries.RUN_STATES,
+        legend_states=[state.value for state in TaskState],
+        tab="grid",
+    )
 
 
 def _shown(s: Any, dag: Any) -> versions.Shown:
@@ -111,7 +127,7 @@ def dag_graph(dag_id: str) -> Any:
 
 
 #: Every run type, for the runs page's filter: a run started by a broker or webhook event is "event".
-RUN_TYPES = ("scheduled", "manual", "backfill", "asset_triggered", "event")
+RUN_TYPES = queries.RUN_TYPES
 
 
 @bp.get("/dags/<dag_id>/runs")

@@ -1,40 +1,91 @@
-/* The grid view: runs as columns (oldest left), tasks as rows, a coloured square per task
-   instance. Squares change colour as state events arrive; an unknown run or task means the grid
-   is refetched from the API. Clicking a square shows its task instance beside the grid. A task
-   group is a row of its own above its tasks, with one summary square per run (its most urgent
-   member's state); its toggle hides or shows the rows inside it. A mapped task has one summary
-   square per run (the count of its instances inside); its row expands into one row per map
-   index. */
+/* The grid view: runs as columns (oldest left), tasks as rows, a square per task instance.
+
+   Each column head is a run: a bar whose height is its duration against the longest shown (its
+   queued part lighter), a letter for its run type, its logical date. The task column and the
+   heads stay in view while the grid scrolls.
+
+   Drawing: the whole grid is one HTML string set once (500 tasks x 100 runs are 50,000 squares),
+   each row is `content-visibility: auto` so only the rows on screen are laid out and painted, and
+   one listener per kind of event on the grid finds what was clicked or hovered (a square's run
+   is its column, its task its row; tooltips are built on hover).
+
+   Live: a state event changes the squares it is about in place — the task's square, its mapped
+   summary and instance squares, the squares of the groups holding it, the run's head and bar.
+   Only what the grid cannot patch refetches the grid's JSON: a run, task or mapped instance it
+   has no square for (a new run, a mapped task that just expanded) or a changed DAG; such
+   refetches are throttled (at most one a second) and the events that arrive meanwhile are
+   replayed on the new data. After a (re)connect, and every 30 s, the page resyncs in full.
+
+   Filters (last N runs, run type, run state) live in the URL (?runs=&run_type=&state=): the
+   server applies them to the page and to the JSON the grid refetches. */
 (function () {
   "use strict";
   const hf = window.hf;
   const root = document.getElementById("grid");
   if (!root) return;
+  if (window.performance && performance.mark) performance.mark("hareflow:grid-start");
   const dagId = root.dataset.dag;
-  const runsShown = root.dataset.runs || "25";
   const canOp = root.dataset.canOp === "true";
   const panel = document.getElementById("grid-detail");
-  let data = JSON.parse(document.getElementById("grid-data").textContent);
-  let cells = new Map(); // run_id \u0000 task_id -> element
-  let heads = new Map(); // run_id -> element
-  let groupCells = new Map(); // run_id \u0000 group_id -> element
-  let rowsOf = new Map(); // group id -> the <tr> of each row inside it
-  let selected = null; // {run, task, index}, {run, group} or {run}
+  const form = document.getElementById("grid-filters");
+  const countLabel = document.getElementById("grid-count");
+  const dagPath = "/dags/" + hf.enc(dagId);
   const collapsed = hf.collapsedGroups("grid", dagId);
   const expanded = new Set(); // mapped tasks whose instance rows are shown
+  const RUN_TYPE_LETTERS = { scheduled: "S", manual: "M", backfill: "B", asset_triggered: "A", event: "E" };
+  //: Which state a mapped task's summary shows (the rule of web/queries.py SUMMARY_ORDER).
+  const SUMMARY_ORDER = ["running", "queued", "up_for_retry", "up_for_reschedule", "scheduled", "none",
+    "failed", "upstream_failed", "success", "skipped", "removed"];
+  const ACTIVE_RUN = new Set(["queued", "running"]);
+  const BAR_HEIGHT = 44; // px of the longest run's bar
 
-  const key = function (run, task, index) {
-    return run + "\u0000" + task + (index === undefined || index < 0 ? "" : "\u0000" + index);
+  let data = decode(JSON.parse(document.getElementById("grid-data").textContent));
+  let colOf = new Map(); // run id -> column index
+  let taskRows = new Map(); // task id -> its row (a mapped task's: the summary row)
+  let groupRows = new Map(); // group id -> its row
+  let groupsOfTask = new Map(); // task id -> the groups holding it, innermost last
+  let heads = []; // column index -> head element
+  let ignoredRuns = new Set(); // runs a refetch did not bring (filtered out or too old)
+  let selected = null; // {run, task, index}, {run, task, summary}, {run, group} or {run}
+
+  /* The compact form's cells (one letter per task, see web/queries.py) as run -> task -> state. */
+  function decode(d) {
+    if (!d.cells || d.states) return d;
+    const codes = d.state_codes;
+    d.states = {};
+    for (const run of d.runs) {
+      const letters = d.cells[run.run_id] || "";
+      const states = {};
+      for (let i = 0; i < letters.length; i++) {
+        const code = letters.charCodeAt(i) - 97;
+        if (code >= 0) states[d.tasks[i]] = codes[code] || "none";
+      }
+      d.states[run.run_id] = states;
+    }
+    delete d.cells;
+    return d;
+  }
+
+  const esc = function (text) {
+    return String(text).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
   };
+  const stateClass = hf.stateClass;
   const instancesOf = function (run, task) { return ((data.mapped || {})[run] || {})[task]; };
   const isMapped = function (task) { return (data.mapped_tasks || []).indexOf(task) >= 0; };
-  const dagPath = "/dags/" + hf.enc(dagId);
+  const stateOf = function (run, task) { return (data.states[run] || {})[task] || "none"; };
+
+  function summaryState(states) {
+    const present = new Set(states);
+    for (const state of SUMMARY_ORDER) if (present.has(state)) return state;
+    return "none";
+  }
 
   function groupsById() {
     return new Map((data.groups || []).map(function (g) { return [g.id, g]; }));
   }
 
-  /* The rows to draw: the server's (groups above their tasks), or one per task from an older server. */
   function rowList() {
     return data.rows || data.tasks.map(function (t) { return { kind: "task", id: t, depth: 0, group: null }; });
   }
@@ -48,172 +99,329 @@
     return hf.groupState(group.tasks.map(function (t) { return states[t]; }));
   }
 
-  function taskRow(task, depth, groupId) {
-    const name = hf.el("th", { class: "task", title: task }, shortName(task, groupId));
-    name.style.paddingLeft = (depth * 14) + "px";
-    return hf.el("tr", null, name);
+  // -- run heads ---------------------------------------------------------------------------------
+
+  function seconds(iso) { return iso ? Date.parse(iso) / 1000 : null; }
+
+  /* The queued and running parts of a run's bar, in seconds (a running run's grows until now). */
+  function durations(run) {
+    const now = Date.now() / 1000;
+    const queued = seconds(run.queued_at), start = seconds(run.start_date), end = seconds(run.end_date);
+    const waited = queued === null ? 0 : Math.max(0, (start === null ? (ACTIVE_RUN.has(run.state) ? now : queued) : start) - queued);
+    const ran = start === null ? 0 : Math.max(0, (end === null ? (ACTIVE_RUN.has(run.state) ? now : start) : end) - start);
+    return [waited, ran];
   }
 
-  function groupRow(group, depth) {
-    const open = !collapsed.has(group.id);
-    const toggle = hf.el("button", { type: "button", class: "group-toggle", "aria-expanded": String(open),
-      title: group.id + (group.tooltip ? "\n" + group.tooltip : "") + "\n" + group.tasks.length + " tasks" },
-      (open ? "\u25be " : "\u25b8 ") + shortName(group.id, group.parent));
-    toggle.dataset.group = group.id;
-    toggle.addEventListener("click", function () {
-      if (collapsed.has(group.id)) collapsed.delete(group.id); else collapsed.add(group.id);
-      collapsed.save();
-      toggle.setAttribute("aria-expanded", String(!collapsed.has(group.id)));
-      toggle.textContent = (collapsed.has(group.id) ? "\u25b8 " : "\u25be ") + shortName(group.id, group.parent);
-      applyCollapsed();
+  /* Short logical dates: month-day hour:minute, with seconds when two shown runs share a minute. */
+  function labels() {
+    const out = data.runs.map(function (r) { return r.logical_date ? r.logical_date.slice(5, 16).replace("T", " ") : ""; });
+    if (new Set(out).size < out.length) {
+      return data.runs.map(function (r) { return r.logical_date ? r.logical_date.slice(5, 19).replace("T", " ") : ""; });
+    }
+    return out;
+  }
+
+  function headHtml(run, index, label) {
+    const letter = RUN_TYPE_LETTERS[run.run_type] || "?";
+    return '<div class="run-col" role="button" tabindex="0" data-col="' + index + '" data-run="' + esc(run.run_id) +
+      '" data-state="' + esc(run.state) + '"><span class="run-bar ' + stateClass(run.state) +
+      '"><span class="bar-queued"></span></span><span class="run-type" title="' + esc(run.run_type) + ' run">' +
+      letter + '</span><span class="run-label">' + esc(label) + "</span></div>";
+  }
+
+  /* Bar heights against the longest run shown (and the longest's duration in the corner). */
+  function drawBars() {
+    const parts = data.runs.map(durations);
+    const longest = Math.max.apply(null, parts.map(function (p) { return p[0] + p[1]; }).concat([0]));
+    parts.forEach(function (p, i) {
+      const head = heads[i];
+      if (!head) return;
+      const bar = head.firstChild;
+      const total = p[0] + p[1];
+      const height = longest > 0 ? Math.max(2, Math.round(BAR_HEIGHT * total / longest)) : 2;
+      bar.style.height = height + "px";
+      bar.firstChild.style.height = (total > 0 ? Math.round(100 * p[0] / total) : 0) + "%";
     });
-    const name = hf.el("th", { class: "task group" }, toggle);
-    name.style.paddingLeft = (depth * 14) + "px";
-    const row = hf.el("tr", { class: "group-row" }, name);
-    row.dataset.group = group.id;
+    const scale = document.getElementById("grid-scale");
+    if (scale) scale.textContent = longest > 0 ? "longest " + hf.fmtDuration(longest) : "";
+  }
+
+  function runTitle(run) {
+    const p = durations(run);
+    return run.run_id + "\n" + run.run_type + " run \u00b7 " + run.state +
+      "\nlogical date " + hf.fmtDate(run.logical_date) + " " + (data.timezone || "UTC") +
+      (p[0] ? "\nqueued " + hf.fmtDuration(p[0]) : "") +
+      (run.start_date ? "\n" + (run.end_date ? "ran " : "running for ") + hf.fmtDuration(p[1]) : "");
+  }
+
+  // -- rows --------------------------------------------------------------------------------------
+
+  function cellsHtml(statesPerRun, extraClass) {
+    let html = "";
+    for (let i = 0; i < statesPerRun.length; i++) {
+      const state = statesPerRun[i];
+      if (state === undefined) { html += '<span class="cell blank"></span>'; continue; }
+      const text = extraClass === " mapped" ? statesPerRun.counts[i] : "";
+      html += '<span class="cell ' + stateClass(state) + (text === "" ? "" : extraClass) + '" data-state="' + state + '">' + text + "</span>";
+    }
+    return html;
+  }
+
+  function labelHtml(cls, depth, title, inner) {
+    return '<span class="task ' + cls + " depth-" + Math.min(depth, 8) + '" title="' + esc(title) + '">' + inner + "</span>";
+  }
+
+  /* A row's opening tag: its kind, what it is about, its depth and the groups it sits in. */
+  function rowOpen(cls, attrs, depth, within) {
+    return '<div class="grid-row ' + cls + '"' + attrs + ' data-depth="' + depth + '"' +
+      (within ? ' data-within="' + esc(within) + '"' : "") + ">";
+  }
+
+  function taskRowHtml(entry, within) {
+    const task = entry.id;
+    const mapped = isMapped(task);
+    const states = data.runs.map(function (r) { return stateOf(r.run_id, task); });
+    let label = esc(shortName(task, entry.group));
+    let cells;
+    if (mapped) {
+      const open = expanded.has(task);
+      label = '<button type="button" class="expand-toggle" aria-expanded="' + open + '" title="' +
+        (open ? "hide" : "show") + ' the mapped instances">' + (open ? "\u25be" : "\u25b8") + "</button>" + label;
+      states.counts = data.runs.map(function (r) {
+        const instances = instancesOf(r.run_id, task);
+        return instances ? String(instances.length) : "";
+      });
+      cells = cellsHtml(states, " mapped");
+    } else {
+      cells = cellsHtml(states, "");
+    }
+    return rowOpen("task-row", ' data-task="' + esc(task) + '"', entry.depth, within) +
+      labelHtml("task-name" + (mapped ? " mapped-task" : ""), entry.depth, task, label) + cells + "</div>";
+  }
+
+  function groupRowHtml(group, depth, within) {
+    const open = !collapsed.has(group.id);
+    const title = group.id + (group.tooltip ? "\n" + group.tooltip : "") + "\n" + group.tasks.length + " tasks";
+    const toggle = '<button type="button" class="group-toggle" aria-expanded="' + open + '" data-group="' + esc(group.id) +
+      '">' + (open ? "\u25be " : "\u25b8 ") + esc(shortName(group.id, group.parent)) + "</button>";
+    let cells = "";
     for (const run of data.runs) {
       const state = groupStateIn(group, run.run_id);
-      const c = hf.el("span", {
-        class: "cell group-cell " + hf.stateClass(state),
-        title: group.id + " \u00b7 " + state + " (" + group.tasks.length + " tasks)\n" + run.run_id,
-        role: "button",
-        tabindex: "0",
-      });
-      c.dataset.run = run.run_id;
-      c.dataset.group = group.id;
-      c.dataset.state = state;
-      c.addEventListener("click", function () { showGroup(run.run_id, group.id); });
-      groupCells.set(key(run.run_id, group.id), c);
-      row.append(hf.el("td", null, c));
+      cells += '<span class="cell group-cell ' + stateClass(state) + '" data-state="' + state + '"></span>';
     }
-    return row;
+    return rowOpen("group-row", ' data-group="' + esc(group.id) + '"', depth, within) +
+      labelHtml("group", depth, title, toggle) + cells + "</div>";
   }
 
-  /* Hide every row inside a collapsed group (the cells stay, so live events still land). */
+  function widestExpansion(task) {
+    let widest = 0;
+    for (const run of data.runs) widest = Math.max(widest, (instancesOf(run.run_id, task) || []).length);
+    return widest;
+  }
+
+  function instanceRowsHtml(task, depth, within) {
+    let html = "";
+    const widest = widestExpansion(task);
+    for (let i = 0; i < widest; i++) {
+      const states = data.runs.map(function (r) { return (instancesOf(r.run_id, task) || [])[i]; });
+      html += rowOpen("instance-row", ' data-task="' + esc(task) + '" data-map-index="' + i + '"', depth + 1, within) +
+        labelHtml("instance", depth + 1, task + " [" + i + "]", "[" + i + "]") + cellsHtml(states, "") + "</div>";
+    }
+    return html;
+  }
+
+  /* Hide every row inside a collapsed group (the squares stay, so live events still land). */
   function applyCollapsed() {
-    const hidden = new Set();
-    for (const id of collapsed) for (const row of rowsOf.get(id) || []) hidden.add(row);
-    for (const rows of rowsOf.values()) for (const row of rows) row.hidden = hidden.has(row);
+    for (const row of root.querySelectorAll(".grid-row")) {
+      const chain = (row.dataset.within || "").split(" ");
+      row.hidden = chain.some(function (g) { return g && collapsed.has(g); });
+    }
   }
 
   function render() {
-    cells = new Map();
-    heads = new Map();
-    groupCells = new Map();
-    rowsOf = new Map();
     const groups = groupsById();
-    const table = hf.el("table", { class: groups.size ? "gridtable grouped" : "gridtable", id: "gridtable" });
-    const head = hf.el("tr", null, hf.el("th", { class: "corner" }, data.runs.length ? "runs \u2192" : ""));
-    for (const run of data.runs) {
-      const h = hf.el("span", {
-        class: "run-head " + hf.stateClass(run.state),
-        title: run.run_id + "\n" + hf.fmtDate(run.logical_date) + " \u00b7 " + run.state,
-        role: "button",
-        tabindex: "0",
-      });
-      h.dataset.run = run.run_id;
-      h.dataset.state = run.state;
-      h.addEventListener("click", function () { showRun(run.run_id); });
-      heads.set(run.run_id, h);
-      head.append(hf.el("td", null, h));
-    }
-    table.append(hf.el("thead", null, head));
-    const body = hf.el("tbody");
+    const dates = labels();
+    colOf = new Map(data.runs.map(function (r, i) { return [r.run_id, i]; }));
+    let html = '<div class="gridtable' + (groups.size ? " grouped" : "") + '" id="gridtable">' +
+      '<div class="grid-head"><div class="grid-corner"><span id="grid-scale" class="muted"></span>' +
+      '<span class="corner-label">logical date (' + esc(data.timezone || "UTC") + ") \u2192</span></div>";
+    data.runs.forEach(function (run, i) { html += headHtml(run, i, dates[i]); });
+    html += '</div><div class="grid-body">';
     const within = new Map(); // row id -> enclosing group id
+    groupsOfTask = new Map();
     for (const entry of rowList()) {
       within.set(entry.id, entry.group);
+      const chain = [];
+      for (let g = entry.group; g; g = within.get(g) || null) chain.push(g);
       const group = entry.kind === "group" ? groups.get(entry.id) : null;
-      const row = group ? groupRow(group, entry.depth) : taskRow(entry.id, entry.depth, entry.group);
-      for (let g = entry.group; g; g = within.get(g) || null) {
-        if (!rowsOf.has(g)) rowsOf.set(g, []);
-        rowsOf.get(g).push(row);
+      const inside = chain.join(" ");
+      if (group) {
+        html += groupRowHtml(group, entry.depth, inside);
+        continue;
       }
-      body.append(row);
-      if (group) continue;
-      const task = entry.id;
-      const mapped = isMapped(task);
-      if (mapped) {
-        const label = row.firstChild;
-        label.classList.add("mapped-task");
-        const toggle = hf.el("button", {
-          type: "button",
-          class: "expand-toggle",
-          title: (expanded.has(task) ? "hide" : "show") + " the mapped instances",
-          "aria-expanded": expanded.has(task) ? "true" : "false",
-        }, expanded.has(task) ? "\u25be" : "\u25b8");
-        toggle.addEventListener("click", function () {
-          if (expanded.has(task)) expanded.delete(task); else expanded.add(task);
-          render();
-        });
-        label.prepend(toggle);
-      }
-      let widest = 0;
-      for (const run of data.runs) {
-        const state = (data.states[run.run_id] || {})[task] || "none";
-        const instances = instancesOf(run.run_id, task);
-        const c = hf.el("span", {
-          class: "cell " + hf.stateClass(state) + (instances ? " mapped" : ""),
-          title: task + " \u00b7 " + state + (instances ? " \u00b7 " + instances.length + " mapped" : "") + "\n" + run.run_id,
-          role: "button",
-          tabindex: "0",
-        }, instances ? String(instances.length) : "");
-        c.dataset.run = run.run_id;
-        c.dataset.task = task;
-        c.dataset.state = state;
-        c.addEventListener("click", function () {
-          if (instances) showMapped(run.run_id, task); else showTask(run.run_id, task);
-        });
-        cells.set(key(run.run_id, task), c);
-        row.append(hf.el("td", null, c));
-        widest = Math.max(widest, instances ? instances.length : 0);
-      }
-      if (mapped && expanded.has(task)) {
-        for (let i = 0; i < widest; i++) {
-          const extra = instanceRow(task, i);
-          for (let g = entry.group; g; g = within.get(g) || null) rowsOf.get(g).push(extra);
-          body.append(extra);
-        }
-      }
+      groupsOfTask.set(entry.id, chain.slice().reverse());
+      html += taskRowHtml(entry, inside);
+      if (expanded.has(entry.id) && isMapped(entry.id)) html += instanceRowsHtml(entry.id, entry.depth, inside);
     }
-    table.append(body);
+    html += "</div></div>";
+    if (!data.tasks.length) html = '<p class="muted">This DAG has no tasks.</p>';
+    else if (!data.runs.length) html += '<p class="muted">No runs' + (filtersOn() ? " match these filters." : " yet.") + "</p>";
+    root.innerHTML = html;
+    heads = Array.from(root.querySelectorAll(".run-col"));
+    taskRows = new Map();
+    groupRows = new Map();
+    for (const row of root.querySelectorAll(".task-row")) taskRows.set(row.dataset.task, row);
+    for (const row of root.querySelectorAll(".group-row")) groupRows.set(row.dataset.group, row);
+    const longestName = Math.max.apply(null, rowList().map(function (e) { return shortName(e.id, e.group).length + 2 * e.depth; }).concat([6]));
+    root.style.setProperty("--label-width", Math.min(320, 24 + 7.3 * longestName) + "px");
     applyCollapsed();
-    if (!data.tasks.length) {
-      root.replaceChildren(hf.el("p", { class: "muted" }, "This DAG has no tasks."));
-    } else if (!data.runs.length) {
-      root.replaceChildren(table, hf.el("p", { class: "muted" }, "No runs yet."));
-    } else {
-      root.replaceChildren(table);
-    }
+    drawBars();
     markSelected();
+    if (countLabel) {
+      countLabel.textContent = "latest " + data.runs.length + " run" + (data.runs.length === 1 ? "" : "s") +
+        (filtersOn() ? " matching" : "") + ", oldest left";
+    }
+    if (window.performance && performance.mark) performance.mark("hareflow:grid-rendered");
   }
 
+  // -- finding and changing squares --------------------------------------------------------------
+
+  function cellAt(row, col) { return row ? row.children[col + 1] || null : null; }
+
   function instanceRow(task, index) {
-    const row = hf.el("tr", { class: "instance-row" }, hf.el("th", { class: "task instance", title: task + " [" + index + "]" }, "[" + index + "]"));
-    for (const run of data.runs) {
-      const state = (instancesOf(run.run_id, task) || [])[index];
-      if (state === undefined) { row.append(hf.el("td")); continue; }
-      const c = hf.el("span", {
-        class: "cell " + hf.stateClass(state),
-        title: task + " [" + index + "] \u00b7 " + state + "\n" + run.run_id,
-        role: "button",
-        tabindex: "0",
-      });
-      c.dataset.run = run.run_id;
-      c.dataset.task = task;
-      c.dataset.mapIndex = String(index);
-      c.dataset.state = state;
-      c.addEventListener("click", function () { showTask(run.run_id, task, false, index); });
-      cells.set(key(run.run_id, task, index), c);
-      row.append(hf.el("td", null, c));
+    return root.querySelector('.instance-row[data-task="' + CSS.escape(task) + '"][data-map-index="' + index + '"]');
+  }
+
+  function setCell(cell, state) {
+    if (!cell || cell.dataset.state === state) return;
+    hf.setState(cell, state);
+    cell.removeAttribute("title"); // rebuilt on the next hover
+  }
+
+  /* What a click or hover is about: {run, col} for a head, plus {task} / {group} / {index} for a square. */
+  function locate(node) {
+    const head = node.closest(".run-col");
+    if (head) return { col: +head.dataset.col, run: head.dataset.run, head: head };
+    const cell = node.closest(".cell");
+    if (!cell || !root.contains(cell) || cell.classList.contains("blank")) return null;
+    const row = cell.parentNode;
+    const col = Array.prototype.indexOf.call(row.children, cell) - 1;
+    const run = data.runs[col];
+    if (!run) return null;
+    const where = { col: col, run: run.run_id, cell: cell };
+    if (row.dataset.group) where.group = row.dataset.group;
+    else {
+      where.task = row.dataset.task;
+      if (row.dataset.mapIndex !== undefined) where.index = +row.dataset.mapIndex;
     }
-    return row;
+    return where;
+  }
+
+  function cellTitle(where) {
+    if (where.head) return runTitle(data.runs[where.col]);
+    if (where.group) {
+      const group = groupsById().get(where.group);
+      return where.group + " \u00b7 " + groupStateIn(group, where.run) + " (" + group.tasks.length + " tasks)\n" + where.run;
+    }
+    if (where.index !== undefined) {
+      return where.task + " [" + where.index + "] \u00b7 " + (instancesOf(where.run, where.task) || [])[where.index] + "\n" + where.run;
+    }
+    const instances = instancesOf(where.run, where.task);
+    return where.task + " \u00b7 " + stateOf(where.run, where.task) +
+      (instances ? " \u00b7 " + instances.length + " mapped" : "") + "\n" + where.run;
+  }
+
+  root.addEventListener("mouseover", function (event) {
+    const where = locate(event.target);
+    const node = where && (where.head || where.cell);
+    if (node && !node.title) node.title = cellTitle(where);
+  });
+
+  root.addEventListener("click", function (event) {
+    const groupToggle = event.target.closest(".group-toggle");
+    if (groupToggle) return toggleGroup(groupToggle);
+    const expandToggle = event.target.closest(".expand-toggle");
+    if (expandToggle) return toggleExpanded(expandToggle.closest(".grid-row").dataset.task);
+    openAt(locate(event.target));
+  });
+
+  function openAt(where) {
+    if (!where) return;
+    if (where.head) showRun(where.run);
+    else if (where.group) showGroup(where.run, where.group);
+    else if (where.index !== undefined) showTask(where.run, where.task, false, where.index);
+    else if (instancesOf(where.run, where.task)) showMapped(where.run, where.task);
+    else showTask(where.run, where.task);
+  }
+
+  /* The keyboard: the grid is one tab stop; the arrow keys move the selection from square to
+     square (over hidden rows), Enter or Space on a run head opens it. */
+  const MOVES = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
+  root.addEventListener("keydown", function (event) {
+    const head = event.target.closest(".run-col");
+    if (head && (event.key === "Enter" || event.key === " ")) {
+      event.preventDefault();
+      showRun(head.dataset.run);
+      return;
+    }
+    const move = MOVES[event.key];
+    if (!move || !data.runs.length || event.target.closest("button")) return;
+    event.preventDefault();
+    const rows = Array.from(root.querySelectorAll(".grid-body .grid-row")).filter(function (r) { return !r.hidden; });
+    const current = root.querySelector(".grid-body .cell.selected");
+    let row = current ? rows.indexOf(current.parentNode) : -1;
+    let col = current ? Array.prototype.indexOf.call(current.parentNode.children, current) - 1 : data.runs.length - 1;
+    if (row < 0) row = 0;
+    else {
+      row = Math.max(0, Math.min(rows.length - 1, row + move[0]));
+      col = Math.max(0, Math.min(data.runs.length - 1, col + move[1]));
+    }
+    const cell = cellAt(rows[row], col);
+    if (!cell || cell.classList.contains("blank")) return;
+    cell.scrollIntoView({ block: "nearest", inline: "nearest" });
+    openAt(locate(cell));
+  });
+
+  function toggleGroup(toggle) {
+    const id = toggle.dataset.group;
+    const group = groupsById().get(id);
+    if (collapsed.has(id)) collapsed.delete(id); else collapsed.add(id);
+    collapsed.save();
+    toggle.setAttribute("aria-expanded", String(!collapsed.has(id)));
+    toggle.textContent = (collapsed.has(id) ? "\u25b8 " : "\u25be ") + shortName(id, group ? group.parent : null);
+    applyCollapsed();
+  }
+
+  /* Show or hide a mapped task's instance rows, below its summary row (nothing else is redrawn). */
+  function toggleExpanded(task) {
+    const row = taskRows.get(task);
+    if (!row) return;
+    const toggle = row.querySelector(".expand-toggle");
+    if (expanded.has(task)) {
+      expanded.delete(task);
+      root.querySelectorAll('.instance-row[data-task="' + CSS.escape(task) + '"]').forEach(function (r) { r.remove(); });
+    } else {
+      expanded.add(task);
+      row.insertAdjacentHTML("afterend", instanceRowsHtml(task, +row.dataset.depth || 0, row.dataset.within || ""));
+      applyCollapsed();
+    }
+    const open = expanded.has(task);
+    toggle.setAttribute("aria-expanded", String(open));
+    toggle.textContent = open ? "\u25be" : "\u25b8";
+    toggle.title = (open ? "hide" : "show") + " the mapped instances";
+    markSelected();
   }
 
   function markSelected() {
     root.querySelectorAll(".selected").forEach(function (n) { n.classList.remove("selected"); });
     if (!selected) return;
-    const node = selected.task ? cells.get(key(selected.run, selected.task, selected.index))
-      : selected.group ? groupCells.get(key(selected.run, selected.group)) : heads.get(selected.run);
+    const col = colOf.get(selected.run);
+    if (col === undefined) return;
+    let node;
+    if (selected.group) node = cellAt(groupRows.get(selected.group), col);
+    else if (selected.task && selected.index !== undefined && selected.index >= 0) node = cellAt(instanceRow(selected.task, selected.index), col);
+    else if (selected.task) node = cellAt(taskRows.get(selected.task), col);
+    else node = heads[col];
     if (node) node.classList.add("selected");
   }
 
@@ -225,49 +433,212 @@
     else showTask(selected.run, selected.task, true, selected.index);
   }
 
-  const refetch = hf.debounce(async function () {
-    try {
-      data = await hf.api(dagPath + "/grid?limit=" + hf.enc(runsShown));
-      render();
-      refreshSelected();
-    } catch (e) { /* the next event or resync tries again */ }
-  }, 150);
+  // -- refetching --------------------------------------------------------------------------------
 
-  function onEvents(events) {
-    let stale = false;
+  function currentFilters() {
+    const params = new URLSearchParams(window.location.search);
+    return {
+      runs: params.get("runs") || String((data.filters || {}).limit || 25),
+      run_type: params.get("run_type") || "",
+      state: params.get("state") || "",
+    };
+  }
+
+  function filtersOn() {
+    const f = data.filters || {};
+    return !!(f.run_type || f.state);
+  }
+
+  function jsonPath() {
+    const f = currentFilters();
+    const query = new URLSearchParams({ limit: f.runs, compact: "true" });
+    if (f.run_type) query.set("run_type", f.run_type);
+    if (f.state) query.set("state", f.state);
+    return dagPath + "/grid?" + query.toString();
+  }
+
+  let fetching = false;
+  let again = false;
+  let timer = null;
+  let lastFetch = 0;
+  let backlog = null; // events that arrived while a refetch was under way
+  let asked = new Set(); // runs whose unknown events asked for the refetch under way
+
+  async function refetch() {
+    timer = null;
+    if (fetching) { again = true; return; }
+    fetching = true;
+    again = false;
+    lastFetch = Date.now();
+    backlog = [];
+    const askedFor = asked;
+    asked = new Set();
+    try {
+      update(decode(await hf.api(jsonPath())));
+      for (const run of askedFor) if (!colOf.has(run)) ignoredRuns.add(run);
+      const missed = backlog;
+      backlog = null;
+      if (missed.length) apply(missed, true);
+      refreshSelected();
+    } catch (e) {
+      /* the next event or resync tries again */
+    } finally {
+      backlog = null;
+      fetching = false;
+      if (again) refetchSoon();
+    }
+  }
+
+  /* What decides the grid's rows and columns: when a refetch keeps it, only squares are patched. */
+  function shape(d) {
+    const mappedLengths = d.runs.map(function (r) {
+      return (d.mapped_tasks || []).map(function (t) { return ((d.mapped || {})[r.run_id] || {})[t] ? d.mapped[r.run_id][t].length : -1; }).join(",");
+    });
+    return JSON.stringify([d.runs.map(function (r) { return r.run_id; }), d.tasks, (d.rows || []).map(function (r) { return r.id; }),
+      d.mapped_tasks, mappedLengths, d.groups, d.filters]);
+  }
+
+  /* Take fresh data: patch the squares and heads that differ, or redraw when the shape changed. */
+  function update(fresh) {
+    if (shape(fresh) !== shape(data)) {
+      data = fresh;
+      render();
+      return;
+    }
+    data = fresh;
+    data.runs.forEach(function (run, col) {
+      const head = heads[col];
+      if (head.dataset.state !== run.state) {
+        hf.setState(head, run.state);
+        hf.setState(head.firstChild, run.state);
+      }
+      head.removeAttribute("title");
+      for (const [task, row] of taskRows) setCell(cellAt(row, col), stateOf(run.run_id, task));
+      for (const [groupId, row] of groupRows) {
+        const group = groupsById().get(groupId);
+        if (group) setCell(cellAt(row, col), groupStateIn(group, run.run_id));
+      }
+      for (const task of expanded) {
+        (instancesOf(run.run_id, task) || []).forEach(function (state, index) {
+          setCell(cellAt(instanceRow(task, index), col), state);
+        });
+      }
+    });
+    drawBars();
+    markSelected();
+  }
+
+  /* A refetch for what the grid cannot patch: soon, and at most one a second. */
+  function refetchSoon() {
+    if (fetching) { again = true; return; }
+    if (timer) return;
+    timer = setTimeout(refetch, Math.max(150, 1000 - (Date.now() - lastFetch)));
+  }
+
+  function resync() {
+    if (timer) { clearTimeout(timer); timer = null; }
+    refetch();
+  }
+
+  // -- live events -------------------------------------------------------------------------------
+
+  /* Patch a task's square (or a mapped instance's, and its summary) and its groups' squares.
+     Returns false when the grid has no square for it. */
+  function applyTask(e) {
+    const col = colOf.get(e.run_id);
+    if (col === undefined) return false;
+    const row = taskRows.get(e.task_id);
+    if (!row) return false;
+    const states = (data.states[e.run_id] = data.states[e.run_id] || {});
+    if (e.map_index >= 0) {
+      const instances = instancesOf(e.run_id, e.task_id);
+      if (!instances || e.map_index >= instances.length) return false; // just expanded: not known yet
+      instances[e.map_index] = e.state;
+      setCell(cellAt(instanceRow(e.task_id, e.map_index), col), e.state);
+      states[e.task_id] = summaryState(instances);
+    } else {
+      states[e.task_id] = e.state;
+    }
+    setCell(cellAt(row, col), states[e.task_id]);
+    for (const groupId of groupsOfTask.get(e.task_id) || []) {
+      const group = groupsById().get(groupId);
+      if (group) setCell(cellAt(groupRows.get(groupId), col), groupStateIn(group, e.run_id));
+    }
+    return true;
+  }
+
+  function applyRun(e) {
+    const col = colOf.get(e.run_id);
+    if (col === undefined) return false;
+    const run = data.runs[col];
+    const at = new Date(e.at * 1000).toISOString();
+    if (e.state === "running" && !run.start_date) run.start_date = at;
+    if (e.state === "queued") { run.queued_at = at; run.start_date = null; run.end_date = null; }
+    if ((e.state === "success" || e.state === "failed") && !run.end_date) run.end_date = at;
+    run.state = e.state;
+    const head = heads[col];
+    hf.setState(head, e.state);
+    hf.setState(head.firstChild, e.state);
+    head.removeAttribute("title");
+    drawBars();
+    return true;
+  }
+
+  function selectedTouched(e) {
+    if (!selected || selected.run !== e.run_id) return false;
+    if (e.kind === "run") return !selected.task && !selected.group;
+    if (selected.group) return (groupsOfTask.get(e.task_id) || []).indexOf(selected.group) >= 0;
+    return !selected.task || selected.task === e.task_id;
+  }
+
+  function apply(events, replay) {
     let refreshPanel = false;
     for (const e of events) {
       if (e.dag_id !== dagId) continue;
-      if (e.kind === "task" && e.map_index >= 0) {
-        stale = true; // a mapped instance: the summary square and the instance rows are recounted
-      } else if (e.kind === "task") {
-        const c = cells.get(key(e.run_id, e.task_id));
-        if (!c) { stale = true; continue; }
-        hf.setState(c, e.state);
-        c.title = e.task_id + " \u00b7 " + e.state + "\n" + e.run_id;
-        (data.states[e.run_id] = data.states[e.run_id] || {})[e.task_id] = e.state;
-        for (const group of data.groups || []) {
-          if (!group.tasks.includes(e.task_id)) continue;
-          const gc = groupCells.get(key(e.run_id, group.id));
-          if (gc) hf.setState(gc, groupStateIn(group, e.run_id));
-          if (selected && selected.run === e.run_id && selected.group === group.id) refreshPanel = true;
-        }
-        if (selected && selected.run === e.run_id && !selected.group && (!selected.task || selected.task === e.task_id)) refreshPanel = true;
-      } else if (e.kind === "run") {
-        const h = heads.get(e.run_id);
-        if (!h) { stale = true; continue; }
-        hf.setState(h, e.state);
-        if (selected && selected.run === e.run_id && !selected.task && !selected.group) refreshPanel = true;
-      } else if (e.kind === "dag") {
-        stale = true;
+      if (e.kind === "dag") { refetchSoon(); continue; }
+      if (e.kind !== "task" && e.kind !== "run") continue;
+      if (backlog && !replay) { backlog.push(e); continue; }
+      const known = colOf.has(e.run_id);
+      const done = e.kind === "run" ? applyRun(e) : applyTask(e);
+      if (done) {
+        if (selectedTouched(e)) refreshPanel = true;
+      } else if (!known && ignoredRuns.has(e.run_id) && (e.kind === "task" || replay)) {
+        /* a run this view leaves out (filtered out, or older than the last N): nothing to show */
+      } else {
+        if (e.kind === "run") ignoredRuns.delete(e.run_id); // its state may now match the filters
+        asked.add(e.run_id);
+        refetchSoon();
       }
     }
-    if (stale) refetch();
-    else {
-      markSelected();
-      if (refreshPanel) refreshSelected();
-    }
+    markSelected();
+    if (refreshPanel) refreshSelected();
   }
+
+  /* Running runs' bars grow while the page is open. */
+  setInterval(function () {
+    if (data.runs.some(function (r) { return ACTIVE_RUN.has(r.state); })) drawBars();
+  }, 5000);
+
+  // -- filters -----------------------------------------------------------------------------------
+
+  if (form) {
+    form.addEventListener("change", function () {
+      const query = new URLSearchParams();
+      for (const field of form.querySelectorAll("select")) if (field.value) query.set(field.name, field.value);
+      const url = window.location.pathname + (query.toString() ? "?" + query.toString() : "");
+      window.history.pushState(null, "", url);
+      ignoredRuns = new Set();
+      resync();
+    });
+    window.addEventListener("popstate", function () {
+      const f = currentFilters();
+      for (const field of form.querySelectorAll("select")) field.value = f[field.name] || (field.name === "runs" ? "25" : "");
+      ignoredRuns = new Set();
+      resync();
+    });
+  }
+
+  // -- the detail panel --------------------------------------------------------------------------
 
   /* A group's summary square: its tasks' states in that run, each opening its task instance. */
   function showGroup(runId, groupId) {
@@ -300,14 +671,15 @@
     const counts = {};
     for (const state of instances) counts[state] = (counts[state] || 0) + 1;
     const table = hf.el("table", { class: "kv" },
-      row("Run", hf.el("a", { href: "/dags/" + hf.enc(dagId) + "/runs/" + hf.enc(runId) }, runId)),
-      row("State", hf.badge((data.states[runId] || {})[taskId] || "none")),
+      row("Run", hf.el("a", { href: dagPath + "/runs/" + hf.enc(runId) }, runId)),
+      row("State", hf.badge(stateOf(runId, taskId))),
       row("Instances", String(instances.length)));
     for (const state of Object.keys(counts).sort()) table.append(row(state, String(counts[state])));
     const squares = hf.el("div", { class: "instance-squares" });
     instances.forEach(function (state, index) {
-      const sq = hf.el("span", { class: "cell " + hf.stateClass(state), title: "[" + index + "] " + state, role: "button", tabindex: "0" }, String(index));
+      const sq = hf.el("span", { class: "cell " + stateClass(state), title: "[" + index + "] " + state, role: "button", tabindex: "0" }, String(index));
       sq.dataset.mapIndex = String(index);
+      sq.dataset.state = state;
       sq.addEventListener("click", function () { showTask(runId, taskId, false, index); });
       squares.append(sq);
     });
@@ -321,7 +693,7 @@
     markSelected();
     const which = mapIndex >= 0 ? "?map_index=" + mapIndex : "";
     const runPath = dagPath + "/runs/" + hf.enc(runId);
-    const page = "/dags/" + hf.enc(dagId) + "/runs/" + hf.enc(runId) + "/tasks/" + hf.enc(taskId) + which;
+    const page = runPath + "/tasks/" + hf.enc(taskId) + which;
     const title = taskId + (mapIndex >= 0 ? " [" + mapIndex + "]" : "");
     let ti;
     try {
@@ -333,7 +705,7 @@
     }
     if (!selected || selected.run !== runId || selected.task !== taskId || selected.index !== mapIndex) return;
     const table = hf.el("table", { class: "kv" },
-      row("Run", hf.el("a", { href: "/dags/" + hf.enc(dagId) + "/runs/" + hf.enc(runId) }, runId)),
+      row("Run", hf.el("a", { href: runPath }, runId)),
       row("State", hf.badge(ti.state)),
       row("Try", ti.try_number + " of " + ti.max_tries),
       row("Started", hf.fmtDate(ti.start_date)),
@@ -369,7 +741,7 @@
         await hf.api(base + which, { method: "PATCH", body: { state: what } });
         status.textContent = "marked " + what;
       }
-      refetch();
+      refetchSoon();
     } catch (e) {
       status.textContent = e.message;
     }
@@ -385,21 +757,22 @@
       if (!quiet) panel.replaceChildren(hf.el("p", { class: "muted" }, e.message));
       return;
     }
-    if (!selected || selected.run !== runId || selected.task) return;
+    if (!selected || selected.run !== runId || selected.task || selected.group) return;
     panel.replaceChildren(
       hf.el("h4", null, runId),
       hf.el("table", { class: "kv" },
         row("State", hf.badge(run.state)),
         row("Type", run.run_type),
-        row("Logical date", hf.fmtDate(run.logical_date)),
+        row("Logical date", hf.fmtDate(run.logical_date) + " UTC"),
+        row("Queued", hf.fmtDate(run.queued_at)),
         row("Started", hf.fmtDate(run.start_date)),
         row("Ended", hf.fmtDate(run.end_date)),
         row("Duration", hf.fmtDuration(run.duration)),
         row("Triggered by", run.triggered_by || "")),
       hf.el("div", { class: "buttons" },
-        hf.el("a", { class: "button primary", href: "/dags/" + hf.enc(dagId) + "/runs/" + hf.enc(runId) }, "Run details")));
+        hf.el("a", { class: "button primary", href: dagPath + "/runs/" + hf.enc(runId) }, "Run details")));
   }
 
   render();
-  hf.live(["dag:" + dagId], onEvents, refetch);
+  hf.live(["dag:" + dagId], function (events) { apply(events, false); }, resync);
 })();
