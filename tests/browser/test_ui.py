@@ -320,6 +320,8 @@ def test_times_follow_the_zone_picked_in_the_header(browser: Any, live_system: L
         assert logical.inner_text().endswith("GMT+9") and logical.get_attribute("title").endswith(" UTC")
         page.goto(f"{live_system.url}/dags/live_dag/runs")  # remembered across pages
         assert page.input_value("#tz-select") == "local"
+        page.goto(f"{live_system.url}/dags/live_dag/grid")  # the grid's run heads too
+        _wait_text(page, "#gridtable .grid-corner", lambda t: "logical date (GMT+9)" in t)
         with page.expect_navigation():
             page.select_option("#tz-select", "utc")
         page.goto(url)

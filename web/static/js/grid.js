@@ -114,10 +114,10 @@
 
   /* Short logical dates: month-day hour:minute, with seconds when two shown runs share a minute. */
   function labels() {
-    const out = data.runs.map(function (r) { return r.logical_date ? r.logical_date.slice(5, 16).replace("T", " ") : ""; });
-    if (new Set(out).size < out.length) {
-      return data.runs.map(function (r) { return r.logical_date ? r.logical_date.slice(5, 19).replace("T", " ") : ""; });
-    }
+    // In the zone picked in the header (hf.fmtDate: "YYYY-MM-DD HH:MM:SS <zone>").
+    const full = data.runs.map(function (r) { return r.logical_date ? hf.fmtDate(r.logical_date) : ""; });
+    const out = full.map(function (t) { return t.slice(5, 16); });
+    if (new Set(out).size < out.length) return full.map(function (t) { return t.slice(5, 19); });
     return out;
   }
 
@@ -149,7 +149,7 @@
   function runTitle(run) {
     const p = durations(run);
     return run.run_id + "\n" + run.run_type + " run \u00b7 " + run.state +
-      "\nlogical date " + hf.fmtDate(run.logical_date) + " " + (data.timezone || "UTC") +
+      "\nlogical date " + hf.fmtDate(run.logical_date) +
       (p[0] ? "\nqueued " + hf.fmtDuration(p[0]) : "") +
       (run.start_date ? "\n" + (run.end_date ? "ran " : "running for ") + hf.fmtDuration(p[1]) : "");
   }
@@ -244,7 +244,7 @@
     colOf = new Map(data.runs.map(function (r, i) { return [r.run_id, i]; }));
     let html = '<div class="gridtable' + (groups.size ? " grouped" : "") + '" id="gridtable">' +
       '<div class="grid-head"><div class="grid-corner"><span id="grid-scale" class="muted"></span>' +
-      '<span class="corner-label">logical date (' + esc(data.timezone || "UTC") + ") \u2192</span></div>";
+      '<span class="corner-label">logical date (' + esc(hf.zoneLabel()) + ") \u2192</span></div>";
     data.runs.forEach(function (run, i) { html += headHtml(run, i, dates[i]); });
     html += '</div><div class="grid-body">';
     const within = new Map(); // row id -> enclosing group id
@@ -763,7 +763,7 @@
       hf.el("table", { class: "kv" },
         row("State", hf.badge(run.state)),
         row("Type", run.run_type),
-        row("Logical date", hf.fmtDate(run.logical_date) + " UTC"),
+        row("Logical date", hf.fmtDate(run.logical_date)),
         row("Queued", hf.fmtDate(run.queued_at)),
         row("Started", hf.fmtDate(run.start_date)),
         row("Ended", hf.fmtDate(run.end_date)),

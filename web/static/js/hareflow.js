@@ -129,6 +129,12 @@
     return p.year + "-" + p.month + "-" + p.day + " " + p.hour + ":" + p.minute + ":" + p.second + " " + p.timeZoneName;
   };
 
+  /* The label of the zone times are shown in ("UTC", "GMT+9", "CET"...), for column heads. */
+  hf.zoneLabel = function (dagZone) {
+    const shown = hf.fmtDate(new Date().toISOString(), dagZone);
+    return shown.slice(20) || "UTC";
+  };
+
   /* Server-rendered <time data-ts> elements (and those a live redraw brings) follow the zone;
      data-pinned ones keep the zone the server chose. The UTC time is always on hover. */
   function zoneTimes(root) {
