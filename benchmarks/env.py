@@ -32,6 +32,31 @@ PG_ADMIN_URL = os.environ.get(
 PREFIX = "hfbench"
 
 
+def plain_task(task_id: str, upstream: tuple[str, ...] = ()) -> Any:
+    """A serialized PythonTask with every setting at its default, for DAGs a benchmark stores
+    directly (no file to parse)."""
+    from hareflow.common.dag.serialize import SerializedTask
+
+    return SerializedTask(
+        task_id=task_id,
+        task_type="PythonTask",
+        upstream=upstream,
+        trigger_rule="all_success",
+        retries=0,
+        retry_delay=0.0,
+        retry_exponential_backoff=False,
+        max_retry_delay=None,
+        execution_timeout=None,
+        queue="default",
+        priority=1,
+        pool=None,
+        pool_slots=1,
+        input_tasks=(),
+        lineno=None,
+        doc=None,
+    )
+
+
 def new_prefix() -> str:
     return f"{PREFIX}-{uuid.uuid4().hex[:10]}"
 

@@ -52,6 +52,8 @@ from sqlalchemy import create_engine, insert, select, text, update
 from sqlalchemy.engine import make_url
 from werkzeug.security import generate_password_hash
 
+from benchmarks.env import plain_task
+
 ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 CHROMIUM = "/usr/bin/chromium"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -120,24 +122,7 @@ def emit(record: dict[str, Any]) -> None:
 
 
 def _task(task_id: str, upstream: tuple[str, ...]) -> SerializedTask:
-    return SerializedTask(
-        task_id=task_id,
-        task_type="PythonTask",
-        upstream=upstream,
-        trigger_rule="all_success",
-        retries=0,
-        retry_delay=0.0,
-        retry_exponential_backoff=False,
-        max_retry_delay=None,
-        execution_timeout=None,
-        queue="default",
-        priority=1,
-        pool=None,
-        pool_slots=1,
-        input_tasks=(),
-        lineno=None,
-        doc=None,
-    )
+    return plain_task(task_id, upstream)  # type: ignore[no-any-return]
 
 
 def serialized(n_tasks: int) -> dict[str, Any]:

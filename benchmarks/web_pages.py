@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from hareflow.common.config import load_settings
-from hareflow.common.dag.serialize import SerializedDag, SerializedTask, dag_hash
+from hareflow.common.dag.serialize import SerializedDag, dag_hash
 from hareflow.common.db import Dag, DagRun, TaskInstance, User, create_engine_for, make_session_factory
 from hareflow.common.db.migrate import migrate
 from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 from werkzeug.security import generate_password_hash
+
+from benchmarks.env import plain_task
 
 ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -46,25 +48,7 @@ def emit(record: dict[str, Any]) -> None:
 
 def serialized(dag_id: str, n_tasks: int) -> dict[str, Any]:
     tasks = tuple(
-        SerializedTask(
-            task_id=f"task_{i:03d}",
-            task_type="PythonTask",
-            upstream=(f"task_{i - 1:03d}",) if i % 5 else (),
-            trigger_rule="all_success",
-            retries=0,
-            retry_delay=0.0,
-            retry_exponential_backoff=False,
-            max_retry_delay=None,
-            execution_timeout=None,
-            queue="default",
-            priority=1,
-            pool=None,
-            pool_slots=1,
-            input_tasks=(),
-            lineno=None,
-            doc=None,
-        )
-        for i in range(n_tasks)
+        plain_task(f"task_{i:03d}", (f"task_{i - 1:03d}",) if i % 5 else ()) for i in range(n_tasks)
     )
     return SerializedDag(
         dag_id=dag_id,

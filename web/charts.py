@@ -18,14 +18,13 @@ from typing import Any
 
 from hareflow.common.db import Dag, DagRun, TaskInstance, TaskTry
 from hareflow.common.records import iso, seconds_between
-from hareflow.web.queries import naive_utc, now_utc, task_order
+from hareflow.web.queries import latest_runs, naive_utc, now_utc, task_order
 from sqlalchemy import DateTime, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 #: Run counts the durations chart offers (the grid's largest, 365, is the upper bound).
 DURATION_RUNS = (25, 50, 100, 365)
 
-_run = DagRun.__table__.c
 _ti = TaskInstance.__table__.c
 _try = TaskTry.__table__.c
 
@@ -130,21 +129,7 @@ def durations(s: Session, dag: Dag, limit: int) -> dict[str, Any]:
     not run to its end in that run). A mapped task counts from its first instance's start to its
     last one's end: the wall-clock time it held the run up."""
     conn = s.connection()
-    runs = conn.execute(
-        select(
-            _run.id,
-            _run.run_id,
-            _run.state,
-            _run.run_type,
-            naive_utc(_run.logical_date),
-            naive_utc(_run.queued_at),
-            naive_utc(_run.start_date),
-            naive_utc(_run.end_date),
-        )
-        .where(_run.dag_id == dag.dag_id)
-        .order_by(_run.logical_date.desc(), _run.id.desc())
-        .limit(limit)
-    ).all()
+    runs = conn.execute(latest_runs(dag.dag_id, limit)).all()
     runs.reverse()
     column = {r.id: i for i, r in enumerate(runs)}
     running: dict[str, list[float | None]] = {}

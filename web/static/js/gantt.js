@@ -91,8 +91,10 @@
     const most = Math.max(0, ...rows.map(function (r) { return r.earlier.length; }));
     for (let k = 0; k < most; k++) {
       const styles = rows.map(function (r) { return r.earlier[k] ? charts.stateStyle(r.earlier[k].t.state) : null; });
+      const legendStyle = charts.stateStyle("up_for_retry");  // how most earlier tries ended
       out.push(Object.assign({
         label: "earlier tries", key: "earlier:" + k, earlierIndex: k, hideInLegend: k > 0,
+        legendFill: legendStyle.background, legendStroke: legendStyle.border,
         data: rows.map(function (r) { return r.earlier[k] ? seconds(r.earlier[k].run) : null; }),
         backgroundColor: styles.map(function (st) { return st ? st.background : null; }),
         borderColor: styles.map(function (st) { return st ? st.border : null; }),
@@ -175,7 +177,16 @@
       },
       plugins: {
         legend: { position: "bottom", labels: { boxWidth: 14, boxHeight: 10, color: charts.ink,
-          filter: function (item, legendData) { return !legendData.datasets[item.datasetIndex].hideInLegend; } } },
+          filter: function (item, legendData) { return !legendData.datasets[item.datasetIndex].hideInLegend; },
+          // Earlier tries colour each bar by its own end state: the legend shows the usual one.
+          generateLabels: function (c) {
+            const items = window.Chart.defaults.plugins.legend.labels.generateLabels(c);
+            for (const item of items) {
+              const ds = c.data.datasets[item.datasetIndex];
+              if (ds && ds.legendFill) { item.fillStyle = ds.legendFill; item.strokeStyle = ds.legendStroke; }
+            }
+            return items;
+          } } },
         tooltip: {
           callbacks: {
             title: function (items) { return items.length ? rows[items[0].dataIndex].label : ""; },
