@@ -42,7 +42,7 @@ def create_app(
     is configured (``hareflow standalone`` passes its in-process executor instead).
     """
     from hareflow.common.config import load_settings
-    from hareflow.web import api, auth, errors, live, metrics, pages, security
+    from hareflow.web import api, auth, errors, live, metrics, pages, security, static_files
     from hareflow.web.filters import init_filters
     from hareflow.web.runtime import EXTENSION, WebRuntime, end_request_session
 
@@ -89,6 +89,7 @@ def create_app(
 
     metrics.init_app(app)
     security.init_app(app)
+    static_files.init_app(app)
     errors.init_app(app)
     init_filters(app)
     app.register_blueprint(auth.bp)

@@ -193,7 +193,7 @@ def test_the_gantt_page_embeds_its_data_and_the_vendored_chart_library_and_the_r
     data = json.loads(html.split('id="gantt-data">')[1].split("</script>")[0])
     assert [t["task_id"] for t in data["task_instances"]] == ["extract", "transform"]
     assert data["missing"] == ["load"]
-    assert f"vendor/{CHART_JS}" in html and 'src="/static/js/gantt.js"' in html
+    assert f"vendor/{CHART_JS}" in html and 'src="/static/js/gantt.js?v=' in html
     assert 'id="gantt-chart"' in html
     assert f'href="/dags/{dag_id}/runs/{run_id}/gantt" class="" id="gantt-link"' in client.get(run_path).text
 
@@ -314,7 +314,7 @@ def test_the_durations_tab_embeds_the_chosen_number_of_runs_and_offers_the_choic
     data = json.loads(html.split('id="durations-data">')[1].split("</script>")[0])
     assert len(data["runs"]) == 2 and data["task_durations"]["extract"] == [3.0, 3.0]
     assert (
-        'data-runs="2"' in html and f"vendor/{CHART_JS}" in html and 'src="/static/js/durations.js"' in html
+        'data-runs="2"' in html and f"vendor/{CHART_JS}" in html and 'src="/static/js/durations.js?v=' in html
     )
     for n in (25, 50, 100, 365):
         assert f'href="{dag_path}/durations?runs={n}"' in html

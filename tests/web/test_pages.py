@@ -157,7 +157,7 @@ def test_the_grid_page_embeds_runs_and_task_states_for_its_script(
     assert (
         data["cells"][second] == "".join(chr(ord("a") + codes.index(s)) for s in ("success", "running")) + "."
     )
-    assert 'src="/static/js/grid.js"' in html and "socket.io-4.8.4.min.js" in html
+    assert 'src="/static/js/grid.js?v=' in html and "socket.io-4.8.4.min.js" in html
 
 
 def test_the_graph_page_embeds_nodes_and_edges_and_the_layout_library(
@@ -178,6 +178,33 @@ def test_the_vendored_libraries_are_served_locally(client: Client) -> None:
         response = client.get(f"/static/vendor/{name}")
         assert response.status_code == 200 and len(response.data) > 10_000
         response.close()
+
+
+def test_static_files_are_versioned_and_cached_for_good_and_an_edit_changes_the_version(
+    client: Client, tmp_path: Path
+) -> None:
+    from flask import Flask
+
+    html = client.get("/dags").text
+    url = re.search(r'src="(/static/js/hareflow\.js\?v=[0-9a-f]{12})"', html)
+    assert url is not None
+    versioned = client.get(url.group(1))
+    plain = client.get("/static/js/hareflow.js")
+    stale = client.get("/static/js/hareflow.js?v=000000000000")
+
+    assert versioned.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert "immutable" not in plain.headers.get("Cache-Control", "")
+    assert "immutable" not in stale.headers.get("Cache-Control", "")
+    for response in (versioned, plain, stale):
+        response.close()
+    from hareflow.web.static_files import static_version
+
+    elsewhere = Flask("probe", static_folder=str(tmp_path))
+    (tmp_path / "app.js").write_text("1;")
+    before = static_version(elsewhere, "app.js")
+    (tmp_path / "app.js").write_text("22;")  # an edit (a new release): a new version, fetched again
+    assert before and static_version(elsewhere, "app.js") != before
+    assert static_version(elsewhere, "missing.js") is None
 
 
 def test_the_runs_page_lists_runs_newest_first_and_filters_by_state(
