@@ -33,7 +33,6 @@ from hareflow.common.db import (
 from hareflow.common.records import iso
 from hareflow.common.states import TASK_DISPATCHED, TaskState
 from hareflow.common.tries import COLUMNS as TRY_COLUMNS
-from hareflow.common.workers import WorkerList, list_workers
 from hareflow.web import task_groups
 from sqlalchemy import DateTime, Integer, Row, Select, bindparam, exists, func, select, type_coerce
 from sqlalchemy.orm import Session
@@ -614,10 +613,6 @@ def pretty_json(value_json: str | None) -> str | None:
 
 
 # -- workers, health, backfills ---------------------------------------------------------------------
-
-
-def workers(s: Session, *, include_gone: bool = False, now: datetime | None = None) -> WorkerList:
-    return list_workers(s, include_gone=include_gone, now=now)
 
 
 def known_queues(s: Session, default_queue: str) -> list[str]:

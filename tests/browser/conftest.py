@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import textwrap
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -274,3 +275,22 @@ def open_as(browser: Any, live_system: LiveSystem) -> Iterator[Any]:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def poll(
+    read: Callable[[], Any],
+    until: Callable[[Any], bool] = bool,
+    timeout: float = 30.0,
+    what: str | None = None,
+) -> Any:
+    """Call ``read`` until ``until`` holds for its value (by default: until it is truthy); return
+    that value, or fail after ``timeout`` naming ``what``. (``page.wait_for_function`` with a
+    string is an ``eval``, which the pages' CSP refuses.)"""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not until(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what or 'the condition'}: still {value!r} after {timeout} s")
+        time.sleep(0.05)
+        value = read()
+    return value

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import re
 import textwrap
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 from hareflow.common.db import DagRun, TaskInstance
 from sqlalchemy import func, select
 
-from tests.browser.conftest import LiveSystem
+from tests.browser.conftest import LiveSystem, poll
 from tests.browser.test_ui import SCREENSHOTS_ENV, assert_not_reloaded, mark_no_reload
 
 pytestmark = pytest.mark.browser
@@ -54,19 +52,6 @@ PIPELINE_DAG = '''
 
         load(publish(transform.expand(part=extract())))
 '''
-
-
-def poll(read: Callable[[], Any], until: Callable[[Any], bool], timeout: float = 30.0) -> Any:
-    """Call ``read`` until ``until`` holds for its value (``page.wait_for_function`` with a
-    string is an ``eval``, which the CSP refuses)."""
-    deadline = time.monotonic() + timeout
-    value = read()
-    while not until(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still {value!r} after {timeout} s")
-        time.sleep(0.1)
-        value = read()
-    return value
 
 
 @pytest.fixture

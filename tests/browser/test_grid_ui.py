@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import pytest
 from hareflow.common.db import DagRun, TaskInstance
 from sqlalchemy import insert, select
 
-from tests.browser.conftest import LiveSystem, grid_cell
+from tests.browser.conftest import LiveSystem, grid_cell, poll
 from tests.browser.test_reconnect import NO_SAFETY_POLL
 from tests.browser.test_ui import SCREENSHOTS_ENV, assert_not_reloaded, mark_no_reload
 
@@ -72,17 +70,6 @@ def screenshots(tmp_path: Path) -> Path:
     target = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
     target.mkdir(parents=True, exist_ok=True)
     return target
-
-
-def poll(check: Callable[[], Any], timeout: float = 30.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def add_dag(live: LiveSystem, name: str, source: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from hareflow.common.backfill import create_backfill
 from hareflow.common.db import Backfill, Dag, DagRun
 from sqlalchemy import select
 
-from tests.browser.conftest import LiveSystem
+from tests.browser.conftest import LiveSystem, poll
 from tests.web.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -236,13 +235,7 @@ def _text_of(page: Any, selector: str) -> str:
 
 
 def _wait_text(page: Any, selector: str, predicate: Any, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = _text_of(page, selector)
-        if predicate(text):
-            return text
-        assert time.monotonic() < deadline, f"{selector} still shows {text!r}"
-        page.wait_for_timeout(100)
+    return poll(lambda: _text_of(page, selector), predicate, timeout, what=selector)  # type: ignore[no-any-return]
 
 
 def test_the_workers_and_queues_pages_follow_tasks_live_without_their_5_s_refresh(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import g, jsonify, request
+from hareflow.common.workers import list_workers
 from hareflow.web import actions, queries
 from hareflow.web.api import bool_arg, bp, int_arg, json_body
 from hareflow.web.openapi import openapi_document
@@ -23,7 +24,7 @@ def me() -> Any:
 @require_role("viewer")
 def workers() -> Any:
     with open_session() as s:
-        listed = queries.workers(s, include_gone=bool(bool_arg("all")))
+        listed = list_workers(s, include_gone=bool(bool_arg("all")))
     return jsonify({"workers": listed.workers, "hidden": listed.hidden})
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from flask import abort, flash, g, redirect, render_template, request, url_for
 from hareflow.common.db import AuditLog
 from hareflow.common.users import ROLES, UserAccountError, create_user, delete_user, list_users, set_role
+from hareflow.common.workers import list_workers
 from hareflow.web import actions, queries
 from hareflow.web.api.system import queue_report
 from hareflow.web.pages import arg_int, back, bp, flash_error
@@ -20,7 +21,7 @@ from sqlalchemy import select
 def workers() -> Any:
     show_all = request.args.get("all", "").lower() in ("1", "true", "yes")
     with open_session() as s:
-        listed = queries.workers(s, include_gone=show_all)
+        listed = list_workers(s, include_gone=show_all)
     return render_template(
         "workers.html",
         workers=listed.workers,
