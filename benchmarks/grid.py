@@ -14,8 +14,9 @@ prints the medians of:
 - ``first_render``: navigation start to the grid's table in the DOM (``dom``) and to the frame
   after it (``painted``: a ``requestAnimationFrame`` then a task, so layout and paint are done),
   with the part spent in grid.js (``script``: its ``hareflow:grid-start`` to
-  ``hareflow:grid-rendered`` marks, where it has them), when it started and when the HTML had
-  arrived;
+  ``hareflow:grid-rendered`` marks, where it has them: the first screen's rows), when it started,
+  when the HTML had arrived, and when the last row was in (``complete``: the grid adds the rows
+  below the first screen after its first frame; its ``hareflow:grid-complete`` mark);
 - ``live_event``: one state event of a task instance, from its arrival on the socket to the
   grid's DOM showing the new state (``apply``), and from its publication on the server
   (``end_to_end``: the relay batches events for up to 50 ms); once for a plain task and once for
@@ -75,6 +76,9 @@ new MutationObserver(function (list, observer) {
   });
 }).observe(document, { childList: true, subtree: true });
 """
+
+#: True until the first frame is painted and every row is in (grid.js sets ``#grid[data-rendered]``).
+NOT_DRAWN = "window.__grid.painted === undefined || document.getElementById('grid').dataset.rendered === ''"
 
 #: The state the grid shows for one cell, in the DOM of this version or the previous one.
 CELL_STATE = """
@@ -269,11 +273,11 @@ def measure_json(page: Any, url: str, repeat: int, form: str) -> dict[str, Any]:
 
 
 def measure_first_render(page: Any, url: str, repeat: int) -> dict[str, Any]:
-    dom, painted, html, script, started = [], [], [], [], []
+    dom, painted, html, script, started, complete = [], [], [], [], [], []
     for i in range(repeat + 1):
         page.goto(url)
         deadline = time.monotonic() + 30
-        while page.evaluate("window.__grid.painted === undefined"):
+        while page.evaluate(NOT_DRAWN):
             if time.monotonic() > deadline:
                 raise RuntimeError("the grid did not render within 30 s")
             time.sleep(0.02)
@@ -282,7 +286,8 @@ def measure_first_render(page: Any, url: str, repeat: int) -> dict[str, Any]:
                 performance.getEntriesByType('navigation')[0].responseEnd,
                 (performance.getEntriesByName('hareflow:grid-rendered')[0] || {}).startTime -
                 (performance.getEntriesByName('hareflow:grid-start')[0] || {}).startTime,
-                (performance.getEntriesByName('hareflow:grid-start')[0] || {}).startTime]"""
+                (performance.getEntriesByName('hareflow:grid-start')[0] || {}).startTime,
+                (performance.getEntriesByName('hareflow:grid-complete')[0] || {}).startTime]"""
         )
         if i:  # the first is a warm-up
             dom.append(times[0])
@@ -291,6 +296,8 @@ def measure_first_render(page: Any, url: str, repeat: int) -> dict[str, Any]:
             if times[3] is not None:
                 script.append(times[3])
                 started.append(times[4])
+            if times[5] is not None:
+                complete.append(times[5])
     size = page.evaluate("document.documentElement.outerHTML.length")
     return {
         "type": "first_render",
@@ -299,6 +306,7 @@ def measure_first_render(page: Any, url: str, repeat: int) -> dict[str, Any]:
         "html_received_ms": median(html),
         "script_started_ms": median(started) if started else None,
         "script_ms": median(script) if script else None,
+        "complete_ms": median(complete) if complete else None,
         "page_bytes": size,
         "cells": page.evaluate("document.querySelectorAll('#grid .cell').length"),
     }

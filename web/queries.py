@@ -35,6 +35,7 @@ from hareflow.common.states import TASK_DISPATCHED, TaskState
 from hareflow.common.tries import COLUMNS as TRY_COLUMNS
 from hareflow.web import task_groups
 from sqlalchemy import DateTime, Integer, Row, Select, bindparam, exists, func, select, type_coerce
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 #: How many of a DAG's latest runs the DAG list counts by state.
@@ -499,6 +500,16 @@ def latest_runs(dag_id: str, limit: int) -> Select[Any]:
     )
 
 
+def _driver_rows(conn: Connection, query: Select[Any]) -> list[tuple[Any, ...]]:
+    """All rows of ``query`` as the database driver returns them (plain tuples, no type
+    processing: only for columns whose types process nothing on the way out)."""
+    result = conn.execute(query)
+    try:
+        return list(result.cursor.fetchall())
+    finally:
+        result.close()
+
+
 def grid(
     s: Session,
     dag: Dag,
@@ -524,29 +535,32 @@ def grid(
     if state:
         query = query.where(_run.state == state)
     runs = list(reversed(conn.execute(query).all()))
-    by_pk = {r.id: r.run_id for r in runs}
-    states: dict[str, dict[str, str]] = {r.run_id: {} for r in runs}
+    #: run pk -> task id -> state (a mapped task's: its instances' summary, set below)
+    by_run: dict[int, dict[str, str]] = {r.id: {} for r in runs}
+    #: run pk -> mapped task id -> (map index, state) of each instance
+    numbered: dict[int, dict[str, list[tuple[int, str]]]] = {r.id: {} for r in runs}
+    seen: set[str] = set()
+    if by_run:
+        ti = TaskInstance.__table__.c
+        # Unordered: only the few mapped instances need an order, sorted below, not the whole
+        # grid's rows in the database. The driver's own tuples: SQLAlchemy's Row objects would
+        # cost more than the query for the ~50,000 rows of a large grid.
+        rows = _driver_rows(
+            conn, select(ti.run_pk, ti.task_id, ti.map_index, ti.state).where(ti.run_pk.in_(list(by_run)))
+        )
+        seen = {row[1] for row in rows}
+        for run_pk, task_id, map_index, ti_state in rows:
+            if map_index < 0:
+                by_run[run_pk][task_id] = ti_state
+            else:
+                numbered[run_pk].setdefault(task_id, []).append((map_index, ti_state))
+    states = {r.run_id: by_run[r.id] for r in runs}
     #: run id -> mapped task id -> each instance's state, in map-index order
     mapped: dict[str, dict[str, list[str]]] = {r.run_id: {} for r in runs}
-    instances: dict[str, dict[str, list[tuple[int, str]]]] = {r.run_id: {} for r in runs}
-    seen: set[str] = set()
-    if by_pk:
-        ti = TaskInstance.__table__.c
-        # .all(): one fetchall, several times faster than row by row. Unordered: only the few
-        # mapped instances need an order, sorted below, not the whole grid's rows in the database.
-        rows = conn.execute(
-            select(ti.run_pk, ti.task_id, ti.map_index, ti.state).where(ti.run_pk.in_(list(by_pk)))
-        ).all()
-        for run_pk, task_id, map_index, ti_state in rows:
-            if map_index >= 0:
-                instances[by_pk[run_pk]].setdefault(task_id, []).append((map_index, ti_state))
-            else:
-                states[by_pk[run_pk]][task_id] = ti_state
-            seen.add(task_id)
-    for run_id, tasks in instances.items():
-        for task_id, numbered in tasks.items():
-            mapped[run_id][task_id] = [state for _, state in sorted(numbered)]
-            states[run_id][task_id] = summary_state(mapped[run_id][task_id])
+    for r in runs:
+        for task_id, instances in numbered[r.id].items():
+            mapped[r.run_id][task_id] = [state for _, state in sorted(instances)]
+            states[r.run_id][task_id] = summary_state(mapped[r.run_id][task_id])
     serialized = dag.serialized or {}
     order = task_order(serialized, seen)
     group_list = task_groups.groups(serialized)

@@ -4,10 +4,12 @@
    queued part lighter), a letter for its run type, its logical date. The task column and the
    heads stay in view while the grid scrolls.
 
-   Drawing: the whole grid is one HTML string set once (500 tasks x 100 runs are 50,000 squares),
-   each row is `content-visibility: auto` so only the rows on screen are laid out and painted, and
-   one listener per kind of event on the grid finds what was clicked or hovered (a square's run
-   is its column, its task its row; tooltips are built on hover).
+   Drawing: the rows of the first screen are one HTML string set at once, the rows below follow a
+   step at a time after the first frame (500 tasks x 100 runs are 50,000 squares: the first frame
+   has a tenth of them); each row is `content-visibility: auto` so only the rows on screen are
+   laid out and painted, and one listener per kind of event on the grid finds what was clicked or
+   hovered (a square's run is its column, its task its row; tooltips are built on hover).
+   `#grid[data-rendered]` is set once every row is in.
 
    Live: a state event changes the squares it is about in place — the task's square, its mapped
    summary and instance squares, the squares of the groups holding it, the run's head and bar.
@@ -231,50 +233,90 @@
   }
 
   /* Hide every row inside a collapsed group (the squares stay, so live events still land). */
-  function applyCollapsed() {
-    for (const row of root.querySelectorAll(".grid-row")) {
+  function applyCollapsed(rows) {
+    for (const row of rows || root.querySelectorAll(".grid-row")) {
       const chain = (row.dataset.within || "").split(" ");
       row.hidden = chain.some(function (g) { return g && collapsed.has(g); });
     }
   }
 
-  function render() {
-    const groups = groupsById();
-    const dates = labels();
-    colOf = new Map(data.runs.map(function (r, i) { return [r.run_id, i]; }));
-    let html = '<div class="gridtable' + (groups.size ? " grouped" : "") + '" id="gridtable">' +
-      '<div class="grid-head"><div class="grid-corner"><span id="grid-scale" class="muted"></span>' +
-      '<span class="corner-label">logical date (' + esc(hf.zoneLabel()) + ") \u2192</span></div>";
-    data.runs.forEach(function (run, i) { html += headHtml(run, i, dates[i]); });
-    html += '</div><div class="grid-body">';
+  //: Rows drawn with the page's first frame: a screenful and some, wherever the grid is scrolled
+  //: to (so a redraw keeps its place); the rest follow ROWS_PER_STEP at a time, after that frame.
+  const ROW_HEIGHT = 18;
+  const ROWS_PER_STEP = 120;
+  let generation = 0; // a new render abandons the rows an earlier one had still to add
+  let pending = new Set(); // tasks whose rows are still to come (their squares follow `data`)
+
+  /* What the body's rows will be, in order: each a task (with its instance rows when expanded)
+     or a group, with the groups it sits in. */
+  function rowPlan(groups) {
     const within = new Map(); // row id -> enclosing group id
+    const plan = [];
     groupsOfTask = new Map();
     for (const entry of rowList()) {
       within.set(entry.id, entry.group);
       const chain = [];
       for (let g = entry.group; g; g = within.get(g) || null) chain.push(g);
       const group = entry.kind === "group" ? groups.get(entry.id) : null;
-      const inside = chain.join(" ");
-      if (group) {
-        html += groupRowHtml(group, entry.depth, inside);
-        continue;
-      }
-      groupsOfTask.set(entry.id, chain.slice().reverse());
-      html += taskRowHtml(entry, inside);
-      if (expanded.has(entry.id) && isMapped(entry.id)) html += instanceRowsHtml(entry.id, entry.depth, inside);
+      if (!group) groupsOfTask.set(entry.id, chain.slice().reverse());
+      plan.push({ entry: entry, group: group, inside: chain.join(" ") });
     }
-    html += "</div></div>";
+    return plan;
+  }
+
+  /* The HTML of planned rows, from `data` as it is now (live events may have changed it since
+     the plan was made). */
+  function planHtml(items) {
+    let html = "";
+    for (const item of items) {
+      if (item.group) { html += groupRowHtml(item.group, item.entry.depth, item.inside); continue; }
+      const id = item.entry.id;
+      html += taskRowHtml(item.entry, item.inside);
+      if (expanded.has(id) && isMapped(id)) html += instanceRowsHtml(id, item.entry.depth, item.inside);
+    }
+    return html;
+  }
+
+  /* Note the rows just added to the body (after `after`, or all of them). */
+  function adopt(body, after) {
+    const rows = [];
+    for (let row = after ? after.nextElementSibling : body.firstElementChild; row; row = row.nextElementSibling) {
+      rows.push(row);
+      if (row.classList.contains("task-row")) { taskRows.set(row.dataset.task, row); pending.delete(row.dataset.task); }
+      else if (row.classList.contains("group-row")) groupRows.set(row.dataset.group, row);
+    }
+    applyCollapsed(rows);
+  }
+
+  function render() {
+    const groups = groupsById();
+    const dates = labels();
+    const mine = ++generation;
+    colOf = new Map(data.runs.map(function (r, i) { return [r.run_id, i]; }));
+    const plan = rowPlan(groups);
+    const firstRows = Math.ceil((root.scrollTop + Math.max(root.clientHeight, window.innerHeight)) / ROW_HEIGHT) + 20;
+    const first = plan.slice(0, firstRows);
+    let rest = plan.slice(firstRows);
+    pending = new Set();
+    for (const item of rest) if (!item.group) pending.add(item.entry.id);
+    let html = '<div class="gridtable' + (groups.size ? " grouped" : "") + '" id="gridtable">' +
+      '<div class="grid-head"><div class="grid-corner"><span id="grid-scale" class="muted"></span>' +
+      '<span class="corner-label">logical date (' + esc(hf.zoneLabel()) + ") \u2192</span></div>";
+    data.runs.forEach(function (run, i) { html += headHtml(run, i, dates[i]); });
+    html += '</div><div class="grid-body">' + planHtml(first) + "</div></div>";
     if (!data.tasks.length) html = '<p class="muted">This DAG has no tasks.</p>';
     else if (!data.runs.length) html += '<p class="muted">No runs' + (filtersOn() ? " match these filters." : " yet.") + "</p>";
+    const scrolled = [root.scrollTop, root.scrollLeft];
     root.innerHTML = html;
     heads = Array.from(root.querySelectorAll(".run-col"));
     taskRows = new Map();
     groupRows = new Map();
-    for (const row of root.querySelectorAll(".task-row")) taskRows.set(row.dataset.task, row);
-    for (const row of root.querySelectorAll(".group-row")) groupRows.set(row.dataset.group, row);
+    const body = root.querySelector(".grid-body");
+    if (body) adopt(body, null);
+    root.scrollTop = scrolled[0];
+    root.scrollLeft = scrolled[1];
     const longestName = Math.max.apply(null, rowList().map(function (e) { return shortName(e.id, e.group).length + 2 * e.depth; }).concat([6]));
     root.style.setProperty("--label-width", Math.min(320, 24 + 7.3 * longestName) + "px");
-    applyCollapsed();
     drawBars();
     markSelected();
     if (countLabel) {
@@ -282,6 +324,24 @@
         (filtersOn() ? " matching" : "") + ", oldest left";
     }
     if (window.performance && performance.mark) performance.mark("hareflow:grid-rendered");
+    const complete = function () {
+      root.dataset.rendered = String(mine);
+      if (window.performance && performance.mark) performance.mark("hareflow:grid-complete");
+    };
+    if (!body || !rest.length) { complete(); return; }
+    root.dataset.rendered = "";
+    /* The rows below the first screen, a step per task once the first frame is drawn. */
+    const step = function () {
+      if (mine !== generation) return;
+      const items = rest.slice(0, ROWS_PER_STEP);
+      rest = rest.slice(ROWS_PER_STEP);
+      const last = body.lastElementChild;
+      body.insertAdjacentHTML("beforeend", planHtml(items));
+      adopt(body, last);
+      markSelected();
+      if (rest.length) setTimeout(step, 0); else complete();
+    };
+    requestAnimationFrame(function () { setTimeout(step, 0); });
   }
 
   // -- finding and changing squares --------------------------------------------------------------
@@ -548,7 +608,7 @@
     const col = colOf.get(e.run_id);
     if (col === undefined) return false;
     const row = taskRows.get(e.task_id);
-    if (!row) return false;
+    if (!row && !pending.has(e.task_id)) return false;
     const states = (data.states[e.run_id] = data.states[e.run_id] || {});
     if (e.map_index >= 0) {
       const instances = instancesOf(e.run_id, e.task_id);
