@@ -277,6 +277,18 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def delivered(page: Any, read: Callable[[], Any]) -> Callable[[], Any]:
+    """``read``, called once Playwright has delivered the page's pending events to the handlers
+    given to ``page.on`` (its sync API delivers them only while one of its own calls runs, so a
+    loop that only reads a list those handlers fill would never see it grow)."""
+
+    def after_events() -> Any:
+        page.wait_for_timeout(20)
+        return read()
+
+    return after_events
+
+
 def poll(
     read: Callable[[], Any],
     until: Callable[[Any], bool] = bool,

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hareflow.common.db import DagRun, TaskInstance
-from sqlalchemy import insert, select
+from hareflow.common.db import Dag, DagRun, TaskInstance
+from sqlalchemy import insert, select, update
 
-from tests.browser.conftest import LiveSystem, grid_cell, poll
+from tests.browser.conftest import LiveSystem, delivered, grid_cell, now, poll
 from tests.browser.test_reconnect import NO_SAFETY_POLL
 from tests.browser.test_ui import SCREENSHOTS_ENV, assert_not_reloaded, mark_no_reload
 
@@ -308,7 +308,7 @@ def test_squares_change_live_without_a_grid_refetch_per_event_a_mapped_tasks_too
     page.wait_for_selector("#gridtable .task-row[data-task='work'] .expand-toggle")
     page.click("#gridtable .task-row[data-task='work'] .expand-toggle")  # its instance rows, once it expands
     poll(lambda: page.evaluate("!!(window.hf.socket && window.hf.socket.connected)"), what="the socket")
-    poll(lambda: requests, what="the resync that follows connecting")  # not counted below
+    poll(delivered(page, lambda: requests), what="the resync that follows connecting")  # not counted below
     page.wait_for_load_state("networkidle")
     mark_no_reload(page)
     # Every 50 ms, note what the squares of the newest run show, and count the task events.
@@ -351,4 +351,212 @@ def test_squares_change_live_without_a_grid_refetch_per_event_a_mapped_tasks_too
     assert len(requests) <= 4, requests
     head = f'#gridtable .run-col[data-run="{run_id}"]'
     poll(lambda: page.get_attribute(head, "data-state") == "success", what="the run's head to succeed")
+    assert_not_reloaded(page)
+
+
+TALL_TASKS = 400
+TALL_DAG = f'''
+    """{TALL_TASKS} tasks, never run here: the test inserts its runs and sends their events."""
+    from hareflow import DAG, BashTask
+
+    with DAG("tall_dag", schedule=None):
+        for i in range({TALL_TASKS}):
+            BashTask(f"t{{i:03d}}", "true")
+'''
+
+#: Installed before the page's scripts: notes how many rows the grid's first frame has, and holds
+#: every frame callback until ``window.__release()``, so the rows below the first screen (which
+#: the grid adds after its first frame) stay out while the test sends events about them.
+HOLD_FRAMES = """
+(() => {
+  const frame = window.requestAnimationFrame.bind(window);
+  window.__held = [];
+  window.__holding = true;
+  window.requestAnimationFrame = function (callback) {
+    if (!window.__holding) return frame(callback);
+    window.__held.push(callback);
+    return 0;
+  };
+  window.__release = function () {
+    window.__holding = false;
+    window.__held.splice(0).forEach(function (callback) { frame(callback); });
+  };
+  new MutationObserver(function (list, observer) {
+    const table = document.getElementById("gridtable");
+    if (!table) return;
+    observer.disconnect();
+    window.__firstRows = table.querySelectorAll(".grid-body .grid-row").length;
+  }).observe(document, { childList: true, subtree: true });
+})();
+"""
+
+
+@pytest.fixture(scope="module")
+def tall(live_system: LiveSystem) -> LiveSystem:
+    """tall_dag, paused: the scheduler leaves the runs the tests insert as they are."""
+    add_dag(live_system, "tall_dag", TALL_DAG)
+    with live_system.cluster.sessions() as s, s.begin():
+        s.execute(update(Dag).where(Dag.dag_id == "tall_dag").values(is_paused=True))
+    return live_system
+
+
+def _insert_tall_run(live: LiveSystem, day: int, state: str) -> str:
+    when = datetime(2026, 6, 1, tzinfo=UTC) + timedelta(days=day)
+    run_id = f"manual__{when.date()}_{uuid.uuid4().hex[:4]}"
+    with live.cluster.sessions() as s, s.begin():
+        pk = s.scalar(
+            insert(DagRun)
+            .values(
+                dag_id="tall_dag",
+                run_id=run_id,
+                run_type="manual",
+                state=state,
+                logical_date=when,
+                data_interval_start=when,
+                data_interval_end=when,
+                conf={},
+                queued_at=when,
+                start_date=when,
+            )
+            .returning(DagRun.id)
+        )
+        s.execute(
+            insert(TaskInstance),
+            [
+                {
+                    "run_pk": pk,
+                    "dag_id": "tall_dag",
+                    "run_id": run_id,
+                    "task_id": f"t{i:03d}",
+                    "map_index": -1,
+                    "state": "success" if state == "success" else "scheduled",
+                    "try_number": 1,
+                    "max_tries": 1,
+                    "queue": "default",
+                    "priority": 1,
+                    "pool_slots": 1,
+                }
+                for i in range(TALL_TASKS)
+            ],
+        )
+    return run_id
+
+
+def _send(live: LiveSystem, **event: Any) -> None:
+    from hareflow.common.messages import StateEvent
+
+    live.cluster._shared.publish_events([StateEvent(dag_id="tall_dag", at=now().timestamp(), **event)])
+
+
+def test_a_tall_grid_draws_its_first_screen_first_and_the_rest_after_events_included(
+    open_as: Any, tall: LiveSystem
+) -> None:
+    old = _insert_tall_run(tall, 0, "success")
+    run_id = _insert_tall_run(tall, 1, "running")
+    page = open_as("viewer")
+    page.context.add_init_script(HOLD_FRAMES + NO_SAFETY_POLL)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/api/v1/dags/tall_dag/grid" in r.url else None)
+    page.goto(f"{tall.url}/dags/tall_dag/grid")
+    page.wait_for_selector("#gridtable")
+    poll(lambda: page.evaluate("!!(window.hf.socket && window.hf.socket.connected)"), what="the socket")
+    poll(delivered(page, lambda: requests), what="the resync that follows connecting")
+    page.wait_for_load_state("networkidle")
+    mark_no_reload(page)
+
+    # The first frame has a screenful of rows (the grid's box is about 37 rows high), not 400.
+    first = page.evaluate("window.__firstRows")
+    assert 37 <= first < 100, first
+    assert page.locator("#gridtable .task-row").count() == first  # the rest wait for the frame
+    assert page.get_attribute("#grid", "data-rendered") == ""
+
+    # An event about a task whose row is still to come changes what its square will show, with
+    # no refetch of the grid; the metastore keeps the old state, so only the event can show it.
+    requests.clear()
+    page.evaluate(
+        """() => { window.__events = 0; window.hf.socket.onAny((name, events) => {
+             if (name === "events") window.__events += events.length; }); }"""
+    )
+    _send(tall, kind="task", run_id=run_id, task_id="t399", state="running", try_number=1)
+    poll(lambda: page.evaluate("window.__events"), what="the event to reach the page")
+    page.wait_for_timeout(1200)  # a refetch, if the grid asked for one, is throttled to 1 s
+    assert requests == []
+    assert page.locator("#gridtable .task-row[data-task='t399']").count() == 0
+
+    page.evaluate("window.__release()")
+    poll(lambda: page.get_attribute("#grid", "data-rendered"), what="every row to be in")
+    assert page.locator("#gridtable .task-row").count() == TALL_TASKS
+    assert page.get_attribute(grid_cell(run_id, "t399"), "data-state") == "running"
+    assert page.get_attribute(grid_cell(run_id, "t398"), "data-state") == "scheduled"
+    assert page.get_attribute(grid_cell(old, "t399"), "data-state") == "success"
+    assert requests == []
+
+    # Scrolled to the bottom, a new run redraws the grid and keeps the place.
+    page.evaluate("() => { const g = document.getElementById('grid'); g.scrollTop = g.scrollHeight; }")
+    bottom = page.evaluate("document.getElementById('grid').scrollTop")
+    assert bottom > TALL_TASKS * 18 - 1000, bottom
+    newest = _insert_tall_run(tall, 2, "queued")
+    _send(tall, kind="run", run_id=newest, state="queued")
+    page.wait_for_selector(f'#gridtable .run-col[data-run="{newest}"]')
+    poll(lambda: page.get_attribute("#grid", "data-rendered"), what="the redraw to finish")
+    assert abs(page.evaluate("document.getElementById('grid').scrollTop") - bottom) < 20
+    assert page.evaluate(
+        """() => { const box = document.getElementById('grid').getBoundingClientRect();
+                   const last = document.querySelector("#gridtable .task-row[data-task='t399']");
+                   const row = last.getBoundingClientRect();
+                   return row.top >= box.top && row.bottom <= box.bottom + 1; }"""
+    )
+    assert_not_reloaded(page)
+
+
+def test_a_refetch_that_fails_is_tried_again_and_brings_the_run_it_was_for(
+    open_as: Any, tall: LiveSystem
+) -> None:
+    _insert_tall_run(tall, 10, "success")
+    page = open_as("viewer")
+    page.context.add_init_script(NO_SAFETY_POLL)  # only the retry can bring the new run
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/api/v1/dags/tall_dag/grid" in r.url else None)
+    page.goto(f"{tall.url}/dags/tall_dag/grid")
+    page.wait_for_selector("#gridtable")
+    poll(lambda: page.evaluate("!!(window.hf.socket && window.hf.socket.connected)"), what="the socket")
+    poll(delivered(page, lambda: requests), what="the resync that follows connecting")
+    page.wait_for_load_state("networkidle")
+    mark_no_reload(page)
+
+    failed: list[str] = []
+
+    def fail_once(route: Any) -> None:
+        if not failed:
+            failed.append(route.request.url)
+            route.fulfill(status=503, body="the server is restarting")
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/dags/tall_dag/grid*", fail_once)
+    requests.clear()
+    newest = _insert_tall_run(tall, 11, "queued")
+    _send(tall, kind="run", run_id=newest, state="queued")
+    page.wait_for_selector(f'#gridtable .run-col[data-run="{newest}"]', timeout=15_000)
+    assert len(failed) == 1 and len(requests) >= 2, (failed, requests)
+    assert_not_reloaded(page)
+
+
+def test_a_grid_filtered_by_run_state_lets_a_run_go_when_it_leaves_that_state(
+    open_as: Any, tall: LiveSystem
+) -> None:
+    running = _insert_tall_run(tall, 20, "running")
+    page = open_as("viewer")
+    page.context.add_init_script(NO_SAFETY_POLL)
+    page.goto(f"{tall.url}/dags/tall_dag/grid?state=running")
+    head = f'#gridtable .run-col[data-run="{running}"]'
+    page.wait_for_selector(head)
+    poll(lambda: page.evaluate("!!(window.hf.socket && window.hf.socket.connected)"), what="the socket")
+    page.wait_for_load_state("networkidle")
+    mark_no_reload(page)
+
+    with tall.cluster.sessions() as s, s.begin():
+        s.execute(update(DagRun).where(DagRun.run_id == running).values(state="success", end_date=now()))
+    _send(tall, kind="run", run_id=running, state="success")
+    page.wait_for_selector(head, state="detached", timeout=15_000)
     assert_not_reloaded(page)

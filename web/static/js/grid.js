@@ -523,6 +523,7 @@
   let lastFetch = 0;
   let backlog = null; // events that arrived while a refetch was under way
   let asked = new Set(); // runs whose unknown events asked for the refetch under way
+  let failures = 0; // refetches that failed in a row
 
   async function refetch() {
     timer = null;
@@ -533,20 +534,31 @@
     backlog = [];
     const askedFor = asked;
     asked = new Set();
+    let failed = false;
     try {
       update(decode(await hf.api(jsonPath())));
+      failures = 0;
       for (const run of askedFor) if (!colOf.has(run)) ignoredRuns.add(run);
       const missed = backlog;
       backlog = null;
       if (missed.length) apply(missed, true);
       refreshSelected();
     } catch (e) {
-      /* the next event or resync tries again */
+      failed = true;
+      for (const run of askedFor) asked.add(run);
     } finally {
       backlog = null;
       fetching = false;
-      if (again) refetchSoon();
+      if (failed) retryLater(); else if (again) refetchSoon();
     }
+  }
+
+  /* A refetch that failed (the server restarting, say) is tried again, 1 s, 2 s, ... up to 30 s
+     later: the events it was for were dropped, and only the fresh data brings their changes. */
+  function retryLater() {
+    failures += 1;
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(refetch, Math.min(30000, 1000 * Math.pow(2, failures - 1)));
   }
 
   /* What decides the grid's rows and columns: when a refetch keeps it, only squares are patched. */
@@ -641,6 +653,8 @@
     hf.setState(head.firstChild, e.state);
     head.removeAttribute("title");
     drawBars();
+    // A grid filtered by run state lets a run go once it has left that state.
+    if ((data.filters || {}).state && e.state !== data.filters.state) refetchSoon();
     return true;
   }
 
