@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import click
@@ -381,53 +380,18 @@ def dags_trigger(
         )
         click.echo(f"created run {created_id} of {dag_id}")
         if wait:
-            sys.exit(follow_run(sessions, run_pk, timeout))
+            from hareflow.cli.follow import follow_run
 
-
-def follow_run(sessions: Any, run_pk: int, timeout: float | None) -> int:
-    """Print each task's state as it changes until the run finishes; 0 on success, 1 otherwise."""
-    from sqlalchemy import select
-
-    from hareflow.common.db import DagRun, TaskInstance
-
-    seen: dict[str, tuple[str, int]] = {}
-    deadline = time.monotonic() + timeout if timeout else None
-    run_id = dag_id = "?"
-    try:
-        while True:
-            with sessions() as session:
-                run = session.get(DagRun, run_pk)
-                if run is None:
-                    click.echo("the run was deleted")
-                    return 1
-                run_id, dag_id = run.run_id, run.dag_id
-                for ti in session.scalars(
-                    select(TaskInstance).where(TaskInstance.run_pk == run_pk).order_by(TaskInstance.id)
-                ):
-                    state = (ti.state, ti.try_number)
-                    if seen.get(ti.task_id) != state:
-                        seen[ti.task_id] = state
-                        extra = f" (try {ti.try_number})" if ti.try_number > 1 else ""
-                        err = (
-                            f": {ti.error.splitlines()[0]}"
-                            if ti.error and ti.state in ("failed", "up_for_retry")
-                            else ""
-                        )
-                        stamp = time.strftime("%H:%M:%S")
-                        click.echo(f"{stamp}  {ti.task_id:<24} {ti.state}{extra}{err}")
-                if run.state in ("success", "failed"):
-                    click.echo(f"run {run.run_id}: {run.state}")
-                    return 0 if run.state == "success" else 1
-            if deadline is not None and time.monotonic() > deadline:
-                click.echo("gave up waiting (--timeout); the run goes on")
-                return 1
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        click.echo(
-            f"\nstopped following; the run goes on. See it with `hareflow runs show {run_id} --dag {dag_id}`",
-            err=True,
-        )
-        return INTERRUPTED
+            try:
+                code = follow_run(settings, sessions, run_pk, dag_id, created_id, timeout)
+            except KeyboardInterrupt:
+                click.echo(
+                    f"\nstopped following; the run goes on. "
+                    f"See it with `hareflow runs show {created_id} --dag {dag_id}`",
+                    err=True,
+                )
+                code = INTERRUPTED
+            sys.exit(code)
 
 
 @dags.command("test")

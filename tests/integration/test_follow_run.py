@@ -83,8 +83,8 @@ def test_trigger_wait_prints_each_mapped_instance_and_the_retry_with_its_error(
     states = _states(lines)
     for name in ("slow", "part[0]", "part[1]", "part[2]", "end"):
         assert states.get(name, [])[-1:] == ["success"], (name, lines)
-    retry = [line for line in lines if line.split()[1:3] == ["part[1]", "up_for_retry"]]
-    assert retry and retry[0].endswith("not this time"), lines
+    retry = [line for line in lines if " part[1] " in line and " up_for_retry" in line]
+    assert retry and retry[0].endswith("up_for_retry: ValueError: not this time"), lines
     assert any(line.split()[1] == "part[1]" and "(try 2)" in line for line in lines), lines
 
 
