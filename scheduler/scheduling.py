@@ -24,9 +24,10 @@ from typing import Any
 from hareflow.common.dag.serialize import SerializedDag
 from hareflow.common.db import Backfill, Dag, DagRun, Pool, TaskInstance, cas
 from hareflow.common.events import run_event, task_event
-from hareflow.common.messages import StateEvent, TaskMessage
+from hareflow.common.messages import STOP_EVENT, StateEvent, TaskMessage
 from hareflow.common.states import (
     RUN_ACTIVE,
+    TASK_DISPATCHED,
     TASK_FINISHED,
     RunState,
     RunTransition,
@@ -132,6 +133,8 @@ class _Writes:
         self.next_wakeup: datetime | None = None
         self.finished: list[tuple[DagRun, str]] = []
         self.timed_out: list[tuple[TIRow, int]] = []
+        #: timed-out rows a worker may be running (queued or running), with the reason to record
+        self.stopped: list[tuple[TIRow, int, str]] = []
         self.timed_out_runs: set[int] = set()
         self.events: list[StateEvent] = []
         self.created = 0
@@ -150,6 +153,7 @@ class _Writes:
             or self.finished
             or self.created
             or self.timed_out
+            or self.stopped
         )
 
     def set_state(self, row: TIRow, state: str) -> None:
@@ -169,6 +173,12 @@ class _Writes:
         if self.timed_out:
             values = {"state": TaskState.SKIPPED, "end_date": now, "updated_at": now}
             self._write(session, TaskTransition.RUN_TIMEOUT, self.timed_out, values)
+        for row, try_number, reason in self.stopped:
+            values = {"state": TaskState.SKIPPED, "error": reason, "end_date": now, "updated_at": now}
+            if self._write(session, TaskTransition.RUN_TIMEOUT, [(row, try_number)], values):
+                # Published after the commit with the other events: the worker running it kills it.
+                stop = replace(task_event(row), kind=STOP_EVENT, state=str(TaskState.SKIPPED))  # type: ignore[arg-type]
+                self.events.append(replace(stop, try_number=try_number))
         for row, when in self.retry_at:
             keys = [(row.id, row.try_number)]
             cas.set_task_states(
@@ -237,7 +247,8 @@ class _Writes:
         transition: TaskTransition,
         rows: list[tuple[TIRow, int]],
         values: dict[str, Any],
-    ) -> None:
+    ) -> set[int]:
+        """Write ``values`` over ``rows`` (compare-and-set); return the ids changed."""
         changed = cas.set_task_states(session, transition, [(r.id, t) for r, t in rows], values)
         # The event says the state written, even if the row has moved on in this pass (queued).
         self.events.extend(
@@ -245,6 +256,7 @@ class _Writes:
             for r, t in rows
             if r.id in changed
         )
+        return changed
 
     def finish_runs(self, session: Session) -> list[DagRun]:
         """Finish the runs decided finished, each re-checked in its UPDATE (no task instance of it
@@ -334,7 +346,7 @@ def schedule_pass(
         sdag = sdags[run.dag_id]
         rows_by_run[run.id] = _verify_integrity(session, run, sdag, rows_by_run[run.id], writes)
         if _timed_out(run, sdag, now):
-            _time_out(run, rows_by_run[run.id], writes)
+            _time_out(run, sdag, rows_by_run[run.id], writes)
             continue
         if dags[run.dag_id].is_paused and run.backfill_id is None:
             continue  # pausing holds scheduled and manual runs; an explicit backfill goes on
@@ -574,11 +586,16 @@ def _timed_out(run: DagRun, sdag: SerializedDag, now: datetime) -> bool:
     )
 
 
-def _time_out(run: DagRun, rows: list[TIRow], writes: _Writes) -> None:
-    """Fail a run past its dagrun_timeout. As in Airflow, its unfinished task instances are skipped;
-    a try already running is not interrupted, and its report, arriving after, changes nothing."""
+def _time_out(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes) -> None:
+    """Fail a run past its dagrun_timeout. As in Airflow, its unfinished task instances are skipped,
+    and a try a worker may be running (queued or running) is stopped there: a ``stop`` event asks
+    its worker to kill it. Its report, if one still comes, changes nothing."""
+    reason = f"the run passed its dagrun_timeout of {sdag.dagrun_timeout:g}s; try {{}} was stopped"
     for row in rows:
-        if row.state not in TASK_FINISHED:
+        if row.state in TASK_DISPATCHED:
+            writes.stopped.append((row, row.try_number, reason.format(row.try_number)))
+            row.state = TaskState.SKIPPED
+        elif row.state not in TASK_FINISHED:
             writes.timed_out.append((row, row.try_number))
             row.state = TaskState.SKIPPED
     writes.finished.append((run, RunState.FAILED))

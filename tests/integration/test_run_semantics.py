@@ -267,6 +267,58 @@ def test_a_run_past_its_dagrun_timeout_fails_and_its_unfinished_tasks_are_skippe
     assert run.end_date - run.start_date < timedelta(seconds=7)
 
 
+def _process_gone(pid: int) -> bool:
+    """Whether ``pid`` no longer runs (gone, or a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("system", ["local", "rabbitmq"], indirect=True)
+def test_a_try_running_when_its_run_passes_the_dagrun_timeout_is_stopped_on_its_worker(
+    system: System, write_dag: Any, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    write_dag(
+        "stopped.py",
+        f"""
+        import os, pathlib, subprocess, time
+        from datetime import timedelta
+        from hareflow import DAG, task
+
+        with DAG("stopped", dagrun_timeout=timedelta(seconds=2)):
+            @task
+            def long():
+                child = subprocess.Popen(["sleep", "60"])
+                pathlib.Path({str(pids)!r}).write_text(f"{{os.getpid()}} {{child.pid}}")
+                print("sleeping", flush=True)
+                time.sleep(60)
+
+            long()
+        """,
+    )
+    system.start()
+    run_id, state = system.run_dag("stopped", timeout=25)
+    assert state == "failed"
+    task_pid, child_pid = (int(p) for p in wait_until(pids.read_text, message="the pid file").split())
+
+    # The task process and what it started are killed within a few seconds of the timeout.
+    wait_until(lambda: _process_gone(task_pid) and _process_gone(child_pid), timeout=10, message="killed")
+    log = wait_until(
+        lambda: (text := system.log_text("stopped", run_id, "long")) and "was stopped" in text and text,
+        timeout=10,
+        message="the stop in the try's log",
+    )
+    assert "its task instance was set to 'skipped'" in log
+    # The killed try's report (failed) changed nothing: the instance stays skipped, with the reason.
+    ti = system.tis("stopped", run_id)["long"]
+    assert ti.state == "skipped"
+    assert ti.error == "the run passed its dagrun_timeout of 2s; try 1 was stopped"
+    assert [r.state for r in system.runs("stopped")] == ["failed"]
+
+
 # -- DAG-level callbacks --------------------------------------------------------------------------------
 
 
