@@ -197,6 +197,47 @@ def test_a_branch_choosing_a_task_that_is_not_downstream_fails_naming_the_valid_
     assert tis["load"].state == "upstream_failed"
 
 
+@pytest.mark.parametrize("system", ["local", "rabbitmq"], indirect=True)
+def test_a_branch_returning_a_task_group_id_follows_the_groups_root_tasks(system: System, write_dag) -> None:
+    write_dag(
+        "branch_group.py",
+        """
+        from hareflow import DAG, BashTask, TaskGroup, task
+
+        with DAG("branch_group"):
+            @task.branch
+            def pick(params):
+                return params.get("choice", "loads")
+
+            with TaskGroup("loads") as loads:
+                BashTask("first", "true") >> BashTask("second", "true")
+                BashTask("other_root", "true")
+            report = BashTask("report", "true")
+            pick() >> [loads, report]
+        """,
+    )
+    system.start()
+    run_id, state = system.run_dag("branch_group")
+
+    assert state == "success"
+    assert states(system, "branch_group", run_id) == {
+        "pick": "success",
+        "loads.first": "success",
+        "loads.second": "success",
+        "loads.other_root": "success",
+        "report": "skipped",
+    }
+    assert (
+        system.tis("branch_group", run_id)["report"].error == "skipped by branch 'pick' (it followed 'loads')"
+    )
+
+    run_id, state = system.run_dag("branch_group", conf={"choice": "lods"})
+    assert state == "failed"
+    error = system.tis("branch_group", run_id)["pick"].error or ""
+    assert "chose 'lods'" in error
+    assert "the valid ones are: loads.first, loads.other_root, report; task groups: loads" in error
+
+
 def test_a_falsy_short_circuit_skips_everything_downstream_whatever_the_trigger_rules(
     system: System, write_dag
 ) -> None:
