@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hareflow.common.dag.serialize import SerializedDag
+from hareflow.common.dag.serialize import SerializedDag, SerializedTask
 from hareflow.common.db import Backfill, Dag, DagRun, Pool, TaskInstance, cas
 from hareflow.common.events import run_event, task_event
 from hareflow.common.messages import STOP_EVENT, StateEvent, TaskMessage
@@ -351,6 +351,7 @@ def schedule_pass(
         if dags[run.dag_id].is_paused and run.backfill_id is None:
             continue  # pausing holds scheduled and manual runs; an explicit backfill goes on
         schedulable.append(run)
+        rows_by_run[run.id] = _revise(session, run, sdag, rows_by_run[run.id], writes, max_map_length)
         expand = _evaluate(run, sdag, rows_by_run[run.id], writes, held.get(run.id, set()))
         if expand:
             rows_by_run[run.id] = _expand(
@@ -699,6 +700,101 @@ def _expand(
         writes.set_state(row, TaskState.SCHEDULED)
     gone = {placeholders[t].id for t in replaced}
     return [r for r in rows if r.id not in gone] + new
+
+
+def _revise(
+    session: Session,
+    run: DagRun,
+    sdag: SerializedDag,
+    rows: list[TIRow],
+    writes: _Writes,
+    max_map_length: int,
+) -> list[TIRow]:
+    """Expand again the cleared mapped tasks whose upstream values are back
+    (``expansion.revision``); return the run's rows with the instances created."""
+    by_task, instances = _group(rows)
+    due = [t for t in sdag.tasks if t.task_id in instances and _revisable(t, by_task, instances)]
+    if not due:
+        return rows
+    sources = sorted({u for t in due for u in t.expand_spec.task_ids})  # type: ignore[union-attr]
+    mapped = {t.task_id for t in sdag.tasks if t.is_mapped}
+    results = expansion.gather_results(session, run.id, sources, mapped)
+    created: list[dict[str, Any]] = []
+    for task in due:
+        mine = instances[task.task_id]
+        waiting = [r for r in mine.values() if r.state == TaskState.NONE]
+        plan = expansion.plan(task, results, max_map_length)
+        if plan.error is not None:
+            for row in waiting:
+                row.state = TaskState.FAILED
+                writes.expand_failed.append((row, plan.error))
+            continue
+        if plan.length == 0:
+            for row in waiting:
+                writes.set_state(row, TaskState.SKIPPED)
+            continue
+        change = expansion.revision(plan.length, {i: r.state for i, r in mine.items()})
+        if not change:
+            continue
+        writes.expansions["revised"] += 1
+        for i in change.remove:
+            writes.set_state(mine[i], TaskState.REMOVED)
+        restore = [mine[i] for i in change.restore]
+        values = {
+            r.id: {
+                "state": TaskState.NONE,
+                "max_tries": r.try_number + task.retries + 1,
+                "end_date": None,
+                "updated_at": writes.now,
+            }
+            for r in restore
+        }
+        done = cas.set_each_task_state(
+            session, TaskTransition.REEXPAND, [(r.id, r.try_number, values[r.id]) for r in restore]
+        )
+        for row in restore:
+            if row.id in done:
+                row.state, row.max_tries, row.end_date = TaskState.NONE, values[row.id]["max_tries"], None
+                writes.events.append(replace(task_event(row), state=TaskState.NONE))  # type: ignore[arg-type]
+        created += [expansion.new_instance_row(run, task, i, writes.now) for i in change.create]
+    if not created:
+        return rows
+    writes.created += len(created)
+    table = TaskInstance.__table__
+    for start in range(0, len(created), expansion.INSERT_CHUNK):
+        session.execute(insert(table), created[start : start + expansion.INSERT_CHUNK])
+    query = select(*_COLUMNS).where(
+        table.c.run_pk == run.id,
+        table.c.task_id.in_(sorted({c["task_id"] for c in created})),
+        table.c.try_number == 0,
+        table.c.state == TaskState.NONE,
+    )
+    known = {r.id for r in rows}
+    return rows + [
+        row for values in session.connection().execute(query).all() if (row := TIRow(*values)).id not in known
+    ]
+
+
+def _revisable(
+    task: SerializedTask, by_task: dict[str, TIRow], instances: dict[str, dict[int, TIRow]]
+) -> bool:
+    """A mapped task cleared with the upstream tasks it maps over, which have run again and
+    succeeded: every instance waits (or was removed), one of them after an earlier try."""
+    spec = task.expand_spec
+    if spec is None or not spec.task_ids:
+        return False
+    mine = instances[task.task_id].values()
+    if any(r.state not in (TaskState.NONE, TaskState.REMOVED) for r in mine):
+        return False
+    if not any(r.state == TaskState.NONE and r.try_number > 0 for r in mine):
+        return False
+    for source in spec.task_ids:
+        rows = list(instances[source].values()) if source in instances else []
+        if source in by_task:
+            rows.append(by_task[source])
+        if not rows or any(r.state != TaskState.SUCCESS for r in rows):
+            return False
+    return True
 
 
 def _choose_dispatch(
