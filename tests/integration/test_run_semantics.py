@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from hareflow.cli import main
+from hareflow.cluster import WorkerSpec
 from tests.integration.conftest import System, wait_until
 from tests.web.conftest import make_dag
 
@@ -317,6 +318,43 @@ def test_a_try_running_when_its_run_passes_the_dagrun_timeout_is_stopped_on_its_
     assert ti.state == "skipped"
     assert ti.error == "the run passed its dagrun_timeout of 2s; try 1 was stopped"
     assert [r.state for r in system.runs("stopped")] == ["failed"]
+
+
+@pytest.mark.parametrize("system", ["local", "rabbitmq"], indirect=True)
+def test_a_try_still_waiting_for_a_slot_when_its_run_times_out_is_never_started(
+    system: System, write_dag: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran = tmp_path / "second-ran"
+    write_dag(
+        "waiting.py",
+        f"""
+        import pathlib, time
+        from datetime import timedelta
+        from hareflow import DAG, task
+
+        with DAG("waiting", dagrun_timeout=timedelta(seconds=2)):
+            @task
+            def first():
+                time.sleep(60)
+
+            @task
+            def second():
+                pathlib.Path({str(ran)!r}).write_text("ran")
+
+            first()
+            second()
+        """,
+    )
+    caplog.set_level("INFO", logger="hareflow.worker.runtime")
+    system.start(workers=[WorkerSpec(concurrency=1)])  # one slot: the second try waits behind the first
+    run_id, state = system.run_dag("waiting", timeout=25)
+    assert state == "failed"
+    tis = system.tis("waiting", run_id)
+    assert {t: ti.state for t, ti in tis.items()} == {"first": "skipped", "second": "skipped"}
+    assert tis["second"].error == "the run passed its dagrun_timeout of 2s; try 1 was stopped"
+
+    wait_until(lambda: "(before it started)" in caplog.text, timeout=15, message="the waiting try settled")
+    assert not ran.exists()
 
 
 # -- DAG-level callbacks --------------------------------------------------------------------------------
