@@ -757,6 +757,7 @@ def _revise(
                 row.state, row.max_tries, row.end_date = TaskState.NONE, values[row.id]["max_tries"], None
                 writes.events.append(replace(task_event(row), state=TaskState.NONE))  # type: ignore[arg-type]
         created += [expansion.new_instance_row(run, task, i, writes.now) for i in change.create]
+        writes.mapped_instances += len(change.create)
     if not created:
         return rows
     writes.created += len(created)
