@@ -36,6 +36,10 @@ def environment() -> jinja2.Environment:
 
 def _render(value: Any, variables: Mapping[str, Any], where: str) -> Any:
     if isinstance(value, str):
+        if "{" not in value and "\r" not in value:
+            # No delimiter, no newline Jinja would normalise: the template renders to itself. The
+            # common case for task arguments (paths, names), and it costs no template compilation.
+            return value
         try:
             return environment().from_string(value).render(variables)
         except jinja2.TemplateError as exc:
