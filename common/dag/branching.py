@@ -127,9 +127,10 @@ def _chosen_ids(task: BranchTask, value: Any) -> list[str]:
     unknown = sorted(i for i in set(items) if i not in direct and i not in groups)
     if unknown:
         names = ", ".join(repr(u) for u in unknown)
+        groups_too = " or a task group starting among them" if groups else ""
         raise BranchError(
             f"branch '{task.task_id}' chose {names}, which is not one of its direct downstream "
-            f"tasks or a task group starting among them; the valid ones are: {valid}"
+            f"tasks{groups_too}; the valid ones are: {valid}"
         )
     chosen: set[str] = set()
     for item in items:
