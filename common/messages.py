@@ -44,7 +44,11 @@ the lowest version that can express it, and every version listed here is decoded
               never on the broker's disk): ``ok`` with ``value`` (the connection's JSON form or the
               variable's text, null when not defined) or ``error`` with ``code`` (``denied``,
               ``not_found``, ``error``).
-``state``     a state changed (one run, task instance, log or DAG).
+``state``     a state changed (one run, task instance, log or DAG). Kind ``stop`` is a request,
+              not a change already shown: the try it names (``ti_id``, ``try_number``) must stop
+              where it runs, its task instance having been given ``state`` (the scheduler sends
+              one per running try of a run past its ``dagrun_timeout``). A worker running that
+              try kills it; every other subscriber ignores it.
 ``events``    results consumer / scheduler -> everyone (fanout, transient): a batch of ``state``
               events, one broker message for all the changes of one transaction.
 
@@ -208,10 +212,14 @@ class HeartbeatMessage(_Message):
     state: str = "active"  # active | stopping | stopped
 
 
+#: The ``kind`` of a state event asking the worker running a try to stop it.
+STOP_EVENT = "stop"
+
+
 @dataclass(frozen=True)
 class StateEvent(_Message):
     type: ClassVar[str] = "state"
-    kind: str  # "task" | "run" | "dag"
+    kind: str  # "task" | "run" | "dag" | "asset" | "deadletter" | "stop"
     dag_id: str
     run_id: str | None
     state: str

@@ -122,7 +122,8 @@ TASKS_DISPATCHED = Counter(
 MAPPED_EXPANSIONS = Counter(
     "hareflow_scheduler_mapped_expansions_total",
     "Mapped tasks the scheduler expanded, by outcome: expanded (into instances), empty (skipped), "
-    "failed (over max_map_length, or over a value that is not a list or dict).",
+    "failed (over max_map_length, or over a value that is not a list or dict), revised (a cleared "
+    "mapped task expanded again to a new length).",
     ["outcome"],
 )
 MAPPED_INSTANCES = Counter(

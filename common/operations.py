@@ -186,10 +186,16 @@ class ClearResult:
 
 
 def select_task_ids(
-    sdag: SerializedDag, pattern: str | None, *, upstream: bool = False, downstream: bool = False
+    sdag: SerializedDag,
+    pattern: str | None,
+    *,
+    upstream: bool = False,
+    downstream: bool = False,
+    setups_and_teardowns: bool = True,
 ) -> set[str]:
     """Task ids matching ``pattern`` (``re.search``; every task when None), plus, if asked, all
-    their upstream and/or downstream tasks (transitively)."""
+    their upstream and/or downstream tasks (transitively), plus (unless told not to) the setups
+    and teardowns that go with them (:func:`setup_teardown_scope`)."""
     if pattern is None:
         matched = set(sdag.task_ids)
     else:
@@ -207,7 +213,42 @@ def select_task_ids(
         selected |= _closure(matched, sdag.upstream_map())
     if downstream:
         selected |= _closure(matched, sdag.downstream_map())
+    if setups_and_teardowns:
+        selected |= setup_teardown_scope(sdag, matched, upstream=upstream, downstream=downstream)
     return selected
+
+
+def setup_teardown_scope(
+    sdag: SerializedDag, task_ids: Iterable[str], *, upstream: bool = False, downstream: bool = False
+) -> set[str]:
+    """The setups and teardowns clearing ``task_ids`` clears with them, as Airflow's clear does.
+
+    For a work task: the setups upstream of it that are *relevant* (a setup with no teardown, or
+    one of whose teardowns is downstream of the task), and their teardowns, so the resource is
+    created again before the work and removed after it. With ``upstream``: every setup upstream
+    and its teardowns. A setup cleared (without ``downstream``) takes its teardowns along.
+    """
+    tasks = sdag.task_dict
+    ups, downs = sdag.upstream_map(), sdag.downstream_map()
+
+    def teardowns_of(setup: str, but: str) -> set[str]:
+        return {t for t in downs.get(setup, ()) if tasks[t].is_teardown and t != but}
+
+    scope: set[str] = set()
+    for task_id in task_ids:
+        above = _closure([task_id], ups)
+        if upstream:
+            for setup in (t for t in above if tasks[t].is_setup):
+                scope |= teardowns_of(setup, task_id)
+        elif not tasks[task_id].is_setup:
+            below = {t for t in _closure([task_id], downs) if tasks[t].is_teardown}
+            for setup in (t for t in above if tasks[t].is_setup):
+                its = teardowns_of(setup, "")
+                if not its or its & below:
+                    scope |= {setup} | (its - {task_id})
+        if tasks[task_id].is_setup and not downstream:
+            scope |= teardowns_of(task_id, "")
+    return scope
 
 
 def _closure(start: Iterable[str], edges: Mapping[str, Iterable[str]]) -> set[str]:
@@ -242,10 +283,10 @@ def clear_task_instances(
     """Reset finished (or up_for_retry) task instances to ``none`` so the scheduler runs them again.
 
     Scope: one run (``run_id``) or every run of the DAG; tasks matching ``task_regex`` plus their
-    upstream/downstream if asked; with ``only_failed``, only failed and upstream_failed ones; with
-    ``map_index``, only that instance of each matched (mapped) task, their upstream and downstream
-    tasks whole. A mapped task's instances are cleared
-    one by one and keep their map indexes: the expansion is not redone.
+    upstream/downstream if asked, and their setups and teardowns (``setup_teardown_scope``); with
+    ``only_failed``, only failed and upstream_failed ones; with ``map_index``, only that instance
+    of each matched (mapped) task, their upstream and downstream tasks whole. A mapped task's
+    instances are cleared one by one and keep their map indexes: the expansion is not redone.
     Each cleared instance gets ``max_tries = try_number + retries + 1`` so its retries are
     available again; a finished run goes back to ``queued``. Queued and running instances are left
     alone (a worker may hold them) and reported in ``skipped``. One audit row per touched run.
@@ -270,7 +311,7 @@ def clear_task_instances(
         TaskInstance.run_pk.in_(list(runs)), TaskInstance.task_id.in_(sorted(task_ids))
     )
     if map_index is not None:  # the one instance of the matched tasks; their upstream/downstream whole
-        matched = select_task_ids(sdag, task_regex)
+        matched = select_task_ids(sdag, task_regex, setups_and_teardowns=False)
         query = query.where(
             TaskInstance.task_id.not_in(sorted(matched)) | (TaskInstance.map_index == map_index)
         )

@@ -81,6 +81,8 @@ class TaskTransition(StrEnum):
     CLEAR = "clear"  # operator (or a backfill re-running failed runs): run it again
     MARK = "mark"  # operator: set success or failed by hand
     RUN_TIMEOUT = "run_timeout"  # scheduler: the run passed its dagrun_timeout (as Airflow: skipped)
+    REEXPAND = "reexpand"  # scheduler: a cleared mapped task expands again over a longer upstream
+    # value: an instance removed by an earlier, shorter expansion waits again
 
 
 _UNFINISHED = frozenset(TaskState) - TASK_FINISHED
@@ -120,6 +122,7 @@ TASK_TRANSITIONS: dict[TaskTransition, Rule] = {
     # The operator's word wins over whatever the task instance was doing, for the try they saw.
     TaskTransition.MARK: Rule(frozenset(TaskState), frozenset({TaskState.SUCCESS, TaskState.FAILED})),
     TaskTransition.RUN_TIMEOUT: Rule(_UNFINISHED, frozenset({TaskState.SKIPPED})),
+    TaskTransition.REEXPAND: Rule(frozenset({TaskState.REMOVED}), frozenset({TaskState.NONE})),
 }
 
 

@@ -8,6 +8,12 @@ and try 0) and the N instances, map index 0..N-1, inserted in one batched statem
 expansion skips the placeholder instead; one over ``max_map_length``, or over a value that is not a
 list or dict, fails it with a message that says why.
 
+A cleared mapped task expands again (``revision``): once the upstream tasks it maps over have run
+again and succeeded, while every instance still waits, the new length decides. Instances past it
+are removed (Airflow's way; trigger rules ignore removed instances), missing ones are created, and
+instances an earlier expansion removed come back; an empty value skips the instances, an invalid
+one fails them, as a first expansion would.
+
 The output of a mapped task, for its downstream tasks, is the list of its instances' results in
 map-index order (``gather_results``).
 """
@@ -38,7 +44,8 @@ def gather_results(
 ) -> dict[str, Any]:
     """Return values of ``task_ids`` in one run (each instance's latest try). A task in ``mapped``
     gives the list of its instances' values in map-index order (None where an instance returned
-    nothing; ``[]`` when it expanded to no instance); another task its value, if it stored one."""
+    nothing; ``[]`` when it expanded to no instance; an instance a later expansion removed is not
+    part of it); another task its value, if it stored one."""
     if not task_ids:
         return {}
     rows = session.execute(
@@ -48,6 +55,7 @@ def gather_results(
             and_(TaskResult.ti_id == TaskInstance.id, TaskResult.try_number == TaskInstance.try_number),
         )
         .where(TaskInstance.run_pk == run_pk, TaskInstance.task_id.in_(sorted(set(task_ids))))
+        .where((TaskInstance.map_index < 0) | (TaskInstance.state != TaskState.REMOVED))
     )
     out: dict[str, Any] = {}
     lists: dict[str, dict[int, Any]] = defaultdict(dict)
@@ -159,3 +167,28 @@ class Elements:
                 self._lists[task_id] = None
         cached = self._lists[task_id]
         return None if cached is None else element(cached[0], cached[1], map_index)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """How a cleared mapped task's instances change for a new expansion length."""
+
+    #: map indexes to create
+    create: tuple[int, ...] = ()
+    #: existing instances (map indexes) that wait again (removed by an earlier, shorter expansion)
+    restore: tuple[int, ...] = ()
+    #: waiting instances (map indexes) past the new length
+    remove: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.create or self.restore or self.remove)
+
+
+def revision(length: int, states: Mapping[int, str]) -> Revision:
+    """What expanding again to ``length`` does to instances in ``states`` (map index -> state,
+    each ``none`` or ``removed``). ``length`` 0 is not a revision: the caller skips the instances."""
+    return Revision(
+        create=tuple(i for i in range(length) if i not in states),
+        restore=tuple(sorted(i for i, s in states.items() if i < length and s == TaskState.REMOVED)),
+        remove=tuple(sorted(i for i, s in states.items() if i >= length and s == TaskState.NONE)),
+    )

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hareflow.common.dag.serialize import SerializedDag
+from hareflow.common.dag.serialize import SerializedDag, SerializedTask
 from hareflow.common.db import Backfill, Dag, DagRun, Pool, TaskInstance, cas
 from hareflow.common.events import run_event, task_event
-from hareflow.common.messages import StateEvent, TaskMessage
+from hareflow.common.messages import STOP_EVENT, StateEvent, TaskMessage
 from hareflow.common.states import (
     RUN_ACTIVE,
+    TASK_DISPATCHED,
     TASK_FINISHED,
     RunState,
     RunTransition,
@@ -132,6 +133,8 @@ class _Writes:
         self.next_wakeup: datetime | None = None
         self.finished: list[tuple[DagRun, str]] = []
         self.timed_out: list[tuple[TIRow, int]] = []
+        #: timed-out rows a worker may be running (queued or running), with the reason to record
+        self.stopped: list[tuple[TIRow, int, str]] = []
         self.timed_out_runs: set[int] = set()
         self.events: list[StateEvent] = []
         self.created = 0
@@ -150,6 +153,7 @@ class _Writes:
             or self.finished
             or self.created
             or self.timed_out
+            or self.stopped
         )
 
     def set_state(self, row: TIRow, state: str) -> None:
@@ -169,6 +173,12 @@ class _Writes:
         if self.timed_out:
             values = {"state": TaskState.SKIPPED, "end_date": now, "updated_at": now}
             self._write(session, TaskTransition.RUN_TIMEOUT, self.timed_out, values)
+        for row, try_number, reason in self.stopped:
+            values = {"state": TaskState.SKIPPED, "error": reason, "end_date": now, "updated_at": now}
+            if self._write(session, TaskTransition.RUN_TIMEOUT, [(row, try_number)], values):
+                # Published after the commit with the other events: the worker running it kills it.
+                stop = replace(task_event(row), kind=STOP_EVENT, state=str(TaskState.SKIPPED))  # type: ignore[arg-type]
+                self.events.append(replace(stop, try_number=try_number))
         for row, when in self.retry_at:
             keys = [(row.id, row.try_number)]
             cas.set_task_states(
@@ -237,7 +247,8 @@ class _Writes:
         transition: TaskTransition,
         rows: list[tuple[TIRow, int]],
         values: dict[str, Any],
-    ) -> None:
+    ) -> set[int]:
+        """Write ``values`` over ``rows`` (compare-and-set); return the ids changed."""
         changed = cas.set_task_states(session, transition, [(r.id, t) for r, t in rows], values)
         # The event says the state written, even if the row has moved on in this pass (queued).
         self.events.extend(
@@ -245,6 +256,7 @@ class _Writes:
             for r, t in rows
             if r.id in changed
         )
+        return changed
 
     def finish_runs(self, session: Session) -> list[DagRun]:
         """Finish the runs decided finished, each re-checked in its UPDATE (no task instance of it
@@ -334,11 +346,12 @@ def schedule_pass(
         sdag = sdags[run.dag_id]
         rows_by_run[run.id] = _verify_integrity(session, run, sdag, rows_by_run[run.id], writes)
         if _timed_out(run, sdag, now):
-            _time_out(run, rows_by_run[run.id], writes)
+            _time_out(run, sdag, rows_by_run[run.id], writes)
             continue
         if dags[run.dag_id].is_paused and run.backfill_id is None:
             continue  # pausing holds scheduled and manual runs; an explicit backfill goes on
         schedulable.append(run)
+        rows_by_run[run.id] = _revise(session, run, sdag, rows_by_run[run.id], writes, max_map_length)
         expand = _evaluate(run, sdag, rows_by_run[run.id], writes, held.get(run.id, set()))
         if expand:
             rows_by_run[run.id] = _expand(
@@ -574,11 +587,16 @@ def _timed_out(run: DagRun, sdag: SerializedDag, now: datetime) -> bool:
     )
 
 
-def _time_out(run: DagRun, rows: list[TIRow], writes: _Writes) -> None:
-    """Fail a run past its dagrun_timeout. As in Airflow, its unfinished task instances are skipped;
-    a try already running is not interrupted, and its report, arriving after, changes nothing."""
+def _time_out(run: DagRun, sdag: SerializedDag, rows: list[TIRow], writes: _Writes) -> None:
+    """Fail a run past its dagrun_timeout. As in Airflow, its unfinished task instances are skipped,
+    and a try a worker may be running (queued or running) is stopped there: a ``stop`` event asks
+    its worker to kill it. Its report, if one still comes, changes nothing."""
+    reason = f"the run passed its dagrun_timeout of {sdag.dagrun_timeout:g}s; try {{}} was stopped"
     for row in rows:
-        if row.state not in TASK_FINISHED:
+        if row.state in TASK_DISPATCHED:
+            writes.stopped.append((row, row.try_number, reason.format(row.try_number)))
+            row.state = TaskState.SKIPPED
+        elif row.state not in TASK_FINISHED:
             writes.timed_out.append((row, row.try_number))
             row.state = TaskState.SKIPPED
     writes.finished.append((run, RunState.FAILED))
@@ -682,6 +700,102 @@ def _expand(
         writes.set_state(row, TaskState.SCHEDULED)
     gone = {placeholders[t].id for t in replaced}
     return [r for r in rows if r.id not in gone] + new
+
+
+def _revise(
+    session: Session,
+    run: DagRun,
+    sdag: SerializedDag,
+    rows: list[TIRow],
+    writes: _Writes,
+    max_map_length: int,
+) -> list[TIRow]:
+    """Expand again the cleared mapped tasks whose upstream values are back
+    (``expansion.revision``); return the run's rows with the instances created."""
+    by_task, instances = _group(rows)
+    due = [t for t in sdag.tasks if t.task_id in instances and _revisable(t, by_task, instances)]
+    if not due:
+        return rows
+    sources = sorted({u for t in due for u in t.expand_spec.task_ids})  # type: ignore[union-attr]
+    mapped = {t.task_id for t in sdag.tasks if t.is_mapped}
+    results = expansion.gather_results(session, run.id, sources, mapped)
+    created: list[dict[str, Any]] = []
+    for task in due:
+        mine = instances[task.task_id]
+        waiting = [r for r in mine.values() if r.state == TaskState.NONE]
+        plan = expansion.plan(task, results, max_map_length)
+        if plan.error is not None:
+            for row in waiting:
+                row.state = TaskState.FAILED
+                writes.expand_failed.append((row, plan.error))
+            continue
+        if plan.length == 0:
+            for row in waiting:
+                writes.set_state(row, TaskState.SKIPPED)
+            continue
+        change = expansion.revision(plan.length, {i: r.state for i, r in mine.items()})
+        if not change:
+            continue
+        writes.expansions["revised"] += 1
+        for i in change.remove:
+            writes.set_state(mine[i], TaskState.REMOVED)
+        restore = [mine[i] for i in change.restore]
+        values = {
+            r.id: {
+                "state": TaskState.NONE,
+                "max_tries": r.try_number + task.retries + 1,
+                "end_date": None,
+                "updated_at": writes.now,
+            }
+            for r in restore
+        }
+        done = cas.set_each_task_state(
+            session, TaskTransition.REEXPAND, [(r.id, r.try_number, values[r.id]) for r in restore]
+        )
+        for row in restore:
+            if row.id in done:
+                row.state, row.max_tries, row.end_date = TaskState.NONE, values[row.id]["max_tries"], None
+                writes.events.append(replace(task_event(row), state=TaskState.NONE))  # type: ignore[arg-type]
+        created += [expansion.new_instance_row(run, task, i, writes.now) for i in change.create]
+        writes.mapped_instances += len(change.create)
+    if not created:
+        return rows
+    writes.created += len(created)
+    table = TaskInstance.__table__
+    for start in range(0, len(created), expansion.INSERT_CHUNK):
+        session.execute(insert(table), created[start : start + expansion.INSERT_CHUNK])
+    query = select(*_COLUMNS).where(
+        table.c.run_pk == run.id,
+        table.c.task_id.in_(sorted({c["task_id"] for c in created})),
+        table.c.try_number == 0,
+        table.c.state == TaskState.NONE,
+    )
+    known = {r.id for r in rows}
+    return rows + [
+        row for values in session.connection().execute(query).all() if (row := TIRow(*values)).id not in known
+    ]
+
+
+def _revisable(
+    task: SerializedTask, by_task: dict[str, TIRow], instances: dict[str, dict[int, TIRow]]
+) -> bool:
+    """A mapped task cleared with the upstream tasks it maps over, which have run again and
+    succeeded: every instance waits (or was removed), one of them after an earlier try."""
+    spec = task.expand_spec
+    if spec is None or not spec.task_ids:
+        return False
+    mine = instances[task.task_id].values()
+    if any(r.state not in (TaskState.NONE, TaskState.REMOVED) for r in mine):
+        return False
+    if not any(r.state == TaskState.NONE and r.try_number > 0 for r in mine):
+        return False
+    for source in spec.task_ids:
+        rows = list(instances[source].values()) if source in instances else []
+        if source in by_task:
+            rows.append(by_task[source])
+        if not rows or any(r.state != TaskState.SUCCESS for r in rows):
+            return False
+    return True
 
 
 def _choose_dispatch(

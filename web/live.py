@@ -28,7 +28,7 @@ from typing import Any
 from flask import request
 from flask_socketio import SocketIO, emit, join_room, leave_room
 from hareflow.common import metrics
-from hareflow.common.messages import StateEvent
+from hareflow.common.messages import STOP_EVENT, StateEvent
 from hareflow.web.runtime import WebRuntime, runtime
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ class EventRelay:
     def emit(self, batch: list[StateEvent]) -> None:
         rooms: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for e in batch:
+            if e.kind == STOP_EVENT:  # for the worker running the try; the task event shows the change
+                continue
             item = {
                 "kind": e.kind,
                 "dag_id": e.dag_id,

@@ -7,6 +7,12 @@ Threads, and what each owns:
 - the reporter thread publishes final results in batches and acks their task messages;
 - the calling thread runs :meth:`Worker.run`: heartbeats and the stop sequence.
 
+Stopping a running try: the worker subscribes to the events exchange and watches for ``stop``
+events (the scheduler sends one for each try of a run that passed its ``dagrun_timeout``). The
+executor's thread only flags the try; its slot thread, which polls its task process every
+``log_chunk_interval``, kills the process group and reports the try failed with the reason. The
+metastore already holds the try's final state, so that report changes nothing (compare-and-set).
+
 Ordering per task: ``running`` (unconfirmed, and only once the task has run for
 ``running_report_delay``) -> log chunks (unconfirmed) -> final result (confirmed) -> ack. The
 message is acked only once its final result is safely with the broker, so a worker that dies
@@ -40,10 +46,12 @@ from hareflow.common import metrics
 from hareflow.common.broker import Delivery, Executor
 from hareflow.common.config import Settings
 from hareflow.common.messages import (
+    STOP_EVENT,
     HeartbeatMessage,
     LogMessage,
     MessageError,
     ResultMessage,
+    StateEvent,
     TaskKey,
     TaskMessage,
     decode,
@@ -89,6 +97,10 @@ class Worker:
         self._stop = threading.Event()
         self._immediate = threading.Event()
         self._running: dict[int, int] = {}  # slot -> ti_id
+        #: tries running here -> why they must stop (None until a stop event names them)
+        self._stops: dict[tuple[int, int], str | None] = {}
+        #: stop events for tries not running here (yet): one still queued is not started
+        self._early_stops: collections.OrderedDict[tuple[int, int], str] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._slots: list[threading.Thread] = []
         self._pool = TaskProcessPool(
@@ -124,6 +136,10 @@ class Worker:
         metrics.WORKER_SLOTS.labels(self.identity.name).set(self.concurrency)
         # Read when scraped: nothing to keep up to date on the task path.
         metrics.WORKER_SLOTS_USED.labels(self.identity.name).set_function(lambda: len(self._running))
+        try:
+            self._executor.subscribe_events(self._on_event)
+        except Exception as exc:  # tries then run to their end, as before stop events existed
+            log.warning("not subscribed to stop events: %s", exc)
         prefetch = self.concurrency * self._settings.worker_prefetch_multiplier
         self._consumer = self._executor.consume_tasks(self.queues, prefetch, self._on_delivery)
         self._heartbeat("active")
@@ -250,6 +266,23 @@ class Worker:
                 return
         self._inbox.put(delivery)
 
+    def _on_event(self, event: StateEvent) -> None:
+        """On the executor's thread: flag a try this worker runs that a ``stop`` event names."""
+        if event.kind != STOP_EVENT or event.ti_id is None:
+            return
+        key = (event.ti_id, event.try_number)
+        with self._lock:
+            if key in self._stops:
+                self._stops[key] = event.state or "stopped"
+            else:
+                self._early_stops[key] = event.state or "stopped"
+                while len(self._early_stops) > EARLY_STOPS:
+                    self._early_stops.popitem(last=False)
+
+    def _stop_reason(self, key: TaskKey) -> str | None:
+        with self._lock:
+            return self._stops.get((key.ti_id, key.try_number))
+
     def _handle(self, slot: int, delivery: Delivery) -> None:
         try:
             message = decode(delivery.body)
@@ -279,11 +312,21 @@ class Worker:
             self._executor.dead_letter(delivery, refusal)
             metrics.DEAD_LETTERED.labels("outside_dags_folder").inc()
             return
+        with self._lock:
+            stopped = self._early_stops.pop((message.key.ti_id, message.key.try_number), None)
+        if stopped is not None:
+            text = f"{stop_text(stopped)} (before it started)"
+            log.info("%s: %s", message.key.label(), text)
+            self._report(message.key, "failed", error=text, reschedules=message.reschedules)
+            delivery.ack()
+            return
         run = self._copies.start(copy_key(message), delivery)
         if run is None:
             return  # a copy of a try (a delivery of it) this worker runs or has just finished
         with self._lock:
             self._running[slot] = message.key.ti_id
+            key = (message.key.ti_id, message.key.try_number)
+            self._stops[key] = self._early_stops.pop(key, None)  # one just arrived: stopped at once
         started_at = time.time()
         metrics.task_started(message.queue, message.published_at, started_at)
         logs = _LogBuffer(
@@ -308,6 +351,9 @@ class Worker:
             log.exception("%s: the worker failed running the task", message.key.label())
             outcome, result_json, error = "failed", None, f"the worker failed running the task: {exc!r}"
             extras = {}
+        finally:
+            with self._lock:
+                self._stops.pop((message.key.ti_id, message.key.try_number), None)
         try:
             metrics.task_finished(message.queue, outcome, time.time() - started_at)
             final = self._result(
@@ -418,6 +464,15 @@ class Worker:
             if self._immediate.is_set():
                 proc.kill()
                 raise _HandedBack()
+            stopped = self._stop_reason(message.key)
+            if stopped is not None:
+                proc.kill()
+                how = proc.wait_exit()
+                text = f"{stop_text(stopped)}: the worker stopped the task ({how})"
+                log.info("%s: %s", message.key.label(), text)
+                logs.add(f"\n{text}\n")
+                logs.flush()
+                return "failed", None, text
             if not acked_early and now - started > self._settings.long_task_ack_after:
                 delivery.ack()  # see the module docstring: heartbeats protect it from here on
                 acked_early = True
@@ -453,6 +508,10 @@ class Worker:
             logs.maybe_flush()
 
 
+#: How many stop events for tries not running here a worker remembers (a try still queued when
+#: its run timed out is acked unstarted when it arrives).
+EARLY_STOPS = 10_000
+
 #: Log chunk numbers each delivery of a rescheduled sensor's try starts from (chunks are unique
 #: per try and number): 10,000 chunks of up to 64 KiB each per poke, 200,000 pokes per try.
 LOG_SEQ_PER_RESCHEDULE = 10_000
@@ -464,6 +523,11 @@ LOG_SEQ_PER_DELIVERY = 2**32
 def first_log_seq(delivery_count: int, reschedules: int) -> int:
     """The number a delivery's first log chunk follows."""
     return max(0, delivery_count - 1) * LOG_SEQ_PER_DELIVERY + reschedules * LOG_SEQ_PER_RESCHEDULE
+
+
+def stop_text(state: str) -> str:
+    """What a stopped try's log and error say, from the state its stop event gave the try."""
+    return f"the try was stopped: its task instance was set to {str(state)!r}"
 
 
 def copy_key(message: TaskMessage) -> tuple[int, int, int]:

@@ -2,6 +2,7 @@
 
 A ``BranchTask`` returns a task id, a list of them, or None: the chosen direct downstream tasks
 (and everything downstream of them) run, every other direct downstream task is skipped. A
+task-group id chooses the group's root tasks. A
 ``ShortCircuitTask`` returns a value: truthy, everything runs; falsy, its downstream tasks are
 skipped, all of them transitively (``ignore_downstream_trigger_rules=True``, the default, as in
 Airflow) or only the direct ones, leaving the rest to their trigger rules.
@@ -50,7 +51,8 @@ class BranchTask(PythonTask):
         skip = sorted(
             t for t in self.downstream_task_ids if t not in follow and not _is_teardown(self.dag, t)
         )
-        followed = ", ".join(repr(t) for t in chosen) or "nothing"
+        names = sorted({value} if isinstance(value, str) else set(value or ()))
+        followed = ", ".join(repr(t) for t in names) or "nothing"
         return SkipDecision(tuple(skip), f"skipped by branch '{self.task_id}' (it followed {followed})")
 
 
@@ -102,23 +104,38 @@ def downstream_skips(task: BaseTask, value: Any) -> SkipDecision | None:
 
 
 def _chosen_ids(task: BranchTask, value: Any) -> list[str]:
+    """The direct downstream task ids ``value`` chooses. A task-group id stands for the group's
+    roots (its tasks with no upstream inside it), as in Airflow; only those downstream of the
+    branch matter, and a group none of whose roots is is not a valid choice."""
     if value is None:
         return []
     items = [value] if isinstance(value, str) else value
-    valid = ", ".join(sorted(task.downstream_task_ids)) or "none: it has no downstream tasks"
+    direct = task.downstream_task_ids
+    groups = {
+        group_id: roots
+        for group_id, group in task.dag.task_groups.items()
+        if (roots := {r.task_id for r in group.roots} & direct)
+    }
+    valid = ", ".join(sorted(direct)) or "none: it has no downstream tasks"
+    if groups:
+        valid += "; task groups: " + ", ".join(sorted(groups))
     if not isinstance(items, list | tuple | set | frozenset) or not all(isinstance(i, str) for i in items):
         raise BranchError(
             f"branch '{task.task_id}' returned {value!r}; return a task id, a list of task ids or "
             f"None (its direct downstream tasks: {valid})"
         )
-    unknown = sorted(set(items) - task.downstream_task_ids)
+    unknown = sorted(i for i in set(items) if i not in direct and i not in groups)
     if unknown:
         names = ", ".join(repr(u) for u in unknown)
+        groups_too = " or a task group starting among them" if groups else ""
         raise BranchError(
             f"branch '{task.task_id}' chose {names}, which is not one of its direct downstream "
-            f"tasks; the valid ones are: {valid}"
+            f"tasks{groups_too}; the valid ones are: {valid}"
         )
-    return sorted(set(items))
+    chosen: set[str] = set()
+    for item in items:
+        chosen |= groups[item] if item not in direct else {item}
+    return sorted(chosen)
 
 
 def _descendants(dag: DAG, task_id: str) -> set[str]:

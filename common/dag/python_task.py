@@ -5,6 +5,10 @@ are JSON literals, other tasks, or references (``outputs.Reference``: ``t["key"]
 ``@dag`` function's params); a task or task output argument becomes an upstream dependency and is
 replaced at run time by that task's return value (or the value at its keys), taken from
 ``ctx.upstream_results``.
+
+``op_args``, ``op_kwargs`` and ``templates_dict`` are template fields, as in Airflow: their strings
+(nested in lists and dicts too) are rendered on the worker before the try, and upstream values
+substituted for task references afterwards, so those stay data and are never rendered.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from hareflow.common.dag.outputs import Reference, check_multiple_outputs, infer
 from hareflow.common.dag.settings import TaskSettings, normalize_settings
 from hareflow.common.dag.task import BaseTask
 from hareflow.common.dag.task_group import active_dag, unique_label
+from hareflow.common.dag.templating import check_template_syntax
 
 if TYPE_CHECKING:
     from hareflow.common.dag.mapping import PartialTask
@@ -80,8 +85,27 @@ def _resolve(value: Any, ctx: Context) -> Any:
     return value
 
 
+def _holds_string(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    if isinstance(value, list | tuple):
+        return any(_holds_string(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_string(v) for v in value.values())
+    return False
+
+
+#: The template fields every PythonTask has (Airflow's PythonOperator's).
+PYTHON_TEMPLATE_FIELDS = ("templates_dict", "op_args", "op_kwargs")
+
+
 class PythonTask(BaseTask):
-    """Runs a Python callable; ``ctx`` and context names (``ds``, ``params``, ``**context``) are filled."""
+    """Runs a Python callable; ``ctx`` and context names (``ds``, ``params``, ``**context``) are filled.
+
+    ``templates_dict`` (Airflow's) is a dict rendered like the arguments and given to the callable
+    as the context value ``templates_dict``."""
+
+    template_fields: tuple[str, ...] = PYTHON_TEMPLATE_FIELDS
 
     def __init__(
         self,
@@ -90,21 +114,28 @@ class PythonTask(BaseTask):
         *,
         op_args: Iterable[Any] = (),
         op_kwargs: Mapping[str, Any] | None = None,
+        templates_dict: Mapping[str, Any] | None = None,
         multiple_outputs: bool = False,
         dag: DAG | None = None,
         **settings: Unpack[TaskSettings],
     ) -> None:
         if not callable(python_callable):
             raise DagDefinitionError.here(f"python_callable of task '{task_id}' is not callable")
+        if templates_dict is not None and not isinstance(templates_dict, Mapping):
+            raise DagDefinitionError.here(f"templates_dict of task '{task_id}' must be a dict")
         if not isinstance(multiple_outputs, bool):
             raise DagDefinitionError.here(f"multiple_outputs of task '{task_id}' must be True or False")
         self.multiple_outputs = multiple_outputs
         self.python_callable = python_callable
         self.op_args: tuple[Any, ...] = tuple(op_args)
         self.op_kwargs: dict[str, Any] = dict(op_kwargs or {})
+        self.templates_dict: dict[str, Any] | None = None if templates_dict is None else dict(templates_dict)
         full = _signature(python_callable)
         self._full_signature = full
         refs = self._check_arguments(task_id)
+        if self.templates_dict is not None:
+            _scan_argument(self.templates_dict, f"templates_dict of task '{task_id}'", {})
+        self._check_templates(task_id)
         super().__init__(task_id, dag=dag, **settings)
         self._input_task_ids = frozenset(refs)
         for ref in refs.values():
@@ -123,6 +154,19 @@ class PythonTask(BaseTask):
         for param_name, value in bound.arguments.items():
             _scan_argument(value, f"argument '{param_name}' of task '{task_id}'", refs)
         return refs
+
+    def _check_templates(self, task_id: str) -> None:
+        """Refuse a template that cannot be parsed; render only the fields that hold a string (a
+        try of a task called with numbers and task outputs renders nothing and stores nothing)."""
+        holding = set()
+        for name in PYTHON_TEMPLATE_FIELDS:
+            value = getattr(self, name)
+            check_template_syntax(value, f"{name} of task '{task_id}'")
+            if _holds_string(value):
+                holding.add(name)
+        self.template_fields = tuple(
+            f for f in type(self).template_fields if f not in PYTHON_TEMPLATE_FIELDS or f in holding
+        )
 
     @property
     def input_task_ids(self) -> frozenset[str]:

@@ -36,6 +36,10 @@ def environment() -> jinja2.Environment:
 
 def _render(value: Any, variables: Mapping[str, Any], where: str) -> Any:
     if isinstance(value, str):
+        if "{" not in value and "\r" not in value:
+            # No delimiter, no newline Jinja would normalise: the template renders to itself. The
+            # common case for task arguments (paths, names), and it costs no template compilation.
+            return value
         try:
             return environment().from_string(value).render(variables)
         except jinja2.TemplateError as exc:
@@ -86,7 +90,17 @@ def rendered_json(rendered: Mapping[str, Any]) -> str | None:
     """The rendered values as stored and shown (JSON; anything not JSON-native as its ``str``)."""
     if not rendered:
         return None
-    return json.dumps(dict(rendered), default=str, ensure_ascii=False)
+    return json.dumps(dict(rendered), default=_describe, ensure_ascii=False)
+
+
+def _describe(value: Any) -> str:
+    """A value JSON cannot hold, as the Rendered section shows it: a task argument that is another
+    task reads ``<output of extract>`` (its value is substituted after rendering, never rendered)."""
+    from hareflow.common.dag.task import BaseTask
+
+    if isinstance(value, BaseTask):
+        return f"<output of {value.task_id}>"
+    return str(value)
 
 
 def check_template_syntax(value: Any, where: str) -> None:

@@ -197,6 +197,47 @@ def test_a_branch_choosing_a_task_that_is_not_downstream_fails_naming_the_valid_
     assert tis["load"].state == "upstream_failed"
 
 
+@pytest.mark.parametrize("system", ["local", "rabbitmq"], indirect=True)
+def test_a_branch_returning_a_task_group_id_follows_the_groups_root_tasks(system: System, write_dag) -> None:
+    write_dag(
+        "branch_group.py",
+        """
+        from hareflow import DAG, BashTask, TaskGroup, task
+
+        with DAG("branch_group"):
+            @task.branch
+            def pick(params):
+                return params.get("choice", "loads")
+
+            with TaskGroup("loads") as loads:
+                BashTask("first", "true") >> BashTask("second", "true")
+                BashTask("other_root", "true")
+            report = BashTask("report", "true")
+            pick() >> [loads, report]
+        """,
+    )
+    system.start()
+    run_id, state = system.run_dag("branch_group")
+
+    assert state == "success"
+    assert states(system, "branch_group", run_id) == {
+        "pick": "success",
+        "loads.first": "success",
+        "loads.second": "success",
+        "loads.other_root": "success",
+        "report": "skipped",
+    }
+    assert (
+        system.tis("branch_group", run_id)["report"].error == "skipped by branch 'pick' (it followed 'loads')"
+    )
+
+    run_id, state = system.run_dag("branch_group", conf={"choice": "lods"})
+    assert state == "failed"
+    error = system.tis("branch_group", run_id)["pick"].error or ""
+    assert "chose 'lods'" in error
+    assert "the valid ones are: loads.first, loads.other_root, report; task groups: loads" in error
+
+
 def test_a_falsy_short_circuit_skips_everything_downstream_whatever_the_trigger_rules(
     system: System, write_dag
 ) -> None:
@@ -384,3 +425,100 @@ def test_the_freshness_example_skips_the_load_when_nothing_changed_and_loads_whe
         "success",
         "success",
     )
+
+
+CLEAR_SCOPE_DAG = """
+import pathlib
+from hareflow import DAG, BashTask, setup, task, teardown
+
+MARKER = pathlib.Path({marker!r})
+
+with DAG("clear_scope"):
+    @setup
+    def create_cluster():
+        return "cluster-1"
+
+    @task
+    def work(cluster):
+        if not MARKER.exists():
+            raise RuntimeError("the query failed")
+        return cluster
+
+    @teardown
+    def delete_cluster(cluster):
+        return "deleted " + cluster
+
+    @setup
+    def unrelated_setup():
+        return "other"
+
+    cluster = create_cluster()
+    work(cluster) >> delete_cluster(cluster)
+    unrelated_setup() >> BashTask("elsewhere", "true")
+"""
+
+
+@pytest.mark.parametrize("system", ["local", "rabbitmq"], indirect=True)
+def test_clearing_a_task_clears_its_setup_and_teardown_from_the_cli_and_the_api(
+    system: System, write_dag, tmp_path: Path
+) -> None:
+    from hareflow.web import create_app
+
+    from tests.integration.test_cli import invoke_hareflow
+    from tests.web.conftest import add_user, login
+
+    marker = tmp_path / "fixed"
+    write_dag("clear_scope.py", CLEAR_SCOPE_DAG.format(marker=str(marker)))
+    system.start(secret_key="clear-scope-tests-secret-key-01")
+    run_id, state = system.run_dag("clear_scope")
+    assert state == "failed"
+    assert states(system, "clear_scope", run_id)["work"] == "failed"
+    marker.touch()
+
+    env = {
+        "HAREFLOW_DATABASE_URL": system.settings.effective_database_url,
+        "HAREFLOW_HOME": str(system.settings.home),
+    }
+    asked = invoke_hareflow(
+        env, "tasks", "clear", "clear_scope", "--run-id", run_id, "--task", "^work$", input="n\n"
+    )
+    planned = asked.output.split("Clear ")[0]
+    assert all(t in planned for t in ("create_cluster", "work", "delete_cluster")), asked.output
+    assert "unrelated_setup" not in planned and "elsewhere" not in planned
+    cleared = invoke_hareflow(
+        env, "tasks", "clear", "clear_scope", "--run-id", run_id, "--task", "^work$", "--yes"
+    )
+    assert cleared.exit_code == 0, cleared.output
+    assert "cleared 3 task instance(s) in 1 run(s)" in cleared.output
+
+    assert system.c.wait_for_run("clear_scope", run_id, timeout=60) == "success"
+    tries = {t: ti.try_number for t, ti in system.tis("clear_scope", run_id).items()}
+    assert tries == {
+        "create_cluster": 2,
+        "work": 2,
+        "delete_cluster": 2,
+        "unrelated_setup": 1,
+        "elsewhere": 1,
+    }
+
+    # The API (and the UI's clear, which calls the same function) clears the same scope.
+    add_user(system.c.sessions, "op", "op")
+    client = login(
+        create_app(system.settings, sessions=system.c.sessions, executor=system.c._shared).test_client(), "op"
+    )
+    response = client.api("POST", f"/dags/clear_scope/runs/{run_id}/tasks/work/clear", {})
+    assert response.status_code == 200, response.text
+    assert sorted(r["task_id"] for r in response.json["cleared"]) == [
+        "create_cluster",
+        "delete_cluster",
+        "work",
+    ]
+    assert system.c.wait_for_run("clear_scope", run_id, timeout=60) == "success"
+    tries = {t: ti.try_number for t, ti in system.tis("clear_scope", run_id).items()}
+    assert tries == {
+        "create_cluster": 3,
+        "work": 3,
+        "delete_cluster": 3,
+        "unrelated_setup": 1,
+        "elsewhere": 1,
+    }

@@ -109,3 +109,65 @@ def test_an_undefined_template_variable_fails_the_try_with_the_error_in_its_log_
     assert "echo {{ params.missing }}" in ti.error
     assert "'missing'" in system.log_text("undefined", run_id, "b")
     assert rendered_rows(system, "undefined", run_id, "b") == {}
+
+
+@pytest.mark.parametrize("system", ["local", "rabbitmq"], indirect=True)
+def test_python_task_arguments_and_templates_dict_are_rendered_and_stored_with_the_try(
+    system: System, write_dag
+) -> None:
+    write_dag(
+        "pyargs.py",
+        """
+        from hareflow import DAG, PythonTask, task
+
+        def show(day, region, templates_dict, options=None):
+            return {"day": day, "region": region, "options": options, "templates": templates_dict}
+
+        with DAG("pyargs", params={"region": "north"}):
+            @task
+            def source():
+                return "{{ ds }} is data, not a template"
+
+            @task
+            def decorated(label, upstream, numbers):
+                return [label, upstream, numbers]
+
+            PythonTask(
+                "classic",
+                show,
+                op_args=["{{ ds }}"],
+                op_kwargs={"region": "{{ params.region }}", "options": {"paths": ["/in/{{ ds_nodash }}", 7]}},
+                templates_dict={"query": "select {{ ti.try_number }}"},
+            )
+            decorated("run {{ run_id }}", source(), [1, 2])
+        """,
+    )
+    system.start()
+    run_id, state = system.run_dag("pyargs", conf={"region": "eu"})
+
+    assert state == "success"
+    ds = system.runs("pyargs")[-1].logical_date.strftime("%Y-%m-%d")
+    nodash = ds.replace("-", "")
+    assert system.result("pyargs", run_id, "classic") == {
+        "day": ds,
+        "region": "eu",
+        "options": {"paths": [f"/in/{nodash}", 7]},
+        "templates": {"query": "select 1"},
+    }
+    # An upstream value is data: it is substituted after rendering, never rendered.
+    assert system.result("pyargs", run_id, "decorated") == [
+        f"run {run_id}",
+        "{{ ds }} is data, not a template",
+        [1, 2],
+    ]
+    assert rendered_rows(system, "pyargs", run_id, "classic") == {
+        1: {
+            "templates_dict": {"query": "select 1"},
+            "op_args": [ds],
+            "op_kwargs": {"region": "eu", "options": {"paths": [f"/in/{nodash}", 7]}},
+        }
+    }
+    assert rendered_rows(system, "pyargs", run_id, "decorated") == {
+        1: {"op_args": [f"run {run_id}", "<output of source>", [1, 2]]}
+    }
+    assert rendered_rows(system, "pyargs", run_id, "source") == {}  # nothing to render, nothing stored

@@ -197,3 +197,72 @@ def test_the_mapping_example_transforms_each_partition_and_totals_them(
     assert [ti.map_index for ti in transforms] == [0, 1, 2]
     assert [r["rows"] for r in results(system, transforms)] == [100, 110, 120]  # type: ignore[index]
     assert system.result("example_mapping", run_id, "total") == {"files": 3, "rows": 330, "revenue": 825.0}
+
+
+REEXPAND_DAG = """
+import json
+from pathlib import Path
+
+from hareflow import DAG, task
+
+with DAG("reexpand"):
+    @task
+    def items():
+        return json.loads(Path({items!r}).read_text())
+
+    @task
+    def double(x):
+        return 2 * x
+
+    @task
+    def total(values):
+        return values
+
+    total(double.expand(x=items()))
+"""
+
+
+@pytest.mark.parametrize("system", ["local", "rabbitmq"], indirect=True)
+def test_a_mapped_task_cleared_with_its_upstream_expands_again_over_the_new_length(
+    system: System, write_dag, tmp_path: Path
+) -> None:
+    from tests.integration.test_cli import invoke_hareflow
+
+    items = tmp_path / "items.json"
+    items.write_text("[1, 2, 3]")
+    write_dag("reexpand.py", REEXPAND_DAG.format(items=str(items)))
+    system.start()
+    run_id, state = system.run_dag("reexpand")
+    assert state == "success"
+    env = {
+        "HAREFLOW_DATABASE_URL": system.settings.effective_database_url,
+        "HAREFLOW_HOME": str(system.settings.home),
+    }
+
+    def clear_and_rerun(*args: str) -> None:
+        cleared = invoke_hareflow(env, "tasks", "clear", "reexpand", "--run-id", run_id, *args, "--yes")
+        assert cleared.exit_code == 0, cleared.output
+        assert system.c.wait_for_run("reexpand", run_id, timeout=60) == "success"
+
+    def states() -> dict[int, str]:
+        return {ti.map_index: ti.state for ti in instances(system, "reexpand", run_id, "double")}
+
+    # Longer: clearing the upstream with its downstream creates the missing instances.
+    items.write_text("[1, 2, 3, 4, 5]")
+    clear_and_rerun("--task", "^items$", "--downstream")
+    assert states() == {i: "success" for i in range(5)}
+    assert system.result("reexpand", run_id, "total") == [2, 4, 6, 8, 10]
+    assert [ti.try_number for ti in instances(system, "reexpand", run_id, "double")] == [2, 2, 2, 1, 1]
+
+    # Shorter: clearing the mapped task with its upstream removes the instances past the end, and
+    # the downstream task receives only the remaining ones.
+    items.write_text("[7, 8]")
+    clear_and_rerun("--task", "^(double|total)$", "--upstream")
+    assert states() == {0: "success", 1: "success", 2: "removed", 3: "removed", 4: "removed"}
+    assert system.result("reexpand", run_id, "total") == [14, 16]
+
+    # Longer again: instances the shorter expansion removed wait again and run.
+    items.write_text("[1, 2, 3, 4]")
+    clear_and_rerun("--task", "^items$", "--downstream")
+    assert states() == {0: "success", 1: "success", 2: "success", 3: "success", 4: "removed"}
+    assert system.result("reexpand", run_id, "total") == [2, 4, 6, 8]

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from hareflow.cli import main
+from hareflow.cluster import WorkerSpec
 from tests.integration.conftest import System, wait_until
 from tests.web.conftest import make_dag
 
@@ -265,6 +266,95 @@ def test_a_run_past_its_dagrun_timeout_fails_and_its_unfinished_tasks_are_skippe
     run = next(r for r in system.runs("bounded") if r.run_id == run_id)
     assert run.end_date is not None and run.start_date is not None
     assert run.end_date - run.start_date < timedelta(seconds=7)
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether ``pid`` no longer runs (gone, or a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("system", ["local", "rabbitmq"], indirect=True)
+def test_a_try_running_when_its_run_passes_the_dagrun_timeout_is_stopped_on_its_worker(
+    system: System, write_dag: Any, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    write_dag(
+        "stopped.py",
+        f"""
+        import os, pathlib, subprocess, time
+        from datetime import timedelta
+        from hareflow import DAG, task
+
+        with DAG("stopped", dagrun_timeout=timedelta(seconds=2)):
+            @task
+            def long():
+                child = subprocess.Popen(["sleep", "60"])
+                pathlib.Path({str(pids)!r}).write_text(f"{{os.getpid()}} {{child.pid}}")
+                print("sleeping", flush=True)
+                time.sleep(60)
+
+            long()
+        """,
+    )
+    system.start()
+    run_id, state = system.run_dag("stopped", timeout=25)
+    assert state == "failed"
+    task_pid, child_pid = (int(p) for p in wait_until(pids.read_text, message="the pid file").split())
+
+    # The task process and what it started are killed within a few seconds of the timeout.
+    wait_until(lambda: _process_gone(task_pid) and _process_gone(child_pid), timeout=10, message="killed")
+    log = wait_until(
+        lambda: (text := system.log_text("stopped", run_id, "long")) and "was stopped" in text and text,
+        timeout=10,
+        message="the stop in the try's log",
+    )
+    assert "its task instance was set to 'skipped'" in log
+    # The killed try's report (failed) changed nothing: the instance stays skipped, with the reason.
+    ti = system.tis("stopped", run_id)["long"]
+    assert ti.state == "skipped"
+    assert ti.error == "the run passed its dagrun_timeout of 2s; try 1 was stopped"
+    assert [r.state for r in system.runs("stopped")] == ["failed"]
+
+
+@pytest.mark.parametrize("system", ["local", "rabbitmq"], indirect=True)
+def test_a_try_still_waiting_for_a_slot_when_its_run_times_out_is_never_started(
+    system: System, write_dag: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran = tmp_path / "second-ran"
+    write_dag(
+        "waiting.py",
+        f"""
+        import pathlib, time
+        from datetime import timedelta
+        from hareflow import DAG, task
+
+        with DAG("waiting", dagrun_timeout=timedelta(seconds=2)):
+            @task
+            def first():
+                time.sleep(60)
+
+            @task
+            def second():
+                pathlib.Path({str(ran)!r}).write_text("ran")
+
+            first()
+            second()
+        """,
+    )
+    caplog.set_level("INFO", logger="hareflow.worker.runtime")
+    system.start(workers=[WorkerSpec(concurrency=1)])  # one slot: the second try waits behind the first
+    run_id, state = system.run_dag("waiting", timeout=25)
+    assert state == "failed"
+    tis = system.tis("waiting", run_id)
+    assert {t: ti.state for t, ti in tis.items()} == {"first": "skipped", "second": "skipped"}
+    assert tis["second"].error == "the run passed its dagrun_timeout of 2s; try 1 was stopped"
+
+    wait_until(lambda: "(before it started)" in caplog.text, timeout=15, message="the waiting try settled")
+    assert not ran.exists()
 
 
 # -- DAG-level callbacks --------------------------------------------------------------------------------

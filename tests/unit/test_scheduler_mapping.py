@@ -13,6 +13,7 @@ from hareflow.common.db import DagRun, TaskInstance
 from hareflow.common.messages import ResultMessage, TaskMessage, decode
 from hareflow.common.runs import trigger_run
 from hareflow.scheduler.decisions import TIView, evaluate_run, run_outcome
+from hareflow.scheduler.expansion import Revision, revision
 from hareflow.scheduler.results import apply_results
 from prometheus_client import REGISTRY
 from sqlalchemy import select
@@ -333,3 +334,20 @@ def test_instances_are_scheduled_and_retried_one_by_one_and_a_failed_one_fails_a
     assert evaluate_run(tasks, {}, NOW, finished).run_state == "failed"
     assert run_outcome(tasks, {"m": ["success", "skipped"]}) == "success"
     assert run_outcome(tasks, {"m": ["success", "running"]}) is None
+
+
+@pytest.mark.parametrize(
+    ("length", "states", "expected"),
+    [
+        (3, {0: "none", 1: "none", 2: "none"}, Revision()),
+        (5, {0: "none", 1: "none", 2: "none"}, Revision(create=(3, 4))),
+        (1, {0: "none", 1: "none", 2: "none"}, Revision(remove=(1, 2))),
+        (3, {0: "none", 1: "removed", 2: "removed", 3: "removed"}, Revision(restore=(1, 2))),
+        (4, {0: "none", 1: "removed"}, Revision(create=(2, 3), restore=(1,))),
+    ],
+)
+def test_a_cleared_mapped_task_is_revised_to_its_new_length(
+    length: int, states: dict[int, str], expected: Revision
+) -> None:
+    assert revision(length, states) == expected
+    assert bool(revision(length, states)) is bool(expected.create or expected.restore or expected.remove)

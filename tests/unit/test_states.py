@@ -45,14 +45,17 @@ def test_failures_with_tries_left_become_up_for_retry(
     assert outcome_state(outcome, try_number, max_tries) is expected
 
 
-def test_every_transition_writes_only_its_targets_and_only_clear_and_mark_leave_a_finished_state() -> None:
-    from hareflow.common.states import TASK_FINISHED, TASK_TRANSITIONS, TaskTransition
+def test_every_transition_writes_only_its_targets_and_few_leave_a_finished_state() -> None:
+    """Only clear, mark and re-expansion move a task instance out of a finished state."""
+    from hareflow.common.states import TASK_FINISHED, TASK_TRANSITIONS, TaskState, TaskTransition
 
     assert set(TASK_TRANSITIONS) == set(TaskTransition)
     for transition, rule in TASK_TRANSITIONS.items():
         assert rule.targets and rule.sources, transition
-        if transition not in (TaskTransition.CLEAR, TaskTransition.MARK):
+        if transition not in (TaskTransition.CLEAR, TaskTransition.MARK, TaskTransition.REEXPAND):
             assert not rule.sources & TASK_FINISHED, transition
+    # A cleared mapped task expanding again brings back only instances an earlier expansion removed.
+    assert TASK_TRANSITIONS[TaskTransition.REEXPAND].sources == {TaskState.REMOVED}
 
 
 def test_a_write_its_transition_does_not_allow_is_refused_before_it_reaches_the_database(

@@ -48,7 +48,8 @@ def test_the_task_instance_page_shows_the_rendered_fields_escaped(
     assert "<h3>Rendered" in html and 'id="ti-rendered"' in html
     assert "echo 2026-03-01 &lt;script&gt;alert(1)&lt;/script&gt;" in html and XSS not in html
     assert "<th>env</th>" in html and "20260301" in html
-    assert "Rendered" not in plain  # a try that rendered nothing has no section
+    # A try that rendered nothing has the section hidden (the page fills it live when a try ends).
+    assert 'id="ti-rendered-box" hidden' in plain and 'id="ti-rendered-box" hidden' not in html
 
 
 def test_the_api_gives_the_latest_try_s_rendered_fields_or_null(

@@ -165,6 +165,23 @@
     result.hidden = none;
     document.getElementById("ti-no-result").hidden = !none;
     result.textContent = none ? "" : JSON.stringify(ti.result, null, 2).slice(0, 65536);
+    showRendered(ti.rendered);
+  }
+
+  /* The try's rendered template fields: stored with its final report, so they appear when the
+     try ends (or a reconnect refetches them). */
+  function showRendered(rendered) {
+    const box = document.getElementById("ti-rendered-box");
+    const table = document.getElementById("ti-rendered");
+    if (!box || !table) return;
+    const names = rendered ? Object.keys(rendered) : [];
+    box.hidden = names.length === 0;
+    table.replaceChildren.apply(table, names.map(function (name) {
+      const value = rendered[name];
+      const text = (typeof value === "string" ? value : JSON.stringify(value, null, 2)).slice(0, 65536);
+      const cell = hf.el("td", null, hf.el("pre", { class: "rendered", "data-field": name }, text));
+      return hf.el("tr", null, hf.el("th", null, name), cell);
+    }));
   }
   const refreshSoon = hf.debounce(refreshDetails, 200);
 
