@@ -144,8 +144,8 @@ def clean_history(
     dag_id: str | None = None,
     dry_run: bool = False,
     archive: Archive | None = None,
-    runs_per_batch: int = 200,
-    tis_per_batch: int = 5000,
+    runs_per_batch: int = 100,
+    tis_per_batch: int = 2000,
     rows_per_batch: int = 2000,
     budget: float | None = None,
 ) -> CleanReport:

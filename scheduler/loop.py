@@ -77,7 +77,7 @@ PRUNE_WORKERS_EVERY = timedelta(hours=1)
 CLEAN_HISTORY_EVERY = timedelta(hours=1)
 CLEAN_HISTORY_BUDGET = 0.2
 #: Runs, task instances and other rows per clean-up transaction (``clean_history``'s batch sizes).
-CLEAN_HISTORY_BATCH = (50, 2000, 1000)
+CLEAN_HISTORY_BATCH = (20, 500, 500)
 
 
 def utcnow() -> datetime:
