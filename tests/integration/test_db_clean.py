@@ -485,7 +485,7 @@ def test_a_run_another_transaction_holds_is_left_alone_and_the_rest_is_cleaned(
         )
 
 
-@SERVER_DATABASES
+@ALL_DATABASES
 def test_results_written_while_the_clean_up_runs_are_all_stored(
     database_url: str, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
@@ -589,3 +589,18 @@ def test_the_scheduler_keeps_everything_when_retention_days_is_zero(
     assert settings.retention_days == 0
     Scheduler(settings=settings, session_factory=sessions, executor=DurableCapturingExecutor()).run_once(NOW)
     assert count(sessions, DagRun) == 6
+
+
+@pytest.mark.parametrize("database_url", ["sqlite_url", "postgres_url"], indirect=True)
+def test_a_scheduler_iteration_with_retention_days_set_cleans_the_history(
+    database_url: str, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    from hareflow.scheduler.loop import Scheduler
+
+    from tests.unit.test_scheduler_loop import DurableCapturingExecutor
+
+    dag_id, other = history(sessions)
+    settings = fast_settings(tmp_path, database_url=database_url, retention_days=30)
+    Scheduler(settings=settings, session_factory=sessions, executor=DurableCapturingExecutor()).run_once(NOW)
+    assert run_ids(sessions, dag_id) == {"old_running", "recent"}
+    assert run_ids(sessions, other) == {"other_recent"}
