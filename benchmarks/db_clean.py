@@ -9,9 +9,15 @@ than 30 days, with the batch sizes of the CLI (``cli``) or of the scheduler's ho
 time for a running task instance, its latency recorded.
 
     python -m benchmarks.db_clean [--runs 2000] [--tasks 100] [--old 0.9] [--mode cli|scheduler|both]
+        [--retained 500000]
+
+Ten more DAGs stopped running 90 days ago: their last runs are kept. Last, ``--retained``
+recent runs are added and the clean-up looks again, finding nothing: the scheduler's hourly cost
+once a backlog is gone.
 
 Prints JSON lines: ``machine`` once, then one ``db_clean`` object per mode (rows deleted, rows/s,
-transactions, the longest one, the writer's latency percentiles, the dry run's time).
+transactions, the longest one, the writer's latency percentiles, the dry run's time, the last
+look's time).
 """
 
 from __future__ import annotations
@@ -30,6 +36,15 @@ from typing import Any
 from benchmarks import env
 
 POPULATE = [
+    # Ten DAGs that stopped running long ago: each one's last run is kept (its DAG's newest).
+    """
+    INSERT INTO dag_run (dag_id, run_id, run_type, state, logical_date, interval_key, conf, queued_at,
+                         start_date, end_date)
+    SELECT 'dormant_' || g, 'last', 'manual', 'success', now() - interval '90 days',
+           now() - interval '90 days', '{}', now() - interval '90 days', now() - interval '90 days',
+           now() - interval '90 days'
+    FROM generate_series(1, 10) AS g
+    """,
     """
     INSERT INTO dag_run (dag_id, run_id, run_type, state, logical_date, interval_key,
                          data_interval_start, data_interval_end, conf, queued_at, start_date, end_date)
@@ -68,6 +83,13 @@ POPULATE = [
     """,
     "ANALYZE",
 ]
+RETAINED = """
+    INSERT INTO dag_run (dag_id, run_id, run_type, state, logical_date, interval_key, conf, queued_at,
+                         start_date, end_date)
+    SELECT 'bench_' || (g % 10), 'retained_' || g, 'manual', 'success', t, t, '{}', t, t, t
+    FROM (SELECT g, now() - interval '2 days' + g * interval '100 milliseconds' AS t
+          FROM generate_series(1, :retained) AS g) AS s
+"""
 #: (runs, task instances, other rows) per transaction: the CLI's defaults and the scheduler's.
 MODES = {"cli": (100, 2000, 2000), "scheduler": (20, 500, 500)}
 
@@ -112,10 +134,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-def measure(mode: str, runs: int, tasks: int, old: float) -> dict[str, Any]:
+def measure(mode: str, runs: int, tasks: int, old: float, retained: int) -> dict[str, Any]:
     from hareflow.common.db import create_engine_for, make_session_factory
     from hareflow.common.db.migrate import migrate
     from hareflow.common.retention import clean_history
+    from sqlalchemy import text
 
     name = env.new_db_name()
     env.create_database("postgres", name)
@@ -153,7 +176,11 @@ def measure(mode: str, runs: int, tasks: int, old: float) -> dict[str, Any]:
                 stop.set()
                 thread.join(30)
             during = latencies[len(idle) :]
-            started = time.monotonic()  # the hourly look once nothing is left to delete
+            # The hourly look once nothing is left to delete, with much newer history retained.
+            with engine.begin() as conn:
+                conn.execute(text(RETAINED), {"retained": retained})
+                conn.execute(text("ANALYZE"))
+            started = time.monotonic()
             clean_history(sessions, cutoff=cutoff, runs_per_batch=per_run, tis_per_batch=per_ti)
             again_s = time.monotonic() - started
             return {
@@ -173,6 +200,7 @@ def measure(mode: str, runs: int, tasks: int, old: float) -> dict[str, Any]:
                 "longest_transaction_ms": round(report.longest_transaction * 1000, 1),
                 "kept_runs": report.kept_runs,
                 "nothing_left_s": round(again_s, 3),
+                "nothing_left_runs": before["dag_run"] - report.counts["dag_run"] + retained,
                 "writer_ms": {
                     "idle_p50": round(statistics.median(idle) * 1000, 2) if idle else None,
                     "p50": round(statistics.median(during) * 1000, 2) if during else None,
@@ -193,10 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--old", type=float, default=0.9, help="fraction of the runs older than the cutoff")
     parser.add_argument("--mode", choices=[*MODES, "both"], default="both")
+    parser.add_argument("--retained", type=int, default=500_000, help="recent runs added for the last look")
     args = parser.parse_args(argv)
     print(json.dumps({"type": "machine", **env.machine_info()}), flush=True)
     for mode in MODES if args.mode == "both" else [args.mode]:
-        print(json.dumps(measure(mode, args.runs, args.tasks, args.old)), flush=True)
+        print(json.dumps(measure(mode, args.runs, args.tasks, args.old, args.retained)), flush=True)
     return 0
 
 

@@ -203,10 +203,19 @@ def _clean_runs(
     out_of_time: Callable[[], bool],
 ) -> bool:
     """The runs, batch by batch in id order. Returns False if the time ran out first."""
+    with sessions() as session:
+        bound = _id_bound(session, report.cutoff, dag_id)
+    if bound is None:
+        return True
     after = 0
     while True:
         with sessions() as session:
-            where = [DagRun.state.in_(RUN_FINISHED), _run_age() < report.cutoff, DagRun.id > after]
+            where = [
+                DagRun.state.in_(RUN_FINISHED),
+                _run_age() < report.cutoff,
+                DagRun.id > after,
+                DagRun.id <= bound,
+            ]
             if dag_id is not None:
                 where.append(DagRun.dag_id == dag_id)
             ids = list(
@@ -220,6 +229,29 @@ def _clean_runs(
         after = last
         if out_of_time():
             return False
+
+
+def _id_bound(session: Session, cutoff: datetime, dag_id: str | None) -> int | None:
+    """The highest id of a finished run older than ``cutoff`` (None: there is none), read through
+    ``ix_dag_run_state_end_date``: the batches then scan the primary key up to it only, which at
+    steady state holds little more than the old runs kept, however many newer runs follow."""
+    by_dag = [DagRun.dag_id == dag_id] if dag_id is not None else []
+    # ``id + 0``: PostgreSQL would read max(id) backwards along the primary key, through every
+    # newer run, hoping to meet an old one early; the sum makes it use the index instead.
+    highest = func.max(DagRun.id + 0)
+    ended = session.scalar(
+        select(highest).where(DagRun.state.in_(RUN_FINISHED), DagRun.end_date < cutoff, *by_dag)
+    )
+    unended = session.scalar(
+        select(highest).where(
+            DagRun.state.in_(RUN_FINISHED),
+            DagRun.end_date.is_(None),
+            func.coalesce(DagRun.logical_date, DagRun.queued_at) < cutoff,
+            *by_dag,
+        )
+    )
+    found = [i for i in (ended, unended) if i is not None]
+    return max(found) if found else None
 
 
 def _run_batch(
@@ -346,6 +378,9 @@ class _RowSpec:
     table: Table
     key: ColumnElement[Any]
     where: tuple[ColumnElement[Any], ...]
+    #: A condition ``where`` implies that an index serves: the highest key meeting it bounds the
+    #: scan (as ``_id_bound`` does for runs). None: a small table, scanned whole.
+    bound: ColumnElement[Any] | None = None
 
 
 def _row_specs(cutoff: datetime, dag_id: str | None) -> list[_RowSpec]:
@@ -378,6 +413,7 @@ def _row_specs(cutoff: datetime, dag_id: str | None) -> list[_RowSpec]:
                     ),
                     exists().where(later.asset_id == AssetEvent.asset_id, later.id > AssetEvent.id),
                 ),
+                AssetEvent.timestamp < cutoff,  # ix_asset_event_timestamp (migration 0016)
             )
         )
     specs.append(
@@ -385,6 +421,7 @@ def _row_specs(cutoff: datetime, dag_id: str | None) -> list[_RowSpec]:
             AuditLog.__table__,  # type: ignore[arg-type]
             AuditLog.id,
             (AuditLog.at < cutoff, *by_dag(AuditLog.dag_id)),
+            AuditLog.at < cutoff,
         )
     )
     specs.append(
@@ -396,6 +433,7 @@ def _row_specs(cutoff: datetime, dag_id: str | None) -> list[_RowSpec]:
                 func.coalesce(DeadLetter.state_at, DeadLetter.received_at) < cutoff,
                 *by_dag(DeadLetter.dag_id),
             ),
+            DeadLetter.received_at < cutoff,  # settled after it was received
         )
     )
     if dag_id is None:
@@ -418,11 +456,19 @@ def _clean_rows(
     out_of_time: Callable[[], bool],
 ) -> bool:
     after: Any = None
+    upper: Any = None
+    if spec.bound is not None:
+        with sessions() as session:
+            upper = session.scalar(select(func.max(spec.key + 0)).where(spec.bound))
+        if upper is None:
+            return True
     while True:
         with sessions() as session:
             query = select(spec.key).where(*spec.where).order_by(spec.key).limit(rows_per_batch)
             if after is not None:
                 query = query.where(spec.key > after)
+            if upper is not None:
+                query = query.where(spec.key <= upper)
             keys = list(session.scalars(query))
         if not keys:
             return True
