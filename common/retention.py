@@ -23,6 +23,11 @@ date (those intervals are passed over); the DAG's newest run; the run just befor
 and the run of the newest task instance (SQLite gives a deleted highest id to the next row, and
 asset events and dead letters name task instances by id).
 
+Each table is walked in key order up to the highest key an old row has, found first through an
+index on its time (migration 0016 for runs and asset events): the walk never reads the newer
+history, so the hourly look of the scheduler costs what the old rows cost, however long the
+retained history is.
+
 Work is done in short transactions of at most ``runs_per_batch`` runs and ``tis_per_batch`` task
 instances (one run's are never split), so no lock is held long: the runs a batch deletes are
 locked with ``SKIP LOCKED`` and their state and age checked again under the lock, so a run cleared
