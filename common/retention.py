@@ -50,6 +50,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from hareflow.common.audit import audit
 from hareflow.common.db import (
     AssetDagRunQueue,
     AssetEvent,
@@ -180,6 +181,30 @@ def clean_history(
             report.done = False
             break
     return report
+
+
+def audit_clean(
+    sessions: sessionmaker[Session],
+    counts: dict[str, int],
+    *,
+    cutoff: datetime,
+    username: str,
+    dag_id: str | None = None,
+    origin: str | None = None,
+    archive: str | None = None,
+) -> None:
+    """Record a clean-up that deleted something in the audit log (``history_clean``), with the
+    cutoff and the rows deleted per table, in its own transaction."""
+    if not any(counts.values()):
+        return
+    details: dict[str, Any] = {
+        "cutoff": cutoff.isoformat(),
+        "deleted": {t: n for t, n in counts.items() if n},
+    }
+    if archive is not None:
+        details["archive"] = archive
+    with sessions() as session, session.begin():
+        audit(session, "history_clean", username=username, dag_id=dag_id, details=details, origin=origin)
 
 
 def cutoff_for(days: float, now: datetime | None = None) -> datetime:

@@ -41,7 +41,7 @@ from hareflow.common.db.upsert import insert_if_absent
 from hareflow.common.dead_letters import depth_by_queue
 from hareflow.common.events import run_event, task_event
 from hareflow.common.messages import StateEvent
-from hareflow.common.retention import clean_history, cutoff_for
+from hareflow.common.retention import audit_clean, clean_history, cutoff_for
 from hareflow.common.runs import active_run_count, create_scheduled_run, refresh_next_run
 from hareflow.common.states import (
     RUN_ACTIVE,
@@ -144,6 +144,7 @@ class Scheduler:
         self._last_prune: datetime | None = None
         self._last_clean: datetime | None = None
         self._clean_pending = False  # the last clean-up ran out of its budget: go on next pass
+        self._clean_counts: dict[str, int] = {}  # rows deleted so far in this round
         #: monotonic time of the last pass that completed (read by the health probe)
         self.last_pass = time.monotonic()
 
@@ -534,27 +535,41 @@ class Scheduler:
         if not self._clean_pending:
             self._last_clean = now
         try:
-            runs, tis, rows = CLEAN_HISTORY_BATCH
-            report = clean_history(
-                self._sessions,
-                cutoff=cutoff_for(days, now),
-                runs_per_batch=runs,
-                tis_per_batch=tis,
-                rows_per_batch=rows,
-                budget=CLEAN_HISTORY_BUDGET,
-            )
+            self._clean_round(days, now)
         except Exception:  # noqa: BLE001 - history can wait an hour; scheduling must go on
             log.warning("history clean-up failed; trying again in an hour", exc_info=True)
-            self._clean_pending = False
-            return
+            self._clean_pending, self._clean_counts = False, {}
+
+    def _clean_round(self, days: float, now: datetime) -> None:
+        runs, tis, rows = CLEAN_HISTORY_BATCH
+        report = clean_history(
+            self._sessions,
+            cutoff=cutoff_for(days, now),
+            runs_per_batch=runs,
+            tis_per_batch=tis,
+            rows_per_batch=rows,
+            budget=CLEAN_HISTORY_BUDGET,
+        )
         self._clean_pending = not report.done
-        if report.total:
+        for table, n in report.counts.items():
+            self._clean_counts[table] = self._clean_counts.get(table, 0) + n
+        if self._clean_pending:
+            return
+        # One audit row and one log line per round, however many passes a backlog took.
+        counts, self._clean_counts = self._clean_counts, {}
+        if any(counts.values()):
+            audit_clean(
+                self._sessions,
+                counts,
+                cutoff=report.cutoff,
+                username="scheduler",
+                origin=f"scheduler@{self.ident}",
+            )
             log.info(
-                "deleted %d row(s) of history older than %g day(s) (%s)%s",
-                report.total,
+                "deleted %d row(s) of history older than %g day(s): %s",
+                sum(counts.values()),
                 days,
-                ", ".join(f"{t} {n}" for t, n in report.counts.items() if n),
-                "; more next pass" if self._clean_pending else "",
+                ", ".join(f"{t} {n}" for t, n in counts.items() if n),
             )
 
     # -- step: backfills ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import click
 from hareflow.cli.common import (
     CONTEXT_SETTINGS,
     UserError,
+    cli_user,
     complete_dag_id,
     fail_unreachable,
     get_settings,
@@ -200,7 +201,7 @@ def db_clean(
       hareflow db clean --older-than 90 --dry-run
       hareflow db clean --older-than 90 --archive history-2026-q1.jsonl --yes
     """
-    from hareflow.common.retention import ArchiveFile, CleanError, clean_history, cutoff_for
+    from hareflow.common.retention import ArchiveFile, CleanError, audit_clean, clean_history, cutoff_for
 
     if dry_run and archive is not None:
         raise UserError("--archive writes the rows deleted, and --dry-run deletes none: use one of them")
@@ -224,11 +225,21 @@ def db_clean(
                 writer = ArchiveFile(archive)
             except CleanError as exc:
                 raise UserError(f"--archive: {exc}") from None
+        report = None
         try:
             report = clean_history(sessions, cutoff=cutoff, dag_id=dag_id, dry_run=dry_run, archive=writer)
         finally:
             if writer is not None:
                 writer.close()  # what was deleted so far is in the archive, even after an error
+        if not dry_run:
+            audit_clean(
+                sessions,
+                report.counts,
+                cutoff=cutoff,
+                username=cli_user(settings),
+                dag_id=dag_id,
+                archive=str(archive) if archive is not None else None,
+            )
     _print_clean(report, output, archive)
 
 

@@ -255,7 +255,10 @@ def test_db_clean_deletes_old_audit_entries_settled_dead_letters_and_consumed_as
         assert set(s.scalars(select(DeadLetter.fingerprint))) == {"fp2", "fp3"}
         assert set(s.scalars(select(AssetEvent.id))) == {events[i].id for i in (0, 2, 3, 4)}
         assert list(s.scalars(select(SchedulerHeartbeat.id))) == ["here:2"]
-        assert list(s.scalars(select(AuditLog.at))) == [RECENT]
+        assert list(s.scalars(select(AuditLog.at).where(AuditLog.action == "trigger"))) == [RECENT]
+        recorded = s.scalars(select(AuditLog).where(AuditLog.action == "history_clean")).one()
+    assert recorded.details["deleted"] == {k: v for k, v in tables.items() if v}
+    assert recorded.details["origin"].startswith("cli@") and recorded.username
 
 
 @ALL_DATABASES
@@ -574,6 +577,17 @@ def test_the_scheduler_deletes_history_older_than_retention_days_hourly_a_slice_
     assert count(sessions, DagRun) == 3
     scheduler.clean_history(NOW + timedelta(hours=1, seconds=2))
     assert run_ids(sessions, dag_id) == {"recent", "recent_again"}
+    scheduler.clean_history(NOW + timedelta(hours=1, seconds=3))  # that round's last pass
+    with sessions() as s:  # one audit row per round, however many passes it took
+        rounds = s.execute(
+            select(AuditLog.username, AuditLog.details)
+            .where(AuditLog.action == "history_clean")
+            .order_by(AuditLog.id)
+        ).all()
+    assert [(user, details["deleted"]["dag_run"]) for user, details in rounds] == [
+        ("scheduler", 6),
+        ("scheduler", 1),
+    ]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite_url"], indirect=True)
