@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hareflow.cli import main
 from tests.conftest import fast_settings
+from tests.integration.conftest import System, wait_until
 from tests.web.conftest import make_dag
 
 ALL_DATABASES = pytest.mark.parametrize(
@@ -618,3 +619,55 @@ def test_a_scheduler_iteration_with_retention_days_set_cleans_the_history(
     Scheduler(settings=settings, session_factory=sessions, executor=DurableCapturingExecutor()).run_once(NOW)
     assert run_ids(sessions, dag_id) == {"old_running", "recent"}
     assert run_ids(sessions, other) == {"other_recent"}
+
+
+# -- the whole system ------------------------------------------------------------------------------------
+
+
+def test_a_clean_up_while_a_run_streams_its_logs_loses_none_of_that_runs_writes(
+    system: System, write_dag: Any, tmp_path: Path
+) -> None:
+    write_dag(
+        "streaming.py",
+        """
+        import time
+        from hareflow import DAG, task
+
+        with DAG("streaming"):
+            @task
+            def talk():
+                for n in range(50):
+                    print(f"line {n}", flush=True)
+                    time.sleep(0.1)
+                return {"lines": 50}
+
+            @task
+            def after(value):
+                return value["lines"] + 1
+
+            after(talk())
+        """,
+    )
+    system.start()
+    sessions = system.c.sessions
+    system.c.wait_for_dag("streaming")
+    for n in range(150):
+        add_run(sessions, "streaming", f"old{n}", when=OLD + timedelta(minutes=n), tasks=4)
+    run_id = system.c.trigger("streaming")
+    wait_until(
+        lambda: getattr(system.tis("streaming", run_id).get("talk"), "state", None) == "running",
+        message="talk running",
+    )
+
+    result = hareflow(system.settings.database_url, tmp_path, "--older-than", "30", "--yes", "-o", "json")
+
+    still = system.tis("streaming", run_id)["talk"].state  # the clean-up took well under its 5 s
+
+    assert result.exit_code == 0, result.output
+    assert still == "running"
+    assert system.c.wait_for_run("streaming", run_id, timeout=60) == "success"
+    assert json.loads(result.stdout)["tables"]["dag_run"] == 149  # the run before the active one stays
+    assert system.result("streaming", run_id, "after") == 51
+    text = system.log_text("streaming", run_id, "talk")
+    assert all(f"line {n}\n" in text for n in range(50)), text
+    assert run_ids(sessions, "streaming") == {"old149", run_id}
