@@ -16,8 +16,8 @@ recent runs are added and the clean-up looks again, finding nothing: the schedul
 once a backlog is gone.
 
 Prints JSON lines: ``machine`` once, then one ``db_clean`` object per mode (rows deleted, rows/s,
-transactions, the longest one, the writer's latency percentiles, the dry run's time, the last
-look's time).
+transactions, the longest one, the writer's latency percentiles, how often a connection was seen
+waiting for a lock, sampled every 20 ms, the dry run's time, the last look's time).
 """
 
 from __future__ import annotations
@@ -129,6 +129,21 @@ def writer(engine: Any, stop: threading.Event, latencies: list[float]) -> None:
         time.sleep(0.005)
 
 
+def lock_watch(engine: Any, stop: threading.Event, seen: list[str]) -> None:
+    """Every 20 ms, note any other connection to the database waiting for a lock (and on what)."""
+    from sqlalchemy import text
+
+    query = text(
+        "SELECT left(query, 60) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+    )
+    with engine.connect() as conn:
+        while not stop.is_set():
+            seen.extend(conn.execute(query).scalars())
+            conn.commit()
+            time.sleep(0.02)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -157,9 +172,11 @@ def measure(mode: str, runs: int, tasks: int, old: float, retained: int) -> dict
                 sessions, cutoff=cutoff, dry_run=True, runs_per_batch=per_run, tis_per_batch=per_ti
             )
             dry_s = time.monotonic() - started
-            stop, latencies = threading.Event(), []
+            stop, latencies, waits = threading.Event(), [], []
             thread = threading.Thread(target=writer, args=(engine, stop, latencies))
+            watch = threading.Thread(target=lock_watch, args=(engine, stop, waits))
             thread.start()
+            watch.start()
             time.sleep(0.5)
             idle = list(latencies)
             started = time.monotonic()
@@ -175,6 +192,7 @@ def measure(mode: str, runs: int, tasks: int, old: float, retained: int) -> dict
                 took = time.monotonic() - started
                 stop.set()
                 thread.join(30)
+                watch.join(30)
             during = latencies[len(idle) :]
             # The hourly look once nothing is left to delete, with much newer history retained.
             with engine.begin() as conn:
@@ -201,6 +219,8 @@ def measure(mode: str, runs: int, tasks: int, old: float, retained: int) -> dict
                 "kept_runs": report.kept_runs,
                 "nothing_left_s": round(again_s, 3),
                 "nothing_left_runs": before["dag_run"] - report.counts["dag_run"] + retained,
+                "lock_waits_seen": len(waits),
+                "lock_waits_on": sorted(set(waits))[:5],
                 "writer_ms": {
                     "idle_p50": round(statistics.median(idle) * 1000, 2) if idle else None,
                     "p50": round(statistics.median(during) * 1000, 2) if during else None,
