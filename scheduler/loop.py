@@ -2,7 +2,8 @@
 
     create_due_runs -> create_asset_runs -> schedule_runs (start runs, evaluate trigger rules,
     dispatch) ->
-    republish_stale -> handle_lost_workers -> heartbeat -> refresh_gauges -> wait
+    republish_stale -> handle_lost_workers -> prune_workers -> clean_history -> finish_backfills ->
+    heartbeat -> refresh_gauges -> wait
 
 ``run_once(now)`` is one iteration and takes the clock as a parameter, so tests drive it without
 sleeping. The wait ends early whenever a state event says a task finished or a run was triggered:
@@ -40,6 +41,7 @@ from hareflow.common.db.upsert import insert_if_absent
 from hareflow.common.dead_letters import depth_by_queue
 from hareflow.common.events import run_event, task_event
 from hareflow.common.messages import StateEvent
+from hareflow.common.retention import audit_clean, clean_history, cutoff_for
 from hareflow.common.runs import active_run_count, create_scheduled_run, refresh_next_run
 from hareflow.common.states import (
     RUN_ACTIVE,
@@ -69,6 +71,13 @@ HEARD_LIMIT = 50_000
 DEAD_LETTERS = "(dead letters)"
 #: How often workers long stopped or lost are pruned (``worker_retention_days``).
 PRUNE_WORKERS_EVERY = timedelta(hours=1)
+#: How often history older than ``retention_days`` is deleted, and how long one housekeeping pass
+#: may spend on it: a backlog (retention just turned on) is worked off a slice per pass, about once
+#: a second, so scheduling is never held up for more than about this long.
+CLEAN_HISTORY_EVERY = timedelta(hours=1)
+CLEAN_HISTORY_BUDGET = 0.2
+#: Runs, task instances and other rows per clean-up transaction (``clean_history``'s batch sizes).
+CLEAN_HISTORY_BATCH = (20, 500, 500)
 
 
 def utcnow() -> datetime:
@@ -133,6 +142,9 @@ class Scheduler:
         #: *watched*, never because its heartbeats waited in the results queue during an outage.
         self._watching_since: datetime | None = None
         self._last_prune: datetime | None = None
+        self._last_clean: datetime | None = None
+        self._clean_pending = False  # the last clean-up ran out of its budget: go on next pass
+        self._clean_counts: dict[str, int] = {}  # rows deleted so far in this round
         #: monotonic time of the last pass that completed (read by the health probe)
         self.last_pass = time.monotonic()
 
@@ -254,6 +266,7 @@ class Scheduler:
         if housekeeping:
             self.handle_lost_workers(now, report)
             self.prune_workers(now)
+            self.clean_history(now)
             self.finish_backfills(now)
             self.heartbeat(now)
             self.refresh_gauges(now)
@@ -504,6 +517,59 @@ class Scheduler:
                 "pruned %d worker(s) stopped or lost for over %g day(s)",
                 pruned,
                 self._settings.worker_retention_days,
+            )
+
+    def clean_history(self, now: datetime) -> None:
+        """Hourly: delete history older than ``retention_days`` (``hareflow.common.retention``),
+        at most ``CLEAN_HISTORY_BUDGET`` seconds per pass, in batches small enough that the results
+        consumer's writes never wait long behind them."""
+        days = self._settings.retention_days
+        if days <= 0:
+            return
+        if (
+            not self._clean_pending
+            and self._last_clean is not None
+            and now - self._last_clean < CLEAN_HISTORY_EVERY
+        ):
+            return
+        if not self._clean_pending:
+            self._last_clean = now
+        try:
+            self._clean_round(days, now)
+        except Exception:  # noqa: BLE001 - history can wait an hour; scheduling must go on
+            log.warning("history clean-up failed; trying again in an hour", exc_info=True)
+            self._clean_pending, self._clean_counts = False, {}
+
+    def _clean_round(self, days: float, now: datetime) -> None:
+        runs, tis, rows = CLEAN_HISTORY_BATCH
+        report = clean_history(
+            self._sessions,
+            cutoff=cutoff_for(days, now),
+            runs_per_batch=runs,
+            tis_per_batch=tis,
+            rows_per_batch=rows,
+            budget=CLEAN_HISTORY_BUDGET,
+        )
+        self._clean_pending = not report.done
+        for table, n in report.counts.items():
+            self._clean_counts[table] = self._clean_counts.get(table, 0) + n
+        if self._clean_pending:
+            return
+        # One audit row and one log line per round, however many passes a backlog took.
+        counts, self._clean_counts = self._clean_counts, {}
+        if any(counts.values()):
+            audit_clean(
+                self._sessions,
+                counts,
+                cutoff=report.cutoff,
+                username="scheduler",
+                origin=f"scheduler@{self.ident}",
+            )
+            log.info(
+                "deleted %d row(s) of history older than %g day(s): %s",
+                sum(counts.values()),
+                days,
+                ", ".join(f"{t} {n}" for t, n in counts.items() if n),
             )
 
     # -- step: backfills ------------------------------------------------------------------------------------

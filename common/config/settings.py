@@ -45,6 +45,9 @@ class Settings:
     queued_timeout: float = 300.0  # re-publish a queued task never confirmed by the broker after this long
     worker_timeout: float = 60.0  # a worker silent this long is lost; its tasks follow retry policy
     worker_retention_days: float = 7.0  # workers stopped or lost this long are deleted (0: kept)
+    # Finished runs (and the other history, see `hareflow db clean`) older than this many days
+    # are deleted by the scheduler, hourly, in short batches (0: everything is kept).
+    retention_days: float = 0.0
     dag_dir_list_interval: float = 2.0  # how often DAG files are checked for changes
     dag_file_processor_timeout: float = 30.0
     dag_file_processor_parallelism: int = 2
@@ -311,6 +314,8 @@ def _validate(settings: Settings) -> None:
     ):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key} = {getattr(settings, key)!r}: must be at least 1")
+    if not settings.retention_days >= 0:
+        raise ConfigError(f"retention_days = {settings.retention_days!r}: 0 (keep everything) or more")
     if settings.api_token_expiry_days < 0:
         raise ConfigError(f"api_token_expiry_days = {settings.api_token_expiry_days!r}: 0 (never) or more")
     if settings.web_session_hours < 1:

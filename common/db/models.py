@@ -152,6 +152,8 @@ class DagRun(Base):
         Index("ix_dag_run_dag_logical", "dag_id", "logical_date"),
         Index("ix_dag_run_backfill", "backfill_id", "state"),
         Index("ix_dag_run_dag_version_id", "dag_version_id"),
+        # The history clean-up (``common.retention``): the newest finished run ended before a cutoff.
+        Index("ix_dag_run_state_end_date", "state", "end_date", "id"),
     )
 
 
@@ -460,6 +462,8 @@ class AssetEvent(Base):
         UniqueConstraint("source_ti_id", "source_try_number", "asset_id"),
         # An asset's latest events, and the pending range of a consumer (id BETWEEN first AND last).
         Index("ix_asset_event_asset_id", "asset_id", "id"),
+        # The history clean-up (``common.retention``): the newest event before a cutoff.
+        Index("ix_asset_event_timestamp", "timestamp", "id"),
     )
 
 

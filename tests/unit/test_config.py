@@ -31,6 +31,7 @@ def test_a_broker_url_selects_the_rabbitmq_executor() -> None:
         ({"HAREFLOW_EXECUTOR": "rabbitmq"}, "broker_url"),
         ({"HAREFLOW_WORKER_CONCURRENCY": "0"}, "worker_concurrency"),
         ({"HAREFLOW_BROKER_PREFIX": "has space"}, "broker_prefix"),
+        ({"HAREFLOW_RETENTION_DAYS": "-1"}, r"retention_days = -1.0: 0 \(keep everything\) or more"),
     ],
 )
 def test_bad_values_are_reported_with_their_key(env: dict[str, str], fragment: str) -> None:
