@@ -24,7 +24,7 @@ and the run of the newest task instance (SQLite gives a deleted highest id to th
 asset events and dead letters name task instances by id).
 
 Each table is walked in key order up to the highest key an old row has, found first through an
-index on its time (migration 0016 for runs and asset events): the walk never reads the newer
+index on its time (migration 0015 for runs and asset events): the walk never reads the newer
 history, so the hourly look of the scheduler costs what the old rows cost, however long the
 retained history is.
 
@@ -443,7 +443,7 @@ def _row_specs(cutoff: datetime, dag_id: str | None) -> list[_RowSpec]:
                     ),
                     exists().where(later.asset_id == AssetEvent.asset_id, later.id > AssetEvent.id),
                 ),
-                AssetEvent.timestamp < cutoff,  # ix_asset_event_timestamp (migration 0016)
+                AssetEvent.timestamp < cutoff,  # ix_asset_event_timestamp (migration 0015)
             )
         )
     specs.append(

@@ -5,7 +5,7 @@ ended, and asset events recorded, before a cutoff; these indexes find the highes
 has, so the batches that follow scan only the rows created before it, however much newer history
 the table holds (audit_log and dead_letter already have an index on their time).
 
-Revision ID: 0016
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-03 14:30:00.000000
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0016"
+revision = "0015"
 down_revision = "0014"
 branch_labels = None
 depends_on = None
