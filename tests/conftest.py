@@ -29,6 +29,22 @@ PG_URL = os.environ.get(
 MYSQL_URL = os.environ.get("HAREFLOW_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql")
 TEST_PREFIX = "hft"
 
+#: Test files that take minutes, collected first: `-n 2 --dist loadfile` hands whole files to the
+#: two processes in collection order (pyproject's --no-loadscope-reorder), so a long file collected
+#: late would run alone at the end while the other process sits idle.
+LONGEST_FIRST = (
+    "tests/fault/test_control_plane_outage.py",  # a 5-minute outage, by design
+    "tests/integration/test_installed_wheel.py",
+    "tests/fault/test_database_outage.py",
+    "tests/fault/test_multi_host.py",
+    "tests/integration/test_compose_stack.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
 
 def service_missing(name: str, error: object) -> None:
     message = f"{name} is not reachable: {error}"
