@@ -57,15 +57,18 @@ def follow_once(system: BenchSystem, index: int, timeout: float) -> dict[str, An
 
     run_id = f"follow-{index}-{int(time.time() * 1000)}"
     cmd = [sys.executable, "-m", "hareflow.cli", "dags", "trigger", FANOUT_DAG, "--run-id", run_id, "--wait"]
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        cmd, env=command_environment(system.cluster.settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    # Its output goes to files: a pipe nobody reads during the run would fill and stop it.
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            cmd, env=command_environment(system.cluster.settings), stdout=out_file, stderr=err_file
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read().decode(), err_file.read().decode()
     with system.cluster.sessions() as s:
         run = s.scalar(select(DagRun).where(DagRun.dag_id == FANOUT_DAG, DagRun.run_id == run_id))
     from_trigger = (run.end_date - run.queued_at).total_seconds() if run and run.end_date else None
