@@ -231,7 +231,7 @@ def import_errors(s: Session) -> list[dict[str, Any]]:
 # -- runs and task instances ------------------------------------------------------------------------
 
 
-#: The columns of a run's JSON form (``hareflow.common.records.run_dict`` reads them by name).
+#: The columns of a run's JSON form, in the order ``hareflow.common.records.run_dicts`` reads them.
 _RUN_COLUMNS = (
     _run.dag_id,
     _run.run_id,
@@ -283,7 +283,7 @@ def list_runs(
     offset: int = 0,
 ) -> tuple[list[Row[Any]], int] | None:
     """A page of the runs of the active DAG ``dag_id`` (newest first) as rows of the columns
-    ``run_dict`` reads, and how many runs match in all; None when there is no such DAG.
+    ``run_dicts`` reads, and how many runs match in all; None when there is no such DAG.
 
     One query in the usual case: the rows carry the total (a window ``count(*) over ()``, which
     the three databases all support) and the DAG's existence (a condition on the same query). Only
