@@ -9,6 +9,7 @@ the web server reuses the token's lookup (``TOKEN_CACHE_SECONDS``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,8 +17,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from hareflow.web.runtime import EXTENSION
 from hareflow.web.security import issue_token, token_cache
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,9 +34,11 @@ class Counted:
 
 
 @pytest.fixture
-def counted(web_sessions: sessionmaker[Session]) -> Iterator[Any]:
-    """``counted(request)`` runs ``request()`` and returns what it sent to the metastore."""
-    engine: Engine = web_sessions.kw["bind"]
+def counted(app: Flask, web_sessions: sessionmaker[Session]) -> Iterator[Any]:
+    """``counted(request)`` runs ``request()`` and returns what it sent to the metastore, through
+    the application's engine and its read engine alike."""
+    engines: list[Engine] = [web_sessions.kw["bind"], app.extensions[EXTENSION].request_bind()]
+    assert engines[0] is not engines[1]
 
     def count(request: Any) -> Counted:
         seen = Counted()
@@ -49,9 +53,13 @@ def counted(web_sessions: sessionmaker[Session]) -> Iterator[Any]:
             seen.commits += 1
 
         listeners = [
-            (engine, "before_cursor_execute", statement),
-            (engine.pool, "checkout", checkout),
-            (engine, "commit", commit),
+            listener
+            for engine in engines
+            for listener in (
+                (engine, "before_cursor_execute", statement),
+                (engine.pool, "checkout", checkout),
+                (engine, "commit", commit),
+            )
         ]
         for target, name, fn in listeners:
             event.listen(target, name, fn)
@@ -124,3 +132,25 @@ def test_a_page_reads_in_one_connection_with_its_scheduler_alert(
 
     assert seen.checkouts == 1
     assert seen.commits == 0
+
+
+def test_a_pooled_connection_the_database_closed_is_replaced_before_a_request_uses_it(
+    app: Flask, token: str, web_sessions: sessionmaker[Session], dag_factory: Any
+) -> None:
+    """The read engine pings no connection (no ``SELECT 1`` round trip): it notices a closed one by
+    its socket, as a database restart or ``pg_terminate_backend`` leaves it."""
+    dag_id = dag_factory()
+    http, headers = app.test_client(), {"Authorization": f"Bearer {token}"}
+    assert http.get(f"/api/v1/dags/{dag_id}/runs", headers=headers).status_code == 200
+    others = "datname = current_database() AND pid <> pg_backend_pid()"
+    with web_sessions() as s:
+        s.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}"))
+        deadline = time.monotonic() + 10
+        while s.scalar(text(f"SELECT count(*) FROM pg_stat_activity WHERE {others}")):
+            assert time.monotonic() < deadline, "the backends did not end"
+            time.sleep(0.05)
+            s.rollback()
+
+    responses = [http.get(f"/api/v1/dags/{dag_id}/runs", headers=headers) for _ in range(3)]
+
+    assert [r.status_code for r in responses] == [200, 200, 200], responses[0].text
