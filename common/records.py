@@ -3,6 +3,7 @@ and the pages' embedded data, so a script reading either sees the same keys and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -77,11 +78,21 @@ RUN_ROW_COLUMNS = (
 )
 
 
+def _json_object(value: str | dict[str, Any] | None) -> dict[str, Any]:
+    """A JSON object column read as text (or already decoded); ``{}`` for none."""
+    if value is None or value == "{}":
+        return {}
+    if isinstance(value, str):
+        return json.loads(value) or {}
+    return value or {}
+
+
 def run_dicts(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
     """``run_dict`` of each row whose first columns are ``RUN_ROW_COLUMNS``, in that order.
 
     The list endpoints' form of the same JSON: a row unpacked by position costs a third of what
-    reading its fifteen columns by name does (a page of 50 runs: about 0.18 ms instead of 0.5)."""
+    reading its fifteen columns by name does (a page of 50 runs: about 0.18 ms instead of 0.5).
+    ``conf`` may be the column's JSON text, decoded here only when it is not ``{}``."""
     return [
         {
             "dag_id": dag_id,
@@ -91,7 +102,7 @@ def run_dicts(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
             "logical_date": iso(logical_date),
             "data_interval_start": iso(interval_start),
             "data_interval_end": iso(interval_end),
-            "conf": conf or {},
+            "conf": _json_object(conf),
             "triggered_by": triggered_by,
             "backfill_id": backfill_id,
             "queued_at": iso(queued_at),
