@@ -154,3 +154,23 @@ def test_a_pooled_connection_the_database_closed_is_replaced_before_a_request_us
     responses = [http.get(f"/api/v1/dags/{dag_id}/runs", headers=headers) for _ in range(3)]
 
     assert [r.status_code for r in responses] == [200, 200, 200], responses[0].text
+
+
+def test_the_dag_list_is_one_connection_and_two_statements_with_its_recent_runs(
+    app: Flask, token: str, counted: Any, dag_factory: Any, run_factory: Any
+) -> None:
+    dag_ids = [dag_factory() for _ in range(3)]
+    for day in range(3):
+        run_factory(dag_ids[0], logical_date=T0 + timedelta(days=day), state=("success", "failed")[day % 2])
+    http, headers = app.test_client(), {"Authorization": f"Bearer {token}"}
+    query = "&".join(f"dag_id={d}" for d in dag_ids)
+    http.get(f"/api/v1/dags?{query}", headers=headers)
+
+    seen = counted(lambda: http.get(f"/api/v1/dags?{query}", headers=headers))
+    dags = {d["dag_id"]: d for d in http.get(f"/api/v1/dags?{query}", headers=headers).json["dags"]}
+
+    assert seen.checkouts == 1 and seen.commits == 0
+    assert len(seen.statements) == 2, seen.statements  # the DAGs, their recent runs
+    assert [dags[d]["recent_states"] for d in dag_ids] == [{"success": 2, "failed": 1}, {}, {}]
+    assert dags[dag_ids[0]]["last_run"]["logical_date"] == (T0 + timedelta(days=2)).isoformat()
+    assert dags[dag_ids[1]]["last_run"] is None
