@@ -47,7 +47,7 @@ PUBLIC_ENDPOINTS = frozenset({"static", "auth.login", "health", "metrics"})
 #: otherwise turn every read into a write).
 TOKEN_TOUCH_EVERY = timedelta(minutes=1)
 #: Seconds a web process reuses a token's lookup (see :class:`TokenCache`): how long a token
-#: revoked by another process, the CLI's ``hareflow users token revoke`` for one, may still work.
+#: revoked by another process, the CLI's ``hareflow users tokens revoke`` for one, may still work.
 TOKEN_CACHE_SECONDS = 5.0
 
 CSP = (
@@ -216,7 +216,11 @@ class TokenCache:
     most ``max_size`` of them."""
 
     def __init__(
-        self, ttl: float = 5.0, *, max_size: int = 1024, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl: float = TOKEN_CACHE_SECONDS,
+        *,
+        max_size: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl = ttl
         self.max_size = max_size
