@@ -31,6 +31,7 @@ from typing import Any
 from hareflow.common.config import load_settings
 from hareflow.common.db import create_engine_for, make_session_factory
 from hareflow.common.db.migrate import migrate
+from hareflow.web.runtime import EXTENSION
 from hareflow.web.security import issue_token
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
@@ -51,15 +52,16 @@ def emit(record: dict[str, Any]) -> None:
 
 
 class StatementCounter:
-    """Counts the statements an engine sends, and the commits and rollbacks it ends them with."""
+    """Counts the statements engines send, and the commits and rollbacks they end them with."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, *engines: Engine) -> None:
         self.statements = 0
         self.commits = 0
         self.rollbacks = 0
-        event.listen(engine, "before_cursor_execute", self._statement)
-        event.listen(engine, "commit", self._commit)
-        event.listen(engine, "rollback", self._rollback)
+        for engine in dict.fromkeys(engines):  # the application's engine and its read engine
+            event.listen(engine, "before_cursor_execute", self._statement)
+            event.listen(engine, "commit", self._commit)
+            event.listen(engine, "rollback", self._rollback)
 
     def _statement(self, *_args: Any) -> None:
         self.statements += 1
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             env = {"HAREFLOW_HOME": home, "HAREFLOW_DATABASE_URL": url, "HAREFLOW_EXECUTOR": "local"}
             app = create_app(load_settings(env=env), sessions=sessions)
             emit({"type": "setup", "cpus": os.cpu_count(), "loadavg": _loadavg()})
-            run(app, StatementCounter(engine), token, args)
+            read_engine = app.extensions[EXTENSION].request_bind()
+            run(app, StatementCounter(engine, read_engine), token, args)
     finally:
         engine.dispose()
         with admin.connect() as conn:

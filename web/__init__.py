@@ -49,8 +49,14 @@ def create_app(
     settings = settings if settings is not None else load_settings()
     if sessions is None:
         from hareflow.common.db import create_engine_for, make_session_factory
+        from sqlalchemy.engine import make_url
 
-        sessions = make_session_factory(create_engine_for(settings.effective_database_url))
+        url = settings.effective_database_url
+        # On PostgreSQL the reads have a pool of their own (``WebRuntime.request_bind``, up to 20
+        # connections): this one is left the writes, so the process keeps at most 30 in all.
+        postgresql = make_url(url).get_backend_name() == "postgresql"
+        small = {"pool_size": 5, "max_overflow": 5} if postgresql else {}
+        sessions = make_session_factory(create_engine_for(url, **small))
 
     app = Flask(__name__)
     app.config.update(

@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from hareflow.common.users import UserAccountError, set_password, verify_password
 from hareflow.web.runtime import open_session, runtime
-from hareflow.web.security import log_in, log_out, require_role, safe_next
+from hareflow.web.security import forget_tokens, log_in, log_out, require_role, safe_next
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 bp = Blueprint("auth", __name__)
@@ -206,6 +206,7 @@ def change_password() -> Any:
         s.flush()
         # set_password ended every session of the user; this browser gets a fresh one.
         log_in(s, user, timedelta(hours=runtime().settings.web_session_hours))
+    forget_tokens()  # the cached lookups of this user's tokens hold the old password hash
     throttle.succeeded(username, address, device)
     flash("password changed")
     return redirect(url_for("pages.dag_list"))

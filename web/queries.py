@@ -34,7 +34,19 @@ from hareflow.common.records import iso
 from hareflow.common.states import TASK_DISPATCHED, TaskState
 from hareflow.common.tries import COLUMNS as TRY_COLUMNS
 from hareflow.web import task_groups
-from sqlalchemy import DateTime, Integer, Row, Select, bindparam, exists, func, select, type_coerce
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    Row,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    exists,
+    func,
+    select,
+    type_coerce,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -61,18 +73,19 @@ _run = DagRun.__table__.c
 _dag = Dag.__table__.c
 # -- DAGs -------------------------------------------------------------------------------------------
 
+#: The DAG list's columns, in the order ``_dag_row_dict`` reads them.
 _DAG_COLUMNS = (
-    Dag.dag_id,
-    Dag.owner,
-    Dag.tags,
-    Dag.schedule,
-    Dag.timezone,
-    Dag.is_paused,
-    Dag.description,
-    Dag.fileloc,
-    Dag.next_logical_date,
-    Dag.next_run_after,
-    Dag.last_parsed_at,
+    _dag.dag_id,
+    _dag.owner,
+    _dag.tags,
+    _dag.schedule,
+    _dag.timezone,
+    _dag.is_paused,
+    _dag.description,
+    _dag.fileloc,
+    naive_utc(_dag.next_logical_date),
+    naive_utc(_dag.next_run_after),
+    naive_utc(_dag.last_parsed_at),
 )
 
 
@@ -84,19 +97,31 @@ class DagPage:
 
 
 def _dag_row_dict(row: Any) -> dict[str, Any]:
+    dag_id, owner, tags, schedule, timezone, is_paused, description, fileloc, next_date, after, parsed = row
     return {
-        "dag_id": row.dag_id,
-        "owner": row.owner,
-        "tags": list(row.tags or []),
-        "schedule": row.schedule,
-        "timezone": row.timezone,
-        "is_paused": bool(row.is_paused),
-        "description": row.description,
-        "fileloc": row.fileloc,
-        "next_logical_date": iso(row.next_logical_date),
-        "next_run_after": iso(row.next_run_after),
-        "last_parsed_at": iso(row.last_parsed_at),
+        "dag_id": dag_id,
+        "owner": owner,
+        "tags": list(tags or []),
+        "schedule": schedule,
+        "timezone": timezone,
+        "is_paused": bool(is_paused),
+        "description": description,
+        "fileloc": fileloc,
+        "next_logical_date": iso(next_date),
+        "next_run_after": iso(after),
+        "last_parsed_at": iso(parsed),
     }
+
+
+@functools.cache
+def _dag_list_query(by_ids: bool, paused: bool | None) -> Select[Any]:
+    """The DAG list's query per combination of filters, built once (ids bound at execution)."""
+    query = select(*_DAG_COLUMNS).where(_dag.is_active.is_(True)).order_by(_dag.dag_id)
+    if by_ids:
+        query = query.where(_dag.dag_id.in_(bindparam("dag_ids", expanding=True)))
+    if paused is not None:
+        query = query.where(_dag.is_paused.is_(paused))
+    return query
 
 
 def list_dags(
@@ -110,27 +135,23 @@ def list_dags(
     offset: int = 0,
 ) -> DagPage:
     """A page of active DAGs (by id) with their recent runs, filtered by a search string (id,
-    owner or description, case-insensitive), a tag and the paused flag."""
-    query = select(*_DAG_COLUMNS).where(Dag.is_active.is_(True)).order_by(Dag.dag_id)
-    if dag_ids is not None:
-        query = query.where(Dag.dag_id.in_(list(dag_ids)))
-    if paused is not None:
-        query = query.where(Dag.is_paused.is_(paused))
-    rows = s.execute(query).all()
+    owner or description, case-insensitive), a tag and the paused flag. Core rows on the
+    session's connection, read by position."""
+    query = _dag_list_query(dag_ids is not None, paused)
+    values = {"dag_ids": list(dag_ids)} if dag_ids is not None else {}
+    rows = s.connection().execute(query, values).all()
     # Tags live in a JSON column, which the three databases query differently: the active DAGs'
     # small columns are filtered here instead (thousands of rows at most).
-    tags = sorted({t for r in rows for t in (r.tags or [])})
+    tags = sorted({t for r in rows for t in (r[2] or [])})
     needle = (search or "").strip().lower()
     if needle:
         rows = [
             r
             for r in rows
-            if needle in r.dag_id.lower()
-            or needle in (r.owner or "").lower()
-            or needle in (r.description or "").lower()
+            if needle in r[0].lower() or needle in (r[1] or "").lower() or needle in (r[6] or "").lower()
         ]
     if tag:
-        rows = [r for r in rows if tag in (r.tags or [])]
+        rows = [r for r in rows if tag in (r[2] or [])]
     total = len(rows)
     page = [_dag_row_dict(r) for r in rows[offset : offset + limit]]
     recent = recent_runs(s, [d["dag_id"] for d in page])
@@ -139,14 +160,8 @@ def list_dags(
     return DagPage(dags=page, total=total, tags=tags)
 
 
-def recent_runs(
-    s: Session, dag_ids: Sequence[str], per_dag: int = RECENT_RUNS
-) -> dict[str, tuple[dict[str, int], dict[str, Any] | None]]:
-    """For each DAG, how many of its latest ``per_dag`` runs are in each state, and the latest run
-    (one query, a window function). Only the latest run of each is formatted: a page of 100 DAGs
-    reads 2,500 rows to count their states."""
-    if not dag_ids:
-        return {}
+@functools.cache
+def _recent_runs_query() -> Select[Any]:
     numbered = (
         select(
             _run.dag_id,
@@ -160,27 +175,43 @@ def recent_runs(
             .over(partition_by=_run.dag_id, order_by=(_run.logical_date.desc(), _run.id.desc()))
             .label("rn"),
         )
-        .where(_run.dag_id.in_(list(dag_ids)))
+        .where(_run.dag_id.in_(bindparam("dag_ids", expanding=True)))
         .subquery()
     )
-    out: dict[str, tuple[dict[str, int], dict[str, Any] | None]] = {}
-    rows = s.connection().execute(
-        select(numbered).where(numbered.c.rn <= per_dag).order_by(numbered.c.dag_id, numbered.c.rn)
+    return (
+        select(numbered)
+        .where(numbered.c.rn <= bindparam("per_dag", type_=Integer))
+        .order_by(numbered.c.dag_id, numbered.c.rn)
     )
-    for r in rows:
-        if r.rn == 1:
+
+
+def recent_runs(
+    s: Session, dag_ids: Sequence[str], per_dag: int = RECENT_RUNS
+) -> dict[str, tuple[dict[str, int], dict[str, Any] | None]]:
+    """For each DAG, how many of its latest ``per_dag`` runs are in each state, and the latest run
+    (one query, a window function). Only the latest run of each is formatted: a page of 100 DAGs
+    reads 2,500 rows to count their states, fetched at once and read by position."""
+    if not dag_ids:
+        return {}
+    out: dict[str, tuple[dict[str, int], dict[str, Any] | None]] = {}
+    values = {"dag_ids": list(dag_ids), "per_dag": per_dag}
+    states: dict[str, int] = {}
+    for dag_id, run_id, state, run_type, logical_date, start_date, end_date, rn in (
+        s.connection().execute(_recent_runs_query(), values).all()
+    ):
+        if rn == 1:
             last = {
-                "run_id": r.run_id,
-                "state": r.state,
-                "run_type": r.run_type,
-                "logical_date": iso(r.logical_date),
-                "start_date": iso(r.start_date),
-                "end_date": iso(r.end_date),
+                "run_id": run_id,
+                "state": state,
+                "run_type": run_type,
+                "logical_date": iso(logical_date),
+                "start_date": iso(start_date),
+                "end_date": iso(end_date),
             }
-            out[r.dag_id] = ({r.state: 1}, last)
+            states = {state: 1}
+            out[dag_id] = (states, last)
         else:
-            states = out[r.dag_id][0]
-            states[r.state] = states.get(r.state, 0) + 1
+            states[state] = states.get(state, 0) + 1
     return out
 
 
@@ -232,7 +263,7 @@ def import_errors(s: Session) -> list[dict[str, Any]]:
 # -- runs and task instances ------------------------------------------------------------------------
 
 
-#: The columns of a run's JSON form (``hareflow.common.records.run_dict`` reads them by name).
+#: The columns of a run's JSON form, in the order ``hareflow.common.records.run_dicts`` reads them.
 _RUN_COLUMNS = (
     _run.dag_id,
     _run.run_id,
@@ -241,7 +272,9 @@ _RUN_COLUMNS = (
     naive_utc(_run.logical_date),
     naive_utc(_run.data_interval_start),
     naive_utc(_run.data_interval_end),
-    _run.conf,
+    # As the text the database holds: ``run_dicts`` decodes it, and most confs are ``{}``, which
+    # it does not (the driver's JSON decoding was a sixth of the run list's time).
+    cast(_run.conf, Text).label("conf"),
     _run.triggered_by,
     _run.backfill_id,
     naive_utc(_run.queued_at),
@@ -284,7 +317,7 @@ def list_runs(
     offset: int = 0,
 ) -> tuple[list[Row[Any]], int] | None:
     """A page of the runs of the active DAG ``dag_id`` (newest first) as rows of the columns
-    ``run_dict`` reads, and how many runs match in all; None when there is no such DAG.
+    ``run_dicts`` reads, and how many runs match in all; None when there is no such DAG.
 
     One query in the usual case: the rows carry the total (a window ``count(*) over ()``, which
     the three databases all support) and the DAG's existence (a condition on the same query). Only

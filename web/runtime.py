@@ -44,22 +44,24 @@ class WebRuntime:
         self.last_broker_error: str | None = None
         self.relay: EventRelay | None = None
         self._read_bind: Engine | None = None
+        self._own_read_bind = False
 
     def request_bind(self) -> Engine:
-        """What a request's own session runs on: on PostgreSQL, the metastore in autocommit.
-
-        Under READ COMMITTED (PostgreSQL's default) every statement sees what was committed when
-        it started, inside a transaction or not, so a read-only request loses nothing without one
-        and saves two round trips: psycopg2's ``BEGIN`` and the ``ROLLBACK`` that ends it (its
-        autocommit switch is a client-side flag). The authentication's one write, a "last used"
-        time, then commits on its own. Elsewhere the engine as it is: MySQL drivers switch
-        autocommit with a statement each way (no saving), and SQLite's ``BEGIN IMMEDIATE`` is what
-        serialises its writers."""
+        """What a request's own session runs on: on PostgreSQL, a read engine of its own
+        (:func:`hareflow.common.db.create_read_engine`: always in autocommit, no ping round trip).
+        The authentication's one write, a "last used" time, then commits on its own. Elsewhere the
+        engine as it is: MySQL drivers switch autocommit with a statement each way (no saving),
+        and SQLite's ``BEGIN IMMEDIATE`` is what serialises its writers."""
         if self._read_bind is None:
             engine = self.sessions.kw["bind"]
-            if engine.dialect.name == "postgresql":
-                engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-            self._read_bind = engine
+            with self._lock:
+                if self._read_bind is None:
+                    if engine.dialect.name == "postgresql":
+                        from hareflow.common.db import create_read_engine
+
+                        self._read_bind, self._own_read_bind = create_read_engine(engine), True
+                    else:
+                        self._read_bind = engine
         return self._read_bind
 
     @property
@@ -111,6 +113,9 @@ class WebRuntime:
     def close(self) -> None:
         if self.relay is not None:
             self.relay.stop()
+        if self._own_read_bind and self._read_bind is not None:
+            self._read_bind.dispose()
+            self._read_bind, self._own_read_bind = None, False
         with self._lock:
             if self._own_executor and self._executor is not None:
                 self._executor.close()

@@ -18,13 +18,15 @@ import hmac
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, abort, g, redirect, request, session, url_for
+from flask import Flask, Response, abort, current_app, g, redirect, request, session, url_for
 from hareflow.common.config import Settings
 from hareflow.common.db import ApiToken, User, WebSession
 from sqlalchemy import bindparam, delete, select
@@ -44,6 +46,9 @@ PUBLIC_ENDPOINTS = frozenset({"static", "auth.login", "health", "metrics"})
 #: A token's ``last_used_at`` is written at most this often (a script polling the API would
 #: otherwise turn every read into a write).
 TOKEN_TOUCH_EVERY = timedelta(minutes=1)
+#: Seconds a web process reuses a token's lookup (see :class:`TokenCache`): how long a token
+#: revoked by another process, the CLI's ``hareflow users tokens revoke`` for one, may still work.
+TOKEN_CACHE_SECONDS = 5.0
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -188,27 +193,110 @@ _TOKEN_LOOKUP = (
 )
 
 
-def user_for_token(session: Session, token: str, now: datetime | None = None) -> User | None:
+@dataclass
+class _TokenEntry:
+    """What a token's lookup found: its user's columns, the token's id, expiry and last use."""
+
+    user: dict[str, Any]
+    token_id: int
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    fetched_at: float
+
+
+class TokenCache:
+    """Token lookups this process made in the last ``ttl`` seconds, by token hash.
+
+    An API script polling the run list asks for the same token many times a second: within ``ttl``
+    its request reuses the lookup instead of sending one more statement. ``ttl`` bounds how long a
+    token revoked, or its user changed or deleted, by another process (the CLI, another web server)
+    still works here; this process's own changes (the users page, a password change) call
+    :meth:`clear`, so they take effect at once. Expiry is checked on every request. Only tokens
+    that exist are kept (an unknown token is looked up each time, so a new one works at once), at
+    most ``max_size`` of them."""
+
+    def __init__(
+        self,
+        ttl: float = TOKEN_CACHE_SECONDS,
+        *,
+        max_size: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.max_size = max_size
+        self.clock = clock
+        self._entries: dict[str, _TokenEntry] = {}
+
+    def get(self, token_hash: str) -> _TokenEntry | None:
+        entry = self._entries.get(token_hash)
+        if entry is None or self.clock() - entry.fetched_at >= self.ttl:
+            return None
+        return entry
+
+    def put(self, token_hash: str, entry: _TokenEntry) -> None:
+        if len(self._entries) >= self.max_size:
+            self._entries = {}
+        self._entries[token_hash] = entry
+
+    def discard(self, token_hash: str) -> None:
+        self._entries.pop(token_hash, None)
+
+    def clear(self) -> None:
+        self._entries = {}
+
+
+def user_for_token(
+    session: Session, token: str, now: datetime | None = None, *, cache: TokenCache | None = None
+) -> User | None:
     """The user of an API token still valid at ``now``, as a ``User`` that belongs to no session
     (the views read its columns only). The token's ``last_used_at`` is updated in ``session`` when
-    due (at most once per ``TOKEN_TOUCH_EVERY``): the caller commits."""
-    row = session.connection().execute(_TOKEN_LOOKUP, {"token_hash": hash_token(token)}).one_or_none()
-    if row is None:
-        return None
+    due (at most once per ``TOKEN_TOUCH_EVERY``): the caller commits. With ``cache``, a lookup made
+    within its ``ttl`` is reused (no statement, unless the last use is due)."""
+    token_hash = hash_token(token)
+    entry = cache.get(token_hash) if cache is not None else None
+    if entry is None:
+        row = session.connection().execute(_TOKEN_LOOKUP, {"token_hash": token_hash}).one_or_none()
+        if row is None:
+            return None
+        entry = _TokenEntry(
+            user={
+                "id": row.id,
+                "username": row.username,
+                "password_hash": row.password_hash,
+                "role": row.role,
+                "created_at": row.created_at,
+            },
+            token_id=row.token_id,
+            expires_at=row.expires_at,
+            last_used_at=row.last_used_at,
+            fetched_at=cache.clock() if cache is not None else 0.0,
+        )
+        if cache is not None:
+            cache.put(token_hash, entry)
     now = now or datetime.now(UTC)
-    if row.expires_at is not None and row.expires_at <= now:
+    if entry.expires_at is not None and entry.expires_at <= now:
         return None
-    if row.last_used_at is None or now - row.last_used_at > TOKEN_TOUCH_EVERY:
-        api_token = session.get(ApiToken, row.token_id)
-        if api_token is not None:
-            api_token.last_used_at = now
-    return User(
-        id=row.id,
-        username=row.username,
-        password_hash=row.password_hash,
-        role=row.role,
-        created_at=row.created_at,
-    )
+    if entry.last_used_at is None or now - entry.last_used_at > TOKEN_TOUCH_EVERY:
+        api_token = session.get(ApiToken, entry.token_id)
+        if api_token is None:  # revoked since it was cached
+            if cache is not None:
+                cache.discard(token_hash)
+            return None
+        api_token.last_used_at = entry.last_used_at = now
+    return User(**entry.user)
+
+
+def token_cache() -> TokenCache:
+    """The application's :class:`TokenCache`."""
+    cache: TokenCache | None = current_app.extensions.get("hareflow_token_cache")
+    if cache is None:
+        cache = current_app.extensions["hareflow_token_cache"] = TokenCache(TOKEN_CACHE_SECONDS)
+    return cache
+
+
+def forget_tokens() -> None:
+    """Users or tokens changed in this process: the next request of every token looks it up again."""
+    token_cache().clear()
 
 
 # -- sessions ---------------------------------------------------------------------------------------
@@ -337,7 +425,8 @@ def _authenticate() -> Response | None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             abort(401, "use 'Authorization: Bearer <token>' (tokens: `hareflow users token NAME`)")
-        user = _look_up(lambda db: user_for_token(db, token.strip()))
+        cache = token_cache()
+        user = _look_up(lambda db: user_for_token(db, token.strip(), cache=cache))
         if user is None:
             abort(401, "unknown, revoked or expired API token")
         g.user, g.auth = user, "token"

@@ -1,6 +1,6 @@
 """Metastore: typed SQLAlchemy models, engine/session creation, migrations."""
 
-from hareflow.common.db.engine import create_engine_for, make_session_factory
+from hareflow.common.db.engine import create_engine_for, create_read_engine, make_session_factory
 from hareflow.common.db.models import (
     ApiToken,
     AssetDagRunQueue,
@@ -58,5 +58,6 @@ __all__ = [
     "WebSession",
     "Worker",
     "create_engine_for",
+    "create_read_engine",
     "make_session_factory",
 ]

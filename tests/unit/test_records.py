@@ -22,3 +22,10 @@ def test_durations_are_rounded_to_the_millisecond_and_need_both_ends() -> None:
     assert seconds_between(start, start + timedelta(seconds=1, microseconds=234_567)) == 1.235
     assert seconds_between(start.replace(tzinfo=None), start + timedelta(seconds=2)) == 2.0
     assert seconds_between(None, start) is None and seconds_between(start, None) is None
+
+
+def test_the_run_lists_columns_are_in_the_order_run_dicts_reads_them() -> None:
+    from hareflow.common.records import RUN_ROW_COLUMNS
+    from hareflow.web.queries import _RUN_COLUMNS
+
+    assert tuple(column.key for column in _RUN_COLUMNS) == RUN_ROW_COLUMNS

@@ -126,6 +126,21 @@ def test_triggering_a_run_with_conf(client: Client, dag_factory: Any) -> None:
     assert [r["run_id"] for r in listed["runs"]] == ["r1"] and listed["total"] == 1
 
 
+def test_a_listed_run_has_the_same_form_as_the_run_itself(client: Client, dag_factory: Any) -> None:
+    """The list formats rows by position, the detail a ``DagRun``: both give the same JSON."""
+    dag_id = dag_factory()
+    client.api("POST", f"/dags/{dag_id}/runs", {"conf": {"b": [1, "é"], "a": None}, "run_id": "with_conf"})
+    client.api(
+        "POST", f"/dags/{dag_id}/runs", {"run_id": "dated", "logical_date": "2026-02-03T04:05:06.789+00:00"}
+    )
+
+    listed = client.api("GET", f"/dags/{dag_id}/runs").json["runs"]
+    details = [client.api("GET", path_of("dags", dag_id, "runs", r["run_id"])).json for r in listed]
+
+    assert [r["run_id"] for r in listed] == ["with_conf", "dated"]
+    assert listed == [{k: v for k, v in d.items() if k != "task_states"} for d in details]
+
+
 def test_a_run_id_with_a_slash_is_refused_with_a_clear_error(client: Client, dag_factory: Any) -> None:
     dag_id = dag_factory()
 

@@ -442,6 +442,7 @@ def test_the_users_page_lists_api_tokens_and_an_admin_revokes_one(
 
     page = admin.get("/users").text
     assert f'data-token="{token_id}"' in page and name in page
+    assert admin.http.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     revoked = admin.form(f"/users/tokens/{token_id}/revoke")
 
     assert revoked.status_code == 302
@@ -449,3 +450,53 @@ def test_the_users_page_lists_api_tokens_and_an_admin_revokes_one(
     assert admin.http.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     with web_sessions() as s:
         assert s.get(ApiToken, token_id) is None
+
+
+def test_a_role_changed_or_a_user_deleted_on_the_users_page_applies_to_their_tokens_at_once(
+    app: Flask, admin: Client, web_sessions: sessionmaker[Session]
+) -> None:
+    name = unique("bot")
+    with web_sessions() as s, s.begin():
+        create_user(s, name, PASSWORD, "viewer")
+        token = issue_token(s, name)
+
+    def me() -> Any:
+        return app.test_client().get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+
+    assert me().json["role"] == "viewer"
+    admin.form(f"/users/{name}/role", {"role": "op"})
+    assert me().json["role"] == "op"
+    admin.form(f"/users/{name}/delete")
+    assert me().status_code == 401
+
+
+def test_a_token_revoked_by_another_process_stops_working_within_the_cache_bound(
+    app: Flask, web_sessions: sessionmaker[Session]
+) -> None:
+    """The CLI revokes in the database only: this server notices when its lookup is older than
+    ``TOKEN_CACHE_SECONDS``, or at the next "last used" write, whichever comes first."""
+    import time
+
+    from hareflow.web.security import TOKEN_CACHE_SECONDS, revoke_tokens, token_cache
+
+    name = unique("bot")
+    with web_sessions() as s, s.begin():
+        create_user(s, name, PASSWORD, "viewer")
+        token = issue_token(s, name)
+
+    def status() -> int:
+        return app.test_client().get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code
+
+    assert status() == 200
+    with web_sessions() as s, s.begin():
+        revoke_tokens(s, name)
+    still = status()
+    with app.app_context():
+        cache = token_cache()
+    cache.clock = lambda: time.monotonic() + TOKEN_CACHE_SECONDS
+    try:
+        later = status()
+    finally:
+        cache.clock = time.monotonic
+
+    assert (still, later) == (200, 401)

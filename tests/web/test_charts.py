@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from hareflow.common.db import DagRun, TaskInstance, TaskTry
+from hareflow.web.runtime import EXTENSION
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -264,7 +266,7 @@ def test_durations_of_a_dag_without_runs_and_bad_limits(client: Client, dag_fact
 
 
 def test_the_durations_read_is_two_statements_bounded_by_the_latest_runs(
-    client: Client, dag_factory: Any, web_sessions: sessionmaker[Session]
+    app: Flask, client: Client, dag_factory: Any, web_sessions: sessionmaker[Session]
 ) -> None:
     dag_id = dag_factory()
     for day in range(12):
@@ -274,17 +276,19 @@ def test_the_durations_read_is_two_statements_bounded_by_the_latest_runs(
             day,
             [{"task_id": t, "state": "success", "start": 1, "end": 2} for t in ("extract", "load")],
         )
-    engine: Engine = web_sessions.kw["bind"]
+    engines: list[Engine] = [web_sessions.kw["bind"], app.extensions[EXTENSION].request_bind()]
     seen: list[tuple[str, Any]] = []
 
     def statement(_conn: Any, _cursor: Any, sql: str, params: Any, *_: Any) -> None:
         seen.append((sql, params))
 
-    event.listen(engine, "before_cursor_execute", statement)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", statement)
     try:
         response = client.api("GET", path_of("dags", dag_id) + "/durations?limit=5")
     finally:
-        event.remove(engine, "before_cursor_execute", statement)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", statement)
 
     assert response.status_code == 200 and len(response.json["runs"]) == 5
     runs = [(sql, p) for sql, p in seen if "FROM dag_run" in sql]

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Response, abort, g, jsonify, request
 from hareflow.common import dag_versions
-from hareflow.common.records import run_dict, ti_dict
+from hareflow.common.records import run_dict, run_dicts, ti_dict
 from hareflow.web import actions, charts, queries
 from hareflow.web.api import body_bool, bool_arg, bp, int_arg, json_body
 from hareflow.web.runtime import open_session, request_session
@@ -196,7 +196,7 @@ def list_runs(dag_id: str) -> Any:
     if page is None:
         abort(404, f"no DAG named {dag_id!r}")
     runs, total = page
-    return jsonify({"runs": [run_dict(r) for r in runs], "total": total, "limit": limit, "offset": offset})
+    return jsonify({"runs": run_dicts(runs), "total": total, "limit": limit, "offset": offset})
 
 
 @bp.post("/dags/<dag_id>/runs")

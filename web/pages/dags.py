@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 from hareflow.common.dag_versions import list_versions
-from hareflow.common.records import run_dict
+from hareflow.common.records import run_dicts
 from hareflow.common.runs import RunError, load_conf
 from hareflow.common.states import TaskState
 from hareflow.web import actions, charts, queries, versions
@@ -142,7 +142,7 @@ def dag_runs(dag_id: str) -> Any:
         runs, total = queries.list_runs(
             s, dag_id, state=state, run_type=run_type, limit=50, offset=offset
         ) or ([], 0)
-        items = [run_dict(r) for r in runs]
+        items = run_dicts(runs)
     return render_template(
         "dag_runs.html",
         dag=detail,

@@ -12,7 +12,7 @@ from hareflow.web import actions, queries
 from hareflow.web.api.system import queue_report
 from hareflow.web.pages import arg_int, back, bp, flash_error
 from hareflow.web.runtime import open_session, runtime
-from hareflow.web.security import issue_token, list_tokens, require_role, revoke_token
+from hareflow.web.security import forget_tokens, issue_token, list_tokens, require_role, revoke_token
 from sqlalchemy import select
 
 
@@ -175,6 +175,7 @@ def _user_action(action: Any, done: str) -> Any:
     try:
         with open_session() as s, s.begin():
             action(s)
+        forget_tokens()  # a role changed or a user deleted: their tokens' cached lookups are stale
     except UserAccountError as exc:
         flash_error(str(exc))
     else:
@@ -233,6 +234,7 @@ def issue_user_token(username: str) -> Any:
 def revoke_user_token(token_id: int) -> Any:
     with open_session() as s, s.begin():
         revoked = revoke_token(s, token_id, revoked_by=g.user.username)
+    forget_tokens()
     if revoked is None:
         flash_error(f"no API token with id {token_id}")
     else:
