@@ -442,6 +442,20 @@ def _insert_tall_run(live: LiveSystem, day: int, state: str) -> str:
     return run_id
 
 
+def open_live_grid(page: Any, live: LiveSystem, dag_id: str) -> list[str]:
+    """Open the DAG's grid and wait until its socket is connected and the resync that follows has
+    landed; the list of the grid JSON requests the page makes (growing as it makes more)."""
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if f"/api/v1/dags/{dag_id}/grid" in r.url else None)
+    page.goto(f"{live.url}/dags/{dag_id}/grid")
+    page.wait_for_selector("#gridtable")
+    poll(lambda: page.evaluate("!!(window.hf.socket && window.hf.socket.connected)"), what="the socket")
+    poll(delivered(page, lambda: requests), what="the resync that follows connecting")
+    page.wait_for_load_state("networkidle")
+    mark_no_reload(page)
+    return requests
+
+
 def _send(live: LiveSystem, **event: Any) -> None:
     from hareflow.common.messages import StateEvent
 
@@ -455,14 +469,7 @@ def test_a_tall_grid_draws_its_first_screen_first_and_the_rest_after_events_incl
     run_id = _insert_tall_run(tall, 1, "running")
     page = open_as("viewer")
     page.context.add_init_script(HOLD_FRAMES + NO_SAFETY_POLL)
-    requests: list[str] = []
-    page.on("request", lambda r: requests.append(r.url) if "/api/v1/dags/tall_dag/grid" in r.url else None)
-    page.goto(f"{tall.url}/dags/tall_dag/grid")
-    page.wait_for_selector("#gridtable")
-    poll(lambda: page.evaluate("!!(window.hf.socket && window.hf.socket.connected)"), what="the socket")
-    poll(delivered(page, lambda: requests), what="the resync that follows connecting")
-    page.wait_for_load_state("networkidle")
-    mark_no_reload(page)
+    requests = open_live_grid(page, tall, "tall_dag")
 
     # The first frame has a screenful of rows (the grid's box is about 37 rows high), not 400.
     first = page.evaluate("window.__firstRows")
@@ -515,14 +522,7 @@ def test_a_refetch_that_fails_is_tried_again_and_brings_the_run_it_was_for(
     _insert_tall_run(tall, 10, "success")
     page = open_as("viewer")
     page.context.add_init_script(NO_SAFETY_POLL)  # only the retry can bring the new run
-    requests: list[str] = []
-    page.on("request", lambda r: requests.append(r.url) if "/api/v1/dags/tall_dag/grid" in r.url else None)
-    page.goto(f"{tall.url}/dags/tall_dag/grid")
-    page.wait_for_selector("#gridtable")
-    poll(lambda: page.evaluate("!!(window.hf.socket && window.hf.socket.connected)"), what="the socket")
-    poll(delivered(page, lambda: requests), what="the resync that follows connecting")
-    page.wait_for_load_state("networkidle")
-    mark_no_reload(page)
+    requests = open_live_grid(page, tall, "tall_dag")
 
     failed: list[str] = []
 
