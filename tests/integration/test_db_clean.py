@@ -61,14 +61,19 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(request.param)
 
 
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_engine_for(database_url)
+def migrated(url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a freshly migrated metastore at ``url`` (the engine disposed afterwards)."""
+    engine = create_engine_for(url)
     migrate(engine)
     try:
         yield make_session_factory(engine)
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    yield from migrated(database_url)
 
 
 def hareflow(database_url: str, tmp_path: Path, *args: str, input: str | None = None) -> Result:
@@ -305,12 +310,7 @@ def test_db_clean_asks_first_and_a_no_deletes_nothing(
 
 @pytest.fixture
 def sessions_sqlite(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_engine_for(sqlite_url)
-    migrate(engine)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
+    yield from migrated(sqlite_url)
 
 
 @pytest.mark.parametrize(
