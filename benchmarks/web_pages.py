@@ -1,9 +1,9 @@
 """Page weight and latency of the web UI on a large metastore; one JSON object per line on stdout.
 
-    python -m benchmarks.web_pages [--dags 500] [--runs 100] [--tasks 50] [--repeat 7]
+    python -m benchmarks.web_pages [--dags 500] [--history 10] [--runs 100] [--tasks 50] [--repeat 7]
 
 Builds a temporary PostgreSQL database (``HAREFLOW_TEST_DATABASE_URL``, default the local
-``postgres`` superuser) holding ``--dags`` DAGs with 10 runs each, plus one DAG of ``--tasks``
+``postgres`` superuser) holding ``--dags`` DAGs with ``--history`` runs each, plus one DAG of ``--tasks``
 tasks with ``--runs`` finished runs (``runs x tasks`` task instances), serves the application with
 the real server on a free port, logs in over HTTP and times each page ``--repeat`` times
 (median, min, max of the full response, and its size). The database is dropped afterwards.
@@ -70,7 +70,7 @@ def serialized(dag_id: str, n_tasks: int) -> dict[str, Any]:
     ).to_dict()
 
 
-def populate(sessions: Any, n_dags: int, n_runs: int, n_tasks: int) -> None:
+def populate(sessions: Any, n_dags: int, n_runs: int, n_tasks: int, history: int = 10) -> None:
     now = datetime.now(UTC)
     with sessions() as s, s.begin():
         s.add(
@@ -86,7 +86,7 @@ def populate(sessions: Any, n_dags: int, n_runs: int, n_tasks: int) -> None:
             dag_id = f"dag_{i:04d}"
             data = serialized(dag_id, 5)
             dags.append(_dag_row(dag_id, data, now))
-            for r in range(10):
+            for r in range(history):
                 when = T0 + timedelta(days=r)
                 runs.append(_run_row(dag_id, when, "success" if r % 4 else "failed"))
         big = serialized(BIG, n_tasks)
@@ -205,6 +205,7 @@ def measure(browser: Browser, name: str, path: str, repeat: int) -> dict[str, An
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dags", type=int, default=500)
+    parser.add_argument("--history", type=int, default=10, help="runs of each of the --dags DAGs")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--tasks", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=7)
@@ -226,11 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         migrate(engine)
         sessions = make_session_factory(engine)
         started = time.perf_counter()
-        populate(sessions, args.dags, args.runs, args.tasks)
+        populate(sessions, args.dags, args.runs, args.tasks, args.history)
         emit(
             {
                 "type": "setup",
                 "dags": args.dags + 1,
+                "runs_per_dag": args.history,
                 "grid_runs": args.runs,
                 "grid_tasks": args.tasks,
                 "seconds": round(time.perf_counter() - started, 2),
@@ -246,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             browser = Browser(f"http://127.0.0.1:{server.server_port}")
             browser.login("bench", "benchmark")
             pages = [
-                ("dag list (page of 100 of 501)", "/dags"),
-                ("dag list API (500)", "/api/v1/dags?limit=500"),
+                (f"dag list (first page of {args.dags + 1} DAGs)", "/dags"),
+                (f"dag list API (500 of {args.dags + 1} DAGs)", "/api/v1/dags?limit=500"),
                 (f"grid page ({args.runs} runs x {args.tasks} tasks)", f"/dags/{BIG}/grid?runs={args.runs}"),
                 (f"grid API ({args.runs} x {args.tasks})", f"/api/v1/dags/{BIG}/grid?limit={args.runs}"),
                 ("graph page (25 runs)", f"/dags/{BIG}/graph"),

@@ -45,7 +45,9 @@ from sqlalchemy import (
     exists,
     func,
     select,
+    true,
     type_coerce,
+    union_all,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -160,28 +162,53 @@ def list_dags(
     return DagPage(dags=page, total=total, tags=tags)
 
 
-@functools.cache
-def _recent_runs_query() -> Select[Any]:
-    numbered = (
-        select(
-            _run.dag_id,
-            _run.run_id,
-            _run.state,
-            _run.run_type,
-            naive_utc(_run.logical_date),
-            naive_utc(_run.start_date),
-            naive_utc(_run.end_date),
-            func.row_number()
-            .over(partition_by=_run.dag_id, order_by=(_run.logical_date.desc(), _run.id.desc()))
-            .label("rn"),
-        )
-        .where(_run.dag_id.in_(bindparam("dag_ids", expanding=True)))
-        .subquery()
-    )
+#: The columns the DAG list shows of each recent run, in the order ``recent_runs`` reads them.
+_RECENT_COLUMNS = (
+    _run.dag_id,
+    _run.run_id,
+    _run.state,
+    _run.run_type,
+    naive_utc(_run.logical_date),
+    naive_utc(_run.start_date),
+    naive_utc(_run.end_date),
+)
+
+
+def _latest_of(dag_id: Any) -> Select[Any]:
+    """The latest ``per_dag`` runs of one DAG, newest first: a backward scan of the
+    ``(dag_id, logical_date)`` index that stops after ``per_dag`` entries."""
     return (
-        select(numbered)
-        .where(numbered.c.rn <= bindparam("per_dag", type_=Integer))
-        .order_by(numbered.c.dag_id, numbered.c.rn)
+        select(*_RECENT_COLUMNS, _run.id)
+        .where(_run.dag_id == dag_id)
+        .order_by(_run.logical_date.desc(), _run.id.desc())
+        .limit(bindparam("per_dag", type_=Integer))
+    )
+
+
+@functools.cache
+def _recent_runs_lateral() -> Select[Any]:
+    """PostgreSQL: each listed DAG's latest runs through a LATERAL join (one index scan each)."""
+    latest = _latest_of(_dag.dag_id).lateral("latest")
+    return (
+        select(*(latest.c[c.key] for c in _RECENT_COLUMNS))
+        .select_from(Dag.__table__.join(latest, true()))
+        .where(_dag.dag_id.in_(bindparam("dag_ids", expanding=True)))
+        .order_by(latest.c.dag_id, latest.c.logical_date.desc(), latest.c.id.desc())
+    )
+
+
+#: DAGs per statement where the recent runs are a union (SQLite allows 500 terms in one).
+UNION_BRANCHES = 100
+
+
+@functools.cache
+def _recent_runs_union(count: int) -> Select[Any]:
+    """MySQL/MariaDB and SQLite (MariaDB has no LATERAL): one branch per listed DAG, each its own
+    bounded index scan, built once per number of DAGs listed."""
+    branches = [_latest_of(bindparam(f"dag_{i}")).subquery().select() for i in range(count)]
+    both = union_all(*branches).subquery()
+    return select(*(both.c[c.key] for c in _RECENT_COLUMNS)).order_by(
+        both.c.dag_id, both.c.logical_date.desc(), both.c.id.desc()
     )
 
 
@@ -189,17 +216,27 @@ def recent_runs(
     s: Session, dag_ids: Sequence[str], per_dag: int = RECENT_RUNS
 ) -> dict[str, tuple[dict[str, int], dict[str, Any] | None]]:
     """For each DAG, how many of its latest ``per_dag`` runs are in each state, and the latest run
-    (one query, a window function). Only the latest run of each is formatted: a page of 100 DAGs
-    reads 2,500 rows to count their states, fetched at once and read by position."""
+    (one query that reads at most ``per_dag`` runs of each, however long its history: a LATERAL join
+    on PostgreSQL, a union of one bounded branch per DAG elsewhere). Only the latest run of each is
+    formatted: a page of 100 DAGs reads 2,500 rows to count their states, fetched at once and read
+    by position."""
     if not dag_ids:
         return {}
     out: dict[str, tuple[dict[str, int], dict[str, Any] | None]] = {}
-    values = {"dag_ids": list(dag_ids), "per_dag": per_dag}
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(_recent_runs_lateral(), {"dag_ids": list(dag_ids), "per_dag": per_dag}).all()
+    else:
+        rows = []
+        for start in range(0, len(dag_ids), UNION_BRANCHES):
+            chunk = dag_ids[start : start + UNION_BRANCHES]
+            values = {"per_dag": per_dag, **{f"dag_{i}": dag_id for i, dag_id in enumerate(chunk)}}
+            rows += conn.execute(_recent_runs_union(len(chunk)), values).all()
     states: dict[str, int] = {}
-    for dag_id, run_id, state, run_type, logical_date, start_date, end_date, rn in (
-        s.connection().execute(_recent_runs_query(), values).all()
-    ):
-        if rn == 1:
+    shown = None
+    for dag_id, run_id, state, run_type, logical_date, start_date, end_date in rows:
+        if dag_id != shown:
+            shown = dag_id
             last = {
                 "run_id": run_id,
                 "state": state,
