@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 from hareflow.common.assets import sync_dag_assets
 from hareflow.common.config import Settings
@@ -36,6 +36,7 @@ from hareflow.common.db import Dag, DagCode, ImportError_
 from hareflow.common.db.upsert import lock_row, locked_row
 from hareflow.common.messages import StateEvent
 from hareflow.common.runs import refresh_next_run
+from hareflow.scheduler.warm_parse import WarmParser
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,8 +77,14 @@ def parse_file(
     running: set[subprocess.Popen[bytes]] | None = None,
     *,
     on_slow: Callable[[], None] | None = None,
+    warm: WarmParser | None = None,
 ) -> FileReport:
-    """Parse one file in a fresh child interpreter; a hang or crash becomes an import error.
+    """Parse one file in a child process; a hang or crash becomes an import error.
+
+    ``warm``: fork the child from that parse server (``common.dag.parse_server``: an interpreter
+    that has imported hareflow once, never user code); without it, or while that server is down,
+    the child is a fresh interpreter, ``python -P -m hareflow.common.dag.processor_child``. Either
+    way the child runs the same code with the same ``sys.path``.
 
     ``-P``: the scheduler's working directory is not put on the child's ``sys.path`` (a folder there
     named like one of the user's or hareflow's modules must not change what the DAG file imports);
@@ -86,24 +93,25 @@ def parse_file(
     The child writes to temporary files, not pipes, and only its own exit is awaited: a thread or a
     process the DAG file starts at import cannot hold the parse open. The child leads a process group
     of its own, killed when it is done, so whatever the file started goes with it. ``running``: a set
-    the child is kept in while it runs (so a stopping processor can kill it). ``on_slow`` is called
-    once the parse has taken ``SLOW_AFTER`` seconds (the processor then frees its slot)."""
-    command = [sys.executable, "-P", "-m", "hareflow.common.dag.processor_child", path]
-    if dags_folder is not None:
-        command.append(dags_folder)
+    a fresh-interpreter child is kept in while it runs (so a stopping processor can kill it; the
+    parse server kills its own children when it stops). ``on_slow`` is called once the parse has
+    taken ``SLOW_AFTER`` seconds (the processor then frees its slot)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
-        )
-        if running is not None:
-            running.add(proc)
-        try:
-            code: int | None = _wait(proc, timeout, on_slow)
-        finally:
-            _kill_group(proc.pid)
-            proc.wait()
-            if running is not None:
-                running.discard(proc)
+        code: int | None = None
+        child = warm.spawn(path, dags_folder, out.fileno(), err.fileno()) if warm is not None else None
+        if child is not None:
+            try:
+                code = _wait(child, timeout, on_slow)
+            finally:
+                if code is None:
+                    child.kill()
+            if child.lost:  # the server died under this parse: parse it again, in a fresh interpreter
+                out.truncate(0)
+                err.truncate(0)
+                child = None
+                on_slow = None  # the slot, if freed, stays freed
+        if child is None:
+            code = _parse_in_fresh_interpreter(path, timeout, dags_folder, running, on_slow, out, err)
         if code is None:
             message = TIMEOUT_MESSAGE.format(timeout=timeout)
             return FileReport(path, [], [{"file": path, "line": None, "message": message}])
@@ -121,7 +129,36 @@ def parse_file(
     )
 
 
-def _wait(proc: subprocess.Popen[bytes], timeout: float, on_slow: Callable[[], None] | None) -> int | None:
+def _parse_in_fresh_interpreter(
+    path: str,
+    timeout: float,
+    dags_folder: str | None,
+    running: set[subprocess.Popen[bytes]] | None,
+    on_slow: Callable[[], None] | None,
+    out: IO[bytes],
+    err: IO[bytes],
+) -> int | None:
+    """The child's exit code, or None if it ran past ``timeout`` (it is killed then)."""
+    command = [sys.executable, "-P", "-m", "hareflow.common.dag.processor_child", path]
+    if dags_folder is not None:
+        command.append(dags_folder)
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+    if running is not None:
+        running.add(proc)
+    try:
+        return _wait(proc, timeout, on_slow)
+    finally:
+        _kill_group(proc.pid)
+        proc.wait()
+        if running is not None:
+            running.discard(proc)
+
+
+class _Waitable(Protocol):
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def _wait(proc: _Waitable, timeout: float, on_slow: Callable[[], None] | None) -> int | None:
     """The child's exit code, or None if it ran past ``timeout``."""
     first = min(SLOW_AFTER, timeout) if on_slow is not None else timeout
     try:
@@ -182,6 +219,8 @@ class DagProcessor:
         )
         self._in_flight: dict[str, Future[ProcessReport]] = {}
         self._running: set[subprocess.Popen[bytes]] = set()
+        #: Parse children are forked from this warm server (fresh interpreters while it is down).
+        self.parse_server = WarmParser()
         #: Files whose last parse timed out: parsed after the others, so they never hold them up.
         self._slow: set[str] = set()
         #: Files parsed so far (for benchmarks and tests: a file found unchanged is not counted).
@@ -205,6 +244,7 @@ class DagProcessor:
         self._pool.shutdown(wait=False, cancel_futures=True)
         for proc in list(self._running):
             _kill_group(proc.pid)
+        self.parse_server.close()
 
     def idle(self) -> bool:
         """True when no parse is queued or running."""
@@ -283,6 +323,7 @@ class DagProcessor:
                 str(self.folder),
                 self._running,
                 on_slow=free_slot,
+                warm=self.parse_server,
             )
         finally:
             free_slot()

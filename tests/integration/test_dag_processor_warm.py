@@ -1,0 +1,173 @@
+"""Parse children are forked from a warm parse server, with every guarantee of a fresh interpreter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hareflow.common.db import Dag, ImportError_, create_engine_for, make_session_factory
+from hareflow.common.db.migrate import migrate
+from hareflow.scheduler.dag_processor import DagProcessor
+from hareflow.scheduler.warm_parse import RESTART_AFTER
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.conftest import fast_settings
+
+DAG_SOURCE = """
+from datetime import datetime
+from hareflow import DAG, BashTask
+{body}
+with DAG({dag_id}, start_date=datetime(2026, 1, 1)):
+    BashTask("t", "echo hi")
+"""
+
+
+@pytest.fixture
+def sessions(postgres_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = create_engine_for(postgres_url)
+    migrate(engine)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def processor(tmp_path: Path, dags_folder: Path, sessions: sessionmaker[Session]) -> Iterator[DagProcessor]:
+    settings = fast_settings(tmp_path, dags_folder=str(dags_folder), dag_file_processor_timeout=3.0)
+    p = DagProcessor(settings=settings, session_factory=sessions)
+    yield p
+    p.close()
+
+
+def dag_file(folder: Path, name: str, dag_id: str, body: str = "") -> Path:
+    path = folder / name
+    path.write_text(DAG_SOURCE.format(dag_id=dag_id, body=textwrap.dedent(body)))
+    return path
+
+
+def touch(path: Path) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def active(sessions: sessionmaker[Session]) -> set[str]:
+    with sessions() as s:
+        return set(s.scalars(select(Dag.dag_id).where(Dag.is_active)))
+
+
+def errors(sessions: sessionmaker[Session]) -> dict[str, str]:
+    with sessions() as s:
+        return {Path(e.filename).name: e.message for e in s.scalars(select(ImportError_))}
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_each_file_is_parsed_in_a_child_forked_from_the_one_warm_server(
+    processor: DagProcessor, dags_folder: Path, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    for n in range(3):
+        body = f"import os\nopen({str(tmp_path / f'ppid{n}')!r}, 'w').write(str(os.getppid()))\n"
+        dag_file(dags_folder, f"d{n}.py", f"'d{n}'", body)
+    processor.run_once()
+    assert active(sessions) == {"d0", "d1", "d2"}
+    server = processor.parse_server.pid
+    assert server is not None and server != os.getpid()
+    assert {(tmp_path / f"ppid{n}").read_text() for n in range(3)} == {str(server)}
+
+
+def test_module_state_of_one_file_never_reaches_the_next_and_a_changed_helper_module_is_seen(
+    processor: DagProcessor, dags_folder: Path, sessions: sessionmaker[Session]
+) -> None:
+    (dags_folder / "shared_name.py").write_text("NAME = 'one'\n")
+    dag_file(
+        dags_folder, "a.py", "'a_' + shared_name.NAME", "import json, shared_name\njson.LEFT_BY_A = True\n"
+    )
+    processor.run_once()
+    assert active(sessions) == {"a_one"}
+    b = dag_file(
+        dags_folder, "b.py", "'b_leaked' if hasattr(json, 'LEFT_BY_A') else 'b_clean'", "import json\n"
+    )
+    processor.run_once()
+    assert active(sessions) == {"a_one", "b_clean"}
+    (dags_folder / "shared_name.py").write_text("NAME = 'two'\n")
+    touch(dags_folder / "a.py")
+    touch(b)
+    processor.run_once()
+    assert active(sessions) == {"a_two", "b_clean"}
+
+
+def test_a_hang_a_crash_and_whatever_a_file_started_end_with_its_parse(
+    processor: DagProcessor, dags_folder: Path, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    dag_file(dags_folder, "good.py", "'good'")
+    dag_file(dags_folder, "hang.py", "'hang'", "import time\ntime.sleep(600)\n")
+    dag_file(dags_folder, "crash.py", "'crash'", "import os\nos._exit(3)\n")
+    pid_file = tmp_path / "escaped.pid"
+    # A process in a session of its own: it leaves the parse's process group, not the parse's tree.
+    body = f"""
+        import subprocess
+        p = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        open({str(pid_file)!r}, "w").write(str(p.pid))
+    """
+    dag_file(dags_folder, "spawner.py", "'spawner'", body)
+    processor.run_once()
+    assert active(sessions) == {"good", "spawner"}
+    found = errors(sessions)
+    assert set(found) == {"hang.py", "crash.py"}
+    assert found["hang.py"] == "parsing took longer than 3s (dag_file_processor_timeout) and was stopped"
+    assert found["crash.py"].startswith("DAG processor exited with code 3")
+    escaped = int(pid_file.read_text())
+    wait_for(lambda: not alive(escaped))
+
+
+def test_a_parse_server_that_died_is_started_again_and_no_parse_is_lost_meanwhile(
+    processor: DagProcessor, dags_folder: Path, sessions: sessionmaker[Session]
+) -> None:
+    first = dag_file(dags_folder, "a.py", "'a'")
+    processor.run_once()
+    server = processor.parse_server.pid
+    assert server is not None
+    os.kill(server, signal.SIGKILL)
+    wait_for(lambda: processor.parse_server.pid is None)
+    dag_file(dags_folder, "b.py", "'b'")  # parsed while the server is down: in a fresh interpreter
+    processor.run_once()
+    assert active(sessions) == {"a", "b"}
+    time.sleep(RESTART_AFTER)
+    dag_file(dags_folder, "c.py", "'c'")
+    touch(first)
+    processor.run_once()
+    assert active(sessions) == {"a", "b", "c"}
+    restarted = processor.parse_server.pid
+    assert restarted is not None and restarted != server
+
+
+def test_closing_the_processor_stops_the_server_and_the_parses_in_flight(
+    processor: DagProcessor, dags_folder: Path, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "child.pid"
+    body = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+    dag_file(dags_folder, "hang.py", "'hang'", body)
+    processor.run_once(wait=False)
+    wait_for(lambda: pid_file.exists() and pid_file.read_text() != "")
+    server = processor.parse_server.pid
+    assert server is not None
+    processor.close()
+    wait_for(lambda: not alive(int(pid_file.read_text())) and not alive(server))
