@@ -28,7 +28,7 @@ from hareflow.common.assets import sync_dag_assets
 from hareflow.common.config import Settings
 from hareflow.common.dag.assets import describe as describe_assets
 from hareflow.common.dag.loader import find_dag_files
-from hareflow.common.dag.processor_child import read_source
+from hareflow.common.dag.processor_child import file_digest, read_source
 from hareflow.common.dag.serialize import dag_hash
 from hareflow.common.dag.triggers import describe_trigger
 from hareflow.common.dag_versions import record_version, source_hash
@@ -51,6 +51,8 @@ class FileReport:
     source: str | None = None
     #: seconds the child spent importing the file and serializing its DAGs (None: it did not say)
     import_duration: float | None = None
+    #: modules from the DAG folder the import loaded, with their digests (None: it did not say)
+    imports: dict[str, str | None] | None = None
 
 
 @dataclass
@@ -125,7 +127,12 @@ def parse_file(
         return FileReport(path, [], [{"file": path, "line": None, "message": message}])
     data = json.loads(lines[-1])
     return FileReport(
-        path, data.get("dags", []), data.get("errors", []), data.get("source"), data.get("import_duration")
+        path,
+        data.get("dags", []),
+        data.get("errors", []),
+        data.get("source"),
+        data.get("import_duration"),
+        data.get("imports"),
     )
 
 
@@ -267,6 +274,11 @@ class DagProcessor:
                 del self._seen[path]
         if self._first:
             self._slow |= self._timed_out_before()
+            unchanged = self._unchanged_since_stored(changed)
+            with self._lock:
+                for path in unchanged:
+                    self._seen[path] = stamps[path]
+            changed = [p for p in changed if p not in unchanged]
         changed.sort(key=lambda p: p in self._slow)
         # Forget what left the folder first: a DAG id that moved here from a file outside it (the
         # folder itself moved) is then free for the file that defines it now, on this same pass.
@@ -354,6 +366,47 @@ class DagProcessor:
                 ]
             )
 
+    def _unchanged_since_stored(self, paths: Sequence[str]) -> set[str]:
+        """Of ``paths``, the files a restart need not parse: the source and every module from the
+        DAG folder its last parse imported are unchanged (by content), that parse had no errors,
+        and the DAGs it defined are still stored active for this file. Anything else is parsed."""
+        wanted = set(paths)
+        with self._sessions() as session:
+            records = {
+                c.fileloc: (c.source_hash, c.parse_record)
+                for c in session.scalars(select(DagCode).where(DagCode.parse_record.is_not(None)))
+                if c.fileloc in wanted
+            }
+            if not records:
+                return set()
+            broken = set(session.scalars(select(ImportError_.filename)))
+            stored = {
+                (d, f)
+                for d, f in session.execute(select(Dag.dag_id, Dag.fileloc).where(Dag.is_active.is_(True)))
+            }
+        digests: dict[str, str | None] = {}  # a module shared by many files is read once
+
+        def digest(path: str) -> str | None:
+            if path not in digests:
+                digests[path] = file_digest(path)
+            return digests[path]
+
+        unchanged = set()
+        for path, (source_digest, record) in records.items():
+            if path in broken or not isinstance(record, dict):
+                continue
+            imports, dag_ids = record.get("imports"), record.get("dags")
+            if not isinstance(imports, dict) or not isinstance(dag_ids, list):
+                continue
+            if any((dag_id, path) not in stored for dag_id in dag_ids):
+                continue
+            if any(d is None or digest(m) != d for m, d in imports.items()):
+                continue
+            source = read_source(path)
+            if source is not None and source_hash(source) == source_digest:
+                unchanged.add(path)
+        return unchanged
+
     def _timed_out_before(self) -> set[str]:
         """Files whose stored import error says their parse timed out (before a restart)."""
         with self._sessions() as session:
@@ -401,6 +454,11 @@ class DagProcessor:
                 if dag_id not in defined and dag.is_active:
                     dag.is_active = False
                     report.dags_changed.append(dag_id)
+            if code is not None:
+                clean = not errors and file_report.imports is not None
+                record = {"dags": sorted(defined), "imports": file_report.imports} if clean else None
+                if code.parse_record != record:
+                    code.parse_record = record
             session.execute(delete(ImportError_).where(ImportError_.filename == path))
             for err in errors:
                 session.add(

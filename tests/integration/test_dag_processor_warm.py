@@ -171,3 +171,72 @@ def test_closing_the_processor_stops_the_server_and_the_parses_in_flight(
     assert server is not None
     processor.close()
     wait_for(lambda: not alive(int(pid_file.read_text())) and not alive(server))
+
+
+def restarted(processor: DagProcessor) -> DagProcessor:
+    """A new processor over the same folder and metastore: the scheduler after a restart."""
+    return DagProcessor(settings=processor._settings, session_factory=processor._sessions)  # noqa: SLF001
+
+
+def test_a_restart_with_nothing_changed_parses_nothing_and_still_sees_later_changes(
+    processor: DagProcessor, dags_folder: Path, sessions: sessionmaker[Session]
+) -> None:
+    (dags_folder / "steps.py").write_text("NAME = 'x'\n")
+    dag_file(dags_folder, "a.py", "'a'", "import steps\n")
+    dag_file(dags_folder, "b.py", "'b'")
+    processor.run_once()
+    assert active(sessions) == {"a", "b"}
+    again = restarted(processor)
+    try:
+        assert again.run_once().parsed == []
+        assert again.files_parsed == 0
+        assert active(sessions) == {"a", "b"}
+        assert again.run_once().parsed == []  # marked seen with its mtime and size
+        dag_file(dags_folder, "b.py", "'b2'")
+        assert [Path(p).name for p in again.run_once().parsed] == ["b.py"]
+        assert active(sessions) == {"a", "b2"}
+    finally:
+        again.close()
+
+
+def test_a_changed_helper_module_or_source_re_parses_the_files_that_use_it_on_restart(
+    processor: DagProcessor, dags_folder: Path, sessions: sessionmaker[Session]
+) -> None:
+    (dags_folder / "steps.py").write_text("NAME = 'one'\n")
+    dag_file(dags_folder, "uses.py", "'uses_' + steps.NAME", "import steps\n")
+    dag_file(dags_folder, "plain.py", "'plain'")
+    edited = dag_file(dags_folder, "edited.py", "'edited'")
+    processor.run_once()
+    assert active(sessions) == {"uses_one", "plain", "edited"}
+    (dags_folder / "steps.py").write_text("NAME = 'two'\n")
+    stat = edited.stat()
+    dag_file(dags_folder, "edited.py", "'edite2'")  # same size, same mtime: only the content says so
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = restarted(processor)
+    try:
+        parsed = {Path(p).name for p in again.run_once().parsed}
+    finally:
+        again.close()
+    assert parsed == {"uses.py", "edited.py"}
+    assert active(sessions) == {"uses_two", "plain", "edite2"}
+
+
+def test_a_file_with_an_import_error_or_an_inactive_dag_is_parsed_again_on_restart(
+    processor: DagProcessor, dags_folder: Path, sessions: sessionmaker[Session]
+) -> None:
+    dag_file(dags_folder, "broken.py", "'broken'", "raise RuntimeError('no')\n")
+    dag_file(dags_folder, "good.py", "'good'")
+    processor.run_once()
+    assert set(errors(sessions)) == {"broken.py"}
+    with sessions() as s, s.begin():
+        dag = s.get(Dag, "good")
+        assert dag is not None
+        dag.is_active = False
+    again = restarted(processor)
+    try:
+        parsed = {Path(p).name for p in again.run_once().parsed}
+    finally:
+        again.close()
+    assert parsed == {"broken.py", "good.py"}
+    assert active(sessions) == {"good"}
+    assert set(errors(sessions)) == {"broken.py"}
