@@ -60,14 +60,17 @@ def process_file(path: str, dags_folder: str | None = None) -> dict[str, Any]:
 
 def imported_from(folder: str, *, exclude: str) -> dict[str, str | None]:
     """Each loaded module's file under ``folder`` (but ``exclude``), with its ``file_digest``."""
-    root = os.path.join(os.path.realpath(folder), "")
+    # Compared as the paths are spelled first: resolving every loaded module's path costs more
+    # than the rest of a small file's parse.
+    roots = tuple({os.path.join(os.path.abspath(folder), ""), os.path.join(os.path.realpath(folder), "")})
+    excluded = os.path.realpath(exclude)
     found: dict[str, str | None] = {}
     for module in list(sys.modules.values()):
         name = getattr(module, "__file__", None)
-        if not isinstance(name, str):
+        if not isinstance(name, str) or not name.startswith(roots):
             continue
         path = os.path.realpath(name)
-        if path.startswith(root) and path != os.path.realpath(exclude):
+        if path != excluded:
             found[path] = file_digest(path)
     return found
 
