@@ -372,11 +372,12 @@ class DagProcessor:
         and the DAGs it defined are still stored active for this file. Anything else is parsed."""
         wanted = set(paths)
         with self._sessions() as session:
-            records = {
-                c.fileloc: (c.source_hash, c.parse_record)
-                for c in session.scalars(select(DagCode).where(DagCode.parse_record.is_not(None)))
-                if c.fileloc in wanted
-            }
+            rows = session.execute(
+                select(DagCode.fileloc, DagCode.source_hash, DagCode.parse_record).where(
+                    DagCode.parse_record.is_not(None)
+                )
+            )  # not the sources themselves: only their hashes are compared
+            records = {fileloc: (digest, record) for fileloc, digest, record in rows if fileloc in wanted}
             if not records:
                 return set()
             broken = set(session.scalars(select(ImportError_.filename)))
