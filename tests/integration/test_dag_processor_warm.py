@@ -28,9 +28,9 @@ with DAG({dag_id}, start_date=datetime(2026, 1, 1)):
 """
 
 
-@pytest.fixture
-def sessions(postgres_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_engine_for(postgres_url)
+@pytest.fixture(params=["postgres_url", "mysql_url"])
+def sessions(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
+    engine = create_engine_for(request.getfixturevalue(request.param))
     migrate(engine)
     yield make_session_factory(engine)
     engine.dispose()
