@@ -1,7 +1,10 @@
 """DAG processing: parse each DAG file in a child process, store what it defines.
 
-The scheduler never imports user code itself: each changed file is parsed by
-``python -P -m hareflow.common.dag.processor_child FILE DAGS_FOLDER`` under a timeout. A file's DAGs
+The scheduler never imports user code itself: each changed file is parsed under a timeout in a
+child forked from the parse server (``scheduler.warm_parse``, ``common.dag.parse_server``), or, while
+that server is down, by ``python -P -m hareflow.common.dag.processor_child FILE DAGS_FOLDER``. On
+the first scan after a start, a file unchanged since its last clean parse (``dag_code.parse_record``)
+is not parsed again. A file's DAGs
 are upserted, DAGs that left the file (or whose file is gone) are deactivated, and its import errors
 (file, line, message) replace the previous ones. One broken file never touches the DAGs of another.
 """
