@@ -1,7 +1,10 @@
 """DAG processing: parse each DAG file in a child process, store what it defines.
 
-The scheduler never imports user code itself: each changed file is parsed by
-``python -P -m hareflow.common.dag.processor_child FILE DAGS_FOLDER`` under a timeout. A file's DAGs
+The scheduler never imports user code itself: each changed file is parsed under a timeout in a
+child forked from the parse server (``scheduler.warm_parse``, ``common.dag.parse_server``), or, while
+that server is down, by ``python -P -m hareflow.common.dag.processor_child FILE DAGS_FOLDER``. On
+the first scan after a start, a file unchanged since its last clean parse (``dag_code.parse_record``)
+is not parsed again. A file's DAGs
 are upserted, DAGs that left the file (or whose file is gone) are deactivated, and its import errors
 (file, line, message) replace the previous ones. One broken file never touches the DAGs of another.
 """
@@ -22,13 +25,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 from hareflow.common.assets import sync_dag_assets
 from hareflow.common.config import Settings
 from hareflow.common.dag.assets import describe as describe_assets
 from hareflow.common.dag.loader import find_dag_files
-from hareflow.common.dag.processor_child import read_source
+from hareflow.common.dag.processor_child import file_digest, read_source
 from hareflow.common.dag.serialize import dag_hash
 from hareflow.common.dag.triggers import describe_trigger
 from hareflow.common.dag_versions import record_version, source_hash
@@ -36,6 +39,7 @@ from hareflow.common.db import Dag, DagCode, ImportError_
 from hareflow.common.db.upsert import lock_row, locked_row
 from hareflow.common.messages import StateEvent
 from hareflow.common.runs import refresh_next_run
+from hareflow.scheduler.warm_parse import WarmParser
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,6 +54,8 @@ class FileReport:
     source: str | None = None
     #: seconds the child spent importing the file and serializing its DAGs (None: it did not say)
     import_duration: float | None = None
+    #: modules from the DAG folder the import loaded, with their digests (None: it did not say)
+    imports: dict[str, str | None] | None = None
 
 
 @dataclass
@@ -76,8 +82,14 @@ def parse_file(
     running: set[subprocess.Popen[bytes]] | None = None,
     *,
     on_slow: Callable[[], None] | None = None,
+    warm: WarmParser | None = None,
 ) -> FileReport:
-    """Parse one file in a fresh child interpreter; a hang or crash becomes an import error.
+    """Parse one file in a child process; a hang or crash becomes an import error.
+
+    ``warm``: fork the child from that parse server (``common.dag.parse_server``: an interpreter
+    that has imported hareflow once, never user code); without it, or while that server is down,
+    the child is a fresh interpreter, ``python -P -m hareflow.common.dag.processor_child``. Either
+    way the child runs the same code with the same ``sys.path``.
 
     ``-P``: the scheduler's working directory is not put on the child's ``sys.path`` (a folder there
     named like one of the user's or hareflow's modules must not change what the DAG file imports);
@@ -86,24 +98,25 @@ def parse_file(
     The child writes to temporary files, not pipes, and only its own exit is awaited: a thread or a
     process the DAG file starts at import cannot hold the parse open. The child leads a process group
     of its own, killed when it is done, so whatever the file started goes with it. ``running``: a set
-    the child is kept in while it runs (so a stopping processor can kill it). ``on_slow`` is called
-    once the parse has taken ``SLOW_AFTER`` seconds (the processor then frees its slot)."""
-    command = [sys.executable, "-P", "-m", "hareflow.common.dag.processor_child", path]
-    if dags_folder is not None:
-        command.append(dags_folder)
+    a fresh-interpreter child is kept in while it runs (so a stopping processor can kill it; the
+    parse server kills its own children when it stops). ``on_slow`` is called once the parse has
+    taken ``SLOW_AFTER`` seconds (the processor then frees its slot)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
-        )
-        if running is not None:
-            running.add(proc)
-        try:
-            code: int | None = _wait(proc, timeout, on_slow)
-        finally:
-            _kill_group(proc.pid)
-            proc.wait()
-            if running is not None:
-                running.discard(proc)
+        code: int | None = None
+        child = warm.spawn(path, dags_folder, out.fileno(), err.fileno()) if warm is not None else None
+        if child is not None:
+            try:
+                code = _wait(child, timeout, on_slow)
+            finally:
+                if code is None:
+                    child.kill()
+            if child.lost:  # the server died under this parse: parse it again, in a fresh interpreter
+                out.truncate(0)
+                err.truncate(0)
+                child = None
+                on_slow = None  # the slot, if freed, stays freed
+        if child is None:
+            code = _parse_in_fresh_interpreter(path, timeout, dags_folder, running, on_slow, out, err)
         if code is None:
             message = TIMEOUT_MESSAGE.format(timeout=timeout)
             return FileReport(path, [], [{"file": path, "line": None, "message": message}])
@@ -117,11 +130,45 @@ def parse_file(
         return FileReport(path, [], [{"file": path, "line": None, "message": message}])
     data = json.loads(lines[-1])
     return FileReport(
-        path, data.get("dags", []), data.get("errors", []), data.get("source"), data.get("import_duration")
+        path,
+        data.get("dags", []),
+        data.get("errors", []),
+        data.get("source"),
+        data.get("import_duration"),
+        data.get("imports"),
     )
 
 
-def _wait(proc: subprocess.Popen[bytes], timeout: float, on_slow: Callable[[], None] | None) -> int | None:
+def _parse_in_fresh_interpreter(
+    path: str,
+    timeout: float,
+    dags_folder: str | None,
+    running: set[subprocess.Popen[bytes]] | None,
+    on_slow: Callable[[], None] | None,
+    out: IO[bytes],
+    err: IO[bytes],
+) -> int | None:
+    """The child's exit code, or None if it ran past ``timeout`` (it is killed then)."""
+    command = [sys.executable, "-P", "-m", "hareflow.common.dag.processor_child", path]
+    if dags_folder is not None:
+        command.append(dags_folder)
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+    if running is not None:
+        running.add(proc)
+    try:
+        return _wait(proc, timeout, on_slow)
+    finally:
+        _kill_group(proc.pid)
+        proc.wait()
+        if running is not None:
+            running.discard(proc)
+
+
+class _Waitable(Protocol):
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def _wait(proc: _Waitable, timeout: float, on_slow: Callable[[], None] | None) -> int | None:
     """The child's exit code, or None if it ran past ``timeout``."""
     first = min(SLOW_AFTER, timeout) if on_slow is not None else timeout
     try:
@@ -182,8 +229,12 @@ class DagProcessor:
         )
         self._in_flight: dict[str, Future[ProcessReport]] = {}
         self._running: set[subprocess.Popen[bytes]] = set()
+        #: Parse children are forked from this warm server (fresh interpreters while it is down).
+        self.parse_server = WarmParser()
         #: Files whose last parse timed out: parsed after the others, so they never hold them up.
         self._slow: set[str] = set()
+        #: Files parsed so far (for benchmarks and tests: a file found unchanged is not counted).
+        self.files_parsed = 0
 
     def run(self, stop: threading.Event) -> None:
         """Scan the folder every ``dag_dir_list_interval`` until ``stop``; parses run in the
@@ -203,6 +254,12 @@ class DagProcessor:
         self._pool.shutdown(wait=False, cancel_futures=True)
         for proc in list(self._running):
             _kill_group(proc.pid)
+        self.parse_server.close()
+
+    def idle(self) -> bool:
+        """True when no parse is queued or running."""
+        with self._lock:
+            return not self._in_flight
 
     def run_once(self, now: datetime | None = None, *, wait: bool = True) -> ProcessReport:
         """Parse new and changed files, forget removed ones. The first call parses everything.
@@ -220,6 +277,11 @@ class DagProcessor:
                 del self._seen[path]
         if self._first:
             self._slow |= self._timed_out_before()
+            unchanged = self._unchanged_since_stored(changed)
+            with self._lock:
+                for path in unchanged:
+                    self._seen[path] = stamps[path]
+            changed = [p for p in changed if p not in unchanged]
         changed.sort(key=lambda p: p in self._slow)
         # Forget what left the folder first: a DAG id that moved here from a file outside it (the
         # folder itself moved) is then free for the file that defines it now, on this same pass.
@@ -276,10 +338,13 @@ class DagProcessor:
                 str(self.folder),
                 self._running,
                 on_slow=free_slot,
+                warm=self.parse_server,
             )
         finally:
             free_slot()
         report = ProcessReport(parsed=[path])
+        with self._lock:
+            self.files_parsed += 1
         try:
             self._store(file_report, now or datetime.now(UTC), report)
         except Exception:
@@ -303,6 +368,48 @@ class DagProcessor:
                     for d in dag_ids
                 ]
             )
+
+    def _unchanged_since_stored(self, paths: Sequence[str]) -> set[str]:
+        """Of ``paths``, the files a restart need not parse: the source and every module from the
+        DAG folder its last parse imported are unchanged (by content), that parse had no errors,
+        and the DAGs it defined are still stored active for this file. Anything else is parsed."""
+        wanted = set(paths)
+        with self._sessions() as session:
+            rows = session.execute(
+                select(DagCode.fileloc, DagCode.source_hash, DagCode.parse_record).where(
+                    DagCode.parse_record.is_not(None)
+                )
+            )  # not the sources themselves: only their hashes are compared
+            records = {fileloc: (digest, record) for fileloc, digest, record in rows if fileloc in wanted}
+            if not records:
+                return set()
+            broken = set(session.scalars(select(ImportError_.filename)))
+            stored = {
+                (d, f)
+                for d, f in session.execute(select(Dag.dag_id, Dag.fileloc).where(Dag.is_active.is_(True)))
+            }
+        digests: dict[str, str | None] = {}  # a module shared by many files is read once
+
+        def digest(path: str) -> str | None:
+            if path not in digests:
+                digests[path] = file_digest(path)
+            return digests[path]
+
+        unchanged = set()
+        for path, (source_digest, record) in records.items():
+            if path in broken or not isinstance(record, dict):
+                continue
+            imports, dag_ids = record.get("imports"), record.get("dags")
+            if not isinstance(imports, dict) or not isinstance(dag_ids, list):
+                continue
+            if any((dag_id, path) not in stored for dag_id in dag_ids):
+                continue
+            if any(d is None or digest(m) != d for m, d in imports.items()):
+                continue
+            source = read_source(path)
+            if source is not None and source_hash(source) == source_digest:
+                unchanged.add(path)
+        return unchanged
 
     def _timed_out_before(self) -> set[str]:
         """Files whose stored import error says their parse timed out (before a restart)."""
@@ -351,6 +458,11 @@ class DagProcessor:
                 if dag_id not in defined and dag.is_active:
                     dag.is_active = False
                     report.dags_changed.append(dag_id)
+            if code is not None:
+                clean = not errors and file_report.imports is not None
+                record = {"dags": sorted(defined), "imports": file_report.imports} if clean else None
+                if code.parse_record != record:
+                    code.parse_record = record
             session.execute(delete(ImportError_).where(ImportError_.filename == path))
             for err in errors:
                 session.add(

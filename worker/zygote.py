@@ -32,55 +32,18 @@ require.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
 import gc
-import json
 import logging
 import os
-import select
 import signal
 import socket
-import sys
 from typing import Any
 
 from hareflow.common.dag.loader import add_dags_folder_to_path, load_dag_file_cached
+from hareflow.common.processes import ForkServer, set_subreaper
 from hareflow.worker.child import LOG_FORMAT, CurrentStderr, task_main
 
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
-MAX_RECORD = 64 * 1024
 log = logging.getLogger(__name__)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-def prctl(option: int, value: int) -> None:
-    """``prctl(2)`` on Linux; a no-op where there is none."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "prctl"):
-        libc.prctl(option, value, 0, 0, 0)
-
-
-def set_subreaper() -> None:
-    """Make orphaned descendants of this process its children (Linux)."""
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct children of ``pid`` (a single-threaded process), from ``/proc``."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
 
 
 class _PreloadTimeout(BaseException):
@@ -106,49 +69,20 @@ def zygote_main(control: socket.socket, dags_folder: str, preload_timeout: float
     _Zygote(control, dags_folder, preload_timeout).serve()
 
 
-class _Zygote:
+class _Zygote(ForkServer):
     def __init__(self, control: socket.socket, dags_folder: str, preload_timeout: float) -> None:
-        self._control = control
+        super().__init__(control)
         self._dags_folder = dags_folder
         self._preload_timeout = preload_timeout
         self._slow: dict[str, tuple[int, int]] = {}  # DAG files not to import here, at (mtime, size)
-        self._tasks: dict[int, str] = {}  # pid of a live task process -> its token
-        self._pid = os.getpid()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
 
-    def serve(self) -> None:
-        signal.set_wakeup_fd(self._wake_w)
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-        while True:
-            readable, _, _ = select.select([self._control, self._wake_r], [], [])
-            if self._wake_r in readable:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 4096)
-                self._reap()
-            if self._control in readable and not self._serve_one():
-                self._stop()
-                return
+    def prepare(self, request: dict[str, Any]) -> None:
+        self._preload(request.get("dag_file") or "")
 
-    def _serve_one(self) -> bool:
-        try:
-            data, fds, _, _ = socket.recv_fds(self._control, MAX_RECORD, 4)
-        except OSError:
-            return False
-        if not data:
-            return False
-        request: dict[str, Any] = json.loads(data)
-        if request["op"] == "spawn":
-            self._preload(request.get("dag_file") or "")
-            self._spawn(request["token"], fds[0])
-            for extra in fds[1:]:
-                os.close(extra)
-        elif request["op"] == "kill":
-            for pid, token in list(self._tasks.items()):
-                if token == request["token"]:
-                    _kill_task(pid)
-        return True
+    def child_main(self, request: dict[str, Any], fds: list[int]) -> int:
+        for extra in fds[1:]:
+            os.close(extra)
+        return task_main(fds[0], request["token"])
 
     def _preload(self, path: str) -> None:
         """Import ``path`` here (cached while unchanged) so that task processes inherit it built."""
@@ -175,83 +109,3 @@ class _Zygote:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
         gc.freeze()  # what is here now stays untouched by the collector: fewer copied pages per fork
-
-    def _spawn(self, token: str, fd: int) -> None:
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            os.close(fd)
-            self._send({"op": "exit", "token": token, "status": None, "error": f"fork failed: {exc}"})
-            return
-        if pid == 0:  # the task process: never returns into this loop
-            code = 70
-            try:
-                self._control.close()
-                os.close(self._wake_r)
-                os.close(self._wake_w)
-                signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                set_subreaper()
-                # Killed with the zygote; the zygote itself ends every task when the worker goes.
-                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-                if os.getppid() != self._pid:
-                    os._exit(1)  # the zygote died before the line above took effect
-                code = task_main(fd, token)
-            finally:
-                os._exit(code)
-        os.close(fd)
-        self._tasks[pid] = token
-
-    def _reap(self) -> None:
-        """Reap every exited child; for a task process, kill its group first and report it."""
-        while True:
-            try:
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                break
-            if info is None:
-                break
-            pid = info.si_pid
-            token = self._tasks.pop(pid, None)
-            if token is not None:
-                # The unreaped process still holds its pid, so the group id cannot name anyone else.
-                with contextlib.suppress(OSError):
-                    os.killpg(pid, signal.SIGKILL)
-            _, status = os.waitpid(pid, 0)
-            if token is not None:
-                self._send({"op": "exit", "token": token, "status": status, "error": None})
-        self._kill_stragglers()
-
-    def _kill_stragglers(self) -> None:
-        """Children that are not live task processes were left behind by a task that ended."""
-        for pid in children_of(self._pid):
-            if pid not in self._tasks:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-
-    def _send(self, record: dict[str, Any]) -> None:
-        try:
-            self._control.send(json.dumps(record).encode())
-        except OSError:
-            pass  # the worker is gone; the control socket's end of file stops us next
-
-    def _stop(self) -> None:
-        """The worker is gone or stopping: kill every task and everything they left, then exit."""
-        for pid in list(self._tasks):
-            _kill_task(pid)
-        while True:
-            for pid in children_of(os.getpid()):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            try:
-                os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-        sys.stdout.flush()
-
-
-def _kill_task(pid: int) -> None:
-    """Kill a live task process and its process group (the process itself may not lead it yet)."""
-    for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-        with contextlib.suppress(OSError):
-            kill()

@@ -5,7 +5,11 @@ current directory off ``sys.path`` (a ``hareflow/`` folder where the scheduler w
 shadow the installed package); ``DAGS_FOLDER`` goes on it instead. Output on stdout, exactly one line::
 
     {"file": "/abs/path.py", "dags": [<serialized DAG>, ...], "errors": [{"file", "line", "message"}],
-     "source": "<the file's text>", "import_duration": <seconds spent importing and serializing>}
+     "source": "<the file's text>", "import_duration": <seconds spent importing and serializing>,
+     "imports": {"/abs/helper.py": "<file_digest>", ...}}
+
+``imports``: every module from the DAG folder (the file's own folder without one) left loaded by the
+import, the DAG file itself aside: a restarted processor re-parses the file when one changed.
 
 The exit status is 0 even for a broken DAG file (the errors say what is wrong); 2 means bad usage.
 Anything the DAG file prints while it is imported goes to stderr so it cannot corrupt the output.
@@ -14,6 +18,7 @@ Anything the DAG file prints while it is imported goes to stderr so it cannot co
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -49,7 +54,34 @@ def process_file(path: str, dags_folder: str | None = None) -> dict[str, Any]:
         "errors": errors,
         "source": read_source(abs_path),
         "import_duration": elapsed,
+        "imports": imported_from(dags_folder or os.path.dirname(abs_path), exclude=abs_path),
     }
+
+
+def imported_from(folder: str, *, exclude: str) -> dict[str, str | None]:
+    """Each loaded module's file under ``folder`` (but ``exclude``), with its ``file_digest``."""
+    # Compared as the paths are spelled first: resolving every loaded module's path costs more
+    # than the rest of a small file's parse.
+    roots = tuple({os.path.join(os.path.abspath(folder), ""), os.path.join(os.path.realpath(folder), "")})
+    excluded = os.path.realpath(exclude)
+    found: dict[str, str | None] = {}
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__file__", None)
+        if not isinstance(name, str) or not name.startswith(roots):
+            continue
+        path = os.path.realpath(name)
+        if path != excluded:
+            found[path] = file_digest(path)
+    return found
+
+
+def file_digest(path: str) -> str | None:
+    """sha256 of the file's bytes (None if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 #: Stored in the metastore for the web's source page; a larger file is cut there, with a note.

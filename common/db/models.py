@@ -301,6 +301,10 @@ class DagCode(Base):
     source: Mapped[str] = mapped_column(LongText)
     source_hash: Mapped[str] = mapped_column(SafeString(64))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: The last parse without errors: ``{"dags": [dag ids], "imports": {path: digest}}`` (modules
+    #: from the DAG folder it imported); None when it had errors. A restart skips the file while
+    #: all of it still holds.
+    parse_record: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
     @staticmethod
     def key(fileloc: str) -> str:
