@@ -83,6 +83,7 @@ def parse_file(
     *,
     on_slow: Callable[[], None] | None = None,
     warm: WarmParser | None = None,
+    closing: threading.Event | None = None,
 ) -> FileReport:
     """Parse one file in a child process; a hang or crash becomes an import error.
 
@@ -100,7 +101,9 @@ def parse_file(
     of its own, killed when it is done, so whatever the file started goes with it. ``running``: a set
     a fresh-interpreter child is kept in while it runs (so a stopping processor can kill it; the
     parse server kills its own children when it stops). ``on_slow`` is called once the parse has
-    taken ``SLOW_AFTER`` seconds (the processor then frees its slot)."""
+    taken ``SLOW_AFTER`` seconds (the processor then frees its slot). ``closing``: once set (the
+    processor is stopping), a parse the server lost is not started again in a fresh interpreter,
+    and no fresh interpreter is started: ParseCancelled is raised instead."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         code: int | None = None
         child = warm.spawn(path, dags_folder, out.fileno(), err.fileno()) if warm is not None else None
@@ -110,13 +113,17 @@ def parse_file(
             finally:
                 if code is None:
                     child.kill()
+            if closing is not None and closing.is_set():
+                raise ParseCancelled(path)  # killed because the processor is stopping
             if child.lost:  # the server died under this parse: parse it again, in a fresh interpreter
                 out.truncate(0)
                 err.truncate(0)
                 child = None
                 on_slow = None  # the slot, if freed, stays freed
         if child is None:
-            code = _parse_in_fresh_interpreter(path, timeout, dags_folder, running, on_slow, out, err)
+            code = _parse_in_fresh_interpreter(
+                path, timeout, dags_folder, running, on_slow, out, err, closing
+            )
         if code is None:
             message = TIMEOUT_MESSAGE.format(timeout=timeout)
             return FileReport(path, [], [{"file": path, "line": None, "message": message}])
@@ -147,8 +154,11 @@ def _parse_in_fresh_interpreter(
     on_slow: Callable[[], None] | None,
     out: IO[bytes],
     err: IO[bytes],
+    closing: threading.Event | None = None,
 ) -> int | None:
     """The child's exit code, or None if it ran past ``timeout`` (it is killed then)."""
+    if closing is not None and closing.is_set():
+        raise ParseCancelled(path)
     command = [sys.executable, "-P", "-m", "hareflow.common.dag.processor_child", path]
     if dags_folder is not None:
         command.append(dags_folder)
@@ -156,12 +166,21 @@ def _parse_in_fresh_interpreter(
     if running is not None:
         running.add(proc)
     try:
+        # Checked again once the child is in ``running``: a close() that began meanwhile either
+        # found it there (and killed it) or is seen here.
+        if closing is not None and closing.is_set():
+            raise ParseCancelled(path)
         return _wait(proc, timeout, on_slow)
     finally:
         _kill_group(proc.pid)
         proc.wait()
         if running is not None:
             running.discard(proc)
+
+
+class ParseCancelled(Exception):
+    """The processor stopped while the file was being parsed: nothing is stored for it (it is
+    parsed again when a processor next starts)."""
 
 
 class _Waitable(Protocol):
@@ -231,6 +250,7 @@ class DagProcessor:
         self._running: set[subprocess.Popen[bytes]] = set()
         #: Parse children are forked from this warm server (fresh interpreters while it is down).
         self.parse_server = WarmParser()
+        self._closing = threading.Event()
         #: Files whose last parse timed out: parsed after the others, so they never hold them up.
         self._slow: set[str] = set()
         #: Files parsed so far (for benchmarks and tests: a file found unchanged is not counted).
@@ -250,7 +270,9 @@ class DagProcessor:
             self.close()
 
     def close(self) -> None:
-        """Stop parsing: queued files are dropped, running parse children killed."""
+        """Stop parsing: queued files are dropped, running parse children killed (and not started
+        again in a fresh interpreter when their server goes)."""
+        self._closing.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         for proc in list(self._running):
             _kill_group(proc.pid)
@@ -339,7 +361,10 @@ class DagProcessor:
                 self._running,
                 on_slow=free_slot,
                 warm=self.parse_server,
+                closing=self._closing,
             )
+        except ParseCancelled:
+            return ProcessReport()
         finally:
             free_slot()
         report = ProcessReport(parsed=[path])
