@@ -35,20 +35,9 @@ def emit(record: dict[str, Any]) -> None:
 
 
 def command_environment(settings: Any) -> dict[str, str]:
-    """The CLI's environment: the system's metastore, broker and prefix, nothing else of ours."""
-    child = {k: v for k, v in os.environ.items() if not k.startswith("HAREFLOW_")}
-    child.update(
-        {
-            "HAREFLOW_HOME": str(settings.home),
-            "HAREFLOW_DATABASE_URL": settings.database_url,
-            "HAREFLOW_BROKER_URL": settings.broker_url,
-            "HAREFLOW_EXECUTOR": settings.effective_executor,
-            "HAREFLOW_BROKER_PREFIX": settings.broker_prefix,
-            "HAREFLOW_DAGS_FOLDER": str(settings.dags_folder),
-            "HAREFLOW_LOG_LEVEL": "WARNING",
-        }
-    )
-    return child
+    """The CLI's environment: a separate worker's (broker, prefix, DAG folder, home) plus the
+    metastore, which the command reads."""
+    return env.worker_environment(settings, HAREFLOW_DATABASE_URL=settings.database_url)
 
 
 def follow_once(system: BenchSystem, index: int, timeout: float) -> dict[str, Any]:
